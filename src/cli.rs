@@ -1,0 +1,73 @@
+//! The command line: verbs, flags and their help. No logic lives here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// mm — a declarative machine manager
+///
+/// Describe a machine in machines/NAME.toml; mm compiles it, with the facts of this host,
+/// into a boot plan you can read before anything is touched, then boots it in its own
+/// namespaces, overlay root, cgroup and user ids, as root or as an ordinary user.
+#[derive(Debug, Parser)]
+#[command(name = "mm", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    after_help = "Machines are found by NAME in ./machines, then /etc/mm/machines and \
+/usr/share/mm/machines (root) or ~/.config/mm/machines (others); a path to a .toml file works \
+wherever a NAME does. MM_PATH replaces that search path; MM_ROOT=DIR keeps all of mm's state \
+under DIR.\n\nDocumentation: docs/definition.md (every key), docs/errors.md (exit codes)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check definitions for every error that can be found without changing anything
+    ///
+    /// With no argument, checks every definition on the search path. Exits 65 if a
+    /// definition is invalid, 69 if it is valid but this host cannot run it as written.
+    Validate {
+        /// Machine names or paths to .toml files
+        machines: Vec<String>,
+        /// Print the results as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show, step by step, what starting a machine will do
+    ///
+    /// Compiles the definition with this host's facts into the boot plan: image and
+    /// layers, id maps, namespaces, cgroup and limits, every mount in order, network,
+    /// registration and PID 1. Nothing is changed.
+    Plan {
+        /// A machine name or a path to a .toml file
+        machine: String,
+        /// Print the plan as JSON (stable schema, with a plan_hash)
+        #[arg(long)]
+        json: bool,
+        /// Compile against host facts saved by `mm host --json` instead of this host's
+        #[arg(long, value_name = "FILE")]
+        host_file: Option<PathBuf>,
+    },
+    /// List the machines defined on the search path
+    #[command(visible_alias = "ls")]
+    List {
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what mm knows about this host: ids, subordinate ranges, cgroups, D-Bus, paths
+    Host {
+        /// Print the facts as JSON (usable with `mm plan --host-file`)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script
+    ///
+    /// For example: mm completions bash > /etc/bash_completion.d/mm
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}

@@ -1,0 +1,306 @@
+//! One small function per verb: find the machine, call the library, print.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+use serde::Serialize;
+
+use mm::definition::discovery::{self, Found};
+use mm::definition::{Definition, Diagnostics};
+use mm::error::{Error, ExitCode};
+use mm::host::Host;
+use mm::{check, plan};
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Validate { machines, json } => validate(&machines, json),
+        Command::Plan {
+            machine,
+            json,
+            host_file,
+        } => plan(&machine, json, host_file.as_deref()),
+        Command::List { json } => list(json),
+        Command::Host { json } => host(json),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "mm", &mut std::io::stdout());
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+/// Loads, checks and compiles one definition: everything short of touching the system.
+fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
+    let def = Definition::load(path)?;
+    check::paths(&def, host).map_err(Error::Invalid)?;
+    plan::compile(&def, host).map_err(Error::HostCannot)
+}
+
+fn plan(machine: &str, json: bool, host_file: Option<&Path>) -> Result<ExitCode, Error> {
+    let host = match host_file {
+        Some(path) => read_host(path)?,
+        None => Host::probe(),
+    };
+    let path = discovery::resolve(machine, &host.dirs.search)?;
+    let plan = compile(&path, &host)?;
+    if json {
+        print_json(&plan.hashed())?;
+    } else {
+        print(&plan.render())?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn read_host(path: &Path) -> Result<Host, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::HostFile {
+        path: path.to_owned(),
+        why: e.to_string(),
+    })
+}
+
+/// The outcome of validating one file, as `mm validate --json` prints it.
+#[derive(Serialize)]
+struct Validated {
+    file: PathBuf,
+    valid: bool,
+    diagnostics: Vec<mm::definition::Diagnostic>,
+    error: Option<String>,
+}
+
+fn validate(machines: &[String], json: bool) -> Result<ExitCode, Error> {
+    let host = Host::probe();
+    let paths: Vec<PathBuf> = if machines.is_empty() {
+        discovery::list(&host.dirs.search)
+            .into_iter()
+            .map(|f| f.path)
+            .collect()
+    } else {
+        machines
+            .iter()
+            .map(|m| discovery::resolve(m, &host.dirs.search))
+            .collect::<Result<_, _>>()?
+    };
+    let mut worst = ExitCode::Ok;
+    let mut results = Vec::new();
+    for path in paths {
+        let outcome = compile(&path, &host);
+        if let Err(e) = &outcome {
+            worst = worst.max_with(e.exit_code());
+        }
+        if json {
+            let (diagnostics, error) = match outcome {
+                Ok(_) => (Vec::new(), None),
+                Err(Error::Invalid(Diagnostics(d)) | Error::HostCannot(Diagnostics(d))) => {
+                    (d, None)
+                }
+                Err(other) => (Vec::new(), Some(other.to_string())),
+            };
+            results.push(Validated {
+                file: path,
+                valid: diagnostics.is_empty() && error.is_none(),
+                diagnostics,
+                error,
+            });
+        } else {
+            match outcome {
+                Ok(_) => print(&format!("{}: valid\n", path.display()))?,
+                Err(e) => eprintln!("{}\n", e.render()),
+            }
+        }
+    }
+    if json {
+        print_json(&results)?;
+    }
+    Ok(worst)
+}
+
+/// One machine in `mm list --json`.
+#[derive(Serialize)]
+struct Listed {
+    name: String,
+    state: &'static str,
+    image: Option<String>,
+    description: Option<String>,
+    definition: PathBuf,
+    shadowed: Vec<PathBuf>,
+    /// The first problem, for an invalid definition.
+    problem: Option<String>,
+}
+
+fn list(json: bool) -> Result<ExitCode, Error> {
+    let host = Host::probe();
+    let listed: Vec<Listed> = discovery::list(&host.dirs.search)
+        .into_iter()
+        .map(listed)
+        .collect();
+    if json {
+        print_json(&listed)?;
+        return Ok(ExitCode::Ok);
+    }
+    if listed.is_empty() {
+        let dirs: Vec<String> = host
+            .dirs
+            .search
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        print(&format!(
+            "No machines defined. Looked in {}.\n",
+            dirs.join(", ")
+        ))?;
+        return Ok(ExitCode::Ok);
+    }
+    let width = listed
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!("{:width$}  {:9}  {}\n", "NAME", "STATE", "IMAGE");
+    for l in &listed {
+        let image = l
+            .image
+            .clone()
+            .or_else(|| l.problem.clone())
+            .unwrap_or_default();
+        out.push_str(&format!("{:width$}  {:9}  {image}\n", l.name, l.state));
+    }
+    print(&out)?;
+    Ok(ExitCode::Ok)
+}
+
+fn listed(found: Found) -> Listed {
+    let loaded = Definition::load(&found.path);
+    let problem = loaded.as_ref().err().map(|e| match e {
+        mm::definition::LoadError::Invalid(d) => {
+            d.first().map(|d| d.message.clone()).unwrap_or_default()
+        }
+        other => other.to_string(),
+    });
+    let def = loaded.ok();
+    Listed {
+        name: found.name,
+        state: if def.is_some() { "defined" } else { "invalid" },
+        image: def.as_ref().map(|d| d.image.source.value.to_string()),
+        description: def.and_then(|d| d.description),
+        definition: found.path,
+        shadowed: found.shadowed,
+        problem,
+    }
+}
+
+fn host(json: bool) -> Result<ExitCode, Error> {
+    let host = Host::probe();
+    if json {
+        print_json(&host)?;
+    } else {
+        print(&render_host(&host))?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn render_host(h: &Host) -> String {
+    let ranges = |r: &[mm::idmap::IdRange]| {
+        if r.is_empty() {
+            "none".to_owned()
+        } else {
+            r.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let probe =
+        |p: &mm::host::Probe| format!("{} ({})", if p.available { "yes" } else { "no" }, p.detail);
+    let c = &h.cgroup;
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<18} {v}\n"));
+    line(
+        "user",
+        format!(
+            "{} (uid {}, gid {}){}",
+            h.user,
+            h.uid,
+            h.gid,
+            if h.is_root() { ", root" } else { ", rootless" }
+        ),
+    );
+    line("home", h.home.display().to_string());
+    line("subuid", ranges(&h.subuid));
+    line("subgid", ranges(&h.subgid));
+    line("cgroup mode", c.mode.to_string());
+    line(
+        "cgroup v2 tree",
+        c.unified
+            .as_ref()
+            .map_or("none".to_owned(), |p| p.display().to_string()),
+    );
+    line(
+        "cgroup v1",
+        if c.v1.is_empty() {
+            "none".to_owned()
+        } else {
+            c.v1.iter()
+                .map(|h| h.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+    );
+    line(
+        "cgroup delegated",
+        c.delegated
+            .as_ref()
+            .map_or("none".to_owned(), |p| p.display().to_string()),
+    );
+    line(
+        "cgroup controllers",
+        if c.controllers.is_empty() {
+            "none".to_owned()
+        } else {
+            c.controllers.join(" ")
+        },
+    );
+    line("system bus", probe(&h.bus.system_bus));
+    line("machined", probe(&h.bus.machined));
+    line("user bus", probe(&h.bus.user_bus));
+    line(
+        "systemd is PID 1",
+        if h.systemd_pid1 { "yes" } else { "no" }.to_owned(),
+    );
+    line("architecture", h.arch.clone());
+    line(
+        "definitions",
+        h.dirs
+            .search
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    line("image store", h.dirs.store.display().to_string());
+    line("machines", h.dirs.machines.display().to_string());
+    line("runtime", h.dirs.runtime.display().to_string());
+    for note in &h.notes {
+        line("note", note.clone());
+    }
+    out
+}
+
+fn print(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(Error::Output)
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Output(e.into()))?;
+    text.push('\n');
+    print(&text)
+}

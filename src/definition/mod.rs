@@ -1,0 +1,185 @@
+//! Machine definitions: the TOML file a user writes, parsed, validated and typed.
+//!
+//! `parse` turns text into serde structs with spans; `validate` checks each concern and
+//! builds a [`Definition`], collecting every problem as a located [`Diagnostic`].
+//! `discovery` finds definition files by name on the search path.
+
+pub mod capability;
+pub mod diagnostic;
+pub mod discovery;
+pub mod name;
+mod parse;
+mod raw;
+pub mod source;
+pub mod units;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
+pub use name::MachineName;
+pub use source::{Digest, ImageSource};
+
+/// A validated machine definition. Every value here has been checked; spans are kept where
+/// a later stage (host checks, compilation) may still need to point at the line.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub name: MachineName,
+    pub file: SourceFile,
+    pub description: Option<String>,
+    pub image: Image,
+    pub exec: Exec,
+    pub storage: Storage,
+    pub users: Located<UserRange>,
+    pub network: NetworkMode,
+    pub resources: Located<Resources>,
+    pub security: Security,
+}
+
+/// A value with the byte span it was written at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    pub value: T,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub source: Located<ImageSource>,
+    /// Refuse any manifest but this one.
+    pub digest: Option<Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    /// Run the image's own init (systemd) as PID 1.
+    pub boot: bool,
+    /// Empty: the image config's entrypoint and command.
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// `None`: the image config's user, or root.
+    pub user: Option<String>,
+    /// `None`: the image config's working directory, or `/`.
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    pub persistent: bool,
+    pub binds: Vec<Located<Bind>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: BindSource,
+    /// Absolute, normalised path inside the machine.
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// A bind source. `~/…` is kept as written: the home directory is a host fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSource {
+    Path(PathBuf),
+    Home(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserRange {
+    /// Root: a block allocated from mm's pool. Rootless: the user's subordinate range.
+    Auto,
+    Explicit {
+        base: u32,
+        size: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Share the host's network namespace.
+    Host,
+    /// A network namespace of its own, with only loopback.
+    Private,
+}
+
+/// Limits; spans point at each key for host-dependent errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub memory: Option<u64>,
+    /// Thousandths of a CPU.
+    pub cpus_milli: Option<u32>,
+    pub pids: Option<u64>,
+}
+
+impl Resources {
+    pub fn any(&self) -> bool {
+        self.memory.is_some() || self.cpus_milli.is_some() || self.pids.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    pub add_capabilities: BTreeSet<&'static str>,
+    pub drop_capabilities: CapabilityDrop,
+    pub no_new_privileges: bool,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapabilityDrop {
+    All,
+    Some(BTreeSet<&'static str>),
+}
+
+impl Default for CapabilityDrop {
+    fn default() -> Self {
+        Self::Some(BTreeSet::new())
+    }
+}
+
+/// Why a definition could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl Definition {
+    /// Reads, parses and validates the definition at `path`. The machine is named after the
+    /// file's stem; relative paths inside are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_text(path, &text).map_err(LoadError::Invalid)
+    }
+
+    /// Parses and validates `text` as if read from `path` (which is not read).
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, Diagnostics> {
+        let file = SourceFile::new(path, text);
+        let raw = parse::parse(&file)?;
+        validate::validate(file, raw)
+    }
+
+    /// The directory relative paths in this definition are taken from.
+    pub fn base_dir(&self) -> PathBuf {
+        base_dir(self.file.path())
+    }
+}
+
+/// The absolute directory of a definition file.
+pub fn base_dir(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    absolute
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}

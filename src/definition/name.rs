@@ -1,0 +1,72 @@
+//! Machine names: the definition file's stem, which must be a valid hostname label.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A machine's name; also its hostname, its machined name and its directory name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct MachineName(String);
+
+impl MachineName {
+    /// Accepts a hostname label (RFC 1123): 1 to 63 ASCII letters, digits and hyphens,
+    /// neither starting nor ending with a hyphen.
+    pub fn new(name: &str) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err("a machine name cannot be empty".to_owned());
+        }
+        if name.len() > 63 {
+            return Err(format!(
+                "`{name}` is {} characters long; a hostname label has at most 63",
+                name.len()
+            ));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(format!(
+                "`{name}` contains `{bad}`; a machine name is a hostname label: letters, digits and `-`"
+            ));
+        }
+        if name.starts_with('-') || name.ends_with('-') {
+            return Err(format!(
+                "`{name}` starts or ends with `-`, which a hostname label cannot"
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MachineName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_labels_only() {
+        assert!(MachineName::new("web").is_ok());
+        assert!(MachineName::new("dev-2").is_ok());
+        for bad in [
+            "",
+            "-web",
+            "web-",
+            "my_web",
+            "web.example",
+            "wéb",
+            &"a".repeat(64),
+        ] {
+            assert!(MachineName::new(bad).is_err(), "{bad}");
+        }
+    }
+}

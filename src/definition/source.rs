@@ -1,0 +1,359 @@
+//! Image sources, spelt as in containers-transports(5), plus `tar:` and `rootfs:`.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+/// Where a machine's image comes from. Local paths are absolute once parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "transport", rename_all = "kebab-case")]
+pub enum ImageSource {
+    /// An OCI image layout directory (skopeo, umoci, buildah), with an optional tag.
+    Oci { path: PathBuf, tag: Option<String> },
+    /// A tarball of an OCI image layout.
+    OciArchive { path: PathBuf, tag: Option<String> },
+    /// A tarball made by `docker save`.
+    DockerArchive { path: PathBuf },
+    /// An image in a registry.
+    Docker(RegistryReference),
+    /// A tarball of a root filesystem, as one layer.
+    Tar { path: PathBuf },
+    /// A plain directory used as the root filesystem's only lower layer.
+    Rootfs { path: PathBuf },
+}
+
+/// The transports a user may write, for errors and suggestions.
+pub const TRANSPORTS: &[&str] = &[
+    "oci",
+    "oci-archive",
+    "docker-archive",
+    "docker",
+    "tar",
+    "rootfs",
+];
+
+impl ImageSource {
+    /// Parses `TRANSPORT:REST`; relative paths are taken relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, SourceError> {
+        let Some((transport, rest)) = text.split_once(':') else {
+            return Err(SourceError::NoTransport);
+        };
+        let local = |rest: &str| -> Result<PathBuf, SourceError> {
+            if rest.is_empty() {
+                return Err(SourceError::EmptyPath {
+                    transport: transport.to_owned(),
+                });
+            }
+            Ok(absolute(base, Path::new(rest)))
+        };
+        match transport {
+            "oci" | "oci-archive" => {
+                let (path, tag) = split_tag(rest)?;
+                let path = local(path)?;
+                Ok(if transport == "oci" {
+                    Self::Oci { path, tag }
+                } else {
+                    Self::OciArchive { path, tag }
+                })
+            }
+            "docker-archive" => Ok(Self::DockerArchive { path: local(rest)? }),
+            "tar" => Ok(Self::Tar { path: local(rest)? }),
+            "rootfs" => Ok(Self::Rootfs { path: local(rest)? }),
+            "docker" => {
+                let rest = rest.strip_prefix("//").ok_or(SourceError::DockerSlashes)?;
+                RegistryReference::parse(rest).map(Self::Docker)
+            }
+            other => Err(SourceError::UnknownTransport(other.to_owned())),
+        }
+    }
+
+    /// The local file or directory this source reads, if it is local.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            Self::Oci { path, .. }
+            | Self::OciArchive { path, .. }
+            | Self::DockerArchive { path }
+            | Self::Tar { path }
+            | Self::Rootfs { path } => Some(path),
+            Self::Docker(_) => None,
+        }
+    }
+
+    /// Whether the image carries a config (default command, environment, user).
+    pub fn has_config(&self) -> bool {
+        !matches!(self, Self::Tar { .. } | Self::Rootfs { .. })
+    }
+
+    /// Whether the local path must be a directory (as opposed to a file).
+    pub fn wants_directory(&self) -> bool {
+        matches!(self, Self::Oci { .. } | Self::Rootfs { .. })
+    }
+}
+
+impl fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tagged = |f: &mut fmt::Formatter<'_>, t: &str, p: &Path, tag: &Option<String>| {
+            write!(f, "{t}:{}", p.display())?;
+            match tag {
+                Some(tag) => write!(f, ":{tag}"),
+                None => Ok(()),
+            }
+        };
+        match self {
+            Self::Oci { path, tag } => tagged(f, "oci", path, tag),
+            Self::OciArchive { path, tag } => tagged(f, "oci-archive", path, tag),
+            Self::DockerArchive { path } => write!(f, "docker-archive:{}", path.display()),
+            Self::Docker(reference) => write!(f, "docker://{reference}"),
+            Self::Tar { path } => write!(f, "tar:{}", path.display()),
+            Self::Rootfs { path } => write!(f, "rootfs:{}", path.display()),
+        }
+    }
+}
+
+/// `PATH[:TAG]`: a colon after the last slash starts the tag.
+fn split_tag(rest: &str) -> Result<(&str, Option<String>), SourceError> {
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[last_slash..].rfind(':') {
+        Some(i) => {
+            let (path, tag) = (&rest[..last_slash + i], &rest[last_slash + i + 1..]);
+            validate_tag(tag)?;
+            Ok((path, Some(tag.to_owned())))
+        }
+        None => Ok((rest, None)),
+    }
+}
+
+/// `base/path`, cleaned lexically as podman and skopeo clean paths: `.` is dropped and
+/// `..` removes the component before it (never going above `/`).
+pub fn absolute(base: &Path, path: &Path) -> PathBuf {
+    let mut clean = PathBuf::from("/");
+    for component in base.join(path).components() {
+        match component {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::Normal(part) => clean.push(part),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    clean
+}
+
+/// A reference to an image in a registry: `REGISTRY/REPO[:TAG][@DIGEST]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegistryReference {
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+/// The registry assumed when a reference names none, as docker and podman do.
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
+impl RegistryReference {
+    pub fn parse(text: &str) -> Result<Self, SourceError> {
+        let (rest, digest) = match text.split_once('@') {
+            Some((rest, digest)) => (rest, Some(Digest::parse(digest)?)),
+            None => (text, None),
+        };
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        };
+        if let Some(tag) = tag {
+            validate_tag(tag)?;
+        }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, repo)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first.to_owned(), repo.to_owned())
+            }
+            Some(_) => (DEFAULT_REGISTRY.to_owned(), name.to_owned()),
+            None => (DEFAULT_REGISTRY.to_owned(), format!("library/{name}")),
+        };
+        if registry.is_empty() || repository.is_empty() {
+            return Err(SourceError::BadRepository(name.to_owned()));
+        }
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.as_bytes()[0].is_ascii_alphanumeric()
+        };
+        if !repository.split('/').all(component_ok) {
+            return Err(SourceError::BadRepository(repository));
+        }
+        Ok(Self {
+            registry,
+            repository,
+            tag: tag.map(str::to_owned),
+            digest,
+        })
+    }
+}
+
+impl fmt::Display for RegistryReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_tag(tag: &str) -> Result<(), SourceError> {
+    let ok = (1..=128).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && (tag.as_bytes()[0].is_ascii_alphanumeric() || tag.starts_with('_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SourceError::BadTag(tag.to_owned()))
+    }
+}
+
+/// A content digest; only sha256 is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest {
+    hex: String,
+}
+
+impl Digest {
+    pub fn parse(text: &str) -> Result<Self, SourceError> {
+        let Some(hex) = text.strip_prefix("sha256:") else {
+            return Err(SourceError::BadDigest(text.to_owned()));
+        };
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(SourceError::BadDigest(text.to_owned()));
+        }
+        Ok(Self {
+            hex: hex.to_owned(),
+        })
+    }
+
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("no transport: an image source starts with one, as in `oci:PATH` or `docker://REPO`")]
+    NoTransport,
+    #[error("unknown transport `{0}:`")]
+    UnknownTransport(String),
+    #[error("`{transport}:` needs a path after the colon")]
+    EmptyPath { transport: String },
+    #[error("registry images are written `docker://REGISTRY/REPO[:TAG]`, with two slashes")]
+    DockerSlashes,
+    #[error("`{0}` is not a valid repository name (lowercase letters, digits, `.`, `_`, `-`, `/`)")]
+    BadRepository(String),
+    #[error("`{0}` is not a valid tag (up to 128 letters, digits, `_`, `.`, `-`)")]
+    BadTag(String),
+    #[error("`{0}` is not a sha256 digest (`sha256:` and 64 lowercase hex digits)")]
+    BadDigest(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ImageSource, SourceError> {
+        ImageSource::parse(text, Path::new("/defs"))
+    }
+
+    #[test]
+    fn local_transports_resolve_relative_to_the_definition() {
+        assert_eq!(
+            parse("oci:./images/busybox:latest").unwrap(),
+            ImageSource::Oci {
+                path: "/defs/images/busybox".into(),
+                tag: Some("latest".into())
+            }
+        );
+        assert_eq!(
+            parse("oci:/srv/img").unwrap(),
+            ImageSource::Oci {
+                path: "/srv/img".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            parse("tar:root.tar.gz").unwrap(),
+            ImageSource::Tar {
+                path: "/defs/root.tar.gz".into()
+            }
+        );
+        assert_eq!(
+            parse("oci-archive:../a.tar:v1").unwrap().to_string(),
+            "oci-archive:/a.tar:v1"
+        );
+    }
+
+    #[test]
+    fn registry_references_get_docker_defaults() {
+        let ImageSource::Docker(r) = parse("docker://busybox").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "library/busybox")
+        );
+        let ImageSource::Docker(r) = parse("docker://localhost:5000/a/b:1.2").unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.to_string(), "localhost:5000/a/b:1.2");
+        let pinned = format!("docker://quay.io/x/y@sha256:{}", "a".repeat(64));
+        assert!(parse(&pinned).is_ok());
+    }
+
+    #[test]
+    fn bad_sources_say_why() {
+        assert_eq!(parse("images/busybox"), Err(SourceError::NoTransport));
+        assert_eq!(
+            parse("ocı:x"),
+            Err(SourceError::UnknownTransport("ocı".into()))
+        );
+        assert_eq!(parse("docker:busybox"), Err(SourceError::DockerSlashes));
+        assert!(matches!(
+            parse("docker://Busybox"),
+            Err(SourceError::BadRepository(_))
+        ));
+        assert!(matches!(
+            parse("oci:x:bad tag"),
+            Err(SourceError::BadTag(_))
+        ));
+        assert!(matches!(
+            parse("docker://a@sha256:12"),
+            Err(SourceError::BadDigest(_))
+        ));
+        assert!(matches!(
+            parse("rootfs:"),
+            Err(SourceError::EmptyPath { .. })
+        ));
+    }
+}

@@ -1,0 +1,82 @@
+//! Sizes (`512M`, `2G`) and CPU counts (`1.5`), as users write them for nspawn and podman.
+
+/// Parses a size: a number of bytes, optionally followed by K, M, G or T (powers of 1024,
+/// with or without a trailing `B` or `iB`), as systemd and podman read `512M`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(format!("`{text}` does not start with a number"));
+    }
+    let shift = match unit.trim_start().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("unknown unit `{}` in `{text}`", unit.trim_start())),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Formats bytes the way [`parse_size`] reads them, exactly (no rounding).
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// CPU bandwidth in thousandths of a CPU: 1.5 CPUs is 1500.
+pub fn parse_cpus(cpus: f64) -> Result<u32, String> {
+    if !cpus.is_finite() || cpus <= 0.0 {
+        return Err("must be a number of CPUs greater than 0, such as 0.5 or 2".to_owned());
+    }
+    if cpus > 4096.0 {
+        return Err("is more CPUs than Linux supports (4096)".to_owned());
+    }
+    let milli = (cpus * 1000.0).round();
+    if milli < 1.0 {
+        return Err("must be at least 0.001 CPUs".to_owned());
+    }
+    Ok(milli as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2 G"), Ok(2 << 30));
+        assert!(parse_size("12Q").unwrap_err().contains("unit `Q`"));
+        assert!(parse_size("M").is_err());
+        assert!(
+            parse_size("99999999999T")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(format_size(512 << 20), "512M");
+        assert_eq!(format_size(1000), "1000B");
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpus(1.5), Ok(1500));
+        assert!(parse_cpus(0.0).is_err());
+        assert!(parse_cpus(f64::NAN).is_err());
+        assert!(parse_cpus(0.0001).is_err());
+    }
+}

@@ -1,0 +1,528 @@
+//! Raw definition to typed [`Definition`]: one check per concern, every problem collected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+use toml::Spanned;
+
+use super::capability;
+use super::diagnostic::{Diagnostic, Diagnostics, SourceFile, closest};
+use super::raw::{
+    RawBind, RawDefinition, RawExec, RawRange, RawResources, RawSecurity, RawSize, RawStorage,
+};
+use super::source::{Digest, ImageSource, SourceError, TRANSPORTS};
+use super::units::{parse_cpus, parse_size};
+use super::{
+    Bind, BindSource, CapabilityDrop, Definition, Exec, Image, Located, MachineName, NetworkMode,
+    Resources, Security, Storage, UserRange,
+};
+
+/// The smallest id range a booted init gets along with: systemd needs `nobody` (65534).
+const BOOT_MIN_IDS: u32 = 65536;
+
+/// Collects diagnostics for one file while the checks run.
+struct Checker<'f> {
+    file: &'f SourceFile,
+    problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at<T>(
+        &mut self,
+        value: &Spanned<T>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.problems
+            .push(self.file.error_at(&value.span(), message).key(key));
+        self.problems.last_mut().expect("just pushed")
+    }
+}
+
+pub fn validate(file: SourceFile, raw: RawDefinition) -> Result<Definition, Diagnostics> {
+    let base = super::base_dir(file.path());
+    let mut c = Checker {
+        file: &file,
+        problems: Vec::new(),
+    };
+    let name = machine_name(&mut c);
+    let image = image(&mut c, raw.image.into_inner(), &base);
+    let exec = exec(&mut c, raw.exec, &image);
+    let storage = storage(&mut c, raw.storage, &base);
+    let users = users(&mut c, raw.users.range, exec.boot);
+    let network = network(&mut c, raw.network.mode);
+    let resources = resources(&mut c, raw.resources);
+    let security = security(&mut c, raw.security);
+    let description = raw.description.map(Spanned::into_inner);
+
+    let mut problems = c.problems;
+    if !problems.is_empty() {
+        problems.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+        return Err(Diagnostics(problems));
+    }
+    Ok(Definition {
+        name: name.expect("a missing name is a problem"),
+        file,
+        description,
+        image: image.expect("a bad image is a problem"),
+        exec,
+        storage,
+        users,
+        network,
+        resources,
+        security,
+    })
+}
+
+fn machine_name(c: &mut Checker<'_>) -> Option<MachineName> {
+    let path = c.file.path();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+        c.problems.push(c.file.error(
+            "a definition file's name ends in `.toml`; the part before it names the machine",
+        ));
+        return None;
+    }
+    match MachineName::new(stem) {
+        Ok(name) => Some(name),
+        Err(why) => {
+            let diagnostic = c
+                .file
+                .error(format!("the machine is named after its file, and {why}"))
+                .help("rename the file, e.g. `my-machine.toml`");
+            c.problems.push(diagnostic);
+            None
+        }
+    }
+}
+
+fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<Image> {
+    let digest = raw.digest.and_then(|d| match Digest::parse(d.get_ref()) {
+        Ok(digest) => Some(digest),
+        Err(e) => {
+            c.at(&d, "image.digest", e.to_string());
+            None
+        }
+    });
+    let span = raw.source.span();
+    match ImageSource::parse(raw.source.get_ref(), base) {
+        Ok(source) => Some(Image {
+            source: Located {
+                value: source,
+                span,
+            },
+            digest,
+        }),
+        Err(e) => {
+            let d = c.at(&raw.source, "image.source", e.to_string());
+            if let SourceError::UnknownTransport(t) = &e
+                && let Some(guess) = closest(t, TRANSPORTS.iter().copied())
+            {
+                d.help.push(format!("did you mean `{guess}:`?"));
+            }
+            if matches!(
+                e,
+                SourceError::UnknownTransport(_) | SourceError::NoTransport
+            ) {
+                d.help.push(
+                    "sources: oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH, \
+                     docker://REGISTRY/REPO[:TAG|@DIGEST], tar:PATH, rootfs:PATH"
+                        .to_owned(),
+                );
+            }
+            None
+        }
+    }
+}
+
+fn exec(c: &mut Checker<'_>, raw: RawExec, image: &Option<Image>) -> Exec {
+    let boot = raw.boot.as_ref().is_some_and(|b| *b.get_ref());
+    let mut command = Vec::new();
+    if let Some(cmd) = &raw.command {
+        if cmd.get_ref().is_empty() {
+            c.at(cmd, "exec.command", "the command is empty")
+                .help
+                .push("leave `command` out to run the image's own command".to_owned());
+        } else if boot {
+            c.at(
+                cmd,
+                "exec.command",
+                "`command` cannot be combined with `boot = true`",
+            )
+            .help
+            .push("a booted machine runs its image's init; remove one of the two".to_owned());
+        } else if cmd.get_ref()[0].get_ref().is_empty() {
+            c.at(
+                &cmd.get_ref()[0],
+                "exec.command[0]",
+                "the program to run is an empty string",
+            );
+        }
+        command = cmd.get_ref().iter().map(|a| a.get_ref().clone()).collect();
+    }
+    let needs_command = image.as_ref().is_some_and(|i| !i.source.value.has_config());
+    if command.is_empty() && !boot && needs_command {
+        let span = image
+            .as_ref()
+            .map(|i| i.source.span.clone())
+            .unwrap_or(0..0);
+        let d = c.file.error_at(
+            &span,
+            "this source carries no image config, so there is no default command",
+        );
+        c.problems.push(
+            d.key("exec.command")
+                .help("set `command` in [exec], or `boot = true` to run the image's /sbin/init"),
+        );
+    }
+    let mut env = BTreeMap::new();
+    for (key, value) in raw.env.unwrap_or_default() {
+        let name = key.get_ref();
+        if name.is_empty() || name.contains(['=', '\0']) {
+            c.at(
+                &key,
+                &format!("exec.env.{name}"),
+                "an environment variable's name cannot be empty or hold `=`",
+            );
+        } else if value.get_ref().contains('\0') {
+            c.at(
+                &value,
+                &format!("exec.env.{name}"),
+                "the value holds a NUL byte",
+            );
+        }
+        env.insert(name.clone(), value.into_inner());
+    }
+    let user = raw.user.map(|user| {
+        let text = user.get_ref();
+        let ok = !text.is_empty()
+            && text.split(':').count() <= 2
+            && text
+                .split(':')
+                .all(|part| !part.is_empty() && !part.contains(['/', '\0', ' ']));
+        if !ok {
+            c.at(&user, "exec.user", format!("`{text}` is not a user"))
+                .help
+                .push(
+                    "write a name or number, optionally with a group: `root`, `1000`, `app:app`"
+                        .to_owned(),
+                );
+        }
+        user.into_inner()
+    });
+    let workdir = raw.workdir.map(|dir| {
+        if !dir.get_ref().starts_with('/') {
+            c.at(
+                &dir,
+                "exec.workdir",
+                "the working directory must be an absolute path inside the machine",
+            );
+        }
+        dir.into_inner()
+    });
+    Exec {
+        boot,
+        command,
+        env,
+        user,
+        workdir,
+    }
+}
+
+fn storage(c: &mut Checker<'_>, raw: RawStorage, base: &Path) -> Storage {
+    let mut binds: Vec<Located<Bind>> = Vec::new();
+    let mut targets = BTreeSet::new();
+    for (i, bind) in raw.binds.into_iter().enumerate() {
+        let span = bind.span();
+        let RawBind {
+            source,
+            target,
+            readonly,
+        } = bind.into_inner();
+        let key = format!("storage.binds[{i}]");
+        let Some(target_path) = machine_path(c, &target, &format!("{key}.target")) else {
+            continue;
+        };
+        if target_path == "/" {
+            c.at(
+                &target,
+                &format!("{key}.target"),
+                "a bind cannot cover the machine's whole root",
+            );
+            continue;
+        }
+        if !targets.insert(target_path.clone()) {
+            c.at(
+                &target,
+                &format!("{key}.target"),
+                format!("`{target_path}` is already the target of another bind"),
+            );
+            continue;
+        }
+        let text = source.get_ref();
+        let source_path = if text.is_empty() {
+            c.at(
+                &source,
+                &format!("{key}.source"),
+                "the bind source is empty",
+            );
+            continue;
+        } else if text == "~" {
+            BindSource::Home(PathBuf::new())
+        } else if let Some(rest) = text.strip_prefix("~/") {
+            BindSource::Home(PathBuf::from(rest))
+        } else if text.starts_with('~') {
+            c.at(
+                &source,
+                &format!("{key}.source"),
+                "only `~/` (your own home) is understood",
+            )
+            .help
+            .push("write the absolute path of another user's directory".to_owned());
+            continue;
+        } else {
+            BindSource::Path(super::source::absolute(base, Path::new(text)))
+        };
+        binds.push(Located {
+            value: Bind {
+                source: source_path,
+                target: target_path,
+                readonly,
+            },
+            span,
+        });
+    }
+    Storage {
+        persistent: raw.persistent.unwrap_or(true),
+        binds,
+    }
+}
+
+/// An absolute path inside the machine, normalised; `..` is refused, so that a path can
+/// never name something above the machine's root.
+fn machine_path(c: &mut Checker<'_>, path: &Spanned<String>, key: &str) -> Option<String> {
+    let text = path.get_ref();
+    if !text.starts_with('/') {
+        c.at(
+            path,
+            key,
+            format!("`{text}` is relative; paths inside the machine are absolute"),
+        )
+        .help
+        .push(format!("write `/{}`", text.trim_start_matches("./")));
+        return None;
+    }
+    let mut parts = Vec::new();
+    for component in Path::new(text).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                c.at(
+                    path,
+                    key,
+                    format!("`{text}` contains `..`; write the path without it"),
+                );
+                return None;
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+fn users(c: &mut Checker<'_>, raw: Option<Spanned<RawRange>>, boot: bool) -> Located<UserRange> {
+    let Some(raw) = raw else {
+        return Located {
+            value: UserRange::Auto,
+            span: 0..0,
+        };
+    };
+    let span = raw.span();
+    let value = match raw.get_ref() {
+        RawRange::Word(word) if word == "auto" => UserRange::Auto,
+        RawRange::Word(word) => {
+            c.at(&raw, "users.range", format!("`{word}` is not a range"))
+                .help
+                .push("write `\"auto\"` or `{ base = 524288, size = 65536 }`".to_owned());
+            UserRange::Auto
+        }
+        RawRange::Explicit(range) => {
+            let base = u32::try_from(range.base).ok();
+            let size = u32::try_from(range.size).ok().filter(|s| *s > 0);
+            match (base, size) {
+                (Some(base), Some(size)) if u64::from(base) + u64::from(size) <= 1 << 32 => {
+                    if boot && size < BOOT_MIN_IDS {
+                        c.at(&raw, "users.range.size", format!("a booted machine needs at least {BOOT_MIN_IDS} ids; this range has {size}"));
+                    }
+                    UserRange::Explicit { base, size }
+                }
+                _ => {
+                    c.at(
+                        &raw,
+                        "users.range",
+                        "the range does not fit in the 32-bit id space",
+                    )
+                    .help
+                    .push(
+                        "base and size are positive, and base + size is at most 4294967296"
+                            .to_owned(),
+                    );
+                    UserRange::Auto
+                }
+            }
+        }
+    };
+    Located { value, span }
+}
+
+fn network(c: &mut Checker<'_>, raw: Option<Spanned<String>>) -> NetworkMode {
+    let Some(mode) = raw else {
+        return NetworkMode::Private;
+    };
+    match mode.get_ref().as_str() {
+        "host" => NetworkMode::Host,
+        "private" => NetworkMode::Private,
+        other => {
+            let d = c.at(
+                &mode,
+                "network.mode",
+                format!("unknown network mode `{other}`"),
+            );
+            if matches!(other, "veth" | "bridge") {
+                d.help
+                    .push(format!("`{other}` networking is not available yet"));
+            } else if let Some(guess) = closest(other, ["host", "private"]) {
+                d.help.push(format!("did you mean `{guess}`?"));
+            }
+            d.help.push("valid modes: host, private".to_owned());
+            NetworkMode::Private
+        }
+    }
+}
+
+fn resources(c: &mut Checker<'_>, raw: Option<Spanned<RawResources>>) -> Located<Resources> {
+    let Some(raw) = raw else {
+        return Located {
+            value: Resources::default(),
+            span: 0..0,
+        };
+    };
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let memory = raw.memory.and_then(|m| {
+        let bytes = match m.get_ref() {
+            RawSize::Bytes(n) => {
+                u64::try_from(*n).map_err(|_| "a size cannot be negative".to_owned())
+            }
+            RawSize::Text(text) => parse_size(text),
+        };
+        match bytes {
+            Ok(bytes) if bytes >= 1 << 20 => Some(bytes),
+            Ok(_) => {
+                c.at(
+                    &m,
+                    "resources.memory",
+                    "below 1M, which no machine can run in",
+                );
+                None
+            }
+            Err(why) => {
+                c.at(&m, "resources.memory", why).help.push(
+                    "write a size such as \"512M\" or \"2G\" (K, M, G, T are powers of 1024)"
+                        .to_owned(),
+                );
+                None
+            }
+        }
+    });
+    let cpus_milli = raw.cpus.and_then(|cpus| match parse_cpus(*cpus.get_ref()) {
+        Ok(milli) => Some(milli),
+        Err(why) => {
+            c.at(&cpus, "resources.cpus", format!("the CPU count {why}"));
+            None
+        }
+    });
+    let pids = raw
+        .pids
+        .and_then(|pids| match u64::try_from(*pids.get_ref()) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                c.at(
+                    &pids,
+                    "resources.pids",
+                    "the process limit must be a number greater than 0",
+                );
+                None
+            }
+        });
+    Located {
+        value: Resources {
+            memory,
+            cpus_milli,
+            pids,
+        },
+        span,
+    }
+}
+
+fn security(c: &mut Checker<'_>, raw: RawSecurity) -> Security {
+    let mut capability_set = |list: &[Spanned<String>], key: &str, allow_all: bool| {
+        let mut set = BTreeSet::new();
+        let mut all = false;
+        for name in list {
+            if allow_all && name.get_ref().eq_ignore_ascii_case("all") {
+                all = true;
+            } else if let Some(cap) = capability::canonical(name.get_ref()) {
+                set.insert(cap);
+            } else {
+                let word = name.get_ref().to_ascii_uppercase();
+                let word = if word.starts_with("CAP_") {
+                    word
+                } else {
+                    format!("CAP_{word}")
+                };
+                let d = c.at(
+                    name,
+                    key,
+                    format!("unknown capability `{}`", name.get_ref()),
+                );
+                if let Some(guess) = closest(&word, capability::ALL.iter().copied()) {
+                    d.help.push(format!("did you mean `{guess}`?"));
+                }
+                d.help.push(
+                    "capability names are listed in capabilities(7), e.g. CAP_NET_ADMIN".to_owned(),
+                );
+            }
+        }
+        (set, all)
+    };
+    let (add, _) = capability_set(&raw.add_capabilities, "security.add_capabilities", false);
+    let (drop, drop_all) =
+        capability_set(&raw.drop_capabilities, "security.drop_capabilities", true);
+    if let Some(both) = add.intersection(&drop).next() {
+        let span = raw
+            .add_capabilities
+            .iter()
+            .find(|n| capability::canonical(n.get_ref()) == Some(*both));
+        if let Some(at) = span {
+            c.at(
+                at,
+                "security.add_capabilities",
+                format!("`{both}` is both added and dropped"),
+            );
+        }
+    }
+    Security {
+        add_capabilities: add,
+        drop_capabilities: if drop_all {
+            CapabilityDrop::All
+        } else {
+            CapabilityDrop::Some(drop)
+        },
+        no_new_privileges: raw.no_new_privileges.unwrap_or(false),
+        read_only: raw.read_only.unwrap_or(false),
+    }
+}

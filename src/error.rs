@@ -1,0 +1,87 @@
+//! mm's errors as the user sees them, and the exit code each one gives.
+
+use std::path::PathBuf;
+
+use crate::definition::Diagnostics;
+use crate::definition::LoadError;
+use crate::definition::discovery::DiscoveryError;
+
+/// Exit codes, after sysexits(3), so that scripts can tell failures apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Ok = 0,
+    /// Something failed that has no code of its own.
+    Failure = 1,
+    /// The command line was wrong (clap's own code).
+    Usage = 2,
+    /// A definition is invalid (EX_DATAERR).
+    InvalidDefinition = 65,
+    /// No such machine or file (EX_NOINPUT).
+    NotFound = 66,
+    /// This host cannot do what the definition asks (EX_UNAVAILABLE).
+    HostCannot = 69,
+    /// Reading or writing failed (EX_IOERR).
+    Io = 74,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The definition itself is wrong.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    /// The definition is fine, but this host cannot run it as written.
+    #[error("{0}")]
+    HostCannot(Diagnostics),
+    #[error("host facts in {}: {why}", path.display())]
+    HostFile { path: PathBuf, why: String },
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+}
+
+impl From<LoadError> for Error {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Read { path, source } => Self::Read { path, source },
+            LoadError::Invalid(diagnostics) => Self::Invalid(diagnostics),
+        }
+    }
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Discovery(DiscoveryError::BadName { .. }) => ExitCode::Usage,
+            Self::Discovery(_) => ExitCode::NotFound,
+            Self::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ExitCode::NotFound
+            }
+            Self::Read { .. } | Self::Output(_) => ExitCode::Io,
+            Self::Invalid(_) | Self::HostFile { .. } => ExitCode::InvalidDefinition,
+            Self::HostCannot(_) => ExitCode::HostCannot,
+        }
+    }
+
+    /// The error as printed on standard error: diagnostics print themselves (they start
+    /// with `error:`), other errors get the prefix.
+    pub fn render(&self) -> String {
+        match self {
+            Self::Invalid(d) | Self::HostCannot(d) => d.to_string(),
+            other => format!("error: {other}"),
+        }
+    }
+}
+
+impl ExitCode {
+    /// The more serious of two outcomes: any failure beats success, else the first stays.
+    pub fn max_with(self, other: ExitCode) -> ExitCode {
+        if self == ExitCode::Ok { other } else { self }
+    }
+}

@@ -1,0 +1,122 @@
+//! Where mm keeps its state and looks for definitions, for root and for ordinary users.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// mm's directories on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dirs {
+    /// Where definitions are looked up by name, first match wins.
+    pub search: Vec<PathBuf>,
+    /// Content-addressed blobs and unpacked layers.
+    pub store: PathBuf,
+    /// Each machine's writable layer and persistent state.
+    pub machines: PathBuf,
+    /// Locks, sockets and the state of running machines.
+    pub runtime: PathBuf,
+}
+
+/// Environment variables that move mm's directories.
+pub const ENV_ROOT: &str = "MM_ROOT";
+pub const ENV_PATH: &str = "MM_PATH";
+
+impl Dirs {
+    /// The directories for `uid`, from the environment `env` and the working directory `cwd`.
+    ///
+    /// `MM_ROOT=DIR` puts the store, machines and runtime state under DIR; `MM_PATH` (a
+    /// colon-separated list) replaces the definition search path.
+    pub fn from_env(
+        uid: u32,
+        home: &Path,
+        cwd: &Path,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Self {
+        let var = |name: &str| {
+            env(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        let local = cwd.join("machines");
+        let search = match env(ENV_PATH).filter(|v| !v.is_empty()) {
+            Some(list) => std::env::split_paths(&list).map(|p| cwd.join(p)).collect(),
+            None if uid == 0 => vec![
+                local,
+                "/etc/mm/machines".into(),
+                "/usr/share/mm/machines".into(),
+            ],
+            None => {
+                let config = var("XDG_CONFIG_HOME").unwrap_or_else(|| home.join(".config"));
+                vec![local, config.join("mm/machines")]
+            }
+        };
+        let (data, runtime) = if let Some(root) = var(ENV_ROOT) {
+            (root.clone(), root.join("run"))
+        } else if uid == 0 {
+            (PathBuf::from("/var/lib/mm"), PathBuf::from("/run/mm"))
+        } else {
+            let data = var("XDG_DATA_HOME")
+                .unwrap_or_else(|| home.join(".local/share"))
+                .join("mm");
+            let runtime = var("XDG_RUNTIME_DIR")
+                .map(|dir| dir.join("mm"))
+                .unwrap_or_else(|| std::env::temp_dir().join(format!("mm-run-{uid}")));
+            (data, runtime)
+        };
+        Self {
+            search,
+            store: data.join("images"),
+            machines: data.join("machines"),
+            runtime,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn root_uses_system_directories() {
+        let d = Dirs::from_env(0, Path::new("/root"), Path::new("/srv"), env(&[]));
+        assert_eq!(d.search[0], Path::new("/srv/machines"));
+        assert_eq!(d.search[1], Path::new("/etc/mm/machines"));
+        assert_eq!(d.store, Path::new("/var/lib/mm/images"));
+        assert_eq!(d.runtime, Path::new("/run/mm"));
+    }
+
+    #[test]
+    fn users_follow_xdg() {
+        let vars = [
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("XDG_CONFIG_HOME", "/cfg"),
+        ];
+        let d = Dirs::from_env(1000, Path::new("/home/a"), Path::new("/w"), env(&vars));
+        assert_eq!(d.search[1], Path::new("/cfg/mm/machines"));
+        assert_eq!(d.store, Path::new("/home/a/.local/share/mm/images"));
+        assert_eq!(d.runtime, Path::new("/run/user/1000/mm"));
+    }
+
+    #[test]
+    fn overrides_move_everything() {
+        let vars = [("MM_ROOT", "/tmp/t"), ("MM_PATH", "defs:/etc/x")];
+        let d = Dirs::from_env(1000, Path::new("/home/a"), Path::new("/w"), env(&vars));
+        assert_eq!(
+            d.search,
+            [PathBuf::from("/w/defs"), PathBuf::from("/etc/x")]
+        );
+        assert_eq!(d.machines, Path::new("/tmp/t/machines"));
+        assert_eq!(d.runtime, Path::new("/tmp/t/run"));
+    }
+}

@@ -1,0 +1,11 @@
+//! mm: a declarative machine manager. A machine definition (TOML) and the host's facts are
+//! compiled into a pure [`plan::Plan`], which the launcher then executes.
+
+pub mod check;
+pub mod definition;
+pub mod error;
+pub mod host;
+pub mod idmap;
+pub mod plan;
+
+pub use error::{Error, ExitCode};

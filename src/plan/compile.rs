@@ -1,0 +1,571 @@
+//! Definition + Host → Plan. Pure: reads nothing, writes nothing, decides everything.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha256};
+
+use super::{
+    Cgroup, IdMapping, Ids, Image, Layers, LimitWrite, Machine, MapWriter, Mount, Namespace,
+    Network, Pid1, Plan, Process, Registration, RootFs, Security, Stop, Upper,
+};
+use crate::definition::{
+    BindSource, CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, NetworkMode,
+    Resources, UserRange, capability,
+};
+use crate::host::{CgroupMode, Host};
+use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL};
+
+/// The PATH a machine's processes get unless the definition or image sets one.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The CFS period mm uses for `cpus`: 100 ms, the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Compiles `def` for `host`. Errors point at the definition's line where the host cannot
+/// do what it asks (no subordinate ids, no delegated cgroup for limits, …).
+pub fn compile(def: &Definition, host: &Host) -> Result<Plan, Diagnostics> {
+    let mut problems = Vec::new();
+    let name = def.name.as_str();
+    let runtime_dir = host.dirs.runtime.join(name);
+    let state_dir = host.dirs.machines.join(name);
+    let ids = ids(def, host).unwrap_or_else(|d| {
+        problems.push(d);
+        Ids {
+            writer: MapWriter::Direct,
+            uid: IdMapping::Map { entries: vec![] },
+            gid: IdMapping::Map { entries: vec![] },
+        }
+    });
+    let cgroup = cgroup(def, host).unwrap_or_else(|d| {
+        problems.push(d);
+        Cgroup::Inherit { why: String::new() }
+    });
+    if !problems.is_empty() {
+        return Err(Diagnostics(problems));
+    }
+    let root = root_fs(def, host, &runtime_dir, &state_dir);
+    let private_net = def.network == NetworkMode::Private;
+    Ok(Plan {
+        machine: Machine {
+            name: def.name.clone(),
+            description: def.description.clone(),
+            definition: std::path::absolute(def.file.path())
+                .unwrap_or_else(|_| def.file.path().to_owned()),
+            runtime_dir,
+            state_dir,
+        },
+        image: image(def),
+        ids,
+        namespaces: namespaces(private_net),
+        cgroup,
+        mounts: mounts(def, host, private_net),
+        root,
+        network: if private_net {
+            Network::Private
+        } else {
+            Network::Host
+        },
+        registration: registration(def, host),
+        security: security(def, private_net),
+        process: process(def),
+        stop: if def.exec.boot {
+            Stop {
+                signal: "SIGRTMIN+3".to_owned(),
+                timeout_secs: 30,
+            }
+        } else {
+            Stop {
+                signal: "SIGTERM".to_owned(),
+                timeout_secs: 10,
+            }
+        },
+    })
+}
+
+fn image(def: &Definition) -> Image {
+    let source = def.image.source.value.clone();
+    let layers = match &source {
+        ImageSource::Rootfs { path } => Layers::Directory { path: path.clone() },
+        _ => Layers::Unresolved,
+    };
+    Image {
+        source,
+        pinned: def.image.digest.clone(),
+        layers,
+    }
+}
+
+fn ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
+    let range = &def.users;
+    let at = |message: String| def.file.error_at(&range.span, message).key("users.range");
+    let single = |base: u32, size: u32| IdMapping::Map {
+        entries: vec![IdMapEntry {
+            inside: 0,
+            outside: base,
+            count: size,
+        }],
+    };
+    if host.is_root() {
+        return Ok(match range.value {
+            UserRange::Auto => {
+                let allocate = IdMapping::Allocate {
+                    pool: ROOT_POOL,
+                    count: MACHINE_IDS,
+                };
+                Ids {
+                    writer: MapWriter::Direct,
+                    uid: allocate.clone(),
+                    gid: allocate,
+                }
+            }
+            UserRange::Explicit { base, size } => {
+                if base < MACHINE_IDS {
+                    return Err(at(format!(
+                        "base {base} overlaps the host's own users and groups (0-65535)"
+                    ))
+                    .help(format!(
+                        "use ids from mm's pool, {}, or `range = \"auto\"`",
+                        ROOT_POOL
+                    )));
+                }
+                Ids {
+                    writer: MapWriter::Direct,
+                    uid: single(base, size),
+                    gid: single(base, size),
+                }
+            }
+        });
+    }
+    let how = format!(
+        "add one as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
+        host.user
+    );
+    for (file, ranges) in [("/etc/subuid", &host.subuid), ("/etc/subgid", &host.subgid)] {
+        if ranges.is_empty() {
+            return Err(at(format!(
+                "user `{}` has no subordinate id range in {file}",
+                host.user
+            ))
+            .help(how.clone()));
+        }
+    }
+    let maps = match range.value {
+        UserRange::Auto => {
+            let uid = rootless_map(host.uid, &host.subuid);
+            let gid = rootless_map(host.gid, &host.subgid);
+            let mapped = |m: &[IdMapEntry]| m.iter().map(|e| u64::from(e.count)).sum::<u64>();
+            let fewest = mapped(&uid).min(mapped(&gid));
+            if def.exec.boot && fewest < u64::from(MACHINE_IDS) {
+                return Err(at(format!(
+                    "a booted machine needs {MACHINE_IDS} ids, and user `{}` has {fewest} (with its own id)",
+                    host.user
+                ))
+                .help(how));
+            }
+            (uid, gid)
+        }
+        UserRange::Explicit { base, size } => {
+            let wanted = IdRange {
+                start: base,
+                count: size,
+            };
+            for (file, ranges) in [("/etc/subuid", &host.subuid), ("/etc/subgid", &host.subgid)] {
+                if !ranges.iter().any(|r| r.contains(&wanted)) {
+                    let yours: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+                    return Err(at(format!(
+                        "{wanted} is not inside your ranges in {file}: {}",
+                        yours.join(", ")
+                    ))
+                    .help("pick a base and size inside them, or `range = \"auto\"`"));
+                }
+            }
+            let entries = vec![IdMapEntry {
+                inside: 0,
+                outside: base,
+                count: size,
+            }];
+            (entries.clone(), entries)
+        }
+    };
+    Ok(Ids {
+        writer: MapWriter::Newidmap,
+        uid: IdMapping::Map { entries: maps.0 },
+        gid: IdMapping::Map { entries: maps.1 },
+    })
+}
+
+/// Root inside is the user outside (podman's default); ids 1 and up come from the user's
+/// subordinate ranges, in file order, up to 65535 of them.
+fn rootless_map(own: u32, ranges: &[IdRange]) -> Vec<IdMapEntry> {
+    let mut entries = vec![IdMapEntry {
+        inside: 0,
+        outside: own,
+        count: 1,
+    }];
+    let mut next = 1u32;
+    for range in ranges {
+        let count = range.count.min(MACHINE_IDS - next);
+        if count == 0 {
+            break;
+        }
+        entries.push(IdMapEntry {
+            inside: next,
+            outside: range.start,
+            count,
+        });
+        next += count;
+    }
+    entries
+}
+
+fn namespaces(private_net: bool) -> Vec<Namespace> {
+    let mut all = vec![
+        Namespace::User,
+        Namespace::Mount,
+        Namespace::Pid,
+        Namespace::Uts,
+        Namespace::Ipc,
+    ];
+    if private_net {
+        all.push(Namespace::Net);
+    }
+    all.push(Namespace::Cgroup);
+    all
+}
+
+fn cgroup(def: &Definition, host: &Host) -> Result<Cgroup, Diagnostic> {
+    let facts = &host.cgroup;
+    let limits = &def.resources.value;
+    let at = |message: String| {
+        def.file
+            .error_at(&def.resources.span, message)
+            .key("resources")
+    };
+    let leaf = format!("mm-{}.scope", def.name);
+    let (path, dirs) = if host.is_root() {
+        let path = format!("machine.slice/{leaf}");
+        let dirs: Vec<PathBuf> = facts
+            .v1
+            .iter()
+            .map(|h| h.path.join(&path))
+            .chain(facts.unified.iter().map(|u| u.join(&path)))
+            .collect();
+        if dirs.is_empty() {
+            return Err(at("this host has no cgroup file system mounted".to_owned()));
+        }
+        (path, dirs)
+    } else {
+        let why = match (facts.mode, &facts.delegated) {
+            (CgroupMode::V2, Some(dir)) => {
+                let path = dir.join(&leaf);
+                return Ok(Cgroup::Create {
+                    mode: facts.mode,
+                    path: path
+                        .strip_prefix(facts.unified.as_deref().unwrap_or(dir))
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                    limits: limit_writes(limits, facts.mode, std::slice::from_ref(&path), host)
+                        .map_err(at)?,
+                    dirs: vec![path],
+                });
+            }
+            (CgroupMode::V2, None) => {
+                format!("no cgroup subtree is delegated to user `{}`", host.user)
+            }
+            (mode, _) => format!(
+                "a cgroup {mode} host cannot delegate cgroups to ordinary users; only cgroup v2 can"
+            ),
+        };
+        if limits.any() {
+            return Err(at(format!("resource limits need a cgroup of the machine's own, and {why}"))
+                .help("on a cgroup v2 host, run mm inside a systemd user session (it delegates a subtree)")
+                .help("or run the machine as root, or remove [resources]"));
+        }
+        return Ok(Cgroup::Inherit { why });
+    };
+    let limits = limit_writes(limits, facts.mode, &dirs, host).map_err(at)?;
+    Ok(Cgroup::Create {
+        mode: facts.mode,
+        path,
+        dirs,
+        limits,
+    })
+}
+
+/// The files to write for each limit, in the hierarchy that carries its controller.
+fn limit_writes(
+    limits: &Resources,
+    mode: CgroupMode,
+    dirs: &[PathBuf],
+    host: &Host,
+) -> Result<Vec<LimitWrite>, String> {
+    let facts = &host.cgroup;
+    let mut writes = Vec::new();
+    let mut write = |controller: &str, files: &[(&str, String)]| -> Result<(), String> {
+        if !facts.controllers.iter().any(|c| c == controller) {
+            return Err(format!(
+                "the `{controller}` cgroup controller is not available here"
+            ));
+        }
+        let dir = match mode {
+            CgroupMode::V2 => dirs.first(),
+            _ => facts
+                .v1_hierarchy(controller)
+                .and_then(|h| dirs.iter().find(|d| d.starts_with(&h.path))),
+        };
+        let dir =
+            dir.ok_or_else(|| format!("no hierarchy carries the `{controller}` controller"))?;
+        for (file, value) in files {
+            writes.push(LimitWrite {
+                file: dir.join(file),
+                value: value.clone(),
+            });
+        }
+        Ok(())
+    };
+    let v2 = mode == CgroupMode::V2;
+    if let Some(bytes) = limits.memory {
+        write(
+            "memory",
+            &[(
+                if v2 {
+                    "memory.max"
+                } else {
+                    "memory.limit_in_bytes"
+                },
+                bytes.to_string(),
+            )],
+        )?;
+    }
+    if let Some(milli) = limits.cpus_milli {
+        let quota = u64::from(milli) * CPU_PERIOD_US / 1000;
+        if v2 {
+            write("cpu", &[("cpu.max", format!("{quota} {CPU_PERIOD_US}"))])?;
+        } else {
+            write(
+                "cpu",
+                &[
+                    ("cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
+                    ("cpu.cfs_quota_us", quota.to_string()),
+                ],
+            )?;
+        }
+    }
+    if let Some(pids) = limits.pids {
+        write("pids", &[("pids.max", pids.to_string())])?;
+    }
+    Ok(writes)
+}
+
+fn root_fs(
+    def: &Definition,
+    host: &Host,
+    runtime_dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> RootFs {
+    let upper = if def.security.read_only {
+        Upper::ReadOnly
+    } else if def.storage.persistent {
+        Upper::Persistent {
+            upper: state_dir.join("upper"),
+            work: state_dir.join("work"),
+        }
+    } else {
+        Upper::Volatile {
+            tmpfs: runtime_dir.join("volatile"),
+        }
+    };
+    RootFs {
+        mount_point: runtime_dir.join("root"),
+        upper,
+        idmapped_lowers: host.is_root(),
+        options: if host.is_root() {
+            vec![]
+        } else {
+            vec!["userxattr".to_owned()]
+        },
+    }
+}
+
+fn mounts(def: &Definition, host: &Host, private_net: bool) -> Vec<Mount> {
+    let fs = |fstype: &str, target: &str, options: &str| Mount::Fs {
+        fstype: fstype.to_owned(),
+        target: target.to_owned(),
+        options: options.split(',').map(str::to_owned).collect(),
+    };
+    let host_bind = |source: &str, target: &str, readonly: bool, recursive: bool| Mount::Bind {
+        source: PathBuf::from(source),
+        target: target.to_owned(),
+        readonly,
+        recursive,
+    };
+    let mut all = vec![fs("proc", "/proc", "nosuid,nodev,noexec")];
+    // sysfs may only be mounted by the owner of the network namespace.
+    all.push(if private_net {
+        fs("sysfs", "/sys", "ro,nosuid,nodev,noexec")
+    } else {
+        host_bind("/sys", "/sys", true, true)
+    });
+    all.push(Mount::CgroupTree {
+        mode: host.cgroup.mode,
+        writable: def.exec.boot,
+    });
+    all.push(fs("tmpfs", "/dev", "nosuid,mode=755,size=4m"));
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let path = format!("/dev/{node}");
+        all.push(host_bind(&path, &path, false, false));
+    }
+    all.push(Mount::Console {
+        target: "/dev/console".to_owned(),
+    });
+    all.push(fs(
+        "devpts",
+        "/dev/pts",
+        "nosuid,noexec,newinstance,ptmxmode=0666,mode=620,gid=5",
+    ));
+    for (target, points_to) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        all.push(Mount::Symlink {
+            target: target.to_owned(),
+            points_to: points_to.to_owned(),
+        });
+    }
+    all.push(fs("tmpfs", "/dev/shm", "nosuid,nodev,mode=1777"));
+    all.push(fs("mqueue", "/dev/mqueue", "nosuid,nodev,noexec"));
+    all.push(fs("tmpfs", "/run", "nosuid,nodev,mode=755"));
+    all.push(fs("tmpfs", "/tmp", "nosuid,nodev,mode=1777"));
+    for file in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+    ] {
+        all.push(Mount::Mask {
+            target: file.to_owned(),
+            directory: false,
+        });
+    }
+    for dir in ["/proc/acpi", "/proc/scsi", "/sys/firmware"] {
+        all.push(Mount::Mask {
+            target: dir.to_owned(),
+            directory: true,
+        });
+    }
+    for path in [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ] {
+        all.push(Mount::ReadOnly {
+            target: path.to_owned(),
+        });
+    }
+    if !private_net {
+        all.push(host_bind(
+            "/etc/resolv.conf",
+            "/etc/resolv.conf",
+            true,
+            false,
+        ));
+    }
+    for bind in &def.storage.binds {
+        let bind = &bind.value;
+        let source = match &bind.source {
+            BindSource::Path(path) => path.clone(),
+            BindSource::Home(rest) => host.home.join(rest),
+        };
+        all.push(Mount::Bind {
+            source,
+            target: bind.target.clone(),
+            readonly: bind.readonly,
+            recursive: true,
+        });
+    }
+    all
+}
+
+fn registration(def: &Definition, host: &Host) -> Registration {
+    let why = if !host.is_root() {
+        "systemd-machined accepts registrations from root only".to_owned()
+    } else if !host.bus.machined.available {
+        format!(
+            "systemd-machined is not reachable ({})",
+            host.bus.machined.detail
+        )
+    } else {
+        return Registration::Machined {
+            name: def.name.clone(),
+            id: machine_id(def.name.as_str()),
+            class: "container".to_owned(),
+            service: "mm".to_owned(),
+            root_directory: host.dirs.runtime.join(def.name.as_str()).join("root"),
+        };
+    };
+    Registration::Skip { why }
+}
+
+/// A stable 128-bit id for a machine: the first half of sha256("mm machine NAME"), shaped as
+/// a version 4 UUID so that tools that check the form accept it.
+pub fn machine_id(name: &str) -> String {
+    let digest = Sha256::digest(format!("mm machine {name}").as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn security(def: &Definition, private_net: bool) -> Security {
+    let sec = &def.security;
+    let mut caps: BTreeSet<&'static str> = match &sec.drop_capabilities {
+        CapabilityDrop::All => BTreeSet::new(),
+        CapabilityDrop::Some(drop) => {
+            let mut base: BTreeSet<&'static str> = capability::DEFAULT.iter().copied().collect();
+            if private_net {
+                base.insert("CAP_NET_ADMIN");
+            }
+            base.difference(drop).copied().collect()
+        }
+    };
+    caps.extend(sec.add_capabilities.iter().copied());
+    Security {
+        capabilities: caps.into_iter().collect(),
+        seccomp: "mm-default".to_owned(),
+        no_new_privileges: sec.no_new_privileges,
+    }
+}
+
+fn process(def: &Definition) -> Process {
+    let exec = &def.exec;
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("PATH".to_owned(), DEFAULT_PATH.to_owned());
+    env.insert("container".to_owned(), "mm".to_owned());
+    env.insert("container_uuid".to_owned(), machine_id(def.name.as_str()));
+    env.extend(exec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let pid1 = if exec.boot {
+        Pid1::Boot {
+            argv: vec!["/sbin/init".to_owned()],
+        }
+    } else if exec.command.is_empty() {
+        Pid1::ImageDefault
+    } else {
+        Pid1::Command {
+            argv: exec.command.clone(),
+        }
+    };
+    Process {
+        pid1,
+        hostname: def.name.to_string(),
+        env,
+        user: exec.user.clone(),
+        workdir: exec.workdir.clone(),
+    }
+}

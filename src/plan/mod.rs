@@ -1,0 +1,287 @@
+//! The boot plan: a pure, printable, hashable description of everything `mm start` will do.
+//!
+//! [`compile`] builds a [`Plan`] from a [`crate::definition::Definition`] and a
+//! [`crate::host::Host`]; it reads nothing from the system, so the same inputs give the
+//! same plan, byte for byte. The launcher walks the plan and decides nothing itself.
+
+mod compile;
+mod render;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+pub use compile::compile;
+
+use crate::definition::{Digest, ImageSource, MachineName};
+use crate::host::CgroupMode;
+use crate::idmap::{IdMapEntry, IdRange};
+
+/// The version of the JSON schema of `mm plan --json`; it changes when a field changes
+/// meaning or goes away (new fields may appear within a version).
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub machine: Machine,
+    pub image: Image,
+    pub ids: Ids,
+    pub namespaces: Vec<Namespace>,
+    pub cgroup: Cgroup,
+    pub root: RootFs,
+    /// Inside the new root, in order, before `pivot_root`.
+    pub mounts: Vec<Mount>,
+    pub network: Network,
+    pub registration: Registration,
+    pub security: Security,
+    pub process: Process,
+    pub stop: Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Machine {
+    pub name: MachineName,
+    pub description: Option<String>,
+    pub definition: PathBuf,
+    /// Locks, the supervisor's socket and the running state.
+    pub runtime_dir: PathBuf,
+    /// The writable layer and what else the machine keeps across restarts.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Image {
+    pub source: ImageSource,
+    /// A manifest digest the image must match.
+    pub pinned: Option<Digest>,
+    pub layers: Layers,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Layers {
+    /// Not in the store yet: fetched, verified and unpacked before the machine starts.
+    Unresolved,
+    /// The source is a directory, used as the only lower layer as it is.
+    Directory { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ids {
+    /// Who writes the maps: the supervisor directly (root) or newuidmap/newgidmap.
+    pub writer: MapWriter,
+    pub uid: IdMapping,
+    pub gid: IdMapping,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MapWriter {
+    Direct,
+    Newidmap,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum IdMapping {
+    /// A block allocated from `pool` at first start, under a lock, and kept for the machine.
+    Allocate {
+        pool: IdRange,
+        count: u32,
+    },
+    Map {
+        entries: Vec<IdMapEntry>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    User,
+    Mount,
+    Pid,
+    Uts,
+    Ipc,
+    Net,
+    Cgroup,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Cgroup {
+    Create {
+        mode: CgroupMode,
+        /// The unit-shaped path machined expects, such as `machine.slice/mm-web.scope`.
+        path: String,
+        /// The directory made in each hierarchy, removed when the machine stops.
+        dirs: Vec<PathBuf>,
+        /// Limit files written after the directories exist, in order.
+        limits: Vec<LimitWrite>,
+    },
+    /// The machine stays in the cgroup of the user's session.
+    Inherit { why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LimitWrite {
+    pub file: PathBuf,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RootFs {
+    /// Where the overlay is assembled on the host before `pivot_root`.
+    pub mount_point: PathBuf,
+    pub upper: Upper,
+    /// Root: store layers are shared unshifted and seen through id-mapped mounts.
+    pub idmapped_lowers: bool,
+    /// Extra overlay options (`userxattr` when rootless).
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Upper {
+    /// Kept across restarts.
+    Persistent { upper: PathBuf, work: PathBuf },
+    /// On a tmpfs, gone when the machine stops.
+    Volatile { tmpfs: PathBuf },
+    /// No writable layer: the root is mounted read-only.
+    ReadOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Mount {
+    /// A file system of its own.
+    Fs {
+        fstype: String,
+        target: String,
+        options: Vec<String>,
+    },
+    /// A host path made visible inside.
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+        recursive: bool,
+    },
+    /// A path hidden behind /dev/null (files) or an empty read-only tmpfs (directories).
+    Mask {
+        target: String,
+        directory: bool,
+    },
+    /// A path remounted read-only.
+    ReadOnly {
+        target: String,
+    },
+    /// The machine's console: a pseudo-terminal allocated at start.
+    Console {
+        target: String,
+    },
+    /// The cgroup tree as the machine sees it, writable only where it is its own.
+    CgroupTree {
+        mode: CgroupMode,
+        writable: bool,
+    },
+    Symlink {
+        target: String,
+        points_to: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Network {
+    Host,
+    /// A network namespace with only loopback, brought up.
+    Private,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Registration {
+    Machined {
+        name: MachineName,
+        /// A stable 128-bit id, derived from the machine's name.
+        id: String,
+        class: String,
+        service: String,
+        root_directory: PathBuf,
+    },
+    Skip {
+        why: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Security {
+    /// The capability bounding set of PID 1.
+    pub capabilities: Vec<&'static str>,
+    /// The seccomp filter, by name (see docs/security.md).
+    pub seccomp: String,
+    pub no_new_privileges: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Process {
+    pub pid1: Pid1,
+    pub hostname: String,
+    pub env: BTreeMap<String, String>,
+    /// `None`: the image config's user, else root.
+    pub user: Option<String>,
+    /// `None`: the image config's working directory, else `/`.
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Pid1 {
+    /// The image's own init, such as systemd.
+    Boot { argv: Vec<String> },
+    /// mm's small init as PID 1, reaping and forwarding signals to the command.
+    Command { argv: Vec<String> },
+    /// As `Command`, with the image config's entrypoint and command.
+    ImageDefault,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stop {
+    /// Sent to PID 1 first.
+    pub signal: String,
+    /// Then, after this many seconds, every process in the machine is killed.
+    pub timeout_secs: u32,
+}
+
+/// A plan with its hash, as `mm plan --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct Hashed<'p> {
+    pub schema: u32,
+    pub plan_hash: String,
+    pub plan: &'p Plan,
+}
+
+impl Plan {
+    /// The sha256 of the plan's canonical JSON: equal plans, equal hashes.
+    pub fn hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("a plan always serializes");
+        let digest = Sha256::digest(&bytes);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+
+    pub fn hashed(&self) -> Hashed<'_> {
+        Hashed {
+            schema: SCHEMA,
+            plan_hash: self.hash(),
+            plan: self,
+        }
+    }
+
+    /// The plan as readable, numbered text.
+    pub fn render(&self) -> String {
+        render::render(self)
+    }
+}

@@ -1,0 +1,308 @@
+//! The plan as numbered, readable steps, in the order the launcher takes them.
+
+use std::fmt::Write as _;
+
+use super::{
+    Cgroup, IdMapping, Ids, Layers, LimitWrite, MapWriter, Mount, Network, Pid1, Plan,
+    Registration, Upper,
+};
+use crate::definition::units::format_size;
+
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    let m = &plan.machine;
+    let _ = writeln!(
+        out,
+        "Plan for machine {} ({})",
+        m.name,
+        m.definition.display()
+    );
+    if let Some(description) = &m.description {
+        let _ = writeln!(out, "  {description}");
+    }
+    let _ = writeln!(out, "  plan {}", plan.hash());
+    let mut steps = Steps::default();
+
+    let mut image = format!("Image {}", plan.image.source);
+    if let Some(pin) = &plan.image.pinned {
+        let _ = write!(image, ", pinned to {pin}");
+    }
+    steps.push(
+        image,
+        match &plan.image.layers {
+            Layers::Unresolved => vec![
+                "layers: fetched, verified (sha256) and unpacked into the store before start"
+                    .to_owned(),
+            ],
+            Layers::Directory { path } => {
+                vec![format!("one lower layer: the directory {}", path.display())]
+            }
+        },
+    );
+    steps.push(
+        format!(
+            "State in {} (runtime: {})",
+            m.state_dir.display(),
+            m.runtime_dir.display()
+        ),
+        vec![],
+    );
+    steps.push(ids_title(&plan.ids), ids_lines(&plan.ids));
+    let names: Vec<String> = plan
+        .namespaces
+        .iter()
+        .map(|n| format!("{n:?}").to_lowercase())
+        .collect();
+    steps.push(format!("Namespaces: {}", names.join(", ")), vec![]);
+    match &plan.cgroup {
+        Cgroup::Create {
+            mode,
+            path,
+            dirs,
+            limits,
+        } => {
+            let mut lines: Vec<String> = dirs
+                .iter()
+                .map(|d| format!("mkdir {}", d.display()))
+                .collect();
+            lines.extend(limits.iter().map(limit_line));
+            steps.push(
+                format!("Cgroup {path} ({mode} host), removed at stop"),
+                lines,
+            );
+        }
+        Cgroup::Inherit { why } => steps.push(format!("Cgroup: none of its own ({why})"), vec![]),
+    }
+    steps.push(
+        format!(
+            "Root file system: overlay at {}",
+            plan.root.mount_point.display()
+        ),
+        root_lines(plan),
+    );
+    for mount in &plan.mounts {
+        steps.push(mount_line(mount), vec![]);
+    }
+    steps.push(
+        format!(
+            "pivot_root into {}; detach the old root",
+            plan.root.mount_point.display()
+        ),
+        vec![],
+    );
+    steps.push(
+        match plan.network {
+            Network::Host => "Network: the host's (no network namespace)".to_owned(),
+            Network::Private => "Network: private namespace, loopback only, brought up".to_owned(),
+        },
+        vec![],
+    );
+    steps.push(format!("Hostname: {}", plan.process.hostname), vec![]);
+    let sec = &plan.security;
+    steps.push(
+        format!(
+            "Security: seccomp filter {}, no_new_privileges {}",
+            sec.seccomp,
+            if sec.no_new_privileges { "on" } else { "off" }
+        ),
+        vec![format!(
+            "capability bounding set ({}): {}",
+            sec.capabilities.len(),
+            short_caps(&sec.capabilities)
+        )],
+    );
+    match &plan.registration {
+        Registration::Machined {
+            name,
+            id,
+            class,
+            service,
+            root_directory,
+        } => steps.push(
+            format!("Register with systemd-machined as {name}"),
+            vec![format!(
+                "id {id}, class {class}, service {service}, root {}",
+                root_directory.display()
+            )],
+        ),
+        Registration::Skip { why } => steps.push(
+            format!("Not registered with systemd-machined: {why}"),
+            vec![],
+        ),
+    }
+    let p = &plan.process;
+    let who = format!(
+        "as {} in {}",
+        p.user.as_deref().unwrap_or("the image's user (else root)"),
+        p.workdir
+            .as_deref()
+            .unwrap_or("the image's working directory (else /)")
+    );
+    let title = match &p.pid1 {
+        Pid1::Boot { argv } => format!("PID 1: boot the image's init, {}", argv.join(" ")),
+        Pid1::Command { argv } => format!("PID 1: mm's init, running {}", shell_words(argv)),
+        Pid1::ImageDefault => {
+            "PID 1: mm's init, running the image's entrypoint and command".to_owned()
+        }
+    };
+    let env: Vec<String> = p.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    steps.push(title, vec![who, format!("environment: {}", env.join(" "))]);
+    steps.push(
+        format!(
+            "Stop: {} to PID 1, then kill every process after {} s",
+            plan.stop.signal, plan.stop.timeout_secs
+        ),
+        vec![],
+    );
+    out.push('\n');
+    out.push_str(&steps.text);
+    out
+}
+
+/// Numbered steps with indented detail lines.
+#[derive(Default)]
+struct Steps {
+    text: String,
+    count: usize,
+}
+
+impl Steps {
+    fn push(&mut self, title: String, details: Vec<String>) {
+        self.count += 1;
+        let _ = writeln!(self.text, "{:>3}. {title}", self.count);
+        for line in details {
+            let _ = writeln!(self.text, "       {line}");
+        }
+    }
+}
+
+fn ids_title(ids: &Ids) -> String {
+    match ids.writer {
+        MapWriter::Direct => "User ids: maps written by mm".to_owned(),
+        MapWriter::Newidmap => "User ids: maps written by newuidmap and newgidmap".to_owned(),
+    }
+}
+
+fn ids_lines(ids: &Ids) -> Vec<String> {
+    [("uid", &ids.uid), ("gid", &ids.gid)]
+        .into_iter()
+        .map(|(kind, mapping)| match mapping {
+            IdMapping::Allocate { pool, count } => {
+                format!("{kind}s 0-{}: a block of {count} from mm's pool {pool}, allocated at first start and kept", count - 1)
+            }
+            IdMapping::Map { entries } => {
+                let shown: Vec<String> = entries.iter().map(ToString::to_string).collect();
+                format!("{kind} map: {}", shown.join(", "))
+            }
+        })
+        .collect()
+}
+
+fn root_lines(plan: &Plan) -> Vec<String> {
+    let root = &plan.root;
+    let mut lines = vec![match &plan.image.layers {
+        Layers::Unresolved if root.idmapped_lowers => {
+            "lower: the image's layers from the store, id-mapped to the machine's ids".to_owned()
+        }
+        Layers::Unresolved => "lower: the image's layers from the store".to_owned(),
+        Layers::Directory { path } => format!("lower: {}", path.display()),
+    }];
+    lines.push(match &root.upper {
+        Upper::Persistent { upper, work } => format!(
+            "upper: {} (kept), work: {}",
+            upper.display(),
+            work.display()
+        ),
+        Upper::Volatile { tmpfs } => {
+            format!("upper: a tmpfs at {} (lost at stop)", tmpfs.display())
+        }
+        Upper::ReadOnly => "no upper: the root is read-only".to_owned(),
+    });
+    if !root.options.is_empty() {
+        lines.push(format!("options: {}", root.options.join(",")));
+    }
+    lines
+}
+
+fn mount_line(mount: &Mount) -> String {
+    match mount {
+        Mount::Fs {
+            fstype,
+            target,
+            options,
+        } => format!("Mount {fstype} on {target} ({})", options.join(",")),
+        Mount::Bind {
+            source,
+            target,
+            readonly,
+            recursive,
+        } => format!(
+            "Bind {} on {target}{}{}",
+            source.display(),
+            if *readonly { ", read-only" } else { "" },
+            if *recursive { ", recursive" } else { "" }
+        ),
+        Mount::Mask {
+            target,
+            directory: false,
+        } => format!("Mask {target} with /dev/null"),
+        Mount::Mask {
+            target,
+            directory: true,
+        } => format!("Mask {target} with an empty read-only tmpfs"),
+        Mount::ReadOnly { target } => format!("Make {target} read-only"),
+        Mount::Console { target } => format!("Bind a new pseudo-terminal on {target}"),
+        Mount::CgroupTree { mode, writable } => format!(
+            "Mount the cgroup tree on /sys/fs/cgroup ({mode} layout){}",
+            if *writable {
+                ", its own subtree writable"
+            } else {
+                ", read-only"
+            }
+        ),
+        Mount::Symlink { target, points_to } => format!("Link {target} → {points_to}"),
+    }
+}
+
+/// A limit write; memory sizes also in the units they were likely written in.
+fn limit_line(limit: &LimitWrite) -> String {
+    let file = limit.file.display();
+    let is_memory = limit
+        .file
+        .file_name()
+        .is_some_and(|f| f.to_string_lossy().starts_with("memory."));
+    match limit.value.parse::<u64>() {
+        Ok(bytes) if is_memory => {
+            format!("write {file} = {} ({})", limit.value, format_size(bytes))
+        }
+        _ => format!("write {file} = {}", limit.value),
+    }
+}
+
+/// Capabilities without the `CAP_` prefix, lower-case, as capsh prints them.
+fn short_caps(caps: &[&str]) -> String {
+    let short: Vec<String> = caps
+        .iter()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    if short.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        short.join(" ")
+    }
+}
+
+/// A command line as a shell would need it quoted.
+fn shell_words(argv: &[String]) -> String {
+    let quote = |a: &String| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+        {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    argv.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
