@@ -234,63 +234,57 @@ fn namespaces(private_net: bool) -> Vec<Namespace> {
 }
 
 fn cgroup(def: &Definition, host: &Host) -> Result<Cgroup, Diagnostic> {
-    let facts = &host.cgroup;
     let limits = &def.resources.value;
     let at = |message: String| {
         def.file
             .error_at(&def.resources.span, message)
             .key("resources")
     };
-    let leaf = format!("mm-{}.scope", def.name);
-    let (path, dirs) = if host.is_root() {
+    match placement(def.name.as_str(), host) {
+        Ok((path, dirs)) => Ok(Cgroup::Create {
+            mode: host.cgroup.mode,
+            limits: limit_writes(limits, host.cgroup.mode, &dirs, host).map_err(at)?,
+            path,
+            dirs,
+        }),
+        Err(why) if limits.any() => Err(at(format!(
+            "resource limits need a cgroup of the machine's own, and {why}"
+        ))
+        .help("on a cgroup v2 host, run mm inside a systemd user session (it delegates a subtree)")
+        .help("or run the machine as root, or remove [resources]")),
+        Err(why) => Ok(Cgroup::Inherit { why }),
+    }
+}
+
+/// Where the machine's cgroup goes: its unit-shaped path and the directory to make in each
+/// hierarchy; or why it cannot have one.
+fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> {
+    let facts = &host.cgroup;
+    let leaf = format!("mm-{name}.scope");
+    if host.is_root() {
         let path = format!("machine.slice/{leaf}");
-        let dirs: Vec<PathBuf> = facts
-            .v1
-            .iter()
-            .map(|h| h.path.join(&path))
-            .chain(facts.unified.iter().map(|u| u.join(&path)))
-            .collect();
-        if dirs.is_empty() {
-            return Err(at("this host has no cgroup file system mounted".to_owned()));
-        }
-        (path, dirs)
-    } else {
-        let why = match (facts.mode, &facts.delegated) {
-            (CgroupMode::V2, Some(dir)) => {
-                let path = dir.join(&leaf);
-                return Ok(Cgroup::Create {
-                    mode: facts.mode,
-                    path: path
-                        .strip_prefix(facts.unified.as_deref().unwrap_or(dir))
-                        .unwrap_or(&path)
-                        .display()
-                        .to_string(),
-                    limits: limit_writes(limits, facts.mode, std::slice::from_ref(&path), host)
-                        .map_err(at)?,
-                    dirs: vec![path],
-                });
-            }
-            (CgroupMode::V2, None) => {
-                format!("no cgroup subtree is delegated to user `{}`", host.user)
-            }
-            (mode, _) => format!(
-                "a cgroup {mode} host cannot delegate cgroups to ordinary users; only cgroup v2 can"
-            ),
+        let hierarchies = facts.v1.iter().map(|h| &h.path).chain(&facts.unified);
+        let dirs: Vec<PathBuf> = hierarchies.map(|h| h.join(&path)).collect();
+        return if dirs.is_empty() {
+            Err("this host has no cgroup file system mounted".to_owned())
+        } else {
+            Ok((path, dirs))
         };
-        if limits.any() {
-            return Err(at(format!("resource limits need a cgroup of the machine's own, and {why}"))
-                .help("on a cgroup v2 host, run mm inside a systemd user session (it delegates a subtree)")
-                .help("or run the machine as root, or remove [resources]"));
+    }
+    match (facts.mode, &facts.delegated, &facts.unified) {
+        (CgroupMode::V2, Some(delegated), Some(tree)) => {
+            let dir = delegated.join(&leaf);
+            let path = dir.strip_prefix(tree).unwrap_or(&dir).display().to_string();
+            Ok((path, vec![dir]))
         }
-        return Ok(Cgroup::Inherit { why });
-    };
-    let limits = limit_writes(limits, facts.mode, &dirs, host).map_err(at)?;
-    Ok(Cgroup::Create {
-        mode: facts.mode,
-        path,
-        dirs,
-        limits,
-    })
+        (CgroupMode::V2, _, _) => Err(format!(
+            "no cgroup subtree is delegated to user `{}`",
+            host.user
+        )),
+        (mode, _, _) => Err(format!(
+            "this host's cgroups are {mode}, and only cgroup v2 can be delegated to ordinary users"
+        )),
+    }
 }
 
 /// The files to write for each limit, in the hierarchy that carries its controller.
