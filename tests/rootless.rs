@@ -1,0 +1,130 @@
+//! mm as an ordinary user: host facts, discovery under XDG directories, id maps through
+//! newuidmap, and clear errors where rootless cannot do what a definition asks.
+//! Needs root to create the test users; skips with the reason otherwise.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn an_ordinary_user_sees_its_own_facts_and_directories() {
+    if !is_root() {
+        return skip(
+            "an_ordinary_user_sees_its_own_facts_and_directories",
+            "creating users needs root",
+        );
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let (out, stdout, stderr) = run(user.mm(dir.path(), &["host", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let facts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(facts["uid"], user.uid);
+    assert_eq!(facts["user"], "mm-test");
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    let line = subuid.lines().find(|l| l.starts_with("mm-test:")).unwrap();
+    let start: u64 = line.split(':').nth(1).unwrap().parse().unwrap();
+    assert_eq!(facts["subuid"][0]["start"], start);
+    assert_eq!(facts["subuid"][0]["count"], 65536);
+    let home = user.home.display().to_string();
+    assert_eq!(
+        facts["dirs"]["store"],
+        format!("{home}/.local/share/mm/images")
+    );
+    assert_eq!(
+        facts["dirs"]["search"][0],
+        dir.path().join("machines").display().to_string()
+    );
+    assert!(facts["cgroup"]["controllers"].is_array());
+}
+
+#[test]
+fn a_rootless_dev_machine_maps_root_to_the_user_and_the_rest_to_its_range() {
+    if !is_root() {
+        return skip(
+            "a_rootless_dev_machine_maps_root_to_the_user",
+            "creating users needs root",
+        );
+    }
+    if !default_image_built() {
+        panic!(
+            "images/busybox is missing: run ./scripts/setup (or ./scripts/build-busybox-image) first"
+        );
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+
+    let (out, stdout, stderr) = run(user.mm(dir.path(), &["validate", "dev"]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+
+    let (out, stdout, stderr) = run(user.mm(dir.path(), &["plan", "dev", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let ids = &plan["plan"]["ids"];
+    assert_eq!(ids["writer"], "newidmap");
+    assert_eq!(
+        ids["uid"]["entries"][0],
+        serde_json::json!({"inside": 0, "outside": user.uid, "count": 1})
+    );
+    assert_eq!(ids["uid"]["entries"][1]["inside"], 1);
+    assert_eq!(ids["uid"]["entries"][1]["count"], 65535);
+    assert_eq!(plan["plan"]["registration"]["kind"], "skip");
+    let home = user.home.display().to_string();
+    assert_eq!(
+        plan["plan"]["machine"]["state_dir"],
+        format!("{home}/.local/share/mm/machines/dev")
+    );
+    assert_eq!(plan["plan"]["root"]["options"][0], "userxattr");
+}
+
+#[test]
+fn rootless_limits_without_a_delegated_cgroup_are_refused_with_the_reason() {
+    if !is_root() {
+        return skip(
+            "rootless_limits_without_a_delegated_cgroup",
+            "creating users needs root",
+        );
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let probe = run(user.mm(Path::new("/"), &["host", "--json"])).1;
+    let facts: serde_json::Value = serde_json::from_str(&probe).unwrap();
+    if !facts["cgroup"]["delegated"].is_null() {
+        return skip(
+            "rootless_limits_without_a_delegated_cgroup",
+            "this host delegates a cgroup subtree to the user",
+        );
+    }
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let (out, _, stderr) = run(user.mm(dir.path(), &["plan", "web"]));
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("resource limits need a cgroup of the machine's own"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("web.toml:"), "{stderr}");
+    assert!(stderr.contains("[resources]"), "{stderr}");
+}
+
+#[test]
+fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
+    if !is_root() {
+        return skip(
+            "a_user_without_subordinate_ids",
+            "creating users needs root",
+        );
+    }
+    let user = test_user("mm-nosubid", None);
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let (out, _, stderr) = run(user.mm(dir.path(), &["plan", "dev"]));
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("has no subordinate id range in /etc/subuid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("usermod --add-subuids"), "{stderr}");
+}
+
+use std::path::Path;

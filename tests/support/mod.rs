@@ -1,0 +1,249 @@
+//! Test harness: runs the built `mm` with its state in a temporary tree, as root or as a
+//! test user, and brings up the real system bus and systemd-machined when a test needs them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const MM: &str = env!("CARGO_BIN_EXE_mm");
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Prints why a test does not run here; tests call it and return.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIP {test}: {why}");
+}
+
+/// A temporary directory every user can read, for definitions and MM_ROOT.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("mm-test-")
+        .tempdir()
+        .unwrap();
+    set_mode(dir.path(), 0o755);
+    dir
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `mm ARGS` with MM_PATH and MM_ROOT inside `dir`, so the host's state is never touched.
+pub fn mm(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(MM);
+    command
+        .args(args)
+        .env("MM_PATH", dir.join("machines"))
+        .env("MM_ROOT", dir.join("state"));
+    command
+}
+
+/// Runs a command and returns its output, with stdout and stderr as text.
+pub fn run(mut command: Command) -> (Output, String, String) {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("the command runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
+
+/// A local user for rootless tests, created once (root only). With `Some(start)`, the user
+/// has a subordinate id range (useradd's own, or 65536 ids from `start`); with `None`, none.
+pub struct TestUser {
+    pub name: &'static str,
+    pub uid: u32,
+    pub home: PathBuf,
+}
+
+pub fn test_user(name: &'static str, subids: Option<u32>) -> TestUser {
+    assert!(is_root(), "only root creates test users");
+    static USERADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = USERADD.lock().unwrap_or_else(|e| e.into_inner());
+    if nix::unistd::User::from_name(name).unwrap().is_none() {
+        let status = Command::new("useradd")
+            .args([
+                "--create-home",
+                "--shell",
+                "/bin/sh",
+                "--no-user-group",
+                "--gid",
+                "users",
+                name,
+            ])
+            .status()
+            .unwrap();
+        // Another test binary may have created it meanwhile (exit 9: already exists).
+        assert!(
+            status.success() || status.code() == Some(9),
+            "useradd {name}: {status}"
+        );
+    }
+    let subid_text = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let has_range = subid_text
+        .lines()
+        .any(|l| l.starts_with(&format!("{name}:")));
+    match subids {
+        Some(start) if !has_range => {
+            let range = format!("{start}-{}", start + 65535);
+            let status = Command::new("usermod")
+                .args(["--add-subuids", &range, "--add-subgids", &range, name])
+                .status()
+                .unwrap();
+            assert!(status.success(), "usermod {name}");
+        }
+        None if has_range => {
+            let status = Command::new("usermod")
+                .args([
+                    "--del-subuids",
+                    "0-4294967294",
+                    "--del-subgids",
+                    "0-4294967294",
+                    name,
+                ])
+                .status()
+                .unwrap();
+            assert!(status.success(), "usermod --del-subuids {name}");
+        }
+        _ => {}
+    }
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    TestUser {
+        name,
+        uid: user.uid.as_raw(),
+        home: user.dir,
+    }
+}
+
+impl TestUser {
+    /// `mm ARGS` as this user, with a clean login-like environment and mm's state in `dir`.
+    pub fn mm(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--reuid",
+                self.name,
+                "--regid",
+                "users",
+                "--init-groups",
+                "--",
+            ])
+            .arg(MM)
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("USER", self.name)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("MM_PATH", dir.join("machines"));
+        command
+    }
+}
+
+/// Makes sure a system bus and systemd-machined are running, starting the real daemons
+/// (`dbus-daemon --system`, /lib/systemd/systemd-machined) when they are not. Root only.
+pub fn system_bus_with_machined() -> Result<(), String> {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    READY.get_or_init(start_bus_and_machined).clone()
+}
+
+const SYSTEM_BUS: &str = "/run/dbus/system_bus_socket";
+const MACHINED: &str = "/lib/systemd/systemd-machined";
+
+fn start_bus_and_machined() -> Result<(), String> {
+    if !is_root() {
+        return Err("starting the system bus and machined needs root".into());
+    }
+    for tool in ["/usr/bin/dbus-daemon", MACHINED] {
+        if !Path::new(tool).exists() {
+            return Err(format!(
+                "{tool} is not installed (packages dbus and systemd-container)"
+            ));
+        }
+    }
+    if !bus_answers() {
+        std::fs::create_dir_all("/run/dbus").map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(SYSTEM_BUS);
+        let _ = std::fs::remove_file("/run/dbus/pid");
+        let status = Command::new("dbus-daemon")
+            .args(["--system", "--fork"])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("dbus-daemon --system failed: {status}"));
+        }
+        wait_for("the system bus", bus_answers)?;
+    }
+    if !machined_answers() {
+        Command::new(MACHINED)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{MACHINED}: {e}"))?;
+        wait_for("systemd-machined", machined_answers)?;
+    }
+    Ok(())
+}
+
+fn bus_answers() -> bool {
+    busctl(&["status"]).is_some()
+}
+
+fn machined_answers() -> bool {
+    busctl(&["status", "org.freedesktop.machine1"]).is_some()
+}
+
+fn busctl(args: &[&str]) -> Option<String> {
+    let output = Command::new("busctl")
+        .arg("--system")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn wait_for(what: &str, ready: fn() -> bool) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{what} did not come up within 10 s"))
+}
+
+/// Copies the example definitions into `dir/machines`, rewriting their relative image path
+/// to the checkout's images/, so that tests see them as users would.
+pub fn copy_examples(dir: &Path) {
+    let machines = dir.join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    set_mode(&machines, 0o755);
+    for entry in std::fs::read_dir(repo().join("machines")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let images = repo().join("images");
+        let text = text.replace("oci:../images/", &format!("oci:{}/", images.display()));
+        std::fs::write(machines.join(path.file_name().unwrap()), text).unwrap();
+    }
+}
+
+/// The default image must exist for validation of the examples: `scripts/setup` builds it.
+pub fn default_image_built() -> bool {
+    repo().join("images/busybox/index.json").exists()
+}
