@@ -70,4 +70,10 @@ pub enum Command {
         /// The shell to complete for
         shell: clap_complete::Shell,
     },
+    /// Write man pages (mm.1 and one per command) into a directory
+    #[command(hide = true)]
+    Man {
+        /// Where to write the pages
+        dir: PathBuf,
+    },
 }

@@ -28,6 +28,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             clap_complete::generate(shell, &mut Cli::command(), "mm", &mut std::io::stdout());
             Ok(ExitCode::Ok)
         }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                .map_err(Error::Output)?;
+            Ok(ExitCode::Ok)
+        }
     }
 }
 

@@ -47,6 +47,13 @@ pub fn mm(dir: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// `mm ARGS` with nothing else set: for commands that touch no state.
+pub fn mm_bare(args: &[&str]) -> Command {
+    let mut command = Command::new(MM);
+    command.args(args);
+    command
+}
+
 /// Runs a command and returns its output, with stdout and stderr as text.
 pub fn run(mut command: Command) -> (Output, String, String) {
     let output = command

@@ -1,0 +1,127 @@
+//! The command line as a user meets it: listings with --json, help, completions, man pages.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn list_shows_valid_and_invalid_definitions_and_which_files_win() {
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    std::fs::write(dir.path().join("machines/broken.toml"), "[image\n").unwrap();
+    let later = dir.path().join("later");
+    std::fs::create_dir(&later).unwrap();
+    std::fs::write(
+        later.join("web.toml"),
+        "[image]\nsource = 'docker://busybox'\n",
+    )
+    .unwrap();
+    let search = std::env::join_paths([dir.path().join("machines"), later.clone()]).unwrap();
+
+    let mut command = mm(dir.path(), &["list", "--json"]);
+    command.env("MM_PATH", &search);
+    let (out, stdout, stderr) = run(command);
+    assert!(out.status.success(), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["broken", "dev", "sandbox", "web"]);
+    assert_eq!(listed[0]["state"], "invalid");
+    assert!(
+        listed[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("TOML syntax"),
+        "{}",
+        listed[0]
+    );
+    let web = &listed[3];
+    assert_eq!(web["state"], "defined");
+    assert_eq!(web["description"], "busybox httpd on port 8080");
+    assert!(web["image"].as_str().unwrap().starts_with("oci:/"));
+    assert_eq!(
+        web["shadowed"][0],
+        later.join("web.toml").display().to_string()
+    );
+
+    let mut command = mm(dir.path(), &["list"]);
+    command.env("MM_PATH", &search);
+    let (_, text, _) = run(command);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("broken") && l.contains("invalid")),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_empty_search_path_says_where_it_looked() {
+    let dir = shared_tempdir();
+    let (out, stdout, _) = run(mm(dir.path(), &["list"]));
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("No machines defined. Looked in"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&dir.path().join("machines").display().to_string()),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_all_reports_every_file_and_fails_if_one_is_bad() {
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let (out, stdout, stderr) = run(mm(dir.path(), &["validate"]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.matches(": valid").count(), 3, "{stdout}");
+
+    std::fs::write(
+        dir.path().join("machines/zz.toml"),
+        "[image]\nsource = 'ocii:x'\n",
+    )
+    .unwrap();
+    let (out, stdout, stderr) = run(mm(dir.path(), &["validate", "--json"]));
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let bad = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["valid"] == false)
+        .unwrap();
+    assert_eq!(bad["diagnostics"][0]["key"], "image.source");
+    assert_eq!(bad["diagnostics"][0]["line"], 2);
+    assert_eq!(bad["diagnostics"][0]["help"][0], "did you mean `oci:`?");
+}
+
+#[test]
+fn help_completions_and_man_pages_come_from_one_definition() {
+    let (out, stdout, _) = run(mm_bare(&["--help"]));
+    assert!(out.status.success());
+    for verb in ["validate", "plan", "list", "host", "completions"] {
+        assert!(stdout.contains(verb), "--help lists {verb}: {stdout}");
+    }
+    let (out, bash, _) = run(mm_bare(&["completions", "bash"]));
+    assert!(out.status.success());
+    assert!(
+        bash.contains("_mm()") && bash.contains("validate"),
+        "{bash}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _, stderr) = run(mm_bare(&["man", dir.path().to_str().unwrap()]));
+    assert!(out.status.success(), "{stderr}");
+    let page = std::fs::read_to_string(dir.path().join("mm-plan.1")).unwrap();
+    assert!(page.contains(".TH mm-plan 1"), "{page}");
+    assert!(page.contains("host\\-file"), "{page}");
+
+    let (out, _, stderr) = run(mm_bare(&["frobnicate"]));
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+}
