@@ -157,6 +157,20 @@ impl TestUser {
     }
 }
 
+/// A copy of the built binary that any user may run, wherever the checkout is (a clone
+/// under /root is not reachable by the test users).
+fn shared_binary() -> &'static Path {
+    static COPY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = COPY.get_or_init(|| {
+        let dir = shared_tempdir();
+        let path = dir.path().join("mm");
+        std::fs::copy(MM, &path).unwrap();
+        set_mode(&path, 0o755);
+        (dir, path)
+    });
+    path
+}
+
 /// Makes sure a system bus and systemd-machined are running, starting the real daemons
 /// (`dbus-daemon --system`, /lib/systemd/systemd-machined) when they are not. Root only.
 pub fn system_bus_with_machined() -> Result<(), String> {
@@ -235,18 +249,29 @@ fn wait_for(what: &str, ready: fn() -> bool) -> Result<(), String> {
     Err(format!("{what} did not come up within 10 s"))
 }
 
-/// Copies the example definitions into `dir/machines`, rewriting their relative image path
-/// to the checkout's images/, so that tests see them as users would.
+/// Copies the example definitions into `dir/machines` and the default image into
+/// `dir/images`, where every user can read them, keeping their relative paths.
 pub fn copy_examples(dir: &Path) {
     let machines = dir.join("machines");
     std::fs::create_dir_all(&machines).unwrap();
     set_mode(&machines, 0o755);
     for entry in std::fs::read_dir(repo().join("machines")).unwrap() {
         let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let images = repo().join("images");
-        let text = text.replace("oci:../images/", &format!("oci:{}/", images.display()));
-        std::fs::write(machines.join(path.file_name().unwrap()), text).unwrap();
+        std::fs::copy(&path, machines.join(path.file_name().unwrap())).unwrap();
+    }
+    if default_image_built() {
+        let status = Command::new("cp")
+            .args(["-a", "--no-preserve=ownership"])
+            .arg(repo().join("images"))
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying images/");
+        Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(dir.join("images"))
+            .status()
+            .unwrap();
     }
 }
 
