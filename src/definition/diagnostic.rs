@@ -35,7 +35,11 @@ impl SourceFile {
 
     /// The 1-based line and column of a byte offset, with the line's text.
     pub fn locate(&self, span: &Range<usize>) -> Location {
-        let start = floor_char_boundary(&self.text, span.start.min(self.text.len()));
+        let mut start = floor_char_boundary(&self.text, span.start.min(self.text.len()));
+        // A span at the `\n` of a `\r\n` is the end of the line, where `\r` is.
+        if self.text[start..].starts_with('\n') && self.text[..start].ends_with('\r') {
+            start -= 1;
+        }
         let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = self.text[start..]
             .find('\n')

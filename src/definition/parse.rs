@@ -36,8 +36,13 @@ fn structure(
     error: &toml::de::Error,
 ) -> Diagnostic {
     let span = error.span().unwrap_or(0..0);
-    let path = key_path(tree.get_ref(), span.start).unwrap_or_default();
-    let message = error.message().replace("field", "key");
+    // An empty span is the document itself (a missing top-level key): no key to blame.
+    let path = if span.is_empty() {
+        Vec::new()
+    } else {
+        key_path(tree.get_ref(), span.start).unwrap_or_default()
+    };
+    let message = plain_words(error.message());
     let dotted = dotted(&path);
     let mut diagnostic = file.error_at(&span, message.clone());
     if !dotted.is_empty() {
@@ -72,12 +77,40 @@ fn structure(
         };
         diagnostic.message = "this value has the wrong form".to_owned();
         diagnostic = diagnostic.help(help);
+    } else if message.contains("expected an array") && schema_table(&path) == "storage.binds" {
+        diagnostic = diagnostic
+            .help("each bind is a table of its own: `[[storage.binds]]`, with two brackets");
     } else if message == "missing key `image`" {
         diagnostic.message = "no [image] table: every machine needs one".to_owned();
         diagnostic =
             diagnostic.help("add `[image]` with `source = \"oci:PATH:TAG\"` (or another source)");
     }
     diagnostic
+}
+
+/// serde's words for types, as a TOML user would say them.
+fn plain_words(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("invalid type: integer `")
+        && let Some((number, tail)) = rest.split_once('`')
+        && tail.starts_with(" as i128")
+    {
+        return format!("{number} is too large for this key");
+    }
+    let mut text = message.replace("field", "key");
+    if let Some(i) = text.find("expected struct Raw") {
+        text.replace_range(i.., "expected a table");
+    }
+    for (serde_word, toml_word) in [
+        ("expected a sequence", "expected an array"),
+        ("expected f64", "expected a number"),
+        ("expected i64", "expected an integer"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: floating point", "invalid type: number"),
+    ] {
+        text = text.replace(serde_word, toml_word);
+    }
+    text
 }
 
 /// The keys leading to the deepest entry whose key or value covers `pos`. Array elements

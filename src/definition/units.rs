@@ -1,17 +1,18 @@
 //! Sizes (`512M`, `2G`) and CPU counts (`1.5`), as users write them for nspawn and podman.
 
-/// Parses a size: a number of bytes, optionally followed by K, M, G or T (powers of 1024,
-/// with or without a trailing `B` or `iB`), as systemd and podman read `512M`.
+/// Parses a size: a number of bytes, or a number (decimals allowed) followed by K, M, G or
+/// T, powers of 1024, with or without a trailing `B` or `iB`, as systemd reads `1.5G`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
-        .find(|c: char| !c.is_ascii_digit())
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
+    let (number, unit) = text.split_at(split);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.contains('.') || (number.contains('.') && fraction.is_empty()) {
         return Err(format!("`{text}` does not start with a number"));
     }
-    let shift = match unit.trim_start().to_ascii_uppercase().as_str() {
+    let shift: u32 = match unit.trim_start().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
         "M" | "MB" | "MIB" => 20,
@@ -19,11 +20,22 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "T" | "TB" | "TIB" => 40,
         _ => return Err(format!("unknown unit `{}` in `{text}`", unit.trim_start())),
     };
-    digits
+    let too_large = || format!("`{text}` is too large");
+    let whole_bytes = whole
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("`{text}` is too large"))
+        .ok_or_else(too_large)?;
+    if fraction.is_empty() {
+        return Ok(whole_bytes);
+    }
+    if shift == 0 {
+        return Err(format!("`{text}`: a number of bytes is a whole number"));
+    }
+    let digits = &fraction[..fraction.len().min(12)];
+    let scale = 10u128.pow(digits.len() as u32);
+    let part = digits.parse::<u128>().map_err(|_| too_large())? * (1u128 << shift) / scale;
+    whole_bytes.checked_add(part as u64).ok_or_else(too_large)
 }
 
 /// Formats bytes the way [`parse_size`] reads them, exactly (no rounding).
@@ -63,6 +75,11 @@ mod tests {
         assert_eq!(parse_size("2 G"), Ok(2 << 30));
         assert!(parse_size("12Q").unwrap_err().contains("unit `Q`"));
         assert!(parse_size("M").is_err());
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5K"), Ok(512));
+        assert!(parse_size("1.5").is_err());
+        assert!(parse_size("1.G").is_err());
+        assert!(parse_size("1.2.3M").is_err());
         assert!(
             parse_size("99999999999T")
                 .unwrap_err()

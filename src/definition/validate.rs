@@ -351,8 +351,16 @@ fn users(c: &mut Checker<'_>, raw: Option<Spanned<RawRange>>, boot: bool) -> Loc
         }
         RawRange::Explicit(range) => {
             let base = u32::try_from(range.base).ok();
-            let size = u32::try_from(range.size).ok().filter(|s| *s > 0);
+            let size = u32::try_from(range.size).ok();
             match (base, size) {
+                (_, Some(0)) => {
+                    c.at(
+                        &raw,
+                        "users.range.size",
+                        "the range's size must be greater than 0",
+                    );
+                    UserRange::Auto
+                }
                 (Some(base), Some(size)) if u64::from(base) + u64::from(size) <= 1 << 32 => {
                     if boot && size < BOOT_MIN_IDS {
                         c.at(&raw, "users.range.size", format!("a booted machine needs at least {BOOT_MIN_IDS} ids; this range has {size}"));
@@ -473,8 +481,13 @@ fn security(c: &mut Checker<'_>, raw: RawSecurity) -> Security {
         let mut set = BTreeSet::new();
         let mut all = false;
         for name in list {
-            if allow_all && name.get_ref().eq_ignore_ascii_case("all") {
+            let is_all = name.get_ref().eq_ignore_ascii_case("all");
+            if is_all && allow_all {
                 all = true;
+            } else if is_all {
+                c.at(name, key, "`all` can only be dropped")
+                    .help
+                    .push("to start from an empty set, write `drop_capabilities = [\"all\"]` and add what you need".to_owned());
             } else if let Some(cap) = capability::canonical(name.get_ref()) {
                 set.insert(cap);
             } else {
