@@ -57,6 +57,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bring images into mm's store, list, extract and remove them
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Show what mm knows about this host: ids, subordinate ranges, cgroups, D-Bus, paths
     Host {
         /// Print the facts as JSON (usable with `mm plan --host-file`)
@@ -75,5 +78,48 @@ pub enum Command {
     Man {
         /// Where to write the pages
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an image into the store, verifying every blob against its sha256 digest
+    ///
+    /// SOURCE is written as in a definition: oci:PATH[:TAG] (an OCI image layout, as made
+    /// by skopeo, umoci or buildah). Layers already in the store are shared, not unpacked
+    /// again.
+    #[command(visible_alias = "pull")]
+    Import {
+        /// The image, such as oci:images/busybox:latest
+        source: String,
+        /// Refuse the image unless its manifest has this digest (sha256:…)
+        #[arg(long, value_name = "DIGEST")]
+        digest: Option<String>,
+    },
+    /// List the images in the store
+    #[command(visible_alias = "ls")]
+    List {
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an image as one directory tree, whiteouts applied (like `umoci unpack`)
+    Extract {
+        /// The image, such as oci:images/busybox:latest
+        source: String,
+        /// A directory to create; it must not exist
+        dir: PathBuf,
+    },
+    /// Remove images from the store (their layers go at the next `mm image gc`)
+    Rm {
+        /// Names as `mm image list` shows them
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove layers and blobs no image uses, and leftovers of interrupted imports
+    Gc {
+        /// Only show what would be removed
+        #[arg(long)]
+        dry_run: bool,
     },
 }

@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         } => plan(&machine, json, host_file.as_deref()),
         Command::List { json } => list(json),
         Command::Host { json } => host(json),
+        Command::Image(command) => crate::image_commands::run(command),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mm", &mut std::io::stdout());
             Ok(ExitCode::Ok)
@@ -298,14 +299,14 @@ fn render_host(h: &Host) -> String {
     out
 }
 
-fn print(text: &str) -> Result<(), Error> {
+pub fn print(text: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(Error::Output)
 }
 
-fn print_json(value: &impl Serialize) -> Result<(), Error> {
+pub fn print_json(value: &impl Serialize) -> Result<(), Error> {
     let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Output(e.into()))?;
     text.push('\n');
     print(&text)

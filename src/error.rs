@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::definition::Diagnostics;
 use crate::definition::LoadError;
 use crate::definition::discovery::DiscoveryError;
+use crate::image::ImageError;
 
 /// Exit codes, after sysexits(3), so that scripts can tell failures apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +16,7 @@ pub enum ExitCode {
     Failure = 1,
     /// The command line was wrong (clap's own code).
     Usage = 2,
-    /// A definition is invalid (EX_DATAERR).
+    /// A definition is invalid, or an image is corrupt or hostile (EX_DATAERR).
     InvalidDefinition = 65,
     /// No such machine or file (EX_NOINPUT).
     NotFound = 66,
@@ -44,6 +45,10 @@ pub enum Error {
     HostFile { path: PathBuf, why: String },
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("`{text}` is not an image source: {why}")]
+    BadSource { text: String, why: String },
 }
 
 impl From<LoadError> for Error {
@@ -66,6 +71,18 @@ impl Error {
             Self::Read { .. } | Self::Output(_) => ExitCode::Io,
             Self::Invalid(_) | Self::HostFile { .. } => ExitCode::InvalidDefinition,
             Self::HostCannot(_) => ExitCode::HostCannot,
+            Self::BadSource { .. } => ExitCode::Usage,
+            Self::Image(e) => match e {
+                ImageError::NotALayout(_)
+                | ImageError::NoSuchTag { .. }
+                | ImageError::WhichImage { .. }
+                | ImageError::NoPlatform { .. }
+                | ImageError::MissingBlob { .. }
+                | ImageError::NotInStore(_) => ExitCode::NotFound,
+                ImageError::Io { .. } => ExitCode::Io,
+                ImageError::Unsupported(_) | ImageError::Rootless(_) => ExitCode::HostCannot,
+                _ => ExitCode::InvalidDefinition,
+            },
         }
     }
 

@@ -6,6 +6,7 @@ pub mod definition;
 pub mod error;
 pub mod host;
 pub mod idmap;
+pub mod image;
 pub mod plan;
 
 pub use error::{Error, ExitCode};

@@ -1,5 +1,6 @@
 mod cli;
 mod commands;
+mod image_commands;
 
 use clap::Parser;
 

@@ -5,6 +5,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
+pub use crate::image::digest::Digest;
+
 /// Where a machine's image comes from. Local paths are absolute once parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "transport", rename_all = "kebab-case")]
@@ -155,7 +157,10 @@ pub const DEFAULT_REGISTRY: &str = "docker.io";
 impl RegistryReference {
     pub fn parse(text: &str) -> Result<Self, SourceError> {
         let (rest, digest) = match text.split_once('@') {
-            Some((rest, digest)) => (rest, Some(Digest::parse(digest)?)),
+            Some((rest, digest)) => (
+                rest,
+                Some(Digest::parse(digest).map_err(|_| SourceError::BadDigest(digest.to_owned()))?),
+            ),
             None => (text, None),
         };
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
@@ -217,46 +222,6 @@ fn validate_tag(tag: &str) -> Result<(), SourceError> {
         Ok(())
     } else {
         Err(SourceError::BadTag(tag.to_owned()))
-    }
-}
-
-/// A content digest; only sha256 is accepted.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Digest {
-    hex: String,
-}
-
-impl Digest {
-    pub fn parse(text: &str) -> Result<Self, SourceError> {
-        let Some(hex) = text.strip_prefix("sha256:") else {
-            return Err(SourceError::BadDigest(text.to_owned()));
-        };
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(SourceError::BadDigest(text.to_owned()));
-        }
-        Ok(Self {
-            hex: hex.to_owned(),
-        })
-    }
-
-    pub fn hex(&self) -> &str {
-        &self.hex
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex)
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 

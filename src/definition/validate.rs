@@ -102,8 +102,12 @@ fn machine_name(c: &mut Checker<'_>) -> Option<MachineName> {
 fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<Image> {
     let digest = raw.digest.and_then(|d| match Digest::parse(d.get_ref()) {
         Ok(digest) => Some(digest),
-        Err(e) => {
-            c.at(&d, "image.digest", e.to_string());
+        Err(_) => {
+            c.at(
+                &d,
+                "image.digest",
+                SourceError::BadDigest(d.get_ref().clone()).to_string(),
+            );
             None
         }
     });

@@ -1,0 +1,101 @@
+//! What can go wrong bringing an image into the store, said so that the user can act.
+
+use std::path::PathBuf;
+
+use super::digest::{Digest, Mismatch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not an OCI image layout (no oci-layout file or index.json)", .0.display())]
+    NotALayout(PathBuf),
+    #[error("{} has no tag `{tag}`; tags here: {}", path.display(), list(available))]
+    NoSuchTag {
+        path: PathBuf,
+        tag: String,
+        available: Vec<String>,
+    },
+    #[error("{} holds several images ({}); name one with :TAG", path.display(), list(available))]
+    WhichImage {
+        path: PathBuf,
+        available: Vec<String>,
+    },
+    #[error("no image for {wanted} in this index; it has: {}", list(available))]
+    NoPlatform {
+        wanted: String,
+        available: Vec<String>,
+    },
+    #[error("blob {digest} is missing from {}", path.display())]
+    MissingBlob { digest: Digest, path: PathBuf },
+    #[error("{what} {digest} does not match its digest: {mismatch}")]
+    Corrupt {
+        what: &'static str,
+        digest: Digest,
+        mismatch: Mismatch,
+    },
+    #[error(
+        "layer {layer}: its uncompressed content does not match the config's diff_id: {mismatch}"
+    )]
+    DiffId { layer: Digest, mismatch: Mismatch },
+    #[error("{what} {digest} is not valid JSON of its kind: {why}")]
+    BadJson {
+        what: &'static str,
+        digest: Digest,
+        why: String,
+    },
+    #[error("{what} {digest} is {size} bytes, more than the {limit} bytes mm accepts for it")]
+    TooLarge {
+        what: &'static str,
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
+    #[error("layer {digest} has media type `{media_type}`, which is not a layer mm can unpack")]
+    MediaType { digest: Digest, media_type: String },
+    #[error("the manifest lists {layers} layers, and the config {diff_ids} diff_ids")]
+    LayerCount { layers: usize, diff_ids: usize },
+    #[error("the image is {actual}, and the definition pins {pinned}")]
+    Pin { pinned: Digest, actual: Digest },
+    #[error("layer {layer}, entry `{entry}`: {why}")]
+    Entry {
+        layer: String,
+        entry: String,
+        why: String,
+    },
+    #[error("layer {layer}: the tar stream is broken: {why}")]
+    Tar { layer: String, why: String },
+    #[error("no image {0} in the store; `mm image list` shows what is there")]
+    NotInStore(String),
+    #[error("image {name} is used by machine(s) {}; remove them first", machines.join(", "))]
+    InUse { name: String, machines: Vec<String> },
+    #[error("`{0}:` sources are not supported by `mm image import` yet")]
+    Unsupported(&'static str),
+    #[error("unpacking as an ordinary user: {0}")]
+    Rootless(String),
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Adds the path to an I/O error.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T, ImageError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T, ImageError> {
+        self.map_err(|source| ImageError::Io {
+            path: path.into(),
+            source,
+        })
+    }
+}

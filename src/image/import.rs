@@ -1,0 +1,239 @@
+//! Bringing an image into the store (`import`) or onto disk as one tree (`extract`).
+
+use std::io::{BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+
+use super::digest::{self, Digest, HashingReader};
+use super::error::{ImageError, IoContext};
+use super::layout::{Layout, Resolved};
+use super::oci::{Compression, Descriptor};
+use super::progress::{Counting, Progress};
+use super::store::{ImageRecord, Installed, LayerRef, Store};
+use super::unpack::{self, Stats, UnpackMode};
+use crate::definition::ImageSource;
+
+/// What to import and how.
+pub struct Request<'a> {
+    pub source: &'a ImageSource,
+    /// The host's architecture, to pick from multi-platform images.
+    pub arch: &'a str,
+    /// Refuse any manifest but this one.
+    pub pin: Option<&'a Digest>,
+    pub mode: UnpackMode,
+}
+
+/// An image source opened for reading: where its blobs are and what it holds.
+struct Opened {
+    layout: Layout,
+    resolved: Resolved,
+}
+
+fn open(request: &Request<'_>) -> Result<Opened, ImageError> {
+    let (layout, resolved) = match request.source {
+        ImageSource::Oci { path, tag } => {
+            let layout = Layout::open(path)?;
+            let resolved = layout.resolve(tag.as_deref(), request.arch)?;
+            (layout, resolved)
+        }
+        ImageSource::OciArchive { .. } => return Err(ImageError::Unsupported("oci-archive")),
+        ImageSource::DockerArchive { .. } => return Err(ImageError::Unsupported("docker-archive")),
+        ImageSource::Docker(_) => return Err(ImageError::Unsupported("docker")),
+        ImageSource::Tar { .. } => return Err(ImageError::Unsupported("tar")),
+        ImageSource::Rootfs { .. } => return Err(ImageError::Unsupported("rootfs")),
+    };
+    if let Some(pin) = request.pin
+        && pin != &resolved.manifest.digest
+    {
+        return Err(ImageError::Pin {
+            pinned: pin.clone(),
+            actual: resolved.manifest.digest.clone(),
+        });
+    }
+    Ok(Opened { layout, resolved })
+}
+
+/// Imports the image into `store`: every blob verified, every layer unpacked once (in
+/// parallel, up to one per core) and shared with every image that has it.
+pub fn import(
+    request: &Request<'_>,
+    store: &Store,
+    progress: &Progress,
+) -> Result<ImageRecord, ImageError> {
+    let Opened { layout, resolved } = open(request)?;
+    store.create()?;
+    let layers: Vec<(Descriptor, Digest)> = resolved
+        .layers
+        .iter()
+        .cloned()
+        .zip(resolved.config.rootfs.diff_ids.iter().cloned())
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(layers.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<(), ImageError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), ImageError> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((desc, diff_id)) = layers.get(i) else {
+                            return Ok(());
+                        };
+                        let item =
+                            progress.item(format!("layer {}", desc.digest.short()), desc.size);
+                        let installed = store.install_layer(diff_id, |root| {
+                            let blob = layout.open_blob(&desc.digest)?;
+                            unpack_verified(
+                                Counting {
+                                    inner: blob,
+                                    item: &item,
+                                },
+                                desc,
+                                diff_id,
+                                root,
+                                request.mode,
+                            )
+                        })?;
+                        item.done(match installed {
+                            Installed::AlreadyThere => "already in the store",
+                            Installed::Unpacked(_) => "verified and unpacked",
+                        });
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("an unpack thread panicked"))
+            .collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    for (digest, bytes) in &resolved.blobs {
+        store.put_blob(digest, bytes)?;
+    }
+    let record = ImageRecord {
+        name: request.source.to_string(),
+        manifest: resolved.manifest.digest.clone(),
+        config_digest: resolved.config_digest.clone(),
+        config: resolved.config.clone(),
+        layers: layers
+            .iter()
+            .map(|(desc, diff_id)| LayerRef {
+                diff_id: diff_id.clone(),
+                blob: desc.digest.clone(),
+                blob_size: desc.size,
+            })
+            .collect(),
+    };
+    store.put_image(&record)?;
+    Ok(record)
+}
+
+/// Writes the image as one tree in `dir` (which must not exist), whiteouts applied, as
+/// `umoci unpack` makes its rootfs. On failure nothing is left at `dir`.
+pub fn extract(
+    request: &Request<'_>,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<Stats, ImageError> {
+    let Opened { layout, resolved } = open(request)?;
+    std::fs::create_dir(dir).at(dir)?;
+    let result = (|| {
+        let root = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| ImageError::Io {
+            path: dir.to_owned(),
+            source: e.into(),
+        })?;
+        let mut total = Stats::default();
+        for (desc, diff_id) in resolved.layers.iter().zip(&resolved.config.rootfs.diff_ids) {
+            let item = progress.item(format!("layer {}", desc.digest.short()), desc.size);
+            let blob = layout.open_blob(&desc.digest)?;
+            let stats = unpack_verified(
+                Counting {
+                    inner: blob,
+                    item: &item,
+                },
+                desc,
+                diff_id,
+                &root,
+                request.mode.flattened(),
+            )?;
+            item.done("verified and applied");
+            total.entries += stats.entries;
+            total.bytes += stats.bytes;
+            total.whiteouts += stats.whiteouts;
+            total.skipped_devices += stats.skipped_devices;
+        }
+        Ok(total)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+/// Unpacks one layer blob into `root` in a single pass: the compressed stream is hashed
+/// against the blob's digest, the decompressed stream against its diff_id. When unpacking
+/// fails, the rest of the blob is still hashed: a corrupt blob is reported as such (with
+/// both digests), not as the tar or gzip error it caused.
+pub fn unpack_verified(
+    blob: impl Read,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    root: &OwnedFd,
+    mode: UnpackMode,
+) -> Result<Stats, ImageError> {
+    let compression =
+        Compression::of_media_type(&desc.media_type).ok_or_else(|| ImageError::MediaType {
+            digest: desc.digest.clone(),
+            media_type: desc.media_type.clone(),
+        })?;
+    let mut compressed = HashingReader::new(BufReader::with_capacity(1 << 20, blob));
+    let (unpacked, diff) = {
+        let decoder: Box<dyn Read + '_> =
+            match compression {
+                Compression::None => Box::new(&mut compressed),
+                Compression::Gzip => Box::new(MultiGzDecoder::new(&mut compressed)),
+                Compression::Zstd => Box::new(zstd::Decoder::new(&mut compressed).map_err(
+                    |e| ImageError::Tar {
+                        layer: desc.digest.to_string(),
+                        why: e.to_string(),
+                    },
+                )?),
+            };
+        let mut uncompressed = HashingReader::new(decoder);
+        let unpacked = unpack::unpack(&mut uncompressed, root, &desc.digest.to_string(), mode);
+        let drained = uncompressed.drain();
+        (unpacked, drained.map(|()| uncompressed.finish()))
+    };
+    let rest = compressed.drain();
+    digest::verify(compressed.finish(), &desc.digest, Some(desc.size)).map_err(|mismatch| {
+        ImageError::Corrupt {
+            what: "layer",
+            digest: desc.digest.clone(),
+            mismatch,
+        }
+    })?;
+    rest.map_err(|e| ImageError::Tar {
+        layer: desc.digest.to_string(),
+        why: e.to_string(),
+    })?;
+    let stats = unpacked?;
+    let diff = diff.map_err(|e| ImageError::Tar {
+        layer: desc.digest.to_string(),
+        why: e.to_string(),
+    })?;
+    digest::verify(diff, diff_id, None).map_err(|mismatch| ImageError::DiffId {
+        layer: desc.digest.clone(),
+        mismatch,
+    })?;
+    Ok(stats)
+}

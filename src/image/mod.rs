@@ -1,0 +1,20 @@
+//! Images: verified import of OCI images into a content-addressed store of unpacked layers.
+//!
+//! `layout` reads an OCI image layout, `import` streams each layer once through two sha256
+//! hashers and the decompressor into `unpack`, which writes it safely inside a temporary
+//! directory that `store` renames into place only when both digests matched.
+
+pub mod digest;
+pub mod error;
+pub mod import;
+pub mod layout;
+pub mod oci;
+pub mod progress;
+pub mod store;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use error::ImageError;
+pub use import::{Request, extract, import};
+pub use store::{ImageRecord, Store};
+pub use unpack::UnpackMode;

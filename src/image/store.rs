@@ -1,0 +1,336 @@
+//! The content-addressed image store: verified blobs by digest, unpacked layers by
+//! diff_id, and one record per imported image.
+//!
+//! ```text
+//! STORE/blobs/sha256/HEX      manifests and configs (verified before they are written)
+//! STORE/layers/HEX/           an unpacked layer, overlayfs form, never changed once here
+//! STORE/layers/HEX.json       what unpacking it found (entries, bytes, whiteouts)
+//! STORE/images/ID.json        an imported image: its name, manifest, config and layers
+//! STORE/tmp/                  work in progress; a layer is renamed into layers/ only verified
+//! STORE/locks/HEX.lock        one importer per layer at a time; others wait, then share it
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use serde::{Deserialize, Serialize};
+
+use super::digest::Digest;
+use super::error::{ImageError, IoContext};
+use super::oci::ImageConfig;
+use super::unpack::Stats;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An imported image, as `mm image list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The source it was imported from, as written (`oci:/srv/img:latest`).
+    pub name: String,
+    pub manifest: Digest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+    /// Bottom first.
+    pub layers: Vec<LayerRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    pub diff_id: Digest,
+    /// The compressed blob it came from.
+    pub blob: Digest,
+    pub blob_size: u64,
+}
+
+/// What the store knows about an unpacked layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub diff_id: Digest,
+    pub stats: Stats,
+}
+
+/// Whether a layer had to be unpacked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Installed {
+    AlreadyThere,
+    Unpacked(Stats),
+}
+
+impl Store {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(diff_id.hex())
+    }
+
+    fn layer_info_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("layers")
+            .join(format!("{}.json", diff_id.hex()))
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    fn image_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("images")
+            .join(format!("{}.json", &Digest::of(name.as_bytes()).hex()[..32]))
+    }
+
+    /// Makes the store's directories (only the owner may write them).
+    pub fn create(&self) -> Result<(), ImageError> {
+        for dir in ["blobs/sha256", "layers", "images", "tmp", "locks"] {
+            let path = self.root.join(dir);
+            std::fs::create_dir_all(&path).at(&path)?;
+        }
+        Ok(())
+    }
+
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layer_dir(diff_id).is_dir()
+    }
+
+    /// Installs a layer, unless it is already there: under the layer's lock, `unpack` fills
+    /// a fresh temporary directory, which is renamed into place only if it succeeds.
+    /// Leftovers of an earlier, killed attempt are removed first.
+    pub fn install_layer(
+        &self,
+        diff_id: &Digest,
+        unpack: impl FnOnce(&OwnedFd) -> Result<Stats, ImageError>,
+    ) -> Result<Installed, ImageError> {
+        if self.has_layer(diff_id) {
+            return Ok(Installed::AlreadyThere);
+        }
+        let _lock = self.lock(diff_id.hex())?;
+        if self.has_layer(diff_id) {
+            return Ok(Installed::AlreadyThere);
+        }
+        self.remove_stale(diff_id.hex())?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{}", diff_id.hex(), std::process::id()));
+        std::fs::create_dir(&tmp).at(&tmp)?;
+        let result = rustix::fs::open(
+            &tmp,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ImageError::Io {
+            path: tmp.clone(),
+            source: e.into(),
+        })
+        .and_then(|fd| unpack(&fd));
+        let stats = match result {
+            Ok(stats) => stats,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        let info = LayerInfo {
+            diff_id: diff_id.clone(),
+            stats: stats.clone(),
+        };
+        write_atomically(
+            &self.layer_info_path(diff_id),
+            &serde_json::to_vec_pretty(&info).expect("serializable"),
+        )?;
+        let dest = self.layer_dir(diff_id);
+        std::fs::rename(&tmp, &dest).at(&dest)?;
+        Ok(Installed::Unpacked(stats))
+    }
+
+    /// Removes temporary directories left by killed imports of `hex` (the caller holds its lock).
+    fn remove_stale(&self, hex: &str) -> Result<(), ImageError> {
+        let tmp = self.root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).at(&tmp)? {
+            let path = entry.at(&tmp)?.path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{hex}.")))
+            {
+                std::fs::remove_dir_all(&path).at(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An exclusive lock, held until the returned file is dropped; waits for other holders.
+    fn lock(&self, name: &str) -> Result<File, ImageError> {
+        let path = self.root.join("locks").join(format!("{name}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        rustix::fs::flock(&file, FlockOperation::LockExclusive).map_err(|e| ImageError::Io {
+            path,
+            source: e.into(),
+        })?;
+        Ok(file)
+    }
+
+    /// Stores a blob already verified against `digest`.
+    pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), ImageError> {
+        let path = self.blob_path(digest);
+        if !path.exists() {
+            write_atomically(&path, bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn put_image(&self, record: &ImageRecord) -> Result<(), ImageError> {
+        write_atomically(
+            &self.image_path(&record.name),
+            &serde_json::to_vec_pretty(record).expect("serializable"),
+        )
+    }
+
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let path = self.image_path(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ImageError::Io {
+                    path,
+                    source: std::io::Error::other(e),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ImageError::Io { path, source }),
+        }
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        let dir = self.root.join("images");
+        let mut all = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(all);
+        };
+        for entry in entries {
+            let path = entry.at(&dir)?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = std::fs::read(&path).at(&path)?;
+                let record: ImageRecord =
+                    serde_json::from_slice(&bytes).map_err(|e| ImageError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::other(e),
+                    })?;
+                all.push(record);
+            }
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    pub fn layer_info(&self, diff_id: &Digest) -> Option<LayerInfo> {
+        let bytes = std::fs::read(self.layer_info_path(diff_id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn remove_image(&self, name: &str) -> Result<(), ImageError> {
+        let path = self.image_path(name);
+        std::fs::remove_file(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ImageError::NotInStore(name.to_owned()),
+            _ => ImageError::Io { path, source },
+        })
+    }
+
+    /// Layers and blobs no image refers to, and temporary leftovers nobody holds a lock on.
+    pub fn unused(&self) -> Result<Vec<PathBuf>, ImageError> {
+        let images = self.images()?;
+        let mut keep = std::collections::BTreeSet::new();
+        for image in &images {
+            keep.insert(image.manifest.hex().to_owned());
+            keep.insert(image.config_digest.hex().to_owned());
+            for layer in &image.layers {
+                keep.insert(layer.diff_id.hex().to_owned());
+            }
+        }
+        let mut unused = Vec::new();
+        for sub in ["layers", "blobs/sha256"] {
+            let dir = self.root.join(sub);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.at(&dir)?.path();
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let hex = name.trim_end_matches(".json");
+                if !keep.contains(hex) {
+                    unused.push(path);
+                }
+            }
+        }
+        let tmp = self.root.join("tmp");
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for entry in entries {
+                let path = entry.at(&tmp)?.path();
+                let hex = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Ok(lock) = self.try_lock(&hex) {
+                    drop(lock);
+                    unused.push(path);
+                }
+            }
+        }
+        unused.sort();
+        Ok(unused)
+    }
+
+    fn try_lock(&self, name: &str) -> Result<File, ImageError> {
+        let path = self.root.join("locks").join(format!("{name}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at(&path)?;
+        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+            ImageError::Io {
+                path,
+                source: e.into(),
+            }
+        })?;
+        Ok(file)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so that readers see the
+/// old content or the new, never a part.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
+    tmp.write_all(bytes).at(path)?;
+    tmp.as_file().sync_data().at(path)?;
+    tmp.persist(path).map_err(|e| ImageError::Io {
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    Ok(())
+}

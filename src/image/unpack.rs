@@ -1,0 +1,567 @@
+//! One layer's tar stream → one directory, in overlayfs form, without ever touching
+//! anything outside that directory.
+//!
+//! Every parent directory is opened with `openat2(RESOLVE_IN_ROOT)`, so absolute names and
+//! symlinks resolve inside the layer; the final component is always handled with `*at`
+//! calls that do not follow it (`O_EXCL`, `AT_SYMLINK_NOFOLLOW`, `unlinkat`). Names with
+//! `..` are refused outright. OCI whiteouts become overlayfs whiteouts: `.wh.NAME` a 0/0
+//! character device, `.wh..wh..opq` the opaque xattr on its directory.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{
+    AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags, makedev,
+};
+use rustix::io::Errno;
+
+use super::error::ImageError;
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// How this unpack may treat ownership, devices and overlay metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackMode {
+    /// Whether to set owners (root, or an ordinary user inside a user namespace).
+    pub chown: bool,
+    /// The opaque-directory xattr overlayfs will read: `trusted.` for root, `user.` for
+    /// rootless mounts with `userxattr`.
+    pub opaque_xattr: &'static str,
+    /// Apply whiteouts instead of recording them: for one flattened tree of all layers.
+    pub flatten: bool,
+}
+
+impl UnpackMode {
+    pub const ROOT: Self = Self {
+        chown: true,
+        opaque_xattr: "trusted.overlay.opaque",
+        flatten: false,
+    };
+    pub const ROOTLESS: Self = Self {
+        chown: true,
+        opaque_xattr: "user.overlay.opaque",
+        flatten: false,
+    };
+
+    pub fn flattened(self) -> Self {
+        Self {
+            flatten: true,
+            ..self
+        }
+    }
+}
+
+/// What one unpack did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub whiteouts: u64,
+    /// Device nodes that could not be made (rootless: the kernel forbids it).
+    pub skipped_devices: u64,
+}
+
+/// Unpacks the tar stream `tar` into the directory `root` (which should be empty).
+pub fn unpack(
+    tar: impl Read,
+    root: &OwnedFd,
+    layer: &str,
+    mode: UnpackMode,
+) -> Result<Stats, ImageError> {
+    let mut unpacker = Unpacker {
+        root,
+        layer,
+        mode,
+        stats: Stats::default(),
+        dir_times: Vec::new(),
+        created: HashSet::new(),
+        buf: vec![0; 1 << 18],
+    };
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive.entries().map_err(|e| unpacker.tar_error(e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| unpacker.tar_error(e))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        unpacker
+            .entry(&mut entry)
+            .map_err(|why| ImageError::Entry {
+                layer: layer.to_owned(),
+                entry: name,
+                why,
+            })?;
+    }
+    unpacker.finish()?;
+    Ok(unpacker.stats)
+}
+
+struct Unpacker<'a> {
+    root: &'a OwnedFd,
+    layer: &'a str,
+    mode: UnpackMode,
+    stats: Stats,
+    /// Directories get their mtime last: creating their children changes it.
+    dir_times: Vec<(Vec<Vec<u8>>, u64)>,
+    /// Flattening: what this layer has made, which its opaque markers must keep.
+    created: HashSet<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+/// A path inside the layer, as its components; empty for the layer's root.
+fn components(name: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut parts = Vec::new();
+    for part in name.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                return Err(
+                    "the name contains `..`; refused, as it could reach outside the layer"
+                        .to_owned(),
+                );
+            }
+            _ if part.contains(&0) => return Err("the name contains a NUL byte".to_owned()),
+            _ => parts.push(part.to_vec()),
+        }
+    }
+    Ok(parts)
+}
+
+fn joined(parts: &[Vec<u8>]) -> Vec<u8> {
+    if parts.is_empty() {
+        return b".".to_vec();
+    }
+    parts.join(&b'/')
+}
+
+fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+fn errno(what: &str, e: Errno) -> String {
+    format!("{what}: {}", io::Error::from(e))
+}
+
+impl Unpacker<'_> {
+    fn tar_error(&self, e: io::Error) -> ImageError {
+        ImageError::Tar {
+            layer: self.layer.to_owned(),
+            why: e.to_string(),
+        }
+    }
+
+    /// Opens a directory inside the layer, creating missing ones (mode 0755) on the way.
+    fn dir(&self, parts: &[Vec<u8>]) -> Result<OwnedFd, String> {
+        let open = |p: &[Vec<u8>]| {
+            rustix::fs::openat2(
+                self.root,
+                os(&joined(p)),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            )
+        };
+        match open(parts) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(errno("opening its directory", e)),
+        }
+        let mut fd = open(&[]).map_err(|e| errno("opening the layer root", e))?;
+        for i in 0..parts.len() {
+            match rustix::fs::mkdirat(&fd, os(&parts[i]), Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(errno("creating a parent directory", e)),
+            }
+            fd = open(&parts[..=i]).map_err(|e| errno("opening a parent directory", e))?;
+        }
+        Ok(fd)
+    }
+
+    /// Removes whatever is at `name` in `parent`, unless it is a directory and `keep_dir`.
+    fn clear(&self, parent: &OwnedFd, name: &[u8], keep_dir: bool) -> Result<(), String> {
+        match rustix::fs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(errno("looking at what is there", e)),
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                if keep_dir {
+                    return Ok(());
+                }
+                let path = format!(
+                    "/proc/self/fd/{}/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(parent),
+                    String::from_utf8_lossy(name)
+                );
+                std::fs::remove_dir_all(path).map_err(|e| format!("replacing a directory: {e}"))
+            }
+            Ok(_) => rustix::fs::unlinkat(parent, os(name), AtFlags::empty())
+                .map_err(|e| errno("replacing what was there", e)),
+        }
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
+        self.stats.entries += 1;
+        let parts = components(&entry.path_bytes())?;
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let Some((name, parent_parts)) = parts.split_last() else {
+            // The layer's root itself (`./`): only its metadata.
+            if kind.is_dir() {
+                let root = self.dir(&[])?;
+                self.metadata(&root, b".", &header, true)?;
+                self.dir_times
+                    .push((Vec::new(), header.mtime().unwrap_or(0)));
+            }
+            return Ok(());
+        };
+        let parent = self.dir(parent_parts)?;
+        if name.as_slice() == OPAQUE.as_bytes() {
+            self.stats.whiteouts += 1;
+            return if self.mode.flatten {
+                self.empty_for_opaque(parent_parts)
+            } else {
+                self.set_opaque(parent_parts)
+            };
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT.as_bytes()) {
+            if hidden.is_empty()
+                || hidden.starts_with(WHITEOUT.as_bytes())
+                || hidden == b"."
+                || hidden == b".."
+            {
+                return Err("an unsupported whiteout (aufs metadata or an empty name)".to_owned());
+            }
+            self.stats.whiteouts += 1;
+            self.clear(&parent, hidden, false)?;
+            if self.mode.flatten {
+                return Ok(());
+            }
+            return rustix::fs::mknodat(
+                &parent,
+                os(hidden),
+                FileType::CharacterDevice,
+                Mode::empty(),
+                makedev(0, 0),
+            )
+            .map_err(|e| errno("creating the overlay whiteout (a 0/0 character device)", e));
+        }
+        let perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
+        if self.mode.flatten {
+            self.created.insert(joined(&parts));
+        }
+        match kind {
+            tar::EntryType::Directory => {
+                self.clear(&parent, name, true)?;
+                match rustix::fs::mkdirat(&parent, os(name), Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(errno("creating the directory", e)),
+                }
+                self.metadata(&parent, name, &header, true)?;
+                self.dir_xattrs(&parent, name, entry)?;
+                self.dir_times
+                    .push((parts.clone(), header.mtime().unwrap_or(0)));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                self.clear(&parent, name, false)?;
+                let file = rustix::fs::openat(
+                    &parent,
+                    os(name),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| errno("creating the file", e))?;
+                let mut out = std::fs::File::from(file);
+                loop {
+                    let n = entry
+                        .read(&mut self.buf)
+                        .map_err(|e| format!("reading its content: {e}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    out.write_all(&self.buf[..n])
+                        .map_err(|e| format!("writing the file: {e}"))?;
+                    self.stats.bytes += n as u64;
+                }
+                if self.mode.chown {
+                    rustix::fs::fchown(&out, Some(uid(&header)?), Some(gid(&header)?))
+                        .map_err(|e| errno("setting its owner", e))?;
+                }
+                // After chown, which clears set-user-ID bits.
+                rustix::fs::fchmod(&out, perm).map_err(|e| errno("setting its mode", e))?;
+                self.xattrs(out.as_fd(), entry)?;
+                let time = timestamps(header.mtime().unwrap_or(0));
+                rustix::fs::futimens(&out, &time).map_err(|e| errno("setting its mtime", e))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or("a symlink without a target")?;
+                self.clear(&parent, name, false)?;
+                rustix::fs::symlinkat(os(&target), &parent, os(name))
+                    .map_err(|e| errno("creating the symlink", e))?;
+                self.metadata(&parent, name, &header, false)?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or("a hard link without a target")?;
+                let target_parts = components(&target)?;
+                let Some((target_name, target_parent)) = target_parts.split_last() else {
+                    return Err("a hard link to the layer's root".to_owned());
+                };
+                let target_dir = self.dir(target_parent)?;
+                self.clear(&parent, name, false)?;
+                rustix::fs::linkat(
+                    &target_dir,
+                    os(target_name),
+                    &parent,
+                    os(name),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| {
+                    errno(
+                        &format!(
+                            "linking to `{}` in this layer",
+                            String::from_utf8_lossy(&target)
+                        ),
+                        e,
+                    )
+                })?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let file_type = match kind {
+                    tar::EntryType::Char => FileType::CharacterDevice,
+                    tar::EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                self.clear(&parent, name, false)?;
+                match rustix::fs::mknodat(&parent, os(name), file_type, perm, makedev(major, minor))
+                {
+                    Ok(()) => self.metadata(&parent, name, &header, false)?,
+                    Err(Errno::PERM) if file_type != FileType::Fifo && !self.is_root() => {
+                        self.stats.skipped_devices += 1
+                    }
+                    Err(e) => return Err(errno("creating the device node", e)),
+                }
+            }
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
+            other => return Err(format!("unsupported tar entry type {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn is_root(&self) -> bool {
+        self.mode.opaque_xattr.starts_with("trusted.")
+    }
+
+    /// Owner, mode and mtime of a directory or special file, without following symlinks.
+    fn metadata(
+        &self,
+        parent: &OwnedFd,
+        name: &[u8],
+        header: &tar::Header,
+        is_dir: bool,
+    ) -> Result<(), String> {
+        if self.mode.chown {
+            rustix::fs::chownat(
+                parent,
+                os(name),
+                Some(uid(header)?),
+                Some(gid(header)?),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| errno("setting its owner", e))?;
+        }
+        let is_link = header.entry_type() == tar::EntryType::Symlink;
+        if !is_link {
+            let perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
+            rustix::fs::chmodat(parent, os(name), perm, AtFlags::empty())
+                .map_err(|e| errno("setting its mode", e))?;
+        }
+        if !is_dir {
+            let time = timestamps(header.mtime().unwrap_or(0));
+            rustix::fs::utimensat(parent, os(name), &time, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| errno("setting its mtime", e))?;
+        }
+        Ok(())
+    }
+
+    /// Flattening an opaque directory: what earlier layers put in it goes.
+    fn empty_for_opaque(&self, parts: &[Vec<u8>]) -> Result<(), String> {
+        let fd = self.open_real_dir(parts)?;
+        let dir = rustix::fs::Dir::read_from(&fd).map_err(|e| errno("listing the directory", e))?;
+        let mut doomed = Vec::new();
+        for entry in dir {
+            let name = entry
+                .map_err(|e| errno("listing the directory", e))?
+                .file_name()
+                .to_bytes()
+                .to_vec();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let mut child = parts.to_vec();
+            child.push(name.clone());
+            if !self.created.contains(&joined(&child)) {
+                doomed.push(name);
+            }
+        }
+        let dir_fd = self.dir(parts)?;
+        for name in doomed {
+            self.clear(&dir_fd, &name, false)?;
+        }
+        Ok(())
+    }
+
+    fn set_opaque(&self, dir: &[Vec<u8>]) -> Result<(), String> {
+        let fd = self.open_real_dir(dir)?;
+        rustix::fs::fsetxattr(&fd, self.mode.opaque_xattr, b"y", XattrFlags::empty()).map_err(|e| {
+            errno(
+                &format!("marking the directory opaque ({})", self.mode.opaque_xattr),
+                e,
+            )
+        })
+    }
+
+    /// A readable descriptor of a directory inside the layer (for xattrs and timestamps).
+    fn open_real_dir(&self, parts: &[Vec<u8>]) -> Result<OwnedFd, String> {
+        self.dir(parts)?;
+        rustix::fs::openat2(
+            self.root,
+            os(&joined(parts)),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| errno("opening the directory", e))
+    }
+
+    fn dir_xattrs<R: Read>(
+        &self,
+        parent: &OwnedFd,
+        name: &[u8],
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), String> {
+        if !has_xattrs(entry) {
+            return Ok(());
+        }
+        let fd = rustix::fs::openat(
+            parent,
+            os(name),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| errno("opening the directory", e))?;
+        self.xattrs(fd.as_fd(), entry)
+    }
+
+    /// Extended attributes from PAX `SCHILY.xattr.*` records (file capabilities among them).
+    fn xattrs<R: Read>(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), String> {
+        let Ok(Some(extensions)) = entry.pax_extensions() else {
+            return Ok(());
+        };
+        for extension in extensions {
+            let extension = extension.map_err(|e| format!("reading its PAX header: {e}"))?;
+            let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            match rustix::fs::fsetxattr(fd, os(name), extension.value_bytes(), XattrFlags::empty())
+            {
+                Ok(()) => {}
+                // Rootless, trusted.* is out of reach; it is never needed to run the image.
+                Err(Errno::PERM) if !self.is_root() && name.starts_with(b"trusted.") => {}
+                Err(e) => {
+                    return Err(errno(
+                        &format!("setting xattr {}", String::from_utf8_lossy(name)),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory mtimes, deepest first, now that nothing more is created inside them.
+    fn finish(&mut self) -> Result<(), ImageError> {
+        let times = std::mem::take(&mut self.dir_times);
+        for (parts, mtime) in times.into_iter().rev() {
+            let result = self.open_real_dir(&parts).and_then(|fd| {
+                rustix::fs::futimens(&fd, &timestamps(mtime))
+                    .map_err(|e| errno("setting its mtime", e))
+            });
+            result.map_err(|why| ImageError::Entry {
+                layer: self.layer.to_owned(),
+                entry: String::from_utf8_lossy(&joined(&parts)).into_owned(),
+                why,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn has_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
+    match entry.pax_extensions() {
+        Ok(Some(mut extensions)) => {
+            extensions.any(|x| x.is_ok_and(|x| x.key_bytes().starts_with(b"SCHILY.xattr.")))
+        }
+        _ => false,
+    }
+}
+
+fn uid(header: &tar::Header) -> Result<rustix::fs::Uid, String> {
+    let id = header.uid().map_err(|e| e.to_string())?;
+    u32::try_from(id)
+        .map(rustix::fs::Uid::from_raw)
+        .map_err(|_| format!("uid {id} is out of range"))
+}
+
+fn gid(header: &tar::Header) -> Result<rustix::fs::Gid, String> {
+    let id = header.gid().map_err(|e| e.to_string())?;
+    u32::try_from(id)
+        .map(rustix::fs::Gid::from_raw)
+        .map_err(|_| format!("gid {id} is out of range"))
+}
+
+fn timestamps(mtime: u64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime.min(i64::MAX as u64) as i64,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_split_and_dotdot_refused() {
+        assert_eq!(
+            components(b"./a//b/").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(
+            components(b"/etc/passwd").unwrap(),
+            vec![b"etc".to_vec(), b"passwd".to_vec()]
+        );
+        assert!(components(b"a/../../x").is_err());
+        assert!(components(b"./").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,164 @@
+//! `mm image …`: one small function per verb.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use mm::definition::ImageSource;
+use mm::error::{Error, ExitCode};
+use mm::host::Host;
+use mm::image::progress::Progress;
+use mm::image::{Digest, ImageRecord, Request, Store, UnpackMode};
+
+use crate::cli::ImageCommand;
+use crate::commands::{print, print_json};
+
+pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
+    let host = Host::probe();
+    let store = Store::new(&host.dirs.store);
+    match command {
+        ImageCommand::Import { source, digest } => {
+            let source = parse_source(&source)?;
+            let pin = digest
+                .as_deref()
+                .map(Digest::parse)
+                .transpose()
+                .map_err(|e| Error::BadSource {
+                    text: digest.clone().unwrap_or_default(),
+                    why: e.to_string(),
+                })?;
+            let request = Request {
+                source: &source,
+                arch: &host.arch,
+                pin: pin.as_ref(),
+                mode: mode(&host),
+            };
+            let record = mm::image::import(&request, &store, &Progress::new())?;
+            print(&format!("{} {}\n", record.manifest, record.name))?;
+        }
+        ImageCommand::List { json } => list(&store, json)?,
+        ImageCommand::Extract { source, dir } => {
+            let source = parse_source(&source)?;
+            let request = Request {
+                source: &source,
+                arch: &host.arch,
+                pin: None,
+                mode: mode(&host),
+            };
+            let stats = mm::image::extract(&request, &dir, &Progress::new())?;
+            print(&format!(
+                "{}: {} entries, {} bytes\n",
+                dir.display(),
+                stats.entries,
+                stats.bytes
+            ))?;
+        }
+        ImageCommand::Rm { names } => {
+            for name in names {
+                store.remove_image(&name)?;
+                print(&format!("removed {name}\n"))?;
+            }
+        }
+        ImageCommand::Gc { dry_run } => {
+            for path in store.unused()? {
+                if !dry_run {
+                    let removed = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    removed.map_err(|source| mm::image::ImageError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+                print(&format!(
+                    "{} {}\n",
+                    if dry_run { "would remove" } else { "removed" },
+                    path.display()
+                ))?;
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn mode(host: &Host) -> UnpackMode {
+    if host.is_root() {
+        UnpackMode::ROOT
+    } else {
+        UnpackMode::ROOTLESS
+    }
+}
+
+/// A source on the command line: relative paths start at the working directory.
+fn parse_source(text: &str) -> Result<ImageSource, Error> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_owned());
+    ImageSource::parse(text, &cwd).map_err(|e| Error::BadSource {
+        text: text.to_owned(),
+        why: e.to_string(),
+    })
+}
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    name: &'a str,
+    manifest: &'a Digest,
+    layers: usize,
+    /// Bytes of the unpacked layers (files' contents).
+    size: u64,
+    architecture: &'a str,
+}
+
+fn list(store: &Store, json: bool) -> Result<(), Error> {
+    let images = store.images()?;
+    let size = |image: &ImageRecord| {
+        image
+            .layers
+            .iter()
+            .filter_map(|l| store.layer_info(&l.diff_id))
+            .map(|i| i.stats.bytes)
+            .sum::<u64>()
+    };
+    let listed: Vec<Listed<'_>> = images
+        .iter()
+        .map(|image| Listed {
+            name: &image.name,
+            manifest: &image.manifest,
+            layers: image.layers.len(),
+            size: size(image),
+            architecture: &image.config.architecture,
+        })
+        .collect();
+    if json {
+        return print_json(&listed);
+    }
+    if listed.is_empty() {
+        return print(&format!("No images in {}.\n", store.root().display()));
+    }
+    let mut out = format!(
+        "{:<14} {:>6} {:>10}  {}\n",
+        "MANIFEST", "LAYERS", "SIZE", "NAME"
+    );
+    for l in &listed {
+        out.push_str(&format!(
+            "{:<14} {:>6} {:>10}  {}\n",
+            l.manifest.short(),
+            l.layers,
+            human(l.size),
+            l.name
+        ));
+    }
+    print(&out)
+}
+
+fn human(bytes: u64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if value < 1024.0 {
+            return format!("{value:.1} {unit}");
+        }
+        value /= 1024.0;
+    }
+    format!("{value:.1} TiB")
+}
