@@ -72,17 +72,7 @@ impl Error {
             Self::Invalid(_) | Self::HostFile { .. } => ExitCode::InvalidDefinition,
             Self::HostCannot(_) => ExitCode::HostCannot,
             Self::BadSource { .. } => ExitCode::Usage,
-            Self::Image(e) => match e {
-                ImageError::NotALayout(_)
-                | ImageError::NoSuchTag { .. }
-                | ImageError::WhichImage { .. }
-                | ImageError::NoPlatform { .. }
-                | ImageError::MissingBlob { .. }
-                | ImageError::NotInStore(_) => ExitCode::NotFound,
-                ImageError::Io { .. } => ExitCode::Io,
-                ImageError::Unsupported(_) | ImageError::Rootless(_) => ExitCode::HostCannot,
-                _ => ExitCode::InvalidDefinition,
-            },
+            Self::Image(e) => image_exit_code(e),
         }
     }
 
@@ -96,7 +86,38 @@ impl Error {
     }
 }
 
+/// The exit code for an image error (also used by the rootless worker, across processes).
+pub fn image_exit_code(e: &ImageError) -> ExitCode {
+    match e {
+        ImageError::NotALayout(_)
+        | ImageError::NoSuchTag { .. }
+        | ImageError::WhichImage { .. }
+        | ImageError::NoPlatform { .. }
+        | ImageError::MissingBlob { .. }
+        | ImageError::NotInStore(_) => ExitCode::NotFound,
+        ImageError::Io { .. } => ExitCode::Io,
+        ImageError::Unsupported(_) | ImageError::Rootless(_) => ExitCode::HostCannot,
+        ImageError::Worker { code, .. } => ExitCode::from_code(*code),
+        _ => ExitCode::InvalidDefinition,
+    }
+}
+
 impl ExitCode {
+    /// The code a worker process reported; unknown codes are plain failures.
+    pub fn from_code(code: u8) -> Self {
+        [
+            Self::Ok,
+            Self::Usage,
+            Self::InvalidDefinition,
+            Self::NotFound,
+            Self::HostCannot,
+            Self::Io,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == code)
+        .unwrap_or(Self::Failure)
+    }
+
     /// The more serious of two outcomes: any failure beats success, else the first stays.
     pub fn max_with(self, other: ExitCode) -> ExitCode {
         if self == ExitCode::Ok { other } else { self }

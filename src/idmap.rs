@@ -65,6 +65,30 @@ impl fmt::Display for IdMapEntry {
     }
 }
 
+/// A rootless map: root inside is the user outside (podman's default); ids 1 and up come
+/// from the user's subordinate ranges, in file order, up to 65535 of them.
+pub fn rootless_map(own: u32, ranges: &[IdRange]) -> Vec<IdMapEntry> {
+    let mut entries = vec![IdMapEntry {
+        inside: 0,
+        outside: own,
+        count: 1,
+    }];
+    let mut next = 1u32;
+    for range in ranges {
+        let count = range.count.min(MACHINE_IDS - next);
+        if count == 0 {
+            break;
+        }
+        entries.push(IdMapEntry {
+            inside: next,
+            outside: range.start,
+            count,
+        });
+        next += count;
+    }
+    entries
+}
+
 /// The ranges `/etc/subuid` or `/etc/subgid` grants a user (by name or by uid), in file
 /// order. Lines that do not parse are reported, as shadow's tools would skip them.
 pub fn parse_subid(text: &str, user: &str, uid: u32) -> (Vec<IdRange>, Vec<String>) {

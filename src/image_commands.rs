@@ -8,7 +8,7 @@ use mm::definition::ImageSource;
 use mm::error::{Error, ExitCode};
 use mm::host::Host;
 use mm::image::progress::Progress;
-use mm::image::{Digest, ImageRecord, Request, Store, UnpackMode};
+use mm::image::{Digest, ImageRecord, Request, Store};
 
 use crate::cli::ImageCommand;
 use crate::commands::{print, print_json};
@@ -29,9 +29,8 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 })?;
             let request = Request {
                 source: &source,
-                arch: &host.arch,
                 pin: pin.as_ref(),
-                mode: mode(&host),
+                host: &host,
             };
             let record = mm::image::import(&request, &store, &Progress::new())?;
             print(&format!("{} {}\n", record.manifest, record.name))?;
@@ -41,9 +40,8 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             let source = parse_source(&source)?;
             let request = Request {
                 source: &source,
-                arch: &host.arch,
                 pin: None,
-                mode: mode(&host),
+                host: &host,
             };
             let stats = mm::image::extract(&request, &dir, &Progress::new())?;
             print(&format!(
@@ -60,35 +58,37 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             }
         }
         ImageCommand::Gc { dry_run } => {
-            for path in store.unused()? {
-                if !dry_run {
-                    let removed = if path.is_dir() {
-                        std::fs::remove_dir_all(&path)
-                    } else {
-                        std::fs::remove_file(&path)
-                    };
-                    removed.map_err(|source| mm::image::ImageError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                }
-                print(&format!(
-                    "{} {}\n",
-                    if dry_run { "would remove" } else { "removed" },
-                    path.display()
-                ))?;
+            let unused = store.unused()?;
+            if !dry_run && !unused.is_empty() {
+                remove(&host, unused.clone())?;
+            }
+            for path in unused {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                print(&format!("{verb} {}\n", path.display()))?;
             }
         }
     }
     Ok(ExitCode::Ok)
 }
 
-fn mode(host: &Host) -> UnpackMode {
-    if host.is_root() {
-        UnpackMode::ROOT
-    } else {
-        UnpackMode::ROOTLESS
+/// Removes store paths; rootless, inside the user namespace that owns their content.
+fn remove(host: &Host, paths: Vec<std::path::PathBuf>) -> Result<(), Error> {
+    if !host.is_root() {
+        mm::image::worker::run(host, &mm::image::worker::Job::Remove { paths })?;
+        return Ok(());
     }
+    for path in paths {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|source| mm::image::ImageError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// A source on the command line: relative paths start at the working directory.

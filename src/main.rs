@@ -5,6 +5,13 @@ mod image_commands;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // The rootless unpack worker must unshare its user namespace while it has one thread.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == mm::image::worker::WORKER_ARG)
+    {
+        mm::image::worker::main(|e| mm::error::image_exit_code(e) as u8);
+    }
     let cli = cli::Cli::parse();
     let code = match commands::run(cli) {
         Ok(code) => code,

@@ -76,6 +76,9 @@ pub enum ImageError {
     Unsupported(&'static str),
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
+    /// An error inside the rootless worker, with the exit code it maps to.
+    #[error("{message}")]
+    Worker { code: u8, message: String },
 }
 
 fn list(items: &[String]) -> String {

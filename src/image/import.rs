@@ -2,9 +2,10 @@
 
 use std::io::{BufReader, Read};
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
+use serde::{Deserialize, Serialize};
 
 use super::digest::{self, Digest, HashingReader};
 use super::error::{ImageError, IoContext};
@@ -13,16 +14,26 @@ use super::oci::{Compression, Descriptor};
 use super::progress::{Counting, Progress};
 use super::store::{ImageRecord, Installed, LayerRef, Store};
 use super::unpack::{self, Stats, UnpackMode};
+use super::worker;
 use crate::definition::ImageSource;
+use crate::host::Host;
 
-/// What to import and how.
+/// What to import, for which host.
 pub struct Request<'a> {
     pub source: &'a ImageSource,
-    /// The host's architecture, to pick from multi-platform images.
-    pub arch: &'a str,
     /// Refuse any manifest but this one.
     pub pin: Option<&'a Digest>,
-    pub mode: UnpackMode,
+    /// The architecture to pick from multi-platform images, and whether to unpack as root
+    /// or in a user namespace on the user's subordinate ids.
+    pub host: &'a Host,
+}
+
+/// One layer to install: where its blob is, what it must hash to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerJob {
+    pub blob: PathBuf,
+    pub desc: Descriptor,
+    pub diff_id: Digest,
 }
 
 /// An image source opened for reading: where its blobs are and what it holds.
@@ -35,7 +46,7 @@ fn open(request: &Request<'_>) -> Result<Opened, ImageError> {
     let (layout, resolved) = match request.source {
         ImageSource::Oci { path, tag } => {
             let layout = Layout::open(path)?;
-            let resolved = layout.resolve(tag.as_deref(), request.arch)?;
+            let resolved = layout.resolve(tag.as_deref(), &request.host.arch)?;
             (layout, resolved)
         }
         ImageSource::OciArchive { .. } => return Err(ImageError::Unsupported("oci-archive")),
@@ -55,8 +66,9 @@ fn open(request: &Request<'_>) -> Result<Opened, ImageError> {
     Ok(Opened { layout, resolved })
 }
 
-/// Imports the image into `store`: every blob verified, every layer unpacked once (in
-/// parallel, up to one per core) and shared with every image that has it.
+/// Imports the image into `store`: every blob verified, every layer unpacked once and
+/// shared with every image that has it. Rootless, the layers are unpacked by a worker in a
+/// user namespace on the user's subordinate ids.
 pub fn import(
     request: &Request<'_>,
     store: &Store,
@@ -64,44 +76,70 @@ pub fn import(
 ) -> Result<ImageRecord, ImageError> {
     let Opened { layout, resolved } = open(request)?;
     store.create()?;
-    let layers: Vec<(Descriptor, Digest)> = resolved
+    let jobs: Vec<LayerJob> = resolved
         .layers
         .iter()
-        .cloned()
-        .zip(resolved.config.rootfs.diff_ids.iter().cloned())
+        .zip(&resolved.config.rootfs.diff_ids)
+        .map(|(desc, diff_id)| LayerJob {
+            blob: layout.blob_path(&desc.digest),
+            desc: desc.clone(),
+            diff_id: diff_id.clone(),
+        })
         .collect();
+    if request.host.is_root() {
+        install_layers(store, &jobs, UnpackMode::ROOT, progress)?;
+    } else {
+        worker::run(
+            request.host,
+            &worker::Job::Install {
+                store: store.root().to_owned(),
+                layers: jobs.clone(),
+            },
+        )?;
+    }
+    for (digest, bytes) in &resolved.blobs {
+        store.put_blob(digest, bytes)?;
+    }
+    let record = ImageRecord {
+        name: request.source.to_string(),
+        manifest: resolved.manifest.digest.clone(),
+        config_digest: resolved.config_digest.clone(),
+        config: resolved.config.clone(),
+        layers: jobs
+            .iter()
+            .map(|job| LayerRef {
+                diff_id: job.diff_id.clone(),
+                blob: job.desc.digest.clone(),
+                blob_size: job.desc.size,
+            })
+            .collect(),
+    };
+    store.put_image(&record)?;
+    Ok(record)
+}
+
+/// Installs layers in parallel, up to one per core; the first error wins.
+pub fn install_layers(
+    store: &Store,
+    jobs: &[LayerJob],
+    mode: UnpackMode,
+    progress: &Progress,
+) -> Result<Vec<Installed>, ImageError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(layers.len().max(1));
+        .min(jobs.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Result<(), ImageError>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Vec<(usize, Installed)>, ImageError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                scope.spawn(|| -> Result<(), ImageError> {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((desc, diff_id)) = layers.get(i) else {
-                            return Ok(());
+                        let Some(job) = jobs.get(i) else {
+                            return Ok(done);
                         };
-                        let item =
-                            progress.item(format!("layer {}", desc.digest.short()), desc.size);
-                        let installed = store.install_layer(diff_id, |root| {
-                            let blob = layout.open_blob(&desc.digest)?;
-                            unpack_verified(
-                                Counting {
-                                    inner: blob,
-                                    item: &item,
-                                },
-                                desc,
-                                diff_id,
-                                root,
-                                request.mode,
-                            )
-                        })?;
-                        item.done(match installed {
-                            Installed::AlreadyThere => "already in the store",
-                            Installed::Unpacked(_) => "verified and unpacked",
-                        });
+                        done.push((i, install_layer(store, job, mode, progress)?));
                     }
                 })
             })
@@ -111,36 +149,71 @@ pub fn import(
             .map(|h| h.join().expect("an unpack thread panicked"))
             .collect()
     });
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    for (digest, bytes) in &resolved.blobs {
-        store.put_blob(digest, bytes)?;
+    let mut all = Vec::new();
+    for result in results {
+        all.extend(result?);
     }
-    let record = ImageRecord {
-        name: request.source.to_string(),
-        manifest: resolved.manifest.digest.clone(),
-        config_digest: resolved.config_digest.clone(),
-        config: resolved.config.clone(),
-        layers: layers
-            .iter()
-            .map(|(desc, diff_id)| LayerRef {
-                diff_id: diff_id.clone(),
-                blob: desc.digest.clone(),
-                blob_size: desc.size,
-            })
-            .collect(),
-    };
-    store.put_image(&record)?;
-    Ok(record)
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, installed)| installed).collect())
+}
+
+fn install_layer(
+    store: &Store,
+    job: &LayerJob,
+    mode: UnpackMode,
+    progress: &Progress,
+) -> Result<Installed, ImageError> {
+    let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
+    let installed = store.install_layer(&job.diff_id, |root| {
+        let blob = open_blob(job)?;
+        unpack_verified(
+            Counting {
+                inner: blob,
+                item: &item,
+            },
+            &job.desc,
+            &job.diff_id,
+            root,
+            mode,
+        )
+    })?;
+    item.done(match installed {
+        Installed::AlreadyThere => "already in the store",
+        Installed::Unpacked(_) => "verified and unpacked",
+    });
+    Ok(installed)
+}
+
+fn open_blob(job: &LayerJob) -> Result<std::fs::File, ImageError> {
+    std::fs::File::open(&job.blob).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ImageError::MissingBlob {
+            digest: job.desc.digest.clone(),
+            path: job.blob.clone(),
+        },
+        _ => ImageError::Io {
+            path: job.blob.clone(),
+            source,
+        },
+    })
 }
 
 /// Writes the image as one tree in `dir` (which must not exist), whiteouts applied, as
-/// `umoci unpack` makes its rootfs. On failure nothing is left at `dir`.
+/// `umoci unpack` makes its rootfs. Rootless, every file is the user's (as with
+/// `umoci unpack --rootless`). On failure nothing is left at `dir`.
 pub fn extract(
     request: &Request<'_>,
     dir: &Path,
     progress: &Progress,
 ) -> Result<Stats, ImageError> {
     let Opened { layout, resolved } = open(request)?;
+    let mode = if request.host.is_root() {
+        UnpackMode::ROOT.flattened()
+    } else {
+        UnpackMode {
+            chown: false,
+            ..UnpackMode::ROOTLESS.flattened()
+        }
+    };
     std::fs::create_dir(dir).at(dir)?;
     let result = (|| {
         let root = rustix::fs::open(
@@ -164,7 +237,7 @@ pub fn extract(
                 desc,
                 diff_id,
                 &root,
-                request.mode.flattened(),
+                mode,
             )?;
             item.done("verified and applied");
             total.entries += stats.entries;

@@ -12,6 +12,7 @@ pub mod oci;
 pub mod progress;
 pub mod store;
 pub mod unpack;
+pub mod worker;
 
 pub use digest::Digest;
 pub use error::ImageError;

@@ -14,7 +14,7 @@ use crate::definition::{
     Resources, UserRange, capability,
 };
 use crate::host::{CgroupMode, Host};
-use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL};
+use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
 
 /// The PATH a machine's processes get unless the definition or image sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -192,30 +192,6 @@ fn ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
         uid: IdMapping::Map { entries: maps.0 },
         gid: IdMapping::Map { entries: maps.1 },
     })
-}
-
-/// Root inside is the user outside (podman's default); ids 1 and up come from the user's
-/// subordinate ranges, in file order, up to 65535 of them.
-fn rootless_map(own: u32, ranges: &[IdRange]) -> Vec<IdMapEntry> {
-    let mut entries = vec![IdMapEntry {
-        inside: 0,
-        outside: own,
-        count: 1,
-    }];
-    let mut next = 1u32;
-    for range in ranges {
-        let count = range.count.min(MACHINE_IDS - next);
-        if count == 0 {
-            break;
-        }
-        entries.push(IdMapEntry {
-            inside: next,
-            outside: range.start,
-            count,
-        });
-        next += count;
-    }
-    entries
 }
 
 fn namespaces(private_net: bool) -> Vec<Namespace> {

@@ -1,0 +1,210 @@
+//! Rootless unpacking: a helper process in a user namespace mapped onto the user's
+//! subordinate ids, so that files get their owners shifted into that range and overlayfs
+//! whiteouts can be made.
+//!
+//! The parent re-executes mm as `mm __worker`. The worker unshares its user namespace first
+//! thing, while it still has one thread, and says `Ready`; the parent writes its maps with
+//! newuidmap and newgidmap, then sends the job; the worker answers with one reply. Both
+//! directions are one JSON message per line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ImageError;
+use super::import::{LayerJob, install_layers};
+use super::progress::Progress;
+use super::store::{Installed, Store};
+use super::unpack::UnpackMode;
+use crate::host::Host;
+use crate::idmap::{IdMapEntry, rootless_map};
+
+/// The hidden argument that runs the worker.
+pub const WORKER_ARG: &str = "__worker";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Job {
+    Install {
+        store: PathBuf,
+        layers: Vec<LayerJob>,
+    },
+    Remove {
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum FromWorker {
+    Ready,
+    Installed(Vec<Installed>),
+    Removed,
+    /// The worker's error, with the exit code it maps to.
+    Failed {
+        code: u8,
+        message: String,
+    },
+}
+
+/// Runs `job` in a worker inside a user namespace mapped like a rootless machine's.
+pub fn run(host: &Host, job: &Job) -> Result<Option<Vec<Installed>>, ImageError> {
+    if host.subuid.is_empty() || host.subgid.is_empty() {
+        return Err(ImageError::Rootless(format!(
+            "user `{}` has no subordinate id range in /etc/subuid and /etc/subgid, which unpacking needs; \
+             add one as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
+            host.user, host.user
+        )));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| ImageError::Rootless(format!("finding mm's own executable: {e}")))?;
+    let mut child = Command::new(exe)
+        .arg(WORKER_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| ImageError::Rootless(format!("starting the unpack worker: {e}")))?;
+    let result = drive(host, job, &mut child);
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| ImageError::Rootless(format!("waiting for the unpack worker: {e}")))?;
+    match result? {
+        FromWorker::Installed(installed) => Ok(Some(installed)),
+        FromWorker::Removed => Ok(None),
+        FromWorker::Failed { code, message } => Err(ImageError::Worker { code, message }),
+        FromWorker::Ready => Err(ImageError::Rootless(format!(
+            "the unpack worker said Ready twice ({status})"
+        ))),
+    }
+}
+
+fn drive(
+    host: &Host,
+    job: &Job,
+    child: &mut std::process::Child,
+) -> Result<FromWorker, ImageError> {
+    let broken = |what: &str| ImageError::Rootless(format!("the unpack worker {what}"));
+    let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| broken("has no output"))?);
+    let mut stdin = child.stdin.take().ok_or_else(|| broken("has no input"))?;
+    match receive(&mut stdout)? {
+        FromWorker::Ready => {}
+        FromWorker::Failed { message, .. } => return Err(ImageError::Rootless(message)),
+        _ => return Err(broken("did not start as expected")),
+    }
+    let pid = child.id().to_string();
+    write_map("newuidmap", &pid, &rootless_map(host.uid, &host.subuid))?;
+    write_map("newgidmap", &pid, &rootless_map(host.gid, &host.subgid))?;
+    let line = serde_json::to_string(job).expect("a job serializes");
+    writeln!(stdin, "{line}").map_err(|e| broken(&format!("did not take its job: {e}")))?;
+    drop(stdin);
+    receive(&mut stdout)
+}
+
+fn receive(from: &mut impl BufRead) -> Result<FromWorker, ImageError> {
+    let mut line = String::new();
+    from.read_line(&mut line)
+        .map_err(|e| ImageError::Rootless(format!("reading from the unpack worker: {e}")))?;
+    if line.is_empty() {
+        return Err(ImageError::Rootless(
+            "the unpack worker exited without an answer".to_owned(),
+        ));
+    }
+    serde_json::from_str(&line)
+        .map_err(|e| ImageError::Rootless(format!("the unpack worker's answer: {e}")))
+}
+
+fn write_map(tool: &str, pid: &str, entries: &[IdMapEntry]) -> Result<(), ImageError> {
+    let mut command = Command::new(tool);
+    command.arg(pid);
+    for e in entries {
+        command.args([
+            e.inside.to_string(),
+            e.outside.to_string(),
+            e.count.to_string(),
+        ]);
+    }
+    let output = command.output().map_err(|e| {
+        ImageError::Rootless(format!(
+            "running {tool}: {e} (it comes with Debian's `uidmap` package)"
+        ))
+    })?;
+    if !output.status.success() {
+        return Err(ImageError::Rootless(format!(
+            "{tool} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The worker's side: called from `main` before anything else can start a thread.
+pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
+    let say = |message: &FromWorker| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(message).expect("a reply serializes")
+        );
+        let _ = out.flush();
+    };
+    // SAFETY: NEWUSER alone does not unshare the file descriptor table.
+    let unshared = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) };
+    if let Err(e) = unshared {
+        say(&FromWorker::Failed {
+            code: 69,
+            message: format!("unshare(CLONE_NEWUSER) failed: {}", std::io::Error::from(e)),
+        });
+        std::process::exit(1);
+    }
+    say(&FromWorker::Ready);
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() || line.is_empty() {
+        std::process::exit(1);
+    }
+    let reply = match serde_json::from_str::<Job>(&line) {
+        Err(e) => FromWorker::Failed {
+            code: 70,
+            message: format!("a job the worker cannot read: {e}"),
+        },
+        Ok(job) => match work(job) {
+            Ok(reply) => reply,
+            Err(e) => FromWorker::Failed {
+                code: error_code(&e),
+                message: e.to_string(),
+            },
+        },
+    };
+    say(&reply);
+    std::process::exit(0);
+}
+
+fn work(job: Job) -> Result<FromWorker, ImageError> {
+    match job {
+        Job::Install { store, layers } => {
+            let installed = install_layers(
+                &Store::new(store),
+                &layers,
+                UnpackMode::ROOTLESS,
+                &Progress::new(),
+            )?;
+            Ok(FromWorker::Installed(installed))
+        }
+        Job::Remove { paths } => {
+            for path in paths {
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(|source| ImageError::Io { path, source })?;
+            }
+            Ok(FromWorker::Removed)
+        }
+    }
+}
