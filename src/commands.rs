@@ -42,7 +42,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
 fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
     let def = Definition::load(path)?;
     check::paths(&def, host).map_err(Error::Invalid)?;
-    plan::compile(&def, host).map_err(Error::HostCannot)
+    let store = mm::image::Store::new(&host.dirs.store);
+    let stored = store.image(&def.image.source.value.to_string())?;
+    plan::compile(&def, host, stored.as_ref()).map_err(Error::HostCannot)
 }
 
 fn plan(machine: &str, json: bool, host_file: Option<&Path>) -> Result<ExitCode, Error> {

@@ -60,7 +60,7 @@ fn every_example_plans_as_recorded() {
         let def = Definition::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for host_name in HOSTS {
             let name = format!("{}@{host_name}", def.name);
-            let text = match plan::compile(&def, &host(host_name)) {
+            let text = match plan::compile(&def, &host(host_name), None) {
                 Ok(plan) => {
                     let json = serde_json::to_string_pretty(&plan.hashed()).unwrap();
                     settings.bind(|| insta::assert_snapshot!(format!("{name}.json"), json));
@@ -78,39 +78,40 @@ fn examples_run_as_root_and_the_dev_machine_runs_rootless() {
     for path in examples() {
         let def = Definition::load(&path).unwrap();
         assert!(
-            plan::compile(&def, &host("root-hybrid")).is_ok(),
+            plan::compile(&def, &host("root-hybrid"), None).is_ok(),
             "{}",
             def.name
         );
         assert!(
-            plan::compile(&def, &host("rootless-v2-delegated")).is_ok(),
+            plan::compile(&def, &host("rootless-v2-delegated"), None).is_ok(),
             "{}",
             def.name
         );
     }
     let dev = Definition::load(&repo().join("machines/dev.toml")).unwrap();
-    assert!(plan::compile(&dev, &host("rootless-hybrid")).is_ok());
+    assert!(plan::compile(&dev, &host("rootless-hybrid"), None).is_ok());
 }
 
 #[test]
 fn the_same_inputs_give_the_same_bytes_and_any_change_a_new_hash() {
     let path = repo().join("machines/web.toml");
     let root = host("root-hybrid");
-    let once = plan::compile(&Definition::load(&path).unwrap(), &root).unwrap();
-    let twice = plan::compile(&Definition::load(&path).unwrap(), &root).unwrap();
+    let once = plan::compile(&Definition::load(&path).unwrap(), &root, None).unwrap();
+    let twice = plan::compile(&Definition::load(&path).unwrap(), &root, None).unwrap();
     let bytes = |p: &plan::Plan| serde_json::to_vec(&p.hashed()).unwrap();
     assert_eq!(bytes(&once), bytes(&twice));
 
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("64M", "65M");
-    let changed = plan::compile(&Definition::from_text(&path, &text).unwrap(), &root).unwrap();
+    let changed =
+        plan::compile(&Definition::from_text(&path, &text).unwrap(), &root, None).unwrap();
     assert_ne!(once.hash(), changed.hash());
     let mut other_host = root.clone();
     other_host.dirs.runtime = "/run/elsewhere".into();
     assert_ne!(
         once.hash(),
-        plan::compile(&Definition::load(&path).unwrap(), &other_host)
+        plan::compile(&Definition::load(&path).unwrap(), &other_host, None)
             .unwrap()
             .hash()
     );

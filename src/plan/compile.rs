@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     Cgroup, IdMapping, Ids, Image, Layers, LimitWrite, Machine, MapWriter, Mount, Namespace,
-    Network, Pid1, Plan, Process, Registration, RootFs, Security, Stop, Upper,
+    Network, Pid1, Plan, Process, Registration, RootFs, Security, Stop, StoredLayer, Upper,
 };
 use crate::definition::{
     BindSource, CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, NetworkMode,
@@ -15,15 +15,21 @@ use crate::definition::{
 };
 use crate::host::{CgroupMode, Host};
 use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
+use crate::image::{ImageRecord, Store};
 
 /// The PATH a machine's processes get unless the definition or image sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The CFS period mm uses for `cpus`: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// Compiles `def` for `host`. Errors point at the definition's line where the host cannot
-/// do what it asks (no subordinate ids, no delegated cgroup for limits, …).
-pub fn compile(def: &Definition, host: &Host) -> Result<Plan, Diagnostics> {
+/// Compiles `def` for `host`. `stored` is the image as the store has it, if it is there
+/// (its layers are then named in the plan). Errors point at the definition's line where
+/// the host cannot do what it asks (no subordinate ids, no delegated cgroup for limits, …).
+pub fn compile(
+    def: &Definition,
+    host: &Host,
+    stored: Option<&ImageRecord>,
+) -> Result<Plan, Diagnostics> {
     let mut problems = Vec::new();
     let name = def.name.as_str();
     let runtime_dir = host.dirs.runtime.join(name);
@@ -54,7 +60,7 @@ pub fn compile(def: &Definition, host: &Host) -> Result<Plan, Diagnostics> {
             runtime_dir,
             state_dir,
         },
-        image: image(def),
+        image: image(def, host, stored),
         ids,
         namespaces: namespaces(private_net),
         cgroup,
@@ -82,10 +88,26 @@ pub fn compile(def: &Definition, host: &Host) -> Result<Plan, Diagnostics> {
     })
 }
 
-fn image(def: &Definition) -> Image {
+fn image(def: &Definition, host: &Host, stored: Option<&ImageRecord>) -> Image {
     let source = def.image.source.value.clone();
-    let layers = match &source {
-        ImageSource::Rootfs { path } => Layers::Directory { path: path.clone() },
+    let pin = def.image.digest.as_ref();
+    let layers = match (&source, stored) {
+        (ImageSource::Rootfs { path }, _) => Layers::Directory { path: path.clone() },
+        // A stored image that the pin refuses is imported again at start, and refused there.
+        (_, Some(record)) if pin.is_none_or(|pin| *pin == record.manifest) => {
+            let store = Store::new(&host.dirs.store);
+            Layers::Stored {
+                manifest: record.manifest.clone(),
+                layers: record
+                    .layers
+                    .iter()
+                    .map(|l| StoredLayer {
+                        diff_id: l.diff_id.clone(),
+                        dir: store.layer_dir(&l.diff_id),
+                    })
+                    .collect(),
+            }
+        }
         _ => Layers::Unresolved,
     };
     Image {

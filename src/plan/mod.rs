@@ -64,8 +64,19 @@ pub struct Image {
 pub enum Layers {
     /// Not in the store yet: fetched, verified and unpacked before the machine starts.
     Unresolved,
+    /// In the store: the manifest imported, and its layers, bottom first.
+    Stored {
+        manifest: Digest,
+        layers: Vec<StoredLayer>,
+    },
     /// The source is a directory, used as the only lower layer as it is.
     Directory { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredLayer {
+    pub diff_id: Digest,
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -34,6 +34,14 @@ pub fn render(plan: &Plan) -> String {
                 "layers: fetched, verified (sha256) and unpacked into the store before start"
                     .to_owned(),
             ],
+            Layers::Stored { manifest, layers } => {
+                let mut lines = vec![format!(
+                    "in the store: manifest {manifest}, {} layer(s), bottom first:",
+                    layers.len()
+                )];
+                lines.extend(layers.iter().map(|l| format!("  {}", l.diff_id)));
+                lines
+            }
             Layers::Directory { path } => {
                 vec![format!("one lower layer: the directory {}", path.display())]
             }
@@ -205,6 +213,19 @@ fn root_lines(plan: &Plan) -> Vec<String> {
             "lower: the image's layers from the store, id-mapped to the machine's ids".to_owned()
         }
         Layers::Unresolved => "lower: the image's layers from the store".to_owned(),
+        Layers::Stored { layers, .. } => {
+            let dirs: Vec<String> = layers
+                .iter()
+                .rev()
+                .map(|l| l.dir.display().to_string())
+                .collect();
+            let mapped = if root.idmapped_lowers {
+                ", each id-mapped to the machine's ids"
+            } else {
+                ""
+            };
+            format!("lower (top first{mapped}): {}", dirs.join(":"))
+        }
         Layers::Directory { path } => format!("lower: {}", path.display()),
     }];
     lines.push(match &root.upper {
