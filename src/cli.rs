@@ -86,8 +86,10 @@ pub enum ImageCommand {
     /// Import an image into the store, verifying every blob against its sha256 digest
     ///
     /// SOURCE is written as in a definition: oci:PATH[:TAG] (an OCI image layout, as made
-    /// by skopeo, umoci or buildah). Layers already in the store are shared, not unpacked
-    /// again.
+    /// by skopeo, umoci or buildah), oci-archive:PATH[:TAG] (a tarball of one),
+    /// docker-archive:PATH (from `docker save` or skopeo), or tar:PATH (a rootfs tarball,
+    /// plain, gzip or zstd). Layers already in the store are shared, not unpacked again.
+    /// As an ordinary user, files are owned by your subordinate ids (/etc/subuid).
     #[command(visible_alias = "pull")]
     Import {
         /// The image, such as oci:images/busybox:latest

@@ -97,6 +97,7 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
         | ImageError::NotInStore(_) => ExitCode::NotFound,
         ImageError::Io { .. } => ExitCode::Io,
         ImageError::Unsupported(_) | ImageError::Rootless(_) => ExitCode::HostCannot,
+        ImageError::InPlace => ExitCode::Usage,
         ImageError::Worker { code, .. } => ExitCode::from_code(*code),
         _ => ExitCode::InvalidDefinition,
     }

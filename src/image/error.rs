@@ -74,6 +74,10 @@ pub enum ImageError {
     InUse { name: String, machines: Vec<String> },
     #[error("`{0}:` sources are not supported by `mm image import` yet")]
     Unsupported(&'static str),
+    #[error(
+        "a `rootfs:` source is used in place, as the machine's only lower layer: there is nothing to import"
+    )]
+    InPlace,
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
     /// An error inside the rootless worker, with the exit code it maps to.

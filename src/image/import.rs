@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::digest::{self, Digest, HashingReader};
 use super::error::{ImageError, IoContext};
-use super::layout::{Layout, Resolved};
 use super::oci::{Compression, Descriptor};
 use super::progress::{Counting, Progress};
+use super::sources::{self, Opened};
 use super::store::{ImageRecord, Installed, LayerRef, Store};
 use super::unpack::{self, Stats, UnpackMode};
 use super::worker;
@@ -36,34 +36,18 @@ pub struct LayerJob {
     pub diff_id: Digest,
 }
 
-/// An image source opened for reading: where its blobs are and what it holds.
-struct Opened {
-    layout: Layout,
-    resolved: Resolved,
-}
-
-fn open(request: &Request<'_>) -> Result<Opened, ImageError> {
-    let (layout, resolved) = match request.source {
-        ImageSource::Oci { path, tag } => {
-            let layout = Layout::open(path)?;
-            let resolved = layout.resolve(tag.as_deref(), &request.host.arch)?;
-            (layout, resolved)
-        }
-        ImageSource::OciArchive { .. } => return Err(ImageError::Unsupported("oci-archive")),
-        ImageSource::DockerArchive { .. } => return Err(ImageError::Unsupported("docker-archive")),
-        ImageSource::Docker(_) => return Err(ImageError::Unsupported("docker")),
-        ImageSource::Tar { .. } => return Err(ImageError::Unsupported("tar")),
-        ImageSource::Rootfs { .. } => return Err(ImageError::Unsupported("rootfs")),
-    };
+/// Opens the request's source, and checks the digest pin.
+fn open(request: &Request<'_>, scratch_in: &Path) -> Result<Opened, ImageError> {
+    let opened = sources::open(request.source, &request.host.arch, scratch_in)?;
     if let Some(pin) = request.pin
-        && pin != &resolved.manifest.digest
+        && *pin != opened.manifest
     {
         return Err(ImageError::Pin {
             pinned: pin.clone(),
-            actual: resolved.manifest.digest.clone(),
+            actual: opened.manifest,
         });
     }
-    Ok(Opened { layout, resolved })
+    Ok(opened)
 }
 
 /// Imports the image into `store`: every blob verified, every layer unpacked once and
@@ -74,20 +58,11 @@ pub fn import(
     store: &Store,
     progress: &Progress,
 ) -> Result<ImageRecord, ImageError> {
-    let Opened { layout, resolved } = open(request)?;
     store.create()?;
-    let jobs: Vec<LayerJob> = resolved
-        .layers
-        .iter()
-        .zip(&resolved.config.rootfs.diff_ids)
-        .map(|(desc, diff_id)| LayerJob {
-            blob: layout.blob_path(&desc.digest),
-            desc: desc.clone(),
-            diff_id: diff_id.clone(),
-        })
-        .collect();
+    let opened = open(request, &store.root().join("tmp"))?;
+    let jobs = &opened.layers;
     if request.host.is_root() {
-        install_layers(store, &jobs, UnpackMode::ROOT, progress)?;
+        install_layers(store, jobs, UnpackMode::ROOT, progress)?;
     } else {
         worker::run(
             request.host,
@@ -97,14 +72,14 @@ pub fn import(
             },
         )?;
     }
-    for (digest, bytes) in &resolved.blobs {
+    for (digest, bytes) in &opened.blobs {
         store.put_blob(digest, bytes)?;
     }
     let record = ImageRecord {
         name: request.source.to_string(),
-        manifest: resolved.manifest.digest.clone(),
-        config_digest: resolved.config_digest.clone(),
-        config: resolved.config.clone(),
+        manifest: opened.manifest.clone(),
+        config_digest: opened.config_digest.clone(),
+        config: opened.config.clone(),
         layers: jobs
             .iter()
             .map(|job| LayerRef {
@@ -205,7 +180,11 @@ pub fn extract(
     dir: &Path,
     progress: &Progress,
 ) -> Result<Stats, ImageError> {
-    let Opened { layout, resolved } = open(request)?;
+    let scratch_in = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let opened = open(request, scratch_in)?;
     let mode = if request.host.is_root() {
         UnpackMode::ROOT.flattened()
     } else {
@@ -226,16 +205,16 @@ pub fn extract(
             source: e.into(),
         })?;
         let mut total = Stats::default();
-        for (desc, diff_id) in resolved.layers.iter().zip(&resolved.config.rootfs.diff_ids) {
-            let item = progress.item(format!("layer {}", desc.digest.short()), desc.size);
-            let blob = layout.open_blob(&desc.digest)?;
+        for job in &opened.layers {
+            let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
+            let blob = open_blob(job)?;
             let stats = unpack_verified(
                 Counting {
                     inner: blob,
                     item: &item,
                 },
-                desc,
-                diff_id,
+                &job.desc,
+                &job.diff_id,
                 &root,
                 mode,
             )?;

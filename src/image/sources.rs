@@ -1,0 +1,411 @@
+//! Each kind of image source, opened into the same shape: a verified config, the layers
+//! to install (blob, digest, diff_id), and the small blobs to keep.
+//!
+//! Archives (`oci-archive:`, `docker-archive:`) are unpacked to a scratch directory first;
+//! only plain files and directories with safe names come out of them. Sources that carry
+//! no manifest (`docker-archive:` of the classic kind, `tar:`) get one written for them,
+//! as skopeo does when it copies such an image into an OCI layout.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use serde::Deserialize;
+
+use super::digest::{Digest, HashingReader};
+use super::error::{ImageError, IoContext};
+use super::import::LayerJob;
+use super::layout::Layout;
+use super::oci::{self, Compression, Descriptor, ImageConfig, RootFs};
+use crate::definition::ImageSource;
+
+/// An image source, opened and checked, ready to install.
+pub struct Opened {
+    pub manifest: Digest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+    /// Bottom first.
+    pub layers: Vec<LayerJob>,
+    /// Manifests and configs, verified, to keep in the store.
+    pub blobs: Vec<(Digest, Vec<u8>)>,
+    /// An unpacked archive the layer blobs are read from; removed when this is dropped.
+    pub scratch: Option<Scratch>,
+}
+
+/// An image archive unpacked: its files, and its links as aliases (never made on disk).
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    /// Link name → the member it points to, both relative to the archive's root.
+    links: BTreeMap<PathBuf, PathBuf>,
+}
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A member by the name the archive's manifest gives, following the archive's links.
+    fn member(&self, name: &str) -> Result<PathBuf, ImageError> {
+        let mut relative = safe_relative(Path::new(name)).ok_or_else(|| ImageError::Entry {
+            layer: "manifest.json".to_owned(),
+            entry: name.to_owned(),
+            why: "not a plain relative name inside the archive".to_owned(),
+        })?;
+        for _ in 0..8 {
+            match self.links.get(&relative) {
+                Some(target) => relative = target.clone(),
+                None => break,
+            }
+        }
+        Ok(self.path().join(relative))
+    }
+}
+
+/// Opens `source` for `arch`; archives are unpacked into a scratch directory in `scratch_in`.
+pub fn open(source: &ImageSource, arch: &str, scratch_in: &Path) -> Result<Opened, ImageError> {
+    match source {
+        ImageSource::Oci { path, tag } => {
+            from_layout(&Layout::open(path)?, tag.as_deref(), arch, None)
+        }
+        ImageSource::OciArchive { path, tag } => {
+            let scratch = unpack_archive(path, scratch_in)?;
+            from_layout(
+                &Layout::open(scratch.path())?,
+                tag.as_deref(),
+                arch,
+                Some(scratch),
+            )
+        }
+        ImageSource::DockerArchive { path } => {
+            let scratch = unpack_archive(path, scratch_in)?;
+            if scratch.path().join("oci-layout").is_file() {
+                // Docker 25 and later save an OCI layout (with a manifest.json beside it).
+                return from_layout(&Layout::open(scratch.path())?, None, arch, Some(scratch));
+            }
+            from_docker_save(scratch)
+        }
+        ImageSource::Tar { path } => from_rootfs_tarball(path, arch),
+        ImageSource::Docker(_) => Err(ImageError::Unsupported("docker")),
+        ImageSource::Rootfs { .. } => Err(ImageError::InPlace),
+    }
+}
+
+fn from_layout(
+    layout: &Layout,
+    tag: Option<&str>,
+    arch: &str,
+    scratch: Option<Scratch>,
+) -> Result<Opened, ImageError> {
+    let resolved = layout.resolve(tag, arch)?;
+    let layers = resolved
+        .layers
+        .iter()
+        .zip(&resolved.config.rootfs.diff_ids)
+        .map(|(desc, diff_id)| LayerJob {
+            blob: layout.blob_path(&desc.digest),
+            desc: desc.clone(),
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    Ok(Opened {
+        manifest: resolved.manifest.digest,
+        config_digest: resolved.config_digest,
+        config: resolved.config,
+        layers,
+        blobs: resolved.blobs,
+        scratch,
+    })
+}
+
+/// The classic `docker save` format: manifest.json names a config and layer tarballs.
+fn from_docker_save(scratch: Scratch) -> Result<Opened, ImageError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        #[serde(default)]
+        repo_tags: Vec<String>,
+        layers: Vec<String>,
+    }
+    let dir = scratch.path();
+    let manifest_path = dir.join("manifest.json");
+    let text = std::fs::read(&manifest_path).map_err(|_| ImageError::NotALayout(dir.to_owned()))?;
+    let entries: Vec<Entry> = serde_json::from_slice(&text).map_err(|e| ImageError::BadJson {
+        what: "manifest.json",
+        digest: Digest::of(&text),
+        why: e.to_string(),
+    })?;
+    let entry = match entries.as_slice() {
+        [only] => only,
+        _ => {
+            return Err(ImageError::WhichImage {
+                path: manifest_path,
+                available: entries.iter().flat_map(|e| e.repo_tags.clone()).collect(),
+            });
+        }
+    };
+    let config_path = scratch.member(&entry.config)?;
+    let config_bytes = std::fs::read(&config_path).at(&config_path)?;
+    let config_digest = Digest::of(&config_bytes);
+    // Docker names the config after its digest; a mismatch is a corrupt archive.
+    let stem = entry
+        .config
+        .trim_start_matches("blobs/sha256/")
+        .trim_end_matches(".json");
+    if stem.len() == 64 && stem != config_digest.hex() {
+        let expected = Digest::parse(&format!("sha256:{stem}"))
+            .map_err(|e| ImageError::NotALayout(PathBuf::from(e.0)))?;
+        return Err(ImageError::Corrupt {
+            what: "config",
+            digest: expected.clone(),
+            mismatch: super::digest::Mismatch::Digest {
+                expected,
+                actual: config_digest,
+            },
+        });
+    }
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|e| ImageError::BadJson {
+            what: "config",
+            digest: config_digest.clone(),
+            why: e.to_string(),
+        })?;
+    if config.rootfs.diff_ids.len() != entry.layers.len() {
+        return Err(ImageError::LayerCount {
+            layers: entry.layers.len(),
+            diff_ids: config.rootfs.diff_ids.len(),
+        });
+    }
+    let mut layers = Vec::new();
+    for (name, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
+        let blob = scratch.member(name)?;
+        let (digest, size, compression) = hash_file(&blob)?;
+        let media_type = match compression {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        };
+        let desc = Descriptor {
+            media_type: media_type.to_owned(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        };
+        layers.push(LayerJob {
+            blob,
+            desc,
+            diff_id: diff_id.clone(),
+        });
+    }
+    Ok(with_manifest(
+        config_digest,
+        config_bytes,
+        config,
+        layers,
+        Some(scratch),
+    ))
+}
+
+/// A rootfs tarball (plain, gzip or zstd) as a one-layer image with a written config.
+fn from_rootfs_tarball(path: &Path, arch: &str) -> Result<Opened, ImageError> {
+    let (digest, size, compression) = hash_file(path)?;
+    let diff_id = diff_id_of(path, compression)?;
+    let media_type = match compression {
+        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        Compression::None => "application/vnd.oci.image.layer.v1.tar",
+    };
+    let config = ImageConfig {
+        architecture: arch.to_owned(),
+        os: "linux".to_owned(),
+        config: Default::default(),
+        rootfs: RootFs {
+            kind: "layers".to_owned(),
+            diff_ids: vec![diff_id.clone()],
+        },
+    };
+    let config_bytes = serde_json::to_vec(&config).expect("a config serializes");
+    let desc = Descriptor {
+        media_type: media_type.to_owned(),
+        digest,
+        size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    };
+    let layers = vec![LayerJob {
+        blob: path.to_owned(),
+        desc,
+        diff_id,
+    }];
+    Ok(with_manifest(
+        Digest::of(&config_bytes),
+        config_bytes,
+        config,
+        layers,
+        None,
+    ))
+}
+
+/// Writes the OCI manifest a source did not come with.
+fn with_manifest(
+    config_digest: Digest,
+    config_bytes: Vec<u8>,
+    config: ImageConfig,
+    layers: Vec<LayerJob>,
+    scratch: Option<Scratch>,
+) -> Opened {
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config_bytes.len(),
+        },
+        "layers": layers.iter().map(|l| serde_json::to_value(&l.desc).expect("a descriptor serializes")).collect::<Vec<_>>(),
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
+    let manifest = Digest::of(&manifest_bytes);
+    Opened {
+        manifest: manifest.clone(),
+        config_digest: config_digest.clone(),
+        config,
+        layers,
+        blobs: vec![(manifest, manifest_bytes), (config_digest, config_bytes)],
+        scratch,
+    }
+}
+
+/// The digest and size of a file, and how it is compressed.
+fn hash_file(path: &Path) -> Result<(Digest, u64, Compression), ImageError> {
+    let mut file = File::open(path).at(path)?;
+    let mut head = [0u8; 4];
+    let n = file.read(&mut head).at(path)?;
+    let compression = Compression::sniff(&head[..n]);
+    let mut reader = HashingReader::new(head[..n].chain(file));
+    reader.drain().at(path)?;
+    let (digest, size) = reader.finish();
+    Ok((digest, size, compression))
+}
+
+/// The sha256 of a tarball's uncompressed content: a first pass, as a rootfs tarball comes
+/// with no diff_id to check against while unpacking.
+fn diff_id_of(path: &Path, compression: Compression) -> Result<Digest, ImageError> {
+    let file = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
+    let stream: Box<dyn Read> = match compression {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(MultiGzDecoder::new(file)),
+        Compression::Zstd => Box::new(zstd::Decoder::new(file).at(path)?),
+    };
+    let mut reader = HashingReader::new(stream);
+    reader.drain().at(path)?;
+    Ok(reader.finish().0)
+}
+
+/// `path` as a relative path of normal components only, `..` resolved lexically; `None`
+/// if it is absolute, climbs above its root, or is empty.
+fn safe_relative(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// Unpacks an image archive (plain, gzip or zstd tar) into a new scratch directory. Only
+/// directories and regular files are written, under plain relative names; links become
+/// aliases that must point inside the archive; anything else is refused.
+fn unpack_archive(archive: &Path, scratch_in: &Path) -> Result<Scratch, ImageError> {
+    std::fs::create_dir_all(scratch_in).at(scratch_in)?;
+    let dir = tempfile::Builder::new()
+        .prefix("archive.")
+        .tempdir_in(scratch_in)
+        .at(scratch_in)?;
+    let mut links = BTreeMap::new();
+    let mut file = File::open(archive).at(archive)?;
+    let mut head = [0u8; 4];
+    let n = file.read(&mut head).at(archive)?;
+    let stream = BufReader::with_capacity(1 << 20, head[..n].chain(file));
+    let stream: Box<dyn Read> = match Compression::sniff(&head[..n]) {
+        Compression::Gzip => Box::new(MultiGzDecoder::new(stream)),
+        Compression::Zstd => Box::new(zstd::Decoder::new(stream).at(archive)?),
+        Compression::None => Box::new(stream),
+    };
+    let refuse = |entry: String, why: &str| ImageError::Entry {
+        layer: archive.display().to_string(),
+        entry,
+        why: why.to_owned(),
+    };
+    let broken = |e: std::io::Error| ImageError::Tar {
+        layer: archive.display().to_string(),
+        why: e.to_string(),
+    };
+    let mut tar = tar::Archive::new(stream);
+    for entry in tar.entries().map_err(broken)? {
+        let mut entry = entry.map_err(broken)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
+            continue;
+        }
+        let Some(relative) = safe_relative(Path::new(&name)) else {
+            if kind.is_dir() && name.trim_start_matches("./").trim_matches('/').is_empty() {
+                continue; // the archive's own `./`
+            }
+            return Err(refuse(name, "not a plain relative name"));
+        };
+        let path = dir.path().join(&relative);
+        match kind {
+            tar::EntryType::Directory => std::fs::create_dir_all(&path).at(&path)?,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).at(parent)?;
+                }
+                let mut out = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .at(&path)?;
+                std::io::copy(&mut entry, &mut out).at(&path)?;
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| PathBuf::from(String::from_utf8_lossy(&t).into_owned()));
+                let base = if kind == tar::EntryType::Symlink {
+                    relative.parent().unwrap_or(Path::new(""))
+                } else {
+                    Path::new("")
+                };
+                let target = target
+                    .and_then(|t| safe_relative(&base.join(t)))
+                    .ok_or_else(|| {
+                        refuse(name.clone(), "a link that points outside the archive")
+                    })?;
+                links.insert(relative, target);
+            }
+            _ => {
+                return Err(refuse(
+                    name,
+                    "an image archive holds only files, directories and links",
+                ));
+            }
+        }
+    }
+    Ok(Scratch { dir, links })
+}
