@@ -119,7 +119,7 @@ impl ExitCode {
         .unwrap_or(Self::Failure)
     }
 
-    /// The more serious of two outcomes: any failure beats success, else the first stays.
+    /// Success gives way to a failure; between failures, the first one stays.
     pub fn max_with(self, other: ExitCode) -> ExitCode {
         if self == ExitCode::Ok { other } else { self }
     }

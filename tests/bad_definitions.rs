@@ -209,6 +209,12 @@ fn rows() -> Vec<Row> {
         bad("missing [image] in an empty file", "")
             .line(1).column(1)
             .message("no [image] table"),
+        bad("a digest pin on a rootfs: source", "[image]\nsource = \"rootfs:/srv/root\"\ndigest = \"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n[exec]\ncommand = [\"/bin/sh\"]\n")
+            .key("image.digest").at(3, 10, "\"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"")
+            .message("cannot apply"),
+        bad("a digest pin that contradicts the source's", "[image]\nsource = \"docker://busybox@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\ndigest = \"sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"\n")
+            .key("image.digest").at(3, 10, "\"sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"")
+            .message("the source names sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
         bad("missing image.source", "[exec]\nboot = true\n[image]\ndigest = \"sha256:aa\"\n")
             .key("image").at(3, 1, "[image]")
             .message("missing key `source`"),

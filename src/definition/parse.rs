@@ -12,9 +12,9 @@ use super::raw::{RawDefinition, SCHEMA};
 pub fn parse(file: &SourceFile) -> Result<RawDefinition, Diagnostics> {
     let (tree, syntax_errors) = DeTable::parse_recoverable(file.text());
     if !syntax_errors.is_empty() {
-        return Err(Diagnostics(
-            syntax_errors.iter().map(|e| syntax(file, e)).collect(),
-        ));
+        let mut all: Vec<Diagnostic> = syntax_errors.iter().map(|e| syntax(file, e)).collect();
+        all.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+        return Err(Diagnostics(all));
     }
     toml::from_str::<RawDefinition>(file.text()).map_err(|e| structure(file, &tree, &e).into())
 }
@@ -105,6 +105,7 @@ fn plain_words(message: &str) -> String {
         ("expected f64", "expected a number"),
         ("expected i64", "expected an integer"),
         ("invalid type: map", "invalid type: table"),
+        ("expected a map", "expected a table"),
         ("invalid type: sequence", "invalid type: array"),
         ("invalid type: floating point", "invalid type: number"),
     ] {

@@ -100,6 +100,7 @@ fn machine_name(c: &mut Checker<'_>) -> Option<MachineName> {
 }
 
 fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<Image> {
+    let pin_span = raw.digest.as_ref().map(|d| d.span());
     let digest = raw.digest.and_then(|d| match Digest::parse(d.get_ref()) {
         Ok(digest) => Some(digest),
         Err(_) => {
@@ -113,13 +114,35 @@ fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<
     });
     let span = raw.source.span();
     match ImageSource::parse(raw.source.get_ref(), base) {
-        Ok(source) => Some(Image {
-            source: Located {
-                value: source,
-                span,
-            },
-            digest,
-        }),
+        Ok(source) => {
+            if let (Some(pin), Some(pin_span)) = (&digest, pin_span) {
+                let conflict = match &source {
+                    ImageSource::Rootfs { .. } => Some(
+                        "a `rootfs:` directory has no manifest, so a digest pin cannot apply"
+                            .to_owned(),
+                    ),
+                    ImageSource::Docker(reference) => reference
+                        .digest
+                        .as_ref()
+                        .filter(|in_source| *in_source != pin)
+                        .map(|in_source| {
+                            format!("the source names {in_source}, and `digest` pins {pin}")
+                        }),
+                    _ => None,
+                };
+                if let Some(why) = conflict {
+                    c.problems
+                        .push(c.file.error_at(&pin_span, why).key("image.digest"));
+                }
+            }
+            Some(Image {
+                source: Located {
+                    value: source,
+                    span,
+                },
+                digest,
+            })
+        }
         Err(e) => {
             let d = c.at(&raw.source, "image.source", e.to_string());
             if let SourceError::UnknownTransport(t) = &e
@@ -146,10 +169,13 @@ fn exec(c: &mut Checker<'_>, raw: RawExec, image: &Option<Image>) -> Exec {
     let boot = raw.boot.as_ref().is_some_and(|b| *b.get_ref());
     let mut command = Vec::new();
     if let Some(cmd) = &raw.command {
+        let has_config = image.as_ref().is_none_or(|i| i.source.value.has_config());
         if cmd.get_ref().is_empty() {
-            c.at(cmd, "exec.command", "the command is empty")
-                .help
-                .push("leave `command` out to run the image's own command".to_owned());
+            let d = c.at(cmd, "exec.command", "the command is empty");
+            if has_config {
+                d.help
+                    .push("leave `command` out to run the image's own command".to_owned());
+            }
         } else if boot {
             c.at(
                 cmd,
@@ -168,7 +194,7 @@ fn exec(c: &mut Checker<'_>, raw: RawExec, image: &Option<Image>) -> Exec {
         command = cmd.get_ref().iter().map(|a| a.get_ref().clone()).collect();
     }
     let needs_command = image.as_ref().is_some_and(|i| !i.source.value.has_config());
-    if command.is_empty() && !boot && needs_command {
+    if raw.command.is_none() && !boot && needs_command {
         let span = image
             .as_ref()
             .map(|i| i.source.span.clone())

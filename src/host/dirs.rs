@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::definition::source::absolute;
+
 /// mm's directories on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dirs {
@@ -26,7 +28,8 @@ impl Dirs {
     /// The directories for `uid`, from the environment `env` and the working directory `cwd`.
     ///
     /// `MM_ROOT=DIR` puts the store, machines and runtime state under DIR; `MM_PATH` (a
-    /// colon-separated list) replaces the definition search path.
+    /// colon-separated list) replaces the definition search path. Relative paths in either
+    /// start at the working directory. (Relative XDG paths are ignored, as the XDG spec says.)
     pub fn from_env(
         uid: u32,
         home: &Path,
@@ -41,7 +44,9 @@ impl Dirs {
         };
         let local = cwd.join("machines");
         let search = match env(ENV_PATH).filter(|v| !v.is_empty()) {
-            Some(list) => std::env::split_paths(&list).map(|p| cwd.join(p)).collect(),
+            Some(list) => std::env::split_paths(&list)
+                .map(|p| absolute(cwd, &p))
+                .collect(),
             None if uid == 0 => vec![
                 local,
                 "/etc/mm/machines".into(),
@@ -52,7 +57,10 @@ impl Dirs {
                 vec![local, config.join("mm/machines")]
             }
         };
-        let (data, runtime) = if let Some(root) = var(ENV_ROOT) {
+        let root = env(ENV_ROOT)
+            .filter(|v| !v.is_empty())
+            .map(|v| absolute(cwd, Path::new(&v)));
+        let (data, runtime) = if let Some(root) = root {
             (root.clone(), root.join("run"))
         } else if uid == 0 {
             (PathBuf::from("/var/lib/mm"), PathBuf::from("/run/mm"))
@@ -110,12 +118,19 @@ mod tests {
 
     #[test]
     fn overrides_move_everything() {
-        let vars = [("MM_ROOT", "/tmp/t"), ("MM_PATH", "defs:/etc/x")];
+        let vars = [("MM_ROOT", "/tmp/t"), ("MM_PATH", "defs:/etc/x/../y")];
         let d = Dirs::from_env(1000, Path::new("/home/a"), Path::new("/w"), env(&vars));
         assert_eq!(
             d.search,
-            [PathBuf::from("/w/defs"), PathBuf::from("/etc/x")]
+            [PathBuf::from("/w/defs"), PathBuf::from("/etc/y")]
         );
+        let relative = Dirs::from_env(
+            1000,
+            Path::new("/home/a"),
+            Path::new("/w"),
+            env(&[("MM_ROOT", "state")]),
+        );
+        assert_eq!(relative.store, Path::new("/w/state/images"));
         assert_eq!(d.machines, Path::new("/tmp/t/machines"));
         assert_eq!(d.runtime, Path::new("/tmp/t/run"));
     }

@@ -119,7 +119,15 @@ fn image(def: &Definition, host: &Host, stored: Option<&ImageRecord>) -> Image {
 
 fn ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
     let range = &def.users;
-    let at = |message: String| def.file.error_at(&range.span, message).key("users.range");
+    // Where `range` is not written, the problem is the file's as a whole.
+    let at = |message: String| {
+        let diagnostic = if range.span.is_empty() {
+            def.file.error(message)
+        } else {
+            def.file.error_at(&range.span, message)
+        };
+        diagnostic.key("users.range")
+    };
     let single = |base: u32, size: u32| IdMapping::Map {
         entries: vec![IdMapEntry {
             inside: 0,
@@ -280,7 +288,7 @@ fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> 
             host.user
         )),
         (mode, _, _) => Err(format!(
-            "this host's cgroups are {mode}, and only cgroup v2 can be delegated to ordinary users"
+            "this host's cgroups are {mode}: only cgroup v2 can be delegated to ordinary users"
         )),
     }
 }

@@ -1,0 +1,238 @@
+//! The image store against real images and real peers: umoci makes the layouts and is the
+//! reference for extraction; imports run as root and as an ordinary user.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+/// `find` listing of a tree: name, type, mode, owner, group, size, link target.
+fn tree(dir: &Path) -> String {
+    let output = Command::new("find")
+        .arg(".")
+        .args(["-printf", "%p %y %m %U %G %s %l\n"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let mut lines: Vec<&str> = std::str::from_utf8(&output.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+fn busybox() -> String {
+    assert!(
+        default_image_built(),
+        "images/busybox is missing: run ./scripts/setup first"
+    );
+    format!("oci:{}/images/busybox:latest", repo().display())
+}
+
+#[test]
+fn import_verifies_lists_and_shares_layers() {
+    if !is_root() {
+        return skip(
+            "import_verifies_lists_and_shares_layers",
+            "the root store test runs as root",
+        );
+    }
+    let dir = shared_tempdir();
+    let (out, stdout, stderr) = run(mm(dir.path(), &["image", "import", &busybox()]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("sha256:"), "{stdout}");
+    assert!(stderr.contains("verified and unpacked"), "{stderr}");
+
+    let (_, _, again) = run(mm(dir.path(), &["image", "import", &busybox()]));
+    assert!(again.contains("already in the store"), "{again}");
+
+    let (out, stdout, _) = run(mm(dir.path(), &["image", "list", "--json"]));
+    assert!(out.status.success());
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["layers"], 1);
+    assert!(listed[0]["size"].as_u64().unwrap() > 1_000_000);
+
+    let layers = dir.path().join("state/images/layers");
+    let layer = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    assert!(layer.join("bin/busybox").is_file());
+    let tmp = std::fs::read_dir(dir.path().join("state/images/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "nothing is left in tmp/");
+}
+
+#[test]
+fn extract_gives_the_tree_umoci_unpack_gives() {
+    if !is_root() {
+        return skip(
+            "extract_gives_the_tree_umoci_unpack_gives",
+            "owners differ rootless; the root comparison runs as root",
+        );
+    }
+    let dir = shared_tempdir();
+    let ours = dir.path().join("ours");
+    let (out, _, stderr) = run(mm(
+        dir.path(),
+        &["image", "extract", &busybox(), ours.to_str().unwrap()],
+    ));
+    assert!(out.status.success(), "{stderr}");
+    let bundle = dir.path().join("bundle");
+    let layout = format!("{}/images/busybox:latest", repo().display());
+    let status = Command::new("umoci")
+        .args(["unpack", "--image", &layout])
+        .arg(&bundle)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(tree(&ours), tree(&bundle.join("rootfs")));
+
+    let (out, _, stderr) = run(mm(
+        dir.path(),
+        &["image", "extract", &busybox(), ours.to_str().unwrap()],
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(74),
+        "an existing directory is refused: {stderr}"
+    );
+}
+
+#[test]
+fn two_imports_at_once_unpack_each_layer_once() {
+    if !is_root() {
+        return skip(
+            "two_imports_at_once_unpack_each_layer_once",
+            "the root store test runs as root",
+        );
+    }
+    let dir = shared_tempdir();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            let mut command = mm(dir.path(), &["image", "import", &busybox()]);
+            command
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert!(outputs.iter().all(|o| o.status.success()));
+    let stderr: String = outputs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert_eq!(
+        stderr.matches("verified and unpacked").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("already in the store").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_stored_image_shows_its_layers_in_the_plan() {
+    if !is_root() {
+        return skip(
+            "a_stored_image_shows_its_layers_in_the_plan",
+            "the root store test runs as root",
+        );
+    }
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let before = run(mm(dir.path(), &["plan", "web", "--json"])).1;
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(before["plan"]["image"]["layers"]["state"], "unresolved");
+
+    let source = format!("oci:{}/images/busybox:latest", dir.path().display());
+    let (out, _, stderr) = run(mm(dir.path(), &["image", "import", &source]));
+    assert!(out.status.success(), "{stderr}");
+    let after = run(mm(dir.path(), &["plan", "web", "--json"])).1;
+    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    let layers = &after["plan"]["image"]["layers"];
+    assert_eq!(layers["state"], "stored", "{layers}");
+    let layer_dir = layers["layers"][0]["dir"].as_str().unwrap();
+    assert!(Path::new(layer_dir).join("bin/busybox").is_file());
+}
+
+#[test]
+fn an_ordinary_user_imports_with_owners_shifted_into_its_range() {
+    if !is_root() {
+        return skip(
+            "an_ordinary_user_imports_with_owners_shifted_into_its_range",
+            "creating users needs root",
+        );
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    nix::unistd::chown(&state, Some(user.uid.into()), None).unwrap();
+    let source = format!("oci:{}/images/busybox:latest", dir.path().display());
+    let as_user = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command.env("MM_ROOT", &state);
+        run(command)
+    };
+    let (out, stdout, stderr) = as_user(&["image", "import", &source]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    let start: u32 = subuid
+        .lines()
+        .find(|l| l.starts_with("mm-test:"))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let layers = state.join("images/layers");
+    let layer = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let owner =
+        |p: &Path| std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(p).unwrap());
+    assert_eq!(
+        owner(&layer.join("bin/busybox")),
+        user.uid,
+        "root inside is the user outside"
+    );
+    // nobody (65534) inside is subordinate id start + 65533 outside.
+    let nobody = layer.join("nobody-owned");
+    let _ = nobody;
+    assert!(owner(&layer) == user.uid);
+
+    let (out, stdout, _) = as_user(&["image", "list", "--json"]);
+    assert!(out.status.success());
+    assert!(stdout.contains("busybox"), "{stdout}");
+    let (out, _, stderr) = as_user(&["image", "rm", &source]);
+    assert!(out.status.success(), "{stderr}");
+    let (out, stdout, stderr) = as_user(&["image", "gc"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("removed"), "{stdout}");
+    assert_eq!(
+        std::fs::read_dir(&layers).unwrap().count(),
+        0,
+        "gc removed the shifted layer through the worker"
+    );
+    let _ = start;
+}
