@@ -4,7 +4,6 @@ use std::io::{BufReader, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 
 use super::digest::{self, Digest, HashingReader};
@@ -250,17 +249,12 @@ pub fn unpack_verified(
         })?;
     let mut compressed = HashingReader::new(BufReader::with_capacity(1 << 20, blob));
     let (unpacked, diff) = {
-        let decoder: Box<dyn Read + '_> =
-            match compression {
-                Compression::None => Box::new(&mut compressed),
-                Compression::Gzip => Box::new(MultiGzDecoder::new(&mut compressed)),
-                Compression::Zstd => Box::new(zstd::Decoder::new(&mut compressed).map_err(
-                    |e| ImageError::Tar {
-                        layer: desc.digest.to_string(),
-                        why: e.to_string(),
-                    },
-                )?),
-            };
+        let decoder = compression
+            .decoder(BufReader::new(&mut compressed))
+            .map_err(|e| ImageError::Tar {
+                layer: desc.digest.to_string(),
+                why: e.to_string(),
+            })?;
         let mut uncompressed = HashingReader::new(decoder);
         let unpacked = unpack::unpack(&mut uncompressed, root, &desc.digest.to_string(), mode);
         let drained = uncompressed.drain();

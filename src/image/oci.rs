@@ -118,6 +118,27 @@ impl Compression {
         }
     }
 
+    /// The OCI layer media type for a tar with this compression.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::None => "application/vnd.oci.image.layer.v1.tar",
+            Self::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Self::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// A reader of the decompressed stream (gzip reads every member, as `gzip -d` does).
+    pub fn decoder<'a>(
+        self,
+        compressed: impl std::io::BufRead + 'a,
+    ) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+        Ok(match self {
+            Self::None => Box::new(compressed),
+            Self::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(compressed)),
+            Self::Zstd => Box::new(zstd::Decoder::with_buffer(compressed)?),
+        })
+    }
+
     /// From the first bytes of a stream, for sources that do not say (rootfs tarballs).
     pub fn sniff(head: &[u8]) -> Self {
         match head {

@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 
 use super::digest::{Digest, HashingReader};
@@ -181,19 +180,7 @@ fn from_docker_save(scratch: Scratch) -> Result<Opened, ImageError> {
     let mut layers = Vec::new();
     for (name, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
         let blob = scratch.member(name)?;
-        let (digest, size, compression) = hash_file(&blob)?;
-        let media_type = match compression {
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        };
-        let desc = Descriptor {
-            media_type: media_type.to_owned(),
-            digest,
-            size,
-            annotations: BTreeMap::new(),
-            platform: None,
-        };
+        let (desc, _) = describe(&blob)?;
         layers.push(LayerJob {
             blob,
             desc,
@@ -211,13 +198,8 @@ fn from_docker_save(scratch: Scratch) -> Result<Opened, ImageError> {
 
 /// A rootfs tarball (plain, gzip or zstd) as a one-layer image with a written config.
 fn from_rootfs_tarball(path: &Path, arch: &str) -> Result<Opened, ImageError> {
-    let (digest, size, compression) = hash_file(path)?;
+    let (desc, compression) = describe(path)?;
     let diff_id = diff_id_of(path, compression)?;
-    let media_type = match compression {
-        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        Compression::None => "application/vnd.oci.image.layer.v1.tar",
-    };
     let config = ImageConfig {
         architecture: arch.to_owned(),
         os: "linux".to_owned(),
@@ -228,13 +210,6 @@ fn from_rootfs_tarball(path: &Path, arch: &str) -> Result<Opened, ImageError> {
         },
     };
     let config_bytes = serde_json::to_vec(&config).expect("a config serializes");
-    let desc = Descriptor {
-        media_type: media_type.to_owned(),
-        digest,
-        size,
-        annotations: BTreeMap::new(),
-        platform: None,
-    };
     let layers = vec![LayerJob {
         blob: path.to_owned(),
         desc,
@@ -279,8 +254,9 @@ fn with_manifest(
     }
 }
 
-/// The digest and size of a file, and how it is compressed.
-fn hash_file(path: &Path) -> Result<(Digest, u64, Compression), ImageError> {
+/// A layer descriptor for a tarball file (digest, size, media type from its first bytes),
+/// and its compression.
+fn describe(path: &Path) -> Result<(Descriptor, Compression), ImageError> {
     let mut file = File::open(path).at(path)?;
     let mut head = [0u8; 4];
     let n = file.read(&mut head).at(path)?;
@@ -288,19 +264,22 @@ fn hash_file(path: &Path) -> Result<(Digest, u64, Compression), ImageError> {
     let mut reader = HashingReader::new(head[..n].chain(file));
     reader.drain().at(path)?;
     let (digest, size) = reader.finish();
-    Ok((digest, size, compression))
+    let media_type = compression.media_type().to_owned();
+    let desc = Descriptor {
+        media_type,
+        digest,
+        size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    };
+    Ok((desc, compression))
 }
 
 /// The sha256 of a tarball's uncompressed content: a first pass, as a rootfs tarball comes
 /// with no diff_id to check against while unpacking.
 fn diff_id_of(path: &Path, compression: Compression) -> Result<Digest, ImageError> {
     let file = BufReader::with_capacity(1 << 20, File::open(path).at(path)?);
-    let stream: Box<dyn Read> = match compression {
-        Compression::None => Box::new(file),
-        Compression::Gzip => Box::new(MultiGzDecoder::new(file)),
-        Compression::Zstd => Box::new(zstd::Decoder::new(file).at(path)?),
-    };
-    let mut reader = HashingReader::new(stream);
+    let mut reader = HashingReader::new(compression.decoder(file).at(path)?);
     reader.drain().at(path)?;
     Ok(reader.finish().0)
 }
@@ -338,11 +317,7 @@ fn unpack_archive(archive: &Path, scratch_in: &Path) -> Result<Scratch, ImageErr
     let mut head = [0u8; 4];
     let n = file.read(&mut head).at(archive)?;
     let stream = BufReader::with_capacity(1 << 20, head[..n].chain(file));
-    let stream: Box<dyn Read> = match Compression::sniff(&head[..n]) {
-        Compression::Gzip => Box::new(MultiGzDecoder::new(stream)),
-        Compression::Zstd => Box::new(zstd::Decoder::new(stream).at(archive)?),
-        Compression::None => Box::new(stream),
-    };
+    let stream = Compression::sniff(&head[..n]).decoder(stream).at(archive)?;
     let refuse = |entry: String, why: &str| ImageError::Entry {
         layer: archive.display().to_string(),
         entry,

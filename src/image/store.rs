@@ -115,7 +115,7 @@ impl Store {
         if self.has_layer(diff_id) {
             return Ok(Installed::AlreadyThere);
         }
-        let _lock = self.lock(diff_id.hex())?;
+        let _lock = self.lock(diff_id.hex(), true)?;
         if self.has_layer(diff_id) {
             return Ok(Installed::AlreadyThere);
         }
@@ -170,8 +170,9 @@ impl Store {
         Ok(())
     }
 
-    /// An exclusive lock, held until the returned file is dropped; waits for other holders.
-    fn lock(&self, name: &str) -> Result<File, ImageError> {
+    /// An exclusive lock, held until the returned file is dropped; with `wait`, waits for
+    /// another holder, else fails at once.
+    fn lock(&self, name: &str, wait: bool) -> Result<File, ImageError> {
         let path = self.root.join("locks").join(format!("{name}.lock"));
         let file = File::options()
             .create(true)
@@ -179,7 +180,12 @@ impl Store {
             .write(true)
             .open(&path)
             .at(&path)?;
-        rustix::fs::flock(&file, FlockOperation::LockExclusive).map_err(|e| ImageError::Io {
+        let operation = if wait {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        rustix::fs::flock(&file, operation).map_err(|e| ImageError::Io {
             path,
             source: e.into(),
         })?;
@@ -293,7 +299,7 @@ impl Store {
                     .next()
                     .unwrap_or_default()
                     .to_owned();
-                if let Ok(lock) = self.try_lock(&hex) {
+                if let Ok(lock) = self.lock(&hex, false) {
                     drop(lock);
                     unused.push(path);
                 }
@@ -301,23 +307,6 @@ impl Store {
         }
         unused.sort();
         Ok(unused)
-    }
-
-    fn try_lock(&self, name: &str) -> Result<File, ImageError> {
-        let path = self.root.join("locks").join(format!("{name}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
-            ImageError::Io {
-                path,
-                source: e.into(),
-            }
-        })?;
-        Ok(file)
     }
 }
 
