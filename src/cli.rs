@@ -87,16 +87,21 @@ pub enum ImageCommand {
     ///
     /// SOURCE is written as in a definition: oci:PATH[:TAG] (an OCI image layout, as made
     /// by skopeo, umoci or buildah), oci-archive:PATH[:TAG] (a tarball of one),
-    /// docker-archive:PATH (from `docker save` or skopeo), or tar:PATH (a rootfs tarball,
-    /// plain, gzip or zstd). Layers already in the store are shared, not unpacked again.
+    /// docker-archive:PATH (from `docker save` or skopeo), tar:PATH (a rootfs tarball,
+    /// plain, gzip or zstd), or docker://REGISTRY/REPO[:TAG|@DIGEST] (credentials from
+    /// `podman login` or `docker login`). Layers already in the store are shared, not unpacked again.
     /// As an ordinary user, files are owned by your subordinate ids (/etc/subuid).
     #[command(visible_alias = "pull")]
     Import {
         /// The image, such as oci:images/busybox:latest
         source: String,
-        /// Refuse the image unless its manifest has this digest (sha256:…)
+        /// Refuse the image unless its manifest (or index) has this digest (sha256:…)
         #[arg(long, value_name = "DIGEST")]
         digest: Option<String>,
+        /// Registries: require HTTPS with a verified certificate (`--tls-verify=false` for a
+        /// plain-HTTP registry, as with skopeo and podman)
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        tls_verify: bool,
     },
     /// List the images in the store
     #[command(visible_alias = "ls")]
@@ -109,6 +114,9 @@ pub enum ImageCommand {
     Extract {
         /// The image, such as oci:images/busybox:latest
         source: String,
+        /// Registries: `--tls-verify=false` for a plain-HTTP registry
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        tls_verify: bool,
         /// A directory to create; it must not exist
         dir: PathBuf,
     },

@@ -94,9 +94,12 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
         | ImageError::WhichImage { .. }
         | ImageError::NoPlatform { .. }
         | ImageError::MissingBlob { .. }
-        | ImageError::NotInStore(_) => ExitCode::NotFound,
+        | ImageError::NotInStore(_)
+        | ImageError::RegistryNotFound(_) => ExitCode::NotFound,
         ImageError::Io { .. } => ExitCode::Io,
-        ImageError::Unsupported(_) | ImageError::Rootless(_) => ExitCode::HostCannot,
+        ImageError::Unsupported(_) | ImageError::Rootless(_) | ImageError::Registry(_) => {
+            ExitCode::HostCannot
+        }
         ImageError::InPlace => ExitCode::Usage,
         ImageError::Worker { code, .. } => ExitCode::from_code(*code),
         _ => ExitCode::InvalidDefinition,

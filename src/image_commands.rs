@@ -17,7 +17,11 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
     let host = Host::probe();
     let store = Store::new(&host.dirs.store);
     match command {
-        ImageCommand::Import { source, digest } => {
+        ImageCommand::Import {
+            source,
+            digest,
+            tls_verify,
+        } => {
             let source = parse_source(&source)?;
             let pin = digest
                 .as_deref()
@@ -31,17 +35,23 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 source: &source,
                 pin: pin.as_ref(),
                 host: &host,
+                tls_verify,
             };
             let record = mm::image::import(&request, &store, &Progress::new())?;
             print(&format!("{} {}\n", record.manifest, record.name))?;
         }
         ImageCommand::List { json } => list(&store, json)?,
-        ImageCommand::Extract { source, dir } => {
+        ImageCommand::Extract {
+            source,
+            dir,
+            tls_verify,
+        } => {
             let source = parse_source(&source)?;
             let request = Request {
                 source: &source,
                 pin: None,
                 host: &host,
+                tls_verify,
             };
             let stats = mm::image::extract(&request, &dir, &Progress::new())?;
             print(&format!(

@@ -236,3 +236,75 @@ fn an_ordinary_user_imports_with_owners_shifted_into_its_range() {
     );
     let _ = start;
 }
+
+#[test]
+fn a_registry_pull_is_verified_and_skips_layers_the_store_has() {
+    let registry = match LocalRegistry::start() {
+        Ok(registry) => registry,
+        Err(why) => {
+            return skip(
+                "a_registry_pull_is_verified_and_skips_layers_the_store_has",
+                &why,
+            );
+        }
+    };
+    let source = registry.push(&busybox(), "mm/busybox:latest");
+    let dir = shared_tempdir();
+    let (out, stdout, stderr) = run(mm(
+        dir.path(),
+        &["image", "pull", &source, "--tls-verify=false"],
+    ));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("downloaded and verified"), "{stderr}");
+    let manifest = stdout.split_whitespace().next().unwrap().to_owned();
+
+    let (out, _, again) = run(mm(
+        dir.path(),
+        &["image", "pull", &source, "--tls-verify=false"],
+    ));
+    assert!(out.status.success());
+    assert!(
+        !again.contains("download"),
+        "a stored layer is not downloaded again: {again}"
+    );
+
+    let (out, _, stderr) = run(mm(dir.path(), &["image", "pull", &source]));
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "HTTPS to a plain-HTTP registry fails: {stderr}"
+    );
+    assert!(stderr.contains("--tls-verify=false"), "{stderr}");
+
+    let missing = format!("docker://{}/mm/nothing:latest", registry.address);
+    let (out, _, stderr) = run(mm(
+        dir.path(),
+        &["image", "pull", &missing, "--tls-verify=false"],
+    ));
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (out, _, stderr) = run(mm(
+        dir.path(),
+        &[
+            "image",
+            "pull",
+            &source,
+            "--tls-verify=false",
+            "--digest",
+            &wrong,
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(&manifest) && stderr.contains(&wrong),
+        "the pin error names both: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/images/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "no scratch left"
+    );
+}

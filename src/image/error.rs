@@ -78,6 +78,10 @@ pub enum ImageError {
         "a `rootfs:` source is used in place, as the machine's only lower layer: there is nothing to import"
     )]
     InPlace,
+    #[error("registry: {0}")]
+    Registry(String),
+    #[error("registry: {0}: no such image or blob")]
+    RegistryNotFound(String),
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
     /// An error inside the rootless worker, with the exit code it maps to.

@@ -25,6 +25,8 @@ pub struct Request<'a> {
     /// The architecture to pick from multi-platform images, and whether to unpack as root
     /// or in a user namespace on the user's subordinate ids.
     pub host: &'a Host,
+    /// Registries: plain HTTP only when false (`--tls-verify=false`).
+    pub tls_verify: bool,
 }
 
 /// One layer to install: where its blob is, what it must hash to.
@@ -36,10 +38,23 @@ pub struct LayerJob {
 }
 
 /// Opens the request's source, and checks the digest pin.
-fn open(request: &Request<'_>, scratch_in: &Path) -> Result<Opened, ImageError> {
-    let opened = sources::open(request.source, &request.host.arch, scratch_in)?;
+fn open(
+    request: &Request<'_>,
+    scratch_in: &Path,
+    have: &dyn Fn(&Digest) -> bool,
+    progress: &Progress,
+) -> Result<Opened, ImageError> {
+    let options = sources::Options {
+        arch: &request.host.arch,
+        scratch_in,
+        tls_verify: request.tls_verify,
+        have,
+        progress,
+    };
+    let opened = sources::open(request.source, &options)?;
     if let Some(pin) = request.pin
         && *pin != opened.manifest
+        && Some(pin) != opened.index.as_ref()
     {
         return Err(ImageError::Pin {
             pinned: pin.clone(),
@@ -58,7 +73,12 @@ pub fn import(
     progress: &Progress,
 ) -> Result<ImageRecord, ImageError> {
     store.create()?;
-    let opened = open(request, &store.root().join("tmp"))?;
+    let opened = open(
+        request,
+        &store.root().join("tmp"),
+        &|diff_id| store.has_layer(diff_id),
+        progress,
+    )?;
     let jobs = &opened.layers;
     if request.host.is_root() {
         install_layers(store, jobs, UnpackMode::ROOT, progress)?;
@@ -183,7 +203,7 @@ pub fn extract(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let opened = open(request, scratch_in)?;
+    let opened = open(request, scratch_in, &|_| false, progress)?;
     let mode = if request.host.is_root() {
         UnpackMode::ROOT.flattened()
     } else {

@@ -155,7 +155,7 @@ impl Layout {
 }
 
 /// The manifest for Linux on `arch` in a multi-platform index.
-fn pick_platform<'a>(
+pub fn pick_platform<'a>(
     manifests: &'a [Descriptor],
     arch: &str,
 ) -> Result<&'a Descriptor, ImageError> {

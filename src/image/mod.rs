@@ -10,6 +10,7 @@ pub mod import;
 pub mod layout;
 pub mod oci;
 pub mod progress;
+pub mod registry;
 pub mod sources;
 pub mod store;
 pub mod unpack;

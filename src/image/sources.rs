@@ -18,11 +18,14 @@ use super::error::{ImageError, IoContext};
 use super::import::LayerJob;
 use super::layout::Layout;
 use super::oci::{self, Compression, Descriptor, ImageConfig, RootFs};
+use super::progress::Progress;
 use crate::definition::ImageSource;
 
 /// An image source, opened and checked, ready to install.
 pub struct Opened {
     pub manifest: Digest,
+    /// The multi-platform index the manifest was picked from, when a registry served one.
+    pub index: Option<Digest>,
     pub config_digest: Digest,
     pub config: ImageConfig,
     /// Bottom first.
@@ -62,8 +65,22 @@ impl Scratch {
     }
 }
 
-/// Opens `source` for `arch`; archives are unpacked into a scratch directory in `scratch_in`.
-pub fn open(source: &ImageSource, arch: &str, scratch_in: &Path) -> Result<Opened, ImageError> {
+/// How to open a source.
+pub struct Options<'a> {
+    pub arch: &'a str,
+    /// Where archives are unpacked and registry layers downloaded (then removed).
+    pub scratch_in: &'a Path,
+    /// Registries: plain HTTP is used only when this is false.
+    pub tls_verify: bool,
+    /// Layers (by diff_id) the destination has already: not downloaded again.
+    pub have: &'a dyn Fn(&Digest) -> bool,
+    pub progress: &'a Progress,
+}
+
+/// Opens `source`: archives are unpacked and registry layers downloaded into a scratch
+/// directory, removed when the returned value is dropped.
+pub fn open(source: &ImageSource, options: &Options<'_>) -> Result<Opened, ImageError> {
+    let (arch, scratch_in) = (options.arch, options.scratch_in);
     match source {
         ImageSource::Oci { path, tag } => {
             from_layout(&Layout::open(path)?, tag.as_deref(), arch, None)
@@ -86,7 +103,29 @@ pub fn open(source: &ImageSource, arch: &str, scratch_in: &Path) -> Result<Opene
             from_docker_save(scratch)
         }
         ImageSource::Tar { path } => from_rootfs_tarball(path, arch),
-        ImageSource::Docker(_) => Err(ImageError::Unsupported("docker")),
+        ImageSource::Docker(reference) => {
+            let dir = new_scratch(scratch_in, "pull.")?;
+            let pulled = super::registry::pull(
+                reference,
+                options.tls_verify,
+                arch,
+                dir.path(),
+                options.have,
+                options.progress,
+            )?;
+            Ok(Opened {
+                manifest: pulled.manifest,
+                index: pulled.index,
+                config_digest: pulled.config_digest,
+                config: pulled.config,
+                layers: pulled.layers,
+                blobs: pulled.blobs,
+                scratch: Some(Scratch {
+                    dir,
+                    links: BTreeMap::new(),
+                }),
+            })
+        }
         ImageSource::Rootfs { .. } => Err(ImageError::InPlace),
     }
 }
@@ -110,6 +149,7 @@ fn from_layout(
         .collect();
     Ok(Opened {
         manifest: resolved.manifest.digest,
+        index: None,
         config_digest: resolved.config_digest,
         config: resolved.config,
         layers,
@@ -246,6 +286,7 @@ fn with_manifest(
     let manifest = Digest::of(&manifest_bytes);
     Opened {
         manifest: manifest.clone(),
+        index: None,
         config_digest: config_digest.clone(),
         config,
         layers,
@@ -303,15 +344,19 @@ fn safe_relative(path: &Path) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
+fn new_scratch(parent: &Path, prefix: &str) -> Result<tempfile::TempDir, ImageError> {
+    std::fs::create_dir_all(parent).at(parent)?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .at(parent)
+}
+
 /// Unpacks an image archive (plain, gzip or zstd tar) into a new scratch directory. Only
 /// directories and regular files are written, under plain relative names; links become
 /// aliases that must point inside the archive; anything else is refused.
 fn unpack_archive(archive: &Path, scratch_in: &Path) -> Result<Scratch, ImageError> {
-    std::fs::create_dir_all(scratch_in).at(scratch_in)?;
-    let dir = tempfile::Builder::new()
-        .prefix("archive.")
-        .tempdir_in(scratch_in)
-        .at(scratch_in)?;
+    let dir = new_scratch(scratch_in, "archive.")?;
     let mut links = BTreeMap::new();
     let mut file = File::open(archive).at(archive)?;
     let mut head = [0u8; 4];

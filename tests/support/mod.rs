@@ -279,3 +279,71 @@ pub fn copy_examples(dir: &Path) {
 pub fn default_image_built() -> bool {
     repo().join("images/busybox/index.json").exists()
 }
+
+/// A real registry (Debian's `docker-registry`) on a loopback port, stopped when dropped.
+pub struct LocalRegistry {
+    child: std::process::Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    /// Starts one, or says why it cannot (the package is missing).
+    pub fn start() -> Result<Self, String> {
+        if !Path::new("/usr/bin/docker-registry").exists() {
+            return Err("docker-registry is not installed (Debian package docker-registry)".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        // A free port: bind port 0, note it, release it for the registry.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        let text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).map_err(|e| e.to_string())?;
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let registry = Self {
+            child,
+            address,
+            _dir: dir,
+        };
+        let up = || std::net::TcpStream::connect(&registry.address).is_ok();
+        let start = Instant::now();
+        while !up() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err("docker-registry did not listen within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(registry)
+    }
+
+    /// Copies an OCI layout image into the registry with skopeo.
+    pub fn push(&self, from: &str, to_repo: &str) -> String {
+        let target = format!("docker://{}/{to_repo}", self.address);
+        let status = Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false", from, &target])
+            .status()
+            .expect("skopeo runs");
+        assert!(status.success(), "skopeo copy {from} {target}");
+        target
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,434 @@
+//! Pulling from a registry (the OCI distribution API): manifest or index → the manifest for
+//! this host's platform → config → layers. Every byte is verified against its digest;
+//! layers stream to files on disk, so memory stays bounded whatever their size; layers
+//! already in the store are not downloaded at all.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::digest::{self, Digest, HashingReader};
+use super::error::{ImageError, IoContext};
+use super::import::LayerJob;
+use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
+use super::progress::{Counting, Progress};
+use crate::definition::source::RegistryReference;
+
+/// What mm accepts for a manifest, in order of preference.
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+/// The most mm reads into memory for a manifest, index or config.
+const JSON_LIMIT: u64 = 4 << 20;
+
+/// A registry session for one repository.
+pub struct Registry {
+    agent: ureq::Agent,
+    base: String,
+    repository: String,
+    credentials: Option<String>,
+    /// `Authorization` header value once a challenge has been answered.
+    authorization: Option<String>,
+}
+
+fn network(what: String, e: impl std::fmt::Display) -> ImageError {
+    ImageError::Registry(format!("{what}: {e}"))
+}
+
+impl Registry {
+    /// A session for `reference`; plain HTTP only when `tls_verify` is false (as skopeo
+    /// and podman spell it).
+    pub fn new(reference: &RegistryReference, tls_verify: bool) -> Self {
+        let host = if reference.registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            reference.registry.as_str()
+        };
+        let scheme = if tls_verify { "https" } else { "http" };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .user_agent(concat!("mm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Self {
+            agent,
+            base: format!("{scheme}://{host}/v2/{}", reference.repository),
+            repository: reference.repository.clone(),
+            credentials: credentials_for(&reference.registry),
+            authorization: None,
+        }
+    }
+
+    /// GET `path` under the repository, answering one auth challenge if the registry asks.
+    fn get(
+        &mut self,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ImageError> {
+        let url = format!("{}/{path}", self.base);
+        for attempt in 0..2 {
+            let mut request = self.agent.get(&url);
+            if let Some(accept) = accept {
+                request = request.header("Accept", accept);
+            }
+            if let Some(authorization) = &self.authorization {
+                request = request.header("Authorization", authorization);
+            }
+            let response = request.call().map_err(|e| {
+                let hint = if url.starts_with("https:") {
+                    " (if this registry speaks plain HTTP, add --tls-verify=false)"
+                } else {
+                    ""
+                };
+                network(format!("GET {url}"), format!("{e}{hint}"))
+            })?;
+            match response.status().as_u16() {
+                200 => return Ok(response),
+                401 if attempt == 0 => {
+                    let challenge = response
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    self.authorization = Some(self.answer(&challenge)?);
+                }
+                401 => {
+                    return Err(ImageError::Registry(format!(
+                        "GET {url}: unauthorized; log in with `podman login` or `docker login`"
+                    )));
+                }
+                404 => return Err(ImageError::RegistryNotFound(format!("GET {url}"))),
+                status => return Err(ImageError::Registry(format!("GET {url}: HTTP {status}"))),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// The `Authorization` header for a `WWW-Authenticate` challenge: Basic with the
+    /// stored credentials, or a Bearer token from the realm the registry names.
+    fn answer(&self, challenge: &str) -> Result<String, ImageError> {
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            let credentials = self.credentials.clone().ok_or_else(|| {
+                ImageError::Registry(
+                    "the registry asks for a login; use `podman login` or `docker login`"
+                        .to_owned(),
+                )
+            })?;
+            return Ok(format!("Basic {credentials}"));
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ImageError::Registry(format!(
+                "unsupported auth challenge `{challenge}`"
+            )));
+        }
+        let params = challenge_params(params);
+        let realm = params
+            .get("realm")
+            .ok_or_else(|| ImageError::Registry(format!("no realm in `{challenge}`")))?;
+        let mut request = self.agent.get(realm.as_str());
+        if let Some(service) = params.get("service") {
+            request = request.query("service", service);
+        }
+        let scope = params
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| format!("repository:{}:pull", self.repository));
+        request = request.query("scope", &scope);
+        if let Some(credentials) = &self.credentials {
+            request = request.header("Authorization", &format!("Basic {credentials}"));
+        }
+        let mut response = request
+            .call()
+            .map_err(|e| network(format!("GET {realm}"), e))?;
+        if response.status() != 200 {
+            return Err(ImageError::Registry(format!(
+                "the token service {realm} said HTTP {}",
+                response.status()
+            )));
+        }
+        #[derive(Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(JSON_LIMIT)
+            .read_to_vec()
+            .map_err(|e| network(format!("GET {realm}"), e))?;
+        let token: Token = serde_json::from_slice(&body)
+            .map_err(|e| network(format!("the token from {realm}"), e))?;
+        let token = token
+            .token
+            .or(token.access_token)
+            .ok_or_else(|| ImageError::Registry(format!("no token from {realm}")))?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    /// A small document (manifest, index, config), verified against `digest` if known.
+    fn document(
+        &mut self,
+        path: &str,
+        accept: Option<&str>,
+        expect: Option<&Descriptor>,
+    ) -> Result<(Vec<u8>, String), ImageError> {
+        let mut response = self.get(path, accept)?;
+        let media_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(JSON_LIMIT)
+            .read_to_vec()
+            .map_err(|e| network(format!("reading {path}"), e))?;
+        if let Some(desc) = expect {
+            digest::verify(
+                (Digest::of(&bytes), bytes.len() as u64),
+                &desc.digest,
+                Some(desc.size),
+            )
+            .map_err(|mismatch| ImageError::Corrupt {
+                what: "document",
+                digest: desc.digest.clone(),
+                mismatch,
+            })?;
+        }
+        Ok((bytes, media_type))
+    }
+
+    /// Downloads a blob into `dir`, verified while it streams.
+    fn download(
+        &mut self,
+        desc: &Descriptor,
+        dir: &Path,
+        progress: &Progress,
+    ) -> Result<PathBuf, ImageError> {
+        let response = self.get(&format!("blobs/{}", desc.digest), None)?;
+        let path = dir.join(desc.digest.hex());
+        let mut file = std::fs::File::create(&path).at(&path)?;
+        let item = progress.item(format!("download {}", desc.digest.short()), desc.size);
+        let mut reader = HashingReader::new(Counting {
+            inner: response.into_body().into_reader(),
+            item: &item,
+        });
+        let mut buf = vec![0u8; 1 << 18];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| network(format!("downloading {}", desc.digest), e))?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).at(&path)?;
+        }
+        digest::verify(reader.finish(), &desc.digest, Some(desc.size)).map_err(|mismatch| {
+            ImageError::Corrupt {
+                what: "layer",
+                digest: desc.digest.clone(),
+                mismatch,
+            }
+        })?;
+        item.done("downloaded and verified");
+        Ok(path)
+    }
+}
+
+/// What a pull found: the manifest (and the index it came from), the config, the layers.
+pub struct Pulled {
+    pub manifest: Digest,
+    /// The multi-platform index the manifest was picked from, if any.
+    pub index: Option<Digest>,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+    pub layers: Vec<LayerJob>,
+    pub blobs: Vec<(Digest, Vec<u8>)>,
+}
+
+/// Pulls `reference` for `arch`: documents into memory (verified), the layers that `have`
+/// does not already have into `dir`.
+pub fn pull(
+    reference: &RegistryReference,
+    tls_verify: bool,
+    arch: &str,
+    dir: &Path,
+    have: &dyn Fn(&Digest) -> bool,
+    progress: &Progress,
+) -> Result<Pulled, ImageError> {
+    let mut registry = Registry::new(reference, tls_verify);
+    let target = match (&reference.digest, &reference.tag) {
+        (Some(digest), _) => digest.to_string(),
+        (None, Some(tag)) => tag.clone(),
+        (None, None) => "latest".to_owned(),
+    };
+    let (bytes, media_type) =
+        registry.document(&format!("manifests/{target}"), Some(ACCEPT), None)?;
+    let first = Digest::of(&bytes);
+    if let Some(pinned) = &reference.digest
+        && *pinned != first
+    {
+        return Err(ImageError::Corrupt {
+            what: "manifest",
+            digest: pinned.clone(),
+            mismatch: digest::Mismatch::Digest {
+                expected: pinned.clone(),
+                actual: first,
+            },
+        });
+    }
+    let mut blobs = vec![(first.clone(), bytes.clone())];
+    let is_index = media_type.starts_with(oci::INDEX) || media_type.starts_with(oci::DOCKER_LIST);
+    let (manifest_digest, manifest_bytes, index) = if is_index {
+        let index: Index = parse("index", &first, &bytes)?;
+        let desc = super::layout::pick_platform(&index.manifests, arch)?.clone();
+        let (bytes, _) = registry.document(
+            &format!("manifests/{}", desc.digest),
+            Some(ACCEPT),
+            Some(&desc),
+        )?;
+        blobs.push((desc.digest.clone(), bytes.clone()));
+        (desc.digest, bytes, Some(first))
+    } else {
+        (first, bytes, None)
+    };
+    let manifest: Manifest = parse("manifest", &manifest_digest, &manifest_bytes)?;
+    let (config_bytes, _) = registry.document(
+        &format!("blobs/{}", manifest.config.digest),
+        None,
+        Some(&manifest.config),
+    )?;
+    let config: ImageConfig = parse("config", &manifest.config.digest, &config_bytes)?;
+    blobs.push((manifest.config.digest.clone(), config_bytes));
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(ImageError::LayerCount {
+            layers: manifest.layers.len(),
+            diff_ids: config.rootfs.diff_ids.len(),
+        });
+    }
+    let mut layers = Vec::new();
+    for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        let blob = if have(diff_id) {
+            PathBuf::new()
+        } else {
+            registry.download(desc, dir, progress)?
+        };
+        layers.push(LayerJob {
+            blob,
+            desc: desc.clone(),
+            diff_id: diff_id.clone(),
+        });
+    }
+    Ok(Pulled {
+        manifest: manifest_digest,
+        index,
+        config_digest: manifest.config.digest,
+        config,
+        layers,
+        blobs,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<T, ImageError> {
+    serde_json::from_slice(bytes).map_err(|e| ImageError::BadJson {
+        what,
+        digest: digest.clone(),
+        why: e.to_string(),
+    })
+}
+
+/// `realm="…",service="…"` into a map.
+fn challenge_params(text: &str) -> BTreeMap<String, String> {
+    let mut params = BTreeMap::new();
+    let mut rest = text.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        params.insert(key, value.to_owned());
+        rest = next.trim_start_matches(',').trim();
+    }
+    params
+}
+
+/// `user:password` (base64) for `registry` from the files podman and docker users have:
+/// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.docker/config.json`.
+fn credentials_for(registry: &str) -> Option<String> {
+    let mut files = Vec::new();
+    if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        files.push(PathBuf::from(file));
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        files.push(PathBuf::from(dir).join("containers/auth.json"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        files.push(PathBuf::from(home).join(".docker/config.json"));
+    }
+    #[derive(Deserialize)]
+    struct AuthFile {
+        #[serde(default)]
+        auths: BTreeMap<String, Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        auth: Option<String>,
+    }
+    let names = [
+        registry.to_owned(),
+        format!("https://{registry}"),
+        if registry == "docker.io" {
+            "https://index.docker.io/v1/".to_owned()
+        } else {
+            String::new()
+        },
+    ];
+    files
+        .iter()
+        .find_map(|file| {
+            let text = std::fs::read(file).ok()?;
+            let parsed: AuthFile = serde_json::from_slice(&text).ok()?;
+            names
+                .iter()
+                .find_map(|name| parsed.auths.get(name)?.auth.clone())
+        })
+        .filter(|auth| {
+            base64::engine::general_purpose::STANDARD
+                .decode(auth)
+                .is_ok_and(|raw| raw.contains(&b':'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let p = challenge_params(
+            r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/busybox:pull");
+    }
+}
