@@ -193,16 +193,6 @@ fn an_ordinary_user_imports_with_owners_shifted_into_its_range() {
     let (out, stdout, stderr) = as_user(&["image", "import", &source]);
     assert!(out.status.success(), "{stdout}{stderr}");
 
-    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
-    let start: u32 = subuid
-        .lines()
-        .find(|l| l.starts_with("mm-test:"))
-        .unwrap()
-        .split(':')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
     let layers = state.join("images/layers");
     let layer = std::fs::read_dir(&layers)
         .unwrap()
@@ -216,10 +206,7 @@ fn an_ordinary_user_imports_with_owners_shifted_into_its_range() {
         user.uid,
         "root inside is the user outside"
     );
-    // nobody (65534) inside is subordinate id start + 65533 outside.
-    let nobody = layer.join("nobody-owned");
-    let _ = nobody;
-    assert!(owner(&layer) == user.uid);
+    assert_eq!(owner(&layer), user.uid);
 
     let (out, stdout, _) = as_user(&["image", "list", "--json"]);
     assert!(out.status.success());
@@ -234,7 +221,6 @@ fn an_ordinary_user_imports_with_owners_shifted_into_its_range() {
         0,
         "gc removed the shifted layer through the worker"
     );
-    let _ = start;
 }
 
 #[test]
@@ -306,5 +292,115 @@ fn a_registry_pull_is_verified_and_skips_layers_the_store_has() {
             .count(),
         0,
         "no scratch left"
+    );
+}
+
+/// An OCI layout with one large layer (a copy of /usr/include, ~130 MB, from build-essential),
+/// built with umoci, once per run.
+fn large_layout() -> std::path::PathBuf {
+    static LAYOUT: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_, path) = LAYOUT.get_or_init(|| {
+        let dir = shared_tempdir();
+        let layout = dir.path().join("large");
+        let bundle = dir.path().join("bundle");
+        let umoci = |args: &[&str]| {
+            let status = Command::new("umoci").args(args).status().unwrap();
+            assert!(status.success(), "umoci {args:?}");
+        };
+        let image = format!("{}:latest", layout.display());
+        umoci(&["init", "--layout", layout.to_str().unwrap()]);
+        umoci(&["new", "--image", &image]);
+        umoci(&["unpack", "--image", &image, bundle.to_str().unwrap()]);
+        let status = Command::new("cp")
+            .args(["-a", "/usr/include"])
+            .arg(bundle.join("rootfs/include"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        umoci(&["repack", "--image", &image, bundle.to_str().unwrap()]);
+        (dir, layout)
+    });
+    path.clone()
+}
+
+#[test]
+fn an_import_killed_midway_leaves_nothing_trusted_and_the_next_one_finishes() {
+    if !is_root() {
+        return skip(
+            "an_import_killed_midway",
+            "the root store test runs as root",
+        );
+    }
+    let source = format!("oci:{}:latest", large_layout().display());
+    let dir = shared_tempdir();
+    let tmp = dir.path().join("state/images/tmp");
+    let layers = dir.path().join("state/images/layers");
+    let mut child = mm(dir.path(), &["image", "import", &source])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until unpacking has begun (a layer directory in tmp/ holds something), then kill.
+    let begun = || {
+        std::fs::read_dir(&tmp)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .is_some_and(|e| {
+                std::fs::read_dir(e.path()).is_ok_and(|mut inner| inner.next().is_some())
+            })
+    };
+    let start = std::time::Instant::now();
+    while !begun() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the import never started unpacking"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the import finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        1,
+        "the killed import left its work in tmp/"
+    );
+    let trusted = std::fs::read_dir(&layers).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(trusted, 0, "nothing half-made is in layers/");
+    let (out, _, stderr) = run(mm(dir.path(), &["image", "list", "--json"]));
+    assert!(out.status.success());
+    assert_eq!(
+        run(mm(dir.path(), &["image", "list", "--json"])).1.trim(),
+        "[]",
+        "{stderr}"
+    );
+
+    let (out, _, stderr) = run(mm(dir.path(), &["image", "import", &source]));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the next import removed the leftovers"
+    );
+    let extracted = dir.path().join("extracted");
+    let (out, _, stderr) = run(mm(
+        dir.path(),
+        &["image", "extract", &source, extracted.to_str().unwrap()],
+    ));
+    assert!(out.status.success(), "{stderr}");
+    let layer = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    assert_eq!(
+        tree(&layer),
+        tree(&extracted),
+        "the finished layer is whole"
     );
 }
