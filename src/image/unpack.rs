@@ -61,6 +61,9 @@ pub struct Stats {
     pub entries: u64,
     pub bytes: u64,
     pub whiteouts: u64,
+    /// Whiteouts under a path this layer made a symlink or a file: nothing to hide there.
+    #[serde(default)]
+    pub ignored_whiteouts: u64,
     /// Device nodes that could not be made (rootless: the kernel forbids it).
     pub skipped_devices: u64,
 }
@@ -84,7 +87,14 @@ pub fn unpack(
     let mut archive = tar::Archive::new(tar);
     let entries = archive.entries().map_err(|e| unpacker.tar_error(e))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| unpacker.tar_error(e))?;
+        let mut entry = match entry {
+            Ok(entry) => entry,
+            // The last file's padding and the end-of-archive blocks are missing (umoci 0.4.7,
+            // Debian 12, writes such layers, with correct digests: umoci#436). Every entry
+            // before was read whole, so the archive is complete; umoci and bsdtar agree.
+            Err(e) if e.to_string() == "unexpected EOF during skip" => break,
+            Err(e) => return Err(unpacker.tar_error(e)),
+        };
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         unpacker
             .entry(&mut entry)
@@ -154,27 +164,44 @@ impl Unpacker<'_> {
 
     /// Opens a directory inside the layer, creating missing ones (mode 0755) on the way.
     fn dir(&self, parts: &[Vec<u8>]) -> Result<OwnedFd, String> {
+        self.open_dir(parts, ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)
+            .map_err(|e| errno("opening or creating its directory", e))
+    }
+
+    /// The real directory a whiteout sits in: no symlink is followed on the way (a
+    /// whiteout under a path that is now a symlink or a file is about a directory this layer
+    /// already replaced). `None` when the parent is not a real directory.
+    fn whiteout_dir(&self, parts: &[Vec<u8>]) -> Result<Option<OwnedFd>, String> {
+        match self.open_dir(parts, ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::LOOP | Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(errno("opening or creating its directory", e)),
+        }
+    }
+
+    /// Opens a directory inside the layer, creating missing ones (mode 0755) on the way,
+    /// resolving with `resolve`.
+    fn open_dir(&self, parts: &[Vec<u8>], resolve: ResolveFlags) -> Result<OwnedFd, Errno> {
         let open = |p: &[Vec<u8>]| {
             rustix::fs::openat2(
                 self.root,
                 os(&joined(p)),
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                resolve,
             )
         };
         match open(parts) {
-            Ok(fd) => return Ok(fd),
             Err(Errno::NOENT) => {}
-            Err(e) => return Err(errno("opening its directory", e)),
+            other => return other,
         }
-        let mut fd = open(&[]).map_err(|e| errno("opening the layer root", e))?;
+        let mut fd = open(&[])?;
         for i in 0..parts.len() {
             match rustix::fs::mkdirat(&fd, os(&parts[i]), Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(errno("creating a parent directory", e)),
+                Err(e) => return Err(e),
             }
-            fd = open(&parts[..=i]).map_err(|e| errno("opening a parent directory", e))?;
+            fd = open(&parts[..=i])?;
         }
         Ok(fd)
     }
@@ -215,14 +242,8 @@ impl Unpacker<'_> {
             }
             return Ok(());
         };
-        let parent = self.dir(parent_parts)?;
         if name.as_slice() == OPAQUE.as_bytes() {
-            self.stats.whiteouts += 1;
-            return if self.mode.flatten {
-                self.empty_for_opaque(parent_parts)
-            } else {
-                self.set_opaque(parent_parts)
-            };
+            return self.whiteout(parent_parts, None);
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT.as_bytes()) {
             if hidden.is_empty()
@@ -232,20 +253,9 @@ impl Unpacker<'_> {
             {
                 return Err("an unsupported whiteout (aufs metadata or an empty name)".to_owned());
             }
-            self.stats.whiteouts += 1;
-            self.clear(&parent, hidden, false)?;
-            if self.mode.flatten {
-                return Ok(());
-            }
-            return rustix::fs::mknodat(
-                &parent,
-                os(hidden),
-                FileType::CharacterDevice,
-                Mode::empty(),
-                makedev(0, 0),
-            )
-            .map_err(|e| errno("creating the overlay whiteout (a 0/0 character device)", e));
+            return self.whiteout(parent_parts, Some(hidden));
         }
+        let parent = self.dir(parent_parts)?;
         let perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
         if self.mode.flatten {
             self.created.insert(joined(&parts));
@@ -276,6 +286,7 @@ impl Unpacker<'_> {
                 )
                 .map_err(|e| errno("creating the file", e))?;
                 let mut out = std::fs::File::from(file);
+                let mut written = 0u64;
                 loop {
                     let n = entry
                         .read(&mut self.buf)
@@ -285,8 +296,15 @@ impl Unpacker<'_> {
                     }
                     out.write_all(&self.buf[..n])
                         .map_err(|e| format!("writing the file: {e}"))?;
-                    self.stats.bytes += n as u64;
+                    written += n as u64;
                 }
+                let size = header.size().map_err(|e| e.to_string())?;
+                if written != size {
+                    return Err(format!(
+                        "the layer ends inside this file: {written} of its {size} bytes are there"
+                    ));
+                }
+                self.stats.bytes += written;
                 if self.mode.chown {
                     rustix::fs::fchown(&out, Some(uid(&header)?), Some(gid(&header)?))
                         .map_err(|e| errno("setting its owner", e))?;
@@ -396,41 +414,75 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    /// Flattening an opaque directory: what earlier layers put in it goes.
-    fn empty_for_opaque(&self, parts: &[Vec<u8>]) -> Result<(), String> {
-        let fd = self.open_real_dir(parts)?;
-        let dir = rustix::fs::Dir::read_from(&fd).map_err(|e| errno("listing the directory", e))?;
-        let mut doomed = Vec::new();
-        for entry in dir {
-            let name = entry
-                .map_err(|e| errno("listing the directory", e))?
-                .file_name()
-                .to_bytes()
-                .to_vec();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let mut child = parts.to_vec();
-            child.push(name.clone());
-            if !self.created.contains(&joined(&child)) {
-                doomed.push(name);
-            }
-        }
-        let dir_fd = self.dir(parts)?;
-        for name in doomed {
-            self.clear(&dir_fd, &name, false)?;
-        }
-        Ok(())
-    }
-
-    fn set_opaque(&self, dir: &[Vec<u8>]) -> Result<(), String> {
-        let fd = self.open_real_dir(dir)?;
-        rustix::fs::fsetxattr(&fd, self.mode.opaque_xattr, b"y", XattrFlags::empty()).map_err(|e| {
-            errno(
-                &format!("marking the directory opaque ({})", self.mode.opaque_xattr),
-                e,
+    /// A whiteout of `hidden` in `dir`, or (`None`) the opaque marker of `dir`: recorded as
+    /// overlayfs reads them, or applied when flattening.
+    fn whiteout(&mut self, dir: &[Vec<u8>], hidden: Option<&[u8]>) -> Result<(), String> {
+        self.stats.whiteouts += 1;
+        let Some(parent) = self.whiteout_dir(dir)? else {
+            self.stats.ignored_whiteouts += 1;
+            return Ok(());
+        };
+        let readable = || {
+            rustix::fs::openat(
+                &parent,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
             )
-        })
+            .map_err(|e| errno("opening the directory", e))
+        };
+        match (hidden, self.mode.flatten) {
+            (Some(hidden), flatten) => {
+                self.clear(&parent, hidden, false)?;
+                if flatten {
+                    return Ok(());
+                }
+                rustix::fs::mknodat(
+                    &parent,
+                    os(hidden),
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    makedev(0, 0),
+                )
+                .map_err(|e| errno("creating the overlay whiteout (a 0/0 character device)", e))
+            }
+            (None, false) => rustix::fs::fsetxattr(
+                readable()?,
+                self.mode.opaque_xattr,
+                b"y",
+                XattrFlags::empty(),
+            )
+            .map_err(|e| {
+                errno(
+                    &format!("marking the directory opaque ({})", self.mode.opaque_xattr),
+                    e,
+                )
+            }),
+            // Flattening an opaque directory: what earlier layers put in it goes.
+            (None, true) => {
+                let mut doomed = Vec::new();
+                for entry in rustix::fs::Dir::read_from(readable()?)
+                    .map_err(|e| errno("listing the directory", e))?
+                {
+                    let name = entry
+                        .map_err(|e| errno("listing the directory", e))?
+                        .file_name()
+                        .to_bytes()
+                        .to_vec();
+                    if name == b"." || name == b".." {
+                        continue;
+                    }
+                    let mut child = dir.to_vec();
+                    child.push(name.clone());
+                    if !self.created.contains(&joined(&child)) {
+                        doomed.push(name);
+                    }
+                }
+                doomed
+                    .iter()
+                    .try_for_each(|name| self.clear(&parent, name, false))
+            }
+        }
     }
 
     /// A readable descriptor of a directory inside the layer (for xattrs and timestamps).
