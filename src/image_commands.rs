@@ -40,7 +40,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             let record = mm::image::import(&request, &store, &Progress::new())?;
             print(&format!("{} {}\n", record.manifest, record.name))?;
         }
-        ImageCommand::List { json } => list(&store, json)?,
+        ImageCommand::List { json } => list(&host, &store, json)?,
         ImageCommand::Extract {
             source,
             dir,
@@ -118,10 +118,26 @@ struct Listed<'a> {
     /// Bytes of the unpacked layers (files' contents).
     size: u64,
     architecture: &'a str,
+    /// Machines whose definition names this image as its source.
+    machines: Vec<String>,
 }
 
-fn list(store: &Store, json: bool) -> Result<(), Error> {
+fn list(host: &Host, store: &Store, json: bool) -> Result<(), Error> {
     let images = store.images()?;
+    let definitions: Vec<(String, String)> = mm::definition::discovery::list(&host.dirs.search)
+        .into_iter()
+        .filter_map(|found| {
+            let def = mm::definition::Definition::load(&found.path).ok()?;
+            Some((def.image.source.value.to_string(), found.name))
+        })
+        .collect();
+    let users = |name: &str| {
+        definitions
+            .iter()
+            .filter(|(source, _)| source == name)
+            .map(|(_, m)| m.clone())
+            .collect()
+    };
     let size = |image: &ImageRecord| {
         image
             .layers
@@ -138,6 +154,7 @@ fn list(store: &Store, json: bool) -> Result<(), Error> {
             layers: image.layers.len(),
             size: size(image),
             architecture: &image.config.architecture,
+            machines: users(&image.name),
         })
         .collect();
     if json {
@@ -147,15 +164,21 @@ fn list(store: &Store, json: bool) -> Result<(), Error> {
         return print(&format!("No images in {}.\n", store.root().display()));
     }
     let mut out = format!(
-        "{:<14} {:>6} {:>10}  {}\n",
-        "MANIFEST", "LAYERS", "SIZE", "NAME"
+        "{:<14} {:>6} {:>10}  {:<16} {}\n",
+        "MANIFEST", "LAYERS", "SIZE", "MACHINES", "NAME"
     );
     for l in &listed {
+        let machines = if l.machines.is_empty() {
+            "-".to_owned()
+        } else {
+            l.machines.join(",")
+        };
         out.push_str(&format!(
-            "{:<14} {:>6} {:>10}  {}\n",
+            "{:<14} {:>6} {:>10}  {:<16} {}\n",
             l.manifest.short(),
             l.layers,
             human(l.size),
+            machines,
             l.name
         ));
     }

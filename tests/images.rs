@@ -168,6 +168,13 @@ fn a_stored_image_shows_its_layers_in_the_plan() {
     assert_eq!(layers["state"], "stored", "{layers}");
     let layer_dir = layers["layers"][0]["dir"].as_str().unwrap();
     assert!(Path::new(layer_dir).join("bin/busybox").is_file());
+    let listed = run(mm(dir.path(), &["image", "list", "--json"])).1;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(
+        listed[0]["machines"],
+        serde_json::json!(["dev", "sandbox", "web"]),
+        "the machines defined on it"
+    );
 }
 
 #[test]
