@@ -411,3 +411,108 @@ fn an_import_killed_midway_leaves_nothing_trusted_and_the_next_one_finishes() {
         "the finished layer is whole"
     );
 }
+
+#[test]
+fn zstd_layers_and_multi_platform_indexes_import() {
+    if !is_root() {
+        return skip(
+            "zstd_layers_and_multi_platform_indexes_import",
+            "the root store test runs as root",
+        );
+    }
+    let dir = shared_tempdir();
+    // skopeo recompresses the default image's layer with zstd.
+    let zstd = dir.path().join("zstd");
+    let status = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-compress-format", "zstd", &busybox()])
+        .arg(format!("oci:{}:latest", zstd.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(zstd.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = |digest: &str| {
+        zstd.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&manifest_digest)).unwrap()).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let extracted = dir.path().join("x-zstd");
+    let (out, _, stderr) = run(mm(
+        dir.path(),
+        &[
+            "image",
+            "extract",
+            &format!("oci:{}:latest", zstd.display()),
+            extracted.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.status.success(), "{stderr}");
+    assert!(extracted.join("bin/busybox").is_file());
+
+    // A multi-platform index in front of that manifest: linux/arm64 (absent blob) and this
+    // host's platform; mm must pick the host's and never touch the other.
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other_arch = if host_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let size = std::fs::metadata(blob(&manifest_digest)).unwrap().len();
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", "e".repeat(64)), "size": 1234,
+             "platform": {"architecture": other_arch, "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": size,
+             "platform": {"architecture": host_arch, "os": "linux"}},
+        ],
+    });
+    let nested = serde_json::to_vec(&nested).unwrap();
+    let nested_digest = format!("sha256:{}", sha256_hex(&nested));
+    std::fs::write(blob(&nested_digest), &nested).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": nested_digest, "size": nested.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": "multi"}}],
+    });
+    std::fs::write(zstd.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let (out, stdout, stderr) = run(mm(
+        dir.path(),
+        &["image", "import", &format!("oci:{}:multi", zstd.display())],
+    ));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with(&manifest_digest),
+        "the host's manifest was chosen: {stdout}"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let output = {
+        let mut child = Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
