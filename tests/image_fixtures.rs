@@ -14,11 +14,13 @@ fn fixtures() -> PathBuf {
     repo().join("tests/fixtures/images")
 }
 
-/// Everything the reference listing of make-layered.sh records: find's listing, every
-/// xattr, the hard-link groups and the sha256 of every regular file.
+/// Everything the reference listing of make-layered.sh records (find's listing, every
+/// xattr, the hard-link groups, the sha256 of every regular file), and every mtime.
 fn listing(root: &Path) -> String {
     let script = r#"cd "$1"
         find . -printf '%p %y %m %U %G %s %l\n' | LC_ALL=C sort
+        echo '# mtimes (symlinks: their own)'
+        find . -printf '%p %T@\n' | LC_ALL=C sort
         echo '# xattrs'
         getfattr -R -h -d -m - -e hex --absolute-names . 2>/dev/null | grep -v '^$' || true
         echo '# hard-link groups'

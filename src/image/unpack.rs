@@ -7,7 +7,7 @@
 //! `..` are refused outright. OCI whiteouts become overlayfs whiteouts: `.wh.NAME` a 0/0
 //! character device, `.wh..wh..opq` the opaque xattr on its directory.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -82,6 +82,7 @@ pub fn unpack(
         stats: Stats::default(),
         dir_times: Vec::new(),
         created: HashSet::new(),
+        parent_times: HashMap::new(),
         buf: vec![0; 1 << 18],
     };
     let mut archive = tar::Archive::new(tar);
@@ -117,6 +118,9 @@ struct Unpacker<'a> {
     dir_times: Vec<(Vec<Vec<u8>>, u64)>,
     /// Flattening: what this layer has made, which its opaque markers must keep.
     created: HashSet<Vec<u8>>,
+    /// Directories' times before this layer first changed something in them, restored at
+    /// the end as umoci does (a directory the layer itself lists gets its own instead).
+    parent_times: HashMap<Vec<Vec<u8>>, Timestamps>,
     buf: Vec<u8>,
 }
 
@@ -256,6 +260,7 @@ impl Unpacker<'_> {
             return self.whiteout(parent_parts, Some(hidden));
         }
         let parent = self.dir(parent_parts)?;
+        self.remember_times(&parent, parent_parts);
         let perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
         if self.mode.flatten {
             self.created.insert(joined(&parts));
@@ -422,6 +427,7 @@ impl Unpacker<'_> {
             self.stats.ignored_whiteouts += 1;
             return Ok(());
         };
+        self.remember_times(&parent, dir);
         let readable = || {
             rustix::fs::openat(
                 &parent,
@@ -486,16 +492,21 @@ impl Unpacker<'_> {
     }
 
     /// A readable descriptor of a directory inside the layer (for xattrs and timestamps).
-    fn open_real_dir(&self, parts: &[Vec<u8>]) -> Result<OwnedFd, String> {
-        self.dir(parts)?;
-        rustix::fs::openat2(
+    /// A readable descriptor of a directory inside the layer, for its timestamps; `None`
+    /// when the layer has since removed it or put something else there.
+    fn open_real_dir(&self, parts: &[Vec<u8>]) -> Result<Option<OwnedFd>, String> {
+        let opened = rustix::fs::openat2(
             self.root,
             os(&joined(parts)),
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(|e| errno("opening the directory", e))
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS,
+        );
+        match opened {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
+            Err(e) => Err(errno("opening the directory", e)),
+        }
     }
 
     fn dir_xattrs<R: Read>(
@@ -548,12 +559,39 @@ impl Unpacker<'_> {
     }
 
     /// Directory mtimes, deepest first, now that nothing more is created inside them.
+    /// Notes a directory's times before this layer's first change inside it.
+    fn remember_times(&mut self, fd: &OwnedFd, parts: &[Vec<u8>]) {
+        if !self.parent_times.contains_key(parts)
+            && let Ok(st) = rustix::fs::fstat(fd)
+        {
+            let times = Timestamps {
+                last_access: Timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec as _,
+                },
+                last_modification: Timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec as _,
+                },
+            };
+            self.parent_times.insert(parts.to_vec(), times);
+        }
+    }
+
     fn finish(&mut self) -> Result<(), ImageError> {
+        // Directories this layer only changed get their old times back (those it removed
+        // meanwhile are gone, which is fine); then those it lists get their own.
+        for (parts, times) in std::mem::take(&mut self.parent_times) {
+            if let Ok(Some(fd)) = self.open_real_dir(&parts) {
+                let _ = rustix::fs::futimens(&fd, &times);
+            }
+        }
         let times = std::mem::take(&mut self.dir_times);
         for (parts, mtime) in times.into_iter().rev() {
-            let result = self.open_real_dir(&parts).and_then(|fd| {
-                rustix::fs::futimens(&fd, &timestamps(mtime))
-                    .map_err(|e| errno("setting its mtime", e))
+            let result = self.open_real_dir(&parts).and_then(|fd| match fd {
+                Some(fd) => rustix::fs::futimens(&fd, &timestamps(mtime))
+                    .map_err(|e| errno("setting its mtime", e)),
+                None => Ok(()),
             });
             result.map_err(|why| ImageError::Entry {
                 layer: self.layer.to_owned(),
