@@ -236,9 +236,27 @@ fn rootless_import_shifts_every_owner_into_the_users_range() {
 
 #[test]
 fn hostile_layers_change_nothing_outside() {
+    hostile_layers(None);
+}
+
+#[test]
+fn hostile_layers_change_nothing_outside_rootless() {
+    if !is_root() {
+        return skip(
+            "hostile_layers_change_nothing_outside_rootless",
+            "creating users needs root",
+        );
+    }
+    hostile_layers(Some(test_user("mm-test", Some(300_000))));
+}
+
+/// Imports and extracts every hostile layout, as root or as `user` (who then owns the
+/// victim, so that an escape would have had the rights to do damage).
+fn hostile_layers(user: Option<TestUser>) {
     let dir = shared_tempdir();
     let out_dir = dir.path().join("hostile");
     let victim = dir.path().join("victim");
+    let state = dir.path().join("state");
     let (out, stdout, stderr) = run({
         let mut c = Command::new("python3");
         c.arg(fixtures().join("make-hostile.py"))
@@ -247,6 +265,27 @@ fn hostile_layers_change_nothing_outside() {
         c
     });
     assert!(out.status.success(), "make-hostile.py: {stdout}{stderr}");
+    let extracts = dir.path().join("extracts");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::create_dir(&extracts).unwrap();
+    if let Some(user) = &user {
+        for path in [&victim, &state, &extracts] {
+            let status = Command::new("chown")
+                .args(["-R", user.name])
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    let mm_as = |args: &[&str]| {
+        let mut command = match &user {
+            Some(user) => user.mm(dir.path(), args),
+            None => mm(dir.path(), args),
+        };
+        command.env("MM_ROOT", &state);
+        run(command)
+    };
     let victim_now = || {
         let output = Command::new("python3")
             .arg(fixtures().join("make-hostile.py"))
@@ -271,7 +310,7 @@ fn hostile_layers_change_nothing_outside() {
     for (i, layout) in layouts.iter().enumerate() {
         let source = format!("oci:{}:latest", layout.display());
         let name = layout.file_name().unwrap().to_string_lossy().into_owned();
-        let (out, _, stderr) = run(mm(dir.path(), &["image", "import", &source]));
+        let (out, _, stderr) = mm_as(&["image", "import", &source]);
         let code = out.status.code();
         assert!(
             code == Some(0) || code == Some(65),
@@ -283,8 +322,8 @@ fn hostile_layers_change_nothing_outside() {
                 "{name}: the refusal names the layer: {stderr}"
             );
         }
-        let to = dir.path().join(format!("extract-{i}"));
-        let (out, stderr) = extract(dir.path(), &source, &to);
+        let to = extracts.join(format!("{i}"));
+        let (out, _, stderr) = mm_as(&["image", "extract", &source, to.to_str().unwrap()]);
         let code = out.status.code();
         assert!(
             code == Some(0) || code == Some(65),
@@ -308,9 +347,7 @@ fn hostile_layers_change_nothing_outside() {
             );
         }
     }
-    let tmp = std::fs::read_dir(dir.path().join("state/images/tmp"))
-        .unwrap()
-        .count();
+    let tmp = std::fs::read_dir(state.join("images/tmp")).unwrap().count();
     assert_eq!(tmp, 0, "refused layers leave nothing in tmp/");
 }
 
