@@ -16,6 +16,7 @@ use super::error::{ImageError, IoContext};
 use super::import::LayerJob;
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
 use super::progress::{Counting, Progress};
+use super::sources::{Opened, Options, Scratch};
 use crate::definition::source::RegistryReference;
 
 /// What mm accepts for a manifest, in order of preference.
@@ -245,28 +246,15 @@ impl Registry {
     }
 }
 
-/// What a pull found: the manifest (and the index it came from), the config, the layers.
-pub struct Pulled {
-    pub manifest: Digest,
-    /// The multi-platform index the manifest was picked from, if any.
-    pub index: Option<Digest>,
-    pub config_digest: Digest,
-    pub config: ImageConfig,
-    pub layers: Vec<LayerJob>,
-    pub blobs: Vec<(Digest, Vec<u8>)>,
-}
-
-/// Pulls `reference` for `arch`: documents into memory (verified), the layers that `have`
-/// does not already have into `dir`.
+/// Pulls `reference`: documents into memory (verified), the layers the destination does not
+/// have yet into the scratch directory `dir`, which the result keeps.
 pub fn pull(
     reference: &RegistryReference,
-    tls_verify: bool,
-    arch: &str,
-    dir: &Path,
-    have: &dyn Fn(&Digest) -> bool,
-    progress: &Progress,
-) -> Result<Pulled, ImageError> {
-    let mut registry = Registry::new(reference, tls_verify);
+    options: &Options<'_>,
+    dir: tempfile::TempDir,
+) -> Result<Opened, ImageError> {
+    let (arch, have, progress) = (options.arch, options.have, options.progress);
+    let mut registry = Registry::new(reference, options.tls_verify);
     let target = match (&reference.digest, &reference.tag) {
         (Some(digest), _) => digest.to_string(),
         (None, Some(tag)) => tag.clone(),
@@ -321,7 +309,7 @@ pub fn pull(
         let blob = if have(diff_id) {
             PathBuf::new()
         } else {
-            registry.download(desc, dir, progress)?
+            registry.download(desc, dir.path(), progress)?
         };
         layers.push(LayerJob {
             blob,
@@ -329,13 +317,14 @@ pub fn pull(
             diff_id: diff_id.clone(),
         });
     }
-    Ok(Pulled {
+    Ok(Opened {
         manifest: manifest_digest,
         index,
         config_digest: manifest.config.digest,
         config,
         layers,
         blobs,
+        scratch: Some(Scratch::new(dir)),
     })
 }
 

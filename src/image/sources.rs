@@ -44,6 +44,14 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// A scratch directory without links (a registry's downloads).
+    pub fn new(dir: tempfile::TempDir) -> Self {
+        Self {
+            dir,
+            links: BTreeMap::new(),
+        }
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -104,27 +112,7 @@ pub fn open(source: &ImageSource, options: &Options<'_>) -> Result<Opened, Image
         }
         ImageSource::Tar { path } => from_rootfs_tarball(path, arch),
         ImageSource::Docker(reference) => {
-            let dir = new_scratch(scratch_in, "pull.")?;
-            let pulled = super::registry::pull(
-                reference,
-                options.tls_verify,
-                arch,
-                dir.path(),
-                options.have,
-                options.progress,
-            )?;
-            Ok(Opened {
-                manifest: pulled.manifest,
-                index: pulled.index,
-                config_digest: pulled.config_digest,
-                config: pulled.config,
-                layers: pulled.layers,
-                blobs: pulled.blobs,
-                scratch: Some(Scratch {
-                    dir,
-                    links: BTreeMap::new(),
-                }),
-            })
+            super::registry::pull(reference, options, new_scratch(scratch_in, "pull.")?)
         }
         ImageSource::Rootfs { .. } => Err(ImageError::InPlace),
     }
