@@ -178,16 +178,7 @@ fn rootless_import_shifts_every_owner_into_the_users_range() {
         );
     };
     let user = test_user("mm-test", Some(300_000));
-    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
-    let start: u32 = subuid
-        .lines()
-        .find(|l| l.starts_with("mm-test:"))
-        .unwrap()
-        .split(':')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let start = user.subuid_start();
     let dir = shared_tempdir();
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();

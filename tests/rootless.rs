@@ -21,10 +21,7 @@ fn an_ordinary_user_sees_its_own_facts_and_directories() {
     let facts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(facts["uid"], user.uid);
     assert_eq!(facts["user"], "mm-test");
-    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
-    let line = subuid.lines().find(|l| l.starts_with("mm-test:")).unwrap();
-    let start: u64 = line.split(':').nth(1).unwrap().parse().unwrap();
-    assert_eq!(facts["subuid"][0]["start"], start);
+    assert_eq!(facts["subuid"][0]["start"], user.subuid_start());
     assert_eq!(facts["subuid"][0]["count"], 65536);
     let home = user.home.display().to_string();
     assert_eq!(

@@ -133,6 +133,16 @@ pub fn test_user(name: &'static str, subids: Option<u32>) -> TestUser {
 }
 
 impl TestUser {
+    /// Where this user's first range in /etc/subuid starts.
+    pub fn subuid_start(&self) -> u32 {
+        let text = std::fs::read_to_string("/etc/subuid").unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{}:", self.name)))
+            .expect("the user has a range");
+        line.split(':').nth(1).unwrap().parse().unwrap()
+    }
+
     /// `mm ARGS` as this user, with a clean login-like environment and mm's state in `dir`.
     pub fn mm(&self, dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new("setpriv");
