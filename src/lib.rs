@@ -8,5 +8,6 @@ pub mod host;
 pub mod idmap;
 pub mod image;
 pub mod plan;
+pub mod state;
 
 pub use error::{Error, ExitCode};

@@ -11,11 +11,10 @@
 //! ```
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
@@ -174,22 +173,7 @@ impl Store {
     /// another holder, else fails at once.
     fn lock(&self, name: &str, wait: bool) -> Result<File, ImageError> {
         let path = self.root.join("locks").join(format!("{name}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        let operation = if wait {
-            FlockOperation::LockExclusive
-        } else {
-            FlockOperation::NonBlockingLockExclusive
-        };
-        rustix::fs::flock(&file, operation).map_err(|e| ImageError::Io {
-            path,
-            source: e.into(),
-        })?;
-        Ok(file)
+        crate::state::lock(&path, wait).at(path)
     }
 
     /// Stores a blob already verified against `digest`.
@@ -310,16 +294,7 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so that readers see the
-/// old content or the new, never a part.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
-    tmp.write_all(bytes).at(path)?;
-    tmp.as_file().sync_data().at(path)?;
-    tmp.persist(path).map_err(|e| ImageError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
+/// [`crate::state::write_atomically`], with the path in the error.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    crate::state::write_atomically(path, bytes).at(path)
 }
