@@ -1,6 +1,7 @@
 //! User and group id ranges: `/etc/subuid` and `/etc/subgid`, id maps, mm's root pool.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +126,173 @@ pub fn parse_subid(text: &str, user: &str, uid: u32) -> (Vec<IdRange>, Vec<Strin
     (ranges, problems)
 }
 
+/// Root's id blocks: each machine gets one, recorded in `MACHINES/NAME/ids.json` and kept
+/// across restarts; a new block is chosen under `MACHINES/.ids.lock`, so that two machines
+/// never share an id however many `mm start` run at once.
+pub struct Allocator {
+    machines: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not an id record ({why}); remove it to let mm allocate again", path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error(
+        "mm's id pool {ROOT_POOL} is full: every block of {MACHINE_IDS} ids belongs to a machine"
+    )]
+    Exhausted,
+    #[error("ids {wanted} overlap machine `{machine}`'s {theirs}")]
+    Overlap {
+        wanted: IdRange,
+        machine: String,
+        theirs: IdRange,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AllocError + '_ {
+    move |source| AllocError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Allocator {
+    pub fn new(machines: impl Into<PathBuf>) -> Self {
+        Self {
+            machines: machines.into(),
+        }
+    }
+
+    fn record_path(&self, machine: &str) -> PathBuf {
+        self.machines.join(machine).join("ids.json")
+    }
+
+    /// The block recorded for `machine`, if it has one.
+    pub fn recorded(&self, machine: &str) -> Result<Option<IdRange>, AllocError> {
+        let path = self.record_path(machine);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| AllocError::Corrupt {
+                        path,
+                        why: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(AllocError::Io { path, source }),
+        }
+    }
+
+    /// Every other machine's block.
+    fn others(&self, machine: &str) -> Result<Vec<(String, IdRange)>, AllocError> {
+        let mut all = Vec::new();
+        let entries = match std::fs::read_dir(&self.machines) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(all),
+            Err(source) => {
+                return Err(AllocError::Io {
+                    path: self.machines.clone(),
+                    source,
+                });
+            }
+        };
+        for entry in entries {
+            let entry = entry.map_err(io(&self.machines))?;
+            if !entry.file_type().map_err(io(&self.machines))?.is_dir() {
+                continue; // the lock file
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != machine
+                && let Some(range) = self.recorded(&name)?
+            {
+                all.push((name, range));
+            }
+        }
+        Ok(all)
+    }
+
+    fn record(&self, machine: &str, range: IdRange) -> Result<(), AllocError> {
+        let path = self.record_path(machine);
+        let dir = path.parent().expect("a record has a directory");
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let bytes = serde_json::to_vec_pretty(&range).expect("a range serializes");
+        crate::state::write_atomically(&path, &bytes).map_err(io(&path))
+    }
+
+    fn lock(&self) -> Result<std::fs::File, AllocError> {
+        std::fs::create_dir_all(&self.machines).map_err(io(&self.machines))?;
+        let path = self.machines.join(".ids.lock");
+        crate::state::lock(&path, true).map_err(io(&path))
+    }
+
+    /// `machine`'s block: the recorded one, or the lowest free block of the pool, recorded.
+    pub fn allocate(&self, machine: &str) -> Result<IdRange, AllocError> {
+        let _lock = self.lock()?;
+        if let Some(range) = self.recorded(machine)? {
+            return Ok(range);
+        }
+        let mut taken: Vec<IdRange> = self.others(machine)?.into_iter().map(|(_, r)| r).collect();
+        taken.sort();
+        let mut base = u64::from(ROOT_POOL.start);
+        for range in &taken {
+            if u64::from(range.start) >= base + u64::from(MACHINE_IDS) {
+                break;
+            }
+            if range.end() > base {
+                // Skip past it, to the next block boundary of the pool.
+                let past = range.end() - u64::from(ROOT_POOL.start);
+                base = u64::from(ROOT_POOL.start)
+                    + past.div_ceil(u64::from(MACHINE_IDS)) * u64::from(MACHINE_IDS);
+            }
+        }
+        if base + u64::from(MACHINE_IDS) > ROOT_POOL.end() {
+            return Err(AllocError::Exhausted);
+        }
+        let range = IdRange {
+            start: base as u32,
+            count: MACHINE_IDS,
+        };
+        self.record(machine, range)?;
+        Ok(range)
+    }
+
+    /// Records an explicit range for `machine` (`users.range = { base, size }`), refused if
+    /// it overlaps another machine's.
+    pub fn claim(&self, machine: &str, wanted: IdRange) -> Result<(), AllocError> {
+        let _lock = self.lock()?;
+        for (other, theirs) in self.others(machine)? {
+            if wanted.start < theirs.start.saturating_add(theirs.count)
+                && theirs.start < wanted.start.saturating_add(wanted.count)
+            {
+                return Err(AllocError::Overlap {
+                    wanted,
+                    machine: other,
+                    theirs,
+                });
+            }
+        }
+        self.record(machine, wanted)
+    }
+
+    /// Forgets `machine`'s block (when the machine is removed).
+    pub fn release(&self, machine: &str) -> Result<(), AllocError> {
+        let _lock = self.lock()?;
+        let path = self.record_path(machine);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(AllocError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +342,77 @@ mod tests {
             "0 → 1000"
         );
         assert_eq!(ROOT_POOL.end(), 0x6FFF_0000);
+    }
+
+    #[test]
+    fn blocks_are_stable_disjoint_and_reused_after_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = Allocator::new(dir.path());
+        let web = ids.allocate("web").unwrap();
+        assert_eq!(
+            web,
+            IdRange {
+                start: ROOT_POOL.start,
+                count: MACHINE_IDS
+            }
+        );
+        assert_eq!(ids.allocate("web").unwrap(), web, "stable across starts");
+        let dev = ids.allocate("dev").unwrap();
+        assert_eq!(dev.start, web.start + MACHINE_IDS);
+        // An explicit range in the middle of the pool, off the block grid.
+        let odd = IdRange {
+            start: ROOT_POOL.start + 2 * MACHINE_IDS + 10,
+            count: 100,
+        };
+        ids.claim("odd", odd).unwrap();
+        let third = ids.allocate("third").unwrap();
+        assert_eq!(
+            third.start,
+            ROOT_POOL.start + 3 * MACHINE_IDS,
+            "skips past the explicit range"
+        );
+        match ids.claim(
+            "clash",
+            IdRange {
+                start: dev.start + 5,
+                count: 10,
+            },
+        ) {
+            Err(AllocError::Overlap { machine, .. }) => assert_eq!(machine, "dev"),
+            other => panic!("{other:?}"),
+        }
+        ids.release("dev").unwrap();
+        assert_eq!(
+            ids.allocate("new").unwrap(),
+            dev,
+            "a released block is reused"
+        );
+    }
+
+    #[test]
+    fn concurrent_allocations_never_share_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranges: Vec<IdRange> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let path = dir.path().to_owned();
+                    scope.spawn(move || Allocator::new(path).allocate(&format!("m{i}")).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut starts: Vec<u32> = ranges.iter().map(|r| r.start).collect();
+        starts.sort();
+        starts.dedup();
+        assert_eq!(starts.len(), 16, "{ranges:?}");
+    }
+
+    #[test]
+    fn a_damaged_record_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("web")).unwrap();
+        std::fs::write(dir.path().join("web/ids.json"), "{").unwrap();
+        let err = Allocator::new(dir.path()).allocate("dev").unwrap_err();
+        assert!(err.to_string().contains("web/ids.json"), "{err}");
     }
 }
