@@ -44,7 +44,18 @@ fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
     check::paths(&def, host).map_err(Error::Invalid)?;
     let store = mm::image::Store::new(&host.dirs.store);
     let stored = store.image(&def.image.source.value.to_string())?;
-    plan::compile(&def, host, stored.as_ref()).map_err(Error::HostCannot)
+    let ids = if host.is_root() {
+        mm::idmap::Allocator::new(&host.dirs.machines)
+            .recorded(def.name.as_str())
+            .map_err(|e| Error::State(e.to_string()))?
+    } else {
+        None
+    };
+    let known = plan::Known {
+        image: stored.as_ref(),
+        ids,
+    };
+    plan::compile(&def, host, known).map_err(Error::HostCannot)
 }
 
 fn plan(machine: &str, json: bool, host_file: Option<&Path>) -> Result<ExitCode, Error> {

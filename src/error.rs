@@ -47,6 +47,9 @@ pub enum Error {
     Output(std::io::Error),
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// mm's own state (machine records) could not be read.
+    #[error("{0}")]
+    State(String),
     #[error("`{text}` is not an image source: {why}")]
     BadSource { text: String, why: String },
 }
@@ -68,7 +71,7 @@ impl Error {
             Self::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ExitCode::NotFound
             }
-            Self::Read { .. } | Self::Output(_) => ExitCode::Io,
+            Self::Read { .. } | Self::Output(_) | Self::State(_) => ExitCode::Io,
             Self::Invalid(_) | Self::HostFile { .. } => ExitCode::InvalidDefinition,
             Self::HostCannot(_) => ExitCode::HostCannot,
             Self::BadSource { .. } => ExitCode::Usage,

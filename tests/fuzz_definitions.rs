@@ -98,7 +98,7 @@ fn exercise(path: &Path, text: &str, hosts: &[(&str, Host)]) -> Result<Outcome, 
         }
     };
     for (name, host) in hosts {
-        match plan::compile(&def, host, None) {
+        match plan::compile(&def, host, plan::Known::default()) {
             Ok(plan) => {
                 let _ = plan.render();
                 let _ = plan.hash();

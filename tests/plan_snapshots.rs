@@ -60,7 +60,7 @@ fn every_example_plans_as_recorded() {
         let def = Definition::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for host_name in HOSTS {
             let name = format!("{}@{host_name}", def.name);
-            let text = match plan::compile(&def, &host(host_name), None) {
+            let text = match plan::compile(&def, &host(host_name), plan::Known::default()) {
                 Ok(plan) => {
                     let json = serde_json::to_string_pretty(&plan.hashed()).unwrap();
                     settings.bind(|| insta::assert_snapshot!(format!("{name}.json"), json));
@@ -78,41 +78,86 @@ fn examples_run_as_root_and_the_dev_machine_runs_rootless() {
     for path in examples() {
         let def = Definition::load(&path).unwrap();
         assert!(
-            plan::compile(&def, &host("root-hybrid"), None).is_ok(),
+            plan::compile(&def, &host("root-hybrid"), plan::Known::default()).is_ok(),
             "{}",
             def.name
         );
         assert!(
-            plan::compile(&def, &host("rootless-v2-delegated"), None).is_ok(),
+            plan::compile(&def, &host("rootless-v2-delegated"), plan::Known::default()).is_ok(),
             "{}",
             def.name
         );
     }
     let dev = Definition::load(&repo().join("machines/dev.toml")).unwrap();
-    assert!(plan::compile(&dev, &host("rootless-hybrid"), None).is_ok());
+    assert!(plan::compile(&dev, &host("rootless-hybrid"), plan::Known::default()).is_ok());
 }
 
 #[test]
 fn the_same_inputs_give_the_same_bytes_and_any_change_a_new_hash() {
     let path = repo().join("machines/web.toml");
     let root = host("root-hybrid");
-    let once = plan::compile(&Definition::load(&path).unwrap(), &root, None).unwrap();
-    let twice = plan::compile(&Definition::load(&path).unwrap(), &root, None).unwrap();
+    let once = plan::compile(
+        &Definition::load(&path).unwrap(),
+        &root,
+        plan::Known::default(),
+    )
+    .unwrap();
+    let twice = plan::compile(
+        &Definition::load(&path).unwrap(),
+        &root,
+        plan::Known::default(),
+    )
+    .unwrap();
     let bytes = |p: &plan::Plan| serde_json::to_vec(&p.hashed()).unwrap();
     assert_eq!(bytes(&once), bytes(&twice));
 
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("64M", "65M");
-    let changed =
-        plan::compile(&Definition::from_text(&path, &text).unwrap(), &root, None).unwrap();
+    let changed = plan::compile(
+        &Definition::from_text(&path, &text).unwrap(),
+        &root,
+        plan::Known::default(),
+    )
+    .unwrap();
     assert_ne!(once.hash(), changed.hash());
     let mut other_host = root.clone();
     other_host.dirs.runtime = "/run/elsewhere".into();
     assert_ne!(
         once.hash(),
-        plan::compile(&Definition::load(&path).unwrap(), &other_host, None)
-            .unwrap()
-            .hash()
+        plan::compile(
+            &Definition::load(&path).unwrap(),
+            &other_host,
+            plan::Known::default()
+        )
+        .unwrap()
+        .hash()
     );
+}
+
+#[test]
+fn a_recorded_id_block_replaces_the_allocation_step() {
+    let def = Definition::load(&repo().join("machines/web.toml")).unwrap();
+    let block = mm::idmap::IdRange {
+        start: 0x0009_0000,
+        count: 65536,
+    };
+    let known = plan::Known {
+        ids: Some(block),
+        ..Default::default()
+    };
+    let plan = plan::compile(&def, &host("root-hybrid"), known).unwrap();
+    let json = serde_json::to_value(&plan.ids).unwrap();
+    assert_eq!(json["uid"]["kind"], "map");
+    assert_eq!(
+        json["uid"]["entries"][0],
+        serde_json::json!({"inside": 0, "outside": 0x0009_0000, "count": 65536})
+    );
+    assert!(
+        plan.render().contains("uid map: 0-65535 → 589824-655359"),
+        "{}",
+        plan.render()
+    );
+    let fresh = plan::compile(&def, &host("root-hybrid"), plan::Known::default()).unwrap();
+    assert_ne!(plan.hash(), fresh.hash());
 }

@@ -22,19 +22,24 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// The CFS period mm uses for `cpus`: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// Compiles `def` for `host`. `stored` is the image as the store has it, if it is there
-/// (its layers are then named in the plan). Errors point at the definition's line where
-/// the host cannot do what it asks (no subordinate ids, no delegated cgroup for limits, …).
-pub fn compile(
-    def: &Definition,
-    host: &Host,
-    stored: Option<&ImageRecord>,
-) -> Result<Plan, Diagnostics> {
+/// What mm already holds for a machine, read before compiling (compile reads nothing).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// The image as the store has it (its layers are then named in the plan).
+    pub image: Option<&'a ImageRecord>,
+    /// Root: the id block recorded for the machine at an earlier start.
+    pub ids: Option<IdRange>,
+}
+
+/// Compiles `def` for `host`, given what mm already holds for the machine. Errors point at
+/// the definition's line where the host cannot do what it asks (no subordinate ids, no
+/// delegated cgroup for limits, …).
+pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, Diagnostics> {
     let mut problems = Vec::new();
     let name = def.name.as_str();
     let runtime_dir = host.dirs.runtime.join(name);
     let state_dir = host.dirs.machines.join(name);
-    let ids = ids(def, host).unwrap_or_else(|d| {
+    let ids = ids(def, host, known.ids).unwrap_or_else(|d| {
         problems.push(d);
         Ids {
             writer: MapWriter::Direct,
@@ -60,7 +65,7 @@ pub fn compile(
             runtime_dir,
             state_dir,
         },
-        image: image(def, host, stored),
+        image: image(def, host, known.image),
         ids,
         namespaces: namespaces(private_net),
         cgroup,
@@ -117,7 +122,7 @@ fn image(def: &Definition, host: &Host, stored: Option<&ImageRecord>) -> Image {
     }
 }
 
-fn ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
+fn ids(def: &Definition, host: &Host, recorded: Option<IdRange>) -> Result<Ids, Diagnostic> {
     let range = &def.users;
     // Where `range` is not written, the problem is the file's as a whole.
     let at = |message: String| {
@@ -138,14 +143,17 @@ fn ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
     if host.is_root() {
         return Ok(match range.value {
             UserRange::Auto => {
-                let allocate = IdMapping::Allocate {
-                    pool: ROOT_POOL,
-                    count: MACHINE_IDS,
+                let mapping = match recorded {
+                    Some(block) => single(block.start, block.count),
+                    None => IdMapping::Allocate {
+                        pool: ROOT_POOL,
+                        count: MACHINE_IDS,
+                    },
                 };
                 Ids {
                     writer: MapWriter::Direct,
-                    uid: allocate.clone(),
-                    gid: allocate,
+                    uid: mapping.clone(),
+                    gid: mapping,
                 }
             }
             UserRange::Explicit { base, size } => {

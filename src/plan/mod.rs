@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-pub use compile::compile;
+pub use compile::{Known, compile};
 
 use crate::definition::{Digest, ImageSource, MachineName};
 use crate::host::CgroupMode;
