@@ -189,8 +189,7 @@ fn an_ordinary_user_imports_with_owners_shifted_into_its_range() {
     let dir = shared_tempdir();
     copy_examples(dir.path());
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    nix::unistd::chown(&state, Some(user.uid.into()), None).unwrap();
+    user.give(&state);
     let source = format!("oci:{}/images/busybox:latest", dir.path().display());
     let as_user = |args: &[&str]| {
         let mut command = user.mm(dir.path(), args);

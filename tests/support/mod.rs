@@ -133,6 +133,22 @@ pub fn test_user(name: &'static str, subids: Option<u32>) -> TestUser {
 }
 
 impl TestUser {
+    /// Makes `path` (if missing) and everything in it this user's, as `chown -R`.
+    pub fn give(&self, path: &Path) {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("chown")
+            .args(["-R", self.name])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "chown -R {} {}",
+            self.name,
+            path.display()
+        );
+    }
+
     /// Where this user's first range in /etc/subuid starts.
     pub fn subuid_start(&self) -> u32 {
         let text = std::fs::read_to_string("/etc/subuid").unwrap();
