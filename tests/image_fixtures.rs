@@ -14,22 +14,9 @@ fn fixtures() -> PathBuf {
     repo().join("tests/fixtures/images")
 }
 
-/// Everything the reference listing of make-layered.sh records (find's listing, every
-/// xattr, the hard-link groups, the sha256 of every regular file), and every mtime.
+/// What makes a tree what it is (see tests/fixtures/images/listing.sh), as text.
 fn listing(root: &Path) -> String {
-    let script = r#"cd "$1"
-        find . -printf '%p %y %m %U %G %s %l\n' | LC_ALL=C sort
-        echo '# mtimes (symlinks: their own)'
-        find . -printf '%p %T@\n' | LC_ALL=C sort
-        echo '# xattrs'
-        getfattr -R -h -d -m - -e hex --absolute-names . 2>/dev/null | grep -v '^$' || true
-        echo '# hard-link groups'
-        find . -type f -links +1 -printf '%i %p\n' | LC_ALL=C sort -k2 |
-            awk '{g[$1] = g[$1] " " $2} END {for (i in g) print substr(g[i], 2)}' | LC_ALL=C sort
-        echo '# sha256'
-        find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum"#;
-    let output = Command::new("bash")
-        .args(["-c", script, "listing"])
+    let output = Command::new(fixtures().join("listing.sh"))
         .arg(root)
         .output()
         .unwrap();
@@ -181,8 +168,7 @@ fn rootless_import_shifts_every_owner_into_the_users_range() {
     let start = user.subuid_start();
     let dir = shared_tempdir();
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    nix::unistd::chown(&state, Some(user.uid.into()), None).unwrap();
+    user.give(&state);
     let mut command = user.mm(
         dir.path(),
         &[
@@ -261,12 +247,7 @@ fn hostile_layers(user: Option<TestUser>) {
     std::fs::create_dir(&extracts).unwrap();
     if let Some(user) = &user {
         for path in [&victim, &state, &extracts] {
-            let status = Command::new("chown")
-                .args(["-R", user.name])
-                .arg(path)
-                .status()
-                .unwrap();
-            assert!(status.success());
+            user.give(path);
         }
     }
     let mm_as = |args: &[&str]| {
