@@ -50,13 +50,73 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         host_file: Option<PathBuf>,
     },
-    /// List the machines defined on the search path
+    /// List the machines defined on the search path, and whether each is running
     #[command(visible_alias = "ls")]
     List {
         /// Print the list as JSON
         #[arg(long)]
         json: bool,
     },
+    /// Boot a machine in the foreground, like systemd-nspawn; Ctrl-C stops it
+    ///
+    /// The machine's console is this terminal (or, from a pipe, the standard streams as
+    /// they are). Exits with PID 1's status: the command's, or 128+N if signal N ended it.
+    Run {
+        /// A machine name or a path to a .toml file
+        machine: String,
+    },
+    /// Boot a machine in the background; returns once its PID 1 runs
+    ///
+    /// The machine outlives the terminal. Its console goes to RUNTIME/NAME/console.log.
+    /// Exits 75 if it is already running.
+    Start {
+        /// A machine name or a path to a .toml file
+        machine: String,
+    },
+    /// Stop a running machine: its stop signal to PID 1, then SIGKILL to all after a timeout
+    Stop {
+        machine: String,
+        /// Seconds to wait before killing every process (default: the definition's)
+        #[arg(long, value_name = "S")]
+        timeout: Option<u32>,
+    },
+    /// Send a signal to a machine's PID 1 (mm's init passes it on to the command)
+    Kill {
+        machine: String,
+        /// A name (TERM, SIGHUP, RTMIN+3) or a number
+        #[arg(long, short, default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Show whether a machine is running, its PID 1, supervisor and how it last ended
+    ///
+    /// Exits 0 when the machine is running and 3 when it is not, as `systemctl status`.
+    Status {
+        machine: String,
+        /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a running machine; its exit code becomes mm's
+    ///
+    /// For example: mm exec web -- ls -l /srv
+    Exec {
+        machine: String,
+        /// Run as this user of the machine (NAME, UID or UID:GID; default: the machine's)
+        #[arg(long, short)]
+        user: Option<String>,
+        /// The command and its arguments
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Open an interactive login shell inside a running machine
+    Shell {
+        machine: String,
+        /// Log in as this user of the machine (default: root)
+        #[arg(long, short, default_value = "root")]
+        user: String,
+    },
+    /// Remove a stopped machine's writable layer and state (its definition stays)
+    Rm { machine: String },
     /// Bring images into mm's store, list, extract and remove them
     #[command(subcommand)]
     Image(ImageCommand),

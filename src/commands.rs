@@ -25,6 +25,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::List { json } => list(json),
         Command::Host { json } => host(json),
         Command::Image(command) => crate::image_commands::run(command),
+        Command::Run { machine } => crate::machine_commands::boot(&machine, false),
+        Command::Start { machine } => crate::machine_commands::boot(&machine, true),
+        Command::Stop { machine, timeout } => crate::machine_commands::stop(&machine, timeout),
+        Command::Kill { machine, signal } => crate::machine_commands::kill(&machine, &signal),
+        Command::Status { machine, json } => crate::machine_commands::status(&machine, json),
+        Command::Exec {
+            machine,
+            user,
+            command,
+        } => crate::machine_commands::exec(&machine, user.as_deref(), command),
+        Command::Shell { machine, user } => crate::machine_commands::shell(&machine, &user),
+        Command::Rm { machine } => crate::machine_commands::rm(&machine),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mm", &mut std::io::stdout());
             Ok(ExitCode::Ok)
@@ -39,7 +51,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
 }
 
 /// Loads, checks and compiles one definition: everything short of touching the system.
-fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
+pub fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
     let def = Definition::load(path)?;
     check::paths(&def, host).map_err(Error::Invalid)?;
     let store = mm::image::Store::new(&host.dirs.store);

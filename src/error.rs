@@ -14,6 +14,8 @@ pub enum ExitCode {
     Ok = 0,
     /// Something failed that has no code of its own.
     Failure = 1,
+    /// `mm status`: the machine is not running (as LSB's and `systemctl status`'s 3).
+    NotRunning = 3,
     /// The command line was wrong (clap's own code).
     Usage = 2,
     /// A definition is invalid, or an image is corrupt or hostile (EX_DATAERR).
@@ -22,8 +24,12 @@ pub enum ExitCode {
     NotFound = 66,
     /// This host cannot do what the definition asks (EX_UNAVAILABLE).
     HostCannot = 69,
+    /// A launch step or another system call failed (EX_OSERR).
+    System = 71,
     /// Reading or writing failed (EX_IOERR).
     Io = 74,
+    /// The machine is already running, or still starting (EX_TEMPFAIL).
+    Busy = 75,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,8 @@ pub enum Error {
     State(String),
     #[error("`{text}` is not an image source: {why}")]
     BadSource { text: String, why: String },
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
 }
 
 impl From<LoadError> for Error {
@@ -76,6 +84,7 @@ impl Error {
             Self::HostCannot(_) => ExitCode::HostCannot,
             Self::BadSource { .. } => ExitCode::Usage,
             Self::Image(e) => image_exit_code(e),
+            Self::Runtime(e) => e.exit_code(),
         }
     }
 
@@ -115,10 +124,13 @@ impl ExitCode {
         [
             Self::Ok,
             Self::Usage,
+            Self::NotRunning,
             Self::InvalidDefinition,
             Self::NotFound,
             Self::HostCannot,
+            Self::System,
             Self::Io,
+            Self::Busy,
         ]
         .into_iter()
         .find(|c| *c as u8 == code)

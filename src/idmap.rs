@@ -293,6 +293,73 @@ impl Allocator {
     }
 }
 
+/// Which of a process's two id maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Uid,
+    Gid,
+}
+
+impl IdKind {
+    fn file(self) -> &'static str {
+        match self {
+            IdKind::Uid => "uid_map",
+            IdKind::Gid => "gid_map",
+        }
+    }
+
+    fn tool(self) -> &'static str {
+        match self {
+            IdKind::Uid => "newuidmap",
+            IdKind::Gid => "newgidmap",
+        }
+    }
+}
+
+/// Writes `entries` as the uid or gid map of process `pid`'s user namespace: into
+/// `/proc/PID/uid_map` directly (root), or through the setuid `newuidmap`/`newgidmap`,
+/// which check the ranges against `/etc/subuid` and `/etc/subgid` (rootless).
+/// The error says which map, which ranges and why, ready to show.
+pub fn write_map(
+    pid: u32,
+    kind: IdKind,
+    entries: &[IdMapEntry],
+    through_tool: bool,
+) -> Result<(), String> {
+    let ranges: Vec<String> = entries
+        .iter()
+        .map(|e| format!("{} {} {}", e.inside, e.outside, e.count))
+        .collect();
+    if !through_tool {
+        let path = format!("/proc/{pid}/{}", kind.file());
+        let text = ranges.join("\n") + "\n";
+        return std::fs::write(&path, text)
+            .map_err(|e| format!("writing {path} ({}): {e}", ranges.join(", ")));
+    }
+    let tool = kind.tool();
+    let mut command = std::process::Command::new(tool);
+    command.arg(pid.to_string());
+    for e in entries {
+        command.args([
+            e.inside.to_string(),
+            e.outside.to_string(),
+            e.count.to_string(),
+        ]);
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("running {tool}: {e} (it comes with Debian's `uidmap` package)"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{tool} {pid} {} failed ({}): {}",
+            ranges.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

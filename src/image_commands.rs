@@ -82,7 +82,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
 }
 
 /// Removes store paths; rootless, inside the user namespace that owns their content.
-fn remove(host: &Host, paths: Vec<std::path::PathBuf>) -> Result<(), Error> {
+pub fn remove(host: &Host, paths: Vec<std::path::PathBuf>) -> Result<(), Error> {
     if !host.is_root() {
         mm::image::worker::run(host, &mm::image::worker::Job::Remove { paths })?;
         return Ok(());

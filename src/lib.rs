@@ -8,6 +8,7 @@ pub mod host;
 pub mod idmap;
 pub mod image;
 pub mod plan;
+pub mod runtime;
 pub mod state;
 
 pub use error::{Error, ExitCode};

@@ -1,8 +1,11 @@
 mod cli;
 mod commands;
 mod image_commands;
+mod machine_commands;
 
 use clap::Parser;
+
+const SUPERVISOR_ARG: &str = "__supervise";
 
 fn main() -> std::process::ExitCode {
     // The rootless unpack worker must unshare its user namespace while it has one thread.
@@ -11,6 +14,14 @@ fn main() -> std::process::ExitCode {
         .is_some_and(|a| a == mm::image::worker::WORKER_ARG)
     {
         mm::image::worker::main(|e| mm::error::image_exit_code(e) as u8);
+    }
+    // The supervisor, too, must start single-threaded.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == SUPERVISOR_ARG)
+    {
+        let detach = std::env::args_os().nth(2).is_some_and(|a| a == "--detach");
+        mm::runtime::supervisor::main(detach);
     }
     let cli = cli::Cli::parse();
     let code = match commands::run(cli) {

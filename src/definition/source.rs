@@ -3,12 +3,12 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::image::digest::Digest;
 
 /// Where a machine's image comes from. Local paths are absolute once parsed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "transport", rename_all = "kebab-case")]
 pub enum ImageSource {
     /// An OCI image layout directory (skopeo, umoci, buildah), with an optional tag.
@@ -143,7 +143,7 @@ pub fn absolute(base: &Path, path: &Path) -> PathBuf {
 }
 
 /// A reference to an image in a registry: `REGISTRY/REPO[:TAG][@DIGEST]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryReference {
     pub registry: String,
     pub repository: String,

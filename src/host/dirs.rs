@@ -25,6 +25,15 @@ pub const ENV_ROOT: &str = "MM_ROOT";
 pub const ENV_PATH: &str = "MM_PATH";
 
 impl Dirs {
+    /// This process's directories, from its uid, `HOME` and environment (no other probing,
+    /// so commands that must stay single-threaded can use it).
+    pub fn current() -> Self {
+        let uid = nix::unistd::geteuid().as_raw();
+        let home = home(uid);
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        Self::from_env(uid, &home, &cwd, |k| std::env::var_os(k))
+    }
+
     /// The directories for `uid`, from the environment `env` and the working directory `cwd`.
     ///
     /// `MM_ROOT=DIR` puts the store, machines and runtime state under DIR; `MM_PATH` (a
@@ -80,6 +89,19 @@ impl Dirs {
             runtime,
         }
     }
+}
+
+/// `$HOME`, else the account's home directory, else `/`.
+pub fn home(uid: u32) -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid.into())
+                .ok()
+                .flatten()
+                .map(|a| a.dir)
+        })
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 #[cfg(test)]

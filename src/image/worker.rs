@@ -19,7 +19,7 @@ use super::progress::Progress;
 use super::store::{Installed, Store};
 use super::unpack::UnpackMode;
 use crate::host::Host;
-use crate::idmap::{IdMapEntry, rootless_map};
+use crate::idmap::{IdKind, rootless_map, write_map};
 
 /// The hidden argument that runs the worker.
 pub const WORKER_ARG: &str = "__worker";
@@ -95,9 +95,13 @@ fn drive(
         FromWorker::Failed { message, .. } => return Err(ImageError::Rootless(message)),
         _ => return Err(broken("did not start as expected")),
     }
-    let pid = child.id().to_string();
-    write_map("newuidmap", &pid, &rootless_map(host.uid, &host.subuid))?;
-    write_map("newgidmap", &pid, &rootless_map(host.gid, &host.subgid))?;
+    let pid = child.id();
+    for (kind, own, ranges) in [
+        (IdKind::Uid, host.uid, &host.subuid),
+        (IdKind::Gid, host.gid, &host.subgid),
+    ] {
+        write_map(pid, kind, &rootless_map(own, ranges), true).map_err(ImageError::Rootless)?;
+    }
     let line = serde_json::to_string(job).expect("a job serializes");
     writeln!(stdin, "{line}").map_err(|e| broken(&format!("did not take its job: {e}")))?;
     drop(stdin);
@@ -115,31 +119,6 @@ fn receive(from: &mut impl BufRead) -> Result<FromWorker, ImageError> {
     }
     serde_json::from_str(&line)
         .map_err(|e| ImageError::Rootless(format!("the unpack worker's answer: {e}")))
-}
-
-fn write_map(tool: &str, pid: &str, entries: &[IdMapEntry]) -> Result<(), ImageError> {
-    let mut command = Command::new(tool);
-    command.arg(pid);
-    for e in entries {
-        command.args([
-            e.inside.to_string(),
-            e.outside.to_string(),
-            e.count.to_string(),
-        ]);
-    }
-    let output = command.output().map_err(|e| {
-        ImageError::Rootless(format!(
-            "running {tool}: {e} (it comes with Debian's `uidmap` package)"
-        ))
-    })?;
-    if !output.status.success() {
-        return Err(ImageError::Rootless(format!(
-            "{tool} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(())
 }
 
 /// The worker's side: called from `main` before anything else can start a thread.

@@ -545,7 +545,7 @@ fn security(def: &Definition, private_net: bool) -> Security {
     };
     caps.extend(sec.add_capabilities.iter().copied());
     Security {
-        capabilities: caps.into_iter().collect(),
+        capabilities: caps.into_iter().map(str::to_owned).collect(),
         seccomp: "mm-default".to_owned(),
         no_new_privileges: sec.no_new_privileges,
     }

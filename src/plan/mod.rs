@@ -10,7 +10,7 @@ mod render;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use compile::{Known, compile};
@@ -23,7 +23,7 @@ use crate::idmap::{IdMapEntry, IdRange};
 /// meaning or goes away (new fields may appear within a version).
 pub const SCHEMA: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub machine: Machine,
     pub image: Image,
@@ -40,7 +40,7 @@ pub struct Plan {
     pub stop: Stop,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
     pub name: MachineName,
     pub description: Option<String>,
@@ -51,7 +51,7 @@ pub struct Machine {
     pub state_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Image {
     pub source: ImageSource,
     /// A manifest digest the image must match.
@@ -59,7 +59,7 @@ pub struct Image {
     pub layers: Layers,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum Layers {
     /// Not in the store yet: fetched, verified and unpacked before the machine starts.
@@ -73,13 +73,13 @@ pub enum Layers {
     Directory { path: PathBuf },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredLayer {
     pub diff_id: Digest,
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ids {
     /// Who writes the maps: the supervisor directly (root) or newuidmap/newgidmap.
     pub writer: MapWriter,
@@ -87,14 +87,14 @@ pub struct Ids {
     pub gid: IdMapping,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MapWriter {
     Direct,
     Newidmap,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum IdMapping {
     /// A block allocated from `pool` at first start, under a lock, and kept for the machine.
@@ -107,7 +107,7 @@ pub enum IdMapping {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Namespace {
     User,
@@ -119,7 +119,7 @@ pub enum Namespace {
     Cgroup,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Cgroup {
     Create {
@@ -135,13 +135,13 @@ pub enum Cgroup {
     Inherit { why: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitWrite {
     pub file: PathBuf,
     pub value: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RootFs {
     /// Where the overlay is assembled on the host before `pivot_root`.
     pub mount_point: PathBuf,
@@ -152,7 +152,7 @@ pub struct RootFs {
     pub options: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Upper {
     /// Kept across restarts.
@@ -163,7 +163,7 @@ pub enum Upper {
     ReadOnly,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Mount {
     /// A file system of its own.
@@ -203,7 +203,7 @@ pub enum Mount {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum Network {
     Host,
@@ -211,7 +211,7 @@ pub enum Network {
     Private,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Registration {
     Machined {
@@ -227,16 +227,16 @@ pub enum Registration {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Security {
     /// The capability bounding set of PID 1.
-    pub capabilities: Vec<&'static str>,
+    pub capabilities: Vec<String>,
     /// The seccomp filter, by name (see docs/security.md).
     pub seccomp: String,
     pub no_new_privileges: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Process {
     pub pid1: Pid1,
     pub hostname: String,
@@ -247,7 +247,7 @@ pub struct Process {
     pub workdir: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Pid1 {
     /// The image's own init, such as systemd.
@@ -258,7 +258,7 @@ pub enum Pid1 {
     ImageDefault,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stop {
     /// Sent to PID 1 first.
     pub signal: String,

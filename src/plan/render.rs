@@ -301,7 +301,7 @@ fn limit_line(limit: &LimitWrite) -> String {
 }
 
 /// Capabilities without the `CAP_` prefix, lower-case, as capsh prints them.
-fn short_caps(caps: &[&str]) -> String {
+fn short_caps(caps: &[String]) -> String {
     let short: Vec<String> = caps
         .iter()
         .map(|c| c.trim_start_matches("CAP_").to_lowercase())

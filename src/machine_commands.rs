@@ -1,0 +1,362 @@
+//! The machine verbs: run, start, stop, kill, status, exec, shell, rm.
+//!
+//! `run` and `start` prepare everything that needs no namespace (the image in the store,
+//! the id block, the writable layer), then hand a [`Launch`] to a fresh `mm __supervise`.
+//! `exec` and `shell` join the machine's namespaces themselves, so they never start a
+//! thread (no host probe: only [`Dirs::current`]).
+
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mm::definition::MachineName;
+use mm::definition::discovery;
+use mm::error::{Error, ExitCode};
+use mm::host::{Dirs, Host};
+use mm::idmap::Allocator;
+use mm::image::progress::Progress;
+use mm::image::{Request, Store};
+use mm::plan::{IdMapping, Layers, Plan, Upper};
+use mm::runtime::launch::Started;
+use mm::runtime::state::{self, Paths, Recorded, Status};
+use mm::runtime::supervisor::Request as ToSupervisor;
+use mm::runtime::{Console, Launch, RuntimeError, enter};
+
+use crate::commands::{compile, print, print_json};
+
+/// `mm run` (foreground) and `mm start` (`detach`).
+pub fn boot(machine: &str, detach: bool) -> Result<ExitCode, Error> {
+    let host = Host::probe();
+    let path = discovery::resolve(machine, &host.dirs.search)?;
+    let plan = prepare(&path, &host)?;
+    let name = plan.machine.name.to_string();
+    let paths = Paths::new(&plan.machine.runtime_dir);
+    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
+        return Err(RuntimeError::AlreadyRunning { name }.into());
+    }
+    let store = Store::new(&host.dirs.store);
+    let record = store.image(&plan.image.source.to_string())?;
+    let terminal = |fd: std::io::Stdin| nix::unistd::isatty(&fd).unwrap_or(false);
+    let on_terminal =
+        terminal(std::io::stdin()) && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+    let console = if detach || on_terminal {
+        Console::Pty
+    } else {
+        Console::Pipe
+    };
+    let launch = Launch::new(plan, record.as_ref(), console).map_err(RuntimeError::Supervisor)?;
+    let mut supervisor = supervisor_command(&launch, detach)?;
+    if !detach {
+        let e = supervisor.0.exec();
+        return Err(RuntimeError::io(Path::new("mm __supervise"), e).into());
+    }
+    let mut child = supervisor
+        .0
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| RuntimeError::io(Path::new("mm __supervise"), e))?;
+    drop(supervisor.1);
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    match serde_json::from_str::<Started>(&line) {
+        Ok(Started::Running { leader, supervisor }) => {
+            print(&format!(
+                "{name} started: PID 1 is {leader} on the host, supervisor {supervisor}\n"
+            ))?;
+            Ok(ExitCode::Ok)
+        }
+        Ok(Started::AlreadyRunning) => {
+            let _ = child.wait();
+            Err(RuntimeError::AlreadyRunning { name }.into())
+        }
+        Ok(Started::Failed { error, exit_code }) => {
+            let _ = child.wait();
+            Err(RuntimeError::Remote {
+                message: error,
+                code: exit_code,
+            }
+            .into())
+        }
+        Err(_) => {
+            let status = child.wait().ok();
+            Err(RuntimeError::Supervisor(format!(
+                "exited without starting the machine ({status:?})"
+            ))
+            .into())
+        }
+    }
+}
+
+/// Compiles the plan, then makes it concrete: the image imported, the id block allocated,
+/// the writable layer made. Compiles again after each, so the plan says what is.
+fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
+    let mut plan = compile(path, host)?;
+    if matches!(plan.image.layers, Layers::Unresolved) {
+        let request = Request {
+            source: &plan.image.source,
+            pin: plan.image.pinned.as_ref(),
+            host,
+            tls_verify: true,
+        };
+        mm::image::import(&request, &Store::new(&host.dirs.store), &Progress::new())?;
+        plan = compile(path, host)?;
+    }
+    if matches!(plan.ids.uid, IdMapping::Allocate { .. }) {
+        Allocator::new(&host.dirs.machines)
+            .allocate(plan.machine.name.as_str())
+            .map_err(|e| Error::State(e.to_string()))?;
+        plan = compile(path, host)?;
+    }
+    if let Upper::Persistent { upper, work } = &plan.root.upper {
+        let owner = match &plan.ids.uid {
+            IdMapping::Map { entries } if host.is_root() => entries.first().map(|e| e.outside),
+            _ => None,
+        };
+        for dir in [upper, work] {
+            let made = std::fs::create_dir_all(dir).and_then(|()| {
+                owner.map_or(Ok(()), |id| {
+                    std::os::unix::fs::chown(dir, Some(id), Some(id))
+                })
+            });
+            made.map_err(|e| RuntimeError::io(dir, e))?;
+        }
+    }
+    Ok(plan)
+}
+
+/// `mm __supervise [--detach]` with the launch on descriptor 3. The file must live until
+/// the command has been spawned, so it is returned with it.
+fn supervisor_command(launch: &Launch, detach: bool) -> Result<(Command, std::fs::File), Error> {
+    let io = |e| RuntimeError::io(Path::new("the launch file"), e);
+    let mut file = tempfile::tempfile().map_err(io)?;
+    serde_json::to_writer(&mut file, launch).map_err(|e| io(e.into()))?;
+    file.rewind().map_err(io)?;
+    let exe =
+        std::env::current_exe().map_err(|e| RuntimeError::io(Path::new("/proc/self/exe"), e))?;
+    let mut command = Command::new(exe);
+    command.arg("__supervise");
+    if detach {
+        command.arg("--detach");
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if ok < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok((command, file))
+}
+
+/// A machine's name (a NAME or a path to NAME.toml) and its runtime files.
+fn machine_paths(machine: &str) -> Result<(String, Paths), Error> {
+    let stem = Path::new(machine)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|_| machine.ends_with(".toml"))
+        .unwrap_or(machine);
+    let name = MachineName::new(stem).map_err(|why| discovery::DiscoveryError::BadName {
+        arg: machine.to_owned(),
+        why,
+    })?;
+    let dirs = Dirs::current();
+    Ok((
+        name.to_string(),
+        Paths::new(&dirs.runtime.join(name.as_str())),
+    ))
+}
+
+fn not_running(name: &str) -> Error {
+    RuntimeError::NotRunning {
+        name: name.to_owned(),
+    }
+    .into()
+}
+
+pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
+    let (name, paths) = machine_paths(machine)?;
+    let io = |e| RuntimeError::io(&paths.control(), e);
+    if !state::supervised(&paths).map_err(io)? {
+        return Err(not_running(&name));
+    }
+    // A supervisor still starting has no socket yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match UnixStream::connect(paths.control()) {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < deadline && state::supervised(&paths).unwrap_or(false) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) if !state::supervised(&paths).unwrap_or(false) => {
+                return Err(not_running(&name));
+            }
+            Err(e) => return Err(io(e).into()),
+        }
+    };
+    let request = serde_json::to_string(&ToSupervisor::Stop {
+        timeout_secs: timeout,
+    })
+    .map_err(|e| io(e.into()))?;
+    writeln!(stream, "{request}").map_err(io)?;
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    // The supervisor lets go of the lock when it has cleaned up.
+    drop(mm::state::lock(&paths.lock(), true).map_err(io)?);
+    match state::read(&paths) {
+        Ok(Some(Recorded::Stopped { exit_status, .. })) => {
+            print(&format!(
+                "{name} stopped (PID 1 exited with status {exit_status})\n"
+            ))?;
+        }
+        _ => print(&format!("{name} stopped\n"))?,
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub fn kill(machine: &str, signal: &str) -> Result<ExitCode, Error> {
+    let (name, paths) = machine_paths(machine)?;
+    let number = mm::runtime::signal_by_name(signal).ok_or_else(|| Error::BadSource {
+        text: signal.to_owned(),
+        why: "not a signal name or number".to_owned(),
+    })?;
+    let (leader, _) = state::running(&paths)
+        .map_err(|e| RuntimeError::io(&paths.state(), e))?
+        .ok_or_else(|| not_running(&name))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(leader),
+        nix::sys::signal::Signal::try_from(number).ok(),
+    )
+    .or_else(|_| {
+        // Real-time signals have no nix name: send them by number.
+        // SAFETY: kill with a pid and a signal number.
+        if unsafe { libc::kill(leader, number) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    })
+    .map_err(|e| RuntimeError::io(Path::new(&format!("/proc/{leader}")), e))?;
+    Ok(ExitCode::Ok)
+}
+
+#[derive(serde::Serialize)]
+struct StatusReport<'a> {
+    name: &'a str,
+    #[serde(flatten)]
+    status: &'a Status,
+    runtime_dir: PathBuf,
+}
+
+pub fn status(machine: &str, json: bool) -> Result<ExitCode, Error> {
+    let (name, paths) = machine_paths(machine)?;
+    let status = state::status(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
+    if json {
+        print_json(&StatusReport {
+            name: &name,
+            status: &status,
+            runtime_dir: paths.dir.clone(),
+        })?;
+    } else {
+        print(&format!("{name}: {}\n", describe(&status)))?;
+    }
+    Ok(match status {
+        Status::Running { .. } | Status::Starting => ExitCode::Ok,
+        Status::Stopped { .. } => ExitCode::NotRunning,
+    })
+}
+
+/// One line for `mm status` and `mm list`.
+pub fn describe(status: &Status) -> String {
+    match status {
+        Status::Running {
+            leader,
+            supervisor,
+            started,
+            ..
+        } => {
+            let up = state::now().saturating_sub(*started);
+            format!("running for {up} s, PID 1 is {leader}, supervisor {supervisor}")
+        }
+        Status::Starting => "starting".to_owned(),
+        Status::Stopped {
+            exit_status: Some(code),
+            ..
+        } => format!("stopped (PID 1 exited with status {code})"),
+        Status::Stopped { crashed: true, .. } => {
+            "stopped (its supervisor was killed; the next start cleans up)".to_owned()
+        }
+        Status::Stopped { .. } => "stopped".to_owned(),
+    }
+}
+
+pub fn exec(machine: &str, user: Option<&str>, argv: Vec<String>) -> Result<ExitCode, Error> {
+    let (name, paths) = machine_paths(machine)?;
+    let command = enter::Command {
+        argv,
+        user,
+        tty: false,
+        login: false,
+        env: vec![],
+    };
+    let code = enter::run(&name, &paths, &command)?;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
+}
+
+pub fn shell(machine: &str, user: &str) -> Result<ExitCode, Error> {
+    let (name, paths) = machine_paths(machine)?;
+    let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());
+    let command = enter::Command {
+        argv: vec![],
+        user: Some(user),
+        tty: true,
+        login: true,
+        env: vec![format!("TERM={term}")],
+    };
+    let code = enter::run(&name, &paths, &command)?;
+    std::process::exit(code)
+}
+
+pub fn rm(machine: &str) -> Result<ExitCode, Error> {
+    let (name, paths) = machine_paths(machine)?;
+    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
+        return Err(RuntimeError::AlreadyRunning { name }.into());
+    }
+    let host = Host::probe();
+    let state_dir = host.dirs.machines.join(&name);
+    if host.is_root() {
+        Allocator::new(&host.dirs.machines)
+            .release(&name)
+            .map_err(|e| Error::State(e.to_string()))?;
+    }
+    let mut removed = Vec::new();
+    for dir in ["upper", "work"].map(|d| state_dir.join(d)) {
+        if dir.exists() {
+            removed.push(dir);
+        }
+    }
+    if !removed.is_empty() {
+        crate::image_commands::remove(&host, removed)?;
+    }
+    let _ = std::fs::remove_dir(&state_dir);
+    for file in [paths.state(), paths.console_log()] {
+        let _ = std::fs::remove_file(file);
+    }
+    print(&format!("{name} removed (its writable layer and state)\n"))?;
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,202 @@
+//! The machine's side of the launch, in two forked stages of the supervisor.
+//!
+//! The *spawner* waits until the supervisor has put it in the machine's cgroup, joins the
+//! machine's user namespace, unshares the others and clones PID 1 as the supervisor's
+//! own child (`CLONE_PARENT`), reports its pid and exits. *PID 1* dies with the
+//! supervisor (`PR_SET_PDEATHSIG`), mounts the root, pivots into it, sets the hostname,
+//! locks itself down and becomes the machine's init. Any failure is sent to the supervisor
+//! as a [`Report::Failed`] naming the step; success is the report pipe closing at `exec`.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use super::launch::{Launch, Report, Step, StepFailure};
+use super::{init, rootfs, security, sys};
+use crate::plan::{Namespace, Network};
+
+/// What the forked stages inherit from the supervisor.
+pub struct Inherited {
+    /// Read end: one byte once the supervisor is ready for the spawner to go on.
+    pub go: OwnedFd,
+    /// Write end of the report pipe (close-on-exec).
+    pub report: File,
+    pub userns: OwnedFd,
+    /// The console's slave side and its path, when the machine has one.
+    pub console: Option<(OwnedFd, PathBuf)>,
+}
+
+/// Sends a report; a failure to send means the supervisor is gone, and nothing can be done.
+pub fn send(report: &mut File, message: &Report) {
+    if let Ok(mut line) = serde_json::to_vec(message) {
+        line.push(b'\n');
+        let _ = report.write_all(&line);
+    }
+}
+
+/// The spawner: never returns.
+pub fn spawner(launch: &Launch, mut inherited: Inherited) -> ! {
+    sys::set_name("mm-spawn");
+    let code = match spawn_pid1(launch, &mut inherited) {
+        Ok(()) => 0,
+        Err(failure) => {
+            send(&mut inherited.report, &Report::Failed(failure));
+            1
+        }
+    };
+    // SAFETY: leaving a forked child without running the parent's exit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> {
+    let mut byte = [0u8];
+    let mut go = File::from(
+        inherited
+            .go
+            .try_clone()
+            .step(|| "dup the go pipe".to_owned())?,
+    );
+    if go
+        .read(&mut byte)
+        .step(|| "wait for the supervisor".to_owned())?
+        != 1
+    {
+        return Err(StepFailure::other(
+            "wait for the supervisor",
+            "it went away",
+        ));
+    }
+    sys::setns(inherited.userns.as_fd(), libc::CLONE_NEWUSER)
+        .step(|| "join the machine's user namespace".to_owned())?;
+    nix::unistd::setgroups(&[]).step(|| "drop supplementary groups".to_owned())?;
+    let zero_gid = nix::unistd::Gid::from_raw(0);
+    let zero_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(zero_gid, zero_gid, zero_gid)
+        .step(|| "become gid 0 in the machine".to_owned())?;
+    nix::unistd::setresuid(zero_uid, zero_uid, zero_uid)
+        .step(|| "become uid 0 in the machine".to_owned())?;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    let mut names = vec!["mount", "pid"];
+    for ns in &launch.plan.namespaces {
+        let (flag, name) = match ns {
+            Namespace::Uts => (libc::CLONE_NEWUTS, "uts"),
+            Namespace::Ipc => (libc::CLONE_NEWIPC, "ipc"),
+            Namespace::Net => (libc::CLONE_NEWNET, "net"),
+            Namespace::Cgroup => (libc::CLONE_NEWCGROUP, "cgroup"),
+            Namespace::User | Namespace::Mount | Namespace::Pid => continue,
+        };
+        flags |= flag;
+        names.push(name);
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags))
+        .step(|| format!("unshare the {} namespaces", names.join(", ")))?;
+    // SAFETY: this process is single-threaded (forked from the single-threaded supervisor).
+    let pid = unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }
+        .step(|| "clone the machine's PID 1".to_owned())?;
+    if pid == 0 {
+        pid1(launch, inherited)
+    }
+    send(&mut inherited.report, &Report::Leader { pid });
+    Ok(())
+}
+
+/// PID 1 of the machine: never returns.
+fn pid1(launch: &Launch, inherited: &mut Inherited) -> ! {
+    let failure = match setup(launch, inherited) {
+        Ok(()) if launch.boot => exec_init(launch, inherited),
+        Ok(()) => init::run(launch, &mut inherited.report),
+        Err(failure) => failure,
+    };
+    send(&mut inherited.report, &Report::Failed(failure));
+    // SAFETY: leaving a forked child without running the parent's exit handlers.
+    unsafe { libc::_exit(127) }
+}
+
+fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> {
+    sys::parent_death_signal(libc::SIGKILL).step(|| "ask to die with the supervisor".to_owned())?;
+    sys::set_name("mm-init");
+    let plan = &launch.plan;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .step(|| "keep the machine's mounts from the host".to_owned())?;
+    // Root: the supervisor mounted the overlay before forking (see rootfs::mount_as_root).
+    if !plan.root.idmapped_lowers {
+        rootfs::mount_rootless(plan)?;
+    }
+    let console = inherited.console.as_ref().map(|(_, path)| path.as_path());
+    rootfs::enter(plan, console)?;
+    nix::unistd::sethostname(&plan.process.hostname)
+        .step(|| format!("set the hostname to {}", plan.process.hostname))?;
+    if matches!(plan.network, Network::Private) {
+        sys::loopback_up().step(|| "bring the loopback interface up".to_owned())?;
+    }
+    if let Some((slave, _)) = &inherited.console {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which this process owns.
+            if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+                return Err(StepFailure::io(
+                    "attach the console",
+                    &std::io::Error::last_os_error(),
+                ));
+            }
+        }
+    }
+    security::lock_down(&plan.security)
+}
+
+fn exec_init(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
+    if let Some((slave, _)) = &inherited.console {
+        // systemd wants its console as the controlling terminal.
+        let _ = nix::unistd::setsid();
+        // SAFETY: TIOCSCTTY on a descriptor we hold.
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    }
+    if let Err(e) = std::env::set_current_dir("/") {
+        return StepFailure::io("chdir /", &e);
+    }
+    exec(&launch.argv, &launch.env)
+}
+
+/// `execve` of `argv` with `env`, searching `PATH` from `env` for a bare name. Returns only
+/// on failure.
+pub fn exec(argv: &[String], env: &[String]) -> StepFailure {
+    let to_c = |s: &String| CString::new(s.as_bytes()).ok();
+    let (Some(args), Some(envp)) = (
+        argv.iter().map(to_c).collect::<Option<Vec<_>>>(),
+        env.iter().map(to_c).collect::<Option<Vec<_>>>(),
+    ) else {
+        return StepFailure::other("exec", "an argument or variable contains a NUL byte");
+    };
+    let Some(program) = argv.first() else {
+        return StepFailure::other("exec", "no command");
+    };
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        let path = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        path.split(':')
+            .map(|dir| Path::new(dir).join(program))
+            .collect()
+    };
+    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
+    for candidate in candidates {
+        let Ok(c) = sys::cstring(&candidate) else {
+            continue;
+        };
+        let err = nix::unistd::execve(&c, &args, &envp).unwrap_err();
+        if err != nix::errno::Errno::ENOENT || last.raw_os_error() == Some(libc::ENOENT) {
+            last = std::io::Error::from(err);
+        }
+    }
+    StepFailure::io(format!("exec {}", argv.join(" ")), &last)
+}

@@ -1,0 +1,168 @@
+//! Running a command inside a running machine (`mm exec`, `mm shell`): join its cgroup
+//! and namespaces, take its root, fork, and run the command locked down as PID 1's
+//! programs are. The calling process must be single-threaded (it joins a user namespace).
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
+
+use super::cgroup::MachineCgroup;
+use super::launch::{Launch, Step, StepFailure};
+use super::state::{self, Paths};
+use super::{RuntimeError, child, pty, security, sys};
+
+/// What to run and how.
+pub struct Command<'a> {
+    pub argv: Vec<String>,
+    /// `None`: the machine's own user.
+    pub user: Option<&'a str>,
+    /// On a new pseudo-terminal, relayed to ours (`mm shell`).
+    pub tty: bool,
+    /// A login shell: `argv` is ignored; the user's shell from /etc/passwd runs with `-l`.
+    pub login: bool,
+    /// Extra `KEY=VALUE`s, after the machine's own.
+    pub env: Vec<String>,
+}
+
+/// The namespaces to join, user first (it owns the others).
+const NAMESPACES: [(&str, libc::c_int); 7] = [
+    ("user", libc::CLONE_NEWUSER),
+    ("mnt", libc::CLONE_NEWNS),
+    ("pid", libc::CLONE_NEWPID),
+    ("uts", libc::CLONE_NEWUTS),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("net", libc::CLONE_NEWNET),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+];
+
+/// Runs the command in the machine and returns its exit status.
+pub fn run(name: &str, paths: &Paths, command: &Command<'_>) -> Result<i32, RuntimeError> {
+    let (leader, launch) = state::running(paths)
+        .map_err(|e| RuntimeError::io(&paths.state(), e))?
+        .ok_or_else(|| RuntimeError::NotRunning {
+            name: name.to_owned(),
+        })?;
+    enter(leader, &launch, command).map_err(RuntimeError::Step)
+}
+
+fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, StepFailure> {
+    let proc = format!("/proc/{leader}");
+    let mut joins: Vec<(OwnedFd, libc::c_int, &str)> = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let theirs = format!("{proc}/ns/{name}");
+        let ours = format!("/proc/self/ns/{name}");
+        // Joining a namespace one is already in is refused for user namespaces.
+        if std::fs::read_link(&theirs).ok() == std::fs::read_link(&ours).ok() {
+            continue;
+        }
+        let fd = File::open(&theirs)
+            .map(OwnedFd::from)
+            .step(|| format!("open {theirs}"))?;
+        joins.push((fd, flag, name));
+    }
+    let root = File::open(format!("{proc}/root")).step(|| format!("open {proc}/root"))?;
+    if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
+        cgroup
+            .add(std::process::id() as i32)
+            .map_err(|e| StepFailure::other("join the machine's cgroup", e.to_string()))?;
+    }
+    let terminal = if command.tty {
+        let stdin = std::io::stdin();
+        let like = nix::unistd::isatty(stdin.as_fd())
+            .unwrap_or(false)
+            .then(|| stdin.as_fd());
+        Some(pty::open(like).step(|| "open a pseudo-terminal".to_owned())?)
+    } else {
+        None
+    };
+    for (fd, flag, name) in &joins {
+        sys::setns(fd.as_fd(), *flag).step(|| format!("join the machine's {name} namespace"))?;
+        if *flag == libc::CLONE_NEWUSER {
+            let zero = nix::unistd::Gid::from_raw(0);
+            nix::unistd::setresgid(zero, zero, zero)
+                .step(|| "become gid 0 in the machine".to_owned())?;
+            let zero = nix::unistd::Uid::from_raw(0);
+            nix::unistd::setresuid(zero, zero, zero)
+                .step(|| "become uid 0 in the machine".to_owned())?;
+        }
+    }
+    nix::unistd::fchdir(&root).step(|| "enter the machine's root".to_owned())?;
+    nix::unistd::chroot(".").step(|| "enter the machine's root".to_owned())?;
+    // SAFETY: single-threaded (see the module comment); the child sets itself up and execs.
+    match unsafe { fork() }.step(|| "fork".to_owned())? {
+        ForkResult::Child => {
+            let slave = terminal.as_ref().map(|t| &t.slave);
+            let failure = in_machine(launch, command, slave);
+            eprintln!("mm: {}: {}", failure.step, failure.message);
+            // SAFETY: leaving a forked child without running exit handlers.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            if let Some(terminal) = terminal {
+                drop(terminal.slave);
+                pty::relay(terminal.master).step(|| "relay the terminal".to_owned())?;
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e).step(|| "wait for the command".to_owned()),
+                }
+            }
+        }
+    }
+}
+
+/// In the forked child, inside the machine: returns only on failure.
+fn in_machine(launch: &Launch, command: &Command<'_>, slave: Option<&OwnedFd>) -> StepFailure {
+    if let Some(slave) = slave
+        && let Err(e) = pty::attach_as_controlling(slave)
+    {
+        return StepFailure::io("attach the terminal", &e);
+    }
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let passwd = read("/etc/passwd");
+    let spec = command.user.unwrap_or(&launch.user);
+    let user = match security::resolve_user(spec, &passwd, &read("/etc/group")) {
+        Ok(user) => user,
+        Err(e) => return StepFailure::other(format!("find the user {spec}"), e),
+    };
+    if let Err(failure) = security::lock_down(&launch.plan.security) {
+        return failure;
+    }
+    if let Err(failure) = security::become_user(&user) {
+        return failure;
+    }
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 6 && f[2].parse() == Ok(user.uid));
+    let home = entry.as_ref().map_or("/", |f| f[5]);
+    let mut env = launch.env.clone();
+    env.extend(command.env.iter().cloned());
+    let mut argv = command.argv.clone();
+    let mut workdir = launch.workdir.as_str();
+    if command.login {
+        let shell = entry
+            .as_ref()
+            .map(|f| f[6])
+            .filter(|s| Path::new(s).exists())
+            .unwrap_or("/bin/sh");
+        argv = vec![shell.to_owned(), "-l".to_owned()];
+        env.push(format!("HOME={home}"));
+        env.push(format!("SHELL={shell}"));
+        if let Some(f) = &entry {
+            env.push(format!("USER={}", f[0]));
+            env.push(format!("LOGNAME={}", f[0]));
+        }
+        workdir = home;
+    }
+    if std::env::set_current_dir(workdir).is_err() {
+        let _ = std::env::set_current_dir("/");
+    }
+    child::exec(&argv, &env)
+}

@@ -1,0 +1,91 @@
+//! mm's init: PID 1 of a machine that does not boot its own. It starts the command as the
+//! machine's user, forwards the signals it gets to it, reaps every orphan, and exits with
+//! the command's status (128 + the signal when a signal ended it, as shells report it).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+
+use super::child::{exec, send};
+use super::launch::{Launch, Report, Step, StepFailure};
+use super::security;
+
+/// Returns only when the command could not be started.
+pub fn run(launch: &Launch, report: &mut File) -> StepFailure {
+    match start(launch, report) {
+        Ok(command) => supervise(command),
+        Err(failure) => failure,
+    }
+}
+
+fn start(launch: &Launch, report: &mut File) -> Result<Pid, StepFailure> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let user = security::resolve_user(&launch.user, &read("/etc/passwd"), &read("/etc/group"))
+        .map_err(|e| StepFailure::other(format!("find the user {}", launch.user), e))?;
+    let all = SigSet::all();
+    let mut old = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut old))
+        .step(|| "block signals".to_owned())?;
+    // SAFETY: single-threaded; the child only sets itself up and execs.
+    match unsafe { fork() }.step(|| format!("fork {}", launch.argv.join(" ")))? {
+        ForkResult::Child => {
+            let failure = command(launch, &user, &old);
+            send(report, &Report::Failed(failure));
+            // SAFETY: leaving a forked child without running exit handlers.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            // The report pipe now closes when the command's exec succeeds.
+            // SAFETY: this process never returns to code that uses `report` again.
+            unsafe { libc::close(report.as_raw_fd()) };
+            Ok(child)
+        }
+    }
+}
+
+fn command(launch: &Launch, user: &security::User, mask: &SigSet) -> StepFailure {
+    // Its own session, with the console (if stdin is one) as its controlling terminal.
+    let _ = nix::unistd::setsid();
+    // SAFETY: TIOCSCTTY on stdin; harmless when stdin is not a terminal.
+    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    if let Err(failure) = security::become_user(user) {
+        return failure;
+    }
+    if let Err(e) = std::env::set_current_dir(&launch.workdir) {
+        return StepFailure::io(format!("chdir {}", launch.workdir), &e);
+    }
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None) {
+        return StepFailure::io("restore the signal mask", &e.into());
+    }
+    exec(&launch.argv, &launch.env)
+}
+
+fn supervise(command: Pid) -> StepFailure {
+    super::sys::set_name("mm-init");
+    let all = SigSet::all();
+    loop {
+        let Ok(signal) = all.wait() else { continue };
+        if signal != Signal::SIGCHLD {
+            let _ = kill(command, signal);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == command => exit(code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == command => {
+                    exit(128 + signal as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: PID 1 ends the machine; the kernel kills whatever is left in it.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,167 @@
+//! What the supervisor is given and what travels between the launch stages.
+//!
+//! The CLI resolves what the plan left to the image (its command, user, environment and
+//! working directory) into a [`Launch`] and hands it to the supervisor. The machine's
+//! child stages send [`Report`]s back over a pipe, one JSON line each.
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::store::ImageRecord;
+use crate::plan::{Pid1, Plan};
+
+/// A plan made concrete: everything a supervisor needs, and nothing it must decide.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    pub plan: Plan,
+    /// PID 1's program and arguments (the init with `boot`, else the command mm's init runs).
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`, the image's first, then the definition's.
+    pub env: Vec<String>,
+    /// `root`, a name from the image's `/etc/passwd`, or `UID[:GID]`.
+    pub user: String,
+    pub workdir: String,
+    /// Whether PID 1 is the image's init (it gets the stop signal itself).
+    pub boot: bool,
+    pub console: Console,
+}
+
+/// Where the machine's standard input and output go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Console {
+    /// The supervisor's own standard streams, as they are (`mm run` from a pipe or a file).
+    Pipe,
+    /// A new pseudo-terminal, bound on `/dev/console`: relayed to the user's terminal
+    /// (`mm run` from a terminal) or to the machine's log (`mm start`).
+    Pty,
+}
+
+impl Launch {
+    /// Fills in what the plan left to the image's config.
+    pub fn new(plan: Plan, image: Option<&ImageRecord>, console: Console) -> Result<Self, String> {
+        let config = image.map(|i| &i.config.config);
+        let (argv, boot) = match &plan.process.pid1 {
+            Pid1::Boot { argv } => (argv.clone(), true),
+            Pid1::Command { argv } => (argv.clone(), false),
+            Pid1::ImageDefault => {
+                let mut argv: Vec<String> = Vec::new();
+                if let Some(c) = config {
+                    argv.extend(c.entrypoint.iter().flatten().cloned());
+                    argv.extend(c.cmd.iter().flatten().cloned());
+                }
+                (argv, false)
+            }
+        };
+        if argv.is_empty() {
+            return Err(
+                "the definition has no [exec] command and the image config names none \
+                 (no Entrypoint or Cmd): add `command = [...]` under [exec]"
+                    .to_owned(),
+            );
+        }
+        let mut env: Vec<String> = config
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|kv| {
+                let key = kv.split('=').next().unwrap_or_default();
+                !plan.process.env.contains_key(key)
+            })
+            .collect();
+        env.extend(plan.process.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let user = plan
+            .process
+            .user
+            .clone()
+            .or_else(|| {
+                config
+                    .and_then(|c| c.user.clone())
+                    .filter(|u| !u.is_empty())
+            })
+            .unwrap_or_else(|| "root".to_owned());
+        let workdir = plan
+            .process
+            .workdir
+            .clone()
+            .or_else(|| {
+                config
+                    .and_then(|c| c.working_dir.clone())
+                    .filter(|w| !w.is_empty())
+            })
+            .unwrap_or_else(|| "/".to_owned());
+        Ok(Self {
+            plan,
+            argv,
+            env,
+            user,
+            workdir,
+            boot,
+            console,
+        })
+    }
+}
+
+/// A launch step that failed, as the stage that failed saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{step}: {message}")]
+pub struct StepFailure {
+    /// What was being done, with its paths: `mount overlay on /run/mm/web/root`.
+    pub step: String,
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl StepFailure {
+    pub fn io(step: impl Into<String>, e: &std::io::Error) -> Self {
+        Self {
+            step: step.into(),
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        }
+    }
+
+    pub fn other(step: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            step: step.into(),
+            errno: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Adds the step's name to an `io::Result`.
+pub trait Step<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepFailure>;
+}
+
+impl<T> Step<T> for std::io::Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepFailure> {
+        self.map_err(|e| StepFailure::io(what(), &e))
+    }
+}
+
+impl<T> Step<T> for nix::Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepFailure> {
+        self.map_err(|e| StepFailure::io(what(), &std::io::Error::from(e)))
+    }
+}
+
+/// From the machine's child stages to the supervisor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Report {
+    /// The machine's PID 1 exists, with this pid on the host.
+    Leader {
+        pid: i32,
+    },
+    Failed(StepFailure),
+}
+
+/// From a detached supervisor to the `mm start` that spawned it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Started {
+    Running { leader: i32, supervisor: u32 },
+    AlreadyRunning,
+    Failed { error: String, exit_code: i32 },
+}

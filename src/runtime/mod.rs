@@ -1,0 +1,64 @@
+//! Executing a plan: the supervisor, the machine's PID 1, mm's init, and entering a
+//! running machine. See docs/architecture.md ("Launch") for the stages.
+
+pub mod cgroup;
+mod cgroupfs;
+mod child;
+mod console;
+pub mod enter;
+mod init;
+pub mod launch;
+pub mod pty;
+mod rootfs;
+pub mod seccomp;
+mod security;
+pub mod state;
+pub mod supervisor;
+mod sys;
+mod userns;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use launch::{Console, Launch, StepFailure};
+pub use supervisor::signal_by_name;
+
+use crate::error::ExitCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("machine {name} is already running (see `mm status {name}`)")]
+    AlreadyRunning { name: String },
+    #[error("machine {name} is not running")]
+    NotRunning { name: String },
+    #[error("starting the machine failed: {}: {}", .0.step, .0.message)]
+    Step(StepFailure),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the supervisor {0}")]
+    Supervisor(String),
+    /// An error a detached supervisor reported, with its exit code.
+    #[error("{message}")]
+    Remote { message: String, code: i32 },
+}
+
+impl RuntimeError {
+    pub fn io(path: &Path, source: io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::AlreadyRunning { .. } => ExitCode::Busy,
+            Self::NotRunning { .. } => ExitCode::NotFound,
+            Self::Io { .. } => ExitCode::Io,
+            Self::Step(_) | Self::Cgroup(_) | Self::Supervisor(_) => ExitCode::System,
+            Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
+        }
+    }
+}

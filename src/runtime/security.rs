@@ -1,0 +1,154 @@
+//! Locking PID 1 down before it runs anything of the image's: `no_new_privs` when asked,
+//! the seccomp filter, and the capability bounding set.
+//!
+//! The bounding set limits what any program PID 1 executes can hold; mm's own init keeps
+//! its capabilities only to switch the command to its user. Seccomp goes first, while
+//! PID 1 still holds `CAP_SYS_ADMIN` in its user namespace, so that a machine with every
+//! capability dropped and without `no_new_privileges` still gets the filter.
+
+use std::collections::HashSet;
+
+use caps::{CapSet, Capability};
+
+use super::launch::{Step, StepFailure};
+use super::{seccomp, sys};
+use crate::plan::Security;
+
+pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
+    if security.no_new_privileges {
+        sys::no_new_privs().step(|| "set no_new_privs".to_owned())?;
+    }
+    let filter = seccomp::Filter::by_name(&security.seccomp).ok_or_else(|| {
+        StepFailure::other(
+            "load the seccomp filter",
+            format!("no filter named {}", security.seccomp),
+        )
+    })?;
+    seccomp::install(filter).step(|| format!("load the seccomp filter {}", security.seccomp))?;
+    let keep: HashSet<Capability> = security
+        .capabilities
+        .iter()
+        .filter_map(|name| name.parse().ok())
+        .collect();
+    let caps_err =
+        |what: String| move |e: caps::errors::CapsError| StepFailure::other(what, e.to_string());
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(caps_err(format!("drop {cap} from the bounding set")))?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient)
+        .map_err(caps_err("clear the ambient capabilities".to_owned()))?;
+    caps::set(None, CapSet::Inheritable, &HashSet::new())
+        .map_err(caps_err("clear the inheritable capabilities".to_owned()))
+}
+
+/// A user inside the machine, resolved from its `/etc/passwd` and `/etc/group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Resolves `root`, `NAME[:GROUP]` or `UID[:GID]` against the machine's files (read after
+/// `pivot_root`, so they are the image's).
+pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
+    let (uid, mut gid, name) = match (user.parse::<u32>(), &entry) {
+        (Ok(uid), Some(f)) => (uid, f[3].parse().unwrap_or(uid), Some(f[0])),
+        (Ok(uid), None) => (uid, uid, None),
+        (Err(_), Some(f)) => (
+            f[2].parse()
+                .map_err(|_| format!("a bad uid for `{user}` in /etc/passwd"))?,
+            f[3].parse()
+                .map_err(|_| format!("a bad gid for `{user}` in /etc/passwd"))?,
+            Some(f[0]),
+        ),
+        (Err(_), None) => return Err(format!("user `{user}` is not in the machine's /etc/passwd")),
+    };
+    let groups_of = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() > 3);
+    if let Some(g) = grp {
+        gid = match g.parse() {
+            Ok(gid) => gid,
+            Err(_) => groups_of
+                .clone()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("group `{g}` is not in the machine's /etc/group"))?,
+        };
+    }
+    let mut groups: Vec<u32> = match name {
+        Some(name) => groups_of
+            .filter(|f| f[3].split(',').any(|m| m == name))
+            .filter_map(|f| f[2].parse().ok())
+            .collect(),
+        None => vec![],
+    };
+    groups.retain(|g| *g != gid);
+    groups.insert(0, gid);
+    Ok(User { uid, gid, groups })
+}
+
+/// Becomes `user`; as anyone but root this also empties the capability sets.
+pub fn become_user(user: &User) -> Result<(), StepFailure> {
+    use nix::unistd::{Gid, Uid};
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).step(|| format!("set the groups {:?}", user.groups))?;
+    let gid = Gid::from_raw(user.gid);
+    nix::unistd::setresgid(gid, gid, gid).step(|| format!("become gid {}", user.gid))?;
+    let uid = Uid::from_raw(user.uid);
+    nix::unistd::setresuid(uid, uid, uid).step(|| format!("become uid {}", user.uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:34::/srv:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nwww:x:34:\nstaff:x:50:www,bob\n";
+
+    #[test]
+    fn users_resolve_by_name_number_and_group() {
+        let user = |spec| resolve_user(spec, PASSWD, GROUP);
+        assert_eq!(
+            user("root").unwrap(),
+            User {
+                uid: 0,
+                gid: 0,
+                groups: vec![0]
+            }
+        );
+        assert_eq!(
+            user("www").unwrap(),
+            User {
+                uid: 33,
+                gid: 34,
+                groups: vec![34, 50]
+            }
+        );
+        assert_eq!(user("33").unwrap().gid, 34);
+        assert_eq!(
+            user("65534:65534").unwrap(),
+            User {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534]
+            }
+        );
+        assert_eq!(user("www:staff").unwrap().gid, 50);
+        assert!(user("nobody").unwrap_err().contains("/etc/passwd"));
+        assert!(user("www:nogroup").unwrap_err().contains("/etc/group"));
+    }
+}

@@ -1,0 +1,424 @@
+//! The supervisor: one small process per machine (`mm __supervise`), which owns the
+//! machine's lock, cgroup and mounts, starts its PID 1, relays its console, stops it on
+//! request, and cleans up after it.
+//!
+//! It is a fresh process, started with the [`Launch`] on descriptor 3, so that it is
+//! single-threaded (a multi-threaded process cannot enter a new user namespace). Its PID 1
+//! gets SIGKILL if the supervisor dies, which ends the whole machine (its PID namespace).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::MachineCgroup;
+use super::child::{self, Inherited};
+use super::launch::{Console, Launch, Report, Started, Step, StepFailure};
+use super::state::{self, Paths, Recorded};
+use super::{RuntimeError, rootfs, sys, userns};
+use crate::plan::{IdMapping, Upper};
+
+/// What `mm stop` asks of a supervisor over its control socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Request {
+    Stop { timeout_secs: Option<u32> },
+}
+
+/// `mm __supervise [--detach]`: never returns.
+pub fn main(detach: bool) -> ! {
+    sys::set_name("mm-supervise");
+    // SAFETY: descriptor 3 is the launch, handed over by `mm start`/`mm run`.
+    let mut input = unsafe { File::from_raw_fd(3) };
+    let mut text = String::new();
+    let launch: Result<Launch, String> = input
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()));
+    drop(input);
+    let code = match launch {
+        Ok(launch) => match supervise(&launch, detach) {
+            Ok(code) => code,
+            Err(e) => {
+                let started = match e {
+                    RuntimeError::AlreadyRunning { .. } => Started::AlreadyRunning,
+                    ref e => Started::Failed {
+                        error: e.to_string(),
+                        exit_code: e.exit_code() as i32,
+                    },
+                };
+                if detach {
+                    tell(&started);
+                } else {
+                    eprintln!("mm: {e}");
+                }
+                e.exit_code() as i32
+            }
+        },
+        Err(e) => {
+            eprintln!("mm: the supervisor got no launch: {e}");
+            70
+        }
+    };
+    std::process::exit(code)
+}
+
+/// A detached supervisor answers `mm start` with one line on its standard output.
+fn tell(started: &Started) {
+    if let Ok(line) = serde_json::to_string(started) {
+        println!("{line}");
+    }
+}
+
+/// A machine that is up: its PID 1 and what holds it together.
+struct Machine<'l> {
+    launch: &'l Launch,
+    paths: Paths,
+    leader: Pid,
+    cgroup: Option<MachineCgroup>,
+}
+
+fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
+    let plan = &launch.plan;
+    let paths = Paths::new(&plan.machine.runtime_dir);
+    std::fs::create_dir_all(&paths.dir).map_err(|e| RuntimeError::io(&paths.dir, e))?;
+    let _lock = match crate::state::lock(&paths.lock(), false) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(RuntimeError::AlreadyRunning {
+                name: plan.machine.name.to_string(),
+            });
+        }
+        Err(e) => return Err(RuntimeError::io(&paths.lock(), e)),
+    };
+    clean_stale(&paths, plan);
+    sys::child_subreaper().map_err(|e| RuntimeError::io(Path::new("prctl"), e))?;
+    let cgroup = MachineCgroup::create(&plan.cgroup)?;
+    let started = start(launch, cgroup.as_ref());
+    let (leader, console) = match started {
+        Ok(started) => started,
+        Err(failure) => {
+            if let Some(cgroup) = cgroup {
+                let _ = cgroup.kill_all();
+                let _ = cgroup.remove();
+            }
+            unmount_and_remove(plan);
+            return Err(RuntimeError::Step(failure));
+        }
+    };
+    let machine = Machine {
+        launch,
+        paths,
+        leader,
+        cgroup,
+    };
+    let recorded = Recorded::Running {
+        supervisor: std::process::id(),
+        leader: leader.as_raw(),
+        started: state::now(),
+        plan_hash: plan.hash(),
+        launch: Box::new(launch.clone()),
+    };
+    state::write(&machine.paths, &recorded)
+        .map_err(|e| RuntimeError::io(&machine.paths.state(), e))?;
+    if detach {
+        tell(&Started::Running {
+            leader: leader.as_raw(),
+            supervisor: std::process::id(),
+        });
+        detach_stdio();
+    }
+    let code = run_loop(&machine, console, detach);
+    finish(machine, code)
+}
+
+/// Starts PID 1; returns its pid and the console's master side.
+fn start(
+    launch: &Launch,
+    cgroup: Option<&MachineCgroup>,
+) -> Result<(Pid, Option<OwnedFd>), StepFailure> {
+    let plan = &launch.plan;
+    let userns = userns::create(&plan.ids)?;
+    if plan.root.idmapped_lowers {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .step(|| "give the supervisor a mount namespace of its own".to_owned())?;
+        let base = match &plan.ids.uid {
+            IdMapping::Map { entries } => entries.first().map_or(0, |e| e.outside),
+            IdMapping::Allocate { .. } => 0,
+        };
+        rootfs::mount_as_root(plan, userns.as_fd(), base)?;
+    }
+    if let Upper::Persistent { upper, .. } = &plan.root.upper
+        && !upper.exists()
+    {
+        return Err(StepFailure::other(
+            format!("find the writable layer {}", upper.display()),
+            "it is missing",
+        ));
+    }
+    let (console, master) = match launch.console {
+        Console::Pipe => (None, None),
+        Console::Pty => {
+            let stdin = std::io::stdin();
+            let like = nix::unistd::isatty(stdin.as_fd())
+                .unwrap_or(false)
+                .then(|| stdin.as_fd());
+            let pty =
+                super::pty::open(like).step(|| "open the console's pseudo-terminal".to_owned())?;
+            let path = nix::unistd::ttyname(&pty.slave).step(|| "name the console".to_owned())?;
+            (Some((pty.slave, path)), Some(pty.master))
+        }
+    };
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "make a pipe".to_owned())?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "make a pipe".to_owned())?;
+    let inherited = Inherited {
+        go: go_r,
+        report: File::from(report_w),
+        userns,
+        console,
+    };
+    // SAFETY: the supervisor is single-threaded.
+    let spawner = match unsafe { fork() }.step(|| "fork the spawner".to_owned())? {
+        ForkResult::Child => {
+            drop((go_w, report_r, master));
+            child::spawner(launch, inherited)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(inherited);
+    let result = (|| {
+        if let Some(cgroup) = cgroup {
+            cgroup
+                .add(spawner.as_raw())
+                .map_err(|e| StepFailure::other("put the machine in its cgroup", e.to_string()))?;
+        }
+        File::from(go_w)
+            .write_all(b"g")
+            .step(|| "start the spawner".to_owned())
+    })();
+    let mut leader = None;
+    let mut failure = result.err();
+    for line in BufReader::new(File::from(report_r)).lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<Report>(&line) {
+            Ok(Report::Leader { pid }) => leader = Some(Pid::from_raw(pid)),
+            Ok(Report::Failed(f)) => {
+                failure.get_or_insert(f);
+            }
+            Err(e) => {
+                failure.get_or_insert(StepFailure::other(
+                    "read the machine's report",
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    let _ = waitpid(spawner, None);
+    match (leader, failure) {
+        (Some(leader), None) => Ok((leader, master)),
+        (leader, failure) => {
+            if let Some(leader) = leader {
+                let _ = kill(leader, Signal::SIGKILL);
+                let _ = waitpid(leader, None);
+            }
+            Err(failure.unwrap_or_else(|| {
+                StepFailure::other("start PID 1", "the spawner exited without a word")
+            }))
+        }
+    }
+}
+
+fn detach_stdio() {
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which this process owns.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    let _ = nix::unistd::setsid();
+}
+
+/// Waits for PID 1 to end, stopping it when asked; returns its exit status.
+fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i32 {
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        signals.add(s);
+    }
+    let _ = signals.thread_block();
+    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
+    let _ = std::fs::remove_file(machine.paths.control());
+    let listener = UnixListener::bind(machine.paths.control()).ok();
+    if let Some(l) = &listener {
+        let _ = l.set_nonblocking(true);
+    }
+    let mut relay = console
+        .map(|master| super::console::Relay::new(master, detach, &machine.paths.console_log()));
+    let mut deadline: Option<Instant> = None;
+    let plan = &machine.launch.plan;
+    loop {
+        if let Some(code) = reap(machine.leader) {
+            return code;
+        }
+        let timeout = deadline.map_or(PollTimeout::NONE, |d| {
+            let left = d.saturating_duration_since(Instant::now()).as_millis();
+            PollTimeout::try_from(left.min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
+        });
+        let mut fds = Vec::new();
+        if let Some(s) = &sfd {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(l) = &listener {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(r) = &relay {
+            r.poll_fds(&mut fds);
+        }
+        let _ = poll(&mut fds, timeout);
+        drop(fds);
+        let mut stop_with: Option<u32> = None;
+        if let Some(s) = &sfd {
+            while let Ok(Some(info)) = s.read_signal() {
+                if info.ssi_signo != Signal::SIGCHLD as u32 {
+                    stop_with.get_or_insert(plan.stop.timeout_secs);
+                }
+            }
+        }
+        if let Some(l) = &listener {
+            while let Ok((stream, _)) = l.accept() {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut line = String::new();
+                let mut reader = BufReader::new(&stream);
+                if reader.read_line(&mut line).is_ok()
+                    && let Ok(Request::Stop { timeout_secs }) = serde_json::from_str(&line)
+                {
+                    stop_with = Some(timeout_secs.unwrap_or(plan.stop.timeout_secs));
+                    let _ = (&stream).write_all(b"{\"ok\":true}\n");
+                }
+            }
+        }
+        if let Some(r) = &mut relay {
+            r.pump();
+        }
+        if let Some(timeout) = stop_with
+            && deadline.is_none()
+        {
+            let signal = signal_by_name(&plan.stop.signal).unwrap_or(libc::SIGTERM);
+            // SAFETY: kill with a valid signal number.
+            unsafe { libc::kill(machine.leader.as_raw(), signal) };
+            deadline = Some(Instant::now() + Duration::from_secs(u64::from(timeout)));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = kill(machine.leader, Signal::SIGKILL);
+            if let Some(cgroup) = &machine.cgroup {
+                let _ = cgroup.kill_all();
+            }
+            deadline = Some(Instant::now() + Duration::from_secs(3600));
+        }
+    }
+}
+
+/// The exit status of PID 1 if it has ended; reaps every other child too.
+fn reap(leader: Pid) -> Option<i32> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == leader => return Some(code),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == leader => {
+                return Some(128 + signal as i32);
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// `SIGTERM`, `TERM`, `SIGRTMIN+3`, `9`.
+pub fn signal_by_name(name: &str) -> Option<libc::c_int> {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<libc::c_int>() {
+        return (1..=libc::SIGRTMAX()).contains(&n).then_some(n);
+    }
+    let bare = name.strip_prefix("SIG").unwrap_or(name);
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        let offset: libc::c_int = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('+')?.parse().ok()?
+        };
+        let n = libc::SIGRTMIN() + offset;
+        return (n <= libc::SIGRTMAX()).then_some(n);
+    }
+    format!("SIG{bare}")
+        .parse::<Signal>()
+        .ok()
+        .map(|s| s as libc::c_int)
+}
+
+/// After PID 1 ended: kill stragglers, remove the cgroup and mounts, record the status.
+fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
+    let _ = std::fs::remove_file(machine.paths.control());
+    if let Some(cgroup) = machine.cgroup {
+        let _ = cgroup.kill_all();
+        cgroup.remove()?;
+    }
+    unmount_and_remove(&machine.launch.plan);
+    let stopped = Recorded::Stopped {
+        exit_status: code,
+        stopped: state::now(),
+    };
+    state::write(&machine.paths, &stopped)
+        .map_err(|e| RuntimeError::io(&machine.paths.state(), e))?;
+    Ok(code)
+}
+
+/// Takes down what the supervisor mounted in its own namespace and removes the mount
+/// points. Nothing of it is visible on the host, where these are empty directories.
+fn unmount_and_remove(plan: &crate::plan::Plan) {
+    let runtime = &plan.machine.runtime_dir;
+    let detach = nix::mount::MntFlags::MNT_DETACH;
+    let _ = nix::mount::umount2(&plan.root.mount_point, detach);
+    let _ = nix::mount::umount2(&runtime.join("layers"), detach);
+    let _ = nix::mount::umount2(&runtime.join("volatile"), detach);
+    // Never recursive: if an unmount failed, removing would reach into the machine's files.
+    let _ = std::fs::remove_dir(runtime.join("root"));
+    if let Ok(entries) = std::fs::read_dir(runtime.join("layers")) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(runtime.join("layers"));
+    let _ = std::fs::remove_dir(runtime.join("volatile"));
+}
+
+/// A supervisor that was killed left its cgroup and mount points behind: remove them.
+fn clean_stale(paths: &Paths, plan: &crate::plan::Plan) {
+    if let Ok(Some(Recorded::Running { launch, .. })) = state::read(paths) {
+        if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
+            let _ = cgroup.kill_all();
+            let _ = cgroup.remove();
+        }
+        unmount_and_remove(&launch.plan);
+    }
+    if let Some(cgroup) = MachineCgroup::from_plan(&plan.cgroup) {
+        let _ = cgroup.kill_all();
+        let _ = cgroup.remove();
+    }
+    unmount_and_remove(plan);
+}
