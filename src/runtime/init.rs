@@ -65,6 +65,7 @@ fn command(launch: &Launch, user: &security::User, mask: &SigSet) -> StepFailure
 
 fn supervise(command: Pid) -> StepFailure {
     super::sys::set_name("mm-init");
+    super::sys::release_clean_file_pages();
     let all = SigSet::all();
     loop {
         let Ok(signal) = all.wait() else { continue };

@@ -272,6 +272,7 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
         .map(|master| super::console::Relay::new(master, detach, &machine.paths.console_log()));
     let mut deadline: Option<Instant> = None;
     let plan = &machine.launch.plan;
+    sys::release_clean_file_pages();
     loop {
         if let Some(code) = reap(machine.leader) {
             return code;
