@@ -17,7 +17,7 @@ use mm::definition::MachineName;
 use mm::definition::discovery;
 use mm::error::{Error, ExitCode};
 use mm::host::{Dirs, Host};
-use mm::idmap::Allocator;
+use mm::idmap::{Allocator, IdRange};
 use mm::image::progress::Progress;
 use mm::image::{Request, Store};
 use mm::plan::{IdMapping, Layers, Plan, Upper};
@@ -108,11 +108,27 @@ fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
         mm::image::import(&request, &Store::new(&host.dirs.store), &Progress::new())?;
         plan = compile(path, host)?;
     }
-    if matches!(plan.ids.uid, IdMapping::Allocate { .. }) {
-        Allocator::new(&host.dirs.machines)
-            .allocate(plan.machine.name.as_str())
-            .map_err(|e| Error::State(e.to_string()))?;
-        plan = compile(path, host)?;
+    if host.is_root() {
+        // Root machines' blocks are disjoint: an allocated one is recorded, an explicit
+        // `users.range` is claimed (and refused if another machine holds any of it).
+        let allocator = Allocator::new(&host.dirs.machines);
+        let name = plan.machine.name.as_str();
+        let state = |e: mm::idmap::AllocError| Error::State(e.to_string());
+        match &plan.ids.uid {
+            IdMapping::Allocate { .. } => {
+                allocator.allocate(name).map_err(state)?;
+                plan = compile(path, host)?;
+            }
+            IdMapping::Map { entries } => {
+                if let [e] = entries.as_slice() {
+                    let range = IdRange {
+                        start: e.outside,
+                        count: e.count,
+                    };
+                    allocator.claim(name, range).map_err(state)?;
+                }
+            }
+        }
     }
     if let Upper::Persistent { upper, work } = &plan.root.upper {
         let owner = match &plan.ids.uid {

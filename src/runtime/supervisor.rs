@@ -275,6 +275,10 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
     sys::release_clean_file_pages();
     loop {
         if let Some(code) = reap(machine.leader) {
+            // What the machine wrote last is still in the console.
+            if let Some(r) = &mut relay {
+                r.pump();
+            }
             return code;
         }
         let timeout = deadline.map_or(PollTimeout::NONE, |d| {
