@@ -163,13 +163,15 @@ struct Listed {
     shadowed: Vec<PathBuf>,
     /// The first problem, for an invalid definition.
     problem: Option<String>,
+    /// Whether it runs, with its PID 1 and supervisor; `None` for an invalid definition.
+    status: Option<mm::runtime::state::Status>,
 }
 
 fn list(json: bool) -> Result<ExitCode, Error> {
     let host = Host::probe();
     let listed: Vec<Listed> = discovery::list(&host.dirs.search)
         .into_iter()
-        .map(listed)
+        .map(|found| listed(found, &host.dirs.runtime))
         .collect();
     if json {
         print_json(&listed)?;
@@ -207,7 +209,7 @@ fn list(json: bool) -> Result<ExitCode, Error> {
     Ok(ExitCode::Ok)
 }
 
-fn listed(found: Found) -> Listed {
+fn listed(found: Found, runtime: &Path) -> Listed {
     let loaded = Definition::load(&found.path);
     let problem = loaded.as_ref().err().map(|e| match e {
         mm::definition::LoadError::Invalid(d) => {
@@ -216,9 +218,19 @@ fn listed(found: Found) -> Listed {
         other => other.to_string(),
     });
     let def = loaded.ok();
+    let status = def.as_ref().and_then(|_| {
+        mm::runtime::state::status(&mm::runtime::state::Paths::new(&runtime.join(&found.name))).ok()
+    });
+    let state = match &status {
+        None => "invalid",
+        Some(mm::runtime::state::Status::Running { .. }) => "running",
+        Some(mm::runtime::state::Status::Starting) => "starting",
+        Some(mm::runtime::state::Status::Stopped { .. }) => "stopped",
+    };
     Listed {
         name: found.name,
-        state: if def.is_some() { "defined" } else { "invalid" },
+        state,
+        status,
         image: def.as_ref().map(|d| d.image.source.value.to_string()),
         description: def.and_then(|d| d.description),
         definition: found.path,

@@ -40,7 +40,8 @@ fn list_shows_valid_and_invalid_definitions_and_which_files_win() {
         listed[0]
     );
     let web = &listed[3];
-    assert_eq!(web["state"], "defined");
+    assert_eq!(web["state"], "stopped");
+    assert_eq!(web["status"]["state"], "stopped");
     assert_eq!(web["description"], "busybox httpd on port 8080");
     assert!(web["image"].as_str().unwrap().starts_with("oci:/"));
     assert_eq!(
