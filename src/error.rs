@@ -30,6 +30,10 @@ pub enum ExitCode {
     Io = 74,
     /// The machine is already running, or still starting (EX_TEMPFAIL).
     Busy = 75,
+    /// The machine's command exists but could not be executed (as shells and podman).
+    CannotExecute = 126,
+    /// The machine's command was not found (as shells and podman).
+    CommandNotFound = 127,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +135,8 @@ impl ExitCode {
             Self::System,
             Self::Io,
             Self::Busy,
+            Self::CannotExecute,
+            Self::CommandNotFound,
         ]
         .into_iter()
         .find(|c| *c as u8 == code)

@@ -57,6 +57,10 @@ impl RuntimeError {
             Self::AlreadyRunning { .. } => ExitCode::Busy,
             Self::NotRunning { .. } => ExitCode::NotFound,
             Self::Io { .. } => ExitCode::Io,
+            Self::Step(f) if f.step.starts_with("exec ") => match f.errno {
+                Some(libc::ENOENT) => ExitCode::CommandNotFound,
+                _ => ExitCode::CannotExecute,
+            },
             Self::Step(_) | Self::Cgroup(_) | Self::Supervisor(_) => ExitCode::System,
             Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
         }

@@ -59,13 +59,13 @@ pub fn main(detach: bool) -> ! {
                 if detach {
                     tell(&started);
                 } else {
-                    eprintln!("mm: {e}");
+                    eprintln!("error: {e}");
                 }
                 e.exit_code() as i32
             }
         },
         Err(e) => {
-            eprintln!("mm: the supervisor got no launch: {e}");
+            eprintln!("error: the supervisor got no launch: {e}");
             70
         }
     };
