@@ -274,7 +274,7 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
     let plan = &machine.launch.plan;
     sys::release_clean_file_pages();
     loop {
-        if let Some(code) = reap(machine.leader) {
+        if let Some(code) = reap(machine.leader, machine.launch.boot) {
             // What the machine wrote last is still in the console.
             if let Some(r) = &mut relay {
                 r.pump();
@@ -340,11 +340,18 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
     }
 }
 
-/// The exit status of PID 1 if it has ended; reaps every other child too.
-fn reap(leader: Pid) -> Option<i32> {
+/// The exit status of PID 1 if it has ended; reaps every other child too. A booted init
+/// that powers off or reboots calls reboot(2), which in a PID namespace ends it with
+/// SIGINT or SIGHUP: that is a clean shutdown, status 0 (as systemd-nspawn reports it).
+fn reap(leader: Pid, boot: bool) -> Option<i32> {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) if pid == leader => return Some(code),
+            Ok(WaitStatus::Signaled(pid, Signal::SIGINT | Signal::SIGHUP, _))
+                if pid == leader && boot =>
+            {
+                return Some(0);
+            }
             Ok(WaitStatus::Signaled(pid, signal, _)) if pid == leader => {
                 return Some(128 + signal as i32);
             }
