@@ -69,15 +69,6 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
             .add(std::process::id() as i32)
             .map_err(|e| StepFailure::other("join the machine's cgroup", e.to_string()))?;
     }
-    let terminal = if command.tty {
-        let stdin = std::io::stdin();
-        let like = nix::unistd::isatty(stdin.as_fd())
-            .unwrap_or(false)
-            .then(|| stdin.as_fd());
-        Some(pty::open(like).step(|| "open a pseudo-terminal".to_owned())?)
-    } else {
-        None
-    };
     for (fd, flag, name) in &joins {
         sys::setns(fd.as_fd(), *flag).step(|| format!("join the machine's {name} namespace"))?;
         if *flag == libc::CLONE_NEWUSER {
@@ -91,6 +82,16 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     }
     nix::unistd::fchdir(&root).step(|| "enter the machine's root".to_owned())?;
     nix::unistd::chroot(".").step(|| "enter the machine's root".to_owned())?;
+    // The machine's own /dev/ptmx, so that the shell's terminal is one of its /dev/pts.
+    let terminal = if command.tty {
+        let stdin = std::io::stdin();
+        let like = nix::unistd::isatty(stdin.as_fd())
+            .unwrap_or(false)
+            .then(|| stdin.as_fd());
+        Some(pty::open(like).step(|| "open a pseudo-terminal in the machine".to_owned())?)
+    } else {
+        None
+    };
     // SAFETY: single-threaded (see the module comment); the child sets itself up and execs.
     match unsafe { fork() }.step(|| "fork".to_owned())? {
         ForkResult::Child => {
