@@ -125,3 +125,78 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
 }
 
 use std::path::Path;
+
+#[test]
+fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
+    if !is_root() {
+        return skip(
+            "a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes",
+            "creating users needs root",
+        );
+    }
+    assert!(
+        default_image_built(),
+        "images/busybox is missing: run ./scripts/setup (or ./scripts/build-busybox-image) first"
+    );
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    user.give(&runtime);
+    let mm = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command.env("XDG_RUNTIME_DIR", &runtime);
+        command
+    };
+    let ok = |args: &[&str]| {
+        let (out, stdout, stderr) = run(mm(args));
+        assert!(out.status.success(), "mm {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    // Two starts at once: one machine, and the other start says so.
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            mm(&["start", "dev"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut codes: Vec<Option<i32>> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(75)]);
+
+    let inside = ok(&[
+        "exec",
+        "dev",
+        "--",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map",
+    ]);
+    let lines: Vec<Vec<&str>> = inside
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["0"], "{inside}");
+    let (uid, start) = (user.uid.to_string(), user.subuid_start().to_string());
+    assert_eq!(lines[1], ["0", uid.as_str(), "1"], "{inside}");
+    assert_eq!(lines[2], ["1", start.as_str(), "65535"], "{inside}");
+    ok(&["exec", "dev", "--", "sh", "-c", "echo kept > /root/note"]);
+    let (out, _, _) = run(mm(&["exec", "dev", "--", "sh", "-c", "exit 42"]));
+    assert_eq!(out.status.code(), Some(42));
+    ok(&["stop", "dev"]);
+    ok(&["start", "dev"]);
+    assert_eq!(
+        ok(&["exec", "dev", "--", "cat", "/root/note"]).trim(),
+        "kept"
+    );
+    ok(&["stop", "dev"]);
+    ok(&["rm", "dev"]);
+}
