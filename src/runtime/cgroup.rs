@@ -243,11 +243,16 @@ impl MachineCgroup {
         }
     }
 
-    /// Removes the cgroup's directories (its parents, such as machine.slice, stay).
+    /// Removes the cgroup's directories, with the cgroups a booted init made below them
+    /// (its parents, such as machine.slice, stay).
     pub fn remove(self) -> Result<(), CgroupError> {
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut first_error = None;
-        for dir in self.dirs.iter().rev() {
+        let mut all = Vec::new();
+        for dir in &self.dirs {
+            below(dir, &mut all);
+        }
+        for dir in all.iter().rev() {
             loop {
                 match std::fs::remove_dir(dir) {
                     Ok(()) => break,
@@ -271,6 +276,33 @@ impl MachineCgroup {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Hands the trees a booted init manages (the `name=systemd` hierarchy and any v2
+    /// tree) to the machine's root, `owner` on the host, as systemd-nspawn does: the
+    /// directories and their files, so that it can make cgroups below its own.
+    pub fn delegate(&self, owner: u32) -> Result<(), CgroupError> {
+        let managed = |dir: &Path| is_v2(dir) || dir.starts_with("/sys/fs/cgroup/systemd");
+        for dir in self.dirs.iter().filter(|d| managed(d)) {
+            let chown = |path: &Path| {
+                std::os::unix::fs::chown(path, Some(owner), Some(owner)).map_err(|source| {
+                    CgroupError::Write {
+                        file: path.to_owned(),
+                        value: format!("owner {owner}"),
+                        source,
+                    }
+                })
+            };
+            chown(dir)?;
+            let entries = std::fs::read_dir(dir).map_err(|source| CgroupError::Read {
+                file: dir.clone(),
+                source,
+            })?;
+            for entry in entries.flatten() {
+                chown(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Memory in use and the number of processes, where the host's files say.
     pub fn usage(&self) -> Usage {
         let number = |file: PathBuf| read(&file).ok().and_then(|s| s.parse().ok());
@@ -283,6 +315,18 @@ impl MachineCgroup {
             usage.pids = usage.pids.or_else(|| number(dir.join("pids.current")));
         }
         usage
+    }
+}
+
+/// `dir` and every cgroup below it, parents before children.
+fn below(dir: &Path, all: &mut Vec<PathBuf>) {
+    all.push(dir.to_owned());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                below(&entry.path(), all);
+            }
+        }
     }
 }
 

@@ -338,10 +338,11 @@ fn apply(
             bind(pty, &at, false, false)
                 .step(|| format!("bind the console {} on {target}", pty.display()))
         }
-        Mount::CgroupTree { mode, writable } => super::cgroupfs::mount(root_path, *mode, *writable)
-            .map_err(|e| {
+        Mount::CgroupTree { mode, writable } => {
+            super::cgroupfs::mount_tree(root_path, *mode, *writable).map_err(|e| {
                 StepFailure::other("mount the cgroup tree on /sys/fs/cgroup", e.to_string())
-            }),
+            })
+        }
         Mount::Symlink { target, points_to } => {
             let path = Path::new(target.trim_start_matches('/'));
             let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {

@@ -103,6 +103,11 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     clean_stale(&paths, plan);
     sys::child_subreaper().map_err(|e| RuntimeError::io(Path::new("prctl"), e))?;
     let cgroup = MachineCgroup::create(&plan.cgroup)?;
+    if let (Some(cgroup), true, IdMapping::Map { entries }) = (&cgroup, launch.boot, &plan.ids.uid)
+        && let Some(root) = entries.first()
+    {
+        cgroup.delegate(root.outside)?;
+    }
     let started = start(launch, cgroup.as_ref());
     let (leader, console) = match started {
         Ok(started) => started,
@@ -175,6 +180,18 @@ fn start(
             let pty =
                 super::pty::open(like).step(|| "open the console's pseudo-terminal".to_owned())?;
             let path = nix::unistd::ttyname(&pty.slave).step(|| "name the console".to_owned())?;
+            // The machine's root must be able to open its console.
+            if let IdMapping::Map { entries } = &plan.ids.uid
+                && let Some(root) = entries.first()
+                && nix::unistd::geteuid().is_root()
+            {
+                nix::unistd::fchown(
+                    &pty.slave,
+                    Some(root.outside.into()),
+                    Some(root.outside.into()),
+                )
+                .step(|| format!("hand the console {} to the machine's root", path.display()))?;
+            }
             (Some((pty.slave, path)), Some(pty.master))
         }
     };
