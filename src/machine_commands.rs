@@ -152,7 +152,8 @@ fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
 fn supervisor_command(launch: &Launch, detach: bool) -> Result<(Command, std::fs::File), Error> {
     let io = |e| RuntimeError::io(Path::new("the launch file"), e);
     let mut file = tempfile::tempfile().map_err(io)?;
-    serde_json::to_writer(&mut file, launch).map_err(|e| io(e.into()))?;
+    let json = serde_json::to_vec(launch).map_err(|e| io(e.into()))?;
+    file.write_all(&json).map_err(io)?;
     file.rewind().map_err(io)?;
     let exe =
         std::env::current_exe().map_err(|e| RuntimeError::io(Path::new("/proc/self/exe"), e))?;
