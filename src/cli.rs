@@ -64,16 +64,28 @@ pub enum Command {
     Run {
         /// A machine name or a path to a .toml file
         machine: String,
+        /// Stay in the systemd unit mm runs as (mm@.service passes it): the machine's
+        /// cgroup goes below the unit's, and the unit is told READY=1 once PID 1 runs
+        #[arg(long)]
+        keep_unit: bool,
     },
     /// Boot a machine in the background; returns once its PID 1 runs
     ///
-    /// The machine outlives the terminal. Its console goes to RUNTIME/NAME/console.log.
-    /// Exits 75 if it is already running.
+    /// Where systemd runs the host (as root) or your session (as a user) and mm@.service
+    /// is installed, this starts mm@NAME.service and waits for it: the machine's output
+    /// goes to the journal. Elsewhere mm's supervisor detaches by itself and the console
+    /// goes to RUNTIME/NAME/console.log. `mm logs NAME` shows either. Exits 75 if the
+    /// machine is already running.
     Start {
         /// A machine name or a path to a .toml file
         machine: String,
+        /// Start the supervisor directly, even where systemd could run mm@NAME.service
+        #[arg(long)]
+        no_systemd: bool,
     },
     /// Stop a running machine: its stop signal to PID 1, then SIGKILL to all after a timeout
+    ///
+    /// A machine started as mm@NAME.service is stopped through systemd.
     Stop {
         machine: String,
         /// Seconds to wait before killing every process (default: the definition's)
@@ -114,6 +126,35 @@ pub enum Command {
         /// Log in as this user of the machine (default: root)
         #[arg(long, short, default_value = "root")]
         user: String,
+    },
+    /// Show a machine's console output: from the journal when it ran as mm@NAME.service,
+    /// else from RUNTIME/NAME/console.log
+    Logs {
+        machine: String,
+        /// Keep printing new output until the machine stops (Ctrl-C to leave)
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines
+        #[arg(long, short = 'n', value_name = "N")]
+        lines: Option<usize>,
+    },
+    /// Start a machine at boot (root) or at login (user): link mm@NAME.service into
+    /// machines.target (root) or default.target (user), like `systemctl enable`
+    ///
+    /// Its definition must be where the service manager finds it: /etc/mm/machines or
+    /// /usr/share/mm/machines (root), ~/.config/mm/machines (user). Needs systemd.
+    Enable {
+        machine: String,
+        /// Start it now too
+        #[arg(long)]
+        now: bool,
+    },
+    /// Undo `mm enable`: the machine no longer starts at boot or login
+    Disable {
+        machine: String,
+        /// Stop it now too
+        #[arg(long)]
+        now: bool,
     },
     /// Remove a stopped machine's writable layer and state (its definition stays)
     Rm { machine: String },

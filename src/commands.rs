@@ -25,8 +25,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::List { json } => list(json),
         Command::Host { json } => host(json),
         Command::Image(command) => crate::image_commands::run(command),
-        Command::Run { machine } => crate::machine_commands::boot(&machine, false),
-        Command::Start { machine } => crate::machine_commands::boot(&machine, true),
+        Command::Run { machine, keep_unit } => crate::machine_commands::run(&machine, keep_unit),
+        Command::Start {
+            machine,
+            no_systemd,
+        } => crate::machine_commands::start(&machine, !no_systemd),
         Command::Stop { machine, timeout } => crate::machine_commands::stop(&machine, timeout),
         Command::Kill { machine, signal } => crate::machine_commands::kill(&machine, &signal),
         Command::Status { machine, json } => crate::machine_commands::status(&machine, json),
@@ -37,6 +40,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         } => crate::machine_commands::exec(&machine, user.as_deref(), command),
         Command::Shell { machine, user } => crate::machine_commands::shell(&machine, &user),
         Command::Rm { machine } => crate::machine_commands::rm(&machine),
+        Command::Logs {
+            machine,
+            follow,
+            lines,
+        } => crate::unit_commands::logs(&machine, follow, lines),
+        Command::Enable { machine, now } => crate::unit_commands::enable(&machine, now),
+        Command::Disable { machine, now } => crate::unit_commands::disable(&machine, now),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mm", &mut std::io::stdout());
             Ok(ExitCode::Ok)
@@ -218,9 +228,11 @@ fn listed(found: Found, runtime: &Path) -> Listed {
         other => other.to_string(),
     });
     let def = loaded.ok();
-    let status = def.as_ref().and_then(|_| {
-        mm::runtime::state::status(&mm::runtime::state::Paths::new(&runtime.join(&found.name))).ok()
-    });
+    let paths = mm::runtime::state::Paths::new(&runtime.join(&found.name));
+    let _ = crate::machine_commands::reconciled(&paths);
+    let status = def
+        .as_ref()
+        .and_then(|_| mm::runtime::state::status(&paths).ok());
     let state = match &status {
         None => "invalid",
         Some(mm::runtime::state::Status::Running { .. }) => "running",

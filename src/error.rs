@@ -64,6 +64,17 @@ pub enum Error {
     BadSource { text: String, why: String },
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Systemd(#[from] crate::systemd::SystemdError),
+    /// What needs a service manager where none runs.
+    #[error("{0}")]
+    NoSystemd(String),
+    /// The service manager failed to start or stop a machine's unit.
+    #[error("{0}")]
+    Service(String),
+    /// Something the user asked to see does not exist (a machine's console log).
+    #[error("{0}")]
+    Missing(String),
 }
 
 impl From<LoadError> for Error {
@@ -89,6 +100,9 @@ impl Error {
             Self::BadSource { .. } => ExitCode::Usage,
             Self::Image(e) => image_exit_code(e),
             Self::Runtime(e) => e.exit_code(),
+            Self::Systemd(_) | Self::Service(_) => ExitCode::System,
+            Self::Missing(_) => ExitCode::NotFound,
+            Self::NoSystemd(_) => ExitCode::HostCannot,
         }
     }
 

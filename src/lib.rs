@@ -10,5 +10,6 @@ pub mod image;
 pub mod plan;
 pub mod runtime;
 pub mod state;
+pub mod systemd;
 
 pub use error::{Error, ExitCode};

@@ -28,45 +28,58 @@ use mm::runtime::{Console, Launch, RuntimeError, enter};
 
 use crate::commands::{compile, print, print_json};
 
-/// `mm run` (foreground) and `mm start` (`detach`).
-pub fn boot(machine: &str, detach: bool) -> Result<ExitCode, Error> {
-    let host = Host::probe();
-    let path = discovery::resolve(machine, &host.dirs.search)?;
-    let plan = prepare(&path, &host)?;
-    let name = plan.machine.name.to_string();
-    let paths = Paths::new(&plan.machine.runtime_dir);
-    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
-        return Err(RuntimeError::AlreadyRunning { name }.into());
-    }
-    let store = Store::new(&host.dirs.store);
-    let record = store.image(&plan.image.source.to_string())?;
-    let terminal = |fd: std::io::Stdin| nix::unistd::isatty(&fd).unwrap_or(false);
-    let on_terminal =
-        terminal(std::io::stdin()) && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-    let console = if detach || on_terminal {
-        Console::Pty
+/// `mm run`: the supervisor takes this process's place, in the foreground.
+pub fn run(machine: &str, keep_unit: bool) -> Result<ExitCode, Error> {
+    let mut host = Host::probe();
+    let unit = if keep_unit {
+        let (unit, cgroup) = own_unit(&host)?;
+        host.unit_cgroup = Some(cgroup);
+        Some(unit)
     } else {
-        Console::Pipe
+        None
     };
-    let launch = Launch::new(plan, record.as_ref(), console).map_err(RuntimeError::Supervisor)?;
-    let mut supervisor = supervisor_command(&launch, detach)?;
-    if !detach {
-        let e = supervisor.0.exec();
-        return Err(RuntimeError::io(Path::new("mm __supervise"), e).into());
+    let (_, plan) = ready_to_boot(machine, &host)?;
+    let mut launch = launch(plan, &host, false)?;
+    launch.unit = unit;
+    let (mut supervisor, _file) = supervisor_command(&launch, false)?;
+    let e = supervisor.exec();
+    Err(RuntimeError::io(Path::new("mm __supervise"), e).into())
+}
+
+/// `mm start`: through systemd (`mm@NAME.service`) when it can, else a supervisor that
+/// detaches by itself.
+pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
+    let host = Host::probe();
+    let (path, plan) = ready_to_boot(machine, &host)?;
+    if use_systemd {
+        match crate::unit_commands::start(&host, &path, &plan)? {
+            crate::unit_commands::Via::Systemd => return Ok(ExitCode::Ok),
+            crate::unit_commands::Via::Supervisor(None) => {}
+            crate::unit_commands::Via::Supervisor(Some(why)) => eprintln!("mm: {why}"),
+        }
     }
+    let name = plan.machine.name.to_string();
+    let launch = launch(plan, &host, true)?;
+    let (mut supervisor, file) = supervisor_command(&launch, true)?;
     let mut child = supervisor
-        .0
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| RuntimeError::io(Path::new("mm __supervise"), e))?;
-    drop(supervisor.1);
+    drop(file);
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
     match serde_json::from_str::<Started>(&line) {
-        Ok(Started::Running { leader, supervisor }) => {
+        Ok(Started::Running {
+            leader,
+            supervisor,
+            notice,
+        }) => {
+            if let Some(notice) = notice {
+                eprintln!("mm: {notice}");
+            }
             print(&format!(
                 "{name} started: PID 1 is {leader} on the host, supervisor {supervisor}\n"
             ))?;
@@ -92,6 +105,58 @@ pub fn boot(machine: &str, detach: bool) -> Result<ExitCode, Error> {
             .into())
         }
     }
+}
+
+/// The systemd unit this process runs in, and its cgroup (`--keep-unit`).
+fn own_unit(host: &Host) -> Result<(String, String), Error> {
+    let cgroup = host.cgroup.own.clone().unwrap_or_default();
+    let unit = Path::new(&cgroup)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.ends_with(".service"))
+        .map(str::to_owned);
+    match unit {
+        Some(unit) => Ok((unit, cgroup)),
+        None => Err(Error::NoSystemd(format!(
+            "--keep-unit: mm is not running as a systemd service (its cgroup is `{cgroup}`); \
+             it is meant for mm@.service"
+        ))),
+    }
+}
+
+/// Finds and prepares a machine that is not running: after cleaning up what a killed
+/// supervisor left, its plan made concrete.
+fn ready_to_boot(machine: &str, host: &Host) -> Result<(PathBuf, Plan), Error> {
+    let path = discovery::resolve(machine, &host.dirs.search)?;
+    let (name, paths) = machine_paths(&path.to_string_lossy())?;
+    reconciled(&paths)?;
+    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
+        return Err(RuntimeError::AlreadyRunning { name }.into());
+    }
+    let plan = prepare(&path, host)?;
+    Ok((path, plan))
+}
+
+/// The launch of a prepared plan: a pty console for `mm start` or a terminal, else the
+/// standard streams as they are.
+fn launch(plan: Plan, host: &Host, detach: bool) -> Result<Launch, Error> {
+    let store = Store::new(&host.dirs.store);
+    let record = store.image(&plan.image.source.to_string())?;
+    let on_terminal = nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
+        && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+    let console = if detach || on_terminal {
+        Console::Pty
+    } else {
+        Console::Pipe
+    };
+    Ok(Launch::new(plan, record.as_ref(), console).map_err(RuntimeError::Supervisor)?)
+}
+
+/// Cleans up after a supervisor that was killed (its cgroup, mount points and machined
+/// registration) before anything looks at the machine.
+pub fn reconciled(paths: &Paths) -> Result<(), Error> {
+    mm::runtime::supervisor::reconcile(paths)
+        .map_err(|e| RuntimeError::io(&paths.state(), e).into())
 }
 
 /// Compiles the plan, then makes it concrete: the image imported, the id block allocated,
@@ -181,7 +246,7 @@ fn supervisor_command(launch: &Launch, detach: bool) -> Result<(Command, std::fs
 }
 
 /// A machine's name (a NAME or a path to NAME.toml) and its runtime files.
-fn machine_paths(machine: &str) -> Result<(String, Paths), Error> {
+pub fn machine_paths(machine: &str) -> Result<(String, Paths), Error> {
     let stem = Path::new(machine)
         .file_stem()
         .and_then(|s| s.to_str())
@@ -207,9 +272,17 @@ fn not_running(name: &str) -> Error {
 
 pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
+    reconciled(&paths)?;
     let io = |e| RuntimeError::io(&paths.control(), e);
     if !state::supervised(&paths).map_err(io)? {
         return Err(not_running(&name));
+    }
+    if let Ok(Some(recorded)) = state::read(&paths)
+        && let Some(unit) = recorded.unit()
+        && crate::unit_commands::stop(unit)?
+    {
+        print(&format!("{name} stopped ({unit})\n"))?;
+        return Ok(ExitCode::Ok);
     }
     // A supervisor still starting has no socket yet.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -235,7 +308,10 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     // The supervisor lets go of the lock when it has cleaned up.
     drop(mm::state::lock(&paths.lock(), true).map_err(io)?);
     match state::read(&paths) {
-        Ok(Some(Recorded::Stopped { exit_status, .. })) => {
+        Ok(Some(Recorded::Stopped {
+            exit_status: Some(exit_status),
+            ..
+        })) => {
             print(&format!(
                 "{name} stopped (PID 1 exited with status {exit_status})\n"
             ))?;
@@ -247,6 +323,7 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
 
 pub fn kill(machine: &str, signal: &str) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
+    reconciled(&paths)?;
     let number = mm::runtime::signal_by_name(signal).ok_or_else(|| Error::BadSource {
         text: signal.to_owned(),
         why: "not a signal name or number".to_owned(),
@@ -281,6 +358,7 @@ struct StatusReport<'a> {
 
 pub fn status(machine: &str, json: bool) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
+    reconciled(&paths)?;
     let status = state::status(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     if json {
         print_json(&StatusReport {
@@ -315,7 +393,7 @@ pub fn describe(status: &Status) -> String {
             ..
         } => format!("stopped (PID 1 exited with status {code})"),
         Status::Stopped { crashed: true, .. } => {
-            "stopped (its supervisor was killed; the next start cleans up)".to_owned()
+            "stopped (its supervisor was killed; mm cleaned up after it)".to_owned()
         }
         Status::Stopped { .. } => "stopped".to_owned(),
     }
@@ -351,6 +429,7 @@ pub fn shell(machine: &str, user: &str) -> Result<ExitCode, Error> {
 
 pub fn rm(machine: &str) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
+    reconciled(&paths)?;
     if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
         return Err(RuntimeError::AlreadyRunning { name }.into());
     }

@@ -2,6 +2,7 @@ mod cli;
 mod commands;
 mod image_commands;
 mod machine_commands;
+mod unit_commands;
 
 use clap::Parser;
 

@@ -32,6 +32,10 @@ pub struct Host {
     pub bus: BusFacts,
     /// Whether systemd runs as PID 1 (it has /run/systemd/system, as sd_booted(3) checks).
     pub systemd_pid1: bool,
+    /// The cgroup of the systemd unit mm runs as, when told to stay in it
+    /// (`mm run --keep-unit`, as `mm@.service` does): the machine's cgroup goes below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_cgroup: Option<String>,
     /// The OCI name of this machine's architecture (`amd64`, `arm64`, …), to pick images.
     pub arch: String,
     /// Things noticed while probing that the user may want to know.
@@ -84,6 +88,7 @@ impl Host {
             dirs,
             bus: BusFacts::probe(),
             systemd_pid1: std::path::Path::new("/run/systemd/system").is_dir(),
+            unit_cgroup: None,
             arch: oci_arch(std::env::consts::ARCH).to_owned(),
             notes,
         }

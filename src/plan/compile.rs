@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    Cgroup, IdMapping, Ids, Image, Layers, LimitWrite, Machine, MapWriter, Mount, Namespace,
-    Network, Pid1, Plan, Process, Registration, RootFs, Security, Stop, StoredLayer, Upper,
+    Cgroup, IdMapping, Ids, Image, Layers, LimitWrite, Machine, Machined, MapWriter, Mount,
+    Namespace, Network, Pid1, Plan, Process, Registration, RootFs, Security, Stop, StoredLayer,
+    Upper,
 };
 use crate::definition::{
     BindSource, CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, NetworkMode,
@@ -274,6 +275,9 @@ fn cgroup(def: &Definition, host: &Host) -> Result<Cgroup, Diagnostic> {
 /// hierarchy; or why it cannot have one.
 fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> {
     let facts = &host.cgroup;
+    if let Some(unit) = &host.unit_cgroup {
+        return placement_in_unit(unit, host);
+    }
     let leaf = format!("mm-{name}.scope");
     if host.is_root() {
         let path = format!("machine.slice/{leaf}");
@@ -293,6 +297,31 @@ fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> 
         }
         (CgroupMode::V2, _, _) => Err(format!(
             "no cgroup subtree is delegated to user `{}`",
+            host.user
+        )),
+        (mode, _, _) => Err(format!(
+            "this host's cgroups are {mode}: only cgroup v2 can be delegated to ordinary users"
+        )),
+    }
+}
+
+/// Under `mm run --keep-unit`: the machine goes in the unit's `payload` sub-cgroup (as
+/// `systemd-nspawn --keep-unit` does), so that machined and systemd see it as the unit's.
+fn placement_in_unit(unit: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> {
+    let facts = &host.cgroup;
+    let path = format!("{}/payload", unit.trim_matches('/'));
+    if host.is_root() {
+        let hierarchies = facts.v1.iter().map(|h| &h.path).chain(&facts.unified);
+        return Ok((path.clone(), hierarchies.map(|h| h.join(&path)).collect()));
+    }
+    match (facts.mode, &facts.delegated, &facts.unified) {
+        (CgroupMode::V2, Some(delegated), Some(tree))
+            if tree.join(&path).starts_with(delegated) =>
+        {
+            Ok((path.clone(), vec![tree.join(&path)]))
+        }
+        (CgroupMode::V2, _, _) => Err(format!(
+            "the unit's cgroup {unit} is not delegated to user `{}` (Delegate=yes)",
             host.user
         )),
         (mode, _, _) => Err(format!(
@@ -509,13 +538,13 @@ fn registration(def: &Definition, host: &Host) -> Registration {
             host.bus.machined.detail
         )
     } else {
-        return Registration::Machined {
+        return Registration::Machined(Machined {
             name: def.name.clone(),
             id: machine_id(def.name.as_str()),
             class: "container".to_owned(),
             service: "mm".to_owned(),
             root_directory: host.dirs.runtime.join(def.name.as_str()).join("root"),
-        };
+        });
     };
     Registration::Skip { why }
 }

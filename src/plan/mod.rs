@@ -214,17 +214,19 @@ pub enum Network {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Registration {
-    Machined {
-        name: MachineName,
-        /// A stable 128-bit id, derived from the machine's name.
-        id: String,
-        class: String,
-        service: String,
-        root_directory: PathBuf,
-    },
-    Skip {
-        why: String,
-    },
+    Machined(Machined),
+    Skip { why: String },
+}
+
+/// What is registered with systemd-machined (`RegisterMachineWithNetwork`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machined {
+    pub name: MachineName,
+    /// A stable 128-bit id, derived from the machine's name, in hex.
+    pub id: String,
+    pub class: String,
+    pub service: String,
+    pub root_directory: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    Cgroup, IdMapping, Ids, Layers, LimitWrite, MapWriter, Mount, Network, Pid1, Plan,
+    Cgroup, IdMapping, Ids, Layers, LimitWrite, Machined, MapWriter, Mount, Network, Pid1, Plan,
     Registration, Upper,
 };
 use crate::definition::units::format_size;
@@ -120,13 +120,13 @@ pub fn render(plan: &Plan) -> String {
         )],
     );
     match &plan.registration {
-        Registration::Machined {
+        Registration::Machined(Machined {
             name,
             id,
             class,
             service,
             root_directory,
-        } => steps.push(
+        }) => steps.push(
             format!("Register with systemd-machined as {name}"),
             vec![format!(
                 "id {id}, class {class}, service {service}, root {}",

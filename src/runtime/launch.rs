@@ -23,6 +23,9 @@ pub struct Launch {
     /// Whether PID 1 is the image's init (it gets the stop signal itself).
     pub boot: bool,
     pub console: Console,
+    /// The systemd unit the supervisor runs as (`mm run --keep-unit` in `mm@NAME.service`).
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 /// Where the machine's standard input and output go.
@@ -97,6 +100,7 @@ impl Launch {
             workdir,
             boot,
             console,
+            unit: None,
         })
     }
 }
@@ -161,7 +165,15 @@ pub enum Report {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Started {
-    Running { leader: i32, supervisor: u32 },
+    Running {
+        leader: i32,
+        supervisor: u32,
+        /// Said once to the user: why the machine is not registered with machined.
+        notice: Option<String>,
+    },
     AlreadyRunning,
-    Failed { error: String, exit_code: i32 },
+    Failed {
+        error: String,
+        exit_code: i32,
+    },
 }

@@ -53,12 +53,29 @@ pub enum Recorded {
         started: u64,
         plan_hash: String,
         launch: Box<Launch>,
+        /// Whether systemd-machined has the machine (with `leader`).
+        #[serde(default)]
+        registered: bool,
     },
     Stopped {
-        /// The exit status of PID 1 (128 + N when signal N ended it).
-        exit_status: i32,
+        /// The exit status of PID 1 (128 + N when signal N ended it); none when its
+        /// supervisor was killed and a later command cleaned up after it.
+        exit_status: Option<i32>,
         stopped: u64,
+        /// The unit it ran as, whose journal has its output.
+        #[serde(default)]
+        unit: Option<String>,
     },
+}
+
+impl Recorded {
+    /// The systemd unit the machine runs or ran as.
+    pub fn unit(&self) -> Option<&str> {
+        match self {
+            Self::Running { launch, .. } => launch.unit.as_deref(),
+            Self::Stopped { unit, .. } => unit.as_deref(),
+        }
+    }
 }
 
 /// What `mm status` reports.
@@ -138,8 +155,8 @@ pub fn status(paths: &Paths) -> io::Result<Status> {
             crashed: true,
         },
         (false, Some(Recorded::Stopped { exit_status, .. })) => Status::Stopped {
-            exit_status: Some(exit_status),
-            crashed: false,
+            exit_status,
+            crashed: exit_status.is_none(),
         },
         (false, None) => Status::Stopped {
             exit_status: None,

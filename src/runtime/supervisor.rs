@@ -25,7 +25,10 @@ use super::child::{self, Inherited};
 use super::launch::{Console, Launch, Report, Started, Step, StepFailure};
 use super::state::{self, Paths, Recorded};
 use super::{RuntimeError, rootfs, sys, userns};
-use crate::plan::{IdMapping, Upper};
+use crate::plan::{IdMapping, Plan, Registration, Upper};
+use crate::systemd::SystemdError;
+use crate::systemd::machined::Machines;
+use crate::systemd::notify::notify;
 
 /// What `mm stop` asks of a supervisor over its control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,6 +88,8 @@ struct Machine<'l> {
     paths: Paths,
     leader: Pid,
     cgroup: Option<MachineCgroup>,
+    /// Whether systemd-machined has it, to be unregistered when it ends.
+    registered: bool,
 }
 
 fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
@@ -102,6 +107,9 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     };
     clean_stale(&paths, plan);
     sys::child_subreaper().map_err(|e| RuntimeError::io(Path::new("prctl"), e))?;
+    if launch.unit.is_some() {
+        leave_unit_root(&plan.cgroup)?;
+    }
     let cgroup = MachineCgroup::create(&plan.cgroup)?;
     if let (Some(cgroup), true, IdMapping::Map { entries }) = (&cgroup, launch.boot, &plan.ids.uid)
         && let Some(root) = entries.first()
@@ -120,11 +128,16 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
             return Err(RuntimeError::Step(failure));
         }
     };
+    // Signals wait in a signalfd; blocked before any thread (the D-Bus one) can exist.
+    let signals = stop_signals();
+    let _ = signals.thread_block();
+    let (registered, notice) = register(plan, leader);
     let machine = Machine {
         launch,
         paths,
         leader,
         cgroup,
+        registered,
     };
     let recorded = Recorded::Running {
         supervisor: std::process::id(),
@@ -132,18 +145,100 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         started: state::now(),
         plan_hash: plan.hash(),
         launch: Box::new(launch.clone()),
+        registered,
     };
     state::write(&machine.paths, &recorded)
         .map_err(|e| RuntimeError::io(&machine.paths.state(), e))?;
+    let _ = notify(&format!(
+        "READY=1\nSTATUS=PID 1 of {} runs as {leader}",
+        plan.machine.name
+    ));
     if detach {
         tell(&Started::Running {
             leader: leader.as_raw(),
             supervisor: std::process::id(),
+            notice,
         });
         detach_stdio();
+    } else if let Some(notice) = notice {
+        eprintln!("mm: {notice}");
     }
-    let code = run_loop(&machine, console, detach);
+    let code = run_loop(&machine, console, detach, &signals);
     finish(machine, code)
+}
+
+/// Registers the machine with systemd-machined when the plan says to. Returns whether it
+/// is registered, and otherwise the one line that tells the user why not.
+fn register(plan: &Plan, leader: Pid) -> (bool, Option<String>) {
+    let name = &plan.machine.name;
+    let machine = match &plan.registration {
+        Registration::Machined(machine) => machine,
+        Registration::Skip { why } => {
+            return (
+                false,
+                Some(format!(
+                    "{name} is not registered with systemd-machined: {why}"
+                )),
+            );
+        }
+    };
+    let leader = leader.as_raw().unsigned_abs();
+    let attempt = || -> Result<(), SystemdError> {
+        let machines = Machines::connect()?;
+        // A machine of this name whose leader is gone was left by a crash: replace it.
+        if let Some(old) = machines.leader(name.as_str())?
+            && old != leader
+            && !Path::new(&format!("/proc/{old}")).exists()
+        {
+            machines.unregister(name.as_str(), old)?;
+        }
+        machines.register(machine, leader)
+    };
+    match attempt() {
+        Ok(()) => (true, None),
+        Err(e) => (
+            false,
+            Some(format!(
+                "{name} is not registered with systemd-machined: {e}"
+            )),
+        ),
+    }
+}
+
+/// The signals that stop the machine, and SIGCHLD.
+fn stop_signals() -> SigSet {
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        signals.add(s);
+    }
+    signals
+}
+
+/// In a unit (`--keep-unit`) on cgroup v2, the machine's `payload` cgroup can get
+/// controllers only if the unit's own cgroup holds no process: the supervisor moves to a
+/// `supervisor` sibling first, as systemd-nspawn does.
+fn leave_unit_root(cgroup: &crate::plan::Cgroup) -> Result<(), RuntimeError> {
+    let crate::plan::Cgroup::Create {
+        mode: crate::host::CgroupMode::V2,
+        dirs,
+        ..
+    } = cgroup
+    else {
+        return Ok(());
+    };
+    let Some(unit) = dirs.first().and_then(|d| d.parent()) else {
+        return Ok(());
+    };
+    let dir = unit.join("supervisor");
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()))
+        .map_err(|e| RuntimeError::io(&dir, e))
 }
 
 /// Starts PID 1; returns its pid and the console's master side.
@@ -267,19 +362,13 @@ fn detach_stdio() {
 }
 
 /// Waits for PID 1 to end, stopping it when asked; returns its exit status.
-fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i32 {
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        signals.add(s);
-    }
-    let _ = signals.thread_block();
-    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
+fn run_loop(
+    machine: &Machine<'_>,
+    console: Option<OwnedFd>,
+    detach: bool,
+    signals: &SigSet,
+) -> i32 {
+    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let _ = std::fs::remove_file(machine.paths.control());
     let listener = UnixListener::bind(machine.paths.control()).ok();
     if let Some(l) = &listener {
@@ -342,6 +431,7 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
         if let Some(timeout) = stop_with
             && deadline.is_none()
         {
+            let _ = notify("STOPPING=1");
             let signal = signal_by_name(&plan.stop.signal).unwrap_or(libc::SIGTERM);
             // SAFETY: kill with a valid signal number.
             unsafe { libc::kill(machine.leader.as_raw(), signal) };
@@ -400,26 +490,78 @@ pub fn signal_by_name(name: &str) -> Option<libc::c_int> {
         .map(|s| s as libc::c_int)
 }
 
-/// After PID 1 ended: kill stragglers, remove the cgroup and mounts, record the status.
+/// After PID 1 ended: kill stragglers, remove the cgroup and mounts, unregister, record
+/// the status.
 fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
     let _ = std::fs::remove_file(machine.paths.control());
+    let launch = machine.launch;
     if let Some(cgroup) = machine.cgroup {
         let _ = cgroup.kill_all();
         cgroup.remove()?;
     }
-    unmount_and_remove(&machine.launch.plan);
+    unmount_and_remove(&launch.plan);
+    if machine.registered {
+        unregister(&launch.plan, machine.leader.as_raw());
+    }
     let stopped = Recorded::Stopped {
-        exit_status: code,
+        exit_status: Some(code),
         stopped: state::now(),
+        unit: launch.unit.clone(),
     };
     state::write(&machine.paths, &stopped)
         .map_err(|e| RuntimeError::io(&machine.paths.state(), e))?;
     Ok(code)
 }
 
+/// Removes the machine from systemd-machined, if it has it with this leader.
+fn unregister(plan: &Plan, leader: i32) {
+    let name = plan.machine.name.as_str();
+    if let Err(e) = Machines::connect().and_then(|m| m.unregister(name, leader.unsigned_abs())) {
+        eprintln!("mm: {e}");
+    }
+}
+
+/// What a killed supervisor left behind: PID 1 died with it (PDEATHSIG), but its cgroup,
+/// mount points and machined registration remain. Any later mm command that looks at the
+/// machine calls this: it removes them and records the machine as stopped. Does nothing
+/// while a supervisor holds the machine's lock.
+pub fn reconcile(paths: &Paths) -> std::io::Result<()> {
+    if !paths.lock().exists() {
+        return Ok(());
+    }
+    let _lock = match crate::state::lock(&paths.lock(), false) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if let Some(Recorded::Running {
+        launch,
+        leader,
+        registered,
+        ..
+    }) = state::read(paths)?
+    {
+        if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
+            let _ = cgroup.kill_all();
+            let _ = cgroup.remove();
+        }
+        unmount_and_remove(&launch.plan);
+        if registered {
+            unregister(&launch.plan, leader);
+        }
+        let stopped = Recorded::Stopped {
+            exit_status: None,
+            stopped: state::now(),
+            unit: launch.unit.clone(),
+        };
+        state::write(paths, &stopped)?;
+    }
+    Ok(())
+}
+
 /// Takes down what the supervisor mounted in its own namespace and removes the mount
 /// points. Nothing of it is visible on the host, where these are empty directories.
-fn unmount_and_remove(plan: &crate::plan::Plan) {
+fn unmount_and_remove(plan: &Plan) {
     let runtime = &plan.machine.runtime_dir;
     let detach = nix::mount::MntFlags::MNT_DETACH;
     let _ = nix::mount::umount2(&plan.root.mount_point, detach);
@@ -437,7 +579,7 @@ fn unmount_and_remove(plan: &crate::plan::Plan) {
 }
 
 /// A supervisor that was killed left its cgroup and mount points behind: remove them.
-fn clean_stale(paths: &Paths, plan: &crate::plan::Plan) {
+fn clean_stale(paths: &Paths, plan: &Plan) {
     if let Ok(Some(Recorded::Running { launch, .. })) = state::read(paths) {
         if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
             let _ = cgroup.kill_all();
