@@ -185,7 +185,7 @@ impl TestUser {
 
 /// A copy of the built binary that any user may run, wherever the checkout is (a clone
 /// under /root is not reachable by the test users).
-fn shared_binary() -> &'static Path {
+pub fn shared_binary() -> &'static Path {
     static COPY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, path) = COPY.get_or_init(|| {
         let dir = shared_tempdir();
