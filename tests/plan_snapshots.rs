@@ -161,3 +161,53 @@ fn a_recorded_id_block_replaces_the_allocation_step() {
     let fresh = plan::compile(&def, &host("root-hybrid"), plan::Known::default()).unwrap();
     assert_ne!(plan.hash(), fresh.hash());
 }
+
+/// `mm run --keep-unit` in `mm@web.service`: the machine's cgroup is the unit's `payload`
+/// child, in every hierarchy as root and in the delegated v2 tree for a user; a user on a
+/// hybrid host has no cgroup to put limits in.
+#[test]
+fn in_a_unit_the_machine_goes_below_the_units_cgroup() {
+    let def = Definition::load(&repo().join("machines/web.toml")).unwrap();
+    let cgroup = |host_name: &str, unit: &str| {
+        let mut host = host(host_name);
+        host.unit_cgroup = Some(unit.to_owned());
+        plan::compile(&def, &host, plan::Known::default())
+            .map(|p| serde_json::to_value(&p.cgroup).unwrap())
+            .map_err(|d| d.to_string())
+    };
+    let root = cgroup("root-hybrid", "/machine.slice/mm@web.service").unwrap();
+    assert_eq!(root["path"], "machine.slice/mm@web.service/payload");
+    let dirs: Vec<&str> = root["dirs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(dirs.len() > 2, "{dirs:?}");
+    assert!(
+        dirs.iter()
+            .all(|d| d.ends_with("/machine.slice/mm@web.service/payload")),
+        "{dirs:?}"
+    );
+    assert!(dirs.contains(&"/sys/fs/cgroup/unified/machine.slice/mm@web.service/payload"));
+    assert!(
+        root["limits"][0]["file"]
+            .as_str()
+            .unwrap()
+            .starts_with("/sys/fs/cgroup/memory/machine.slice/mm@web.service/payload/"),
+        "{root}"
+    );
+
+    let unit = "/user.slice/user-1000.slice/user@1000.service/app.slice/mm@web.service";
+    let user = cgroup("rootless-v2-delegated", unit).unwrap();
+    assert_eq!(
+        user["dirs"][0],
+        format!("/sys/fs/cgroup{unit}/payload"),
+        "{user}"
+    );
+    // Outside the delegated subtree there is nothing the user may write.
+    let outside = cgroup("rootless-v2-delegated", "/system.slice/mm@web.service").unwrap_err();
+    assert!(outside.contains("not delegated"), "{outside}");
+    let hybrid = cgroup("rootless-hybrid", unit).unwrap_err();
+    assert!(hybrid.contains("only cgroup v2"), "{hybrid}");
+}

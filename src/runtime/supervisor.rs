@@ -88,8 +88,9 @@ struct Machine<'l> {
     paths: Paths,
     leader: Pid,
     cgroup: Option<MachineCgroup>,
-    /// Whether systemd-machined has it, to be unregistered when it ends.
-    registered: bool,
+    /// The bus connection that registered it with systemd-machined, kept to unregister
+    /// it when it ends.
+    registered: Option<Machines>,
 }
 
 fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
@@ -117,7 +118,7 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         cgroup.delegate(root.outside)?;
     }
     let started = start(launch, cgroup.as_ref());
-    let (leader, console) = match started {
+    let (leader, console, bus) = match started {
         Ok(started) => started,
         Err(failure) => {
             if let Some(cgroup) = cgroup {
@@ -128,10 +129,8 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
             return Err(RuntimeError::Step(failure));
         }
     };
-    // Signals wait in a signalfd; blocked before any thread (the D-Bus one) can exist.
     let signals = stop_signals();
-    let _ = signals.thread_block();
-    let (registered, notice) = register(plan, leader);
+    let (registered, notice) = register(plan, leader, bus);
     let machine = Machine {
         launch,
         paths,
@@ -139,6 +138,7 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         cgroup,
         registered,
     };
+    let registered = machine.registered.is_some();
     let recorded = Recorded::Running {
         supervisor: std::process::id(),
         leader: leader.as_raw(),
@@ -167,15 +167,32 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     finish(machine, code)
 }
 
-/// Registers the machine with systemd-machined when the plan says to. Returns whether it
-/// is registered, and otherwise the one line that tells the user why not.
-fn register(plan: &Plan, leader: Pid) -> (bool, Option<String>) {
+/// A connection to the system bus being made on a thread of its own.
+type Connecting = std::thread::JoinHandle<Result<Machines, SystemdError>>;
+
+/// Connecting to the system bus takes about a millisecond and a half (zbus starts its
+/// threads and authenticates): when the machine is to be registered, that happens while
+/// the spawner builds the machine.
+fn connect_in_background(registration: &Registration) -> Option<Connecting> {
+    match registration {
+        Registration::Machined(_) => Some(std::thread::spawn(Machines::connect)),
+        Registration::Skip { .. } => None,
+    }
+}
+
+/// Registers the machine with systemd-machined when the plan says to. Returns the
+/// connection that did, or the one line that tells the user why it is not registered.
+fn register(
+    plan: &Plan,
+    leader: Pid,
+    bus: Option<Connecting>,
+) -> (Option<Machines>, Option<String>) {
     let name = &plan.machine.name;
     let machine = match &plan.registration {
         Registration::Machined(machine) => machine,
         Registration::Skip { why } => {
             return (
-                false,
+                None,
                 Some(format!(
                     "{name} is not registered with systemd-machined: {why}"
                 )),
@@ -183,21 +200,14 @@ fn register(plan: &Plan, leader: Pid) -> (bool, Option<String>) {
         }
     };
     let leader = leader.as_raw().unsigned_abs();
-    let attempt = || -> Result<(), SystemdError> {
-        let machines = Machines::connect()?;
-        // A machine of this name whose leader is gone was left by a crash: replace it.
-        if let Some(old) = machines.leader(name.as_str())?
-            && old != leader
-            && !Path::new(&format!("/proc/{old}")).exists()
-        {
-            machines.unregister(name.as_str(), old)?;
-        }
-        machines.register(machine, leader)
+    let connected = match bus {
+        Some(connecting) => connecting.join().unwrap_or_else(|_| Machines::connect()),
+        None => Machines::connect(),
     };
-    match attempt() {
-        Ok(()) => (true, None),
+    match connected.and_then(|m| m.register(machine, leader).map(|()| m)) {
+        Ok(machines) => (Some(machines), None),
         Err(e) => (
-            false,
+            None,
             Some(format!(
                 "{name} is not registered with systemd-machined: {e}"
             )),
@@ -245,7 +255,7 @@ fn leave_unit_root(cgroup: &crate::plan::Cgroup) -> Result<(), RuntimeError> {
 fn start(
     launch: &Launch,
     cgroup: Option<&MachineCgroup>,
-) -> Result<(Pid, Option<OwnedFd>), StepFailure> {
+) -> Result<(Pid, Option<OwnedFd>, Option<Connecting>), StepFailure> {
     let plan = &launch.plan;
     let userns = userns::create(&plan.ids)?;
     if plan.root.idmapped_lowers {
@@ -308,6 +318,11 @@ fn start(
         }
         ForkResult::Parent { child } => child,
     };
+    // The spawner is forked and the supervisor is in every namespace it needs: from here
+    // it may have threads. The signals it waits for in a signalfd are blocked first, so
+    // that no thread takes them.
+    let _ = stop_signals().thread_block();
+    let bus = connect_in_background(&plan.registration);
     drop(inherited);
     let result = (|| {
         if let Some(cgroup) = cgroup {
@@ -338,7 +353,7 @@ fn start(
     }
     let _ = waitpid(spawner, None);
     match (leader, failure) {
-        (Some(leader), None) => Ok((leader, master)),
+        (Some(leader), None) => Ok((leader, master, bus)),
         (leader, failure) => {
             if let Some(leader) = leader {
                 let _ = kill(leader, Signal::SIGKILL);
@@ -500,8 +515,8 @@ fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
         cgroup.remove()?;
     }
     unmount_and_remove(&launch.plan);
-    if machine.registered {
-        unregister(&launch.plan, machine.leader.as_raw());
+    if let Some(machines) = machine.registered {
+        unregister(Some(machines), &launch.plan, machine.leader.as_raw());
     }
     let stopped = Recorded::Stopped {
         exit_status: Some(code),
@@ -513,10 +528,16 @@ fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
     Ok(code)
 }
 
-/// Removes the machine from systemd-machined, if it has it with this leader.
-fn unregister(plan: &Plan, leader: i32) {
+/// Removes the machine from systemd-machined, if it has it with this leader: over the
+/// connection that registered it, or a new one if there is none or it broke.
+fn unregister(connection: Option<Machines>, plan: &Plan, leader: i32) {
     let name = plan.machine.name.as_str();
-    if let Err(e) = Machines::connect().and_then(|m| m.unregister(name, leader.unsigned_abs())) {
+    let leader = leader.unsigned_abs();
+    let kept = connection.map(|m| m.unregister(name, leader));
+    if let Some(Ok(_)) = kept {
+        return;
+    }
+    if let Err(e) = Machines::connect().and_then(|m| m.unregister(name, leader)) {
         eprintln!("mm: {e}");
     }
 }
@@ -547,7 +568,7 @@ pub fn reconcile(paths: &Paths) -> std::io::Result<()> {
         }
         unmount_and_remove(&launch.plan);
         if registered {
-            unregister(&launch.plan, leader);
+            unregister(None, &launch.plan, leader);
         }
         let stopped = Recorded::Stopped {
             exit_status: None,

@@ -8,7 +8,7 @@
 use zbus::blocking::Connection;
 use zbus::zvariant::OwnedObjectPath;
 
-use super::{SystemdError, has_owner, property};
+use super::{SystemdError, property};
 use crate::plan::Machined;
 
 const DESTINATION: &str = "org.freedesktop.machine1";
@@ -22,17 +22,34 @@ pub struct Machines {
 }
 
 impl Machines {
-    /// Connects to the system bus; fails when machined is neither running nor activatable.
+    /// Connects to the system bus. Whether machined answers shows at the first call (an
+    /// activatable one is started by it).
     pub fn connect() -> Result<Self, SystemdError> {
-        let connection = super::Bus::System.connect()?;
-        // An activatable machined starts on the first call; only a missing one is refused.
-        let _ = has_owner(&connection, DESTINATION)?;
-        Ok(Self { connection })
+        Ok(Self {
+            connection: super::Bus::System.connect()?,
+        })
     }
 
     /// `RegisterMachineWithNetwork`: the machine, its PID 1 as seen on the host, and no
-    /// network interfaces of its own.
+    /// network interfaces of its own. A machine of the same name whose leader is dead was
+    /// left by a crash: it is replaced.
     pub fn register(&self, machine: &Machined, leader: u32) -> Result<(), SystemdError> {
+        match self.register_once(machine, leader) {
+            Err(e) if e.error_name() == Some("org.freedesktop.machine1.MachineExists") => {
+                let name = machine.name.as_str();
+                match self.leader(name)? {
+                    Some(old) if !std::path::Path::new(&format!("/proc/{old}")).exists() => {
+                        self.unregister(name, old)?;
+                        self.register_once(machine, leader)
+                    }
+                    _ => Err(e),
+                }
+            }
+            result => result,
+        }
+    }
+
+    fn register_once(&self, machine: &Machined, leader: u32) -> Result<(), SystemdError> {
         let what = || format!("register {} with systemd-machined", machine.name);
         let id = hex_bytes(&machine.id).ok_or_else(|| {
             SystemdError::bus(what())(zbus::Error::Failure(format!(
