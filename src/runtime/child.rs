@@ -148,6 +148,23 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
             }
         }
     }
+    // What the supervisor had open (its lock, pipes, the user namespace) must not reach
+    // the machine's programs: everything above the standard streams closes on exec.
+    // SAFETY: close_range with flags only marks descriptors.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } < 0
+    {
+        return Err(StepFailure::io(
+            "mark inherited descriptors close-on-exec",
+            &std::io::Error::last_os_error(),
+        ));
+    }
     security::lock_down(&plan.security)
 }
 

@@ -9,6 +9,7 @@ pub mod enter;
 mod init;
 pub mod launch;
 pub mod pty;
+mod registrar;
 mod rootfs;
 pub mod seccomp;
 mod security;

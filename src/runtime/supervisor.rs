@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use super::cgroup::MachineCgroup;
 use super::child::{self, Inherited};
 use super::launch::{Console, Launch, Report, Started, Step, StepFailure};
+use super::registrar::Registrar;
 use super::state::{self, Paths, Recorded};
 use super::{RuntimeError, rootfs, sys, userns};
 use crate::plan::{IdMapping, Plan, Registration, Upper};
-use crate::systemd::SystemdError;
 use crate::systemd::machined::Machines;
 use crate::systemd::notify::notify;
 
@@ -88,9 +88,8 @@ struct Machine<'l> {
     paths: Paths,
     leader: Pid,
     cgroup: Option<MachineCgroup>,
-    /// The bus connection that registered it with systemd-machined, kept to unregister
-    /// it when it ends.
-    registered: Option<Machines>,
+    /// Whether systemd-machined has it, to be unregistered when it ends.
+    registered: bool,
 }
 
 fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
@@ -118,7 +117,7 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         cgroup.delegate(root.outside)?;
     }
     let started = start(launch, cgroup.as_ref());
-    let (leader, console, bus) = match started {
+    let (leader, console, registrar) = match started {
         Ok(started) => started,
         Err(failure) => {
             if let Some(cgroup) = cgroup {
@@ -129,8 +128,7 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
             return Err(RuntimeError::Step(failure));
         }
     };
-    let signals = stop_signals();
-    let (registered, notice) = register(plan, leader, bus);
+    let (registered, notice) = register(plan, leader, registrar);
     let machine = Machine {
         launch,
         paths,
@@ -138,7 +136,6 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         cgroup,
         registered,
     };
-    let registered = machine.registered.is_some();
     let recorded = Recorded::Running {
         supervisor: std::process::id(),
         leader: leader.as_raw(),
@@ -163,56 +160,29 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     } else if let Some(notice) = notice {
         eprintln!("mm: {notice}");
     }
-    let code = run_loop(&machine, console, detach, &signals);
+    let code = run_loop(&machine, console, detach);
     finish(machine, code)
 }
 
-/// A connection to the system bus being made on a thread of its own.
-type Connecting = std::thread::JoinHandle<Result<Machines, SystemdError>>;
-
-/// Connecting to the system bus takes about a millisecond and a half (zbus starts its
-/// threads and authenticates): when the machine is to be registered, that happens while
-/// the spawner builds the machine.
-fn connect_in_background(registration: &Registration) -> Option<Connecting> {
-    match registration {
-        Registration::Machined(_) => Some(std::thread::spawn(Machines::connect)),
-        Registration::Skip { .. } => None,
-    }
-}
-
-/// Registers the machine with systemd-machined when the plan says to. Returns the
-/// connection that did, or the one line that tells the user why it is not registered.
-fn register(
-    plan: &Plan,
-    leader: Pid,
-    bus: Option<Connecting>,
-) -> (Option<Machines>, Option<String>) {
+/// Registers the machine with systemd-machined when the plan says to (through the
+/// registrar forked at start). Returns whether it is registered, and otherwise the one
+/// line that tells the user why not.
+fn register(plan: &Plan, leader: Pid, registrar: Option<Registrar>) -> (bool, Option<String>) {
     let name = &plan.machine.name;
-    let machine = match &plan.registration {
-        Registration::Machined(machine) => machine,
-        Registration::Skip { why } => {
-            return (
-                None,
-                Some(format!(
-                    "{name} is not registered with systemd-machined: {why}"
-                )),
-            );
-        }
+    let why = match (&plan.registration, registrar) {
+        (Registration::Skip { why }, _) => why.clone(),
+        (Registration::Machined(_), Some(registrar)) => match registrar.register(leader) {
+            Ok(()) => return (true, None),
+            Err(why) => why,
+        },
+        (Registration::Machined(_), None) => "the registering process could not start".into(),
     };
-    let leader = leader.as_raw().unsigned_abs();
-    let connected = match bus {
-        Some(connecting) => connecting.join().unwrap_or_else(|_| Machines::connect()),
-        None => Machines::connect(),
-    };
-    match connected.and_then(|m| m.register(machine, leader).map(|()| m)) {
-        Ok(machines) => (Some(machines), None),
-        Err(e) => (
-            None,
-            Some(format!(
-                "{name} is not registered with systemd-machined: {e}"
-            )),
-        ),
-    }
+    (
+        false,
+        Some(format!(
+            "{name} is not registered with systemd-machined: {why}"
+        )),
+    )
 }
 
 /// The signals that stop the machine, and SIGCHLD.
@@ -255,8 +225,14 @@ fn leave_unit_root(cgroup: &crate::plan::Cgroup) -> Result<(), RuntimeError> {
 fn start(
     launch: &Launch,
     cgroup: Option<&MachineCgroup>,
-) -> Result<(Pid, Option<OwnedFd>, Option<Connecting>), StepFailure> {
+) -> Result<(Pid, Option<OwnedFd>, Option<Registrar>), StepFailure> {
     let plan = &launch.plan;
+    // Connecting to the bus takes a while: it happens meanwhile, in a child forked before
+    // any pipe of the launch exists (it must hold none of them open).
+    let registrar = match &plan.registration {
+        Registration::Machined(machine) => Registrar::spawn(machine).ok(),
+        Registration::Skip { .. } => None,
+    };
     let userns = userns::create(&plan.ids)?;
     if plan.root.idmapped_lowers {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
@@ -318,11 +294,6 @@ fn start(
         }
         ForkResult::Parent { child } => child,
     };
-    // The spawner is forked and the supervisor is in every namespace it needs: from here
-    // it may have threads. The signals it waits for in a signalfd are blocked first, so
-    // that no thread takes them.
-    let _ = stop_signals().thread_block();
-    let bus = connect_in_background(&plan.registration);
     drop(inherited);
     let result = (|| {
         if let Some(cgroup) = cgroup {
@@ -353,7 +324,7 @@ fn start(
     }
     let _ = waitpid(spawner, None);
     match (leader, failure) {
-        (Some(leader), None) => Ok((leader, master, bus)),
+        (Some(leader), None) => Ok((leader, master, registrar)),
         (leader, failure) => {
             if let Some(leader) = leader {
                 let _ = kill(leader, Signal::SIGKILL);
@@ -377,13 +348,10 @@ fn detach_stdio() {
 }
 
 /// Waits for PID 1 to end, stopping it when asked; returns its exit status.
-fn run_loop(
-    machine: &Machine<'_>,
-    console: Option<OwnedFd>,
-    detach: bool,
-    signals: &SigSet,
-) -> i32 {
-    let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
+fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i32 {
+    let signals = stop_signals();
+    let _ = signals.thread_block();
+    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let _ = std::fs::remove_file(machine.paths.control());
     let listener = UnixListener::bind(machine.paths.control()).ok();
     if let Some(l) = &listener {
@@ -515,8 +483,8 @@ fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
         cgroup.remove()?;
     }
     unmount_and_remove(&launch.plan);
-    if let Some(machines) = machine.registered {
-        unregister(Some(machines), &launch.plan, machine.leader.as_raw());
+    if machine.registered {
+        unregister(&launch.plan, machine.leader.as_raw());
     }
     let stopped = Recorded::Stopped {
         exit_status: Some(code),
@@ -528,16 +496,10 @@ fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
     Ok(code)
 }
 
-/// Removes the machine from systemd-machined, if it has it with this leader: over the
-/// connection that registered it, or a new one if there is none or it broke.
-fn unregister(connection: Option<Machines>, plan: &Plan, leader: i32) {
+/// Removes the machine from systemd-machined, if it has it with this leader.
+fn unregister(plan: &Plan, leader: i32) {
     let name = plan.machine.name.as_str();
-    let leader = leader.unsigned_abs();
-    let kept = connection.map(|m| m.unregister(name, leader));
-    if let Some(Ok(_)) = kept {
-        return;
-    }
-    if let Err(e) = Machines::connect().and_then(|m| m.unregister(name, leader)) {
+    if let Err(e) = Machines::connect().and_then(|m| m.unregister(name, leader.unsigned_abs())) {
         eprintln!("mm: {e}");
     }
 }
@@ -568,7 +530,7 @@ pub fn reconcile(paths: &Paths) -> std::io::Result<()> {
         }
         unmount_and_remove(&launch.plan);
         if registered {
-            unregister(None, &launch.plan, leader);
+            unregister(&launch.plan, leader);
         }
         let stopped = Recorded::Stopped {
             exit_status: None,
