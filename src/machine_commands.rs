@@ -354,20 +354,28 @@ struct StatusReport<'a> {
     #[serde(flatten)]
     status: &'a Status,
     runtime_dir: PathBuf,
+    /// The systemd unit it runs or ran as.
+    unit: Option<String>,
 }
 
 pub fn status(machine: &str, json: bool) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
     reconciled(&paths)?;
     let status = state::status(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
+    let unit = state::read(&paths)
+        .ok()
+        .flatten()
+        .and_then(|r| r.unit().map(str::to_owned));
     if json {
         print_json(&StatusReport {
             name: &name,
             status: &status,
             runtime_dir: paths.dir.clone(),
+            unit,
         })?;
     } else {
-        print(&format!("{name}: {}\n", describe(&status)))?;
+        let unit = unit.map(|u| format!(" as {u}")).unwrap_or_default();
+        print(&format!("{name}: {}{unit}\n", describe(&status)))?;
     }
     Ok(match status {
         Status::Running { .. } | Status::Starting => ExitCode::Ok,

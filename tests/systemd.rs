@@ -554,6 +554,7 @@ fn a_users_machine_runs_as_a_unit_of_the_users_systemd_manager() {
     let (status, _) = mm_ok(&["status", "uweb", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["unit"], "mm@uweb.service", "{status}");
     assert_eq!(
         status["supervisor"].to_string(),
         main_pid.trim(),
@@ -596,4 +597,28 @@ fn a_users_machine_runs_as_a_unit_of_the_users_systemd_manager() {
         "inactive"
     );
     mm_ok(&["stop", "uweb"]);
+}
+
+#[test]
+fn without_a_service_manager_the_systemd_verbs_say_why() {
+    let test = "without_a_service_manager_the_systemd_verbs_say_why";
+    if Path::new("/run/systemd/system").exists() {
+        return skip(test, "systemd runs this host");
+    }
+    if !is_root() {
+        return skip(test, "an ordinary user may have a systemd user manager");
+    }
+    let mut machines = Machines::new();
+    machines.define("sd-plain");
+    for verb in ["enable", "disable"] {
+        let (out, _, stderr) = machines.mm(&[verb, "sd-plain"]);
+        assert_eq!(out.status.code(), Some(69), "mm {verb}: {stderr}");
+        assert!(stderr.contains("needs systemd"), "mm {verb}: {stderr}");
+    }
+    let (out, _, stderr) = machines.mm(&["run", "--keep-unit", "sd-plain"]);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("not running as a systemd service"),
+        "{stderr}"
+    );
 }
