@@ -185,21 +185,6 @@ fn register(plan: &Plan, leader: Pid, registrar: Option<Registrar>) -> (bool, Op
     )
 }
 
-/// The signals that stop the machine, and SIGCHLD.
-fn stop_signals() -> SigSet {
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        signals.add(s);
-    }
-    signals
-}
-
 /// In a unit (`--keep-unit`) on cgroup v2, the machine's `payload` cgroup can get
 /// controllers only if the unit's own cgroup holds no process: the supervisor moves to a
 /// `supervisor` sibling first, as systemd-nspawn does.
@@ -349,7 +334,16 @@ fn detach_stdio() {
 
 /// Waits for PID 1 to end, stopping it when asked; returns its exit status.
 fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i32 {
-    let signals = stop_signals();
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        signals.add(s);
+    }
     let _ = signals.thread_block();
     let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
     let _ = std::fs::remove_file(machine.paths.control());
@@ -524,11 +518,7 @@ pub fn reconcile(paths: &Paths) -> std::io::Result<()> {
         ..
     }) = state::read(paths)?
     {
-        if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
-            let _ = cgroup.kill_all();
-            let _ = cgroup.remove();
-        }
-        unmount_and_remove(&launch.plan);
+        release(&launch.plan);
         if registered {
             unregister(&launch.plan, leader);
         }
@@ -561,15 +551,17 @@ fn unmount_and_remove(plan: &Plan) {
     let _ = std::fs::remove_dir(runtime.join("volatile"));
 }
 
-/// A supervisor that was killed left its cgroup and mount points behind: remove them.
+/// A supervisor that was killed left its cgroup and mount points behind: remove them
+/// (both the recorded plan's and this one's, which may differ).
 fn clean_stale(paths: &Paths, plan: &Plan) {
     if let Ok(Some(Recorded::Running { launch, .. })) = state::read(paths) {
-        if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
-            let _ = cgroup.kill_all();
-            let _ = cgroup.remove();
-        }
-        unmount_and_remove(&launch.plan);
+        release(&launch.plan);
     }
+    release(plan);
+}
+
+/// Kills what is left in the plan's cgroup, removes it, and the mount points.
+fn release(plan: &Plan) {
     if let Some(cgroup) = MachineCgroup::from_plan(&plan.cgroup) {
         let _ = cgroup.kill_all();
         let _ = cgroup.remove();

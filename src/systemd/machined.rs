@@ -6,15 +6,15 @@
 //! as `machine.slice/mm-web.scope` (on hybrid hosts, in the unified tree).
 
 use zbus::blocking::Connection;
-use zbus::zvariant::OwnedObjectPath;
 
-use super::{SystemdError, property};
+use super::{SystemdError, object_path, property};
 use crate::plan::Machined;
 
 const DESTINATION: &str = "org.freedesktop.machine1";
 const PATH: &str = "/org/freedesktop/machine1";
 const MANAGER: &str = "org.freedesktop.machine1.Manager";
 const MACHINE: &str = "org.freedesktop.machine1.Machine";
+const NO_SUCH_MACHINE: &str = "org.freedesktop.machine1.NoSuchMachine";
 
 /// A connection to the system bus on which machined answers.
 pub struct Machines {
@@ -74,17 +74,10 @@ impl Machines {
 
     /// The leader pid machined has for `name`, or `None` when it has no such machine.
     pub fn leader(&self, name: &str) -> Result<Option<u32>, SystemdError> {
-        let path = match self.call("GetMachine", &(name,)) {
-            Ok(reply) => reply
-                .body()
-                .deserialize::<OwnedObjectPath>()
-                .map_err(SystemdError::bus(format!("look up machine {name}")))?,
-            Err(zbus::Error::MethodError(error, _, _))
-                if error.as_str() == "org.freedesktop.machine1.NoSuchMachine" =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(SystemdError::bus(format!("look up machine {name}"))(e)),
+        let reply = self.call("GetMachine", &(name,));
+        let what = format!("look up machine {name}");
+        let Some(path) = object_path(reply, NO_SUCH_MACHINE, &what)? else {
+            return Ok(None);
         };
         property::<u32>(
             &self.connection,
@@ -104,9 +97,7 @@ impl Machines {
         }
         match self.call("UnregisterMachine", &(name,)) {
             Ok(_) => Ok(true),
-            Err(zbus::Error::MethodError(error, _, _))
-                if error.as_str() == "org.freedesktop.machine1.NoSuchMachine" =>
-            {
+            Err(zbus::Error::MethodError(error, _, _)) if error.as_str() == NO_SUCH_MACHINE => {
                 Ok(false)
             }
             Err(e) => Err(SystemdError::bus(format!(

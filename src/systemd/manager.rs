@@ -7,7 +7,7 @@ use zbus::blocking::{Connection, MessageIterator};
 use zbus::message::Type as MessageType;
 use zbus::zvariant::OwnedObjectPath;
 
-use super::{Bus, SystemdError, has_owner, property};
+use super::{Bus, SystemdError, has_owner, object_path, property};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const PATH: &str = "/org/freedesktop/systemd1";
@@ -56,17 +56,10 @@ impl Manager {
 
     /// `active`, `inactive`, `failed`, …; `inactive` for a unit the manager has not loaded.
     pub fn active_state(&self, unit: &str) -> Result<String, SystemdError> {
-        let path = match self.call("GetUnit", &(unit,)) {
-            Ok(reply) => reply
-                .body()
-                .deserialize::<OwnedObjectPath>()
-                .map_err(SystemdError::bus(format!("look up {unit}")))?,
-            Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
-            {
-                return Ok("inactive".to_owned());
-            }
-            Err(e) => return Err(SystemdError::bus(format!("look up {unit}"))(e)),
+        let reply = self.call("GetUnit", &(unit,));
+        let what = format!("look up {unit}");
+        let Some(path) = object_path(reply, "org.freedesktop.systemd1.NoSuchUnit", &what)? else {
+            return Ok("inactive".to_owned());
         };
         property(
             &self.connection,

@@ -137,3 +137,21 @@ where
         .map_err(SystemdError::bus(what()))?;
     T::try_from(value).map_err(|e| SystemdError::bus(what())(e.into()))
 }
+
+/// The object path a `Get…` method answered, or `None` when it answered the error
+/// `missing` (such as `org.freedesktop.systemd1.NoSuchUnit`).
+fn object_path(
+    reply: zbus::Result<zbus::message::Message>,
+    missing: &str,
+    what: &str,
+) -> Result<Option<zbus::zvariant::OwnedObjectPath>, SystemdError> {
+    match reply {
+        Ok(reply) => reply
+            .body()
+            .deserialize()
+            .map(Some)
+            .map_err(SystemdError::bus(what)),
+        Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == missing => Ok(None),
+        Err(e) => Err(SystemdError::bus(what)(e)),
+    }
+}
