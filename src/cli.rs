@@ -85,7 +85,8 @@ pub enum Command {
     },
     /// Stop a running machine: its stop signal to PID 1, then SIGKILL to all after a timeout
     ///
-    /// A machine started as mm@NAME.service is stopped through systemd.
+    /// A machine started as mm@NAME.service is stopped through systemd (with --timeout,
+    /// by its supervisor, and the unit ends with it).
     Stop {
         machine: String,
         /// Seconds to wait before killing every process (default: the definition's)

@@ -277,7 +277,10 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     if !state::supervised(&paths).map_err(io)? {
         return Err(not_running(&name));
     }
-    if let Ok(Some(recorded)) = state::read(&paths)
+    // A unit is stopped through systemd, unless a timeout is asked for: the supervisor
+    // takes that itself, and the unit ends when it exits.
+    if timeout.is_none()
+        && let Ok(Some(recorded)) = state::read(&paths)
         && let Some(unit) = recorded.unit()
         && crate::unit_commands::stop(unit)?
     {
