@@ -128,8 +128,9 @@ pub enum Command {
         #[arg(long, short, default_value = "root")]
         user: String,
     },
-    /// Show a machine's console output: from the journal when it ran as mm@NAME.service,
-    /// else from RUNTIME/NAME/console.log
+    /// Show a machine's console output
+    ///
+    /// From the journal when it ran as mm@NAME.service, else from RUNTIME/NAME/console.log.
     Logs {
         machine: String,
         /// Keep printing new output until the machine stops (Ctrl-C to leave)
@@ -139,10 +140,10 @@ pub enum Command {
         #[arg(long, short = 'n', value_name = "N")]
         lines: Option<usize>,
     },
-    /// Start a machine at boot (root) or at login (user): link mm@NAME.service into
-    /// machines.target (root) or default.target (user), like `systemctl enable`
+    /// Start a machine at boot (root) or at login (user), like `systemctl enable`
     ///
-    /// Its definition must be where the service manager finds it: /etc/mm/machines or
+    /// Links mm@NAME.service into machines.target (root) or default.target (user). Its
+    /// definition must be where the service manager finds it: /etc/mm/machines or
     /// /usr/share/mm/machines (root), ~/.config/mm/machines (user). Needs systemd.
     Enable {
         machine: String,
