@@ -273,14 +273,20 @@ fn cgroup(def: &Definition, host: &Host) -> Result<Cgroup, Diagnostic> {
 
 /// Where the machine's cgroup goes: its unit-shaped path and the directory to make in each
 /// hierarchy; or why it cannot have one.
+///
+/// Under `mm run --keep-unit` it is the unit's `payload` sub-cgroup (as with
+/// `systemd-nspawn --keep-unit`), so that machined and systemd see it as the unit's;
+/// otherwise `machine.slice/mm-NAME.scope` (root) or `mm-NAME.scope` in the user's
+/// delegated subtree.
 fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> {
     let facts = &host.cgroup;
-    if let Some(unit) = &host.unit_cgroup {
-        return placement_in_unit(unit, host);
-    }
+    let in_unit = host
+        .unit_cgroup
+        .as_deref()
+        .map(|unit| format!("{}/payload", unit.trim_matches('/')));
     let leaf = format!("mm-{name}.scope");
     if host.is_root() {
-        let path = format!("machine.slice/{leaf}");
+        let path = in_unit.unwrap_or_else(|| format!("machine.slice/{leaf}"));
         let hierarchies = facts.v1.iter().map(|h| &h.path).chain(&facts.unified);
         let dirs: Vec<PathBuf> = hierarchies.map(|h| h.join(&path)).collect();
         return if dirs.is_empty() {
@@ -289,45 +295,31 @@ fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> 
             Ok((path, dirs))
         };
     }
-    match (facts.mode, &facts.delegated, &facts.unified) {
-        (CgroupMode::V2, Some(delegated), Some(tree)) => {
-            let dir = delegated.join(&leaf);
-            let path = dir.strip_prefix(tree).unwrap_or(&dir).display().to_string();
-            Ok((path, vec![dir]))
+    let (CgroupMode::V2, Some(tree)) = (facts.mode, &facts.unified) else {
+        return Err(format!(
+            "this host's cgroups are {}: only cgroup v2 can be delegated to ordinary users",
+            facts.mode
+        ));
+    };
+    let dir = match (&in_unit, &facts.delegated) {
+        (Some(path), Some(delegated)) if tree.join(path).starts_with(delegated) => tree.join(path),
+        (None, Some(delegated)) => delegated.join(&leaf),
+        (Some(_), _) => {
+            return Err(format!(
+                "the unit's cgroup {} is not delegated to user `{}` (Delegate=yes)",
+                host.unit_cgroup.as_deref().unwrap_or_default(),
+                host.user
+            ));
         }
-        (CgroupMode::V2, _, _) => Err(format!(
-            "no cgroup subtree is delegated to user `{}`",
-            host.user
-        )),
-        (mode, _, _) => Err(format!(
-            "this host's cgroups are {mode}: only cgroup v2 can be delegated to ordinary users"
-        )),
-    }
-}
-
-/// Under `mm run --keep-unit`: the machine goes in the unit's `payload` sub-cgroup (as
-/// `systemd-nspawn --keep-unit` does), so that machined and systemd see it as the unit's.
-fn placement_in_unit(unit: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> {
-    let facts = &host.cgroup;
-    let path = format!("{}/payload", unit.trim_matches('/'));
-    if host.is_root() {
-        let hierarchies = facts.v1.iter().map(|h| &h.path).chain(&facts.unified);
-        return Ok((path.clone(), hierarchies.map(|h| h.join(&path)).collect()));
-    }
-    match (facts.mode, &facts.delegated, &facts.unified) {
-        (CgroupMode::V2, Some(delegated), Some(tree))
-            if tree.join(&path).starts_with(delegated) =>
-        {
-            Ok((path.clone(), vec![tree.join(&path)]))
+        (None, None) => {
+            return Err(format!(
+                "no cgroup subtree is delegated to user `{}`",
+                host.user
+            ));
         }
-        (CgroupMode::V2, _, _) => Err(format!(
-            "the unit's cgroup {unit} is not delegated to user `{}` (Delegate=yes)",
-            host.user
-        )),
-        (mode, _, _) => Err(format!(
-            "this host's cgroups are {mode}: only cgroup v2 can be delegated to ordinary users"
-        )),
-    }
+    };
+    let path = dir.strip_prefix(tree).unwrap_or(&dir).display().to_string();
+    Ok((path, vec![dir]))
 }
 
 /// The files to write for each limit, in the hierarchy that carries its controller.
