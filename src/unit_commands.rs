@@ -131,8 +131,16 @@ pub fn start(host: &Host, path: &Path, plan: &Plan) -> Result<Via, Error> {
         Err(e) => return Err(with_journal_hint(e, &manager, &unit)),
     }
     let paths = Paths::new(&plan.machine.runtime_dir);
-    let running = state::running(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
-    let Some((leader, _)) = running else {
+    let io = |e| RuntimeError::io(&paths.state(), e);
+    let recorded = if state::supervised(&paths).map_err(io)? {
+        state::read(&paths).map_err(io)?
+    } else {
+        None
+    };
+    let Some(state::Recorded::Running {
+        leader, registered, ..
+    }) = recorded
+    else {
         return Err(RuntimeError::Supervisor(format!(
             "{unit} started, but the machine is not running; see {}",
             journal_command(&manager, &unit)
@@ -141,10 +149,7 @@ pub fn start(host: &Host, path: &Path, plan: &Plan) -> Result<Via, Error> {
     };
     if let Registration::Skip { why } = &plan.registration {
         eprintln!("mm: {name} is not registered with systemd-machined: {why}");
-    } else if let Ok(Some(state::Recorded::Running {
-        registered: false, ..
-    })) = state::read(&paths)
-    {
+    } else if !registered {
         eprintln!(
             "mm: {name} is not registered with systemd-machined; {} says why",
             journal_command(&manager, &unit)
