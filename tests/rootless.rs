@@ -155,19 +155,9 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
         stdout
     };
     // Two starts at once: one machine, and the other start says so.
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            mm(&["start", "dev"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let mut codes: Vec<Option<i32>> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap().status.code())
+    let mut codes: Vec<Option<i32>> = run_together((0..2).map(|_| mm(&["start", "dev"])))
+        .iter()
+        .map(|out| out.status.code())
         .collect();
     codes.sort();
     assert_eq!(codes, [Some(0), Some(75)]);

@@ -417,20 +417,9 @@ fn two_starts_at_once_give_one_machine() {
     }
     let mut m = Machines::new();
     m.define("once", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]");
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            m.command(&["start", "once"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
     let mut codes: Vec<Option<i32>> = Vec::new();
     let mut errors = String::new();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    for out in run_together((0..2).map(|_| m.command(&["start", "once"]))) {
         codes.push(out.status.code());
         errors.push_str(&String::from_utf8_lossy(&out.stderr));
     }

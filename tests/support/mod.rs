@@ -65,6 +65,26 @@ pub fn run(mut command: Command) -> (Output, String, String) {
     (output, stdout, stderr)
 }
 
+/// Starts every command at once (standard input empty, output captured), then waits for
+/// them all: their outputs, in order.
+pub fn run_together(commands: impl IntoIterator<Item = Command>) -> Vec<Output> {
+    let children: Vec<_> = commands
+        .into_iter()
+        .map(|mut command| {
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the command starts")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().expect("the command ends"))
+        .collect()
+}
+
 /// A local user for rootless tests, created once (root only). With `Some(start)`, the user
 /// has a subordinate id range (useradd's own, or 65536 ids from `start`); with `None`, none.
 pub struct TestUser {
