@@ -138,33 +138,11 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
         sys::loopback_up().step(|| "bring the loopback interface up".to_owned())?;
     }
     if let Some((slave, _)) = &inherited.console {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors, which this process owns.
-            if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
-                return Err(StepFailure::io(
-                    "attach the console",
-                    &std::io::Error::last_os_error(),
-                ));
-            }
-        }
+        sys::dup_onto_standard_streams(slave.as_fd()).step(|| "attach the console".to_owned())?;
     }
     // What the supervisor had open (its lock, pipes, the user namespace) must not reach
     // the machine's programs: everything above the standard streams closes on exec.
-    // SAFETY: close_range with flags only marks descriptors.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } < 0
-    {
-        return Err(StepFailure::io(
-            "mark inherited descriptors close-on-exec",
-            &std::io::Error::last_os_error(),
-        ));
-    }
+    sys::close_on_exec_from(3).step(|| "mark inherited descriptors close-on-exec".to_owned())?;
     security::lock_down(&plan.security)
 }
 

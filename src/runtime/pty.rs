@@ -50,13 +50,7 @@ pub fn attach_as_controlling(slave: &OwnedFd) -> io::Result<()> {
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    for fd in 0..3 {
-        // SAFETY: dup2 onto the standard descriptors, which this process owns.
-        if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    super::sys::dup_onto_standard_streams(slave.as_fd())
 }
 
 /// Puts a terminal in raw mode for as long as it lives.

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -324,10 +324,7 @@ fn start(
 
 fn detach_stdio() {
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors, which this process owns.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+        let _ = sys::dup_onto_standard_streams(null.as_fd());
     }
     let _ = nix::unistd::setsid();
 }

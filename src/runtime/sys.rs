@@ -151,6 +151,34 @@ pub fn move_mount_to_path(mount: BorrowedFd<'_>, path: &Path) -> io::Result<()> 
 }
 
 /// Asks the kernel to send `signal` to this process when its parent exits.
+/// Makes `fd` this process's standard input, output and error.
+pub fn dup_onto_standard_streams(fd: BorrowedFd<'_>) -> io::Result<()> {
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns.
+        if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec (`close_range`).
+pub fn close_on_exec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn parent_death_signal(signal: libc::c_int) -> io::Result<()> {
     // SAFETY: prctl with integer arguments.
     check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }.into())
