@@ -126,9 +126,8 @@ fn in_machine(launch: &Launch, command: &Command<'_>, slave: Option<&OwnedFd>) -
         return StepFailure::io("attach the terminal", &e);
     }
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let passwd = read("/etc/passwd");
     let spec = command.user.unwrap_or(&launch.user);
-    let user = match security::resolve_user(spec, &passwd, &read("/etc/group")) {
+    let user = match security::resolve_user(spec, &read("/etc/passwd"), &read("/etc/group")) {
         Ok(user) => user,
         Err(e) => return StepFailure::other(format!("find the user {spec}"), e),
     };
@@ -138,27 +137,23 @@ fn in_machine(launch: &Launch, command: &Command<'_>, slave: Option<&OwnedFd>) -
     if let Err(failure) = security::become_user(&user) {
         return failure;
     }
-    let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 6 && f[2].parse() == Ok(user.uid));
-    let home = entry.as_ref().map_or("/", |f| f[5]);
     let mut env = launch.env.clone();
     env.extend(command.env.iter().cloned());
     let mut argv = command.argv.clone();
     let mut workdir = launch.workdir.as_str();
     if command.login {
-        let shell = entry
-            .as_ref()
-            .map(|f| f[6])
+        let account = user.account.as_ref();
+        let home = account.map_or("/", |a| a.home.as_str());
+        let shell = account
+            .map(|a| a.shell.as_str())
             .filter(|s| Path::new(s).exists())
             .unwrap_or("/bin/sh");
         argv = vec![shell.to_owned(), "-l".to_owned()];
         env.push(format!("HOME={home}"));
         env.push(format!("SHELL={shell}"));
-        if let Some(f) = &entry {
-            env.push(format!("USER={}", f[0]));
-            env.push(format!("LOGNAME={}", f[0]));
+        if let Some(a) = account {
+            env.push(format!("USER={}", a.name));
+            env.push(format!("LOGNAME={}", a.name));
         }
         workdir = home;
     }

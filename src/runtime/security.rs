@@ -50,6 +50,16 @@ pub struct User {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// The user's /etc/passwd entry, when it has one.
+    pub account: Option<Account>,
+}
+
+/// What /etc/passwd says of a user, for a login (`mm shell`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub home: String,
+    pub shell: String,
 }
 
 /// Resolves `root`, `NAME[:GROUP]` or `UID[:GID]` against the machine's files (read after
@@ -63,6 +73,11 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, Strin
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.len() > 3 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
+    let account = entry.as_ref().map(|f| Account {
+        name: f[0].to_owned(),
+        home: f.get(5).copied().unwrap_or("/").to_owned(),
+        shell: f.get(6).copied().unwrap_or_default().to_owned(),
+    });
     let (uid, mut gid, name) = match (user.parse::<u32>(), &entry) {
         (Ok(uid), Some(f)) => (uid, f[3].parse().unwrap_or(uid), Some(f[0])),
         (Ok(uid), None) => (uid, uid, None),
@@ -98,7 +113,12 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, Strin
     };
     groups.retain(|g| *g != gid);
     groups.insert(0, gid);
-    Ok(User { uid, gid, groups })
+    Ok(User {
+        uid,
+        gid,
+        groups,
+        account,
+    })
 }
 
 /// Becomes `user`; as anyone but root this also empties the capability sets.
@@ -127,7 +147,12 @@ mod tests {
             User {
                 uid: 0,
                 gid: 0,
-                groups: vec![0]
+                groups: vec![0],
+                account: Some(Account {
+                    name: "root".into(),
+                    home: "/root".into(),
+                    shell: "/bin/sh".into()
+                })
             }
         );
         assert_eq!(
@@ -135,7 +160,12 @@ mod tests {
             User {
                 uid: 33,
                 gid: 34,
-                groups: vec![34, 50]
+                groups: vec![34, 50],
+                account: Some(Account {
+                    name: "www".into(),
+                    home: "/srv".into(),
+                    shell: "/bin/sh".into()
+                })
             }
         );
         assert_eq!(user("33").unwrap().gid, 34);
@@ -144,7 +174,8 @@ mod tests {
             User {
                 uid: 65534,
                 gid: 65534,
-                groups: vec![65534]
+                groups: vec![65534],
+                account: None
             }
         );
         assert_eq!(user("www:staff").unwrap().gid, 50);
