@@ -125,11 +125,9 @@ fn in_machine(launch: &Launch, command: &Command<'_>, slave: Option<&OwnedFd>) -
     {
         return StepFailure::io("attach the terminal", &e);
     }
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let spec = command.user.unwrap_or(&launch.user);
-    let user = match security::resolve_user(spec, &read("/etc/passwd"), &read("/etc/group")) {
+    let user = match security::machine_user(command.user.unwrap_or(&launch.user)) {
         Ok(user) => user,
-        Err(e) => return StepFailure::other(format!("find the user {spec}"), e),
+        Err(failure) => return failure,
     };
     if let Err(failure) = security::lock_down(&launch.plan.security) {
         return failure;

@@ -22,9 +22,7 @@ pub fn run(launch: &Launch, report: &mut File) -> StepFailure {
 }
 
 fn start(launch: &Launch, report: &mut File) -> Result<Pid, StepFailure> {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let user = security::resolve_user(&launch.user, &read("/etc/passwd"), &read("/etc/group"))
-        .map_err(|e| StepFailure::other(format!("find the user {}", launch.user), e))?;
+    let user = security::machine_user(&launch.user)?;
     let all = SigSet::all();
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut old))

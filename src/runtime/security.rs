@@ -62,6 +62,14 @@ pub struct Account {
     pub shell: String,
 }
 
+/// Resolves `spec` against the machine's /etc/passwd and /etc/group; for a process that
+/// is already inside the machine's root.
+pub fn machine_user(spec: &str) -> Result<User, StepFailure> {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    resolve_user(spec, &read("/etc/passwd"), &read("/etc/group"))
+        .map_err(|e| StepFailure::other(format!("find the user {spec}"), e))
+}
+
 /// Resolves `root`, `NAME[:GROUP]` or `UID[:GID]` against the machine's files (read after
 /// `pivot_root`, so they are the image's).
 pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
