@@ -200,6 +200,10 @@ fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
             IdMapping::Map { entries } if host.is_root() => entries.first().map(|e| e.outside),
             _ => None,
         };
+        // The machine's directory holds its files as they are (setuid ones too): private.
+        if let Some(machine_dir) = upper.parent() {
+            mm::state::private_dir(machine_dir).map_err(|e| RuntimeError::io(machine_dir, e))?;
+        }
         for dir in [upper, work] {
             let made = std::fs::create_dir_all(dir).and_then(|()| {
                 owner.map_or(Ok(()), |id| {

@@ -21,6 +21,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes `path` (and any missing parents) and leaves it mode 0700, also when it was
+/// already there with a wider mode: for directories that hold a machine's or an image's
+/// files as they are, setuid programs included, which no other user may reach.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
 /// An exclusive `flock` on `path` (created if missing), held until the file is dropped.
 /// With `wait`, waits for the holder; else fails at once (`WouldBlock`).
 pub fn lock(path: &Path, wait: bool) -> io::Result<File> {

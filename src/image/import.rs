@@ -212,15 +212,26 @@ pub fn extract(
             ..UnpackMode::ROOTLESS.flattened()
         }
     };
-    std::fs::create_dir(dir).at(dir)?;
+    // The tree is made in a private scratch directory and renamed to `dir` only when
+    // complete, and private itself (0700): it holds the image's files as they are, setuid
+    // ones included, which no other user may run.
+    if dir.symlink_metadata().is_ok() {
+        return Err(ImageError::Io {
+            path: dir.to_owned(),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        });
+    }
+    let scratch = sources::new_scratch(scratch_in, ".mm-extract.")?;
+    let tree = scratch.path().join("rootfs");
+    std::fs::create_dir(&tree).at(&tree)?;
     let result = (|| {
         let root = rustix::fs::open(
-            dir,
+            &tree,
             rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| ImageError::Io {
-            path: dir.to_owned(),
+            path: tree.clone(),
             source: e.into(),
         })?;
         let mut total = Stats::default();
@@ -243,11 +254,22 @@ pub fn extract(
             total.whiteouts += stats.whiteouts;
             total.skipped_devices += stats.skipped_devices;
         }
+        crate::state::private_dir(&tree).at(&tree)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &tree,
+            rustix::fs::CWD,
+            dir,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| ImageError::Io {
+            path: dir.to_owned(),
+            source: e.into(),
+        })?;
         Ok(total)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    // On failure the scratch directory takes the half-made tree with it.
+    drop(scratch);
     result
 }
 

@@ -332,7 +332,7 @@ fn safe_relative(path: &Path) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-fn new_scratch(parent: &Path, prefix: &str) -> Result<tempfile::TempDir, ImageError> {
+pub(super) fn new_scratch(parent: &Path, prefix: &str) -> Result<tempfile::TempDir, ImageError> {
     std::fs::create_dir_all(parent).at(parent)?;
     tempfile::Builder::new()
         .prefix(prefix)

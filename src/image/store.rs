@@ -90,11 +90,14 @@ impl Store {
             .join(format!("{}.json", &Digest::of(name.as_bytes()).hex()[..32]))
     }
 
-    /// Makes the store's directories (only the owner may write them).
+    /// Makes the store's directories, private to their owner (mode 0700, also for a
+    /// store made before): layers hold the images' files as they are, setuid ones
+    /// included, which no other user may run from here.
     pub fn create(&self) -> Result<(), ImageError> {
+        crate::state::private_dir(&self.root).at(&self.root)?;
         for dir in ["blobs/sha256", "layers", "images", "tmp", "locks"] {
             let path = self.root.join(dir);
-            std::fs::create_dir_all(&path).at(&path)?;
+            crate::state::private_dir(&path).at(&path)?;
         }
         Ok(())
     }

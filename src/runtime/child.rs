@@ -68,6 +68,11 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFail
             "it went away",
         ));
     }
+    // While still host root: PID 1 reaches the staged overlay and binds from here.
+    if launch.plan.root.idmapped_lowers {
+        let stage = rootfs::stage_dir(&launch.plan);
+        std::env::set_current_dir(&stage).step(|| format!("enter {}", stage.display()))?;
+    }
     sys::setns(inherited.userns.as_fd(), libc::CLONE_NEWUSER)
         .step(|| "join the machine's user namespace".to_owned())?;
     nix::unistd::setgroups(&[]).step(|| "drop supplementary groups".to_owned())?;

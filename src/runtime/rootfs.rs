@@ -7,8 +7,17 @@
 //! with `userxattr`. Everything else happens in PID 1, in the machine's mount namespace:
 //! each target is resolved inside the new root (`openat2` with `RESOLVE_IN_ROOT`), so no
 //! symlink in an image can aim a mount at the host.
+//!
+//! As root, PID 1 runs as the machine's ids, which need not be able to walk the host's
+//! path to the overlay or to a bind's source (a `0700` parent such as `/root`). So the
+//! supervisor, still real root, *stages* them: a tmpfs at `RUNTIME/NAME/stage`, owned by
+//! the machine's root, holding the overlay at `root` and each bind's source at its index
+//! in the plan's mounts. The spawner makes the stage its working directory before it
+//! gives up root; `unshare(CLONE_NEWNS)` carries the working directory into the new mount
+//! namespace, and PID 1 reaches everything by names relative to it.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{PermissionsExt, chown};
@@ -151,7 +160,66 @@ pub fn mount_as_root(plan: &Plan, userns: BorrowedFd<'_>, root_id: u32) -> Resul
         lowers.push(at);
     }
     let (upper, work) = prepare_upper(plan, Some(root_id))?;
-    mount_overlay(plan, &lowers, &upper, &work)
+    mount_overlay(plan, &lowers, &upper, &work)?;
+    stage(plan, root_id)
+}
+
+/// The directory the supervisor stages the overlay and the binds' sources in (root only).
+pub fn stage_dir(plan: &Plan) -> PathBuf {
+    plan.machine.runtime_dir.join("stage")
+}
+
+/// The staged name of the overlay, relative to the stage.
+const STAGED_ROOT: &str = "root";
+
+/// The staged name of the source of `plan.mounts[index]`, relative to the stage.
+fn staged_source(index: usize) -> PathBuf {
+    PathBuf::from(index.to_string())
+}
+
+/// Root's side: the overlay and every bind's source, attached in the stage (a tmpfs that
+/// only the machine's root and host root may enter) while the supervisor is real root.
+fn stage(plan: &Plan, root_id: u32) -> Result<(), StepFailure> {
+    let stage = stage_dir(plan);
+    std::fs::create_dir_all(&stage).step(|| format!("create {}", stage.display()))?;
+    mount(
+        Some("tmpfs"),
+        &stage,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=0700,uid={root_id},gid={root_id},size=64k").as_str()),
+    )
+    .step(|| format!("mount tmpfs on {}", stage.display()))?;
+    let attach = |source: &Path, name: &Path, readonly: bool, recursive: bool| {
+        let at = stage.join(name);
+        let tree = sys::open_tree(None, source, recursive)
+            .step(|| format!("clone the mount of {}", source.display()))?;
+        if readonly {
+            sys::set_attributes(tree.as_fd(), sys::MOUNT_ATTR_RDONLY, recursive)
+                .step(|| format!("make {} read-only", source.display()))?;
+        }
+        if source.is_dir() {
+            std::fs::create_dir(&at)
+        } else {
+            File::create_new(&at).map(drop)
+        }
+        .step(|| format!("create {}", at.display()))?;
+        sys::move_mount_to_path(tree.as_fd(), &at)
+            .step(|| format!("stage {} on {}", source.display(), at.display()))
+    };
+    attach(&plan.root.mount_point, Path::new(STAGED_ROOT), false, true)?;
+    for (index, m) in plan.mounts.iter().enumerate() {
+        if let Mount::Bind {
+            source,
+            readonly,
+            recursive,
+            ..
+        } = m
+        {
+            attach(source, &staged_source(index), *readonly, *recursive)?;
+        }
+    }
+    Ok(())
 }
 
 /// The rootless side, in PID 1's user and mount namespaces: the layers as they are.
@@ -252,12 +320,14 @@ fn bind(source: &Path, target: &OwnedFd, readonly: bool, recursive: bool) -> io:
     sys::move_mount_to_fd(tree.as_fd(), target.as_fd())
 }
 
-/// One mount of the plan, inside the root at `root_path` (opened as `root`).
-/// `console` is the pseudo-terminal's path, when the machine has one.
+/// One mount of the plan, inside the root at `root_path` (opened as `root`). A bind's
+/// source is `source` itself, or the staged copy of it when given. `console` is the
+/// pseudo-terminal's path, when the machine has one.
 fn apply(
     root: BorrowedFd<'_>,
     root_path: &Path,
     m: &Mount,
+    staged: Option<PathBuf>,
     console: Option<&Path>,
 ) -> Result<(), StepFailure> {
     match m {
@@ -285,15 +355,12 @@ fn apply(
             readonly,
             recursive,
         } => {
-            let kind = if source.is_dir() {
-                Kind::Dir
-            } else {
-                Kind::File
-            };
+            let from = staged.as_deref().unwrap_or(source);
+            let kind = if from.is_dir() { Kind::Dir } else { Kind::File };
             let at = open_in_root(root, target, Some(kind))
                 .step(|| format!("create the mount point {target}"))?
                 .ok_or_else(|| StepFailure::other(format!("create {target}"), "missing"))?;
-            bind(source, &at, *readonly, *recursive)
+            bind(from, &at, *readonly, *recursive)
                 .step(|| format!("bind {} on {target}", source.display()))
         }
         Mount::Mask { target, directory } => {
@@ -368,46 +435,56 @@ fn apply(
 }
 
 /// PID 1's part: the plan's mounts into the root, then `pivot_root` into it and a
-/// read-only root if asked.
+/// read-only root if asked. As root, the working directory is the stage (see the module's
+/// comment); rootless, the host's paths are the user's own and PID 1 uses them.
 pub fn enter(plan: &Plan, console: Option<&Path>) -> Result<(), StepFailure> {
-    let root_path = &plan.root.mount_point;
+    let staged = plan.root.idmapped_lowers;
+    let at = if staged {
+        Path::new(STAGED_ROOT)
+    } else {
+        plan.root.mount_point.as_path()
+    };
+    let shown = plan.root.mount_point.display();
     // The supervisor's overlay came into this namespace locked (it was made by a more
     // privileged one), and pivot_root refuses a locked mount: bind it onto itself first.
     mount(
-        Some(root_path),
-        root_path,
+        Some(at),
+        at,
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .step(|| format!("bind {} onto itself", root_path.display()))?;
+    .step(|| format!("bind {shown} onto itself"))?;
     let root = rustix::fs::open(
-        root_path,
+        at,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(io::Error::from)
-    .step(|| format!("open the new root {}", root_path.display()))?;
-    for m in &plan.mounts {
-        apply(root.as_fd(), root_path, m, console)?;
+    .step(|| format!("open the new root {shown}"))?;
+    // From here on the root is reached through its descriptor, never by its host path.
+    let root_path = fd_path(&root);
+    for (index, m) in plan.mounts.iter().enumerate() {
+        let source = staged.then(|| staged_source(index));
+        apply(root.as_fd(), &root_path, m, source, console)?;
     }
     if matches!(plan.root.upper, Upper::ReadOnly) {
         mount(
             None::<&str>,
-            root_path,
+            &root_path,
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None::<&str>,
         )
-        .step(|| format!("remount {} read-only", root_path.display()))?;
+        .step(|| format!("remount {shown} read-only"))?;
     }
-    pivot(root_path)
+    pivot(&root, &plan.root.mount_point)
 }
 
-fn pivot(root: &Path) -> Result<(), StepFailure> {
+fn pivot(root: &OwnedFd, shown: &Path) -> Result<(), StepFailure> {
     // Stack the old root on the new one, then detach it: nothing of the host stays visible.
-    std::env::set_current_dir(root).step(|| format!("chdir {}", root.display()))?;
-    nix::unistd::pivot_root(".", ".").step(|| format!("pivot_root into {}", root.display()))?;
+    nix::unistd::fchdir(root).step(|| format!("chdir {}", shown.display()))?;
+    nix::unistd::pivot_root(".", ".").step(|| format!("pivot_root into {}", shown.display()))?;
     umount2(".", MntFlags::MNT_DETACH).step(|| "detach the host's root".to_owned())?;
     std::env::set_current_dir("/").step(|| "chdir /".to_owned())
 }

@@ -95,7 +95,8 @@ struct Machine<'l> {
 fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     let plan = &launch.plan;
     let paths = Paths::new(&plan.machine.runtime_dir);
-    std::fs::create_dir_all(&paths.dir).map_err(|e| RuntimeError::io(&paths.dir, e))?;
+    // Private: the machine's root is mounted below it (in the supervisor's namespace).
+    crate::state::private_dir(&paths.dir).map_err(|e| RuntimeError::io(&paths.dir, e))?;
     let _lock = match crate::state::lock(&paths.lock(), false) {
         Ok(lock) => lock,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -537,6 +538,7 @@ fn unmount_and_remove(plan: &Plan) {
     let _ = nix::mount::umount2(&plan.root.mount_point, detach);
     let _ = nix::mount::umount2(&runtime.join("layers"), detach);
     let _ = nix::mount::umount2(&runtime.join("volatile"), detach);
+    let _ = nix::mount::umount2(&rootfs::stage_dir(plan), detach);
     // Never recursive: if an unmount failed, removing would reach into the machine's files.
     let _ = std::fs::remove_dir(runtime.join("root"));
     if let Ok(entries) = std::fs::read_dir(runtime.join("layers")) {
@@ -546,6 +548,7 @@ fn unmount_and_remove(plan: &Plan) {
     }
     let _ = std::fs::remove_dir(runtime.join("layers"));
     let _ = std::fs::remove_dir(runtime.join("volatile"));
+    let _ = std::fs::remove_dir(rootfs::stage_dir(plan));
 }
 
 /// A supervisor that was killed left its cgroup and mount points behind: remove them
