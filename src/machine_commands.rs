@@ -419,7 +419,6 @@ pub fn exec(machine: &str, user: Option<&str>, argv: Vec<String>) -> Result<Exit
     let command = enter::Command {
         argv,
         user,
-        tty: false,
         login: false,
         env: vec![],
     };
@@ -430,13 +429,11 @@ pub fn exec(machine: &str, user: Option<&str>, argv: Vec<String>) -> Result<Exit
 
 pub fn shell(machine: &str, user: &str) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
-    let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());
     let command = enter::Command {
         argv: vec![],
         user: Some(user),
-        tty: true,
         login: true,
-        env: vec![format!("TERM={term}")],
+        env: vec![],
     };
     let code = enter::run(&name, &paths, &command)?;
     std::process::exit(code)

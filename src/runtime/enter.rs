@@ -12,16 +12,17 @@ use nix::unistd::{ForkResult, fork};
 use super::cgroup::MachineCgroup;
 use super::launch::{Launch, Step, StepFailure};
 use super::state::{self, Paths};
-use super::{RuntimeError, child, pty, security, sys};
+use super::stdio::Streams;
+use super::{RuntimeError, child, security, sys};
 
 /// What to run and how.
 pub struct Command<'a> {
     pub argv: Vec<String>,
     /// `None`: the machine's own user.
     pub user: Option<&'a str>,
-    /// On a new pseudo-terminal, relayed to ours (`mm shell`).
-    pub tty: bool,
-    /// A login shell: `argv` is ignored; the user's shell from /etc/passwd runs with `-l`.
+    /// A login shell on a new pseudo-terminal (`mm shell`): `argv` is ignored; the user's
+    /// shell from /etc/passwd runs with `-l`. Otherwise the command gets a terminal only
+    /// where ours are terminals (see `stdio.rs`).
     pub login: bool,
     /// Extra `KEY=VALUE`s, after the machine's own.
     pub env: Vec<String>,
@@ -82,30 +83,24 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     }
     nix::unistd::fchdir(&root).step(|| "enter the machine's root".to_owned())?;
     nix::unistd::chroot(".").step(|| "enter the machine's root".to_owned())?;
-    // The machine's own /dev/ptmx, so that the shell's terminal is one of its /dev/pts.
-    let terminal = if command.tty {
-        let stdin = std::io::stdin();
-        let like = nix::unistd::isatty(stdin.as_fd())
-            .unwrap_or(false)
-            .then(|| stdin.as_fd());
-        Some(pty::open(like).step(|| "open a pseudo-terminal in the machine".to_owned())?)
-    } else {
-        None
-    };
+    // Never the caller's terminal: a pty from the machine's own /dev/ptmx, or pipes.
+    let streams = Streams::open(command.login)
+        .step(|| "open the command's terminal or pipes in the machine".to_owned())?;
     // SAFETY: single-threaded (see the module comment); the child sets itself up and execs.
     match unsafe { fork() }.step(|| "fork".to_owned())? {
         ForkResult::Child => {
-            let slave = terminal.as_ref().map(|t| &t.slave);
-            let failure = in_machine(launch, command, slave);
+            let failure = match streams.attach() {
+                Ok(()) => in_machine(launch, command, streams.has_terminal()),
+                Err(e) => StepFailure::io("attach the command's standard streams", &e),
+            };
             eprintln!("mm: {}: {}", failure.step, failure.message);
             // SAFETY: leaving a forked child without running exit handlers.
             unsafe { libc::_exit(127) }
         }
         ForkResult::Parent { child } => {
-            if let Some(terminal) = terminal {
-                drop(terminal.slave);
-                pty::relay(terminal.master).step(|| "relay the terminal".to_owned())?;
-            }
+            streams
+                .relay(child)
+                .step(|| "relay the command's terminal or pipes".to_owned())?;
             loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => return Ok(code),
@@ -119,12 +114,7 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
 }
 
 /// In the forked child, inside the machine: returns only on failure.
-fn in_machine(launch: &Launch, command: &Command<'_>, slave: Option<&OwnedFd>) -> StepFailure {
-    if let Some(slave) = slave
-        && let Err(e) = pty::attach_as_controlling(slave)
-    {
-        return StepFailure::io("attach the terminal", &e);
-    }
+fn in_machine(launch: &Launch, command: &Command<'_>, terminal: bool) -> StepFailure {
     let user = match security::machine_user(command.user.unwrap_or(&launch.user)) {
         Ok(user) => user,
         Err(failure) => return failure,
@@ -137,6 +127,12 @@ fn in_machine(launch: &Launch, command: &Command<'_>, slave: Option<&OwnedFd>) -
     }
     let mut env = launch.env.clone();
     env.extend(command.env.iter().cloned());
+    if terminal {
+        // The terminal is the caller's kind of terminal, relayed (podman exec -t: xterm).
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());
+        env.retain(|kv| !kv.starts_with("TERM="));
+        env.push(format!("TERM={term}"));
+    }
     let mut argv = command.argv.clone();
     let mut workdir = launch.workdir.as_str();
     if command.login {

@@ -1,0 +1,389 @@
+//! The standard streams of a command run in a running machine (`mm exec`, `mm shell`).
+//!
+//! A machine never gets a descriptor of the caller's terminal: with one, a program in the
+//! machine could push input into the caller's shell (`TIOCSTI`), read it, or change it
+//! (the class of runc's CVE-2016-9962). So each standard stream is replaced before the
+//! command runs:
+//! - when standard output or error is a terminal (or for a login shell), by the slave of a
+//!   pseudo-terminal from the machine's own devpts: the command's output terminal, with
+//!   our window size, relayed; standard input goes through it too when it is a terminal
+//!   (ours then in raw mode, so that ^C travels as a byte to the machine's terminal);
+//! - every other stream by a pipe, relayed.
+//!
+//! The relay ends once the command has exited and what it wrote is passed on.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::Pid;
+
+use super::pty::{self, Pty, RawMode};
+
+/// Where one of the command's standard streams goes.
+enum Stream {
+    /// The pseudo-terminal's slave.
+    Terminal,
+    /// A pipe: the machine's end and ours.
+    Pipe { theirs: OwnedFd, ours: OwnedFd },
+}
+
+/// The command's three standard streams, made in the machine (for its `/dev/ptmx`).
+pub struct Streams {
+    pty: Option<Pty>,
+    /// Standard input, output and error.
+    streams: [Stream; 3],
+}
+
+/// Our standard input, output and error.
+fn standard() -> [BorrowedFd<'static>; 3] {
+    // SAFETY: the standard descriptors stay open for the life of the process.
+    [0, 1, 2].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+fn is_terminal(fd: BorrowedFd<'_>) -> bool {
+    nix::unistd::isatty(fd).unwrap_or(false)
+}
+
+fn pipe(ours_reads: bool) -> io::Result<Stream> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (theirs, ours) = if ours_reads {
+        (write, read)
+    } else {
+        (read, write)
+    };
+    Ok(Stream::Pipe { theirs, ours })
+}
+
+impl Streams {
+    /// Opens the streams for the command; `login`: all three on a pseudo-terminal, as a
+    /// login shell wants, whatever ours are. Call it inside the machine's root.
+    pub fn open(login: bool) -> io::Result<Self> {
+        Self::open_for(standard(), login)
+    }
+
+    /// [`Streams::open`] for the streams `ours` (input, output, error).
+    fn open_for(ours: [BorrowedFd<'_>; 3], login: bool) -> io::Result<Self> {
+        let terminal = ours.map(|fd| login || is_terminal(fd));
+        let pty = if terminal[1] || terminal[2] {
+            Some(pty::open(ours.into_iter().find(|fd| is_terminal(*fd)))?)
+        } else {
+            None
+        };
+        let on_pty = |i: usize| pty.is_some() && terminal[i];
+        let streams = [
+            if on_pty(0) {
+                Stream::Terminal
+            } else {
+                pipe(false)?
+            },
+            if on_pty(1) {
+                Stream::Terminal
+            } else {
+                pipe(true)?
+            },
+            if on_pty(2) {
+                Stream::Terminal
+            } else {
+                pipe(true)?
+            },
+        ];
+        Ok(Self { pty, streams })
+    }
+
+    /// Whether the command gets a terminal (and so wants `TERM`).
+    pub fn has_terminal(&self) -> bool {
+        self.pty.is_some()
+    }
+
+    /// In the forked child, before `exec`: the machine's ends become standard input,
+    /// output and error; the pseudo-terminal, if any, the controlling terminal of a new
+    /// session. Every other descriptor of ours is close-on-exec.
+    pub fn attach(&self) -> io::Result<()> {
+        if let Some(pty) = &self.pty {
+            nix::unistd::setsid()?;
+            // SAFETY: TIOCSCTTY on a terminal we hold.
+            if unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for (fd, stream) in self.streams.iter().enumerate() {
+            let from = match (stream, &self.pty) {
+                (Stream::Pipe { theirs, .. }, _) => theirs.as_fd(),
+                (Stream::Terminal, Some(pty)) => pty.slave.as_fd(),
+                (Stream::Terminal, None) => unreachable!("a terminal stream has a pty"),
+            };
+            // SAFETY: dup2 onto a standard descriptor.
+            if unsafe { libc::dup2(from.as_raw_fd(), fd as i32) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// In the parent: relays our standard streams and the command's until `child` has
+    /// exited and its output is passed on.
+    pub fn relay(self, child: Pid) -> io::Result<()> {
+        self.relay_for(child, standard())
+    }
+
+    /// [`Streams::relay`] with the streams `ours` (input, output, error).
+    fn relay_for(self, child: Pid, ours: [BorrowedFd<'_>; 3]) -> io::Result<()> {
+        let Self { pty, streams } = self;
+        let [input, output, error] = streams;
+        let [our_in, our_out, our_err] = ours;
+        let mut sources = Vec::new();
+        let mut winch = None;
+        let mut raw = None;
+        let mut to_machine = None;
+        let mut master = None;
+        if let Some(Pty { master: m, slave }) = pty {
+            drop(slave);
+            let m = File::from(m);
+            let out = if matches!(output, Stream::Terminal) {
+                our_out
+            } else {
+                our_err
+            };
+            sources.push(Source::new(m.try_clone()?, out)?);
+            if matches!(input, Stream::Terminal) {
+                raw = RawMode::enter(our_in);
+                to_machine = Some(Sink::Terminal(m.try_clone()?));
+            }
+            winch = Some(pty::Winch::new()?);
+            master = Some(m);
+        }
+        if let Stream::Pipe { ours, .. } = input {
+            to_machine = Some(Sink::Pipe(File::from(ours)));
+        }
+        for (stream, out) in [(output, our_out), (error, our_err)] {
+            if let Stream::Pipe { ours, .. } = stream {
+                sources.push(Source::new(File::from(ours), out)?);
+            }
+        }
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(child.as_raw()).ok_or(io::ErrorKind::InvalidInput)?,
+            rustix::process::PidfdFlags::empty(),
+        )?;
+        let result = pump(
+            &mut sources,
+            to_machine,
+            our_in,
+            pidfd.as_fd(),
+            winch.as_ref().zip(master.as_ref()),
+        );
+        drop(raw);
+        result
+    }
+}
+
+/// Where our standard input goes.
+enum Sink {
+    /// The pseudo-terminal's master: at our end of input, the terminal's EOF (^D).
+    Terminal(File),
+    /// The command's input pipe: closed at our end of input.
+    Pipe(File),
+}
+
+/// One of the command's outputs, and where it goes.
+struct Source {
+    from: File,
+    to: File,
+}
+
+impl Source {
+    fn new(from: File, to: BorrowedFd<'_>) -> io::Result<Self> {
+        Ok(Self {
+            from,
+            to: File::from(to.try_clone_to_owned()?),
+        })
+    }
+
+    /// Moves one read's worth; false once there is nothing more to move (its end, a
+    /// hung-up terminal, or ours no longer taking it).
+    fn move_once(&mut self, buf: &mut [u8]) -> bool {
+        match self.from.read(buf) {
+            Ok(0) => false,
+            Ok(n) => self
+                .to
+                .write_all(&buf[..n])
+                .and_then(|()| self.to.flush())
+                .is_ok(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            // EIO: every holder of the terminal's slave is gone.
+            Err(_) => false,
+        }
+    }
+}
+
+fn readable(fd: &PollFd<'_>) -> bool {
+    fd.revents()
+        .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR))
+}
+
+/// Whether `fd` has something to read now.
+fn ready_now(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) && readable(&fds[0])
+}
+
+fn pump(
+    sources: &mut Vec<Source>,
+    mut to_machine: Option<Sink>,
+    our_in: BorrowedFd<'_>,
+    exited: BorrowedFd<'_>,
+    winch: Option<(&pty::Winch, &File)>,
+) -> io::Result<()> {
+    let mut buf = [0u8; 16384];
+    let mut input = File::from(our_in.try_clone_to_owned()?);
+    loop {
+        let mut fds: Vec<PollFd<'_>> = sources
+            .iter()
+            .map(|s| PollFd::new(s.from.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let n_sources = fds.len();
+        fds.push(PollFd::new(exited, PollFlags::POLLIN));
+        if let Some((w, _)) = winch {
+            fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+        }
+        let input_at = to_machine.is_some().then(|| {
+            fds.push(PollFd::new(input.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let ready: Vec<bool> = fds.iter().map(readable).collect();
+        drop(fds);
+        if let Some((w, master)) = winch
+            && ready[n_sources + 1]
+        {
+            w.follow(our_in, master.as_fd());
+        }
+        if let Some(at) = input_at
+            && ready[at]
+        {
+            match input.read(&mut buf) {
+                Ok(0) | Err(_) => match to_machine.take() {
+                    // End of input: the terminal's EOF character, as a user's ^D.
+                    Some(Sink::Terminal(mut m)) => {
+                        let _ = m.write_all(&[4]);
+                    }
+                    Some(Sink::Pipe(p)) => drop(p),
+                    None => {}
+                },
+                Ok(n) => {
+                    let sent = match &mut to_machine {
+                        Some(Sink::Terminal(f) | Sink::Pipe(f)) => f.write_all(&buf[..n]),
+                        None => Ok(()),
+                    };
+                    if sent.is_err() {
+                        // The command no longer reads its input.
+                        to_machine = None;
+                    }
+                }
+            }
+        }
+        let mut i = 0;
+        sources.retain_mut(|s| {
+            let keep = !ready[i] || s.move_once(&mut buf);
+            i += 1;
+            keep
+        });
+        if ready[n_sources] {
+            // The command has exited: pass on what it left, then end (a process it left
+            // behind may hold its output open for ever).
+            for s in sources.iter_mut() {
+                while ready_now(s.from.as_fd()) && s.move_once(&mut buf) {}
+            }
+            return Ok(());
+        }
+        if sources.is_empty() && to_machine.is_none() {
+            // Nothing left to move: wait for the exit alone.
+            let mut fds = [PollFd::new(exited, PollFlags::POLLIN)];
+            while let Err(nix::errno::Errno::EINTR) = poll(&mut fds, PollTimeout::NONE) {}
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Seek;
+
+    /// Forks `sh -c SCRIPT` on `streams`, relays it with `ours`; its exit code.
+    fn run(streams: Streams, script: &str, ours: [BorrowedFd<'_>; 3]) -> i32 {
+        let sh = c"/bin/sh";
+        let args = [sh, c"-c", &std::ffi::CString::new(script).unwrap()];
+        // SAFETY: the child only makes system calls, then execs.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                if streams.attach().is_ok() {
+                    let _ = nix::unistd::execv(sh, &args);
+                }
+                // SAFETY: leaving a forked child without running exit handlers.
+                unsafe { libc::_exit(127) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                streams.relay_for(child, ours).unwrap();
+                match nix::sys::wait::waitpid(child, None).unwrap() {
+                    nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+
+    fn text(mut file: File) -> String {
+        let mut text = String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn without_a_terminal_the_command_gets_pipes_and_its_streams_stay_apart() {
+        let (input_r, input_w) = nix::unistd::pipe().unwrap();
+        File::from(input_w).write_all(b"from stdin\n").unwrap();
+        let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        let ours = [input_r.as_fd(), out.as_fd(), err.as_fd()];
+        let streams = Streams::open_for(ours, false).unwrap();
+        assert!(!streams.has_terminal());
+        let script = "for fd in 0 1 2; do [ -p /proc/self/fd/$fd ] || exit 9; done; \
+                      read line; echo \"out: $line\"; echo err >&2; exit 4";
+        assert_eq!(run(streams, script, ours), 4);
+        assert_eq!(text(out), "out: from stdin\n");
+        assert_eq!(text(err), "err\n");
+    }
+
+    #[test]
+    fn a_login_shell_gets_a_terminal_with_the_size_and_input_relayed() {
+        let (input_r, input_w) = nix::unistd::pipe().unwrap();
+        File::from(input_w)
+            .write_all(b"stty size; tty; echo he''llo; exit 3\n")
+            .unwrap();
+        let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        let ours = [input_r.as_fd(), out.as_fd(), err.as_fd()];
+        let streams = Streams::open_for(ours, true).unwrap();
+        assert!(streams.has_terminal());
+        if let Some(pty) = &streams.pty {
+            let size = nix::pty::Winsize {
+                ws_row: 33,
+                ws_col: 101,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads the Winsize we own.
+            unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        }
+        assert_eq!(run(streams, "exec /bin/sh -i", ours), 3);
+        let text = text(out);
+        assert!(text.contains("33 101"), "{text}");
+        assert!(text.contains("/dev/pts/"), "{text}");
+        assert!(text.contains("hello"), "{text}");
+    }
+}
