@@ -420,7 +420,6 @@ fn rootless_extract_keeps_modes_and_says_what_it_dropped() {
         std::fs::metadata(to.join("locked/file")).unwrap().uid(),
         uid
     );
-    // The user can remove what it extracted (after giving itself the rights back).
 }
 
 #[test]
