@@ -60,6 +60,11 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 stats.entries,
                 stats.bytes
             ))?;
+            for dropped in &stats.dropped_xattrs {
+                print(&format!(
+                    "not kept: {dropped} (the kernel lets only a privileged user set it)\n"
+                ))?;
+            }
         }
         ImageCommand::Rm { names } => {
             for name in names {

@@ -12,7 +12,7 @@ use super::oci::{Compression, Descriptor};
 use super::progress::{Counting, Progress};
 use super::sources::{self, Opened};
 use super::store::{ImageRecord, Installed, LayerRef, Store};
-use super::unpack::{self, Stats, UnpackMode};
+use super::unpack::{self, Pending, Stats, UnpackMode};
 use super::worker;
 use crate::definition::ImageSource;
 use crate::host::Host;
@@ -160,7 +160,8 @@ fn install_layer(
     let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
     let installed = store.install_layer(&job.diff_id, |root| {
         let blob = open_blob(job)?;
-        unpack_verified(
+        let mut pending = Pending::default();
+        let stats = unpack_verified(
             Counting {
                 inner: blob,
                 item: &item,
@@ -169,7 +170,10 @@ fn install_layer(
             &job.diff_id,
             root,
             mode,
-        )
+            &mut pending,
+        )?;
+        pending.apply(root)?;
+        Ok(stats)
     })?;
     item.done(match installed {
         Installed::AlreadyThere => "already in the store",
@@ -193,7 +197,9 @@ fn open_blob(job: &LayerJob) -> Result<std::fs::File, ImageError> {
 
 /// Writes the image as one tree in `dir` (which must not exist), whiteouts applied, as
 /// `umoci unpack` makes its rootfs. Rootless, every file is the user's (as with
-/// `umoci unpack --rootless`). On failure nothing is left at `dir`.
+/// `umoci unpack --rootless`), directories get their modes once every layer is in, and
+/// what the user may not set (file capabilities) is left out and listed in the stats. On
+/// failure nothing is left at `dir`.
 pub fn extract(
     request: &Request<'_>,
     dir: &Path,
@@ -209,6 +215,7 @@ pub fn extract(
     } else {
         UnpackMode {
             chown: false,
+            privileged: false,
             ..UnpackMode::ROOTLESS.flattened()
         }
     };
@@ -235,6 +242,7 @@ pub fn extract(
             source: e.into(),
         })?;
         let mut total = Stats::default();
+        let mut pending = Pending::default();
         for job in &opened.layers {
             let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
             let blob = open_blob(job)?;
@@ -247,13 +255,16 @@ pub fn extract(
                 &job.diff_id,
                 &root,
                 mode,
+                &mut pending,
             )?;
             item.done("verified and applied");
             total.entries += stats.entries;
             total.bytes += stats.bytes;
             total.whiteouts += stats.whiteouts;
             total.skipped_devices += stats.skipped_devices;
+            total.dropped_xattrs.extend(stats.dropped_xattrs);
         }
+        pending.apply(&root)?;
         crate::state::private_dir(&tree).at(&tree)?;
         rustix::fs::renameat_with(
             rustix::fs::CWD,
@@ -283,6 +294,7 @@ pub fn unpack_verified(
     diff_id: &Digest,
     root: &OwnedFd,
     mode: UnpackMode,
+    pending: &mut Pending,
 ) -> Result<Stats, ImageError> {
     let compression =
         Compression::of_media_type(&desc.media_type).ok_or_else(|| ImageError::MediaType {
@@ -298,7 +310,13 @@ pub fn unpack_verified(
                 why: e.to_string(),
             })?;
         let mut uncompressed = HashingReader::new(decoder);
-        let unpacked = unpack::unpack(&mut uncompressed, root, &desc.digest.to_string(), mode);
+        let unpacked = unpack::unpack(
+            &mut uncompressed,
+            root,
+            &desc.digest.to_string(),
+            mode,
+            pending,
+        );
         let drained = uncompressed.drain();
         (unpacked, drained.map(|()| uncompressed.finish()))
     };

@@ -7,21 +7,27 @@
 //! `..` are refused outright. OCI whiteouts become overlayfs whiteouts: `.wh.NAME` a 0/0
 //! character device, `.wh..wh..opq` the opaque xattr on its directory.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::{
-    AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags, makedev,
-};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::error::ImageError;
 
+mod header;
+mod pending;
+mod resolve;
 mod whiteout;
+mod xattrs;
 
+use header::{device, gid, timestamps, uid};
+pub use pending::Pending;
+use resolve::Through;
 use whiteout::{OPAQUE, WHITEOUT};
 
 /// How this unpack may treat ownership, devices and overlay metadata.
@@ -34,6 +40,11 @@ pub struct UnpackMode {
     pub opaque_xattr: &'static str,
     /// Apply whiteouts instead of recording them: for one flattened tree of all layers.
     pub flatten: bool,
+    /// Whether the unpack may override file permissions and set file capabilities: root,
+    /// or root inside a user namespace (the rootless worker). An ordinary user's extract
+    /// is not: it keeps its directories open to itself until the end ([`Pending`]) and
+    /// leaves out capabilities, saying so.
+    pub privileged: bool,
 }
 
 impl UnpackMode {
@@ -41,11 +52,13 @@ impl UnpackMode {
         chown: true,
         opaque_xattr: "trusted.overlay.opaque",
         flatten: false,
+        privileged: true,
     };
     pub const ROOTLESS: Self = Self {
         chown: true,
         opaque_xattr: "user.overlay.opaque",
         flatten: false,
+        privileged: true,
     };
 
     pub fn flattened(self) -> Self {
@@ -67,46 +80,80 @@ pub struct Stats {
     pub ignored_whiteouts: u64,
     /// Device nodes that could not be made (rootless: the kernel forbids it).
     pub skipped_devices: u64,
+    /// Extended attributes the kernel would not let this unpack set, as `ENTRY: NAME`
+    /// (`security.capability` for an ordinary user; `trusted.*` rootless).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_xattrs: Vec<String>,
 }
 
-/// Unpacks the tar stream `tar` into the directory `root` (which should be empty).
+/// Counts the bytes the tar parser has read, to tell a missing end of archive from a
+/// layer that ends inside an entry.
+struct Counted<'c, R> {
+    inner: R,
+    count: &'c Cell<u64>,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Unpacks the tar stream `tar` into the directory `root` (which should be empty, unless
+/// flattening). What must wait until the last layer is done goes into `pending`.
 pub fn unpack(
     tar: impl Read,
     root: &OwnedFd,
     layer: &str,
     mode: UnpackMode,
+    pending: &mut Pending,
 ) -> Result<Stats, ImageError> {
-    let mut unpacker = Unpacker {
-        root,
-        layer,
-        mode,
-        stats: Stats::default(),
-        dir_times: Vec::new(),
-        created: HashSet::new(),
-        parent_times: HashMap::new(),
-        buf: vec![0; 1 << 18],
-    };
-    let mut archive = tar::Archive::new(tar);
+    let mut unpacker = Unpacker::new(root, layer, mode);
+    let read = Cell::new(0);
+    let mut archive = tar::Archive::new(Counted {
+        inner: tar,
+        count: &read,
+    });
     let entries = archive.entries().map_err(|e| unpacker.tar_error(e))?;
+    // Where the last entry's content ends, and its name.
+    let mut last: Option<(u64, String)> = None;
     for entry in entries {
         let mut entry = match entry {
             Ok(entry) => entry,
             // The last file's padding and the end-of-archive blocks are missing (umoci 0.4.7,
-            // Debian 12, writes such layers, with correct digests: umoci#436). Every entry
-            // before was read whole, so the archive is complete; umoci and bsdtar agree.
-            Err(e) if e.to_string() == "unexpected EOF during skip" => break,
+            // Debian 12, writes such layers, with correct digests: umoci#436). When every
+            // byte of the last entry was there, the archive is complete; umoci and bsdtar
+            // agree. When it ends inside that entry, it is not, whatever its digests say.
+            Err(e) if e.to_string() == "unexpected EOF during skip" => match last {
+                Some((end, name)) if read.get() < end => {
+                    return Err(ImageError::Entry {
+                        layer: layer.to_owned(),
+                        entry: name,
+                        why: format!(
+                            "the layer ends inside this entry: {} of its content's bytes are missing",
+                            end - read.get()
+                        ),
+                    });
+                }
+                _ => break,
+            },
             Err(e) => return Err(unpacker.tar_error(e)),
         };
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let end = entry.raw_file_position() + entry.size();
         unpacker
             .entry(&mut entry)
             .map_err(|why| ImageError::Entry {
                 layer: layer.to_owned(),
-                entry: name,
+                entry: name.clone(),
                 why,
             })?;
+        last = Some((end, name));
     }
     unpacker.finish()?;
+    pending.dir_modes.append(&mut unpacker.dir_modes);
     Ok(unpacker.stats)
 }
 
@@ -122,6 +169,8 @@ struct Unpacker<'a> {
     /// Directories' times before this layer first changed something in them, restored at
     /// the end as umoci does (a directory the layer itself lists gets its own instead).
     parent_times: HashMap<Vec<Vec<u8>>, Timestamps>,
+    /// Unprivileged: the modes its directories get at the very end (see [`Pending`]).
+    dir_modes: BTreeMap<Vec<Vec<u8>>, (Mode, String)>,
     buf: Vec<u8>,
 }
 
@@ -159,7 +208,7 @@ fn errno(what: &str, e: Errno) -> String {
     format!("{what}: {}", io::Error::from(e))
 }
 
-impl Unpacker<'_> {
+impl<'a> Unpacker<'a> {
     fn tar_error(&self, e: io::Error) -> ImageError {
         ImageError::Tar {
             layer: self.layer.to_owned(),
@@ -167,37 +216,25 @@ impl Unpacker<'_> {
         }
     }
 
-    /// Opens a directory inside the layer, creating missing ones (mode 0755) on the way.
-    fn dir(&self, parts: &[Vec<u8>]) -> Result<OwnedFd, String> {
-        self.open_dir(parts, ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)
-            .map_err(|e| errno("opening or creating its directory", e))
+    fn new(root: &'a OwnedFd, layer: &'a str, mode: UnpackMode) -> Self {
+        Self {
+            root,
+            layer,
+            mode,
+            stats: Stats::default(),
+            dir_times: Vec::new(),
+            created: HashSet::new(),
+            parent_times: HashMap::new(),
+            dir_modes: BTreeMap::new(),
+            buf: vec![0; 1 << 18],
+        }
     }
 
-    /// Opens a directory inside the layer, creating missing ones (mode 0755) on the way,
-    /// resolving with `resolve`.
-    fn open_dir(&self, parts: &[Vec<u8>], resolve: ResolveFlags) -> Result<OwnedFd, Errno> {
-        let open = |p: &[Vec<u8>]| {
-            rustix::fs::openat2(
-                self.root,
-                os(&joined(p)),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                resolve,
-            )
-        };
-        match open(parts) {
-            Err(Errno::NOENT) => {}
-            other => return other,
-        }
-        let mut fd = open(&[])?;
-        for i in 0..parts.len() {
-            match rustix::fs::mkdirat(&fd, os(&parts[i]), Mode::from_raw_mode(0o755)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(e),
-            }
-            fd = open(&parts[..=i])?;
-        }
-        Ok(fd)
+    /// Opens an entry's directory inside the layer, following symlinks inside it and
+    /// creating missing directories (mode 0755), a dangling symlink's target among them.
+    fn dir(&self, parts: &[Vec<u8>]) -> Result<OwnedFd, String> {
+        self.open_dir(parts, Through::Symlinks)
+            .map_err(|e| errno("opening or creating its directory", e))
     }
 
     /// Removes whatever is at `name` in `parent`, unless it is a directory and `keep_dir`.
@@ -226,11 +263,28 @@ impl Unpacker<'_> {
         let parts = components(&entry.path_bytes())?;
         let header = entry.header().clone();
         let kind = header.entry_type();
+        match kind {
+            // Metadata for the archive or the next entry, whatever their names say.
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => return Ok(()),
+            tar::EntryType::Directory
+            | tar::EntryType::Regular
+            | tar::EntryType::Continuous
+            | tar::EntryType::Symlink
+            | tar::EntryType::Link
+            | tar::EntryType::Char
+            | tar::EntryType::Block
+            | tar::EntryType::Fifo => {}
+            other => return Err(format!("unsupported tar entry type {other:?}")),
+        }
         let Some((name, parent_parts)) = parts.split_last() else {
             // The layer's root itself (`./`): only its metadata.
             if kind.is_dir() {
                 let root = self.dir(&[])?;
                 self.metadata(&root, b".", &header, true)?;
+                self.defer_dir_mode(&[], &header)?;
                 self.dir_times
                     .push((Vec::new(), header.mtime().unwrap_or(0)));
             }
@@ -263,6 +317,7 @@ impl Unpacker<'_> {
                     Err(e) => return Err(errno("creating the directory", e)),
                 }
                 self.metadata(&parent, name, &header, true)?;
+                self.defer_dir_mode(&parts, &header)?;
                 self.dir_xattrs(&parent, name, entry)?;
                 self.dir_times
                     .push((parts.clone(), header.mtime().unwrap_or(0)));
@@ -293,7 +348,8 @@ impl Unpacker<'_> {
                         .map_err(|e| format!("writing the file: {e}"))?;
                     written += n as u64;
                 }
-                let size = header.size().map_err(|e| e.to_string())?;
+                // A PAX `size` record overrides the ustar field: the entry's size.
+                let size = entry.size();
                 if written != size {
                     return Err(format!(
                         "the layer ends inside this file: {written} of its {size} bytes are there"
@@ -352,11 +408,9 @@ impl Unpacker<'_> {
                     tar::EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let dev = device(&header, file_type)?;
                 self.clear(&parent, name, false)?;
-                match rustix::fs::mknodat(&parent, os(name), file_type, perm, makedev(major, minor))
-                {
+                match rustix::fs::mknodat(&parent, os(name), file_type, perm, dev) {
                     Ok(()) => self.metadata(&parent, name, &header, false)?,
                     Err(Errno::PERM) if file_type != FileType::Fifo && !self.is_root() => {
                         self.stats.skipped_devices += 1
@@ -364,11 +418,7 @@ impl Unpacker<'_> {
                     Err(e) => return Err(errno("creating the device node", e)),
                 }
             }
-            tar::EntryType::XGlobalHeader
-            | tar::EntryType::XHeader
-            | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => {}
-            other => return Err(format!("unsupported tar entry type {other:?}")),
+            _ => unreachable!("entry types are sorted out above"),
         }
         Ok(())
     }
@@ -397,7 +447,10 @@ impl Unpacker<'_> {
         }
         let is_link = header.entry_type() == tar::EntryType::Symlink;
         if !is_link {
-            let perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
+            let mut perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
+            if is_dir && !self.mode.privileged {
+                perm |= Mode::RWXU;
+            }
             rustix::fs::chmodat(parent, os(name), perm, AtFlags::empty())
                 .map_err(|e| errno("setting its mode", e))?;
         }
@@ -425,55 +478,6 @@ impl Unpacker<'_> {
             Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
             Err(e) => Err(errno("opening the directory", e)),
         }
-    }
-
-    fn dir_xattrs<R: Read>(
-        &self,
-        parent: &OwnedFd,
-        name: &[u8],
-        entry: &mut tar::Entry<'_, R>,
-    ) -> Result<(), String> {
-        if !has_xattrs(entry) {
-            return Ok(());
-        }
-        let fd = rustix::fs::openat(
-            parent,
-            os(name),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| errno("opening the directory", e))?;
-        self.xattrs(fd.as_fd(), entry)
-    }
-
-    /// Extended attributes from PAX `SCHILY.xattr.*` records (file capabilities among them).
-    fn xattrs<R: Read>(
-        &self,
-        fd: std::os::fd::BorrowedFd<'_>,
-        entry: &mut tar::Entry<'_, R>,
-    ) -> Result<(), String> {
-        let Ok(Some(extensions)) = entry.pax_extensions() else {
-            return Ok(());
-        };
-        for extension in extensions {
-            let extension = extension.map_err(|e| format!("reading its PAX header: {e}"))?;
-            let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
-                continue;
-            };
-            match rustix::fs::fsetxattr(fd, os(name), extension.value_bytes(), XattrFlags::empty())
-            {
-                Ok(()) => {}
-                // Rootless, trusted.* is out of reach; it is never needed to run the image.
-                Err(Errno::PERM) if !self.is_root() && name.starts_with(b"trusted.") => {}
-                Err(e) => {
-                    return Err(errno(
-                        &format!("setting xattr {}", String::from_utf8_lossy(name)),
-                        e,
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Directory mtimes, deepest first, now that nothing more is created inside them.
@@ -521,40 +525,6 @@ impl Unpacker<'_> {
     }
 }
 
-fn has_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
-    match entry.pax_extensions() {
-        Ok(Some(mut extensions)) => {
-            extensions.any(|x| x.is_ok_and(|x| x.key_bytes().starts_with(b"SCHILY.xattr.")))
-        }
-        _ => false,
-    }
-}
-
-fn uid(header: &tar::Header) -> Result<rustix::fs::Uid, String> {
-    let id = header.uid().map_err(|e| e.to_string())?;
-    u32::try_from(id)
-        .map(rustix::fs::Uid::from_raw)
-        .map_err(|_| format!("uid {id} is out of range"))
-}
-
-fn gid(header: &tar::Header) -> Result<rustix::fs::Gid, String> {
-    let id = header.gid().map_err(|e| e.to_string())?;
-    u32::try_from(id)
-        .map(rustix::fs::Gid::from_raw)
-        .map_err(|_| format!("gid {id} is out of range"))
-}
-
-fn timestamps(mtime: u64) -> Timestamps {
-    let t = Timespec {
-        tv_sec: mtime.min(i64::MAX as u64) as i64,
-        tv_nsec: 0,
-    };
-    Timestamps {
-        last_access: t,
-        last_modification: t,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,5 +541,55 @@ mod tests {
         );
         assert!(components(b"a/../../x").is_err());
         assert!(components(b"./").unwrap().is_empty());
+    }
+
+    /// One ustar header of `kind` at `name`, its size field saying `size`.
+    fn header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        if kind == tar::EntryType::Symlink {
+            h.set_link_name("target").unwrap();
+        }
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    fn unpack_bytes(tar: &[u8]) -> Result<Stats, ImageError> {
+        let dir = tempfile::tempdir().unwrap();
+        let root =
+            rustix::fs::open(dir.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        unpack(
+            tar,
+            &root,
+            "test",
+            UnpackMode::ROOT,
+            &mut Pending::default(),
+        )
+    }
+
+    #[test]
+    fn a_missing_end_of_archive_after_a_whole_entry_is_accepted() {
+        let mut tar = header("file", tar::EntryType::Regular, 5);
+        tar.extend_from_slice(b"hello");
+        let stats = unpack_bytes(&tar).unwrap();
+        assert_eq!(stats.bytes, 5);
+    }
+
+    #[test]
+    fn a_layer_that_ends_inside_any_entry_is_refused() {
+        // A symlink's content is not read by the unpacker: the parser skips it.
+        let mut tar = header("link", tar::EntryType::Symlink, 100);
+        tar.extend_from_slice(&[0; 10]);
+        let err = unpack_bytes(&tar).unwrap_err().to_string();
+        assert!(
+            err.contains("entry `link`") && err.contains("ends inside"),
+            "{err}"
+        );
     }
 }

@@ -3,10 +3,10 @@
 
 use std::os::fd::OwnedFd;
 
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, XattrFlags, makedev};
+use rustix::fs::{FileType, Mode, OFlags, XattrFlags, makedev};
 use rustix::io::Errno;
 
-use super::{Unpacker, errno, joined, os};
+use super::{Through, Unpacker, errno, joined, os};
 
 pub const WHITEOUT: &str = ".wh.";
 pub const OPAQUE: &str = ".wh..wh..opq";
@@ -14,9 +14,16 @@ pub const OPAQUE: &str = ".wh..wh..opq";
 impl Unpacker<'_> {
     /// The real directory a whiteout sits in: no symlink is followed on the way (a
     /// whiteout under a path that is now a symlink or a file is about a directory this layer
-    /// already replaced). `None` when the parent is not a real directory.
+    /// already replaced). `None` when the parent is not a real directory. Flattening, a
+    /// symlink or file a lower layer left there becomes a directory: in overlayfs, the
+    /// directory this layer holds there hides it.
     fn whiteout_dir(&self, parts: &[Vec<u8>]) -> Result<Option<OwnedFd>, String> {
-        match self.open_dir(parts, ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS) {
+        let through = if self.mode.flatten {
+            Through::ReplacingLower
+        } else {
+            Through::Nothing
+        };
+        match self.open_dir(parts, through) {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::LOOP | Errno::NOTDIR) => Ok(None),
             Err(e) => Err(errno("opening or creating its directory", e)),
