@@ -137,14 +137,13 @@ fn ready_to_boot(machine: &str, host: &Host) -> Result<(PathBuf, Plan), Error> {
     Ok((path, plan))
 }
 
-/// The launch of a prepared plan: a pty console for `mm start` or a terminal, else the
-/// standard streams as they are.
+/// The launch of a prepared plan: a pty console for `mm start` or when any of our
+/// standard streams is a terminal (the machine never gets ours), else the standard
+/// streams as they are (pipes or files, none a terminal).
 fn launch(plan: Plan, host: &Host, detach: bool) -> Result<Launch, Error> {
     let store = Store::new(&host.dirs.store);
     let record = store.image(&plan.image.source.to_string())?;
-    let on_terminal = nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
-        && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-    let console = if detach || on_terminal {
+    let console = if detach || mm::runtime::stdio::any_terminal() {
         Console::Pty
     } else {
         Console::Pipe

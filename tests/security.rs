@@ -308,3 +308,225 @@ fn a_root_machine_runs_with_its_state_and_binds_under_0700_directories() {
         "{out:?} {stdout}{stderr}"
     );
 }
+
+/// Builds tests/fixtures/tiocsti into `dir`.
+fn injector(dir: &Path) {
+    let (out, stdout, stderr) = run({
+        let mut c = Command::new(repo().join("tests/fixtures/tiocsti/make.sh"));
+        c.arg(dir);
+        c
+    });
+    assert!(out.status.success(), "tiocsti/make.sh: {stdout}{stderr}");
+}
+
+/// Bytes waiting in a terminal's input queue.
+fn queued(fd: std::os::fd::BorrowedFd<'_>) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    assert_eq!(
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) },
+        0
+    );
+    n
+}
+
+/// Runs `exec` (mm running the injector) with a terminal of the test's own as its
+/// controlling terminal and standard input, and as its output too unless `output_piped`:
+/// what waits in that terminal for its reader (the "host shell"), what the injector
+/// printed, and the terminal's (st_dev, st_rdev).
+fn inject_from_a_terminal(mut exec: Command, output_piped: bool) -> (i32, String, (u64, u64)) {
+    use std::io::Read;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave.as_raw_fd();
+    exec.stdin(std::fs::File::from(pty.slave.try_clone().unwrap()));
+    if output_piped {
+        exec.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    } else {
+        exec.stdout(std::fs::File::from(pty.slave.try_clone().unwrap()))
+            .stderr(std::fs::File::from(pty.slave.try_clone().unwrap()));
+    }
+    // SAFETY: setsid and ioctl only, between fork and exec.
+    unsafe {
+        exec.pre_exec(move || {
+            nix::unistd::setsid()?;
+            if libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = exec.spawn().unwrap();
+    drop(exec);
+    // Read the pipes meanwhile (the injector's line, mm's notices), so neither blocks.
+    let readers = [
+        child.stdout.take().map(drain),
+        child.stderr.take().map(drain),
+    ];
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "mm exec hangs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "mm exec: {status}");
+    let waiting = queued(pty.slave.as_fd());
+    let ours = std::fs::File::from(pty.slave.try_clone().unwrap())
+        .metadata()
+        .unwrap();
+    // What mm wrote to the terminal: the master side has it.
+    nix::fcntl::fcntl(
+        &pty.master,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut printed = Vec::new();
+    let _ = std::fs::File::from(pty.master).read_to_end(&mut printed);
+    for reader in readers.into_iter().flatten() {
+        printed.extend(reader.join().unwrap());
+    }
+    (
+        waiting,
+        String::from_utf8_lossy(&printed).into_owned(),
+        (ours.dev(), ours.rdev()),
+    )
+}
+
+/// Reads `from` to its end in a thread.
+fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = from.read_to_end(&mut all);
+        all
+    })
+}
+
+/// The injector's report of its standard input: (st_dev, st_rdev).
+fn reported_terminal(printed: &str) -> (u64, u64) {
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("pushed="))
+        .unwrap_or_else(|| panic!("the injector did not run: {printed}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    (field("dev="), field("rdev="))
+}
+
+fn a_machine_cannot_type_into_the_callers_terminal(user: Option<&TestUser>) {
+    let dir = shared_tempdir();
+    let inject = dir.path().join("inject");
+    injector(&inject);
+    let machines = dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    set_mode(&machines, 0o755);
+    std::fs::write(
+        machines.join("typist.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n\
+             [storage]\nbinds = [{{ source = \"{}\", target = \"/inject\", readonly = true }}]\n",
+            dir.path().join("images/busybox").display(),
+            inject.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        machines.join("injector.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = [\"/inject/tiocsti\"]\n\
+             [storage]\nbinds = [{{ source = \"{}\", target = \"/inject\", readonly = true }}]\n",
+            dir.path().join("images/busybox").display(),
+            inject.display()
+        ),
+    )
+    .unwrap();
+    copy_examples(dir.path());
+    let state = dir.path().join("state");
+    let command = |args: &[&str]| match user {
+        Some(user) => {
+            let mut c = user.mm(dir.path(), args);
+            c.env("MM_ROOT", &state);
+            c
+        }
+        None => mm(dir.path(), args),
+    };
+    if let Some(user) = user {
+        user.give(&state);
+    }
+    let _running = StopOnDrop(command(&["stop", "typist", "--timeout", "1"]));
+    let (out, stdout, stderr) = run(command(&["start", "typist", "--no-systemd"]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+
+    // mm exec with every stream on the terminal, and with only standard input on it.
+    for output_piped in [false, true] {
+        let exec = command(&["exec", "-u", "65534", "typist", "--", "/inject/tiocsti"]);
+        let (waiting, printed, ours) = inject_from_a_terminal(exec, output_piped);
+        let theirs = reported_terminal(&printed);
+        assert_ne!(
+            theirs, ours,
+            "mm exec gave the machine the caller's terminal"
+        );
+        assert_eq!(
+            waiting, 0,
+            "mm exec: the machine typed into the caller's terminal"
+        );
+    }
+    // mm run, whose console is the machine's standard streams: the same two ways.
+    for output_piped in [false, true] {
+        let run = command(&["run", "injector"]);
+        let (waiting, printed, ours) = inject_from_a_terminal(run, output_piped);
+        let theirs = reported_terminal(&printed);
+        assert_ne!(
+            theirs, ours,
+            "mm run gave the machine the caller's terminal"
+        );
+        assert_eq!(
+            waiting, 0,
+            "mm run: the machine typed into the caller's terminal"
+        );
+    }
+    if std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti").is_ok_and(|v| v.trim() == "0") {
+        eprintln!("note: this kernel refuses TIOCSTI (dev.tty.legacy_tiocsti = 0)");
+    }
+}
+
+/// Runs a command (mm stop, say) when dropped.
+struct StopOnDrop(Command);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.output();
+    }
+}
+
+#[test]
+fn a_machine_cannot_type_into_the_callers_terminal_as_root() {
+    if !is_root() {
+        return skip(
+            "a_machine_cannot_type_into_the_callers_terminal_as_root",
+            "booting machines as root needs root",
+        );
+    }
+    a_machine_cannot_type_into_the_callers_terminal(None);
+}
+
+#[test]
+fn a_machine_cannot_type_into_the_callers_terminal_rootless() {
+    if !is_root() {
+        return skip(
+            "a_machine_cannot_type_into_the_callers_terminal_rootless",
+            "creating test users needs root",
+        );
+    }
+    let user = test_user("mm-test", Some(300_000));
+    a_machine_cannot_type_into_the_callers_terminal(Some(&user));
+}

@@ -14,7 +14,7 @@ mod rootfs;
 pub mod seccomp;
 mod security;
 pub mod state;
-mod stdio;
+pub mod stdio;
 pub mod supervisor;
 mod sys;
 mod userns;

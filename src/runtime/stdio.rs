@@ -46,6 +46,12 @@ fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd).unwrap_or(false)
 }
 
+/// Whether any of our standard streams is a terminal: then a machine's console must be
+/// a pseudo-terminal of its own (`mm run`), never ours passed on.
+pub fn any_terminal() -> bool {
+    standard().into_iter().any(is_terminal)
+}
+
 fn pipe(ours_reads: bool) -> io::Result<Stream> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (theirs, ours) = if ours_reads {
