@@ -225,7 +225,7 @@ pub fn extract(
     if dir.symlink_metadata().is_ok() {
         return Err(ImageError::Io {
             path: dir.to_owned(),
-            source: std::io::ErrorKind::AlreadyExists.into(),
+            source: std::io::Error::from_raw_os_error(libc::EEXIST),
         });
     }
     let scratch = sources::new_scratch(scratch_in, ".mm-extract.")?;
