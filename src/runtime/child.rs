@@ -10,8 +10,10 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use rustix::thread::LinkNameSpaceType;
 
 use super::launch::{Launch, Report, Step, StepFailure};
 use super::{init, rootfs, security, sys};
@@ -36,11 +38,15 @@ pub fn send(report: &mut File, message: &Report) {
     }
 }
 
-/// The spawner: never returns.
+/// The spawner: never returns. In the clone it makes, it goes on as the machine's PID 1.
 pub fn spawner(launch: &Launch, mut inherited: Inherited) -> ! {
     sys::set_name("mm-spawn");
     let code = match spawn_pid1(launch, &mut inherited) {
-        Ok(()) => 0,
+        Ok(0) => pid1(launch, inherited),
+        Ok(pid) => {
+            send(&mut inherited.report, &Report::Leader { pid });
+            0
+        }
         Err(failure) => {
             send(&mut inherited.report, &Report::Failed(failure));
             1
@@ -50,7 +56,8 @@ pub fn spawner(launch: &Launch, mut inherited: Inherited) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> {
+/// Clones PID 1 into the machine's new namespaces: its pid in the spawner, 0 in PID 1.
+fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t, StepFailure> {
     let mut byte = [0u8];
     let mut go = File::from(
         inherited
@@ -73,7 +80,7 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFail
         let stage = rootfs::stage_dir(&launch.plan);
         std::env::set_current_dir(&stage).step(|| format!("enter {}", stage.display()))?;
     }
-    sys::setns(inherited.userns.as_fd(), libc::CLONE_NEWUSER)
+    sys::setns(inherited.userns.as_fd(), LinkNameSpaceType::User)
         .step(|| "join the machine's user namespace".to_owned())?;
     nix::unistd::setgroups(&[]).step(|| "drop supplementary groups".to_owned())?;
     let zero_gid = nix::unistd::Gid::from_raw(0);
@@ -98,20 +105,15 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFail
     nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags))
         .step(|| format!("unshare the {} namespaces", names.join(", ")))?;
     // SAFETY: this process is single-threaded (forked from the single-threaded supervisor).
-    let pid = unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }
-        .step(|| "clone the machine's PID 1".to_owned())?;
-    if pid == 0 {
-        pid1(launch, inherited)
-    }
-    send(&mut inherited.report, &Report::Leader { pid });
-    Ok(())
+    unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }
+        .step(|| "clone the machine's PID 1".to_owned())
 }
 
 /// PID 1 of the machine: never returns.
-fn pid1(launch: &Launch, inherited: &mut Inherited) -> ! {
-    let failure = match setup(launch, inherited) {
-        Ok(()) if launch.boot => exec_init(launch, inherited),
-        Ok(()) => init::run(launch, &mut inherited.report),
+fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
+    let failure = match setup(launch, &mut inherited) {
+        Ok(()) if launch.boot => exec_init(launch, &inherited),
+        Ok(()) => init::run(launch, inherited.report),
         Err(failure) => failure,
     };
     send(&mut inherited.report, &Report::Failed(failure));
@@ -120,7 +122,8 @@ fn pid1(launch: &Launch, inherited: &mut Inherited) -> ! {
 }
 
 fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> {
-    sys::parent_death_signal(libc::SIGKILL).step(|| "ask to die with the supervisor".to_owned())?;
+    sys::parent_death_signal(rustix::process::Signal::KILL)
+        .step(|| "ask to die with the supervisor".to_owned())?;
     sys::set_name("mm-init");
     let plan = &launch.plan;
     nix::mount::mount(
@@ -151,12 +154,15 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     security::lock_down(&plan.security)
 }
 
-fn exec_init(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
+fn exec_init(launch: &Launch, inherited: &Inherited) -> StepFailure {
     if let Some((slave, _)) = &inherited.console {
         // systemd wants its console as the controlling terminal.
-        let _ = nix::unistd::setsid();
-        // SAFETY: TIOCSCTTY on a descriptor we hold.
-        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) };
+        if let Err(e) = nix::unistd::setsid() {
+            return StepFailure::io("start a session", &e.into());
+        }
+        if let Err(e) = sys::controlling_terminal(slave.as_fd()) {
+            return StepFailure::io("take the console as controlling terminal", &e);
+        }
     }
     if let Err(e) = std::env::set_current_dir("/") {
         return StepFailure::io("chdir /", &e);

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
+use rustix::thread::LinkNameSpaceType;
 
 use super::cgroup::MachineCgroup;
 use super::launch::{Launch, Step, StepFailure};
@@ -29,14 +30,14 @@ pub struct Command<'a> {
 }
 
 /// The namespaces to join, user first (it owns the others).
-const NAMESPACES: [(&str, libc::c_int); 7] = [
-    ("user", libc::CLONE_NEWUSER),
-    ("mnt", libc::CLONE_NEWNS),
-    ("pid", libc::CLONE_NEWPID),
-    ("uts", libc::CLONE_NEWUTS),
-    ("ipc", libc::CLONE_NEWIPC),
-    ("net", libc::CLONE_NEWNET),
-    ("cgroup", libc::CLONE_NEWCGROUP),
+const NAMESPACES: [(&str, LinkNameSpaceType); 7] = [
+    ("user", LinkNameSpaceType::User),
+    ("mnt", LinkNameSpaceType::Mount),
+    ("pid", LinkNameSpaceType::ProcessID),
+    ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
+    ("ipc", LinkNameSpaceType::InterProcessCommunication),
+    ("net", LinkNameSpaceType::Network),
+    ("cgroup", LinkNameSpaceType::ControlGroup),
 ];
 
 /// Runs the command in the machine and returns its exit status.
@@ -51,7 +52,7 @@ pub fn run(name: &str, paths: &Paths, command: &Command<'_>) -> Result<i32, Runt
 
 fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, StepFailure> {
     let proc = format!("/proc/{leader}");
-    let mut joins: Vec<(OwnedFd, libc::c_int, &str)> = Vec::new();
+    let mut joins: Vec<(OwnedFd, LinkNameSpaceType, &str)> = Vec::new();
     for (name, flag) in NAMESPACES {
         let theirs = format!("{proc}/ns/{name}");
         let ours = format!("/proc/self/ns/{name}");
@@ -72,7 +73,7 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     }
     for (fd, flag, name) in &joins {
         sys::setns(fd.as_fd(), *flag).step(|| format!("join the machine's {name} namespace"))?;
-        if *flag == libc::CLONE_NEWUSER {
+        if *flag == LinkNameSpaceType::User {
             let zero = nix::unistd::Gid::from_raw(0);
             nix::unistd::setresgid(zero, zero, zero)
                 .step(|| "become gid 0 in the machine".to_owned())?;

@@ -3,7 +3,7 @@
 //! the command's status (128 + the signal when a signal ended it, as shells report it).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -13,11 +13,19 @@ use super::child::{exec, send};
 use super::launch::{Launch, Report, Step, StepFailure};
 use super::security;
 
-/// Returns only when the command could not be started.
-pub fn run(launch: &Launch, report: &mut File) -> StepFailure {
-    match start(launch, report) {
-        Ok(command) => supervise(command),
-        Err(failure) => failure,
+/// Never returns: exits with the command's status, or reports why it could not start it.
+pub fn run(launch: &Launch, mut report: File) -> ! {
+    match start(launch, &mut report) {
+        Ok(command) => {
+            // The report pipe closes when the command's exec succeeds (its copy is
+            // close-on-exec): the supervisor reads that as "started".
+            drop(report);
+            supervise(command)
+        }
+        Err(failure) => {
+            send(&mut report, &Report::Failed(failure));
+            exit(127)
+        }
     }
 }
 
@@ -35,20 +43,20 @@ fn start(launch: &Launch, report: &mut File) -> Result<Pid, StepFailure> {
             // SAFETY: leaving a forked child without running exit handlers.
             unsafe { libc::_exit(127) }
         }
-        ForkResult::Parent { child } => {
-            // The report pipe now closes when the command's exec succeeds.
-            // SAFETY: this process never returns to code that uses `report` again.
-            unsafe { libc::close(report.as_raw_fd()) };
-            Ok(child)
-        }
+        ForkResult::Parent { child } => Ok(child),
     }
 }
 
 fn command(launch: &Launch, user: &security::User, mask: &SigSet) -> StepFailure {
     // Its own session, with the console (if stdin is one) as its controlling terminal.
-    let _ = nix::unistd::setsid();
-    // SAFETY: TIOCSCTTY on stdin; harmless when stdin is not a terminal.
-    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    if let Err(e) = nix::unistd::setsid() {
+        return StepFailure::io("start a session", &e.into());
+    }
+    if nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
+        && let Err(e) = super::sys::controlling_terminal(std::io::stdin().as_fd())
+    {
+        return StepFailure::io("take the console as controlling terminal", &e);
+    }
     if let Err(failure) = security::become_user(user) {
         return failure;
     }
@@ -61,7 +69,7 @@ fn command(launch: &Launch, user: &security::User, mask: &SigSet) -> StepFailure
     exec(&launch.argv, &launch.env)
 }
 
-fn supervise(command: Pid) -> StepFailure {
+fn supervise(command: Pid) -> ! {
     super::sys::set_name("mm-init");
     super::sys::release_clean_file_pages();
     let all = SigSet::all();

@@ -41,17 +41,6 @@ pub fn open(like: Option<BorrowedFd<'_>>) -> io::Result<Pty> {
     })
 }
 
-/// In a child before `exec`: a new session whose controlling terminal is `slave`, which
-/// becomes standard input, output and error.
-pub fn attach_as_controlling(slave: &OwnedFd) -> io::Result<()> {
-    nix::unistd::setsid()?;
-    // SAFETY: TIOCSCTTY on a terminal we hold.
-    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    super::sys::dup_onto_standard_streams(slave.as_fd())
-}
-
 /// Puts a terminal in raw mode for as long as it lives.
 pub struct RawMode<'a> {
     fd: BorrowedFd<'a>,

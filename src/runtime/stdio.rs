@@ -14,12 +14,13 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 
 use super::pty::{self, Pty, RawMode};
+use super::sys;
 
 /// Where one of the command's standard streams goes.
 enum Stream {
@@ -109,23 +110,22 @@ impl Streams {
     pub fn attach(&self) -> io::Result<()> {
         if let Some(pty) = &self.pty {
             nix::unistd::setsid()?;
-            // SAFETY: TIOCSCTTY on a terminal we hold.
-            if unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            sys::controlling_terminal(pty.slave.as_fd())?;
         }
-        for (fd, stream) in self.streams.iter().enumerate() {
-            let from = match (stream, &self.pty) {
-                (Stream::Pipe { theirs, .. }, _) => theirs.as_fd(),
-                (Stream::Terminal, Some(pty)) => pty.slave.as_fd(),
-                (Stream::Terminal, None) => unreachable!("a terminal stream has a pty"),
-            };
-            // SAFETY: dup2 onto a standard descriptor.
-            if unsafe { libc::dup2(from.as_raw_fd(), fd as i32) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        let [input, output, error] = &self.streams;
+        nix::unistd::dup2_stdin(self.machine_end(input)?)?;
+        nix::unistd::dup2_stdout(self.machine_end(output)?)?;
+        nix::unistd::dup2_stderr(self.machine_end(error)?)?;
         Ok(())
+    }
+
+    /// The machine's end of one of the streams.
+    fn machine_end<'a>(&'a self, stream: &'a Stream) -> io::Result<BorrowedFd<'a>> {
+        match (stream, &self.pty) {
+            (Stream::Pipe { theirs, .. }, _) => Ok(theirs.as_fd()),
+            (Stream::Terminal, Some(pty)) => Ok(pty.slave.as_fd()),
+            (Stream::Terminal, None) => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        }
     }
 
     /// In the parent: relays our standard streams and the command's until `child` has
@@ -320,6 +320,7 @@ fn pump(
 mod tests {
     use super::*;
     use std::io::Seek;
+    use std::os::fd::AsRawFd;
 
     /// Forks `sh -c SCRIPT` on `streams`, relays it with `ours`; its exit code.
     fn run(streams: Streams, script: &str, ours: [BorrowedFd<'_>; 3]) -> i32 {

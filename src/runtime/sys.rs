@@ -1,18 +1,20 @@
-//! The system calls nix and rustix do not wrap (a fork-like `clone`, the new mount API,
-//! `setns`), each a thin safe function returning `io::Result`.
+//! System calls in the shape mm uses them: thin safe functions returning `io::Result`,
+//! over rustix and nix where they have the call, and over `libc::syscall` only for what
+//! neither wraps: `mount_setattr` (read-only and id-mapped mounts), a stackless `clone`
+//! (fork-like, with namespace flags and `CLONE_PARENT`), `close_range` and the loopback
+//! interface's flags (until netlink does it).
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
 
 #[repr(C)]
 struct MountAttr {
@@ -36,7 +38,8 @@ pub fn cstring(path: &Path) -> io::Result<CString> {
 }
 
 /// `clone(flags | SIGCHLD)` without a new stack: like `fork`, the child returns 0 and goes
-/// on with a copy of the caller's memory. Returns the child's pid in the parent.
+/// on with a copy of the caller's memory. Returns the child's pid in the parent. (nix's
+/// `clone` wants a stack and a callback; `fork` takes no flags.)
 ///
 /// # Safety
 /// As `fork`: the caller must be single-threaded (it is: the supervisor), and the child may
@@ -57,31 +60,29 @@ pub unsafe fn clone_fork(flags: libc::c_ulong) -> io::Result<libc::pid_t> {
     check(ret).map(|pid| pid as libc::pid_t)
 }
 
-pub fn setns(fd: BorrowedFd<'_>, nstype: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall on a valid descriptor.
-    check(unsafe { libc::setns(fd.as_raw_fd(), nstype) }.into()).map(drop)
+/// Joins the namespace `fd` refers to, which must be of the `kind` given.
+pub fn setns(fd: BorrowedFd<'_>, kind: rustix::thread::LinkNameSpaceType) -> io::Result<()> {
+    Ok(rustix::thread::move_into_link_name_space(fd, Some(kind))?)
 }
 
-/// A detached copy of the mount at `path` (and below it, with `recursive`).
+/// A detached copy of the mount at `path` (and below it, with `recursive`), relative to
+/// `dir` (the working directory when `None`; the mount of `dir` itself for an empty path).
 pub fn open_tree(dir: Option<BorrowedFd<'_>>, path: &Path, recursive: bool) -> io::Result<OwnedFd> {
-    let c = cstring(path)?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
-        flags |= AT_RECURSIVE;
+        flags |= OpenTreeFlags::AT_RECURSIVE;
     }
     if path.as_os_str().is_empty() {
-        flags |= libc::AT_EMPTY_PATH as libc::c_uint;
+        flags |= OpenTreeFlags::AT_EMPTY_PATH;
     }
-    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    // SAFETY: a valid C string and flags; the result is a new descriptor we own.
-    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, dirfd, c.as_ptr(), flags) })?;
-    // SAFETY: the kernel just returned this descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    let dir = dir.unwrap_or(rustix::fs::CWD);
+    Ok(rustix::mount::open_tree(dir, path, flags)?)
 }
 
 fn mount_setattr(mount: BorrowedFd<'_>, attr: &MountAttr, recursive: bool) -> io::Result<()> {
     let flags = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
-    // SAFETY: `attr` is a live, correctly laid out `struct mount_attr`.
+    // SAFETY: `attr` is a live, correctly laid out `struct mount_attr`, and its size is
+    // passed with it; the path is an empty C string.
     check(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -119,52 +120,39 @@ pub fn idmap(mount: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Attaches the detached mount `mount` on the directory or file `target` (an `O_PATH` fd).
 pub fn move_mount_to_fd(mount: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: valid descriptors and empty C strings.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mount.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    })
-    .map(drop)
+    let flags = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
+    Ok(rustix::mount::move_mount(mount, "", target, "", flags)?)
 }
 
 /// Attaches the detached mount `mount` at `path`.
 pub fn move_mount_to_path(mount: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
-    let c = cstring(path)?;
-    // SAFETY: valid descriptor and C strings.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mount.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    })
-    .map(drop)
+    let flags = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH;
+    Ok(rustix::mount::move_mount(
+        mount,
+        "",
+        rustix::fs::CWD,
+        path,
+        flags,
+    )?)
 }
 
-/// Asks the kernel to send `signal` to this process when its parent exits.
 /// Makes `fd` this process's standard input, output and error.
 pub fn dup_onto_standard_streams(fd: BorrowedFd<'_>) -> io::Result<()> {
-    for target in 0..3 {
-        // SAFETY: dup2 onto the standard descriptors, which this process owns.
-        if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    nix::unistd::dup2_stdin(fd)?;
+    nix::unistd::dup2_stdout(fd)?;
+    nix::unistd::dup2_stderr(fd)?;
     Ok(())
 }
 
-/// Marks every descriptor from `first` up close-on-exec (`close_range`).
+/// Makes `fd` the controlling terminal of this process (a session leader without one).
+pub fn controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::process::ioctl_tiocsctty(fd)?)
+}
+
+/// Marks every descriptor from `first` up close-on-exec (`close_range`, which neither
+/// rustix nor nix wraps).
 pub fn close_on_exec_from(first: u32) -> io::Result<()> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets descriptor flags.
     let done = unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -173,47 +161,44 @@ pub fn close_on_exec_from(first: u32) -> io::Result<()> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    if done < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    check(done).map(drop)
 }
 
-pub fn parent_death_signal(signal: libc::c_int) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }.into())
-        .map(drop)
+/// Asks the kernel to send `signal` to this process when its parent exits.
+pub fn parent_death_signal(signal: rustix::process::Signal) -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        signal,
+    ))?)
 }
 
 /// Names this process's main thread (what `ps` and `top` show), 15 bytes at most.
 pub fn set_name(name: &str) {
-    let mut bytes = [0u8; 16];
-    for (b, c) in bytes.iter_mut().zip(name.bytes().take(15)) {
-        *b = c;
+    let short: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+    if let Ok(name) = CString::new(short) {
+        // Only cosmetic: a process that cannot be named still works.
+        let _ = rustix::thread::set_name(&name);
     }
-    // SAFETY: a NUL-terminated 16-byte buffer.
-    unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
 pub fn no_new_privs() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }.into()).map(drop)
+    Ok(rustix::thread::set_no_new_privs(true)?)
 }
 
 /// Makes this process the reaper of its orphaned descendants.
 pub fn child_subreaper() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }.into()).map(drop)
+    Ok(rustix::process::set_child_subreaper(Some(
+        rustix::process::getpid(),
+    ))?)
 }
 
 /// Brings the loopback interface of the current network namespace up.
 pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: a plain socket; closed by OwnedFd.
-    let sock = check(
-        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }.into(),
+    let sock = rustix::net::socket_with(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
     )?;
-    // SAFETY: the kernel returned this descriptor.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock as libc::c_int) };
     // SAFETY: ifreq is plain old data; zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
