@@ -136,10 +136,10 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     .step(|| "keep the machine's mounts from the host".to_owned())?;
     // Root: the supervisor mounted the overlay before forking (see rootfs::mount_as_root).
     if !plan.root.idmapped_lowers {
-        rootfs::mount_rootless(plan)?;
+        rootfs::mount_rootless(&mut rootfs::Kernel, plan)?;
     }
     let console = inherited.console.as_ref().map(|(_, path)| path.as_path());
-    rootfs::enter(plan, console)?;
+    rootfs::enter(&mut rootfs::Kernel, plan, console)?;
     nix::unistd::sethostname(&plan.process.hostname)
         .step(|| format!("set the hostname to {}", plan.process.hostname))?;
     if matches!(plan.network, Network::Private) {

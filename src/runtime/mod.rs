@@ -10,7 +10,7 @@ mod init;
 pub mod launch;
 pub mod pty;
 mod registrar;
-mod rootfs;
+pub mod rootfs;
 pub mod seccomp;
 mod security;
 pub mod state;

@@ -227,7 +227,7 @@ fn start(
             IdMapping::Map { entries } => entries.first().map_or(0, |e| e.outside),
             IdMapping::Allocate { .. } => 0,
         };
-        rootfs::mount_as_root(plan, userns.as_fd(), base)?;
+        rootfs::mount_as_root(&mut rootfs::Kernel, plan, userns.as_fd(), base)?;
     }
     if let Upper::Persistent { upper, .. } = &plan.root.upper
         && !upper.exists()

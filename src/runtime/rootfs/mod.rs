@@ -1,0 +1,451 @@
+//! The machine's root: the overlay of the image's layers and its writable layer, the
+//! plan's mounts inside it, and `pivot_root` into it.
+//!
+//! As root, the supervisor mounts the overlay (it may read the store's `trusted.overlay.*`
+//! xattrs), with each layer seen through an id-mapped mount so that the store stays
+//! shared and unshifted. Rootless, the machine's PID 1 mounts it inside its user namespace
+//! with `userxattr`. Everything else happens in PID 1, in the machine's mount namespace:
+//! each target is resolved inside the new root (`openat2` with `RESOLVE_IN_ROOT`), so no
+//! symlink in an image can aim a mount at the host.
+//!
+//! As root, PID 1 runs as the machine's ids, which need not be able to walk the host's
+//! path to the overlay or to a bind's source (a `0700` parent such as `/root`). So the
+//! supervisor, still real root, *stages* them: a tmpfs at `RUNTIME/NAME/stage`, owned by
+//! the machine's root, holding the overlay at `root` and each bind's source at its index
+//! in the plan's mounts. The spawner makes the stage its working directory before it
+//! gives up root; `unshare(CLONE_NEWNS)` carries the working directory into the new mount
+//! namespace, and PID 1 reaches everything by names relative to it.
+//!
+//! Every system call goes through a [`Mounter`] (`mounter.rs`): the kernel, or the
+//! recorder of `record.rs`, which gives a plan's exact sequence without root
+//! ([`sequence`]; tests/mount_sequences.rs snapshots it for every example).
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use super::launch::{Step, StepFailure};
+use crate::plan::{Layers, Mount, Plan, Upper};
+
+mod mounter;
+mod record;
+
+pub use mounter::{At, Kernel, Kind, Mounter};
+pub use record::Recorder;
+
+/// Lower directories, top first, as overlayfs wants them.
+fn lower_dirs(plan: &Plan) -> Result<Vec<PathBuf>, StepFailure> {
+    match &plan.image.layers {
+        Layers::Stored { layers, .. } => Ok(layers.iter().rev().map(|l| l.dir.clone()).collect()),
+        Layers::Directory { path } => Ok(vec![path.clone()]),
+        Layers::Unresolved => Err(StepFailure::other(
+            "find the image's layers",
+            "the image is not in the store",
+        )),
+    }
+}
+
+/// Where the writable layer lives; a volatile or read-only machine gets a tmpfs.
+fn upper_and_work(plan: &Plan) -> (PathBuf, PathBuf, Option<PathBuf>) {
+    let runtime = &plan.machine.runtime_dir;
+    match &plan.root.upper {
+        Upper::Persistent { upper, work } => (upper.clone(), work.clone(), None),
+        Upper::Volatile { tmpfs } => (tmpfs.join("upper"), tmpfs.join("work"), Some(tmpfs.clone())),
+        Upper::ReadOnly => {
+            let tmpfs = runtime.join("volatile");
+            (tmpfs.join("upper"), tmpfs.join("work"), Some(tmpfs))
+        }
+    }
+}
+
+fn os(s: &str) -> Option<&OsStr> {
+    Some(OsStr::new(s))
+}
+
+/// Mounts a tmpfs on `at` (a host path, made if missing) with `options`.
+fn tmpfs(m: &mut dyn Mounter, at: &Path, flags: MsFlags, options: &str) -> Result<(), StepFailure> {
+    m.make_dir(at).step(|| format!("create {}", at.display()))?;
+    m.mount(os("tmpfs"), At::Path(at), Some("tmpfs"), flags, os(options))
+        .step(|| format!("mount tmpfs on {}", at.display()))
+}
+
+/// Mounts the volatile tmpfs (if any) and makes the upper and work dirs, owned by `owner`.
+fn prepare_upper(
+    m: &mut dyn Mounter,
+    plan: &Plan,
+    owner: Option<u32>,
+) -> Result<(PathBuf, PathBuf), StepFailure> {
+    let (upper, work, volatile) = upper_and_work(plan);
+    if let Some(volatile) = volatile {
+        tmpfs(
+            m,
+            &volatile,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=0700",
+        )?;
+    }
+    for dir in [&upper, &work] {
+        m.make_dir(dir)
+            .step(|| format!("create {}", dir.display()))?;
+        if let Some(id) = owner {
+            m.chown(dir, id)
+                .step(|| format!("chown {} to {id}", dir.display()))?;
+        }
+    }
+    m.chmod(&upper, 0o755)
+        .step(|| format!("chmod {}", upper.display()))?;
+    Ok((upper, work))
+}
+
+fn mount_overlay(
+    m: &mut dyn Mounter,
+    plan: &Plan,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<(), StepFailure> {
+    let target = &plan.root.mount_point;
+    m.make_dir(target)
+        .step(|| format!("create {}", target.display()))?;
+    let mut data = OsString::from("lowerdir=");
+    for (i, l) in lowers.iter().enumerate() {
+        if i > 0 {
+            data.push(":");
+        }
+        data.push(l);
+    }
+    data.push(",upperdir=");
+    data.push(upper);
+    data.push(",workdir=");
+    data.push(work);
+    for option in &plan.root.options {
+        data.push(",");
+        data.push(option);
+    }
+    m.mount(
+        os("overlay"),
+        At::Path(target),
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_os_str()),
+    )
+    .step(|| {
+        format!(
+            "mount overlay on {} ({} layers, upper {})",
+            target.display(),
+            lowers.len(),
+            upper.display()
+        )
+    })
+}
+
+/// Root's side, in the supervisor's own mount namespace: every layer id-mapped through
+/// `userns` under RUNTIME/layers, the overlay on the plan's mount point, and the stage.
+pub fn mount_as_root(
+    m: &mut dyn Mounter,
+    plan: &Plan,
+    userns: BorrowedFd<'_>,
+    root_id: u32,
+) -> Result<(), StepFailure> {
+    m.mount(
+        None,
+        At::Path(Path::new("/")),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )
+    .step(|| "make the supervisor's mounts private".to_owned())?;
+    let layers = plan.machine.runtime_dir.join("layers");
+    tmpfs(m, &layers, MsFlags::MS_NOSUID, "mode=0700,size=64k")?;
+    let mut lowers = Vec::new();
+    for (i, dir) in lower_dirs(plan)?.iter().enumerate() {
+        let tree = m
+            .clone_tree(At::Path(dir), false)
+            .step(|| format!("clone the mount of {}", dir.display()))?;
+        if plan.root.idmapped_lowers {
+            m.idmap(tree.as_fd(), userns).step(|| {
+                format!(
+                    "id-map {} to the machine's ids from {root_id}",
+                    dir.display()
+                )
+            })?;
+        }
+        let at = layers.join(i.to_string());
+        m.make_dir(&at)
+            .step(|| format!("create {}", at.display()))?;
+        m.attach(tree.as_fd(), At::Path(&at))
+            .step(|| format!("attach {} on {}", dir.display(), at.display()))?;
+        lowers.push(at);
+    }
+    let (upper, work) = prepare_upper(m, plan, Some(root_id))?;
+    mount_overlay(m, plan, &lowers, &upper, &work)?;
+    stage(m, plan, root_id)
+}
+
+/// The directory the supervisor stages the overlay and the binds' sources in (root only).
+pub fn stage_dir(plan: &Plan) -> PathBuf {
+    plan.machine.runtime_dir.join("stage")
+}
+
+/// The staged name of the overlay, relative to the stage.
+const STAGED_ROOT: &str = "root";
+
+/// The staged name of the source of `plan.mounts[index]`, relative to the stage.
+fn staged_source(index: usize) -> PathBuf {
+    PathBuf::from(index.to_string())
+}
+
+/// Root's side: the overlay and every bind's source, attached in the stage (a tmpfs that
+/// only the machine's root and host root may enter) while the supervisor is real root.
+fn stage(m: &mut dyn Mounter, plan: &Plan, root_id: u32) -> Result<(), StepFailure> {
+    let stage = stage_dir(plan);
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let options = format!("mode=0700,uid={root_id},gid={root_id},size=64k");
+    tmpfs(m, &stage, flags, &options)?;
+    let mut attach = |source: &Path, name: &Path, readonly: bool, recursive: bool| {
+        let at = stage.join(name);
+        let tree = m
+            .clone_tree(At::Path(source), recursive)
+            .step(|| format!("clone the mount of {}", source.display()))?;
+        if readonly {
+            m.make_readonly(tree.as_fd(), recursive)
+                .step(|| format!("make {} read-only", source.display()))?;
+        }
+        if m.is_dir(source) {
+            m.make_dir(&at)
+        } else {
+            m.make_file(&at)
+        }
+        .step(|| format!("create {}", at.display()))?;
+        m.attach(tree.as_fd(), At::Path(&at))
+            .step(|| format!("stage {} on {}", source.display(), at.display()))
+    };
+    attach(&plan.root.mount_point, Path::new(STAGED_ROOT), false, true)?;
+    for (index, mount) in plan.mounts.iter().enumerate() {
+        if let Mount::Bind {
+            source,
+            readonly,
+            recursive,
+            ..
+        } = mount
+        {
+            attach(source, &staged_source(index), *readonly, *recursive)?;
+        }
+    }
+    Ok(())
+}
+
+/// The rootless side, in PID 1's user and mount namespaces: the layers as they are.
+pub fn mount_rootless(m: &mut dyn Mounter, plan: &Plan) -> Result<(), StepFailure> {
+    let lowers = lower_dirs(plan)?;
+    let (upper, work) = prepare_upper(m, plan, None)?;
+    mount_overlay(m, plan, &lowers, &upper, &work)
+}
+
+fn ms_flags(options: &[String]) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// Binds a detached clone of `source` onto `target`.
+fn bind(
+    m: &mut dyn Mounter,
+    source: At<'_>,
+    target: &OwnedFd,
+    readonly: bool,
+    recursive: bool,
+) -> io::Result<()> {
+    let tree = m.clone_tree(source, recursive)?;
+    if readonly {
+        m.make_readonly(tree.as_fd(), recursive)?;
+    }
+    m.attach(tree.as_fd(), At::Fd(target.as_fd()))
+}
+
+/// `target` resolved inside the root, made as `kind` when missing.
+fn mount_point(
+    m: &mut dyn Mounter,
+    root: BorrowedFd<'_>,
+    target: &str,
+    kind: Kind,
+) -> Result<OwnedFd, StepFailure> {
+    m.open_in_root(root, target, Some(kind))
+        .step(|| format!("create the mount point {target}"))?
+        .ok_or_else(|| StepFailure::other(format!("create {target}"), "missing"))
+}
+
+/// One mount of the plan, inside the root (opened as `root`). A bind's source is
+/// `source` itself, or the staged copy of it when given. `console` is the
+/// pseudo-terminal's path, when the machine has one.
+fn apply(
+    m: &mut dyn Mounter,
+    root: BorrowedFd<'_>,
+    mount: &Mount,
+    staged: Option<PathBuf>,
+    console: Option<&Path>,
+) -> Result<(), StepFailure> {
+    match mount {
+        Mount::Fs {
+            fstype,
+            target,
+            options,
+        } => {
+            let at = mount_point(m, root, target, Kind::Dir)?;
+            let (flags, data) = ms_flags(options);
+            m.mount(
+                os(fstype),
+                At::Fd(at.as_fd()),
+                Some(fstype.as_str()),
+                flags,
+                os(&data),
+            )
+            .step(|| format!("mount {fstype} on {target} ({})", options.join(",")))
+        }
+        Mount::Bind {
+            source,
+            target,
+            readonly,
+            recursive,
+        } => {
+            let from = staged.as_deref().unwrap_or(source);
+            let kind = if m.is_dir(from) {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            let at = mount_point(m, root, target, kind)?;
+            bind(m, At::Path(from), &at, *readonly, *recursive)
+                .step(|| format!("bind {} on {target}", source.display()))
+        }
+        Mount::Mask { target, directory } => {
+            let Some(at) = m
+                .open_in_root(root, target, None)
+                .step(|| format!("open {target}"))?
+            else {
+                return Ok(());
+            };
+            if *directory {
+                let flags = MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC;
+                m.mount(
+                    os("tmpfs"),
+                    At::Fd(at.as_fd()),
+                    Some("tmpfs"),
+                    flags,
+                    os("size=0,mode=0555"),
+                )
+                .step(|| format!("mask {target} with an empty tmpfs"))
+            } else {
+                bind(m, At::Path(Path::new("/dev/null")), &at, false, false)
+                    .step(|| format!("mask {target} with /dev/null"))
+            }
+        }
+        Mount::ReadOnly { target } => {
+            let Some(at) = m
+                .open_in_root(root, target, None)
+                .step(|| format!("open {target}"))?
+            else {
+                return Ok(());
+            };
+            bind(m, At::Fd(at.as_fd()), &at, true, true)
+                .step(|| format!("remount {target} read-only"))
+        }
+        Mount::Console { target } => {
+            let Some(pty) = console else { return Ok(()) };
+            let at = mount_point(m, root, target, Kind::File)?;
+            bind(m, At::Path(pty), &at, false, false)
+                .step(|| format!("bind the console {} on {target}", pty.display()))
+        }
+        Mount::CgroupTree { mode, writable } => m
+            .cgroup_tree(root, *mode, *writable)
+            .step(|| "mount the cgroup tree on /sys/fs/cgroup".to_owned()),
+        Mount::Symlink { target, points_to } => {
+            let path = Path::new(target.trim_start_matches('/'));
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                return Ok(());
+            };
+            let dir = mount_point(m, root, &format!("/{}", parent.display()), Kind::Dir)?;
+            m.symlink(dir.as_fd(), name, points_to)
+                .step(|| format!("link {target} to {points_to}"))
+        }
+    }
+}
+
+/// PID 1's part: the plan's mounts into the root, then `pivot_root` into it and a
+/// read-only root if asked. As root, the working directory is the stage (see the module's
+/// comment); rootless, the host's paths are the user's own and PID 1 uses them.
+pub fn enter(m: &mut dyn Mounter, plan: &Plan, console: Option<&Path>) -> Result<(), StepFailure> {
+    let staged = plan.root.idmapped_lowers;
+    let at = if staged {
+        Path::new(STAGED_ROOT)
+    } else {
+        plan.root.mount_point.as_path()
+    };
+    let shown = plan.root.mount_point.display();
+    // The supervisor's overlay came into this namespace locked (it was made by a more
+    // privileged one), and pivot_root refuses a locked mount: bind it onto itself first.
+    m.mount(
+        Some(at.as_os_str()),
+        At::Path(at),
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .step(|| format!("bind {shown} onto itself"))?;
+    // From here on the root is reached through its descriptor, never by its host path.
+    let root = m
+        .open_dir(at)
+        .step(|| format!("open the new root {shown}"))?;
+    for (index, mount) in plan.mounts.iter().enumerate() {
+        let source = staged.then(|| staged_source(index));
+        apply(m, root.as_fd(), mount, source, console)?;
+    }
+    if matches!(plan.root.upper, Upper::ReadOnly) {
+        m.mount(
+            None,
+            At::Fd(root.as_fd()),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )
+        .step(|| format!("remount {shown} read-only"))?;
+    }
+    m.pivot(root.as_fd())
+        .step(|| format!("pivot_root into {shown}"))
+}
+
+/// The exact sequence of calls that set up `plan`'s root, as the recorder writes them:
+/// the supervisor's part (root only) and then PID 1's, with a console at `/dev/pts/0`
+/// when the plan has one.
+pub fn sequence(plan: &Plan) -> Result<Vec<String>, StepFailure> {
+    let mut recorder = Recorder::default();
+    let console = Path::new("/dev/pts/0");
+    if plan.root.idmapped_lowers {
+        let userns = recorder
+            .fd("the machine's user namespace")
+            .step(|| "open /dev/null".to_owned())?;
+        recorder.say_section("the supervisor, real root, in its own mount namespace");
+        mount_as_root(&mut recorder, plan, userns.as_fd(), 589_824)?;
+        recorder.say_section("PID 1, in the stage, in the machine's namespaces");
+    } else {
+        recorder.say_section("PID 1, in the machine's namespaces");
+        mount_rootless(&mut recorder, plan)?;
+    }
+    enter(&mut recorder, plan, Some(console))?;
+    Ok(recorder.lines().to_vec())
+}

@@ -1,0 +1,210 @@
+//! A [`Mounter`] that only writes the calls down: the exact mount sequence of a plan, as
+//! lines to read in review or snapshot in tests, without root and without touching the
+//! system. Descriptors it hands out are `/dev/null`, named after what they stand for.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::mount::MsFlags;
+
+use super::mounter::{At, Kind, Mounter};
+use crate::host::CgroupMode;
+
+/// Records every call; [`Recorder::lines`] gives them in order.
+#[derive(Default)]
+pub struct Recorder {
+    lines: Vec<String>,
+    names: HashMap<RawFd, String>,
+    /// Held so that each name keeps its descriptor number.
+    held: Vec<OwnedFd>,
+    /// What the recorded calls made: path and whether a directory.
+    made: Vec<(std::path::PathBuf, bool)>,
+}
+
+impl Recorder {
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// A stand-in descriptor named `name`.
+    pub fn fd(&mut self, name: impl Into<String>) -> io::Result<OwnedFd> {
+        let fd = OwnedFd::from(std::fs::File::open("/dev/null")?);
+        self.names.insert(fd.as_raw_fd(), name.into());
+        self.held.push(fd.try_clone()?);
+        Ok(fd)
+    }
+
+    fn name(&self, fd: BorrowedFd<'_>) -> String {
+        self.names
+            .get(&fd.as_raw_fd())
+            .cloned()
+            .unwrap_or_else(|| format!("fd {}", fd.as_raw_fd()))
+    }
+
+    fn at(&self, at: At<'_>) -> String {
+        match at {
+            At::Path(path) => path.display().to_string(),
+            At::Fd(fd) => self.name(fd),
+        }
+    }
+
+    /// A heading: which process makes the calls that follow.
+    pub fn say_section(&mut self, heading: &str) {
+        self.lines.push(format!("# {heading}"));
+    }
+
+    fn say(&mut self, line: String) -> io::Result<()> {
+        self.lines.push(line);
+        Ok(())
+    }
+}
+
+/// The flags of a mount call, as the `mount` command would spell them.
+fn flag_words(flags: MsFlags) -> String {
+    let words: Vec<&str> = [
+        (MsFlags::MS_BIND, "bind"),
+        (MsFlags::MS_REC, "rec"),
+        (MsFlags::MS_REMOUNT, "remount"),
+        (MsFlags::MS_RDONLY, "ro"),
+        (MsFlags::MS_NOSUID, "nosuid"),
+        (MsFlags::MS_NODEV, "nodev"),
+        (MsFlags::MS_NOEXEC, "noexec"),
+        (MsFlags::MS_SLAVE, "slave"),
+        (MsFlags::MS_PRIVATE, "private"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| flags.contains(*flag))
+    .map(|(_, word)| word)
+    .collect();
+    words.join(",")
+}
+
+impl Mounter for Recorder {
+    fn mount(
+        &mut self,
+        source: Option<&OsStr>,
+        target: At<'_>,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&OsStr>,
+    ) -> io::Result<()> {
+        let mut line = format!("mount {}", fstype.unwrap_or("-"));
+        if let Some(source) = source {
+            line.push_str(&format!(" from {}", source.to_string_lossy()));
+        }
+        line.push_str(&format!(" on {}", self.at(target)));
+        let flags = flag_words(flags);
+        if !flags.is_empty() {
+            line.push_str(&format!(" [{flags}]"));
+        }
+        if let Some(data) = data.filter(|d| !d.is_empty()) {
+            line.push_str(&format!(" ({})", data.to_string_lossy()));
+        }
+        self.say(line)
+    }
+
+    fn make_dir(&mut self, path: &Path) -> io::Result<()> {
+        self.made.push((path.to_owned(), true));
+        self.say(format!("mkdir -p {}", path.display()))
+    }
+
+    fn make_file(&mut self, path: &Path) -> io::Result<()> {
+        self.made.push((path.to_owned(), false));
+        self.say(format!("touch {}", path.display()))
+    }
+
+    fn chown(&mut self, path: &Path, id: u32) -> io::Result<()> {
+        self.say(format!("chown {id}:{id} {}", path.display()))
+    }
+
+    fn chmod(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        self.say(format!("chmod {mode:o} {}", path.display()))
+    }
+
+    /// A relative path names something the recorded calls made (a staged source);
+    /// an absolute one is looked at, without changing anything (`/dev/null`, `/sys`).
+    fn is_dir(&mut self, path: &Path) -> bool {
+        if path.is_absolute() {
+            return path.is_dir();
+        }
+        self.made
+            .iter()
+            .rev()
+            .find(|(made, _)| made.ends_with(path))
+            .is_some_and(|(_, dir)| *dir)
+    }
+
+    fn clone_tree(&mut self, from: At<'_>, recursive: bool) -> io::Result<OwnedFd> {
+        let from = self.at(from);
+        let how = if recursive { " (recursive)" } else { "" };
+        self.say(format!("clone the mount of {from}{how}"))?;
+        self.fd(format!("the clone of {from}"))
+    }
+
+    fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
+        let how = if recursive { " (recursive)" } else { "" };
+        self.say(format!("read-only: {}{how}", self.name(tree)))
+    }
+
+    fn idmap(&mut self, tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+        self.say(format!(
+            "id-map {} through {}",
+            self.name(tree),
+            self.name(userns)
+        ))
+    }
+
+    fn attach(&mut self, tree: BorrowedFd<'_>, to: At<'_>) -> io::Result<()> {
+        self.say(format!("attach {} on {}", self.name(tree), self.at(to)))
+    }
+
+    fn open_dir(&mut self, path: &Path) -> io::Result<OwnedFd> {
+        self.fd(format!("the root ({})", path.display()))
+    }
+
+    fn open_in_root(
+        &mut self,
+        _root: BorrowedFd<'_>,
+        target: &str,
+        create: Option<Kind>,
+    ) -> io::Result<Option<OwnedFd>> {
+        let made = match create {
+            Some(Kind::Dir) => " (a directory if missing)",
+            Some(Kind::File) => " (a file if missing)",
+            None => "",
+        };
+        self.say(format!("resolve {target} in the root{made}"))?;
+        Ok(Some(self.fd(target.to_owned())?))
+    }
+
+    fn symlink(&mut self, dir: BorrowedFd<'_>, name: &OsStr, points_to: &str) -> io::Result<()> {
+        self.say(format!(
+            "symlink {}/{} -> {points_to}",
+            self.name(dir),
+            name.to_string_lossy()
+        ))
+    }
+
+    fn cgroup_tree(
+        &mut self,
+        root: BorrowedFd<'_>,
+        mode: CgroupMode,
+        writable: bool,
+    ) -> io::Result<()> {
+        let how = if writable { "writable" } else { "read-only" };
+        self.say(format!(
+            "cgroup tree ({mode:?}, {how}) on {}/sys/fs/cgroup",
+            self.name(root)
+        ))
+    }
+
+    fn pivot(&mut self, root: BorrowedFd<'_>) -> io::Result<()> {
+        self.say(format!(
+            "pivot_root into {}, detach the old root",
+            self.name(root)
+        ))
+    }
+}
