@@ -234,6 +234,32 @@ fn ready_now(fd: BorrowedFd<'_>) -> bool {
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) && readable(&fds[0])
 }
 
+/// Moves one read of our standard input to the machine; at its end, or when the command
+/// no longer takes it, the sink goes.
+fn forward_input(input: &mut File, to_machine: &mut Option<Sink>, buf: &mut [u8]) {
+    match input.read(buf) {
+        Ok(0) | Err(_) => match to_machine.take() {
+            // End of input: the terminal's EOF character, as a user's ^D.
+            Some(Sink::Terminal(mut m)) => {
+                let _ = m.write_all(&[4]);
+            }
+            Some(Sink::Pipe(p)) => drop(p),
+            None => {}
+        },
+        Ok(n) => {
+            let sent = match to_machine {
+                Some(Sink::Terminal(f) | Sink::Pipe(f)) => f.write_all(&buf[..n]),
+                None => Ok(()),
+            };
+            if sent.is_err() {
+                // The command no longer reads its input.
+                *to_machine = None;
+            }
+        }
+    }
+}
+
+/// The relay's loop: until the command has exited (then what it wrote is passed on).
 fn pump(
     sources: &mut Vec<Source>,
     mut to_machine: Option<Sink>,
@@ -272,26 +298,7 @@ fn pump(
         if let Some(at) = input_at
             && ready[at]
         {
-            match input.read(&mut buf) {
-                Ok(0) | Err(_) => match to_machine.take() {
-                    // End of input: the terminal's EOF character, as a user's ^D.
-                    Some(Sink::Terminal(mut m)) => {
-                        let _ = m.write_all(&[4]);
-                    }
-                    Some(Sink::Pipe(p)) => drop(p),
-                    None => {}
-                },
-                Ok(n) => {
-                    let sent = match &mut to_machine {
-                        Some(Sink::Terminal(f) | Sink::Pipe(f)) => f.write_all(&buf[..n]),
-                        None => Ok(()),
-                    };
-                    if sent.is_err() {
-                        // The command no longer reads its input.
-                        to_machine = None;
-                    }
-                }
-            }
+            forward_input(&mut input, &mut to_machine, &mut buf);
         }
         let mut i = 0;
         sources.retain_mut(|s| {

@@ -330,31 +330,7 @@ fn apply(
             bind(m, At::Path(from), &at, *readonly, *recursive)
                 .step(|| format!("bind {} on {target}", source.display()))
         }
-        Mount::Mask { target, directory } => {
-            let Some(at) = m
-                .open_in_root(root, target, None)
-                .step(|| format!("open {target}"))?
-            else {
-                return Ok(());
-            };
-            if *directory {
-                let flags = MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV
-                    | MsFlags::MS_NOEXEC;
-                m.mount(
-                    os("tmpfs"),
-                    At::Fd(at.as_fd()),
-                    Some("tmpfs"),
-                    flags,
-                    os("size=0,mode=0555"),
-                )
-                .step(|| format!("mask {target} with an empty tmpfs"))
-            } else {
-                bind(m, At::Path(Path::new("/dev/null")), &at, false, false)
-                    .step(|| format!("mask {target} with /dev/null"))
-            }
-        }
+        Mount::Mask { target, directory } => mask(m, root, target, *directory),
         Mount::ReadOnly { target } => {
             let Some(at) = m
                 .open_in_root(root, target, None)
@@ -374,16 +350,55 @@ fn apply(
         Mount::CgroupTree { mode, writable } => m
             .cgroup_tree(root, *mode, *writable)
             .step(|| "mount the cgroup tree on /sys/fs/cgroup".to_owned()),
-        Mount::Symlink { target, points_to } => {
-            let path = Path::new(target.trim_start_matches('/'));
-            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-                return Ok(());
-            };
-            let dir = mount_point(m, root, &format!("/{}", parent.display()), Kind::Dir)?;
-            m.symlink(dir.as_fd(), name, points_to)
-                .step(|| format!("link {target} to {points_to}"))
-        }
+        Mount::Symlink { target, points_to } => symlink(m, root, target, points_to),
     }
+}
+
+/// Hides `target` (if the image has it) behind an empty read-only tmpfs (a directory) or
+/// `/dev/null` (a file).
+fn mask(
+    m: &mut dyn Mounter,
+    root: BorrowedFd<'_>,
+    target: &str,
+    directory: bool,
+) -> Result<(), StepFailure> {
+    let Some(at) = m
+        .open_in_root(root, target, None)
+        .step(|| format!("open {target}"))?
+    else {
+        return Ok(());
+    };
+    if directory {
+        let flags =
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        m.mount(
+            os("tmpfs"),
+            At::Fd(at.as_fd()),
+            Some("tmpfs"),
+            flags,
+            os("size=0,mode=0555"),
+        )
+        .step(|| format!("mask {target} with an empty tmpfs"))
+    } else {
+        bind(m, At::Path(Path::new("/dev/null")), &at, false, false)
+            .step(|| format!("mask {target} with /dev/null"))
+    }
+}
+
+/// The symlink `target` (inside the root) to `points_to`, its directory made if missing.
+fn symlink(
+    m: &mut dyn Mounter,
+    root: BorrowedFd<'_>,
+    target: &str,
+    points_to: &str,
+) -> Result<(), StepFailure> {
+    let path = Path::new(target.trim_start_matches('/'));
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let dir = mount_point(m, root, &format!("/{}", parent.display()), Kind::Dir)?;
+    m.symlink(dir.as_fd(), name, points_to)
+        .step(|| format!("link {target} to {points_to}"))
 }
 
 /// PID 1's part: the plan's mounts into the root, then `pivot_root` into it and a
