@@ -231,40 +231,7 @@ pub fn extract(
     let scratch = sources::new_scratch(scratch_in, ".mm-extract.")?;
     let tree = scratch.path().join("rootfs");
     std::fs::create_dir(&tree).at(&tree)?;
-    let result = (|| {
-        let root = rustix::fs::open(
-            &tree,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| ImageError::Io {
-            path: tree.clone(),
-            source: e.into(),
-        })?;
-        let mut total = Stats::default();
-        let mut pending = Pending::default();
-        for job in &opened.layers {
-            let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
-            let blob = open_blob(job)?;
-            let stats = unpack_verified(
-                Counting {
-                    inner: blob,
-                    item: &item,
-                },
-                &job.desc,
-                &job.diff_id,
-                &root,
-                mode,
-                &mut pending,
-            )?;
-            item.done("verified and applied");
-            total.entries += stats.entries;
-            total.bytes += stats.bytes;
-            total.whiteouts += stats.whiteouts;
-            total.skipped_devices += stats.skipped_devices;
-            total.dropped_xattrs.extend(stats.dropped_xattrs);
-        }
-        pending.apply(&root)?;
+    let result = flatten(&opened, &tree, mode, progress).and_then(|total| {
         crate::state::private_dir(&tree).at(&tree)?;
         rustix::fs::renameat_with(
             rustix::fs::CWD,
@@ -278,10 +245,54 @@ pub fn extract(
             source: e.into(),
         })?;
         Ok(total)
-    })();
+    });
     // On failure the scratch directory takes the half-made tree with it.
     drop(scratch);
     result
+}
+
+/// Applies every layer of `opened`, bottom first, to the tree at `tree`, then the modes
+/// that had to wait for the last layer.
+fn flatten(
+    opened: &Opened,
+    tree: &Path,
+    mode: UnpackMode,
+    progress: &Progress,
+) -> Result<Stats, ImageError> {
+    let root = rustix::fs::open(
+        tree,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| ImageError::Io {
+        path: tree.to_owned(),
+        source: e.into(),
+    })?;
+    let mut total = Stats::default();
+    let mut pending = Pending::default();
+    for job in &opened.layers {
+        let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
+        let blob = open_blob(job)?;
+        let stats = unpack_verified(
+            Counting {
+                inner: blob,
+                item: &item,
+            },
+            &job.desc,
+            &job.diff_id,
+            &root,
+            mode,
+            &mut pending,
+        )?;
+        item.done("verified and applied");
+        total.entries += stats.entries;
+        total.bytes += stats.bytes;
+        total.whiteouts += stats.whiteouts;
+        total.skipped_devices += stats.skipped_devices;
+        total.dropped_xattrs.extend(stats.dropped_xattrs);
+    }
+    pending.apply(&root)?;
+    Ok(total)
 }
 
 /// Unpacks one layer blob into `root` in a single pass: the compressed stream is hashed
