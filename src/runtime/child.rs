@@ -7,16 +7,15 @@
 //! locks itself down and becomes the machine's init. Any failure is sent to the supervisor
 //! as a [`Report::Failed`] naming the step; success is the report pipe closing at `exec`.
 
-use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rustix::thread::LinkNameSpaceType;
 
 use super::launch::{Launch, Report, Step, StepFailure};
-use super::{init, rootfs, security, sys};
+use super::{exec, init, rootfs, security, sys};
 use crate::plan::{Namespace, Network};
 
 /// What the forked stages inherit from the supervisor.
@@ -30,25 +29,17 @@ pub struct Inherited {
     pub console: Option<(OwnedFd, PathBuf)>,
 }
 
-/// Sends a report; a failure to send means the supervisor is gone, and nothing can be done.
-pub fn send(report: &mut File, message: &Report) {
-    if let Ok(mut line) = serde_json::to_vec(message) {
-        line.push(b'\n');
-        let _ = report.write_all(&line);
-    }
-}
-
 /// The spawner: never returns. In the clone it makes, it goes on as the machine's PID 1.
 pub fn spawner(launch: &Launch, mut inherited: Inherited) -> ! {
     sys::set_name("mm-spawn");
     let code = match spawn_pid1(launch, &mut inherited) {
         Ok(0) => pid1(launch, inherited),
         Ok(pid) => {
-            send(&mut inherited.report, &Report::Leader { pid });
+            Report::Leader { pid }.send(&mut inherited.report);
             0
         }
         Err(failure) => {
-            send(&mut inherited.report, &Report::Failed(failure));
+            Report::Failed(failure).send(&mut inherited.report);
             1
         }
     };
@@ -116,7 +107,7 @@ fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
         Ok(()) => init::run(launch, inherited.report),
         Err(failure) => failure,
     };
-    send(&mut inherited.report, &Report::Failed(failure));
+    Report::Failed(failure).send(&mut inherited.report);
     // SAFETY: leaving a forked child without running the parent's exit handlers.
     unsafe { libc::_exit(127) }
 }
@@ -167,42 +158,5 @@ fn exec_init(launch: &Launch, inherited: &Inherited) -> StepFailure {
     if let Err(e) = std::env::set_current_dir("/") {
         return StepFailure::io("chdir /", &e);
     }
-    exec(&launch.argv, &launch.env)
-}
-
-/// `execve` of `argv` with `env`, searching `PATH` from `env` for a bare name. Returns only
-/// on failure.
-pub fn exec(argv: &[String], env: &[String]) -> StepFailure {
-    let to_c = |s: &String| CString::new(s.as_bytes()).ok();
-    let (Some(args), Some(envp)) = (
-        argv.iter().map(to_c).collect::<Option<Vec<_>>>(),
-        env.iter().map(to_c).collect::<Option<Vec<_>>>(),
-    ) else {
-        return StepFailure::other("exec", "an argument or variable contains a NUL byte");
-    };
-    let Some(program) = argv.first() else {
-        return StepFailure::other("exec", "no command");
-    };
-    let candidates: Vec<PathBuf> = if program.contains('/') {
-        vec![PathBuf::from(program)]
-    } else {
-        let path = env
-            .iter()
-            .find_map(|kv| kv.strip_prefix("PATH="))
-            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        path.split(':')
-            .map(|dir| Path::new(dir).join(program))
-            .collect()
-    };
-    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
-    for candidate in candidates {
-        let Ok(c) = sys::cstring(&candidate) else {
-            continue;
-        };
-        let err = nix::unistd::execve(&c, &args, &envp).unwrap_err();
-        if err != nix::errno::Errno::ENOENT || last.raw_os_error() == Some(libc::ENOENT) {
-            last = std::io::Error::from(err);
-        }
-    }
-    StepFailure::io(format!("exec {}", argv.join(" ")), &last)
+    exec::exec(&launch.argv, &launch.env)
 }

@@ -14,7 +14,7 @@ use super::cgroup::MachineCgroup;
 use super::launch::{Launch, Step, StepFailure};
 use super::state::{self, Paths};
 use super::stdio::Streams;
-use super::{RuntimeError, child, security, sys};
+use super::{RuntimeError, exec, security, sys};
 
 /// What to run and how.
 pub struct Command<'a> {
@@ -155,5 +155,5 @@ fn in_machine(launch: &Launch, command: &Command<'_>, terminal: bool) -> StepFai
     if std::env::set_current_dir(workdir).is_err() {
         let _ = std::env::set_current_dir("/");
     }
-    child::exec(&argv, &env)
+    exec::exec(&argv, &env)
 }

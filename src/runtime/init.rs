@@ -9,7 +9,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
-use super::child::{exec, send};
+use super::exec::exec;
 use super::launch::{Launch, Report, Step, StepFailure};
 use super::security;
 
@@ -23,7 +23,7 @@ pub fn run(launch: &Launch, mut report: File) -> ! {
             supervise(command)
         }
         Err(failure) => {
-            send(&mut report, &Report::Failed(failure));
+            Report::Failed(failure).send(&mut report);
             exit(127)
         }
     }
@@ -39,7 +39,7 @@ fn start(launch: &Launch, report: &mut File) -> Result<Pid, StepFailure> {
     match unsafe { fork() }.step(|| format!("fork {}", launch.argv.join(" ")))? {
         ForkResult::Child => {
             let failure = command(launch, &user, &old);
-            send(report, &Report::Failed(failure));
+            Report::Failed(failure).send(report);
             // SAFETY: leaving a forked child without running exit handlers.
             unsafe { libc::_exit(127) }
         }

@@ -161,6 +161,18 @@ pub enum Report {
     Failed(StepFailure),
 }
 
+impl Report {
+    /// Sends the report as one JSON line; a failure to send means the supervisor is gone,
+    /// and nothing can be done about it.
+    pub fn send(&self, to: &mut std::fs::File) {
+        use std::io::Write;
+        if let Ok(mut line) = serde_json::to_vec(self) {
+            line.push(b'\n');
+            let _ = to.write_all(&line);
+        }
+    }
+}
+
 /// From a detached supervisor to the `mm start` that spawned it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

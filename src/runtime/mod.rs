@@ -6,6 +6,7 @@ mod cgroupfs;
 mod child;
 mod console;
 pub mod enter;
+mod exec;
 mod init;
 pub mod launch;
 pub mod pty;
