@@ -7,8 +7,10 @@
 pub mod digest;
 pub mod error;
 pub mod import;
+mod install;
 pub mod layout;
 pub mod oci;
+pub mod opened;
 pub mod progress;
 pub mod registry;
 pub mod sources;

@@ -13,10 +13,9 @@ use serde::Deserialize;
 
 use super::digest::{self, Digest, HashingReader};
 use super::error::{ImageError, IoContext};
-use super::import::LayerJob;
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
+use super::opened::{LayerJob, Opened, Options, Scratch};
 use super::progress::{Counting, Progress};
-use super::sources::{Opened, Options, Scratch};
 use crate::definition::source::RegistryReference;
 
 /// What mm accepts for a manifest, in order of preference.

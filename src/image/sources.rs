@@ -9,81 +9,16 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::digest::{Digest, HashingReader};
 use super::error::{ImageError, IoContext};
-use super::import::LayerJob;
 use super::layout::Layout;
 use super::oci::{self, Compression, Descriptor, ImageConfig, RootFs};
-use super::progress::Progress;
+use super::opened::{LayerJob, Opened, Options, Scratch, safe_relative};
 use crate::definition::ImageSource;
-
-/// An image source, opened and checked, ready to install.
-pub struct Opened {
-    pub manifest: Digest,
-    /// The multi-platform index the manifest was picked from, when a registry served one.
-    pub index: Option<Digest>,
-    pub config_digest: Digest,
-    pub config: ImageConfig,
-    /// Bottom first.
-    pub layers: Vec<LayerJob>,
-    /// Manifests and configs, verified, to keep in the store.
-    pub blobs: Vec<(Digest, Vec<u8>)>,
-    /// An unpacked archive the layer blobs are read from; removed when this is dropped.
-    pub scratch: Option<Scratch>,
-}
-
-/// An image archive unpacked: its files, and its links as aliases (never made on disk).
-pub struct Scratch {
-    dir: tempfile::TempDir,
-    /// Link name → the member it points to, both relative to the archive's root.
-    links: BTreeMap<PathBuf, PathBuf>,
-}
-
-impl Scratch {
-    /// A scratch directory without links (a registry's downloads).
-    pub fn new(dir: tempfile::TempDir) -> Self {
-        Self {
-            dir,
-            links: BTreeMap::new(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A member by the name the archive's manifest gives, following the archive's links.
-    fn member(&self, name: &str) -> Result<PathBuf, ImageError> {
-        let mut relative = safe_relative(Path::new(name)).ok_or_else(|| ImageError::Entry {
-            layer: "manifest.json".to_owned(),
-            entry: name.to_owned(),
-            why: "not a plain relative name inside the archive".to_owned(),
-        })?;
-        for _ in 0..8 {
-            match self.links.get(&relative) {
-                Some(target) => relative = target.clone(),
-                None => break,
-            }
-        }
-        Ok(self.path().join(relative))
-    }
-}
-
-/// How to open a source.
-pub struct Options<'a> {
-    pub arch: &'a str,
-    /// Where archives are unpacked and registry layers downloaded (then removed).
-    pub scratch_in: &'a Path,
-    /// Registries: plain HTTP is used only when this is false.
-    pub tls_verify: bool,
-    /// Layers (by diff_id) the destination has already: not downloaded again.
-    pub have: &'a dyn Fn(&Digest) -> bool,
-    pub progress: &'a Progress,
-}
 
 /// Opens `source`: archives are unpacked and registry layers downloaded into a scratch
 /// directory, removed when the returned value is dropped.
@@ -313,25 +248,6 @@ fn diff_id_of(path: &Path, compression: Compression) -> Result<Digest, ImageErro
     Ok(reader.finish().0)
 }
 
-/// `path` as a relative path of normal components only, `..` resolved lexically; `None`
-/// if it is absolute, climbs above its root, or is empty.
-fn safe_relative(path: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => out.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
-    (!out.as_os_str().is_empty()).then_some(out)
-}
-
 pub(super) fn new_scratch(parent: &Path, prefix: &str) -> Result<tempfile::TempDir, ImageError> {
     std::fs::create_dir_all(parent).at(parent)?;
     tempfile::Builder::new()
@@ -415,5 +331,5 @@ fn unpack_archive(archive: &Path, scratch_in: &Path) -> Result<Scratch, ImageErr
             }
         }
     }
-    Ok(Scratch { dir, links })
+    Ok(Scratch::with_links(dir, links))
 }

@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use super::error::ImageError;
-use super::import::{LayerJob, install_layers};
+use super::install::install_layers;
+use super::opened::LayerJob;
 use super::progress::Progress;
 use super::store::{Installed, Store};
 use super::unpack::UnpackMode;
