@@ -66,18 +66,19 @@ pub fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
     check::paths(&def, host).map_err(Error::Invalid)?;
     let store = mm::image::Store::new(&host.dirs.store);
     let stored = store.image(&def.image.source.value.to_string())?;
-    let ids = if host.is_root() {
-        mm::idmap::Allocator::new(&host.dirs.machines)
-            .recorded(def.name.as_str())
-            .map_err(|e| Error::State(e.to_string()))?
+    let (ids, taken) = if host.is_root() {
+        let allocator = mm::idmap::Allocator::new(&host.dirs.machines);
+        let name = def.name.as_str();
+        (allocator.recorded(name)?, allocator.others(name)?)
     } else {
-        None
+        (None, Vec::new())
     };
     let known = plan::Known {
         image: stored.as_ref(),
         ids,
+        taken: &taken,
     };
-    plan::compile(&def, host, known).map_err(Error::HostCannot)
+    Ok(plan::compile(&def, host, known)?)
 }
 
 fn plan(machine: &str, json: bool, host_file: Option<&Path>) -> Result<ExitCode, Error> {

@@ -18,6 +18,11 @@ impl IdRange {
         u64::from(self.start) + u64::from(self.count)
     }
 
+    /// Whether the two ranges share an id.
+    pub fn overlaps(&self, other: &IdRange) -> bool {
+        u64::from(self.start) < other.end() && u64::from(other.start) < self.end()
+    }
+
     pub fn contains(&self, other: &IdRange) -> bool {
         other.start >= self.start && other.end() <= self.end()
     }
@@ -189,8 +194,8 @@ impl Allocator {
         }
     }
 
-    /// Every other machine's block.
-    fn others(&self, machine: &str) -> Result<Vec<(String, IdRange)>, AllocError> {
+    /// Every other machine's block, by machine name.
+    pub fn others(&self, machine: &str) -> Result<Vec<(String, IdRange)>, AllocError> {
         let mut all = Vec::new();
         let entries = match std::fs::read_dir(&self.machines) {
             Ok(entries) => entries,
@@ -267,9 +272,7 @@ impl Allocator {
     pub fn claim(&self, machine: &str, wanted: IdRange) -> Result<(), AllocError> {
         let _lock = self.lock()?;
         for (other, theirs) in self.others(machine)? {
-            if wanted.start < theirs.start.saturating_add(theirs.count)
-                && theirs.start < wanted.start.saturating_add(wanted.count)
-            {
+            if wanted.overlaps(&theirs) {
                 return Err(AllocError::Overlap {
                     wanted,
                     machine: other,

@@ -98,11 +98,11 @@ pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
             .into())
         }
         Err(_) => {
-            let status = child.wait().ok();
-            Err(RuntimeError::Supervisor(format!(
-                "exited without starting the machine ({status:?})"
-            ))
-            .into())
+            let status = match child.wait() {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("its status is unknown: {e}"),
+            };
+            Err(RuntimeError::SupervisorEnded { name, status }.into())
         }
     }
 }
@@ -149,7 +149,7 @@ fn launch(plan: Plan, host: &Host, detach: bool) -> Result<Launch, Error> {
     } else {
         Console::Pipe
     };
-    Ok(Launch::new(plan, record.as_ref(), console).map_err(RuntimeError::Supervisor)?)
+    Ok(Launch::new(plan, record.as_ref(), console)?)
 }
 
 /// Cleans up after a supervisor that was killed (its cgroup, mount points and machined
@@ -178,10 +178,9 @@ fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
         // `users.range` is claimed (and refused if another machine holds any of it).
         let allocator = Allocator::new(&host.dirs.machines);
         let name = plan.machine.name.as_str();
-        let state = |e: mm::idmap::AllocError| Error::State(e.to_string());
         match &plan.ids.uid {
             IdMapping::Allocate { .. } => {
-                allocator.allocate(name).map_err(state)?;
+                allocator.allocate(name)?;
                 plan = compile(path, host)?;
             }
             IdMapping::Map { entries } => {
@@ -190,7 +189,15 @@ fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
                         start: e.outside,
                         count: e.count,
                     };
-                    allocator.claim(name, range).map_err(state)?;
+                    match allocator.claim(name, range) {
+                        // Another machine claimed them since this one compiled: compiling
+                        // again points at `users.range`.
+                        Err(e @ mm::idmap::AllocError::Overlap { .. }) => {
+                            compile(path, host)?;
+                            return Err(e.into());
+                        }
+                        claimed => claimed?,
+                    }
                 }
             }
         }
@@ -447,9 +454,7 @@ pub fn rm(machine: &str) -> Result<ExitCode, Error> {
     let host = Host::probe();
     let state_dir = host.dirs.machines.join(&name);
     if host.is_root() {
-        Allocator::new(&host.dirs.machines)
-            .release(&name)
-            .map_err(|e| Error::State(e.to_string()))?;
+        Allocator::new(&host.dirs.machines).release(&name)?;
     }
     let mut removed = Vec::new();
     for dir in ["upper", "work"].map(|d| state_dir.join(d)) {

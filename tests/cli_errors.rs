@@ -239,3 +239,143 @@ fn plan_by_name_reports_the_definitions_errors() {
     let arrow = format!("--> {}:{}:{}", file.display(), case.line, case.column);
     assert!(stderr.contains(&arrow), "{stderr}");
 }
+
+/// An OCI layout `dir/bare` whose image `bare:t` has no layers and a config that names no
+/// command (umoci's empty image), or why it cannot be made here.
+fn image_without_command(dir: &Path) -> Result<String, String> {
+    let layout = dir.join("bare");
+    for args in [vec!["init", "--layout"], vec!["new", "--image"]] {
+        let target = if args[0] == "init" {
+            layout.display().to_string()
+        } else {
+            format!("{}:t", layout.display())
+        };
+        let status = std::process::Command::new("umoci")
+            .args(&args)
+            .arg(&target)
+            .status()
+            .map_err(|e| format!("umoci: {e} (apt-get install umoci)"))?;
+        assert!(status.success(), "umoci {args:?} {target}");
+    }
+    Ok(format!("oci:{}:t", layout.display()))
+}
+
+const NO_COMMAND: &str =
+    "names no command (its config has no Entrypoint or Cmd), and [exec] sets none";
+
+/// An image whose config names no command, for a definition without one: a located error
+/// on the definition (65) as soon as the image is in the store, from `mm plan` and from
+/// `mm start` before any id is allocated or a writable layer made.
+#[test]
+fn no_command_anywhere_is_a_located_definition_error() {
+    let dir = tree();
+    let source = match image_without_command(dir.path()) {
+        Ok(source) => source,
+        Err(why) => {
+            return support::skip("no_command_anywhere_is_a_located_definition_error", &why);
+        }
+    };
+    let path = write(
+        dir.path(),
+        "bare.toml",
+        &format!("[image]\nsource = \"{source}\"\n\n[storage]\npersistent = true\n"),
+    );
+    let arrow = format!("--> {}:2:10", path.display());
+    let (out, _, stderr) = run(mm(dir.path(), &["image", "import", &source]));
+    assert_eq!(code(&out), 0, "{stderr}");
+    for verb in ["plan", "validate", "start"] {
+        let (out, _, stderr) = run(mm(dir.path(), &[verb, "bare"]));
+        assert_eq!(code(&out), INVALID, "mm {verb}: {stderr}");
+        assert!(
+            stderr.contains("error: exec.command: "),
+            "mm {verb}: {stderr}"
+        );
+        assert!(stderr.contains(NO_COMMAND), "mm {verb}: {stderr}");
+        assert!(stderr.contains(&arrow), "mm {verb}: {stderr}");
+    }
+    let state = dir.path().join("state/machines/bare");
+    assert!(
+        !state.exists(),
+        "nothing made for the machine: {}",
+        state.display()
+    );
+}
+
+/// The same when the image is not in the store yet: `mm start` imports it (only then is
+/// its config known), and stops there, before ids or a writable layer.
+#[test]
+fn no_command_is_found_right_after_the_import() {
+    let dir = tree();
+    let source = match image_without_command(dir.path()) {
+        Ok(source) => source,
+        Err(why) => return support::skip("no_command_is_found_right_after_the_import", &why),
+    };
+    let path = write(
+        dir.path(),
+        "bare.toml",
+        &format!("[image]\nsource = \"{source}\"\n\n[storage]\npersistent = true\n"),
+    );
+    let (out, stdout, _) = run(mm(dir.path(), &["plan", "bare"]));
+    assert_eq!(code(&out), 0, "not knowable before the import:\n{stdout}");
+    let (out, _, stderr) = run(mm(dir.path(), &["start", "--no-systemd", "bare"]));
+    assert_eq!(code(&out), INVALID, "{stderr}");
+    assert!(stderr.contains(NO_COMMAND), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--> {}:2:10", path.display())),
+        "{stderr}"
+    );
+    let (_, listed, _) = run(mm(dir.path(), &["image", "list"]));
+    assert!(listed.contains(&source), "the image was imported: {listed}");
+    let state = dir.path().join("state/machines/bare");
+    assert!(
+        !state.exists(),
+        "nothing made for the machine: {}",
+        state.display()
+    );
+}
+
+/// Root: an explicit `users.range` that overlaps another machine's recorded ids is the
+/// definition's error, at that line (65), from `mm plan` and `mm start` alike.
+#[test]
+fn a_range_another_machine_holds_points_at_users_range() {
+    if !support::is_root() {
+        return support::skip(
+            "a_range_another_machine_holds_points_at_users_range",
+            "only root machines have recorded id blocks",
+        );
+    }
+    let dir = tree();
+    let source = match image_without_command(dir.path()) {
+        Ok(source) => source,
+        Err(why) => {
+            return support::skip("a_range_another_machine_holds_points_at_users_range", &why);
+        }
+    };
+    // What `mm start one` records for `range = { base = 600000, size = 65536 }`.
+    let record = dir.path().join("state/machines/one");
+    std::fs::create_dir_all(&record).unwrap();
+    std::fs::write(record.join("ids.json"), r#"{"start":600000,"count":65536}"#).unwrap();
+    let path = write(
+        dir.path(),
+        "two.toml",
+        &format!(
+            "[image]\nsource = \"{source}\"\n[exec]\ncommand = [\"/bin/true\"]\n\n[users]\nrange = {{ base = 650000, size = 65536 }}\n"
+        ),
+    );
+    for verb in ["plan", "start"] {
+        let (out, _, stderr) = run(mm(dir.path(), &[verb, "two"]));
+        assert_eq!(code(&out), INVALID, "mm {verb}: {stderr}");
+        assert!(
+            stderr.contains(
+                "error: users.range: 650000-715535 (65536 ids) overlaps machine `one`'s ids, \
+                 600000-665535 (65536 ids)\n"
+            ),
+            "mm {verb}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("--> {}:7:9", path.display())),
+            "mm {verb}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("state/machines/two").exists());
+}

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use compile::{Known, compile};
+pub use compile::{Known, Rejected, compile};
 
 use crate::definition::{Digest, ImageSource, MachineName};
 use crate::host::CgroupMode;

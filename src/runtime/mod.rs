@@ -38,8 +38,16 @@ pub enum RuntimeError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
-    #[error("the supervisor {0}")]
-    Supervisor(String),
+    #[error("the supervisor of {name} ended without starting it ({status})")]
+    SupervisorEnded { name: String, status: String },
+    /// The definition names no command, nor does the image (checked when compiling; seen
+    /// here only if the stored image changed since).
+    #[error(
+        "{}: the definition has no [exec] command and the image config names none (no \
+         Entrypoint or Cmd): add `command = [...]` under [exec]",
+        definition.display()
+    )]
+    NoCommand { definition: PathBuf },
     /// An error a detached supervisor reported, with its exit code.
     #[error("{message}")]
     Remote { message: String, code: i32 },
@@ -62,7 +70,8 @@ impl RuntimeError {
                 Some(libc::ENOENT) => ExitCode::CommandNotFound,
                 _ => ExitCode::CannotExecute,
             },
-            Self::Step(_) | Self::Cgroup(_) | Self::Supervisor(_) => ExitCode::System,
+            Self::Step(_) | Self::Cgroup(_) | Self::SupervisorEnded { .. } => ExitCode::System,
+            Self::NoCommand { .. } => ExitCode::InvalidDefinition,
             Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
         }
     }
