@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             no_systemd,
         } => crate::machine_commands::start(&machine, !no_systemd),
         Command::Stop { machine, timeout } => crate::machine_commands::stop(&machine, timeout),
-        Command::Kill { machine, signal } => crate::machine_commands::kill(&machine, &signal),
+        Command::Kill { machine, signal } => crate::machine_commands::kill(&machine, signal),
         Command::Status { machine, json } => crate::machine_commands::status(&machine, json),
         Command::Exec {
             machine,

@@ -23,17 +23,9 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             tls_verify,
         } => {
             let source = parse_source(&source)?;
-            let pin = digest
-                .as_deref()
-                .map(Digest::parse)
-                .transpose()
-                .map_err(|e| Error::BadSource {
-                    text: digest.clone().unwrap_or_default(),
-                    why: e.to_string(),
-                })?;
             let request = Request {
                 source: &source,
-                pin: pin.as_ref(),
+                pin: digest.as_ref(),
                 host: &host,
                 tls_verify,
             };

@@ -25,6 +25,7 @@ use mm::runtime::launch::Started;
 use mm::runtime::state::{self, Paths, Recorded, Status};
 use mm::runtime::supervisor::Request as ToSupervisor;
 use mm::runtime::{Console, Launch, RuntimeError, enter};
+use mm::signal::Signal;
 
 use crate::commands::{compile, print, print_json};
 
@@ -331,13 +332,10 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     Ok(ExitCode::Ok)
 }
 
-pub fn kill(machine: &str, signal: &str) -> Result<ExitCode, Error> {
+pub fn kill(machine: &str, signal: Signal) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
     reconciled(&paths)?;
-    let number = mm::runtime::signal_by_name(signal).ok_or_else(|| Error::BadSource {
-        text: signal.to_owned(),
-        why: "not a signal name or number".to_owned(),
-    })?;
+    let number = signal.number();
     let (leader, _) = state::running(&paths)
         .map_err(|e| RuntimeError::io(&paths.state(), e))?
         .ok_or_else(|| not_running(&name))?;

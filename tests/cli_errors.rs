@@ -379,3 +379,39 @@ fn a_range_another_machine_holds_points_at_users_range() {
     }
     assert!(!dir.path().join("state/machines/two").exists());
 }
+
+/// A flag's bad value is clap's usage error (2), naming the flag and saying what is wanted.
+#[test]
+fn bad_flag_values_name_the_flag() {
+    let dir = tree();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["kill", "web", "--signal", "TREM"],
+            "for '--signal <SIGNAL>'",
+            "`TREM` is not a signal name or number",
+        ),
+        (
+            &["kill", "web", "-s", "RTMIN+99"],
+            "for '--signal <SIGNAL>'",
+            "`RTMIN+99` is not a signal name or number",
+        ),
+        (
+            &[
+                "image",
+                "import",
+                "oci:./nope:latest",
+                "--digest",
+                "sha256:abc",
+            ],
+            "for '--digest <DIGEST>'",
+            "`sha256:abc` is not a sha256 digest",
+        ),
+    ];
+    for (args, flag, why) in cases {
+        let (out, _, stderr) = run(mm(dir.path(), args));
+        assert_eq!(code(&out), USAGE, "mm {args:?}: {stderr}");
+        assert!(stderr.contains(flag), "mm {args:?}: {stderr}");
+        assert!(stderr.contains(why), "mm {args:?}: {stderr}");
+        assert!(!stderr.contains("image source"), "mm {args:?}: {stderr}");
+    }
+}

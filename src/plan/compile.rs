@@ -17,6 +17,7 @@ use crate::definition::{
 use crate::host::{CgroupMode, Host};
 use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
 use crate::image::{ImageRecord, Store};
+use crate::signal::Signal;
 
 /// The PATH a machine's processes get unless the definition or image sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -114,12 +115,12 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         process: process(def),
         stop: if def.exec.boot {
             Stop {
-                signal: "SIGRTMIN+3".to_owned(),
+                signal: Signal::rtmin(3),
                 timeout_secs: 30,
             }
         } else {
             Stop {
-                signal: "SIGTERM".to_owned(),
+                signal: Signal::TERM,
                 timeout_secs: 10,
             }
         },

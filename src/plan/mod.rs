@@ -263,7 +263,7 @@ pub enum Pid1 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stop {
     /// Sent to PID 1 first.
-    pub signal: String,
+    pub signal: crate::signal::Signal,
     /// Then, after this many seconds, every process in the machine is killed.
     pub timeout_secs: u32,
 }

@@ -22,7 +22,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use launch::{Console, Launch, StepFailure};
-pub use supervisor::signal_by_name;
 
 use crate::error::ExitCode;
 

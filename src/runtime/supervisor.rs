@@ -406,9 +406,8 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
             && deadline.is_none()
         {
             let _ = notify("STOPPING=1");
-            let signal = signal_by_name(&plan.stop.signal).unwrap_or(libc::SIGTERM);
             // SAFETY: kill with a valid signal number.
-            unsafe { libc::kill(machine.leader.as_raw(), signal) };
+            unsafe { libc::kill(machine.leader.as_raw(), plan.stop.signal.number()) };
             deadline = Some(Instant::now() + Duration::from_secs(u64::from(timeout)));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -440,28 +439,6 @@ fn reap(leader: Pid, boot: bool) -> Option<i32> {
             Ok(_) => {}
         }
     }
-}
-
-/// `SIGTERM`, `TERM`, `SIGRTMIN+3`, `9`.
-pub fn signal_by_name(name: &str) -> Option<libc::c_int> {
-    let name = name.trim();
-    if let Ok(n) = name.parse::<libc::c_int>() {
-        return (1..=libc::SIGRTMAX()).contains(&n).then_some(n);
-    }
-    let bare = name.strip_prefix("SIG").unwrap_or(name);
-    if let Some(rest) = bare.strip_prefix("RTMIN") {
-        let offset: libc::c_int = if rest.is_empty() {
-            0
-        } else {
-            rest.strip_prefix('+')?.parse().ok()?
-        };
-        let n = libc::SIGRTMIN() + offset;
-        return (n <= libc::SIGRTMAX()).then_some(n);
-    }
-    format!("SIG{bare}")
-        .parse::<Signal>()
-        .ok()
-        .map(|s| s as libc::c_int)
 }
 
 /// After PID 1 ended: kill stragglers, remove the cgroup and mounts, unregister, record
