@@ -5,7 +5,7 @@
 //! `exec` and `shell` join the machine's namespaces themselves, so they never start a
 //! thread (no host probe: only [`Dirs::current`]).
 
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -23,7 +23,7 @@ use mm::image::{Request, Store};
 use mm::plan::{IdMapping, Layers, Plan, Upper};
 use mm::runtime::launch::Started;
 use mm::runtime::state::{self, Paths, Recorded, Status};
-use mm::runtime::supervisor::Request as ToSupervisor;
+use mm::runtime::supervisor::{Reply, Request as ToSupervisor};
 use mm::runtime::{Console, Launch, RuntimeError, enter};
 use mm::signal::Signal;
 
@@ -303,10 +303,16 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
             Err(_) if Instant::now() < deadline && state::supervised(&paths).unwrap_or(false) => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(_) if !state::supervised(&paths).unwrap_or(false) => {
+            Err(_) if !state::supervised(&paths).map_err(io)? => {
                 return Err(not_running(&name));
             }
-            Err(e) => return Err(io(e).into()),
+            Err(e) => {
+                let why = format!(
+                    "its socket {} does not take connections after 10 s ({e})",
+                    paths.control().display()
+                );
+                return Err(RuntimeError::StopRefused { name, why }.into());
+            }
         }
     };
     let request = serde_json::to_string(&ToSupervisor::Stop {
@@ -314,8 +320,38 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     })
     .map_err(|e| io(e.into()))?;
     writeln!(stream, "{request}").map_err(io)?;
+    // A supervisor answers at once; one that does not within this is stuck.
+    let patience = Duration::from_secs(5);
+    stream.set_read_timeout(Some(patience)).map_err(io)?;
     let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
+    let read = BufReader::new(&stream).read_line(&mut reply);
+    let refused = |why: String| RuntimeError::StopRefused {
+        name: name.clone(),
+        why,
+    };
+    match (read, serde_json::from_str::<Reply>(&reply)) {
+        (_, Ok(Reply { ok: true, .. })) => {}
+        (_, Ok(Reply { error, .. })) => {
+            let why = error.unwrap_or_else(|| "it gave no reason".to_owned());
+            return Err(refused(why).into());
+        }
+        // A supervisor that ended meanwhile has stopped the machine all the same.
+        _ if !state::supervised(&paths).map_err(io)? => {}
+        (Err(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            let why = format!(
+                "it did not answer within {} s (it may still stop the machine when it can)",
+                patience.as_secs()
+            );
+            return Err(refused(why).into());
+        }
+        (Err(e), _) => return Err(refused(format!("reading its answer: {e}")).into()),
+        (Ok(_), Err(_)) if reply.is_empty() => {
+            return Err(refused("it closed the connection without answering".to_owned()).into());
+        }
+        (Ok(_), Err(e)) => {
+            return Err(refused(format!("it answered `{}` ({e})", reply.trim())).into());
+        }
+    }
     // The supervisor lets go of the lock when it has cleaned up.
     drop(mm::state::lock(&paths.lock(), true).map_err(io)?);
     match state::read(&paths) {
@@ -463,9 +499,17 @@ pub fn rm(machine: &str) -> Result<ExitCode, Error> {
     if !removed.is_empty() {
         crate::image_commands::remove(&host, removed)?;
     }
-    let _ = std::fs::remove_dir(&state_dir);
+    // What mm did not put there stays, and stops the removal with its name.
+    let absent = |r: std::io::Result<()>, path: &Path| match r {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::Remove {
+            path: path.to_owned(),
+            source,
+        }),
+        _ => Ok(()),
+    };
+    absent(std::fs::remove_dir(&state_dir), &state_dir)?;
     for file in [paths.state(), paths.console_log()] {
-        let _ = std::fs::remove_file(file);
+        absent(std::fs::remove_file(&file), &file)?;
     }
     print(&format!("{name} removed (its writable layer and state)\n"))?;
     Ok(ExitCode::Ok)

@@ -37,8 +37,15 @@ pub enum RuntimeError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    /// `mm rm`: a machine's file or directory that would not go (a directory still holds
+    /// what mm did not put there).
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove { path: PathBuf, source: io::Error },
     #[error("the supervisor of {name} ended without starting it ({status})")]
     SupervisorEnded { name: String, status: String },
+    /// `mm stop`: the supervisor said no, or answered nothing while it still runs.
+    #[error("the supervisor of {name} did not take the stop request: {why}")]
+    StopRefused { name: String, why: String },
     /// The definition names no command, nor does the image (checked when compiling; seen
     /// here only if the stored image changed since).
     #[error(
@@ -64,12 +71,15 @@ impl RuntimeError {
         match self {
             Self::AlreadyRunning { .. } => ExitCode::Busy,
             Self::NotRunning { .. } => ExitCode::NotFound,
-            Self::Io { .. } => ExitCode::Io,
+            Self::Io { .. } | Self::Remove { .. } => ExitCode::Io,
             Self::Step(f) if f.step.starts_with("exec ") => match f.errno {
                 Some(libc::ENOENT) => ExitCode::CommandNotFound,
                 _ => ExitCode::CannotExecute,
             },
-            Self::Step(_) | Self::Cgroup(_) | Self::SupervisorEnded { .. } => ExitCode::System,
+            Self::Step(_)
+            | Self::Cgroup(_)
+            | Self::SupervisorEnded { .. }
+            | Self::StopRefused { .. } => ExitCode::System,
             Self::NoCommand { .. } => ExitCode::InvalidDefinition,
             Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
         }

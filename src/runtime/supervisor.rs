@@ -37,6 +37,15 @@ pub enum Request {
     Stop { timeout_secs: Option<u32> },
 }
 
+/// The supervisor's answer to a [`Request`], one JSON line: `{"ok":true}`, or
+/// `{"ok":false,"error":"…"}` for a request it did not take.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// `mm __supervise [--detach]`: never returns.
 pub fn main(detach: bool) -> ! {
     sys::set_name("mm-supervise");
@@ -391,11 +400,25 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut line = String::new();
                 let mut reader = BufReader::new(&stream);
-                if reader.read_line(&mut line).is_ok()
-                    && let Ok(Request::Stop { timeout_secs }) = serde_json::from_str(&line)
-                {
-                    stop_with = Some(timeout_secs.unwrap_or(plan.stop.timeout_secs));
-                    let _ = (&stream).write_all(b"{\"ok\":true}\n");
+                if reader.read_line(&mut line).is_ok() {
+                    let reply = match serde_json::from_str(&line) {
+                        Ok(Request::Stop { timeout_secs }) => {
+                            stop_with = Some(timeout_secs.unwrap_or(plan.stop.timeout_secs));
+                            Reply {
+                                ok: true,
+                                error: None,
+                            }
+                        }
+                        Err(e) => Reply {
+                            ok: false,
+                            error: Some(format!("a request it does not understand ({e})")),
+                        },
+                    };
+                    // The asker may be gone: then nobody is left to tell.
+                    if let Ok(mut json) = serde_json::to_string(&reply) {
+                        json.push('\n');
+                        let _ = (&stream).write_all(json.as_bytes());
+                    }
                 }
             }
         }
