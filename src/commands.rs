@@ -172,9 +172,10 @@ struct Listed {
     description: Option<String>,
     definition: PathBuf,
     shadowed: Vec<PathBuf>,
-    /// The first problem, for an invalid definition.
+    /// The first problem, for an invalid definition; or why its state is `unknown`.
     problem: Option<String>,
-    /// Whether it runs, with its PID 1 and supervisor; `None` for an invalid definition.
+    /// Whether it runs, with its PID 1 and supervisor; `None` for an invalid definition
+    /// or an unknown state.
     status: Option<mm::runtime::state::Status>,
 }
 
@@ -210,9 +211,9 @@ fn list(json: bool) -> Result<ExitCode, Error> {
     let mut out = format!("{:width$}  {:9}  {}\n", "NAME", "STATE", "IMAGE");
     for l in &listed {
         let image = l
-            .image
+            .problem
             .clone()
-            .or_else(|| l.problem.clone())
+            .or_else(|| l.image.clone())
             .unwrap_or_default();
         out.push_str(&format!("{:width$}  {:9}  {image}\n", l.name, l.state));
     }
@@ -230,15 +231,24 @@ fn listed(found: Found, runtime: &Path) -> Listed {
     });
     let def = loaded.ok();
     let paths = mm::runtime::state::Paths::new(&runtime.join(&found.name));
-    let _ = crate::machine_commands::reconciled(&paths);
-    let status = def
-        .as_ref()
-        .and_then(|_| mm::runtime::state::status(&paths).ok());
-    let state = match &status {
-        None => "invalid",
-        Some(mm::runtime::state::Status::Running { .. }) => "running",
-        Some(mm::runtime::state::Status::Starting) => "starting",
-        Some(mm::runtime::state::Status::Stopped { .. }) => "stopped",
+    // A valid definition whose state cannot be read is `unknown`, with the reason.
+    let status = def.as_ref().map(|_| {
+        crate::machine_commands::reconciled(&paths).and_then(|()| {
+            mm::runtime::state::status(&paths)
+                .map_err(|e| mm::runtime::RuntimeError::io(&paths.state(), e).into())
+        })
+    });
+    let (state, status, problem) = match status {
+        None => ("invalid", None, problem),
+        Some(Err(e)) => ("unknown", None, Some(e.to_string())),
+        Some(Ok(status)) => {
+            let state = match &status {
+                mm::runtime::state::Status::Running { .. } => "running",
+                mm::runtime::state::Status::Starting => "starting",
+                mm::runtime::state::Status::Stopped { .. } => "stopped",
+            };
+            (state, Some(status), problem)
+        }
     };
     Listed {
         name: found.name,

@@ -415,3 +415,29 @@ fn bad_flag_values_name_the_flag() {
         assert!(!stderr.contains("image source"), "mm {args:?}: {stderr}");
     }
 }
+
+/// `mm list`: a valid definition whose runtime state cannot be read is `unknown`, with the
+/// reason, not `invalid`.
+#[test]
+fn list_says_why_a_state_is_unknown() {
+    let dir = tree();
+    write(
+        dir.path(),
+        "web.toml",
+        "[image]\nsource = \"docker://busybox\"\n[exec]\ncommand = [\"/bin/true\"]\n",
+    );
+    let run_dir = dir.path().join("state/run/web");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("state.json"), "garbage\n").unwrap();
+    let (out, stdout, stderr) = run(mm(dir.path(), &["list", "--json"]));
+    assert_eq!(code(&out), 0, "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed[0]["state"], "unknown", "{stdout}");
+    let problem = listed[0]["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.starts_with(&format!("{}: ", run_dir.join("state.json").display())),
+        "{stdout}"
+    );
+    let (_, stdout, _) = run(mm(dir.path(), &["list"]));
+    assert!(stdout.contains("web   unknown    "), "{stdout}");
+}

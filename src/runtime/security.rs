@@ -25,11 +25,18 @@ pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
         )
     })?;
     seccomp::install(filter).step(|| format!("load the seccomp filter {}", security.seccomp))?;
-    let keep: HashSet<Capability> = security
+    let keep = security
         .capabilities
         .iter()
-        .filter_map(|name| name.parse().ok())
-        .collect();
+        .map(|name| {
+            name.parse::<Capability>().map_err(|_| {
+                StepFailure::other(
+                    "set the capability bounding set",
+                    format!("`{name}` is not a capability this system knows"),
+                )
+            })
+        })
+        .collect::<Result<HashSet<Capability>, _>>()?;
     let caps_err =
         |what: String| move |e: caps::errors::CapsError| StepFailure::other(what, e.to_string());
     for cap in caps::all() {
