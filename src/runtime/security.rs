@@ -216,6 +216,14 @@ mod tests {
         assert!(user("www:nogroup").unwrap_err().contains("/etc/group"));
     }
 
+    /// Every capability a definition may name is one the bounding set can keep.
+    #[test]
+    fn every_capability_a_definition_names_is_known_here() {
+        for name in crate::definition::capability::ALL {
+            assert!(name.parse::<Capability>().is_ok(), "{name}");
+        }
+    }
+
     /// A gid that is not a number is the image's fault, said as such: never the uid instead.
     #[test]
     fn a_bad_gid_in_passwd_or_group_is_an_error() {
