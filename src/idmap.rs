@@ -151,7 +151,7 @@ pub enum AllocError {
         "mm's id pool {ROOT_POOL} is full: every block of {MACHINE_IDS} ids belongs to a machine"
     )]
     Exhausted,
-    #[error("ids {wanted} overlap machine `{machine}`'s {theirs}")]
+    #[error("{wanted} overlaps machine `{machine}`'s ids, {theirs}")]
     Overlap {
         wanted: IdRange,
         machine: String,

@@ -110,7 +110,13 @@ pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
 
 /// The systemd unit this process runs in, and its cgroup (`--keep-unit`).
 fn own_unit(host: &Host) -> Result<(String, String), Error> {
-    let cgroup = host.cgroup.own.clone().unwrap_or_default();
+    let Some(cgroup) = host.cgroup.own.clone() else {
+        return Err(Error::NoSystemd(
+            "--keep-unit: mm found no cgroup of its own in /proc/self/cgroup, so no systemd \
+             unit to stay in; it is meant for mm@.service"
+                .to_owned(),
+        ));
+    };
     let unit = Path::new(&cgroup)
         .file_name()
         .and_then(|n| n.to_str())
