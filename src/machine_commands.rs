@@ -381,20 +381,12 @@ pub fn kill(machine: &str, signal: Signal) -> Result<ExitCode, Error> {
     let (leader, _) = state::running(&paths)
         .map_err(|e| RuntimeError::io(&paths.state(), e))?
         .ok_or_else(|| not_running(&name))?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(leader),
-        nix::sys::signal::Signal::try_from(number).ok(),
-    )
-    .or_else(|_| {
-        // Real-time signals have no nix name: send them by number.
-        // SAFETY: kill with a pid and a signal number.
-        if unsafe { libc::kill(leader, number) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    })
-    .map_err(|e| RuntimeError::io(Path::new(&format!("/proc/{leader}")), e))?;
+    // By number: real-time signals have no nix `Signal`.
+    // SAFETY: kill with a pid and a signal number.
+    if unsafe { libc::kill(leader, number) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(RuntimeError::io(Path::new(&format!("/proc/{leader}")), e).into());
+    }
     Ok(ExitCode::Ok)
 }
 

@@ -207,3 +207,30 @@ fn rm_names_what_it_could_not_remove() {
     assert!(m.ok(&["rm", "kept"]).contains("kept removed"));
     assert!(!dir.exists());
 }
+
+/// `mm kill --signal RTMIN+3` reaches the command (through mm's init), as any signal does,
+/// rather than being sent as signal 0 (which only checks that PID 1 exists).
+#[test]
+fn kill_sends_real_time_signals_too() {
+    // The shell traps it by number; it ends with 7 when the signal arrives.
+    let number = libc::SIGRTMIN() + 3;
+    let body = format!(
+        "[exec]\ncommand = [\"/bin/sh\", \"-c\", \"trap 'exit 7' {number}; touch /tmp/ready; while :; do sleep 0.1; done\"]"
+    );
+    let Some(m) = Machine::define("kill_sends_real_time_signals_too", "rt", &body) else {
+        return;
+    };
+    m.ok(&["start", "--no-systemd", "rt"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.mm(&["exec", "rt", "--", "test", "-e", "/tmp/ready"]).0 != 0 {
+        assert!(Instant::now() < deadline, "the trap is never set");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    m.ok(&["kill", "rt", "--signal", "RTMIN+3"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.status()["state"] != "stopped" {
+        assert!(Instant::now() < deadline, "still {}", m.status());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(m.status()["exit_status"], 7, "{}", m.status());
+}
