@@ -140,7 +140,7 @@ pub struct Allocator {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
-    #[error("{}: {source}", path.display())]
+    #[error("machine id records: {}: {source}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
