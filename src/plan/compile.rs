@@ -19,39 +19,12 @@ use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
 use crate::image::{ImageRecord, Store};
 use crate::signal::Signal;
 
+use super::known::{Known, Rejected, ids_taken, no_command};
+
 /// The PATH a machine's processes get unless the definition or image sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The CFS period mm uses for `cpus`: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
-
-/// What mm already holds for a machine, read before compiling (compile reads nothing).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Known<'a> {
-    /// The image as the store has it (its layers are then named in the plan).
-    pub image: Option<&'a ImageRecord>,
-    /// Root: the id block recorded for the machine at an earlier start.
-    pub ids: Option<IdRange>,
-    /// Root: every other machine's recorded id block, by machine name.
-    pub taken: &'a [(String, IdRange)],
-}
-
-/// Why a definition does not compile: it asks for what cannot be, given what mm holds
-/// (invalid, exit 65), or for what this host cannot give (exit 69).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    #[error("{0}")]
-    Invalid(Diagnostics),
-    #[error("{0}")]
-    HostCannot(Diagnostics),
-}
-
-impl Rejected {
-    pub fn diagnostics(&self) -> &Diagnostics {
-        match self {
-            Self::Invalid(d) | Self::HostCannot(d) => d,
-        }
-    }
-}
 
 /// Compiles `def` for `host`, given what mm already holds for the machine. Errors point at
 /// the definition's line: where it contradicts what mm holds (an image with no command and
@@ -154,61 +127,6 @@ fn image(def: &Definition, host: &Host, stored: Option<&ImageRecord>) -> Image {
         pinned: def.image.digest.clone(),
         layers,
     }
-}
-
-/// An image whose config names no command (no Entrypoint, no Cmd), for a definition that
-/// neither sets one nor boots. Known only once the image is in the store; checked before
-/// ids are allocated or a writable layer is made.
-fn no_command(def: &Definition, image: &Image, stored: Option<&ImageRecord>) -> Option<Diagnostic> {
-    let (Layers::Stored { .. }, Some(record)) = (&image.layers, stored) else {
-        return None;
-    };
-    if def.exec.boot || !def.exec.command.is_empty() {
-        return None;
-    }
-    let config = &record.config.config;
-    let names_one = config
-        .entrypoint
-        .iter()
-        .chain(&config.cmd)
-        .any(|v| !v.is_empty());
-    if names_one {
-        return None;
-    }
-    let d = def.file.error_at(
-        &def.image.source.span,
-        format!(
-            "the image `{}` names no command (its config has no Entrypoint or Cmd), and [exec] sets none",
-            image.source
-        ),
-    );
-    Some(
-        d.key("exec.command").help(
-            "set `command = [...]` in [exec], or `boot = true` to run the image's /sbin/init",
-        ),
-    )
-}
-
-/// Root: an explicit `users.range` that overlaps another machine's recorded block.
-fn ids_taken(def: &Definition, host: &Host, taken: &[(String, IdRange)]) -> Option<Diagnostic> {
-    let UserRange::Explicit { base, size } = def.users.value else {
-        return None;
-    };
-    if !host.is_root() {
-        return None;
-    }
-    let wanted = IdRange {
-        start: base,
-        count: size,
-    };
-    let (machine, theirs) = taken.iter().find(|(_, theirs)| theirs.overlaps(&wanted))?;
-    let d = def.file.error_at(
-        &def.users.span,
-        format!("{wanted} overlaps machine `{machine}`'s ids, {theirs}"),
-    );
-    Some(d.key("users.range").help(format!(
-        "pick a base and size that no other machine uses, or `range = \"auto\"`; `mm rm {machine}` frees its ids"
-    )))
 }
 
 fn ids(def: &Definition, host: &Host, recorded: Option<IdRange>) -> Result<Ids, Diagnostic> {

@@ -5,6 +5,7 @@
 //! same plan, byte for byte. The launcher walks the plan and decides nothing itself.
 
 mod compile;
+mod known;
 mod render;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use compile::{Known, Rejected, compile};
+pub use compile::compile;
+pub use known::{Known, Rejected};
 
 use crate::definition::{Digest, ImageSource, MachineName};
 use crate::host::CgroupMode;
