@@ -234,3 +234,32 @@ fn kill_sends_real_time_signals_too() {
     }
     assert_eq!(m.status()["exit_status"], 7, "{}", m.status());
 }
+
+/// A supervisor that cannot open its control socket fails the start (naming the socket),
+/// and takes the machine down, instead of leaving one that `mm stop` cannot reach.
+#[test]
+fn a_start_without_a_control_socket_fails_and_leaves_nothing_running() {
+    let Some(m) = Machine::define(
+        "a_start_without_a_control_socket_fails_and_leaves_nothing_running",
+        "deaf",
+        "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]",
+    ) else {
+        return;
+    };
+    // A directory where the socket goes, with something in it: neither removed nor bound.
+    let control = m.state().join("state/run/deaf/control");
+    std::fs::create_dir_all(control.join("in-the-way")).unwrap();
+    let (code, stdout, stderr) = m.mm(&["start", "--no-systemd", "deaf"]);
+    assert_eq!(code, IO, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot make the supervisor's control socket {}: ",
+            control.display()
+        )),
+        "{stderr}"
+    );
+    let status = m.status();
+    assert_eq!(status["state"], "stopped", "{status}");
+    let (code, _, stderr) = m.mm(&["stop", "deaf"]);
+    assert_eq!(code, 66, "nothing to stop: {stderr}");
+}

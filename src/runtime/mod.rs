@@ -37,6 +37,9 @@ pub enum RuntimeError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    /// The supervisor's control socket, by which `mm stop` reaches it.
+    #[error("cannot make the supervisor's control socket {}: {source}", path.display())]
+    Control { path: PathBuf, source: io::Error },
     /// `mm rm`: a machine's file or directory that would not go (a directory still holds
     /// what mm did not put there).
     #[error("cannot remove {}: {source}", path.display())]
@@ -71,7 +74,7 @@ impl RuntimeError {
         match self {
             Self::AlreadyRunning { .. } => ExitCode::Busy,
             Self::NotRunning { .. } => ExitCode::NotFound,
-            Self::Io { .. } | Self::Remove { .. } => ExitCode::Io,
+            Self::Io { .. } | Self::Remove { .. } | Self::Control { .. } => ExitCode::Io,
             Self::Step(f) if f.step.starts_with("exec ") => match f.errno {
                 Some(libc::ENOENT) => ExitCode::CommandNotFound,
                 _ => ExitCode::CannotExecute,

@@ -145,6 +145,17 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         cgroup,
         registered,
     };
+    // Without its signals and its socket nothing could stop the machine: that is a failed
+    // start, not one that runs on unstoppable.
+    let control = match Control::open(&machine.paths) {
+        Ok(control) => control,
+        Err(e) => {
+            let _ = kill(machine.leader, Signal::SIGKILL);
+            let _ = waitpid(machine.leader, None);
+            finish(machine, 128 + Signal::SIGKILL as i32)?;
+            return Err(e);
+        }
+    };
     let recorded = Recorded::Running {
         supervisor: std::process::id(),
         leader: leader.as_raw(),
@@ -169,7 +180,7 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     } else if let Some(notice) = notice {
         eprintln!("mm: {notice}");
     }
-    let code = run_loop(&machine, console, detach);
+    let code = run_loop(&machine, &control, console, detach);
     finish(machine, code)
 }
 
@@ -339,24 +350,51 @@ fn detach_stdio() {
 }
 
 /// Waits for PID 1 to end, stopping it when asked; returns its exit status.
-fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i32 {
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        signals.add(s);
+/// What the supervisor is told to stop by: its signals (as a descriptor) and its socket.
+struct Control {
+    signals: SignalFd,
+    listener: UnixListener,
+}
+
+impl Control {
+    fn open(paths: &Paths) -> Result<Self, RuntimeError> {
+        let mut set = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            set.add(s);
+        }
+        let step =
+            |what: &str, e: nix::errno::Errno| RuntimeError::Step(StepFailure::io(what, &e.into()));
+        set.thread_block()
+            .map_err(|e| step("block the supervisor's signals", e))?;
+        let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| step("open the supervisor's signalfd", e))?;
+        let path = paths.control();
+        let control = |source| RuntimeError::Control {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(control(e)),
+            _ => {}
+        }
+        let listener = UnixListener::bind(&path).map_err(control)?;
+        listener.set_nonblocking(true).map_err(control)?;
+        Ok(Self { signals, listener })
     }
-    let _ = signals.thread_block();
-    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
-    let _ = std::fs::remove_file(machine.paths.control());
-    let listener = UnixListener::bind(machine.paths.control()).ok();
-    if let Some(l) = &listener {
-        let _ = l.set_nonblocking(true);
-    }
+}
+
+fn run_loop(
+    machine: &Machine<'_>,
+    control: &Control,
+    console: Option<OwnedFd>,
+    detach: bool,
+) -> i32 {
     let mut relay = console
         .map(|master| super::console::Relay::new(master, detach, &machine.paths.console_log()));
     let mut deadline: Option<Instant> = None;
@@ -374,51 +412,44 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
             let left = d.saturating_duration_since(Instant::now()).as_millis();
             PollTimeout::try_from(left.min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
         });
-        let mut fds = Vec::new();
-        if let Some(s) = &sfd {
-            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(l) = &listener {
-            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-        }
+        let mut fds = vec![
+            PollFd::new(control.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(control.listener.as_fd(), PollFlags::POLLIN),
+        ];
         if let Some(r) = &relay {
             r.poll_fds(&mut fds);
         }
         let _ = poll(&mut fds, timeout);
         drop(fds);
         let mut stop_with: Option<u32> = None;
-        if let Some(s) = &sfd {
-            while let Ok(Some(info)) = s.read_signal() {
-                if info.ssi_signo != Signal::SIGCHLD as u32 {
-                    stop_with.get_or_insert(plan.stop.timeout_secs);
-                }
+        while let Ok(Some(info)) = control.signals.read_signal() {
+            if info.ssi_signo != Signal::SIGCHLD as u32 {
+                stop_with.get_or_insert(plan.stop.timeout_secs);
             }
         }
-        if let Some(l) = &listener {
-            while let Ok((stream, _)) = l.accept() {
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut line = String::new();
-                let mut reader = BufReader::new(&stream);
-                if reader.read_line(&mut line).is_ok() {
-                    let reply = match serde_json::from_str(&line) {
-                        Ok(Request::Stop { timeout_secs }) => {
-                            stop_with = Some(timeout_secs.unwrap_or(plan.stop.timeout_secs));
-                            Reply {
-                                ok: true,
-                                error: None,
-                            }
+        while let Ok((stream, _)) = control.listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_ok() {
+                let reply = match serde_json::from_str(&line) {
+                    Ok(Request::Stop { timeout_secs }) => {
+                        stop_with = Some(timeout_secs.unwrap_or(plan.stop.timeout_secs));
+                        Reply {
+                            ok: true,
+                            error: None,
                         }
-                        Err(e) => Reply {
-                            ok: false,
-                            error: Some(format!("a request it does not understand ({e})")),
-                        },
-                    };
-                    // The asker may be gone: then nobody is left to tell.
-                    if let Ok(mut json) = serde_json::to_string(&reply) {
-                        json.push('\n');
-                        let _ = (&stream).write_all(json.as_bytes());
                     }
+                    Err(e) => Reply {
+                        ok: false,
+                        error: Some(format!("a request it does not understand ({e})")),
+                    },
+                };
+                // The asker may be gone: then nobody is left to tell.
+                if let Ok(mut json) = serde_json::to_string(&reply) {
+                    json.push('\n');
+                    let _ = (&stream).write_all(json.as_bytes());
                 }
             }
         }
