@@ -293,8 +293,9 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     }
     // A unit is stopped through systemd, unless a timeout is asked for: the supervisor
     // takes that itself, and the unit ends when it exits.
+    let recorded = state::read(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     if timeout.is_none()
-        && let Ok(Some(recorded)) = state::read(&paths)
+        && let Some(recorded) = recorded
         && let Some(unit) = recorded.unit()
         && crate::unit_commands::stop(unit)?
     {
@@ -405,8 +406,7 @@ pub fn status(machine: &str, json: bool) -> Result<ExitCode, Error> {
     reconciled(&paths)?;
     let status = state::status(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     let unit = state::read(&paths)
-        .ok()
-        .flatten()
+        .map_err(|e| RuntimeError::io(&paths.state(), e))?
         .and_then(|r| r.unit().map(str::to_owned));
     if json {
         print_json(&StatusReport {
