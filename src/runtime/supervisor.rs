@@ -184,18 +184,24 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     finish(machine, code)
 }
 
+/// The registrar forked at start, or why it could not be.
+type Spawned = std::io::Result<Registrar>;
+
 /// Registers the machine with systemd-machined when the plan says to (through the
 /// registrar forked at start). Returns whether it is registered, and otherwise the one
 /// line that tells the user why not.
-fn register(plan: &Plan, leader: Pid, registrar: Option<Registrar>) -> (bool, Option<String>) {
+fn register(plan: &Plan, leader: Pid, registrar: Option<Spawned>) -> (bool, Option<String>) {
     let name = &plan.machine.name;
     let why = match (&plan.registration, registrar) {
         (Registration::Skip { why }, _) => why.clone(),
-        (Registration::Machined(_), Some(registrar)) => match registrar.register(leader) {
+        (Registration::Machined(_), Some(Ok(registrar))) => match registrar.register(leader) {
             Ok(()) => return (true, None),
             Err(why) => why,
         },
-        (Registration::Machined(_), None) => "the registering process could not start".into(),
+        (Registration::Machined(_), Some(Err(e))) => {
+            format!("the registering process could not start: {e}")
+        }
+        (Registration::Machined(_), None) => "the registering process was not started".into(),
     };
     (
         false,
@@ -230,12 +236,12 @@ fn leave_unit_root(cgroup: &crate::plan::Cgroup) -> Result<(), RuntimeError> {
 fn start(
     launch: &Launch,
     cgroup: Option<&MachineCgroup>,
-) -> Result<(Pid, Option<OwnedFd>, Option<Registrar>), StepFailure> {
+) -> Result<(Pid, Option<OwnedFd>, Option<Spawned>), StepFailure> {
     let plan = &launch.plan;
     // Connecting to the bus takes a while: it happens meanwhile, in a child forked before
     // any pipe of the launch exists (it must hold none of them open).
     let registrar = match &plan.registration {
-        Registration::Machined(machine) => Registrar::spawn(machine).ok(),
+        Registration::Machined(machine) => Some(Registrar::spawn(machine)),
         Registration::Skip { .. } => None,
     };
     let userns = userns::create(&plan.ids)?;
