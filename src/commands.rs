@@ -69,7 +69,12 @@ pub fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
     let (ids, taken) = if host.is_root() {
         let allocator = mm::idmap::Allocator::new(&host.dirs.machines);
         let name = def.name.as_str();
-        (allocator.recorded(name)?, allocator.others(name)?)
+        // Only an explicit range can overlap another machine's: an allocated one never does.
+        let taken = match def.users.value {
+            mm::definition::UserRange::Explicit { .. } => allocator.others(name)?,
+            mm::definition::UserRange::Auto => Vec::new(),
+        };
+        (allocator.recorded(name)?, taken)
     } else {
         (None, Vec::new())
     };
