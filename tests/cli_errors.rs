@@ -1,6 +1,8 @@
 //! Bad definitions as `mm validate` and `mm plan` report them: the exit code, and a
-//! diagnostic on standard error that points at the file, line and column with a caret.
-//! Every command runs with MM_PATH and MM_ROOT inside a temporary directory.
+//! diagnostic on standard error that points at the file, line and column with a caret;
+//! also definitions that contradict what mm holds (an image without a command, ids another
+//! machine has), bad flag values, and `mm list` of a state it cannot read. Every command
+//! runs with MM_PATH and MM_ROOT inside a temporary directory.
 
 mod support;
 
