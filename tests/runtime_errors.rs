@@ -263,3 +263,25 @@ fn a_start_without_a_control_socket_fails_and_leaves_nothing_running() {
     let (code, _, stderr) = m.mm(&["stop", "deaf"]);
     assert_eq!(code, 66, "nothing to stop: {stderr}");
 }
+
+/// A started machine whose console log cannot be opened fails to start (naming the log),
+/// rather than running with its output thrown away.
+#[test]
+fn a_start_without_its_console_log_fails() {
+    let Some(m) = Machine::define(
+        "a_start_without_its_console_log_fails",
+        "mute",
+        "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]",
+    ) else {
+        return;
+    };
+    let log = m.state().join("state/run/mute/console.log");
+    std::fs::create_dir_all(&log).unwrap();
+    let (code, stdout, stderr) = m.mm(&["start", "--no-systemd", "mute"]);
+    assert_eq!(code, IO, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("error: {}: Is a directory", log.display())),
+        "{stderr}"
+    );
+    assert_eq!(m.status()["state"], "stopped", "{}", m.status());
+}

@@ -145,10 +145,24 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         cgroup,
         registered,
     };
-    // Without its signals and its socket nothing could stop the machine: that is a failed
-    // start, not one that runs on unstoppable.
-    let control = match Control::open(&machine.paths) {
-        Ok(control) => control,
+    // Without its signals and its socket nothing could stop the machine, and without its
+    // log a started machine's output would be lost: either is a failed start.
+    let log_path = machine.paths.console_log();
+    let ready = Control::open(&machine.paths).and_then(|control| {
+        let log = match (&console, detach) {
+            (Some(_), true) => Some(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .map_err(|e| RuntimeError::io(&log_path, e))?,
+            ),
+            _ => None,
+        };
+        Ok((control, log))
+    });
+    let (control, log) = match ready {
+        Ok(ready) => ready,
         Err(e) => {
             let _ = kill(machine.leader, Signal::SIGKILL);
             let _ = waitpid(machine.leader, None);
@@ -180,7 +194,12 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     } else if let Some(notice) = notice {
         eprintln!("mm: {notice}");
     }
-    let code = run_loop(&machine, &control, console, detach);
+    let code = run_loop(
+        &machine,
+        &control,
+        console.map(|master| (master, log)),
+        detach,
+    );
     finish(machine, code)
 }
 
@@ -398,11 +417,10 @@ impl Control {
 fn run_loop(
     machine: &Machine<'_>,
     control: &Control,
-    console: Option<OwnedFd>,
+    console: Option<(OwnedFd, Option<File>)>,
     detach: bool,
 ) -> i32 {
-    let mut relay = console
-        .map(|master| super::console::Relay::new(master, detach, &machine.paths.console_log()));
+    let mut relay = console.map(|(master, log)| super::console::Relay::new(master, detach, log));
     let mut deadline: Option<Instant> = None;
     let plan = &machine.launch.plan;
     sys::release_clean_file_pages();
