@@ -98,7 +98,7 @@ pub enum Command {
         machine: String,
         /// A name (TERM, SIGHUP, RTMIN+3) or a number
         #[arg(long, short, default_value = "SIGTERM")]
-        signal: String,
+        signal: mm::signal::Signal,
     },
     /// Show whether a machine is running, its PID 1, supervisor and how it last ended
     ///
@@ -200,7 +200,7 @@ pub enum ImageCommand {
         source: String,
         /// Refuse the image unless its manifest (or index) has this digest (sha256:…)
         #[arg(long, value_name = "DIGEST")]
-        digest: Option<String>,
+        digest: Option<mm::image::Digest>,
         /// Registries: require HTTPS with a verified certificate (`--tls-verify=false` for a
         /// plain-HTTP registry, as with skopeo and podman)
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]

@@ -31,7 +31,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             no_systemd,
         } => crate::machine_commands::start(&machine, !no_systemd),
         Command::Stop { machine, timeout } => crate::machine_commands::stop(&machine, timeout),
-        Command::Kill { machine, signal } => crate::machine_commands::kill(&machine, &signal),
+        Command::Kill { machine, signal } => crate::machine_commands::kill(&machine, signal),
         Command::Status { machine, json } => crate::machine_commands::status(&machine, json),
         Command::Exec {
             machine,
@@ -66,18 +66,24 @@ pub fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
     check::paths(&def, host).map_err(Error::Invalid)?;
     let store = mm::image::Store::new(&host.dirs.store);
     let stored = store.image(&def.image.source.value.to_string())?;
-    let ids = if host.is_root() {
-        mm::idmap::Allocator::new(&host.dirs.machines)
-            .recorded(def.name.as_str())
-            .map_err(|e| Error::State(e.to_string()))?
+    let (ids, taken) = if host.is_root() {
+        let allocator = mm::idmap::Allocator::new(&host.dirs.machines);
+        let name = def.name.as_str();
+        // Only an explicit range can overlap another machine's: an allocated one never does.
+        let taken = match def.users.value {
+            mm::definition::UserRange::Explicit { .. } => allocator.others(name)?,
+            mm::definition::UserRange::Auto => Vec::new(),
+        };
+        (allocator.recorded(name)?, taken)
     } else {
-        None
+        (None, Vec::new())
     };
     let known = plan::Known {
         image: stored.as_ref(),
         ids,
+        taken: &taken,
     };
-    plan::compile(&def, host, known).map_err(Error::HostCannot)
+    Ok(plan::compile(&def, host, known)?)
 }
 
 fn plan(machine: &str, json: bool, host_file: Option<&Path>) -> Result<ExitCode, Error> {
@@ -171,9 +177,10 @@ struct Listed {
     description: Option<String>,
     definition: PathBuf,
     shadowed: Vec<PathBuf>,
-    /// The first problem, for an invalid definition.
+    /// The first problem, for an invalid definition; or why its state is `unknown`.
     problem: Option<String>,
-    /// Whether it runs, with its PID 1 and supervisor; `None` for an invalid definition.
+    /// Whether it runs, with its PID 1 and supervisor; `None` for an invalid definition
+    /// or an unknown state.
     status: Option<mm::runtime::state::Status>,
 }
 
@@ -209,9 +216,9 @@ fn list(json: bool) -> Result<ExitCode, Error> {
     let mut out = format!("{:width$}  {:9}  {}\n", "NAME", "STATE", "IMAGE");
     for l in &listed {
         let image = l
-            .image
+            .problem
             .clone()
-            .or_else(|| l.problem.clone())
+            .or_else(|| l.image.clone())
             .unwrap_or_default();
         out.push_str(&format!("{:width$}  {:9}  {image}\n", l.name, l.state));
     }
@@ -229,15 +236,24 @@ fn listed(found: Found, runtime: &Path) -> Listed {
     });
     let def = loaded.ok();
     let paths = mm::runtime::state::Paths::new(&runtime.join(&found.name));
-    let _ = crate::machine_commands::reconciled(&paths);
-    let status = def
-        .as_ref()
-        .and_then(|_| mm::runtime::state::status(&paths).ok());
-    let state = match &status {
-        None => "invalid",
-        Some(mm::runtime::state::Status::Running { .. }) => "running",
-        Some(mm::runtime::state::Status::Starting) => "starting",
-        Some(mm::runtime::state::Status::Stopped { .. }) => "stopped",
+    // A valid definition whose state cannot be read is `unknown`, with the reason.
+    let status = def.as_ref().map(|_| {
+        crate::machine_commands::reconciled(&paths).and_then(|()| {
+            mm::runtime::state::status(&paths)
+                .map_err(|e| mm::runtime::RuntimeError::io(&paths.state(), e).into())
+        })
+    });
+    let (state, status, problem) = match status {
+        None => ("invalid", None, problem),
+        Some(Err(e)) => ("unknown", None, Some(e.to_string())),
+        Some(Ok(status)) => {
+            let state = match &status {
+                mm::runtime::state::Status::Running { .. } => "running",
+                mm::runtime::state::Status::Starting => "starting",
+                mm::runtime::state::Status::Stopped { .. } => "stopped",
+            };
+            (state, Some(status), problem)
+        }
     };
     Listed {
         name: found.name,

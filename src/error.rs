@@ -57,9 +57,9 @@ pub enum Error {
     Output(std::io::Error),
     #[error(transparent)]
     Image(#[from] ImageError),
-    /// mm's own state (machine records) could not be read.
-    #[error("{0}")]
-    State(String),
+    /// A root machine's id block could not be read, chosen or recorded.
+    #[error(transparent)]
+    Ids(#[from] crate::idmap::AllocError),
     #[error("`{text}` is not an image source: {why}")]
     BadSource { text: String, why: String },
     #[error(transparent)]
@@ -94,7 +94,8 @@ impl Error {
             Self::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ExitCode::NotFound
             }
-            Self::Read { .. } | Self::Output(_) | Self::State(_) => ExitCode::Io,
+            Self::Read { .. } | Self::Output(_) => ExitCode::Io,
+            Self::Ids(e) => ids_exit_code(e),
             Self::Invalid(_) | Self::HostFile { .. } => ExitCode::InvalidDefinition,
             Self::HostCannot(_) => ExitCode::HostCannot,
             Self::BadSource { .. } => ExitCode::Usage,
@@ -112,6 +113,25 @@ impl Error {
         match self {
             Self::Invalid(d) | Self::HostCannot(d) => d.to_string(),
             other => format!("error: {other}"),
+        }
+    }
+}
+
+fn ids_exit_code(e: &crate::idmap::AllocError) -> ExitCode {
+    use crate::idmap::AllocError;
+    match e {
+        AllocError::Io { .. } => ExitCode::Io,
+        AllocError::Corrupt { .. } => ExitCode::InvalidDefinition,
+        AllocError::Exhausted => ExitCode::HostCannot,
+        AllocError::Overlap { .. } => ExitCode::InvalidDefinition,
+    }
+}
+
+impl From<crate::plan::Rejected> for Error {
+    fn from(e: crate::plan::Rejected) -> Self {
+        match e {
+            crate::plan::Rejected::Invalid(d) => Self::Invalid(d),
+            crate::plan::Rejected::HostCannot(d) => Self::HostCannot(d),
         }
     }
 }

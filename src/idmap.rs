@@ -18,6 +18,11 @@ impl IdRange {
         u64::from(self.start) + u64::from(self.count)
     }
 
+    /// Whether the two ranges share an id.
+    pub fn overlaps(&self, other: &IdRange) -> bool {
+        u64::from(self.start) < other.end() && u64::from(other.start) < self.end()
+    }
+
     pub fn contains(&self, other: &IdRange) -> bool {
         other.start >= self.start && other.end() <= self.end()
     }
@@ -135,7 +140,7 @@ pub struct Allocator {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
-    #[error("{}: {source}", path.display())]
+    #[error("machine id records: {}: {source}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -146,7 +151,7 @@ pub enum AllocError {
         "mm's id pool {ROOT_POOL} is full: every block of {MACHINE_IDS} ids belongs to a machine"
     )]
     Exhausted,
-    #[error("ids {wanted} overlap machine `{machine}`'s {theirs}")]
+    #[error("{wanted} overlaps machine `{machine}`'s ids, {theirs}")]
     Overlap {
         wanted: IdRange,
         machine: String,
@@ -189,8 +194,8 @@ impl Allocator {
         }
     }
 
-    /// Every other machine's block.
-    fn others(&self, machine: &str) -> Result<Vec<(String, IdRange)>, AllocError> {
+    /// Every other machine's block, by machine name.
+    pub fn others(&self, machine: &str) -> Result<Vec<(String, IdRange)>, AllocError> {
         let mut all = Vec::new();
         let entries = match std::fs::read_dir(&self.machines) {
             Ok(entries) => entries,
@@ -267,9 +272,7 @@ impl Allocator {
     pub fn claim(&self, machine: &str, wanted: IdRange) -> Result<(), AllocError> {
         let _lock = self.lock()?;
         for (other, theirs) in self.others(machine)? {
-            if wanted.start < theirs.start.saturating_add(theirs.count)
-                && theirs.start < wanted.start.saturating_add(wanted.count)
-            {
+            if wanted.overlaps(&theirs) {
                 return Err(AllocError::Overlap {
                     wanted,
                     machine: other,

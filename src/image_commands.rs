@@ -23,17 +23,9 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             tls_verify,
         } => {
             let source = parse_source(&source)?;
-            let pin = digest
-                .as_deref()
-                .map(Digest::parse)
-                .transpose()
-                .map_err(|e| Error::BadSource {
-                    text: digest.clone().unwrap_or_default(),
-                    why: e.to_string(),
-                })?;
             let request = Request {
                 source: &source,
-                pin: pin.as_ref(),
+                pin: digest.as_ref(),
                 host: &host,
                 tls_verify,
             };
@@ -108,7 +100,10 @@ pub fn remove(host: &Host, paths: Vec<std::path::PathBuf>) -> Result<(), Error> 
 
 /// A source on the command line: relative paths start at the working directory.
 fn parse_source(text: &str) -> Result<ImageSource, Error> {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_owned());
+    let cwd = std::env::current_dir().map_err(|source| mm::image::ImageError::Io {
+        path: Path::new("the working directory").to_owned(),
+        source,
+    })?;
     ImageSource::parse(text, &cwd).map_err(|e| Error::BadSource {
         text: text.to_owned(),
         why: e.to_string(),

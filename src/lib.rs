@@ -9,6 +9,7 @@ pub mod idmap;
 pub mod image;
 pub mod plan;
 pub mod runtime;
+pub mod signal;
 pub mod state;
 pub mod systemd;
 

@@ -5,7 +5,7 @@
 //! `exec` and `shell` join the machine's namespaces themselves, so they never start a
 //! thread (no host probe: only [`Dirs::current`]).
 
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -23,8 +23,9 @@ use mm::image::{Request, Store};
 use mm::plan::{IdMapping, Layers, Plan, Upper};
 use mm::runtime::launch::Started;
 use mm::runtime::state::{self, Paths, Recorded, Status};
-use mm::runtime::supervisor::Request as ToSupervisor;
+use mm::runtime::supervisor::{Reply, Request as ToSupervisor};
 use mm::runtime::{Console, Launch, RuntimeError, enter};
+use mm::signal::Signal;
 
 use crate::commands::{compile, print, print_json};
 
@@ -98,18 +99,24 @@ pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
             .into())
         }
         Err(_) => {
-            let status = child.wait().ok();
-            Err(RuntimeError::Supervisor(format!(
-                "exited without starting the machine ({status:?})"
-            ))
-            .into())
+            let status = match child.wait() {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("its status is unknown: {e}"),
+            };
+            Err(RuntimeError::SupervisorEnded { name, status }.into())
         }
     }
 }
 
 /// The systemd unit this process runs in, and its cgroup (`--keep-unit`).
 fn own_unit(host: &Host) -> Result<(String, String), Error> {
-    let cgroup = host.cgroup.own.clone().unwrap_or_default();
+    let Some(cgroup) = host.cgroup.own.clone() else {
+        return Err(Error::NoSystemd(
+            "--keep-unit: mm found no cgroup of its own in /proc/self/cgroup, so no systemd \
+             unit to stay in; it is meant for mm@.service"
+                .to_owned(),
+        ));
+    };
     let unit = Path::new(&cgroup)
         .file_name()
         .and_then(|n| n.to_str())
@@ -148,7 +155,7 @@ fn launch(plan: Plan, host: &Host, detach: bool) -> Result<Launch, Error> {
     } else {
         Console::Pipe
     };
-    Ok(Launch::new(plan, record.as_ref(), console).map_err(RuntimeError::Supervisor)?)
+    Ok(Launch::new(plan, record.as_ref(), console)?)
 }
 
 /// Cleans up after a supervisor that was killed (its cgroup, mount points and machined
@@ -177,10 +184,9 @@ fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
         // `users.range` is claimed (and refused if another machine holds any of it).
         let allocator = Allocator::new(&host.dirs.machines);
         let name = plan.machine.name.as_str();
-        let state = |e: mm::idmap::AllocError| Error::State(e.to_string());
         match &plan.ids.uid {
             IdMapping::Allocate { .. } => {
-                allocator.allocate(name).map_err(state)?;
+                allocator.allocate(name)?;
                 plan = compile(path, host)?;
             }
             IdMapping::Map { entries } => {
@@ -189,7 +195,15 @@ fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
                         start: e.outside,
                         count: e.count,
                     };
-                    allocator.claim(name, range).map_err(state)?;
+                    match allocator.claim(name, range) {
+                        // Another machine claimed them since this one compiled: compiling
+                        // again points at `users.range`.
+                        Err(e @ mm::idmap::AllocError::Overlap { .. }) => {
+                            compile(path, host)?;
+                            return Err(e.into());
+                        }
+                        claimed => claimed?,
+                    }
                 }
             }
         }
@@ -282,8 +296,9 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     }
     // A unit is stopped through systemd, unless a timeout is asked for: the supervisor
     // takes that itself, and the unit ends when it exits.
+    let recorded = state::read(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     if timeout.is_none()
-        && let Ok(Some(recorded)) = state::read(&paths)
+        && let Some(recorded) = recorded
         && let Some(unit) = recorded.unit()
         && crate::unit_commands::stop(unit)?
     {
@@ -298,10 +313,16 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
             Err(_) if Instant::now() < deadline && state::supervised(&paths).unwrap_or(false) => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(_) if !state::supervised(&paths).unwrap_or(false) => {
+            Err(_) if !state::supervised(&paths).map_err(io)? => {
                 return Err(not_running(&name));
             }
-            Err(e) => return Err(io(e).into()),
+            Err(e) => {
+                let why = format!(
+                    "its socket {} does not take connections after 10 s ({e})",
+                    paths.control().display()
+                );
+                return Err(RuntimeError::StopRefused { name, why }.into());
+            }
         }
     };
     let request = serde_json::to_string(&ToSupervisor::Stop {
@@ -309,8 +330,38 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     })
     .map_err(|e| io(e.into()))?;
     writeln!(stream, "{request}").map_err(io)?;
+    // A supervisor answers at once; one that does not within this is stuck.
+    let patience = Duration::from_secs(5);
+    stream.set_read_timeout(Some(patience)).map_err(io)?;
     let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
+    let read = BufReader::new(&stream).read_line(&mut reply);
+    let refused = |why: String| RuntimeError::StopRefused {
+        name: name.clone(),
+        why,
+    };
+    match (read, serde_json::from_str::<Reply>(&reply)) {
+        (_, Ok(Reply { ok: true, .. })) => {}
+        (_, Ok(Reply { error, .. })) => {
+            let why = error.unwrap_or_else(|| "it gave no reason".to_owned());
+            return Err(refused(why).into());
+        }
+        // A supervisor that ended meanwhile has stopped the machine all the same.
+        _ if !state::supervised(&paths).map_err(io)? => {}
+        (Err(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            let why = format!(
+                "it did not answer within {} s (it may still stop the machine when it can)",
+                patience.as_secs()
+            );
+            return Err(refused(why).into());
+        }
+        (Err(e), _) => return Err(refused(format!("reading its answer: {e}")).into()),
+        (Ok(_), Err(_)) if reply.is_empty() => {
+            return Err(refused("it closed the connection without answering".to_owned()).into());
+        }
+        (Ok(_), Err(e)) => {
+            return Err(refused(format!("it answered `{}` ({e})", reply.trim())).into());
+        }
+    }
     // The supervisor lets go of the lock when it has cleaned up.
     drop(mm::state::lock(&paths.lock(), true).map_err(io)?);
     match state::read(&paths) {
@@ -327,30 +378,19 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     Ok(ExitCode::Ok)
 }
 
-pub fn kill(machine: &str, signal: &str) -> Result<ExitCode, Error> {
+pub fn kill(machine: &str, signal: Signal) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
     reconciled(&paths)?;
-    let number = mm::runtime::signal_by_name(signal).ok_or_else(|| Error::BadSource {
-        text: signal.to_owned(),
-        why: "not a signal name or number".to_owned(),
-    })?;
+    let number = signal.number();
     let (leader, _) = state::running(&paths)
         .map_err(|e| RuntimeError::io(&paths.state(), e))?
         .ok_or_else(|| not_running(&name))?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(leader),
-        nix::sys::signal::Signal::try_from(number).ok(),
-    )
-    .or_else(|_| {
-        // Real-time signals have no nix name: send them by number.
-        // SAFETY: kill with a pid and a signal number.
-        if unsafe { libc::kill(leader, number) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    })
-    .map_err(|e| RuntimeError::io(Path::new(&format!("/proc/{leader}")), e))?;
+    // By number: real-time signals have no nix `Signal`.
+    // SAFETY: kill with a pid and a signal number.
+    if unsafe { libc::kill(leader, number) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(RuntimeError::io(Path::new(&format!("/proc/{leader}")), e).into());
+    }
     Ok(ExitCode::Ok)
 }
 
@@ -369,8 +409,7 @@ pub fn status(machine: &str, json: bool) -> Result<ExitCode, Error> {
     reconciled(&paths)?;
     let status = state::status(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     let unit = state::read(&paths)
-        .ok()
-        .flatten()
+        .map_err(|e| RuntimeError::io(&paths.state(), e))?
         .and_then(|r| r.unit().map(str::to_owned));
     if json {
         print_json(&StatusReport {
@@ -447,9 +486,7 @@ pub fn rm(machine: &str) -> Result<ExitCode, Error> {
     let host = Host::probe();
     let state_dir = host.dirs.machines.join(&name);
     if host.is_root() {
-        Allocator::new(&host.dirs.machines)
-            .release(&name)
-            .map_err(|e| Error::State(e.to_string()))?;
+        Allocator::new(&host.dirs.machines).release(&name)?;
     }
     let mut removed = Vec::new();
     for dir in ["upper", "work"].map(|d| state_dir.join(d)) {
@@ -460,9 +497,17 @@ pub fn rm(machine: &str) -> Result<ExitCode, Error> {
     if !removed.is_empty() {
         crate::image_commands::remove(&host, removed)?;
     }
-    let _ = std::fs::remove_dir(&state_dir);
+    // What mm did not put there stays, and stops the removal with its name.
+    let absent = |r: std::io::Result<()>, path: &Path| match r {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::Remove {
+            path: path.to_owned(),
+            source,
+        }),
+        _ => Ok(()),
+    };
+    absent(std::fs::remove_dir(&state_dir), &state_dir)?;
     for file in [paths.state(), paths.console_log()] {
-        let _ = std::fs::remove_file(file);
+        absent(std::fs::remove_file(&file), &file)?;
     }
     print(&format!("{name} removed (its writable layer and state)\n"))?;
     Ok(ExitCode::Ok)

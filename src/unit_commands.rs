@@ -141,11 +141,10 @@ pub fn start(host: &Host, path: &Path, plan: &Plan) -> Result<Via, Error> {
         leader, registered, ..
     }) = recorded
     else {
-        return Err(RuntimeError::Supervisor(format!(
+        return Err(Error::Service(format!(
             "{unit} started, but the machine is not running; see {}",
             journal_command(&manager, &unit)
-        ))
-        .into());
+        )));
     };
     if let Registration::Skip { why } = &plan.registration {
         eprintln!("mm: {name} is not registered with systemd-machined: {why}");

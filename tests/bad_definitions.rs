@@ -272,6 +272,12 @@ fn rows() -> Vec<Row> {
         bad("env value holding NUL", with_image!("[exec]\nenv = { A = \"x\\u0000y\" }\n"))
             .key("exec.env.A").at(4, 13, "\"x\\u0000y\"")
             .message("NUL"),
+        bad("command argument holding NUL", with_image!("[exec]\ncommand = [\"/bin/sh\", \"-c\", \"a\\u0000b\"]\n"))
+            .key("exec.command[2]").at(4, 29, "\"a\\u0000b\"")
+            .message("the argument holds a NUL byte"),
+        bad("workdir holding NUL", with_image!("[exec]\nworkdir = \"/srv\\u0000x\"\n"))
+            .key("exec.workdir").at(4, 11, "\"/srv\\u0000x\"")
+            .message("the path holds a NUL byte"),
         bad("user with two colons", with_image!("[exec]\nuser = \"a:b:c\"\n"))
             .key("exec.user").at(4, 8, "\"a:b:c\"")
             .message("`a:b:c` is not a user"),

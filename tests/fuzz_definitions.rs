@@ -103,8 +103,9 @@ fn exercise(path: &Path, text: &str, hosts: &[(&str, Host)]) -> Result<Outcome, 
                 let _ = plan.render();
                 let _ = plan.hash();
             }
-            Err(all) => {
-                check_diagnostics(path, text, &all)
+            Err(rejected) => {
+                let all = rejected.diagnostics();
+                check_diagnostics(path, text, all)
                     .map_err(|e| TestCaseError::fail(format!("compiling for {name}: {e}")))?;
                 for d in &all.0 {
                     prop_assert!(d.key.is_some(), "a host error without a key: {d}");

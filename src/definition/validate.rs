@@ -191,6 +191,16 @@ fn exec(c: &mut Checker<'_>, raw: RawExec, image: &Option<Image>) -> Exec {
                 "the program to run is an empty string",
             );
         }
+        // An argument with NUL cannot be passed to execve: say which, here.
+        for (i, arg) in cmd.get_ref().iter().enumerate() {
+            if arg.get_ref().contains('\0') {
+                c.at(
+                    arg,
+                    &format!("exec.command[{i}]"),
+                    "the argument holds a NUL byte",
+                );
+            }
+        }
         command = cmd.get_ref().iter().map(|a| a.get_ref().clone()).collect();
     }
     let needs_command = image.as_ref().is_some_and(|i| !i.source.value.has_config());
@@ -250,6 +260,8 @@ fn exec(c: &mut Checker<'_>, raw: RawExec, image: &Option<Image>) -> Exec {
                 "exec.workdir",
                 "the working directory must be an absolute path inside the machine",
             );
+        } else if dir.get_ref().contains('\0') {
+            c.at(&dir, "exec.workdir", "the path holds a NUL byte");
         }
         dir.into_inner()
     });

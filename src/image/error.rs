@@ -82,6 +82,9 @@ pub enum ImageError {
     Registry(String),
     #[error("registry: {0}: no such image or blob")]
     RegistryNotFound(String),
+    /// A registry credentials file (auth.json, docker's config.json) mm cannot use.
+    #[error("registry credentials in {}: {why}", file.display())]
+    Credentials { file: PathBuf, why: String },
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
     /// An error inside the rootless worker, with the exit code it maps to.

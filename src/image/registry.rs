@@ -41,7 +41,7 @@ fn network(what: String, e: impl std::fmt::Display) -> ImageError {
 impl Registry {
     /// A session for `reference`; plain HTTP only when `tls_verify` is false (as skopeo
     /// and podman spell it).
-    pub fn new(reference: &RegistryReference, tls_verify: bool) -> Self {
+    pub fn new(reference: &RegistryReference, tls_verify: bool) -> Result<Self, ImageError> {
         let host = if reference.registry == "docker.io" {
             "registry-1.docker.io"
         } else {
@@ -55,13 +55,13 @@ impl Registry {
             .user_agent(concat!("mm/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Self {
+        Ok(Self {
             agent,
             base: format!("{scheme}://{host}/v2/{}", reference.repository),
             repository: reference.repository.clone(),
-            credentials: credentials_for(&reference.registry),
+            credentials: credentials(&auth_files(), &reference.registry)?,
             authorization: None,
-        }
+        })
     }
 
     /// GET `path` under the repository, answering one auth challenge if the registry asks.
@@ -253,7 +253,7 @@ pub fn pull(
     dir: tempfile::TempDir,
 ) -> Result<Opened, ImageError> {
     let (arch, have, progress) = (options.arch, options.have, options.progress);
-    let mut registry = Registry::new(reference, options.tls_verify);
+    let mut registry = Registry::new(reference, options.tls_verify)?;
     let target = match (&reference.digest, &reference.tag) {
         (Some(digest), _) => digest.to_string(),
         (None, Some(tag)) => tag.clone(),
@@ -359,9 +359,9 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
     params
 }
 
-/// `user:password` (base64) for `registry` from the files podman and docker users have:
+/// The files podman and docker users keep credentials in, in the order mm reads them:
 /// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.docker/config.json`.
-fn credentials_for(registry: &str) -> Option<String> {
+fn auth_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE") {
         files.push(PathBuf::from(file));
@@ -372,6 +372,13 @@ fn credentials_for(registry: &str) -> Option<String> {
     if let Some(home) = std::env::var_os("HOME") {
         files.push(PathBuf::from(home).join(".docker/config.json"));
     }
+    files
+}
+
+/// `user:password` (base64) for `registry` from the first of `files` that has an entry for
+/// it. A missing file is skipped; one that cannot be read or parsed, or an entry that is
+/// not base64 of `user:password`, is an error (not a silent anonymous pull).
+fn credentials(files: &[PathBuf], registry: &str) -> Result<Option<String>, ImageError> {
     #[derive(Deserialize)]
     struct AuthFile {
         #[serde(default)]
@@ -390,25 +397,87 @@ fn credentials_for(registry: &str) -> Option<String> {
             String::new()
         },
     ];
-    files
-        .iter()
-        .find_map(|file| {
-            let text = std::fs::read(file).ok()?;
-            let parsed: AuthFile = serde_json::from_slice(&text).ok()?;
-            names
-                .iter()
-                .find_map(|name| parsed.auths.get(name)?.auth.clone())
-        })
-        .filter(|auth| {
-            base64::engine::general_purpose::STANDARD
-                .decode(auth)
-                .is_ok_and(|raw| raw.contains(&b':'))
-        })
+    for file in files {
+        let text = match std::fs::read(file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(ImageError::Io {
+                    path: file.clone(),
+                    source,
+                });
+            }
+        };
+        let bad = |why: String| ImageError::Credentials {
+            file: file.clone(),
+            why,
+        };
+        let parsed: AuthFile =
+            serde_json::from_slice(&text).map_err(|e| bad(format!("not an auth file ({e})")))?;
+        let Some((name, auth)) = names
+            .iter()
+            .find_map(|name| Some((name, parsed.auths.get(name)?.auth.clone()?)))
+        else {
+            continue;
+        };
+        let usable = base64::engine::general_purpose::STANDARD
+            .decode(&auth)
+            .is_ok_and(|raw| raw.contains(&b':'));
+        if !usable {
+            return Err(bad(format!(
+                "the `auth` of `{name}` is not base64 of USER:PASSWORD"
+            )));
+        }
+        return Ok(Some(auth));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_come_from_the_first_file_that_has_them_and_bad_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        // "u:p"
+        let good = file("good.json", r#"{"auths":{"r.example":{"auth":"dTpw"}}}"#);
+        let other = file("other.json", r#"{"auths":{"elsewhere":{"auth":"dTpw"}}}"#);
+        let absent = dir.path().join("absent.json");
+        let files = [absent.clone(), other.clone(), good.clone()];
+        assert_eq!(
+            credentials(&files, "r.example").unwrap().as_deref(),
+            Some("dTpw")
+        );
+        assert_eq!(credentials(&[absent, other], "r.example").unwrap(), None);
+
+        let broken = file("broken.json", "{not json");
+        let e = credentials(&[broken.clone(), good.clone()], "r.example").unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "registry credentials in {}: not an auth file (",
+                broken.display()
+            )),
+            "{e}"
+        );
+        let garbled = file(
+            "garbled.json",
+            r#"{"auths":{"r.example":{"auth":"bm9jb2xvbg=="}}}"#,
+        );
+        let e = credentials(&[garbled.clone(), good], "r.example").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "registry credentials in {}: the `auth` of `r.example` is not base64 of USER:PASSWORD",
+                garbled.display()
+            )
+        );
+    }
 
     #[test]
     fn challenges_parse() {

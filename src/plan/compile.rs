@@ -17,25 +17,31 @@ use crate::definition::{
 use crate::host::{CgroupMode, Host};
 use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
 use crate::image::{ImageRecord, Store};
+use crate::signal::Signal;
+
+use super::known::{Known, Rejected, ids_taken, no_command};
 
 /// The PATH a machine's processes get unless the definition or image sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The CFS period mm uses for `cpus`: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// What mm already holds for a machine, read before compiling (compile reads nothing).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Known<'a> {
-    /// The image as the store has it (its layers are then named in the plan).
-    pub image: Option<&'a ImageRecord>,
-    /// Root: the id block recorded for the machine at an earlier start.
-    pub ids: Option<IdRange>,
-}
-
 /// Compiles `def` for `host`, given what mm already holds for the machine. Errors point at
-/// the definition's line where the host cannot do what it asks (no subordinate ids, no
-/// delegated cgroup for limits, …).
-pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, Diagnostics> {
+/// the definition's line: where it contradicts what mm holds (an image with no command and
+/// none in [exec], ids another machine has), or where the host cannot do what it asks (no
+/// subordinate ids, no delegated cgroup for limits, …).
+pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, Rejected> {
+    let image = image(def, host, known.image);
+    let invalid: Vec<Diagnostic> = [
+        no_command(def, &image, known.image),
+        ids_taken(def, host, known.taken),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !invalid.is_empty() {
+        return Err(Rejected::Invalid(Diagnostics(invalid)));
+    }
     let mut problems = Vec::new();
     let name = def.name.as_str();
     let runtime_dir = host.dirs.runtime.join(name);
@@ -53,7 +59,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         Cgroup::Inherit { why: String::new() }
     });
     if !problems.is_empty() {
-        return Err(Diagnostics(problems));
+        return Err(Rejected::HostCannot(Diagnostics(problems)));
     }
     let root = root_fs(def, host, &runtime_dir, &state_dir);
     let private_net = def.network == NetworkMode::Private;
@@ -66,7 +72,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
             runtime_dir,
             state_dir,
         },
-        image: image(def, host, known.image),
+        image,
         ids,
         namespaces: namespaces(private_net),
         cgroup,
@@ -82,12 +88,12 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         process: process(def),
         stop: if def.exec.boot {
             Stop {
-                signal: "SIGRTMIN+3".to_owned(),
+                signal: Signal::rtmin(3),
                 timeout_secs: 30,
             }
         } else {
             Stop {
-                signal: "SIGTERM".to_owned(),
+                signal: Signal::TERM,
                 timeout_secs: 10,
             }
         },

@@ -5,6 +5,7 @@
 //! same plan, byte for byte. The launcher walks the plan and decides nothing itself.
 
 mod compile;
+mod known;
 mod render;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use compile::{Known, compile};
+pub use compile::compile;
+pub use known::{Known, Rejected};
 
 use crate::definition::{Digest, ImageSource, MachineName};
 use crate::host::CgroupMode;
@@ -263,7 +265,7 @@ pub enum Pid1 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stop {
     /// Sent to PID 1 first.
-    pub signal: String,
+    pub signal: crate::signal::Signal,
     /// Then, after this many seconds, every process in the machine is killed.
     pub timeout_secs: u32,
 }

@@ -28,12 +28,18 @@ pub enum CgroupError {
     },
     #[error("cannot read {}: {source}", file.display())]
     Read { file: PathBuf, source: io::Error },
-    #[error("the cgroup {} still has processes {pids:?}: is the machine running under another supervisor?", dir.display())]
+    #[error("the cgroup {} still has processes ({}): is the machine running under another supervisor?", dir.display(), list(pids))]
     Busy { dir: PathBuf, pids: Vec<i32> },
     #[error("cannot remove the cgroup {}: {source}", dir.display())]
     Remove { dir: PathBuf, source: io::Error },
-    #[error("processes {pids:?} of the cgroup {} survived SIGKILL", dir.display())]
+    #[error("processes of the cgroup {} survived SIGKILL: {}", dir.display(), list(pids))]
     Unkillable { dir: PathBuf, pids: Vec<i32> },
+}
+
+/// Process ids as a sentence shows them: `12, 13, 14`.
+fn list(pids: &[i32]) -> String {
+    let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+    pids.join(", ")
 }
 
 /// The directories of a machine's cgroup, one per hierarchy.
@@ -348,6 +354,27 @@ fn v2_root(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_lists_read_as_text() {
+        let busy = CgroupError::Busy {
+            dir: PathBuf::from("/sys/fs/cgroup/machine.slice/mm-web.scope"),
+            pids: vec![12, 13],
+        };
+        assert_eq!(
+            busy.to_string(),
+            "the cgroup /sys/fs/cgroup/machine.slice/mm-web.scope still has processes (12, 13): \
+             is the machine running under another supervisor?"
+        );
+        let left = CgroupError::Unkillable {
+            dir: PathBuf::from("/c"),
+            pids: vec![7],
+        };
+        assert_eq!(
+            left.to_string(),
+            "processes of the cgroup /c survived SIGKILL: 7"
+        );
+    }
 
     #[test]
     fn read_back_values_allow_page_rounding_only() {

@@ -19,13 +19,23 @@ use nix::mount::{MsFlags, mount};
 
 use crate::host::CgroupMode;
 
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
 #[derive(Debug, thiserror::Error)]
-#[error("mount {fstype} ({options}) on {}: {source}", target.display())]
-pub struct CgroupFsError {
-    fstype: &'static str,
-    options: String,
-    target: PathBuf,
-    source: io::Error,
+pub enum CgroupFsError {
+    #[error("mount {fstype} ({options}) on {}: {source}", target.display())]
+    Mount {
+        fstype: &'static str,
+        options: String,
+        target: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot read {MOUNTINFO} to find the host's cgroup hierarchies: {0}")]
+    Mountinfo(io::Error),
+    #[error(
+        "the host's cgroups are {0}, but {MOUNTINFO} shows no cgroup hierarchy under /sys/fs/cgroup"
+    )]
+    NoHierarchy(CgroupMode),
 }
 
 /// A cgroup hierarchy mounted on the host: where, and its superblock options.
@@ -70,23 +80,41 @@ fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
         .collect()
 }
 
+/// The hierarchies directly under /sys/fs/cgroup on a v1 or hybrid host, from mountinfo as
+/// read; an unreadable mountinfo, or one without them, is an error, not an empty tree.
+fn host_hierarchies(
+    mountinfo: io::Result<String>,
+    mode: CgroupMode,
+) -> Result<Vec<Hierarchy>, CgroupFsError> {
+    let found: Vec<Hierarchy> = hierarchies(&mountinfo.map_err(CgroupFsError::Mountinfo)?)
+        .into_iter()
+        .filter(|h| !h.dir.is_empty() && !h.dir.contains('/'))
+        .collect();
+    if found.is_empty() {
+        return Err(CgroupFsError::NoHierarchy(mode));
+    }
+    Ok(found)
+}
+
 fn mount_fs(
     fstype: &'static str,
     target: &Path,
     flags: MsFlags,
     options: &str,
 ) -> Result<(), CgroupFsError> {
-    std::fs::create_dir_all(target).map_err(|source| CgroupFsError {
+    std::fs::create_dir_all(target).map_err(|source| CgroupFsError::Mount {
         fstype,
         options: options.to_owned(),
         target: target.to_owned(),
         source,
     })?;
-    mount(Some(fstype), target, Some(fstype), flags, Some(options)).map_err(|e| CgroupFsError {
-        fstype,
-        options: options.to_owned(),
-        target: target.to_owned(),
-        source: e.into(),
+    mount(Some(fstype), target, Some(fstype), flags, Some(options)).map_err(|e| {
+        CgroupFsError::Mount {
+            fstype,
+            options: options.to_owned(),
+            target: target.to_owned(),
+            source: e.into(),
+        }
     })
 }
 
@@ -99,12 +127,9 @@ pub fn mount_tree(root: &Path, mode: CgroupMode, writable: bool) -> Result<(), C
     if mode == CgroupMode::V2 {
         return mount_fs("cgroup2", &base, managed, "");
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let hierarchies = host_hierarchies(std::fs::read_to_string(MOUNTINFO), mode)?;
     mount_fs("tmpfs", &base, flags, "mode=755")?;
-    for h in hierarchies(&mountinfo) {
-        if h.dir.is_empty() || h.dir.contains('/') {
-            continue;
-        }
+    for h in hierarchies {
         let target = base.join(&h.dir);
         if h.v2 {
             mount_fs("cgroup2", &target, managed, "")?;
@@ -121,7 +146,7 @@ pub fn mount_tree(root: &Path, mode: CgroupMode, writable: bool) -> Result<(), C
         ro | MsFlags::MS_REMOUNT,
         Some("mode=755"),
     )
-    .map_err(|e| CgroupFsError {
+    .map_err(|e| CgroupFsError::Mount {
         fstype: "tmpfs",
         options: "remount,ro".to_owned(),
         target: base.clone(),
@@ -132,6 +157,28 @@ pub fn mount_tree(root: &Path, mode: CgroupMode, writable: bool) -> Result<(), C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_or_empty_mountinfo_is_an_error() {
+        let unreadable = host_hierarchies(
+            Err(io::Error::from_raw_os_error(libc::EACCES)),
+            CgroupMode::Hybrid,
+        );
+        let message = unreadable.unwrap_err().to_string();
+        assert!(
+            message.starts_with("cannot read /proc/self/mountinfo to find the host's cgroup"),
+            "{message}"
+        );
+        let none = host_hierarchies(
+            Ok("40 23 0:40 / /proc rw - proc proc rw\n".into()),
+            CgroupMode::V1,
+        );
+        let message = none.unwrap_err().to_string();
+        assert!(
+            message.contains("shows no cgroup hierarchy under /sys/fs/cgroup"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn hierarchies_come_from_mountinfo_with_their_options() {

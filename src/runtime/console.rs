@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::termios::{self, SetArg, Termios};
@@ -23,7 +22,9 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(master: OwnedFd, detached: bool, log: &Path) -> Self {
+    /// `log`: where a detached machine's output goes (opened by the supervisor, which fails
+    /// the start when it cannot).
+    pub fn new(master: OwnedFd, detached: bool, log: Option<File>) -> Self {
         let stdin = std::io::stdin();
         let terminal = if detached {
             None
@@ -34,9 +35,6 @@ impl Relay {
                 let _ = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
             })
         };
-        let log = detached
-            .then(|| File::options().create(true).append(true).open(log).ok())
-            .flatten();
         Self {
             master: File::from(master),
             terminal,

@@ -152,8 +152,12 @@ fn in_machine(launch: &Launch, command: &Command<'_>, terminal: bool) -> StepFai
         }
         workdir = home;
     }
-    if std::env::set_current_dir(workdir).is_err() {
-        let _ = std::env::set_current_dir("/");
+    if let Err(e) = std::env::set_current_dir(workdir) {
+        // A login without its home starts in `/`, as login(1) does, and says so.
+        if !command.login || std::env::set_current_dir("/").is_err() {
+            return StepFailure::io(format!("chdir {workdir}"), &e);
+        }
+        eprintln!("mm: the home directory {workdir} is not there ({e}); starting in /");
     }
     exec::exec(&argv, &env)
 }

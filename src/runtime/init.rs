@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
@@ -74,9 +74,16 @@ fn supervise(command: Pid) -> ! {
     super::sys::release_clean_file_pages();
     let all = SigSet::all();
     loop {
-        let Ok(signal) = all.wait() else { continue };
-        if signal != Signal::SIGCHLD {
-            let _ = kill(command, signal);
+        // By number: real-time signals (SIGRTMIN+3, …) have no nix `Signal`, and are
+        // forwarded all the same.
+        let mut signal: libc::c_int = 0;
+        // SAFETY: a valid signal set and out pointer.
+        if unsafe { libc::sigwait(all.as_ref(), &mut signal) } != 0 {
+            continue;
+        }
+        if signal != libc::SIGCHLD {
+            // SAFETY: kill with a pid and a signal number; the command may be gone.
+            unsafe { libc::kill(command.as_raw(), signal) };
             continue;
         }
         loop {

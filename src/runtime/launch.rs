@@ -41,7 +41,11 @@ pub enum Console {
 
 impl Launch {
     /// Fills in what the plan left to the image's config.
-    pub fn new(plan: Plan, image: Option<&ImageRecord>, console: Console) -> Result<Self, String> {
+    pub fn new(
+        plan: Plan,
+        image: Option<&ImageRecord>,
+        console: Console,
+    ) -> Result<Self, super::RuntimeError> {
         let config = image.map(|i| &i.config.config);
         let (argv, boot) = match &plan.process.pid1 {
             Pid1::Boot { argv } => (argv.clone(), true),
@@ -56,11 +60,9 @@ impl Launch {
             }
         };
         if argv.is_empty() {
-            return Err(
-                "the definition has no [exec] command and the image config names none \
-                 (no Entrypoint or Cmd): add `command = [...]` under [exec]"
-                    .to_owned(),
-            );
+            return Err(super::RuntimeError::NoCommand {
+                definition: plan.machine.definition.clone(),
+            });
         }
         let mut env: Vec<String> = config
             .and_then(|c| c.env.clone())

@@ -24,7 +24,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use launch::{Console, Launch, StepFailure};
-pub use supervisor::signal_by_name;
 
 use crate::error::ExitCode;
 
@@ -40,8 +39,26 @@ pub enum RuntimeError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
-    #[error("the supervisor {0}")]
-    Supervisor(String),
+    /// The supervisor's control socket, by which `mm stop` reaches it.
+    #[error("cannot make the supervisor's control socket {}: {source}", path.display())]
+    Control { path: PathBuf, source: io::Error },
+    /// `mm rm`: a machine's file or directory that would not go (a directory still holds
+    /// what mm did not put there).
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove { path: PathBuf, source: io::Error },
+    #[error("the supervisor of {name} ended without starting it ({status})")]
+    SupervisorEnded { name: String, status: String },
+    /// `mm stop`: the supervisor said no, or answered nothing while it still runs.
+    #[error("the supervisor of {name} did not take the stop request: {why}")]
+    StopRefused { name: String, why: String },
+    /// The definition names no command, nor does the image (checked when compiling; seen
+    /// here only if the stored image changed since).
+    #[error(
+        "{}: the definition has no [exec] command and the image config names none (no \
+         Entrypoint or Cmd): add `command = [...]` under [exec]",
+        definition.display()
+    )]
+    NoCommand { definition: PathBuf },
     /// An error a detached supervisor reported, with its exit code.
     #[error("{message}")]
     Remote { message: String, code: i32 },
@@ -59,12 +76,16 @@ impl RuntimeError {
         match self {
             Self::AlreadyRunning { .. } => ExitCode::Busy,
             Self::NotRunning { .. } => ExitCode::NotFound,
-            Self::Io { .. } => ExitCode::Io,
+            Self::Io { .. } | Self::Remove { .. } | Self::Control { .. } => ExitCode::Io,
             Self::Step(f) if f.step.starts_with("exec ") => match f.errno {
                 Some(libc::ENOENT) => ExitCode::CommandNotFound,
                 _ => ExitCode::CannotExecute,
             },
-            Self::Step(_) | Self::Cgroup(_) | Self::Supervisor(_) => ExitCode::System,
+            Self::Step(_)
+            | Self::Cgroup(_)
+            | Self::SupervisorEnded { .. }
+            | Self::StopRefused { .. } => ExitCode::System,
+            Self::NoCommand { .. } => ExitCode::InvalidDefinition,
             Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
         }
     }

@@ -25,11 +25,18 @@ pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
         )
     })?;
     seccomp::install(filter).step(|| format!("load the seccomp filter {}", security.seccomp))?;
-    let keep: HashSet<Capability> = security
+    let keep = security
         .capabilities
         .iter()
-        .filter_map(|name| name.parse().ok())
-        .collect();
+        .map(|name| {
+            name.parse::<Capability>().map_err(|_| {
+                StepFailure::other(
+                    "set the capability bounding set",
+                    format!("`{name}` is not a capability this system knows"),
+                )
+            })
+        })
+        .collect::<Result<HashSet<Capability>, _>>()?;
     let caps_err =
         |what: String| move |e: caps::errors::CapsError| StepFailure::other(what, e.to_string());
     for cap in caps::all() {
@@ -65,8 +72,14 @@ pub struct Account {
 /// Resolves `spec` against the machine's /etc/passwd and /etc/group; for a process that
 /// is already inside the machine's root.
 pub fn machine_user(spec: &str) -> Result<User, StepFailure> {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    resolve_user(spec, &read("/etc/passwd"), &read("/etc/group"))
+    // An image may have no /etc/passwd (numeric users need none); an unreadable one is an
+    // error, not an empty file.
+    let read = |path: &str| match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(StepFailure::io(format!("read the machine's {path}"), &e)),
+    };
+    resolve_user(spec, &read("/etc/passwd")?, &read("/etc/group")?)
         .map_err(|e| StepFailure::other(format!("find the user {spec}"), e))
 }
 
@@ -86,16 +99,18 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, Strin
         home: f.get(5).copied().unwrap_or("/").to_owned(),
         shell: f.get(6).copied().unwrap_or_default().to_owned(),
     });
+    let id = |f: &[&str], field: usize, what: &str| {
+        f[field].parse::<u32>().map_err(|_| {
+            format!(
+                "the machine's /etc/passwd gives `{}` the {what} `{}`, which is not a number",
+                f[0], f[field]
+            )
+        })
+    };
     let (uid, mut gid, name) = match (user.parse::<u32>(), &entry) {
-        (Ok(uid), Some(f)) => (uid, f[3].parse().unwrap_or(uid), Some(f[0])),
+        (Ok(uid), Some(f)) => (uid, id(f, 3, "gid")?, Some(f[0])),
         (Ok(uid), None) => (uid, uid, None),
-        (Err(_), Some(f)) => (
-            f[2].parse()
-                .map_err(|_| format!("a bad uid for `{user}` in /etc/passwd"))?,
-            f[3].parse()
-                .map_err(|_| format!("a bad gid for `{user}` in /etc/passwd"))?,
-            Some(f[0]),
-        ),
+        (Err(_), Some(f)) => (id(f, 2, "uid")?, id(f, 3, "gid")?, Some(f[0])),
         (Err(_), None) => return Err(format!("user `{user}` is not in the machine's /etc/passwd")),
     };
     let groups_of = group
@@ -105,11 +120,18 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, Strin
     if let Some(g) = grp {
         gid = match g.parse() {
             Ok(gid) => gid,
-            Err(_) => groups_of
-                .clone()
-                .find(|f| f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| format!("group `{g}` is not in the machine's /etc/group"))?,
+            Err(_) => {
+                let f = groups_of
+                    .clone()
+                    .find(|f| f[0] == g)
+                    .ok_or_else(|| format!("group `{g}` is not in the machine's /etc/group"))?;
+                f[2].parse().map_err(|_| {
+                    format!(
+                        "the machine's /etc/group gives `{g}` the gid `{}`, which is not a number",
+                        f[2]
+                    )
+                })?
+            }
         };
     }
     let mut groups: Vec<u32> = match name {
@@ -133,7 +155,10 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, Strin
 pub fn become_user(user: &User) -> Result<(), StepFailure> {
     use nix::unistd::{Gid, Uid};
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).step(|| format!("set the groups {:?}", user.groups))?;
+    nix::unistd::setgroups(&groups).step(|| {
+        let list: Vec<String> = user.groups.iter().map(u32::to_string).collect();
+        format!("set the groups {}", list.join(", "))
+    })?;
     let gid = Gid::from_raw(user.gid);
     nix::unistd::setresgid(gid, gid, gid).step(|| format!("become gid {}", user.gid))?;
     let uid = Uid::from_raw(user.uid);
@@ -189,5 +214,37 @@ mod tests {
         assert_eq!(user("www:staff").unwrap().gid, 50);
         assert!(user("nobody").unwrap_err().contains("/etc/passwd"));
         assert!(user("www:nogroup").unwrap_err().contains("/etc/group"));
+    }
+
+    /// Every capability a definition may name is one the bounding set can keep.
+    #[test]
+    fn every_capability_a_definition_names_is_known_here() {
+        for name in crate::definition::capability::ALL {
+            assert!(name.parse::<Capability>().is_ok(), "{name}");
+        }
+    }
+
+    /// A gid that is not a number is the image's fault, said as such: never the uid instead.
+    #[test]
+    fn a_bad_gid_in_passwd_or_group_is_an_error() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:staff::/srv:/bin/sh\n";
+        let group = "root:x:0:\nstaff:x:fifty:\n";
+        for spec in ["app", "1000"] {
+            assert_eq!(
+                resolve_user(spec, passwd, group),
+                Err(
+                    "the machine's /etc/passwd gives `app` the gid `staff`, which is not a number"
+                        .to_owned()
+                ),
+                "{spec}"
+            );
+        }
+        assert_eq!(
+            resolve_user("root:staff", passwd, group),
+            Err(
+                "the machine's /etc/group gives `staff` the gid `fifty`, which is not a number"
+                    .to_owned()
+            )
+        );
     }
 }

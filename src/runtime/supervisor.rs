@@ -37,6 +37,15 @@ pub enum Request {
     Stop { timeout_secs: Option<u32> },
 }
 
+/// The supervisor's answer to a [`Request`], one JSON line: `{"ok":true}`, or
+/// `{"ok":false,"error":"…"}` for a request it did not take.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// `mm __supervise [--detach]`: never returns.
 pub fn main(detach: bool) -> ! {
     sys::set_name("mm-supervise");
@@ -137,6 +146,31 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         cgroup,
         registered,
     };
+    // Without its signals and its socket nothing could stop the machine, and without its
+    // log a started machine's output would be lost: either is a failed start.
+    let log_path = machine.paths.console_log();
+    let ready = Control::open(&machine.paths).and_then(|control| {
+        let log = match (&console, detach) {
+            (Some(_), true) => Some(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .map_err(|e| RuntimeError::io(&log_path, e))?,
+            ),
+            _ => None,
+        };
+        Ok((control, log))
+    });
+    let (control, log) = match ready {
+        Ok(ready) => ready,
+        Err(e) => {
+            let _ = kill(machine.leader, Signal::SIGKILL);
+            let _ = waitpid(machine.leader, None);
+            finish(machine, 128 + Signal::SIGKILL as i32)?;
+            return Err(e);
+        }
+    };
     let recorded = Recorded::Running {
         supervisor: std::process::id(),
         leader: leader.as_raw(),
@@ -161,22 +195,33 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     } else if let Some(notice) = notice {
         eprintln!("mm: {notice}");
     }
-    let code = run_loop(&machine, console, detach);
+    let code = run_loop(
+        &machine,
+        &control,
+        console.map(|master| (master, log)),
+        detach,
+    );
     finish(machine, code)
 }
+
+/// The registrar forked at start, or why it could not be.
+type Spawned = std::io::Result<Registrar>;
 
 /// Registers the machine with systemd-machined when the plan says to (through the
 /// registrar forked at start). Returns whether it is registered, and otherwise the one
 /// line that tells the user why not.
-fn register(plan: &Plan, leader: Pid, registrar: Option<Registrar>) -> (bool, Option<String>) {
+fn register(plan: &Plan, leader: Pid, registrar: Option<Spawned>) -> (bool, Option<String>) {
     let name = &plan.machine.name;
     let why = match (&plan.registration, registrar) {
         (Registration::Skip { why }, _) => why.clone(),
-        (Registration::Machined(_), Some(registrar)) => match registrar.register(leader) {
+        (Registration::Machined(_), Some(Ok(registrar))) => match registrar.register(leader) {
             Ok(()) => return (true, None),
             Err(why) => why,
         },
-        (Registration::Machined(_), None) => "the registering process could not start".into(),
+        (Registration::Machined(_), Some(Err(e))) => {
+            format!("the registering process could not start: {e}")
+        }
+        (Registration::Machined(_), None) => "the registering process was not started".into(),
     };
     (
         false,
@@ -211,12 +256,12 @@ fn leave_unit_root(cgroup: &crate::plan::Cgroup) -> Result<(), RuntimeError> {
 fn start(
     launch: &Launch,
     cgroup: Option<&MachineCgroup>,
-) -> Result<(Pid, Option<OwnedFd>, Option<Registrar>), StepFailure> {
+) -> Result<(Pid, Option<OwnedFd>, Option<Spawned>), StepFailure> {
     let plan = &launch.plan;
     // Connecting to the bus takes a while: it happens meanwhile, in a child forked before
     // any pipe of the launch exists (it must hold none of them open).
     let registrar = match &plan.registration {
-        Registration::Machined(machine) => Registrar::spawn(machine).ok(),
+        Registration::Machined(machine) => Some(Registrar::spawn(machine)),
         Registration::Skip { .. } => None,
     };
     let userns = userns::create(&plan.ids)?;
@@ -331,26 +376,52 @@ fn detach_stdio() {
 }
 
 /// Waits for PID 1 to end, stopping it when asked; returns its exit status.
-fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i32 {
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        signals.add(s);
+/// What the supervisor is told to stop by: its signals (as a descriptor) and its socket.
+struct Control {
+    signals: SignalFd,
+    listener: UnixListener,
+}
+
+impl Control {
+    fn open(paths: &Paths) -> Result<Self, RuntimeError> {
+        let mut set = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            set.add(s);
+        }
+        let step =
+            |what: &str, e: nix::errno::Errno| RuntimeError::Step(StepFailure::io(what, &e.into()));
+        set.thread_block()
+            .map_err(|e| step("block the supervisor's signals", e))?;
+        let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| step("open the supervisor's signalfd", e))?;
+        let path = paths.control();
+        let control = |source| RuntimeError::Control {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(control(e)),
+            _ => {}
+        }
+        let listener = UnixListener::bind(&path).map_err(control)?;
+        listener.set_nonblocking(true).map_err(control)?;
+        Ok(Self { signals, listener })
     }
-    let _ = signals.thread_block();
-    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok();
-    let _ = std::fs::remove_file(machine.paths.control());
-    let listener = UnixListener::bind(machine.paths.control()).ok();
-    if let Some(l) = &listener {
-        let _ = l.set_nonblocking(true);
-    }
-    let mut relay = console
-        .map(|master| super::console::Relay::new(master, detach, &machine.paths.console_log()));
+}
+
+fn run_loop(
+    machine: &Machine<'_>,
+    control: &Control,
+    console: Option<(OwnedFd, Option<File>)>,
+    detach: bool,
+) -> i32 {
+    let mut relay = console.map(|(master, log)| super::console::Relay::new(master, detach, log));
     let mut deadline: Option<Instant> = None;
     let plan = &machine.launch.plan;
     sys::release_clean_file_pages();
@@ -366,37 +437,44 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
             let left = d.saturating_duration_since(Instant::now()).as_millis();
             PollTimeout::try_from(left.min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
         });
-        let mut fds = Vec::new();
-        if let Some(s) = &sfd {
-            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
-        }
-        if let Some(l) = &listener {
-            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-        }
+        let mut fds = vec![
+            PollFd::new(control.signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(control.listener.as_fd(), PollFlags::POLLIN),
+        ];
         if let Some(r) = &relay {
             r.poll_fds(&mut fds);
         }
         let _ = poll(&mut fds, timeout);
         drop(fds);
         let mut stop_with: Option<u32> = None;
-        if let Some(s) = &sfd {
-            while let Ok(Some(info)) = s.read_signal() {
-                if info.ssi_signo != Signal::SIGCHLD as u32 {
-                    stop_with.get_or_insert(plan.stop.timeout_secs);
-                }
+        while let Ok(Some(info)) = control.signals.read_signal() {
+            if info.ssi_signo != Signal::SIGCHLD as u32 {
+                stop_with.get_or_insert(plan.stop.timeout_secs);
             }
         }
-        if let Some(l) = &listener {
-            while let Ok((stream, _)) = l.accept() {
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut line = String::new();
-                let mut reader = BufReader::new(&stream);
-                if reader.read_line(&mut line).is_ok()
-                    && let Ok(Request::Stop { timeout_secs }) = serde_json::from_str(&line)
-                {
-                    stop_with = Some(timeout_secs.unwrap_or(plan.stop.timeout_secs));
-                    let _ = (&stream).write_all(b"{\"ok\":true}\n");
+        while let Ok((stream, _)) = control.listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_ok() {
+                let reply = match serde_json::from_str(&line) {
+                    Ok(Request::Stop { timeout_secs }) => {
+                        stop_with = Some(timeout_secs.unwrap_or(plan.stop.timeout_secs));
+                        Reply {
+                            ok: true,
+                            error: None,
+                        }
+                    }
+                    Err(e) => Reply {
+                        ok: false,
+                        error: Some(format!("a request it does not understand ({e})")),
+                    },
+                };
+                // The asker may be gone: then nobody is left to tell.
+                if let Ok(mut json) = serde_json::to_string(&reply) {
+                    json.push('\n');
+                    let _ = (&stream).write_all(json.as_bytes());
                 }
             }
         }
@@ -407,9 +485,8 @@ fn run_loop(machine: &Machine<'_>, console: Option<OwnedFd>, detach: bool) -> i3
             && deadline.is_none()
         {
             let _ = notify("STOPPING=1");
-            let signal = signal_by_name(&plan.stop.signal).unwrap_or(libc::SIGTERM);
             // SAFETY: kill with a valid signal number.
-            unsafe { libc::kill(machine.leader.as_raw(), signal) };
+            unsafe { libc::kill(machine.leader.as_raw(), plan.stop.signal.number()) };
             deadline = Some(Instant::now() + Duration::from_secs(u64::from(timeout)));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -441,28 +518,6 @@ fn reap(leader: Pid, boot: bool) -> Option<i32> {
             Ok(_) => {}
         }
     }
-}
-
-/// `SIGTERM`, `TERM`, `SIGRTMIN+3`, `9`.
-pub fn signal_by_name(name: &str) -> Option<libc::c_int> {
-    let name = name.trim();
-    if let Ok(n) = name.parse::<libc::c_int>() {
-        return (1..=libc::SIGRTMAX()).contains(&n).then_some(n);
-    }
-    let bare = name.strip_prefix("SIG").unwrap_or(name);
-    if let Some(rest) = bare.strip_prefix("RTMIN") {
-        let offset: libc::c_int = if rest.is_empty() {
-            0
-        } else {
-            rest.strip_prefix('+')?.parse().ok()?
-        };
-        let n = libc::SIGRTMIN() + offset;
-        return (n <= libc::SIGRTMAX()).then_some(n);
-    }
-    format!("SIG{bare}")
-        .parse::<Signal>()
-        .ok()
-        .map(|s| s as libc::c_int)
 }
 
 /// After PID 1 ended: kill stragglers, remove the cgroup and mounts, unregister, record
