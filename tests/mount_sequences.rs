@@ -71,6 +71,7 @@ fn every_example_mounts_as_recorded_as_root_and_rootless() {
                     start: 589_824,
                     count: 65_536,
                 }),
+                taken: &[],
             };
             let name = format!("{}@{host_name}.mounts", def.name);
             let text = match plan::compile(&def, &host(host_name), known) {
