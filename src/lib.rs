@@ -3,7 +3,9 @@
 
 pub mod check;
 pub mod definition;
+pub mod digest;
 pub mod error;
+pub mod exit;
 pub mod host;
 pub mod idmap;
 pub mod image;

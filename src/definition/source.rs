@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::image::digest::Digest;
+pub use crate::digest::Digest;
 
 /// Where a machine's image comes from. Local paths are absolute once parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use launch::{Console, Launch, StepFailure};
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
