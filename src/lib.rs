@@ -9,6 +9,7 @@ pub mod exit;
 pub mod host;
 pub mod idmap;
 pub mod image;
+pub mod machine;
 pub mod plan;
 pub mod runtime;
 pub mod signal;

@@ -1,8 +1,5 @@
 mod cli;
 mod commands;
-mod image_commands;
-mod machine_commands;
-mod unit_commands;
 
 use clap::Parser;
 

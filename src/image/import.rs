@@ -1,4 +1,5 @@
-//! Bringing an image into the store (`import`) or onto disk as one tree (`extract`).
+//! Bringing an image into the store (`import`) or onto disk as one tree (`extract`), and
+//! taking layers out of the store (`remove`).
 
 use std::path::Path;
 
@@ -199,4 +200,24 @@ fn flatten(
     }
     pending.apply(&root)?;
     Ok(total)
+}
+
+/// Removes store paths; rootless, inside the user namespace that owns their content.
+pub fn remove(host: &Host, paths: Vec<std::path::PathBuf>) -> Result<(), ImageError> {
+    if !host.is_root() {
+        worker::run(host, &worker::Job::Remove { paths })?;
+        return Ok(());
+    }
+    for path in paths {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|source| ImageError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }

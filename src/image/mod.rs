@@ -20,6 +20,6 @@ pub mod worker;
 
 pub use digest::Digest;
 pub use error::ImageError;
-pub use import::{Request, extract, import};
+pub use import::{Request, extract, import, remove};
 pub use store::{ImageRecord, Store};
 pub use unpack::UnpackMode;

@@ -1,98 +1,23 @@
-//! One small function per verb: find the machine, call the library, print.
+//! The verbs about definitions and the host: validate, plan, list, host.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
 use serde::Serialize;
 
 use mm::definition::discovery::{self, Found};
 use mm::definition::{Definition, Diagnostics};
 use mm::error::{Error, ExitCode};
 use mm::host::Host;
-use mm::{check, plan};
 
-use crate::cli::{Cli, Command};
+use super::output::{print, print_json};
 
-pub fn run(cli: Cli) -> Result<ExitCode, Error> {
-    match cli.command {
-        Command::Validate { machines, json } => validate(&machines, json),
-        Command::Plan {
-            machine,
-            json,
-            host_file,
-        } => plan(&machine, json, host_file.as_deref()),
-        Command::List { json } => list(json),
-        Command::Host { json } => host(json),
-        Command::Image(command) => crate::image_commands::run(command),
-        Command::Run { machine, keep_unit } => crate::machine_commands::run(&machine, keep_unit),
-        Command::Start {
-            machine,
-            no_systemd,
-        } => crate::machine_commands::start(&machine, !no_systemd),
-        Command::Stop { machine, timeout } => crate::machine_commands::stop(&machine, timeout),
-        Command::Kill { machine, signal } => crate::machine_commands::kill(&machine, signal),
-        Command::Status { machine, json } => crate::machine_commands::status(&machine, json),
-        Command::Exec {
-            machine,
-            user,
-            command,
-        } => crate::machine_commands::exec(&machine, user.as_deref(), command),
-        Command::Shell { machine, user } => crate::machine_commands::shell(&machine, &user),
-        Command::Rm { machine } => crate::machine_commands::rm(&machine),
-        Command::Logs {
-            machine,
-            follow,
-            lines,
-        } => crate::unit_commands::logs(&machine, follow, lines),
-        Command::Enable { machine, now } => crate::unit_commands::enable(&machine, now),
-        Command::Disable { machine, now } => crate::unit_commands::disable(&machine, now),
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "mm", &mut std::io::stdout());
-            Ok(ExitCode::Ok)
-        }
-        Command::Man { dir } => {
-            std::fs::create_dir_all(&dir)
-                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
-                .map_err(Error::Output)?;
-            Ok(ExitCode::Ok)
-        }
-    }
-}
-
-/// Loads, checks and compiles one definition: everything short of touching the system.
-pub fn compile(path: &Path, host: &Host) -> Result<plan::Plan, Error> {
-    let def = Definition::load(path)?;
-    check::paths(&def, host).map_err(Error::Invalid)?;
-    let store = mm::image::Store::new(&host.dirs.store);
-    let stored = store.image(&def.image.source.value.to_string())?;
-    let (ids, taken) = if host.is_root() {
-        let allocator = mm::idmap::Allocator::new(&host.dirs.machines);
-        let name = def.name.as_str();
-        // Only an explicit range can overlap another machine's: an allocated one never does.
-        let taken = match def.users.value {
-            mm::definition::UserRange::Explicit { .. } => allocator.others(name)?,
-            mm::definition::UserRange::Auto => Vec::new(),
-        };
-        (allocator.recorded(name)?, taken)
-    } else {
-        (None, Vec::new())
-    };
-    let known = plan::Known {
-        image: stored.as_ref(),
-        ids,
-        taken: &taken,
-    };
-    Ok(plan::compile(&def, host, known)?)
-}
-
-fn plan(machine: &str, json: bool, host_file: Option<&Path>) -> Result<ExitCode, Error> {
+pub fn plan(machine: &str, json: bool, host_file: Option<&Path>) -> Result<ExitCode, Error> {
     let host = match host_file {
         Some(path) => read_host(path)?,
         None => Host::probe(),
     };
     let path = discovery::resolve(machine, &host.dirs.search)?;
-    let plan = compile(&path, &host)?;
+    let plan = mm::machine::compile(&path, &host)?;
     if json {
         print_json(&plan.hashed())?;
     } else {
@@ -121,7 +46,7 @@ struct Validated {
     error: Option<String>,
 }
 
-fn validate(machines: &[String], json: bool) -> Result<ExitCode, Error> {
+pub fn validate(machines: &[String], json: bool) -> Result<ExitCode, Error> {
     let host = Host::probe();
     let paths: Vec<PathBuf> = if machines.is_empty() {
         discovery::list(&host.dirs.search)
@@ -137,7 +62,7 @@ fn validate(machines: &[String], json: bool) -> Result<ExitCode, Error> {
     let mut worst = ExitCode::Ok;
     let mut results = Vec::new();
     for path in paths {
-        let outcome = compile(&path, &host);
+        let outcome = mm::machine::compile(&path, &host);
         if let Err(e) = &outcome {
             worst = worst.max_with(e.exit_code());
         }
@@ -184,7 +109,7 @@ struct Listed {
     status: Option<mm::runtime::state::Status>,
 }
 
-fn list(json: bool) -> Result<ExitCode, Error> {
+pub fn list(json: bool) -> Result<ExitCode, Error> {
     let host = Host::probe();
     let listed: Vec<Listed> = discovery::list(&host.dirs.search)
         .into_iter()
@@ -238,7 +163,7 @@ fn listed(found: Found, runtime: &Path) -> Listed {
     let paths = mm::runtime::state::Paths::new(&runtime.join(&found.name));
     // A valid definition whose state cannot be read is `unknown`, with the reason.
     let status = def.as_ref().map(|_| {
-        crate::machine_commands::reconciled(&paths).and_then(|()| {
+        mm::machine::reconciled(&paths).and_then(|()| {
             mm::runtime::state::status(&paths)
                 .map_err(|e| mm::runtime::RuntimeError::io(&paths.state(), e).into())
         })
@@ -267,7 +192,7 @@ fn listed(found: Found, runtime: &Path) -> Listed {
     }
 }
 
-fn host(json: bool) -> Result<ExitCode, Error> {
+pub fn host(json: bool) -> Result<ExitCode, Error> {
     let host = Host::probe();
     if json {
         print_json(&host)?;
@@ -362,17 +287,4 @@ fn render_host(h: &Host) -> String {
         line("note", note.clone());
     }
     out
-}
-
-pub fn print(text: &str) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(Error::Output)
-}
-
-pub fn print_json(value: &impl Serialize) -> Result<(), Error> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Output(e.into()))?;
-    text.push('\n');
-    print(&text)
 }

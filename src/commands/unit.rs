@@ -16,7 +16,7 @@ use mm::runtime::state::{self, Paths};
 use mm::systemd::manager::{Manager, unit_name};
 use mm::systemd::{Bus, SystemdError};
 
-use crate::commands::print;
+use super::output::print;
 
 /// How `mm start` started a machine.
 pub enum Via {
@@ -242,8 +242,8 @@ fn report_changes(changes: &[mm::systemd::manager::Change], none: &str) -> Resul
 
 /// `mm logs NAME [-f] [-n N]`: the journal of its unit, or its console log.
 pub fn logs(machine: &str, follow: bool, lines: Option<usize>) -> Result<ExitCode, Error> {
-    let (name, paths) = crate::machine_commands::machine_paths(machine)?;
-    crate::machine_commands::reconciled(&paths)?;
+    let (name, paths) = mm::machine::machine_paths(machine)?;
+    mm::machine::reconciled(&paths)?;
     let recorded = state::read(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     if let Some(unit) = recorded.as_ref().and_then(|r| r.unit()) {
         let mut journalctl = std::process::Command::new("journalctl");

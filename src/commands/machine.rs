@@ -5,29 +5,25 @@
 //! `exec` and `shell` join the machine's namespaces themselves, so they never start a
 //! thread (no host probe: only [`Dirs::current`]).
 
-use std::io::{BufRead, BufReader, ErrorKind, Seek, Write};
-use std::os::fd::AsRawFd;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use mm::definition::MachineName;
-use mm::definition::discovery;
 use mm::error::{Error, ExitCode};
-use mm::host::{Dirs, Host};
-use mm::idmap::{Allocator, IdRange};
-use mm::image::progress::Progress;
-use mm::image::{Request, Store};
-use mm::plan::{IdMapping, Layers, Plan, Upper};
+use mm::host::Host;
+use mm::idmap::Allocator;
+use mm::machine::{launch, machine_paths, own_unit, ready_to_boot, reconciled, supervisor_command};
 use mm::runtime::launch::Started;
-use mm::runtime::state::{self, Paths, Recorded, Status};
+use mm::runtime::state::{self, Recorded, Status};
 use mm::runtime::supervisor::{Reply, Request as ToSupervisor};
-use mm::runtime::{Console, Launch, RuntimeError, enter};
+use mm::runtime::{RuntimeError, enter};
 use mm::signal::Signal;
 
-use crate::commands::{compile, print, print_json};
+use super::output::{print, print_json};
+use super::unit;
 
 /// `mm run`: the supervisor takes this process's place, in the foreground.
 pub fn run(machine: &str, keep_unit: bool) -> Result<ExitCode, Error> {
@@ -53,10 +49,10 @@ pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
     let host = Host::probe();
     let (path, plan) = ready_to_boot(machine, &host)?;
     if use_systemd {
-        match crate::unit_commands::start(&host, &path, &plan)? {
-            crate::unit_commands::Via::Systemd => return Ok(ExitCode::Ok),
-            crate::unit_commands::Via::Supervisor(None) => {}
-            crate::unit_commands::Via::Supervisor(Some(why)) => eprintln!("mm: {why}"),
+        match unit::start(&host, &path, &plan)? {
+            unit::Via::Systemd => return Ok(ExitCode::Ok),
+            unit::Via::Supervisor(None) => {}
+            unit::Via::Supervisor(Some(why)) => eprintln!("mm: {why}"),
         }
     }
     let name = plan.machine.name.to_string();
@@ -108,178 +104,6 @@ pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
     }
 }
 
-/// The systemd unit this process runs in, and its cgroup (`--keep-unit`).
-fn own_unit(host: &Host) -> Result<(String, String), Error> {
-    let Some(cgroup) = host.cgroup.own.clone() else {
-        return Err(Error::NoSystemd(
-            "--keep-unit: mm found no cgroup of its own in /proc/self/cgroup, so no systemd \
-             unit to stay in; it is meant for mm@.service"
-                .to_owned(),
-        ));
-    };
-    let unit = Path::new(&cgroup)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| n.ends_with(".service"))
-        .map(str::to_owned);
-    match unit {
-        Some(unit) => Ok((unit, cgroup)),
-        None => Err(Error::NoSystemd(format!(
-            "--keep-unit: mm is not running as a systemd service (its cgroup is `{cgroup}`); \
-             it is meant for mm@.service"
-        ))),
-    }
-}
-
-/// Finds and prepares a machine that is not running: after cleaning up what a killed
-/// supervisor left, its plan made concrete.
-fn ready_to_boot(machine: &str, host: &Host) -> Result<(PathBuf, Plan), Error> {
-    let path = discovery::resolve(machine, &host.dirs.search)?;
-    let (name, paths) = machine_paths(&path.to_string_lossy())?;
-    reconciled(&paths)?;
-    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
-        return Err(RuntimeError::AlreadyRunning { name }.into());
-    }
-    let plan = prepare(&path, host)?;
-    Ok((path, plan))
-}
-
-/// The launch of a prepared plan: a pty console for `mm start` or when any of our
-/// standard streams is a terminal (the machine never gets ours), else the standard
-/// streams as they are (pipes or files, none a terminal).
-fn launch(plan: Plan, host: &Host, detach: bool) -> Result<Launch, Error> {
-    let store = Store::new(&host.dirs.store);
-    let record = store.image(&plan.image.source.to_string())?;
-    let console = if detach || mm::runtime::stdio::any_terminal() {
-        Console::Pty
-    } else {
-        Console::Pipe
-    };
-    Ok(Launch::new(plan, record.as_ref(), console)?)
-}
-
-/// Cleans up after a supervisor that was killed (its cgroup, mount points and machined
-/// registration) before anything looks at the machine.
-pub fn reconciled(paths: &Paths) -> Result<(), Error> {
-    mm::runtime::supervisor::reconcile(paths)
-        .map_err(|e| RuntimeError::io(&paths.state(), e).into())
-}
-
-/// Compiles the plan, then makes it concrete: the image imported, the id block allocated,
-/// the writable layer made. Compiles again after each, so the plan says what is.
-fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
-    let mut plan = compile(path, host)?;
-    if matches!(plan.image.layers, Layers::Unresolved) {
-        let request = Request {
-            source: &plan.image.source,
-            pin: plan.image.pinned.as_ref(),
-            host,
-            tls_verify: true,
-        };
-        mm::image::import(&request, &Store::new(&host.dirs.store), &Progress::new())?;
-        plan = compile(path, host)?;
-    }
-    if host.is_root() {
-        // Root machines' blocks are disjoint: an allocated one is recorded, an explicit
-        // `users.range` is claimed (and refused if another machine holds any of it).
-        let allocator = Allocator::new(&host.dirs.machines);
-        let name = plan.machine.name.as_str();
-        match &plan.ids.uid {
-            IdMapping::Allocate { .. } => {
-                allocator.allocate(name)?;
-                plan = compile(path, host)?;
-            }
-            IdMapping::Map { entries } => {
-                if let [e] = entries.as_slice() {
-                    let range = IdRange {
-                        start: e.outside,
-                        count: e.count,
-                    };
-                    match allocator.claim(name, range) {
-                        // Another machine claimed them since this one compiled: compiling
-                        // again points at `users.range`.
-                        Err(e @ mm::idmap::AllocError::Overlap { .. }) => {
-                            compile(path, host)?;
-                            return Err(e.into());
-                        }
-                        claimed => claimed?,
-                    }
-                }
-            }
-        }
-    }
-    if let Upper::Persistent { upper, work } = &plan.root.upper {
-        let owner = match &plan.ids.uid {
-            IdMapping::Map { entries } if host.is_root() => entries.first().map(|e| e.outside),
-            _ => None,
-        };
-        // The machine's directory holds its files as they are (setuid ones too): private.
-        if let Some(machine_dir) = upper.parent() {
-            mm::state::private_dir(machine_dir).map_err(|e| RuntimeError::io(machine_dir, e))?;
-        }
-        for dir in [upper, work] {
-            let made = std::fs::create_dir_all(dir).and_then(|()| {
-                owner.map_or(Ok(()), |id| {
-                    std::os::unix::fs::chown(dir, Some(id), Some(id))
-                })
-            });
-            made.map_err(|e| RuntimeError::io(dir, e))?;
-        }
-    }
-    Ok(plan)
-}
-
-/// `mm __supervise [--detach]` with the launch on descriptor 3. The file must live until
-/// the command has been spawned, so it is returned with it.
-fn supervisor_command(launch: &Launch, detach: bool) -> Result<(Command, std::fs::File), Error> {
-    let io = |e| RuntimeError::io(Path::new("the launch file"), e);
-    let mut file = tempfile::tempfile().map_err(io)?;
-    let json = serde_json::to_vec(launch).map_err(|e| io(e.into()))?;
-    file.write_all(&json).map_err(io)?;
-    file.rewind().map_err(io)?;
-    let exe =
-        std::env::current_exe().map_err(|e| RuntimeError::io(Path::new("/proc/self/exe"), e))?;
-    let mut command = Command::new(exe);
-    command.arg("__supervise");
-    if detach {
-        command.arg("--detach");
-    }
-    let fd = file.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            let ok = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if ok < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok((command, file))
-}
-
-/// A machine's name (a NAME or a path to NAME.toml) and its runtime files.
-pub fn machine_paths(machine: &str) -> Result<(String, Paths), Error> {
-    let stem = Path::new(machine)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .filter(|_| machine.ends_with(".toml"))
-        .unwrap_or(machine);
-    let name = MachineName::new(stem).map_err(|why| discovery::DiscoveryError::BadName {
-        arg: machine.to_owned(),
-        why,
-    })?;
-    let dirs = Dirs::current();
-    Ok((
-        name.to_string(),
-        Paths::new(&dirs.runtime.join(name.as_str())),
-    ))
-}
-
 fn not_running(name: &str) -> Error {
     RuntimeError::NotRunning {
         name: name.to_owned(),
@@ -300,7 +124,7 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     if timeout.is_none()
         && let Some(recorded) = recorded
         && let Some(unit) = recorded.unit()
-        && crate::unit_commands::stop(unit)?
+        && unit::stop(unit)?
     {
         print(&format!("{name} stopped ({unit})\n"))?;
         return Ok(ExitCode::Ok);
@@ -495,7 +319,7 @@ pub fn rm(machine: &str) -> Result<ExitCode, Error> {
         }
     }
     if !removed.is_empty() {
-        crate::image_commands::remove(&host, removed)?;
+        mm::image::remove(&host, removed)?;
     }
     // What mm did not put there stays, and stops the removal with its name.
     let absent = |r: std::io::Result<()>, path: &Path| match r {

@@ -10,8 +10,8 @@ use mm::host::Host;
 use mm::image::progress::Progress;
 use mm::image::{Digest, ImageRecord, Request, Store};
 
+use super::output::{print, print_json};
 use crate::cli::ImageCommand;
-use crate::commands::{print, print_json};
 
 pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
     let host = Host::probe();
@@ -67,7 +67,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
         ImageCommand::Gc { dry_run } => {
             let unused = store.unused()?;
             if !dry_run && !unused.is_empty() {
-                remove(&host, unused.clone())?;
+                mm::image::remove(&host, unused.clone())?;
             }
             for path in unused {
                 let verb = if dry_run { "would remove" } else { "removed" };
@@ -76,26 +76,6 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
         }
     }
     Ok(ExitCode::Ok)
-}
-
-/// Removes store paths; rootless, inside the user namespace that owns their content.
-pub fn remove(host: &Host, paths: Vec<std::path::PathBuf>) -> Result<(), Error> {
-    if !host.is_root() {
-        mm::image::worker::run(host, &mm::image::worker::Job::Remove { paths })?;
-        return Ok(());
-    }
-    for path in paths {
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.map_err(|source| mm::image::ImageError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    }
-    Ok(())
 }
 
 /// A source on the command line: relative paths start at the working directory.

@@ -1,0 +1,61 @@
+//! The verbs: one file per group, each verb a short function that finds the machine,
+//! calls the library and prints (ripgrep's layout). Arrows point down only: `mod.rs`
+//! dispatches; `machine.rs` may go through `unit.rs`; all print through `output.rs`.
+
+use clap::CommandFactory;
+
+use mm::error::{Error, ExitCode};
+
+use crate::cli::{Cli, Command};
+
+mod definitions;
+mod image;
+mod machine;
+mod output;
+mod unit;
+
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Validate { machines, json } => definitions::validate(&machines, json),
+        Command::Plan {
+            machine,
+            json,
+            host_file,
+        } => definitions::plan(&machine, json, host_file.as_deref()),
+        Command::List { json } => definitions::list(json),
+        Command::Host { json } => definitions::host(json),
+        Command::Image(command) => image::run(command),
+        Command::Run { machine, keep_unit } => machine::run(&machine, keep_unit),
+        Command::Start {
+            machine,
+            no_systemd,
+        } => machine::start(&machine, !no_systemd),
+        Command::Stop { machine, timeout } => machine::stop(&machine, timeout),
+        Command::Kill { machine, signal } => machine::kill(&machine, signal),
+        Command::Status { machine, json } => machine::status(&machine, json),
+        Command::Exec {
+            machine,
+            user,
+            command,
+        } => machine::exec(&machine, user.as_deref(), command),
+        Command::Shell { machine, user } => machine::shell(&machine, &user),
+        Command::Rm { machine } => machine::rm(&machine),
+        Command::Logs {
+            machine,
+            follow,
+            lines,
+        } => unit::logs(&machine, follow, lines),
+        Command::Enable { machine, now } => unit::enable(&machine, now),
+        Command::Disable { machine, now } => unit::disable(&machine, now),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "mm", &mut std::io::stdout());
+            Ok(ExitCode::Ok)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                .map_err(Error::Output)?;
+            Ok(ExitCode::Ok)
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! A machine, from its definition to a launch, as the verbs need it: compiling against
+//! what mm holds, preparing what needs no namespace (the image in the store, the id block,
+//! the writable layer), the launch, and the command that starts its supervisor; and
+//! finding a machine's runtime files by its name.
+
+use std::io::{Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::check;
+use crate::definition::discovery;
+use crate::definition::{Definition, MachineName};
+use crate::error::Error;
+use crate::host::{Dirs, Host};
+use crate::idmap::{Allocator, IdRange};
+use crate::image::progress::Progress;
+use crate::image::{Request, Store};
+use crate::plan::{self, IdMapping, Layers, Plan, Upper};
+use crate::runtime::state::{self, Paths};
+use crate::runtime::{Console, Launch, RuntimeError};
+
+/// Loads, checks and compiles one definition: everything short of touching the system.
+pub fn compile(path: &Path, host: &Host) -> Result<Plan, Error> {
+    let def = Definition::load(path)?;
+    check::paths(&def, host).map_err(Error::Invalid)?;
+    let store = crate::image::Store::new(&host.dirs.store);
+    let stored = store.image(&def.image.source.value.to_string())?;
+    let (ids, taken) = if host.is_root() {
+        let allocator = crate::idmap::Allocator::new(&host.dirs.machines);
+        let name = def.name.as_str();
+        // Only an explicit range can overlap another machine's: an allocated one never does.
+        let taken = match def.users.value {
+            crate::definition::UserRange::Explicit { .. } => allocator.others(name)?,
+            crate::definition::UserRange::Auto => Vec::new(),
+        };
+        (allocator.recorded(name)?, taken)
+    } else {
+        (None, Vec::new())
+    };
+    let known = plan::Known {
+        image: stored.as_ref(),
+        ids,
+        taken: &taken,
+    };
+    Ok(plan::compile(&def, host, known)?)
+}
+
+/// The systemd unit this process runs in, and its cgroup (`--keep-unit`).
+pub fn own_unit(host: &Host) -> Result<(String, String), Error> {
+    let Some(cgroup) = host.cgroup.own.clone() else {
+        return Err(Error::NoSystemd(
+            "--keep-unit: mm found no cgroup of its own in /proc/self/cgroup, so no systemd \
+             unit to stay in; it is meant for mm@.service"
+                .to_owned(),
+        ));
+    };
+    let unit = Path::new(&cgroup)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.ends_with(".service"))
+        .map(str::to_owned);
+    match unit {
+        Some(unit) => Ok((unit, cgroup)),
+        None => Err(Error::NoSystemd(format!(
+            "--keep-unit: mm is not running as a systemd service (its cgroup is `{cgroup}`); \
+             it is meant for mm@.service"
+        ))),
+    }
+}
+
+/// Finds and prepares a machine that is not running: after cleaning up what a killed
+/// supervisor left, its plan made concrete.
+pub fn ready_to_boot(machine: &str, host: &Host) -> Result<(PathBuf, Plan), Error> {
+    let path = discovery::resolve(machine, &host.dirs.search)?;
+    let (name, paths) = machine_paths(&path.to_string_lossy())?;
+    reconciled(&paths)?;
+    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
+        return Err(RuntimeError::AlreadyRunning { name }.into());
+    }
+    let plan = prepare(&path, host)?;
+    Ok((path, plan))
+}
+
+/// The launch of a prepared plan: a pty console for `mm start` or when any of our
+/// standard streams is a terminal (the machine never gets ours), else the standard
+/// streams as they are (pipes or files, none a terminal).
+pub fn launch(plan: Plan, host: &Host, detach: bool) -> Result<Launch, Error> {
+    let store = Store::new(&host.dirs.store);
+    let record = store.image(&plan.image.source.to_string())?;
+    let console = if detach || crate::runtime::stdio::any_terminal() {
+        Console::Pty
+    } else {
+        Console::Pipe
+    };
+    Ok(Launch::new(plan, record.as_ref(), console)?)
+}
+
+/// Cleans up after a supervisor that was killed (its cgroup, mount points and machined
+/// registration) before anything looks at the machine.
+pub fn reconciled(paths: &Paths) -> Result<(), Error> {
+    crate::runtime::supervisor::reconcile(paths)
+        .map_err(|e| RuntimeError::io(&paths.state(), e).into())
+}
+
+/// Compiles the plan, then makes it concrete: the image imported, the id block allocated,
+/// the writable layer made. Compiles again after each, so the plan says what is.
+pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
+    let mut plan = compile(path, host)?;
+    if matches!(plan.image.layers, Layers::Unresolved) {
+        let request = Request {
+            source: &plan.image.source,
+            pin: plan.image.pinned.as_ref(),
+            host,
+            tls_verify: true,
+        };
+        crate::image::import(&request, &Store::new(&host.dirs.store), &Progress::new())?;
+        plan = compile(path, host)?;
+    }
+    if host.is_root() {
+        // Root machines' blocks are disjoint: an allocated one is recorded, an explicit
+        // `users.range` is claimed (and refused if another machine holds any of it).
+        let allocator = Allocator::new(&host.dirs.machines);
+        let name = plan.machine.name.as_str();
+        match &plan.ids.uid {
+            IdMapping::Allocate { .. } => {
+                allocator.allocate(name)?;
+                plan = compile(path, host)?;
+            }
+            IdMapping::Map { entries } => {
+                if let [e] = entries.as_slice() {
+                    let range = IdRange {
+                        start: e.outside,
+                        count: e.count,
+                    };
+                    match allocator.claim(name, range) {
+                        // Another machine claimed them since this one compiled: compiling
+                        // again points at `users.range`.
+                        Err(e @ crate::idmap::AllocError::Overlap { .. }) => {
+                            compile(path, host)?;
+                            return Err(e.into());
+                        }
+                        claimed => claimed?,
+                    }
+                }
+            }
+        }
+    }
+    if let Upper::Persistent { upper, work } = &plan.root.upper {
+        let owner = match &plan.ids.uid {
+            IdMapping::Map { entries } if host.is_root() => entries.first().map(|e| e.outside),
+            _ => None,
+        };
+        // The machine's directory holds its files as they are (setuid ones too): private.
+        if let Some(machine_dir) = upper.parent() {
+            crate::state::private_dir(machine_dir).map_err(|e| RuntimeError::io(machine_dir, e))?;
+        }
+        for dir in [upper, work] {
+            let made = std::fs::create_dir_all(dir).and_then(|()| {
+                owner.map_or(Ok(()), |id| {
+                    std::os::unix::fs::chown(dir, Some(id), Some(id))
+                })
+            });
+            made.map_err(|e| RuntimeError::io(dir, e))?;
+        }
+    }
+    Ok(plan)
+}
+
+/// `mm __supervise [--detach]` with the launch on descriptor 3. The file must live until
+/// the command has been spawned, so it is returned with it.
+pub fn supervisor_command(
+    launch: &Launch,
+    detach: bool,
+) -> Result<(Command, std::fs::File), Error> {
+    let io = |e| RuntimeError::io(Path::new("the launch file"), e);
+    let mut file = tempfile::tempfile().map_err(io)?;
+    let json = serde_json::to_vec(launch).map_err(|e| io(e.into()))?;
+    file.write_all(&json).map_err(io)?;
+    file.rewind().map_err(io)?;
+    let exe =
+        std::env::current_exe().map_err(|e| RuntimeError::io(Path::new("/proc/self/exe"), e))?;
+    let mut command = Command::new(exe);
+    command.arg("__supervise");
+    if detach {
+        command.arg("--detach");
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if ok < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok((command, file))
+}
+
+/// A machine's name (a NAME or a path to NAME.toml) and its runtime files.
+pub fn machine_paths(machine: &str) -> Result<(String, Paths), Error> {
+    let stem = Path::new(machine)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|_| machine.ends_with(".toml"))
+        .unwrap_or(machine);
+    let name = MachineName::new(stem).map_err(|why| discovery::DiscoveryError::BadName {
+        arg: machine.to_owned(),
+        why,
+    })?;
+    let dirs = Dirs::current();
+    Ok((
+        name.to_string(),
+        Paths::new(&dirs.runtime.join(name.as_str())),
+    ))
+}
