@@ -164,7 +164,7 @@ fn rootless_import_shifts_every_owner_into_the_users_range() {
             "make-layered.sh needs root",
         );
     };
-    let user = test_user("mm-test", Some(300_000));
+    let user = test_user("mm-test");
     let start = user.subuid_start();
     let dir = shared_tempdir();
     let state = dir.path().join("state");
@@ -224,7 +224,7 @@ fn hostile_layers_change_nothing_outside_rootless() {
             "creating users needs root",
         );
     }
-    hostile_layers(Some(test_user("mm-test", Some(300_000))));
+    hostile_layers(Some(test_user("mm-test")));
 }
 
 /// Imports and extracts every hostile layout, as root or as `user` (who then owns the
@@ -268,6 +268,9 @@ fn hostile_layers(user: Option<TestUser>) {
         String::from_utf8(output.stdout).unwrap()
     };
     let before = victim_now();
+    // Test users are made by other tests of this binary, in parallel: all of them exist
+    // once this returns, so /etc/passwd changes after this only if mm changed it.
+    settle_test_users();
     let passwd = std::fs::read("/etc/passwd").unwrap();
     let mut layouts: Vec<PathBuf> = std::fs::read_dir(&out_dir)
         .unwrap()

@@ -85,18 +85,61 @@ pub fn run_together(commands: impl IntoIterator<Item = Command>) -> Vec<Output> 
         .collect()
 }
 
-/// A local user for rootless tests, created once (root only). With `Some(start)`, the user
-/// has a subordinate id range (useradd's own, or 65536 ids from `start`); with `None`, none.
+/// A local user for rootless tests (root only), as the table [`TEST_USERS`] describes it.
 pub struct TestUser {
     pub name: &'static str,
     pub uid: u32,
     pub home: PathBuf,
 }
 
-pub fn test_user(name: &'static str, subids: Option<u32>) -> TestUser {
+/// Every user the tests create, with its subordinate id range: `Some(start)` gives it one
+/// (useradd's own, or 65536 ids from `start`); `None` takes away any it has. Names start
+/// with `mm-` so that `scripts/clean-test-state` finds them. A new test user goes here.
+pub const TEST_USERS: &[(&str, Option<u32>)] = &[
+    ("mm-test", Some(300_000)),
+    ("mm-nosubid", None),
+    ("mm-unit", Some(400_000)),
+];
+
+/// Creates every user of [`TEST_USERS`], once per test binary, before any test uses one.
+///
+/// Creating a user rewrites /etc/passwd, /etc/group, /etc/shadow, /etc/subuid and
+/// /etc/subgid. Tests in one binary run in parallel, so a test that compares those files
+/// before and after (to prove that mm wrote nothing there) would see a user made by another
+/// test meanwhile, on the first run on a machine only. Making them all here, in one
+/// `OnceLock` that every caller waits for, means that after this returns nothing in the
+/// test binaries writes those files again: such a test calls this before it takes its
+/// snapshot, and the comparison then sees only what mm did. (Comparing only the lines a
+/// hostile layer could touch would still race with useradd rewriting the whole file.)
+/// As an ordinary user it does nothing: no test can create users then.
+pub fn settle_test_users() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if is_root() {
+            for (name, subids) in TEST_USERS {
+                create_test_user(name, *subids);
+            }
+        }
+    });
+}
+
+/// One of [`TEST_USERS`], made (with all the others) on first use. Root only.
+pub fn test_user(name: &'static str) -> TestUser {
     assert!(is_root(), "only root creates test users");
-    static USERADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = USERADD.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        TEST_USERS.iter().any(|(n, _)| *n == name),
+        "{name} is not in support::TEST_USERS"
+    );
+    settle_test_users();
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    TestUser {
+        name,
+        uid: user.uid.as_raw(),
+        home: user.dir,
+    }
+}
+
+fn create_test_user(name: &str, subids: Option<u32>) {
     if nix::unistd::User::from_name(name).unwrap().is_none() {
         let status = Command::new("useradd")
             .args([
@@ -143,12 +186,6 @@ pub fn test_user(name: &'static str, subids: Option<u32>) -> TestUser {
             assert!(status.success(), "usermod --del-subuids {name}");
         }
         _ => {}
-    }
-    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
-    TestUser {
-        name,
-        uid: user.uid.as_raw(),
-        home: user.dir,
     }
 }
 
