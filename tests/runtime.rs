@@ -262,32 +262,37 @@ pids = 20"#,
     assert!(stderr.contains("can't fork"), "{stderr}");
 
     m.ok(&["start", "limited"]);
-    let cgroup = |controller: &str, file: &str| {
-        let mode = serde_json::from_str::<serde_json::Value>(&run(mm_bare(&["host", "--json"])).1)
-            .unwrap()["cgroup"]["mode"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let path = if mode == "v2" {
-            format!("/sys/fs/cgroup/machine.slice/mm-limited.scope/{file}")
-        } else {
-            format!("/sys/fs/cgroup/{controller}/machine.slice/mm-limited.scope/{file}")
-        };
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    // The files this host's cgroup mode has (v1/hybrid: memory.limit_in_bytes in the
+    // memory hierarchy; v2: memory.max in the one tree), found from its mounts, not from mm.
+    let scope = "machine.slice/mm-limited.scope";
+    let read = |file: PathBuf| {
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
             .trim()
             .to_owned()
     };
-    let memory = cgroup("memory", "memory.limit_in_bytes");
+    let memory = read(cgroup_limit_file(
+        scope,
+        "memory",
+        "memory.limit_in_bytes",
+        "memory.max",
+    ));
     assert_eq!(memory, (48u64 << 20).to_string());
-    assert_eq!(cgroup("pids", "pids.max"), "20");
+    assert_eq!(
+        read(cgroup_limit_file(scope, "pids", "pids.max", "pids.max")),
+        "20"
+    );
+    let dirs = cgroup_dirs(scope);
+    let missing: Vec<_> = dirs.iter().filter(|d| !d.is_dir()).collect();
+    assert!(
+        missing.is_empty(),
+        "a cgroup in every hierarchy: {missing:?}"
+    );
     let leader = m.status("limited")["leader"].as_i64().unwrap();
     m.ok(&["stop", "limited"]);
     assert!(!alive(leader));
-    assert!(
-        !Path::new("/sys/fs/cgroup/pids/machine.slice/mm-limited.scope").exists(),
-        "the cgroup is removed at stop"
-    );
+    let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "the cgroup is removed at stop: {left:?}");
 }
 
 #[test]
@@ -496,11 +501,40 @@ fn a_failed_start_names_the_step_and_leaves_nothing_mounted() {
     let (out, _, stderr) = m.mm(&["start", "broken"]);
     assert_eq!(out.status.code(), Some(127), "{stderr}");
     let state = m.state_dir().display().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&state), "{mounts}");
+    let mounts = mounts_anywhere(&state);
+    assert!(mounts.is_empty(), "still mounted: {mounts:#?}");
     assert!(!m.state_dir().join("run/broken/root").exists());
-    assert!(!Path::new("/sys/fs/cgroup/pids/machine.slice/mm-broken.scope").exists());
+    let left: Vec<_> = cgroup_dirs("machine.slice/mm-broken.scope")
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     assert_eq!(m.status("broken")["state"], "stopped");
+}
+
+#[test]
+fn a_machine_mounts_only_in_its_own_namespaces_and_nothing_stays_after_stop() {
+    if !ready("a_machine_mounts_only_in_its_own_namespaces") {
+        return;
+    }
+    let mut m = Machines::new();
+    m.define("mounter", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]");
+    m.ok(&["start", "mounter"]);
+    let status = m.status("mounter");
+    let state = m.state_dir().display().to_string();
+    let root = m.state_dir().join("run/mounter/root").display().to_string();
+    let supervisor = mounts_of(status["supervisor"].as_i64().unwrap(), &root);
+    assert!(!supervisor.is_empty(), "the supervisor mounts the root");
+    let pid1 = mounts_of(status["leader"].as_i64().unwrap(), &state);
+    assert!(
+        pid1.iter().any(|l| l.split(' ').nth(4) == Some("/")),
+        "PID 1's root is the overlay: {pid1:#?}"
+    );
+    let host = mounts_of(i64::from(std::process::id()), &state);
+    assert!(host.is_empty(), "in the host's namespace: {host:#?}");
+    m.ok(&["stop", "mounter"]);
+    let left = mounts_anywhere(&state);
+    assert!(left.is_empty(), "still mounted after stop: {left:#?}");
 }
 
 /// The Debian rootfs with systemd that `tests/fixtures/debian/make-rootfs.sh` builds

@@ -2,6 +2,10 @@
 //! test user, and brings up the real system bus and systemd-machined when a test needs them.
 #![allow(dead_code)]
 
+mod host;
+#[allow(unused_imports)]
+pub use host::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
