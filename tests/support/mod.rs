@@ -362,6 +362,40 @@ pub fn copy_examples(dir: &Path) {
     }
 }
 
+/// The example definitions in the repository's machines/, by name, sorted.
+pub fn example_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo().join("machines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether the example `name` asks for resource limits (a `[resources]` table).
+pub fn example_has_limits(name: &str) -> bool {
+    let text = std::fs::read_to_string(repo().join(format!("machines/{name}.toml"))).unwrap();
+    text.lines().any(|l| l.trim() == "[resources]")
+}
+
+/// Why a definition with `[resources]` is refused for the user running the tests, or
+/// `None` when it is not: root may always limit a machine; an ordinary user only with a
+/// delegated cgroup v2 subtree (as `mm host --json` found it). `mm plan web` and `mm
+/// validate` of the examples then succeed or fail together (exit 69).
+pub fn limits_refused_here() -> Option<String> {
+    if is_root() {
+        return None;
+    }
+    let (out, stdout, stderr) = run(mm_bare(&["host", "--json"]));
+    assert!(out.status.success(), "mm host --json: {stderr}");
+    let facts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    facts["cgroup"]["delegated"]
+        .is_null()
+        .then(|| "no cgroup subtree is delegated to this user".to_owned())
+}
+
 /// The default image must exist for validation of the examples: `scripts/setup` builds it.
 pub fn default_image_built() -> bool {
     repo().join("images/busybox/index.json").exists()
