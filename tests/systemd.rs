@@ -286,24 +286,49 @@ fn mm_logs_shows_what_a_started_machine_wrote() {
         assert!(Instant::now() < deadline, "mm logs: {logs:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // --follow ends when the machine stops.
-    let mut follow = mm(machines.dir.path(), &["logs", "sd-logs", "--follow"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // --follow ends when the machine stops: stopped once it has shown the line (so it
+    // really follows by then), it must end by itself.
+    let mut follow = KillOnDrop(
+        mm(machines.dir.path(), &["logs", "sd-logs", "--follow"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (lines, shown) = std::sync::mpsc::channel();
+    let stdout = follow.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(line);
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match shown.recv_timeout(left) {
+            Ok(line) if line.trim_end() == "hello from sd-logs" => break,
+            Ok(_) => {}
+            Err(e) => panic!("mm logs --follow did not show the machine's line: {e}"),
+        }
+    }
     machines.ok(&["stop", "sd-logs"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while follow.try_wait().unwrap().is_none() {
+    while follow.0.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
             "mm logs --follow outlived the machine"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let output = follow.wait_with_output().unwrap();
-    assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("hello from sd-logs"));
+    let status = follow.0.wait().unwrap();
+    let output = reader.join().unwrap();
+    assert!(status.success());
+    assert!(output.contains("hello from sd-logs"));
 }
 
 /// `units/mm@.service` (system) or `units/user/mm@.service`, with ExecStart pointing at

@@ -89,6 +89,16 @@ pub fn run_together(commands: impl IntoIterator<Item = Command>) -> Vec<Output> 
         .collect()
 }
 
+/// A child process killed (and reaped) when dropped, so that a failing test leaves none.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A local user for rootless tests (root only), as the table [`TEST_USERS`] describes it.
 pub struct TestUser {
     pub name: &'static str,
