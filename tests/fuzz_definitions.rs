@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 use mm::definition::{Definition, Diagnostics};
 use mm::host::Host;
@@ -146,15 +146,40 @@ fn weird_path() -> impl Strategy<Value = String> {
     ]
 }
 
-proptest! {
-    #![proptest_config(Config { cases: 2000, failure_persistence: None, ..Config::default() })]
+/// The seed every run uses, so that a failure (and the outcome counts) can be reproduced.
+const SEED: u64 = 0x6d6d_0001;
 
-    #[test]
-    fn arbitrary_text_never_panics(
-        path in weird_path(),
-        text in prop_oneof![any::<String>(), toml_soup()],
-    ) {
+/// A runner of `cases` cases from a fixed seed (MM_FUZZ_SEED=N chooses another), which
+/// it prints: a failure then reproduces with the same seed, no persistence file needed.
+fn seeded_runner(test: &str, cases: u32) -> (TestRunner, u64) {
+    let seed = match std::env::var("MM_FUZZ_SEED") {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|e| panic!("MM_FUZZ_SEED={text:?} is not a u64: {e}")),
+        Err(_) => SEED,
+    };
+    eprintln!("{test}: seed {seed} (MM_FUZZ_SEED={seed} reruns it)");
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    (TestRunner::new_with_rng(config, rng), seed)
+}
+
+#[test]
+fn arbitrary_text_never_panics() {
+    let (mut runner, seed) = seeded_runner("arbitrary_text_never_panics", 2000);
+    let strategy = (weird_path(), prop_oneof![any::<String>(), toml_soup()]);
+    let result = runner.run(&strategy, |(path, text)| {
         exercise(Path::new(&path), &text, &[])?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e} (MM_FUZZ_SEED={seed} reproduces it)");
     }
 }
 
@@ -716,11 +741,10 @@ fn definition() -> BoxedStrategy<String> {
 #[test]
 fn definitions_from_the_schema_never_panic_and_compile_for_every_host() {
     let hosts = hosts();
-    let mut runner = TestRunner::new(Config {
-        cases: 1000,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let (mut runner, seed) = seeded_runner(
+        "definitions_from_the_schema_never_panic_and_compile_for_every_host",
+        1000,
+    );
     let counts = std::cell::RefCell::new([0usize; 3]);
     let path = Path::new(PATH);
     let result = runner.run(&definition(), |text| {
@@ -729,13 +753,15 @@ fn definitions_from_the_schema_never_panic_and_compile_for_every_host() {
         Ok(())
     });
     if let Err(e) = result {
-        panic!("{e}");
+        panic!("{e} (MM_FUZZ_SEED={seed} reproduces it)");
     }
     // The generator is only useful if most cases get past the parser, and many all the
     // way to compilation.
     let [syntax, invalid, valid] = *counts.borrow();
     let total = syntax + invalid + valid;
-    eprintln!("{total} definitions: {syntax} syntax errors, {invalid} invalid, {valid} valid");
+    eprintln!(
+        "{total} definitions (seed {seed}): {syntax} syntax errors, {invalid} invalid, {valid} valid"
+    );
     assert!(
         syntax * 4 < total,
         "{syntax} of {total} cases were TOML syntax errors"
