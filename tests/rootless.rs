@@ -154,6 +154,11 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
         assert!(out.status.success(), "mm {args:?}: {stdout}{stderr}");
         stdout
     };
+    // Whatever happens below, the machine does not outlive the test, nor its state the run.
+    let _stop = OnDrop(|| {
+        let _ = mm(&["stop", "dev", "--timeout", "1"]).output();
+        let _ = mm(&["rm", "dev"]).output();
+    });
     // Two starts at once: one machine, and the other start says so.
     let mut codes: Vec<Option<i32>> = run_together((0..2).map(|_| mm(&["start", "dev"])))
         .iter()

@@ -99,6 +99,15 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Runs its closure when dropped: clean-up that happens however a test ends.
+pub struct OnDrop<F: FnMut()>(pub F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 /// A local user for rootless tests (root only), as the table [`TEST_USERS`] describes it.
 pub struct TestUser {
     pub name: &'static str,
