@@ -141,12 +141,19 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
     let user = test_user("mm-test");
     let dir = shared_tempdir();
     copy_examples(dir.path());
+    // Its runtime and data (image store, machines) here, not what earlier runs left in
+    // the user's home.
     let runtime = dir.path().join("runtime");
-    std::fs::create_dir(&runtime).unwrap();
-    user.give(&runtime);
+    let data = dir.path().join("data");
+    for path in [&runtime, &data] {
+        std::fs::create_dir(path).unwrap();
+        user.give(path);
+    }
     let mm = |args: &[&str]| {
         let mut command = user.mm(dir.path(), args);
-        command.env("XDG_RUNTIME_DIR", &runtime);
+        command
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_DATA_HOME", &data);
         command
     };
     let ok = |args: &[&str]| {

@@ -538,7 +538,8 @@ fn a_machine_mounts_only_in_its_own_namespaces_and_nothing_stays_after_stop() {
 }
 
 /// The Debian rootfs with systemd that `tests/fixtures/debian/make-rootfs.sh` builds
-/// (debootstrap from Debian's mirror, about a minute), kept between runs.
+/// (debootstrap from Debian's mirror, about a minute), kept between runs while
+/// `dpkg --verify` finds its packages' files intact (scripts/clean-test-state removes it).
 fn debian_rootfs() -> PathBuf {
     let dest = PathBuf::from("/var/tmp/mm-test-debian-bookworm");
     let status = Command::new(repo().join("tests/fixtures/debian/make-rootfs.sh"))
