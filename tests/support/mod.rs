@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 mod host;
+mod machines;
 #[allow(unused_imports)]
 pub use host::*;
+#[allow(unused_imports)]
+pub use machines::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
