@@ -164,7 +164,7 @@ fn rootless_import_shifts_every_owner_into_the_users_range() {
             "make-layered.sh needs root",
         );
     };
-    let user = test_user("mm-test");
+    let user = test_user("mm-test", Some(300_000));
     let start = user.subuid_start();
     let dir = shared_tempdir();
     let state = dir.path().join("state");
@@ -224,7 +224,7 @@ fn hostile_layers_change_nothing_outside_rootless() {
             "creating users needs root",
         );
     }
-    hostile_layers(Some(test_user("mm-test")));
+    hostile_layers(Some(test_user("mm-test", Some(300_000))));
 }
 
 /// Imports and extracts every hostile layout, as root or as `user` (who then owns the

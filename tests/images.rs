@@ -269,7 +269,7 @@ fn an_ordinary_user_imports_with_owners_shifted_into_its_range() {
             "creating users needs root",
         );
     }
-    let user = test_user("mm-test");
+    let user = test_user("mm-test", Some(300_000));
     let dir = shared_tempdir();
     copy_examples(dir.path());
     let state = dir.path().join("state");

@@ -14,7 +14,7 @@ fn an_ordinary_user_sees_its_own_facts_and_directories() {
             "creating users needs root",
         );
     }
-    let user = test_user("mm-test");
+    let user = test_user("mm-test", Some(300_000));
     let dir = shared_tempdir();
     let (out, stdout, stderr) = run(user.mm(dir.path(), &["host", "--json"]));
     assert!(out.status.success(), "{stderr}");
@@ -48,7 +48,7 @@ fn a_rootless_dev_machine_maps_root_to_the_user_and_the_rest_to_its_range() {
             "images/busybox is missing: run ./scripts/setup (or ./scripts/build-busybox-image) first"
         );
     }
-    let user = test_user("mm-test");
+    let user = test_user("mm-test", Some(300_000));
     let dir = shared_tempdir();
     copy_examples(dir.path());
 
@@ -83,7 +83,7 @@ fn rootless_limits_without_a_delegated_cgroup_are_refused_with_the_reason() {
             "creating users needs root",
         );
     }
-    let user = test_user("mm-test");
+    let user = test_user("mm-test", Some(300_000));
     let probe = run(user.mm(Path::new("/"), &["host", "--json"])).1;
     let facts: serde_json::Value = serde_json::from_str(&probe).unwrap();
     if !facts["cgroup"]["delegated"].is_null() {
@@ -112,7 +112,7 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
             "creating users needs root",
         );
     }
-    let user = test_user("mm-nosubid");
+    let user = test_user("mm-nosubid", None);
     let dir = shared_tempdir();
     copy_examples(dir.path());
     let (out, _, stderr) = run(user.mm(dir.path(), &["plan", "dev"]));
@@ -138,7 +138,7 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
         default_image_built(),
         "images/busybox is missing: run ./scripts/setup (or ./scripts/build-busybox-image) first"
     );
-    let user = test_user("mm-test");
+    let user = test_user("mm-test", Some(300_000));
     let dir = shared_tempdir();
     copy_examples(dir.path());
     // Its runtime and data (image store, machines) here, not what earlier runs left in

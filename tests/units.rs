@@ -200,7 +200,7 @@ fn a_users_machine_runs_as_a_unit_of_the_users_systemd_manager() {
         default_image_built(),
         "images/busybox is missing: run ./scripts/setup first"
     );
-    let user = test_user("mm-unit");
+    let user = test_user("mm-unit", Some(400_000));
     // Its own state, as a fresh login would have it.
     for dir in [".config", ".local/share/mm"] {
         let _ = std::fs::remove_dir_all(user.home.join(dir));

@@ -149,12 +149,13 @@ pub fn settle_test_users() {
     });
 }
 
-/// One of [`TEST_USERS`], made (with all the others) on first use. Root only.
-pub fn test_user(name: &'static str) -> TestUser {
+/// One of [`TEST_USERS`], with the subordinate ids the table gives it (`subids` says which,
+/// and must agree), made (with all the others) on first use. Root only.
+pub fn test_user(name: &'static str, subids: Option<u32>) -> TestUser {
     assert!(is_root(), "only root creates test users");
     assert!(
-        TEST_USERS.iter().any(|(n, _)| *n == name),
-        "{name} is not in support::TEST_USERS"
+        TEST_USERS.contains(&(name, subids)),
+        "({name:?}, {subids:?}) is not in support::TEST_USERS: add it there"
     );
     settle_test_users();
     let user = nix::unistd::User::from_name(name).unwrap().unwrap();
