@@ -222,6 +222,20 @@ fn a_users_machine_runs_as_a_unit_of_the_users_systemd_manager() {
     std::fs::create_dir_all(&units).unwrap();
     let mm = shared_binary();
     unit_with_binary("units/user/mm@.service", &units, mm);
+    // No journal here: a drop-in sends the units' standard error to a file, which a failed
+    // step shows (the unit file itself stays as shipped).
+    let unit_stderr = user.home.join("mm-units.stderr");
+    let _ = std::fs::remove_file(&unit_stderr);
+    let dropin = units.join("mm@.service.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::write(
+        dropin.join("test-stderr.conf"),
+        format!(
+            "[Service]\nStandardError=append:{}\n",
+            unit_stderr.display()
+        ),
+    )
+    .unwrap();
     user.give(&user.home.join(".config"));
 
     let manager = match UserManager::start(&user) {
@@ -231,7 +245,15 @@ fn a_users_machine_runs_as_a_unit_of_the_users_systemd_manager() {
     let as_user = |program: &Path, args: &[&str]| run(manager.command(&user, program, args));
     let mm_ok = |args: &[&str]| {
         let (out, stdout, stderr) = as_user(mm, args);
-        assert!(out.status.success(), "mm {args:?}: {stdout}{stderr}");
+        if !out.status.success() {
+            let status = as_user(
+                Path::new("/usr/bin/systemctl"),
+                &["--user", "status", "--no-pager", "mm@uweb.service"],
+            )
+            .1;
+            let units = std::fs::read_to_string(&unit_stderr).unwrap_or_default();
+            panic!("mm {args:?}: {stdout}{stderr}\n{status}\nthe units' stderr:\n{units}");
+        }
         (stdout, stderr)
     };
     let systemctl = |args: &[&str]| {
