@@ -432,11 +432,26 @@ pub struct LocalRegistry {
 }
 
 impl LocalRegistry {
-    /// Starts one, or says why it cannot (the package is missing).
+    /// Starts one, or says why it cannot (the package is missing, or it never came up).
     pub fn start() -> Result<Self, String> {
         if !Path::new("/usr/bin/docker-registry").exists() {
             return Err("docker-registry is not installed (Debian package docker-registry)".into());
         }
+        // The port is free when chosen, but another process (another test's) may take it
+        // before the registry binds it: the registry then exits, and it starts again on
+        // another port.
+        let mut why = String::new();
+        for _ in 0..5 {
+            match Self::start_on_a_free_port()? {
+                Ok(registry) => return Ok(registry),
+                Err(exited) => why = exited,
+            }
+        }
+        Err(format!("docker-registry did not start, 5 times: {why}"))
+    }
+
+    /// The registry, listening; or (inner `Err`) how it exited before it listened.
+    fn start_on_a_free_port() -> Result<Result<Self, String>, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         // A free port: bind port 0, note it, release it for the registry.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -457,20 +472,40 @@ impl LocalRegistry {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let registry = Self {
+        let mut registry = Self {
             child,
             address,
             _dir: dir,
         };
-        let up = || std::net::TcpStream::connect(&registry.address).is_ok();
         let start = Instant::now();
-        while !up() {
+        while !registry.answers() {
+            if let Some(status) = registry.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(Err(format!("it exited ({status}) on {}", registry.address)));
+            }
             if start.elapsed() > Duration::from_secs(10) {
                 return Err("docker-registry did not listen within 10 s".into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(registry)
+        Ok(Ok(registry))
+    }
+
+    /// Whether the registry answers on its address: its API's header, not merely something
+    /// listening there.
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(&self.address) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut reply = String::new();
+        stream
+            .write_all(b"GET /v2/ HTTP/1.0\r\n\r\n")
+            .and_then(|()| stream.read_to_string(&mut reply))
+            .is_ok()
+            && reply
+                .to_ascii_lowercase()
+                .contains("docker-distribution-api-version")
     }
 
     /// Copies an OCI layout image into the registry with skopeo.
