@@ -291,6 +291,9 @@ fn hostile_layers(user: Option<TestUser>) {
         String::from_utf8(output.stdout).unwrap()
     };
     let before = victim_now();
+    // Test users are made by other tests of this binary, in parallel: all of them exist
+    // once this returns, so /etc/passwd changes after this only if mm changed it.
+    settle_test_users();
     let passwd = std::fs::read("/etc/passwd").unwrap();
     let mut layouts: Vec<PathBuf> = std::fs::read_dir(&out_dir)
         .unwrap()

@@ -120,19 +120,68 @@ fn two_imports_at_once_unpack_each_layer_once() {
         );
     }
     let dir = shared_tempdir();
+    let store = dir.path().join("state/images");
+    // mm makes the store (and its lock directory) as it makes it: import, then forget.
+    for args in [
+        &["image", "import", &busybox()][..],
+        &["image", "rm", &busybox()],
+        &["image", "gc"],
+    ] {
+        let (out, _, stderr) = run(mm(dir.path(), args));
+        assert!(out.status.success(), "mm {args:?}: {stderr}");
+    }
+    // Holding every layer's lock makes both imports wait for it, so that the two really
+    // overlap: one unpacks once the lock is free, the other waits and then shares it.
+    let held: Vec<(std::fs::File, u64)> = busybox_diff_ids()
+        .iter()
+        .map(|hex| {
+            let path = store.join(format!("locks/{hex}.lock"));
+            let file = std::fs::File::create(&path).unwrap();
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let inode = std::os::unix::fs::MetadataExt::ino(&file.metadata().unwrap());
+            (file, inode)
+        })
+        .collect();
+    let inodes: Vec<u64> = held.iter().map(|(_, inode)| *inode).collect();
     let children: Vec<_> = (0..2)
         .map(|_| {
             let mut command = mm(dir.path(), &["image", "import", &busybox()]);
-            command
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            KillOnDrop(
+                command
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
         })
         .collect();
+    let start = std::time::Instant::now();
+    while lock_waiters(&inodes) < 2 {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the two imports never both waited for the layer lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::read_dir(store.join("layers")).unwrap().count(),
+        0,
+        "nothing is unpacked while the lock is held"
+    );
+    drop(held);
     let outputs: Vec<_> = children
         .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
+        .map(|mut c| {
+            let mut stderr = Vec::new();
+            std::io::Read::read_to_end(&mut c.0.stderr.take().unwrap(), &mut stderr).unwrap();
+            let status = c.0.wait().unwrap();
+            std::process::Output {
+                status,
+                stdout: Vec::new(),
+                stderr,
+            }
+        })
         .collect();
     assert!(outputs.iter().all(|o| o.status.success()));
     let stderr: String = outputs
@@ -149,6 +198,41 @@ fn two_imports_at_once_unpack_each_layer_once() {
         1,
         "{stderr}"
     );
+}
+
+/// The DiffIDs (hex) of images/busybox's layers, from its config.
+fn busybox_diff_ids() -> Vec<String> {
+    let layout = repo().join("images/busybox");
+    let json = |digest: &str| -> serde_json::Value {
+        let hex = digest.trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = json(manifest["config"]["digest"].as_str().unwrap());
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().trim_start_matches("sha256:").to_owned())
+        .collect()
+}
+
+/// How many processes wait (blocked, `->` in /proc/locks) for a lock on one of `inodes`.
+fn lock_waiters(inodes: &[u64]) -> usize {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("->"))
+        .filter(|l| {
+            l.split_whitespace().any(|field| {
+                let parts: Vec<&str> = field.split(':').collect();
+                parts.len() == 3 && parts[2].parse().is_ok_and(|i: u64| inodes.contains(&i))
+            })
+        })
+        .count()
 }
 
 #[test]

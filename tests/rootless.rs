@@ -141,12 +141,19 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
     let user = test_user("mm-test", Some(300_000));
     let dir = shared_tempdir();
     copy_examples(dir.path());
+    // Its runtime and data (image store, machines) here, not what earlier runs left in
+    // the user's home.
     let runtime = dir.path().join("runtime");
-    std::fs::create_dir(&runtime).unwrap();
-    user.give(&runtime);
+    let data = dir.path().join("data");
+    for path in [&runtime, &data] {
+        std::fs::create_dir(path).unwrap();
+        user.give(path);
+    }
     let mm = |args: &[&str]| {
         let mut command = user.mm(dir.path(), args);
-        command.env("XDG_RUNTIME_DIR", &runtime);
+        command
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_DATA_HOME", &data);
         command
     };
     let ok = |args: &[&str]| {
@@ -154,6 +161,11 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
         assert!(out.status.success(), "mm {args:?}: {stdout}{stderr}");
         stdout
     };
+    // Whatever happens below, the machine does not outlive the test, nor its state the run.
+    let _stop = OnDrop(|| {
+        let _ = mm(&["stop", "dev", "--timeout", "1"]).output();
+        let _ = mm(&["rm", "dev"]).output();
+    });
     // Two starts at once: one machine, and the other start says so.
     let mut codes: Vec<Option<i32>> = run_together((0..2).map(|_| mm(&["start", "dev"])))
         .iter()

@@ -2,6 +2,13 @@
 //! test user, and brings up the real system bus and systemd-machined when a test needs them.
 #![allow(dead_code)]
 
+mod host;
+mod machines;
+#[allow(unused_imports)]
+pub use host::*;
+#[allow(unused_imports)]
+pub use machines::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -85,18 +92,81 @@ pub fn run_together(commands: impl IntoIterator<Item = Command>) -> Vec<Output> 
         .collect()
 }
 
-/// A local user for rootless tests, created once (root only). With `Some(start)`, the user
-/// has a subordinate id range (useradd's own, or 65536 ids from `start`); with `None`, none.
+/// A child process killed (and reaped) when dropped, so that a failing test leaves none.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs its closure when dropped: clean-up that happens however a test ends.
+pub struct OnDrop<F: FnMut()>(pub F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// A local user for rootless tests (root only), as the table [`TEST_USERS`] describes it.
 pub struct TestUser {
     pub name: &'static str,
     pub uid: u32,
     pub home: PathBuf,
 }
 
+/// Every user the tests create, with its subordinate id range: `Some(start)` gives it one
+/// (useradd's own, or 65536 ids from `start`); `None` takes away any it has. Names start
+/// with `mm-` so that `scripts/clean-test-state` finds them. A new test user goes here.
+pub const TEST_USERS: &[(&str, Option<u32>)] = &[
+    ("mm-test", Some(300_000)),
+    ("mm-nosubid", None),
+    ("mm-unit", Some(400_000)),
+];
+
+/// Creates every user of [`TEST_USERS`], once per test binary, before any test uses one.
+///
+/// Creating a user rewrites /etc/passwd, /etc/group, /etc/shadow, /etc/subuid and
+/// /etc/subgid. Tests in one binary run in parallel, so a test that compares those files
+/// before and after (to prove that mm wrote nothing there) would see a user made by another
+/// test meanwhile, on the first run on a machine only. Making them all here, in one
+/// `OnceLock` that every caller waits for, means that after this returns nothing in the
+/// test binaries writes those files again: such a test calls this before it takes its
+/// snapshot, and the comparison then sees only what mm did. (Comparing only the lines a
+/// hostile layer could touch would still race with useradd rewriting the whole file.)
+/// As an ordinary user it does nothing: no test can create users then.
+pub fn settle_test_users() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if is_root() {
+            for (name, subids) in TEST_USERS {
+                create_test_user(name, *subids);
+            }
+        }
+    });
+}
+
+/// One of [`TEST_USERS`], with the subordinate ids the table gives it (`subids` says which,
+/// and must agree), made (with all the others) on first use. Root only.
 pub fn test_user(name: &'static str, subids: Option<u32>) -> TestUser {
     assert!(is_root(), "only root creates test users");
-    static USERADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = USERADD.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        TEST_USERS.contains(&(name, subids)),
+        "({name:?}, {subids:?}) is not in support::TEST_USERS: add it there"
+    );
+    settle_test_users();
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    TestUser {
+        name,
+        uid: user.uid.as_raw(),
+        home: user.dir,
+    }
+}
+
+fn create_test_user(name: &str, subids: Option<u32>) {
     if nix::unistd::User::from_name(name).unwrap().is_none() {
         let status = Command::new("useradd")
             .args([
@@ -143,12 +213,6 @@ pub fn test_user(name: &'static str, subids: Option<u32>) -> TestUser {
             assert!(status.success(), "usermod --del-subuids {name}");
         }
         _ => {}
-    }
-    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
-    TestUser {
-        name,
-        uid: user.uid.as_raw(),
-        home: user.dir,
     }
 }
 
@@ -321,6 +385,40 @@ pub fn copy_examples(dir: &Path) {
     }
 }
 
+/// The example definitions in the repository's machines/, by name, sorted.
+pub fn example_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo().join("machines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether the example `name` asks for resource limits (a `[resources]` table).
+pub fn example_has_limits(name: &str) -> bool {
+    let text = std::fs::read_to_string(repo().join(format!("machines/{name}.toml"))).unwrap();
+    text.lines().any(|l| l.trim() == "[resources]")
+}
+
+/// Why a definition with `[resources]` is refused for the user running the tests, or
+/// `None` when it is not: root may always limit a machine; an ordinary user only with a
+/// delegated cgroup v2 subtree (as `mm host --json` found it). `mm plan web` and `mm
+/// validate` of the examples then succeed or fail together (exit 69).
+pub fn limits_refused_here() -> Option<String> {
+    if is_root() {
+        return None;
+    }
+    let (out, stdout, stderr) = run(mm_bare(&["host", "--json"]));
+    assert!(out.status.success(), "mm host --json: {stderr}");
+    let facts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    facts["cgroup"]["delegated"]
+        .is_null()
+        .then(|| "no cgroup subtree is delegated to this user".to_owned())
+}
+
 /// The default image must exist for validation of the examples: `scripts/setup` builds it.
 pub fn default_image_built() -> bool {
     repo().join("images/busybox/index.json").exists()
@@ -334,11 +432,26 @@ pub struct LocalRegistry {
 }
 
 impl LocalRegistry {
-    /// Starts one, or says why it cannot (the package is missing).
+    /// Starts one, or says why it cannot (the package is missing, or it never came up).
     pub fn start() -> Result<Self, String> {
         if !Path::new("/usr/bin/docker-registry").exists() {
             return Err("docker-registry is not installed (Debian package docker-registry)".into());
         }
+        // The port is free when chosen, but another process (another test's) may take it
+        // before the registry binds it: the registry then exits, and it starts again on
+        // another port.
+        let mut why = String::new();
+        for _ in 0..5 {
+            match Self::start_on_a_free_port()? {
+                Ok(registry) => return Ok(registry),
+                Err(exited) => why = exited,
+            }
+        }
+        Err(format!("docker-registry did not start, 5 times: {why}"))
+    }
+
+    /// The registry, listening; or (inner `Err`) how it exited before it listened.
+    fn start_on_a_free_port() -> Result<Result<Self, String>, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         // A free port: bind port 0, note it, release it for the registry.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -359,20 +472,40 @@ impl LocalRegistry {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let registry = Self {
+        let mut registry = Self {
             child,
             address,
             _dir: dir,
         };
-        let up = || std::net::TcpStream::connect(&registry.address).is_ok();
         let start = Instant::now();
-        while !up() {
+        while !registry.answers() {
+            if let Some(status) = registry.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(Err(format!("it exited ({status}) on {}", registry.address)));
+            }
             if start.elapsed() > Duration::from_secs(10) {
                 return Err("docker-registry did not listen within 10 s".into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(registry)
+        Ok(Ok(registry))
+    }
+
+    /// Whether the registry answers on its address: its API's header, not merely something
+    /// listening there.
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(&self.address) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut reply = String::new();
+        stream
+            .write_all(b"GET /v2/ HTTP/1.0\r\n\r\n")
+            .and_then(|()| stream.read_to_string(&mut reply))
+            .is_ok()
+            && reply
+                .to_ascii_lowercase()
+                .contains("docker-distribution-api-version")
     }
 
     /// Copies an OCI layout image into the registry with skopeo.
