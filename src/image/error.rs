@@ -68,6 +68,9 @@ pub enum ImageError {
     },
     #[error("layer {layer}: the tar stream is broken: {why}")]
     Tar { layer: String, why: String },
+    /// A layer the unpacker could not write: its entry, the step and the errno.
+    #[error(transparent)]
+    Unpack(#[from] super::unpack::UnpackError),
     #[error("no image {0} in the store; `mm image list` shows what is there")]
     NotInStore(String),
     #[error("image {name} is used by machine(s) {}; remove them first", machines.join(", "))]

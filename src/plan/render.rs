@@ -9,78 +9,13 @@ use super::{
 use crate::definition::units::format_size;
 
 pub fn render(plan: &Plan) -> String {
-    let mut out = String::new();
-    let m = &plan.machine;
-    let _ = writeln!(
-        out,
-        "Plan for machine {} ({})",
-        m.name,
-        m.definition.display()
-    );
-    if let Some(description) = &m.description {
-        let _ = writeln!(out, "  {description}");
-    }
-    let _ = writeln!(out, "  plan {}", plan.hash());
+    let mut out = heading(plan);
     let mut steps = Steps::default();
-
-    let mut image = format!("Image {}", plan.image.source);
-    if let Some(pin) = &plan.image.pinned {
-        let _ = write!(image, ", pinned to {pin}");
-    }
-    steps.push(
-        image,
-        match &plan.image.layers {
-            Layers::Unresolved => vec![
-                "layers: fetched, verified (sha256) and unpacked into the store before start"
-                    .to_owned(),
-            ],
-            Layers::Stored { manifest, layers } => {
-                let mut lines = vec![format!(
-                    "in the store: manifest {manifest}, {} layer(s), bottom first:",
-                    layers.len()
-                )];
-                lines.extend(layers.iter().map(|l| format!("  {}", l.diff_id)));
-                lines
-            }
-            Layers::Directory { path } => {
-                vec![format!("one lower layer: the directory {}", path.display())]
-            }
-        },
-    );
-    steps.push(
-        format!(
-            "State in {} (runtime: {})",
-            m.state_dir.display(),
-            m.runtime_dir.display()
-        ),
-        vec![],
-    );
+    steps.push_step(image(plan));
+    steps.push_step(state(plan));
     steps.push(ids_title(&plan.ids), ids_lines(&plan.ids));
-    let names: Vec<String> = plan
-        .namespaces
-        .iter()
-        .map(|n| format!("{n:?}").to_lowercase())
-        .collect();
-    steps.push(format!("Namespaces: {}", names.join(", ")), vec![]);
-    match &plan.cgroup {
-        Cgroup::Create {
-            mode,
-            path,
-            dirs,
-            limits,
-        } => {
-            let mut lines: Vec<String> = dirs
-                .iter()
-                .map(|d| format!("mkdir {}", d.display()))
-                .collect();
-            lines.extend(limits.iter().map(limit_line));
-            steps.push(
-                format!("Cgroup {path} ({mode} host), removed at stop"),
-                lines,
-            );
-        }
-        Cgroup::Inherit { why } => steps.push(format!("Cgroup: none of its own ({why})"), vec![]),
-    }
+    steps.push_step(namespaces(plan));
+    steps.push_step(cgroup(&plan.cgroup));
     steps.push(
         format!(
             "Root file system: overlay at {}",
@@ -98,16 +33,121 @@ pub fn render(plan: &Plan) -> String {
         ),
         vec![],
     );
+    steps.push(network_line(&plan.network), vec![]);
+    steps.push(format!("Hostname: {}", plan.process.hostname), vec![]);
+    steps.push_step(security(plan));
+    steps.push_step(registration(&plan.registration));
+    steps.push_step(pid1(plan));
     steps.push(
-        match plan.network {
-            Network::Host => "Network: the host's (no network namespace)".to_owned(),
-            Network::Private => "Network: private namespace, loopback only, brought up".to_owned(),
-        },
+        format!(
+            "Stop: {} to PID 1, then kill every process after {} s",
+            plan.stop.signal, plan.stop.timeout_secs
+        ),
         vec![],
     );
-    steps.push(format!("Hostname: {}", plan.process.hostname), vec![]);
+    out.push('\n');
+    out.push_str(&steps.text);
+    out
+}
+
+/// A step's title and its detail lines.
+type Step = (String, Vec<String>);
+
+/// The machine's name, definition, description and the plan's hash.
+fn heading(plan: &Plan) -> String {
+    let mut out = String::new();
+    let m = &plan.machine;
+    let _ = writeln!(
+        out,
+        "Plan for machine {} ({})",
+        m.name,
+        m.definition.display()
+    );
+    if let Some(description) = &m.description {
+        let _ = writeln!(out, "  {description}");
+    }
+    let _ = writeln!(out, "  plan {}", plan.hash());
+    out
+}
+
+fn image(plan: &Plan) -> Step {
+    let mut image = format!("Image {}", plan.image.source);
+    if let Some(pin) = &plan.image.pinned {
+        let _ = write!(image, ", pinned to {pin}");
+    }
+    let lines = match &plan.image.layers {
+        Layers::Unresolved => vec![
+            "layers: fetched, verified (sha256) and unpacked into the store before start"
+                .to_owned(),
+        ],
+        Layers::Stored { manifest, layers } => {
+            let mut lines = vec![format!(
+                "in the store: manifest {manifest}, {} layer(s), bottom first:",
+                layers.len()
+            )];
+            lines.extend(layers.iter().map(|l| format!("  {}", l.diff_id)));
+            lines
+        }
+        Layers::Directory { path } => {
+            vec![format!("one lower layer: the directory {}", path.display())]
+        }
+    };
+    (image, lines)
+}
+
+fn state(plan: &Plan) -> Step {
+    let m = &plan.machine;
+    (
+        format!(
+            "State in {} (runtime: {})",
+            m.state_dir.display(),
+            m.runtime_dir.display()
+        ),
+        vec![],
+    )
+}
+
+fn namespaces(plan: &Plan) -> Step {
+    let names: Vec<String> = plan
+        .namespaces
+        .iter()
+        .map(|n| format!("{n:?}").to_lowercase())
+        .collect();
+    (format!("Namespaces: {}", names.join(", ")), vec![])
+}
+
+fn cgroup(cgroup: &Cgroup) -> Step {
+    match cgroup {
+        Cgroup::Create {
+            mode,
+            path,
+            dirs,
+            limits,
+        } => {
+            let mut lines: Vec<String> = dirs
+                .iter()
+                .map(|d| format!("mkdir {}", d.display()))
+                .collect();
+            lines.extend(limits.iter().map(limit_line));
+            (
+                format!("Cgroup {path} ({mode} host), removed at stop"),
+                lines,
+            )
+        }
+        Cgroup::Inherit { why } => (format!("Cgroup: none of its own ({why})"), vec![]),
+    }
+}
+
+fn network_line(network: &Network) -> String {
+    match network {
+        Network::Host => "Network: the host's (no network namespace)".to_owned(),
+        Network::Private => "Network: private namespace, loopback only, brought up".to_owned(),
+    }
+}
+
+fn security(plan: &Plan) -> Step {
     let sec = &plan.security;
-    steps.push(
+    (
         format!(
             "Security: seccomp filter {}, no_new_privileges {}",
             sec.seccomp,
@@ -118,26 +158,33 @@ pub fn render(plan: &Plan) -> String {
             sec.capabilities.len(),
             short_caps(&sec.capabilities)
         )],
-    );
-    match &plan.registration {
+    )
+}
+
+fn registration(registration: &Registration) -> Step {
+    match registration {
         Registration::Machined(Machined {
             name,
             id,
             class,
             service,
             root_directory,
-        }) => steps.push(
+        }) => (
             format!("Register with systemd-machined as {name}"),
             vec![format!(
                 "id {id}, class {class}, service {service}, root {}",
                 root_directory.display()
             )],
         ),
-        Registration::Skip { why } => steps.push(
+        Registration::Skip { why } => (
             format!("Not registered with systemd-machined: {why}"),
             vec![],
         ),
     }
+}
+
+/// What runs as PID 1, as whom, where and with which environment.
+fn pid1(plan: &Plan) -> Step {
     let p = &plan.process;
     let who = format!(
         "as {} in {}",
@@ -154,17 +201,7 @@ pub fn render(plan: &Plan) -> String {
         }
     };
     let env: Vec<String> = p.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    steps.push(title, vec![who, format!("environment: {}", env.join(" "))]);
-    steps.push(
-        format!(
-            "Stop: {} to PID 1, then kill every process after {} s",
-            plan.stop.signal, plan.stop.timeout_secs
-        ),
-        vec![],
-    );
-    out.push('\n');
-    out.push_str(&steps.text);
-    out
+    (title, vec![who, format!("environment: {}", env.join(" "))])
 }
 
 /// Numbered steps with indented detail lines.
@@ -181,6 +218,10 @@ impl Steps {
         for line in details {
             let _ = writeln!(self.text, "       {line}");
         }
+    }
+
+    fn push_step(&mut self, (title, details): Step) {
+        self.push(title, details);
     }
 }
 

@@ -10,25 +10,28 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::error::ImageError;
 
+mod entry;
+mod error;
 mod header;
 mod pending;
 mod resolve;
 mod whiteout;
 mod xattrs;
 
-use header::{device, gid, timestamps, uid};
+use error::sys;
+pub use error::{EntryError, Step, UnpackError};
+use header::timestamps;
 pub use pending::Pending;
 use resolve::Through;
-use whiteout::{OPAQUE, WHITEOUT};
 
 /// How this unpack may treat ownership, devices and overlay metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,28 +131,20 @@ pub fn unpack(
             // agree. When it ends inside that entry, it is not, whatever its digests say.
             Err(e) if e.to_string() == "unexpected EOF during skip" => match last {
                 Some((end, name)) if read.get() < end => {
-                    return Err(ImageError::Entry {
-                        layer: layer.to_owned(),
-                        entry: name,
-                        why: format!(
-                            "the layer ends inside this entry: {} of its content's bytes are missing",
-                            end - read.get()
-                        ),
-                    });
+                    let missing = end - read.get();
+                    return Err(unpacker
+                        .failed(name, EntryError::EndsInside { missing })
+                        .into());
                 }
                 _ => break,
             },
-            Err(e) => return Err(unpacker.tar_error(e)),
+            Err(e) => return Err(unpacker.tar_error(e).into()),
         };
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let end = entry.raw_file_position() + entry.size();
-        unpacker
-            .entry(&mut entry)
-            .map_err(|why| ImageError::Entry {
-                layer: layer.to_owned(),
-                entry: name.clone(),
-                why,
-            })?;
+        if let Err(why) = unpacker.entry(&mut entry) {
+            return Err(unpacker.failed(name, why).into());
+        }
         last = Some((end, name));
     }
     unpacker.finish()?;
@@ -175,18 +170,13 @@ struct Unpacker<'a> {
 }
 
 /// A path inside the layer, as its components; empty for the layer's root.
-fn components(name: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+fn components(name: &[u8]) -> Result<Vec<Vec<u8>>, EntryError> {
     let mut parts = Vec::new();
     for part in name.split(|b| *b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => {
-                return Err(
-                    "the name contains `..`; refused, as it could reach outside the layer"
-                        .to_owned(),
-                );
-            }
-            _ if part.contains(&0) => return Err("the name contains a NUL byte".to_owned()),
+            b".." => return Err(EntryError::DotDot),
+            _ if part.contains(&0) => return Err(EntryError::Nul),
             _ => parts.push(part.to_vec()),
         }
     }
@@ -204,15 +194,25 @@ fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
-fn errno(what: &str, e: Errno) -> String {
-    format!("{what}: {}", io::Error::from(e))
+/// A path inside the layer as error messages name it.
+fn entry_name(parts: &[Vec<u8>]) -> String {
+    String::from_utf8_lossy(&joined(parts)).into_owned()
 }
 
 impl<'a> Unpacker<'a> {
-    fn tar_error(&self, e: io::Error) -> ImageError {
-        ImageError::Tar {
+    fn tar_error(&self, source: io::Error) -> UnpackError {
+        UnpackError::Tar {
             layer: self.layer.to_owned(),
-            why: e.to_string(),
+            source,
+        }
+    }
+
+    /// The error of this layer's entry `entry`.
+    fn failed(&self, entry: String, why: EntryError) -> UnpackError {
+        UnpackError::Entry {
+            layer: self.layer.to_owned(),
+            entry,
+            why,
         }
     }
 
@@ -232,240 +232,18 @@ impl<'a> Unpacker<'a> {
 
     /// Opens an entry's directory inside the layer, following symlinks inside it and
     /// creating missing directories (mode 0755), a dangling symlink's target among them.
-    fn dir(&self, parts: &[Vec<u8>]) -> Result<OwnedFd, String> {
+    fn dir(&self, parts: &[Vec<u8>]) -> Result<OwnedFd, EntryError> {
         self.open_dir(parts, Through::Symlinks)
-            .map_err(|e| errno("opening or creating its directory", e))
-    }
-
-    /// Removes whatever is at `name` in `parent`, unless it is a directory and `keep_dir`.
-    fn clear(&self, parent: &OwnedFd, name: &[u8], keep_dir: bool) -> Result<(), String> {
-        match rustix::fs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
-            Err(Errno::NOENT) => Ok(()),
-            Err(e) => Err(errno("looking at what is there", e)),
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                if keep_dir {
-                    return Ok(());
-                }
-                let path = format!(
-                    "/proc/self/fd/{}/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(parent),
-                    String::from_utf8_lossy(name)
-                );
-                std::fs::remove_dir_all(path).map_err(|e| format!("replacing a directory: {e}"))
-            }
-            Ok(_) => rustix::fs::unlinkat(parent, os(name), AtFlags::empty())
-                .map_err(|e| errno("replacing what was there", e)),
-        }
-    }
-
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
-        self.stats.entries += 1;
-        let parts = components(&entry.path_bytes())?;
-        let header = entry.header().clone();
-        let kind = header.entry_type();
-        match kind {
-            // Metadata for the archive or the next entry, whatever their names say.
-            tar::EntryType::XGlobalHeader
-            | tar::EntryType::XHeader
-            | tar::EntryType::GNULongName
-            | tar::EntryType::GNULongLink => return Ok(()),
-            tar::EntryType::Directory
-            | tar::EntryType::Regular
-            | tar::EntryType::Continuous
-            | tar::EntryType::Symlink
-            | tar::EntryType::Link
-            | tar::EntryType::Char
-            | tar::EntryType::Block
-            | tar::EntryType::Fifo => {}
-            other => return Err(format!("unsupported tar entry type {other:?}")),
-        }
-        let Some((name, parent_parts)) = parts.split_last() else {
-            // The layer's root itself (`./`): only its metadata.
-            if kind.is_dir() {
-                let root = self.dir(&[])?;
-                self.metadata(&root, b".", &header, true)?;
-                self.defer_dir_mode(&[], &header)?;
-                self.dir_times
-                    .push((Vec::new(), header.mtime().unwrap_or(0)));
-            }
-            return Ok(());
-        };
-        if name.as_slice() == OPAQUE.as_bytes() {
-            return self.whiteout(parent_parts, None);
-        }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT.as_bytes()) {
-            if hidden.is_empty()
-                || hidden.starts_with(WHITEOUT.as_bytes())
-                || hidden == b"."
-                || hidden == b".."
-            {
-                return Err("an unsupported whiteout (aufs metadata or an empty name)".to_owned());
-            }
-            return self.whiteout(parent_parts, Some(hidden));
-        }
-        let parent = self.dir(parent_parts)?;
-        self.remember_times(&parent, parent_parts);
-        let perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
-        if self.mode.flatten {
-            self.created.insert(joined(&parts));
-        }
-        match kind {
-            tar::EntryType::Directory => {
-                self.clear(&parent, name, true)?;
-                match rustix::fs::mkdirat(&parent, os(name), Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(errno("creating the directory", e)),
-                }
-                self.metadata(&parent, name, &header, true)?;
-                self.defer_dir_mode(&parts, &header)?;
-                self.dir_xattrs(&parent, name, entry)?;
-                self.dir_times
-                    .push((parts.clone(), header.mtime().unwrap_or(0)));
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                self.clear(&parent, name, false)?;
-                let file = rustix::fs::openat(
-                    &parent,
-                    os(name),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| errno("creating the file", e))?;
-                let mut out = std::fs::File::from(file);
-                let mut written = 0u64;
-                loop {
-                    let n = entry
-                        .read(&mut self.buf)
-                        .map_err(|e| format!("reading its content: {e}"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    out.write_all(&self.buf[..n])
-                        .map_err(|e| format!("writing the file: {e}"))?;
-                    written += n as u64;
-                }
-                // A PAX `size` record overrides the ustar field: the entry's size.
-                let size = entry.size();
-                if written != size {
-                    return Err(format!(
-                        "the layer ends inside this file: {written} of its {size} bytes are there"
-                    ));
-                }
-                self.stats.bytes += written;
-                if self.mode.chown {
-                    rustix::fs::fchown(&out, Some(uid(&header)?), Some(gid(&header)?))
-                        .map_err(|e| errno("setting its owner", e))?;
-                }
-                // After chown, which clears set-user-ID bits.
-                rustix::fs::fchmod(&out, perm).map_err(|e| errno("setting its mode", e))?;
-                self.xattrs(out.as_fd(), entry)?;
-                let time = timestamps(header.mtime().unwrap_or(0));
-                rustix::fs::futimens(&out, &time).map_err(|e| errno("setting its mtime", e))?;
-            }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or("a symlink without a target")?;
-                self.clear(&parent, name, false)?;
-                rustix::fs::symlinkat(os(&target), &parent, os(name))
-                    .map_err(|e| errno("creating the symlink", e))?;
-                self.metadata(&parent, name, &header, false)?;
-            }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or("a hard link without a target")?;
-                let target_parts = components(&target)?;
-                let Some((target_name, target_parent)) = target_parts.split_last() else {
-                    return Err("a hard link to the layer's root".to_owned());
-                };
-                let target_dir = self.dir(target_parent)?;
-                self.clear(&parent, name, false)?;
-                rustix::fs::linkat(
-                    &target_dir,
-                    os(target_name),
-                    &parent,
-                    os(name),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| {
-                    errno(
-                        &format!(
-                            "linking to `{}` in this layer",
-                            String::from_utf8_lossy(&target)
-                        ),
-                        e,
-                    )
-                })?;
-            }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let file_type = match kind {
-                    tar::EntryType::Char => FileType::CharacterDevice,
-                    tar::EntryType::Block => FileType::BlockDevice,
-                    _ => FileType::Fifo,
-                };
-                let dev = device(&header, file_type)?;
-                self.clear(&parent, name, false)?;
-                match rustix::fs::mknodat(&parent, os(name), file_type, perm, dev) {
-                    Ok(()) => self.metadata(&parent, name, &header, false)?,
-                    Err(Errno::PERM) if file_type != FileType::Fifo && !self.is_root() => {
-                        self.stats.skipped_devices += 1
-                    }
-                    Err(e) => return Err(errno("creating the device node", e)),
-                }
-            }
-            _ => unreachable!("entry types are sorted out above"),
-        }
-        Ok(())
+            .map_err(sys(Step::OpenOrCreateParent))
     }
 
     fn is_root(&self) -> bool {
         self.mode.opaque_xattr.starts_with("trusted.")
     }
 
-    /// Owner, mode and mtime of a directory or special file, without following symlinks.
-    fn metadata(
-        &self,
-        parent: &OwnedFd,
-        name: &[u8],
-        header: &tar::Header,
-        is_dir: bool,
-    ) -> Result<(), String> {
-        if self.mode.chown {
-            rustix::fs::chownat(
-                parent,
-                os(name),
-                Some(uid(header)?),
-                Some(gid(header)?),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| errno("setting its owner", e))?;
-        }
-        let is_link = header.entry_type() == tar::EntryType::Symlink;
-        if !is_link {
-            let mut perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
-            if is_dir && !self.mode.privileged {
-                perm |= Mode::RWXU;
-            }
-            rustix::fs::chmodat(parent, os(name), perm, AtFlags::empty())
-                .map_err(|e| errno("setting its mode", e))?;
-        }
-        if !is_dir {
-            let time = timestamps(header.mtime().unwrap_or(0));
-            rustix::fs::utimensat(parent, os(name), &time, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| errno("setting its mtime", e))?;
-        }
-        Ok(())
-    }
-
-    /// A readable descriptor of a directory inside the layer (for xattrs and timestamps).
     /// A readable descriptor of a directory inside the layer, for its timestamps; `None`
     /// when the layer has since removed it or put something else there.
-    fn open_real_dir(&self, parts: &[Vec<u8>]) -> Result<Option<OwnedFd>, String> {
+    fn open_real_dir(&self, parts: &[Vec<u8>]) -> Result<Option<OwnedFd>, EntryError> {
         let opened = rustix::fs::openat2(
             self.root,
             os(&joined(parts)),
@@ -476,11 +254,10 @@ impl<'a> Unpacker<'a> {
         match opened {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
-            Err(e) => Err(errno("opening the directory", e)),
+            Err(e) => Err(sys(Step::OpenDir)(e)),
         }
     }
 
-    /// Directory mtimes, deepest first, now that nothing more is created inside them.
     /// Notes a directory's times before this layer's first change inside it.
     fn remember_times(&mut self, fd: &OwnedFd, parts: &[Vec<u8>]) {
         if !self.parent_times.contains_key(parts)
@@ -500,7 +277,8 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    fn finish(&mut self) -> Result<(), ImageError> {
+    /// Directory mtimes, deepest first, now that nothing more is created inside them.
+    fn finish(&mut self) -> Result<(), UnpackError> {
         // Directories this layer only changed get their old times back (those it removed
         // meanwhile are gone, which is fine); then those it lists get their own.
         for (parts, times) in std::mem::take(&mut self.parent_times) {
@@ -511,15 +289,12 @@ impl<'a> Unpacker<'a> {
         let times = std::mem::take(&mut self.dir_times);
         for (parts, mtime) in times.into_iter().rev() {
             let result = self.open_real_dir(&parts).and_then(|fd| match fd {
-                Some(fd) => rustix::fs::futimens(&fd, &timestamps(mtime))
-                    .map_err(|e| errno("setting its mtime", e)),
+                Some(fd) => {
+                    rustix::fs::futimens(&fd, &timestamps(mtime)).map_err(sys(Step::SetMtime))
+                }
                 None => Ok(()),
             });
-            result.map_err(|why| ImageError::Entry {
-                layer: self.layer.to_owned(),
-                entry: String::from_utf8_lossy(&joined(&parts)).into_owned(),
-                why,
-            })?;
+            result.map_err(|why| self.failed(entry_name(&parts), why))?;
         }
         Ok(())
     }

@@ -7,7 +7,9 @@ use std::os::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::{ImageError, Unpacker, errno, joined, os};
+use super::error::{EntryError, Step, UnpackError, sys};
+use super::header::mode;
+use super::{ImageError, Unpacker, entry_name, joined, os};
 
 /// Directory modes an unprivileged unpack applies only at the very end, after every layer:
 /// until then each directory stays open to its owner (a mode-000 directory could not be
@@ -31,12 +33,12 @@ impl Pending {
             let result = match opened {
                 // A later layer removed it or put something else there.
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(()),
-                Err(e) => Err(errno("opening the directory", e)),
-                Ok(fd) => rustix::fs::fchmod(&fd, mode).map_err(|e| errno("setting its mode", e)),
+                Err(e) => Err(sys(Step::OpenDir)(e)),
+                Ok(fd) => rustix::fs::fchmod(&fd, mode).map_err(sys(Step::SetMode)),
             };
-            result.map_err(|why| ImageError::Entry {
+            result.map_err(|why| UnpackError::Entry {
                 layer,
-                entry: String::from_utf8_lossy(&joined(&parts)).into_owned(),
+                entry: entry_name(&parts),
                 why,
             })?;
         }
@@ -50,11 +52,10 @@ impl Unpacker<'_> {
         &mut self,
         parts: &[Vec<u8>],
         header: &tar::Header,
-    ) -> Result<(), String> {
+    ) -> Result<(), EntryError> {
         if !self.mode.privileged {
-            let perm = Mode::from_raw_mode(header.mode().map_err(|e| e.to_string())? & 0o7777);
             self.dir_modes
-                .insert(parts.to_vec(), (perm, self.layer.to_owned()));
+                .insert(parts.to_vec(), (mode(header)?, self.layer.to_owned()));
         }
         Ok(())
     }

@@ -50,87 +50,123 @@ impl Unpacker<'_> {
         self.walk(parts, through)
     }
 
+    /// Resolves `parts` one component at a time, making what is missing.
     fn walk(&self, parts: &[Vec<u8>], through: Through) -> Result<OwnedFd, Errno> {
-        let open_in = |dir: &OwnedFd, name: &[u8]| {
-            rustix::fs::openat(
-                dir,
-                os(name),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
+        let mut walk = Walk {
+            unpacker: self,
+            through,
+            todo: parts.iter().cloned().collect(),
+            real: Vec::new(),
+            fd: reopen(self.root, &[])?,
+            links: 0,
         };
-        let reopen = |real: &[Vec<u8>]| {
-            rustix::fs::openat2(
-                self.root,
-                os(&joined(real)),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-            )
-        };
-        let mut todo: VecDeque<Vec<u8>> = parts.iter().cloned().collect();
-        // The real directories resolved so far, from the root.
-        let mut real: Vec<Vec<u8>> = Vec::new();
-        let mut fd = reopen(&real)?;
-        let mut links = 0;
-        while let Some(part) = todo.pop_front() {
-            match part.as_slice() {
-                b"" | b"." => continue,
-                b".." => {
-                    real.pop();
-                    fd = reopen(&real)?;
-                    continue;
-                }
-                _ => {}
-            }
-            match rustix::fs::statat(&fd, os(&part), AtFlags::SYMLINK_NOFOLLOW) {
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&fd, os(&part), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(e) => return Err(e),
-                Ok(st) => match FileType::from_raw_mode(st.st_mode) {
-                    FileType::Directory => {}
-                    FileType::Symlink if through == Through::Symlinks => {
-                        links += 1;
-                        if links > MAX_SYMLINKS {
-                            return Err(Errno::LOOP);
-                        }
-                        let target = rustix::fs::readlinkat(&fd, os(&part), Vec::new())?;
-                        let target = target.as_bytes();
-                        if target.starts_with(b"/") {
-                            real.clear();
-                            fd = reopen(&real)?;
-                        }
-                        for component in target.split(|b| *b == b'/').rev() {
-                            todo.push_front(component.to_vec());
-                        }
-                        continue;
-                    }
-                    kind => {
-                        let mut path = real.clone();
-                        path.push(part.clone());
-                        let lower = through == Through::ReplacingLower
-                            && !self.created.contains(&joined(&path));
-                        if !lower {
-                            return Err(if kind == FileType::Symlink {
-                                Errno::LOOP
-                            } else {
-                                Errno::NOTDIR
-                            });
-                        }
-                        rustix::fs::unlinkat(&fd, os(&part), AtFlags::empty())?;
-                        rustix::fs::mkdirat(&fd, os(&part), Mode::from_raw_mode(0o755))?;
-                    }
-                },
-            }
-            fd = open_in(&fd, &part)?;
-            real.push(part);
+        while let Some(part) = walk.todo.pop_front() {
+            walk.step(part)?;
         }
-        Ok(fd)
+        Ok(walk.fd)
     }
+}
+
+/// A walk from the layer's root to a directory.
+struct Walk<'u, 'a> {
+    unpacker: &'u Unpacker<'a>,
+    through: Through,
+    /// The components still to resolve, a symlink's target's among them.
+    todo: VecDeque<Vec<u8>>,
+    /// The real directories resolved so far, from the root.
+    real: Vec<Vec<u8>>,
+    /// The last of them.
+    fd: OwnedFd,
+    /// Symlinks followed so far.
+    links: u32,
+}
+
+impl Walk<'_, '_> {
+    /// Goes one component further: into a directory (made if missing), or a symlink's
+    /// target's components in its place.
+    fn step(&mut self, part: Vec<u8>) -> Result<(), Errno> {
+        match part.as_slice() {
+            b"" | b"." => return Ok(()),
+            b".." => {
+                self.real.pop();
+                self.fd = reopen(self.unpacker.root, &self.real)?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        match rustix::fs::statat(&self.fd, os(&part), AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => {
+                match rustix::fs::mkdirat(&self.fd, os(&part), Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {}
+                FileType::Symlink if self.through == Through::Symlinks => {
+                    return self.follow(&part);
+                }
+                kind => self.replace_lower(&part, kind)?,
+            },
+        }
+        self.fd = rustix::fs::openat(
+            &self.fd,
+            os(&part),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        self.real.push(part);
+        Ok(())
+    }
+
+    /// Puts the target of the symlink `link` in its place: an absolute one from the root.
+    fn follow(&mut self, link: &[u8]) -> Result<(), Errno> {
+        self.links += 1;
+        if self.links > MAX_SYMLINKS {
+            return Err(Errno::LOOP);
+        }
+        let target = rustix::fs::readlinkat(&self.fd, os(link), Vec::new())?;
+        let target = target.as_bytes();
+        if target.starts_with(b"/") {
+            self.real.clear();
+            self.fd = reopen(self.unpacker.root, &self.real)?;
+        }
+        for component in target.split(|b| *b == b'/').rev() {
+            self.todo.push_front(component.to_vec());
+        }
+        Ok(())
+    }
+
+    /// A non-directory `part` of `kind` on the way: replaced by a directory when a lower
+    /// layer left it and this walk may ([`Through::ReplacingLower`]), else `ELOOP` (a
+    /// symlink) or `ENOTDIR`.
+    fn replace_lower(&self, part: &[u8], kind: FileType) -> Result<(), Errno> {
+        let mut path = self.real.clone();
+        path.push(part.to_vec());
+        let lower = self.through == Through::ReplacingLower
+            && !self.unpacker.created.contains(&joined(&path));
+        if !lower {
+            return Err(if kind == FileType::Symlink {
+                Errno::LOOP
+            } else {
+                Errno::NOTDIR
+            });
+        }
+        rustix::fs::unlinkat(&self.fd, os(part), AtFlags::empty())?;
+        rustix::fs::mkdirat(&self.fd, os(part), Mode::from_raw_mode(0o755))
+    }
+}
+
+/// Opens (`O_PATH`) the real directory `real` from the root, following no symlink.
+fn reopen(root: &OwnedFd, real: &[Vec<u8>]) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat2(
+        root,
+        os(&joined(real)),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 
-use super::{Unpacker, errno, os};
+use super::error::{EntryError, Step, sys};
+use super::{Unpacker, os};
 
 const PAX_XATTR: &[u8] = b"SCHILY.xattr.";
 
@@ -36,7 +37,7 @@ impl Unpacker<'_> {
         parent: &OwnedFd,
         name: &[u8],
         entry: &mut tar::Entry<'_, R>,
-    ) -> Result<(), String> {
+    ) -> Result<(), EntryError> {
         if !has_xattrs(entry) {
             return Ok(());
         }
@@ -46,7 +47,7 @@ impl Unpacker<'_> {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| errno("opening the directory", e))?;
+        .map_err(sys(Step::OpenDir))?;
         self.xattrs(fd.as_fd(), entry)
     }
 
@@ -57,13 +58,13 @@ impl Unpacker<'_> {
         &mut self,
         fd: BorrowedFd<'_>,
         entry: &mut tar::Entry<'_, R>,
-    ) -> Result<(), String> {
+    ) -> Result<(), EntryError> {
         let Ok(Some(extensions)) = entry.pax_extensions() else {
             return Ok(());
         };
         let mut dropped = Vec::new();
         for extension in extensions {
-            let extension = extension.map_err(|e| format!("reading its PAX header: {e}"))?;
+            let extension = extension.map_err(EntryError::Pax)?;
             let Some(name) = extension.key_bytes().strip_prefix(PAX_XATTR) else {
                 continue;
             };
@@ -79,10 +80,8 @@ impl Unpacker<'_> {
                     dropped.push(String::from_utf8_lossy(name).into_owned());
                 }
                 Err(e) => {
-                    return Err(errno(
-                        &format!("setting xattr {}", String::from_utf8_lossy(&stored)),
-                        e,
-                    ));
+                    let name = String::from_utf8_lossy(&stored).into_owned();
+                    return Err(sys(Step::SetXattr { name })(e));
                 }
             }
         }
