@@ -1,6 +1,6 @@
 //! What can go wrong unpacking a layer: which entry, which step, and the kernel's errno.
-//! At the module's boundary it becomes an [`ImageError`](super::ImageError) (its
-//! `Unpack` variant), its message unchanged.
+//! The callers make it an `ImageError` (its `Unpack` variant, by `From`), its message
+//! unchanged; the unpacker itself knows nothing of the image module's errors.
 
 use std::fmt;
 use std::io;

@@ -17,8 +17,6 @@ use std::os::unix::ffi::OsStrExt;
 use rustix::fs::{Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use super::error::ImageError;
-
 mod entry;
 mod error;
 mod header;
@@ -112,7 +110,7 @@ pub fn unpack(
     layer: &str,
     mode: UnpackMode,
     pending: &mut Pending,
-) -> Result<Stats, ImageError> {
+) -> Result<Stats, UnpackError> {
     let mut unpacker = Unpacker::new(root, layer, mode);
     let read = Cell::new(0);
     let mut archive = tar::Archive::new(Counted {
@@ -132,18 +130,16 @@ pub fn unpack(
             Err(e) if e.to_string() == "unexpected EOF during skip" => match last {
                 Some((end, name)) if read.get() < end => {
                     let missing = end - read.get();
-                    return Err(unpacker
-                        .failed(name, EntryError::EndsInside { missing })
-                        .into());
+                    return Err(unpacker.failed(name, EntryError::EndsInside { missing }));
                 }
                 _ => break,
             },
-            Err(e) => return Err(unpacker.tar_error(e).into()),
+            Err(e) => return Err(unpacker.tar_error(e)),
         };
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let end = entry.raw_file_position() + entry.size();
         if let Err(why) = unpacker.entry(&mut entry) {
-            return Err(unpacker.failed(name, why).into());
+            return Err(unpacker.failed(name, why));
         }
         last = Some((end, name));
     }
@@ -335,7 +331,7 @@ mod tests {
         h.as_bytes().to_vec()
     }
 
-    fn unpack_bytes(tar: &[u8]) -> Result<Stats, ImageError> {
+    fn unpack_bytes(tar: &[u8]) -> Result<Stats, UnpackError> {
         let dir = tempfile::tempdir().unwrap();
         let root =
             rustix::fs::open(dir.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();

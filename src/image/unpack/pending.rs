@@ -9,7 +9,7 @@ use rustix::io::Errno;
 
 use super::error::{EntryError, Step, UnpackError, sys};
 use super::header::mode;
-use super::{ImageError, Unpacker, entry_name, joined, os};
+use super::{Unpacker, entry_name, joined, os};
 
 /// Directory modes an unprivileged unpack applies only at the very end, after every layer:
 /// until then each directory stays open to its owner (a mode-000 directory could not be
@@ -21,7 +21,7 @@ pub struct Pending {
 
 impl Pending {
     /// Gives the directories under `root` their modes, deepest first.
-    pub fn apply(self, root: &OwnedFd) -> Result<(), ImageError> {
+    pub fn apply(self, root: &OwnedFd) -> Result<(), UnpackError> {
         for (parts, (mode, layer)) in self.dir_modes.into_iter().rev() {
             let opened = rustix::fs::openat2(
                 root,
