@@ -168,8 +168,11 @@ pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
     Ok(plan)
 }
 
-/// `mm __supervise [--detach]` with the launch on descriptor 3. The file must live until
-/// the command has been spawned, so it is returned with it.
+/// How the supervisor is told which descriptor holds its launch: `--launch-fd=N`.
+pub const LAUNCH_FD_ARG: &str = "--launch-fd=";
+
+/// `mm __supervise [--detach] --launch-fd=N` with the launch, as JSON, on descriptor N.
+/// The file must live until the command has been spawned, so it is returned with it.
 pub fn supervisor_command(
     launch: &Launch,
     detach: bool,
@@ -186,16 +189,15 @@ pub fn supervisor_command(
     if detach {
         command.arg("--detach");
     }
+    // The launch stays on its own descriptor, named on the command line: `mm run` executes
+    // the supervisor in place, from a process whose other threads (the bus probe's) own
+    // descriptors, so nothing may be moved over one of them (a dup2 onto 3 once did).
     let fd = file.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe.
+    command.arg(format!("{LAUNCH_FD_ARG}{fd}"));
+    // SAFETY: fcntl is async-signal-safe, and only clears close-on-exec on our own file.
     unsafe {
         command.pre_exec(move || {
-            let ok = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if ok < 0 {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -18,8 +18,13 @@ fn main() -> std::process::ExitCode {
         .nth(1)
         .is_some_and(|a| a == SUPERVISOR_ARG)
     {
-        let detach = std::env::args_os().nth(2).is_some_and(|a| a == "--detach");
-        mm::runtime::supervisor::main(detach);
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        let detach = args.iter().any(|a| a == "--detach");
+        let fd = args
+            .iter()
+            .find_map(|a| a.strip_prefix(mm::machine::LAUNCH_FD_ARG))
+            .and_then(|n| n.parse().ok());
+        mm::runtime::supervisor::main(detach, fd);
     }
     let cli = cli::Cli::parse();
     let code = match commands::run(cli) {

@@ -46,17 +46,23 @@ pub struct Reply {
     pub error: Option<String>,
 }
 
-/// `mm __supervise [--detach]`: never returns.
-pub fn main(detach: bool) -> ! {
+/// `mm __supervise [--detach] --launch-fd=N`: never returns.
+pub fn main(detach: bool, launch_fd: Option<std::os::fd::RawFd>) -> ! {
     sys::set_name("mm-supervise");
-    // SAFETY: descriptor 3 is the launch, handed over by `mm start`/`mm run`.
-    let mut input = unsafe { File::from_raw_fd(3) };
-    let mut text = String::new();
-    let launch: Result<Launch, String> = input
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()));
-    drop(input);
+    let launch: Result<Launch, String> = match launch_fd {
+        // Only `mm start`/`mm run` start a supervisor; without the argument it has no launch.
+        None => Err("no --launch-fd=N argument (mm start and mm run give it)".to_owned()),
+        Some(fd) => {
+            // SAFETY: descriptor `fd` is the launch, handed over by `mm start`/`mm run`
+            // (machine::supervisor_command), and nothing else in this process owns it.
+            let mut input = unsafe { File::from_raw_fd(fd) };
+            let mut text = String::new();
+            input
+                .read_to_string(&mut text)
+                .map_err(|e| format!("reading descriptor {fd}: {e}"))
+                .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()))
+        }
+    };
     let code = match launch {
         Ok(launch) => match supervise(&launch, detach) {
             Ok(code) => code,
