@@ -124,17 +124,19 @@ impl Mounter for Recorder {
         self.say(format!("chmod {mode:o} {}", path.display()))
     }
 
-    /// A relative path names something the recorded calls made (a staged source);
-    /// an absolute one is looked at, without changing anything (`/dev/null`, `/sys`).
+    /// What the recorded calls made answers first (the overlay's mount point, a staged
+    /// source); anything else is a host path looked at without changing it (`/dev/null`,
+    /// `/sys`, a bind's source), so the sequence does not depend on what mm left here.
     fn is_dir(&mut self, path: &Path) -> bool {
-        if path.is_absolute() {
-            return path.is_dir();
-        }
-        self.made
+        let made = self
+            .made
             .iter()
             .rev()
-            .find(|(made, _)| made.ends_with(path))
-            .is_some_and(|(_, dir)| *dir)
+            .find(|(made, _)| made == path || (path.is_relative() && made.ends_with(path)));
+        match made {
+            Some((_, dir)) => *dir,
+            None => path.is_absolute() && path.is_dir(),
+        }
     }
 
     fn clone_tree(&mut self, from: At<'_>, recursive: bool) -> io::Result<OwnedFd> {
