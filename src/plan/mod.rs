@@ -5,7 +5,9 @@
 //! same plan, byte for byte. The launcher walks the plan and decides nothing itself.
 
 mod compile;
+mod ids;
 mod known;
+mod mounts;
 mod render;
 
 use std::collections::BTreeMap;
