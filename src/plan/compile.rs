@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     Cgroup, IdMapping, Ids, Image, Layers, LimitWrite, Machine, Machined, MapWriter, Namespace,
-    Network, Pid1, Plan, Process, Registration, RootFs, Security, Stop, StoredLayer, Upper,
+    Network, Plan, Registration, RootFs, Security, StoredLayer, Upper,
 };
 use crate::definition::{
     CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, NetworkMode, Resources,
@@ -15,14 +15,12 @@ use crate::definition::{
 };
 use crate::host::{CgroupMode, Host};
 use crate::image::{ImageRecord, Store};
-use crate::signal::Signal;
 
 use super::ids::ids;
 use super::known::{Known, Rejected, ids_taken, no_command};
 use super::mounts::mounts;
+use super::process::{process, stop};
 
-/// The PATH a machine's processes get unless the definition or image sets one.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The CFS period mm uses for `cpus`: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -43,6 +41,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         return Err(Rejected::Invalid(Diagnostics(invalid)));
     }
     let mut problems = Vec::new();
+    let private_net = def.network == NetworkMode::Private;
     let name = def.name.as_str();
     let runtime_dir = host.dirs.runtime.join(name);
     let state_dir = host.dirs.machines.join(name);
@@ -58,11 +57,15 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         problems.push(d);
         Cgroup::Inherit { why: String::new() }
     });
+    let mounts = mounts(def, host, private_net).unwrap_or_else(|d| {
+        problems.push(d);
+        Vec::new()
+    });
     if !problems.is_empty() {
         return Err(Rejected::HostCannot(Diagnostics(problems)));
     }
     let root = root_fs(def, host, &runtime_dir, &state_dir);
-    let private_net = def.network == NetworkMode::Private;
+    let process = process(def, &image, known.image);
     Ok(Plan {
         machine: Machine {
             name: def.name.clone(),
@@ -76,7 +79,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         ids,
         namespaces: namespaces(private_net),
         cgroup,
-        mounts: mounts(def, host, private_net),
+        mounts,
         root,
         network: if private_net {
             Network::Private
@@ -85,18 +88,8 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         },
         registration: registration(def, host),
         security: security(def, private_net),
-        process: process(def),
-        stop: if def.exec.boot {
-            Stop {
-                signal: Signal::rtmin(3),
-                timeout_secs: 30,
-            }
-        } else {
-            Stop {
-                signal: Signal::TERM,
-                timeout_secs: 10,
-            }
-        },
+        process,
+        stop: stop(def),
     })
 }
 
@@ -361,32 +354,5 @@ fn security(def: &Definition, private_net: bool) -> Security {
         capabilities: caps.into_iter().map(str::to_owned).collect(),
         seccomp: "mm-default".to_owned(),
         no_new_privileges: sec.no_new_privileges,
-    }
-}
-
-fn process(def: &Definition) -> Process {
-    let exec = &def.exec;
-    let mut env = std::collections::BTreeMap::new();
-    env.insert("PATH".to_owned(), DEFAULT_PATH.to_owned());
-    env.insert("container".to_owned(), "mm".to_owned());
-    env.insert("container_uuid".to_owned(), machine_id(def.name.as_str()));
-    env.extend(exec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let pid1 = if exec.boot {
-        Pid1::Boot {
-            argv: vec!["/sbin/init".to_owned()],
-        }
-    } else if exec.command.is_empty() {
-        Pid1::ImageDefault
-    } else {
-        Pid1::Command {
-            argv: exec.command.clone(),
-        }
-    };
-    Process {
-        pid1,
-        hostname: def.name.to_string(),
-        env,
-        user: exec.user.clone(),
-        workdir: exec.workdir.clone(),
     }
 }

@@ -1,15 +1,19 @@
 //! Every mount inside the new root, in order, before `pivot_root`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::Mount;
-use crate::definition::{BindSource, Definition};
-use crate::host::Host;
+use super::{CgroupFs, CgroupHierarchy, Mount};
+use crate::definition::{BindSource, Definition, Diagnostic};
+use crate::host::{CgroupMode, Host};
 
 /// The mounts, in order: the kernel's file systems, /dev, what is hidden or read-only, the
 /// host's resolver (host network), then the definition's binds.
-pub(super) fn mounts(def: &Definition, host: &Host, private_net: bool) -> Vec<Mount> {
-    let mut all = kernel_fs(def, host, private_net);
+pub(super) fn mounts(
+    def: &Definition,
+    host: &Host,
+    private_net: bool,
+) -> Result<Vec<Mount>, Diagnostic> {
+    let mut all = kernel_fs(def, host, private_net)?;
     all.extend(dev());
     all.extend(scratch());
     all.extend(hidden());
@@ -22,7 +26,7 @@ pub(super) fn mounts(def: &Definition, host: &Host, private_net: bool) -> Vec<Mo
         ));
     }
     all.extend(binds(def, host));
-    all
+    Ok(all)
 }
 
 fn fs(fstype: &str, target: &str, options: &str) -> Mount {
@@ -43,8 +47,8 @@ fn host_bind(source: &str, target: &str, readonly: bool, recursive: bool) -> Mou
 }
 
 /// /proc, /sys and the cgroup tree.
-fn kernel_fs(def: &Definition, host: &Host, private_net: bool) -> Vec<Mount> {
-    vec![
+fn kernel_fs(def: &Definition, host: &Host, private_net: bool) -> Result<Vec<Mount>, Diagnostic> {
+    Ok(vec![
         fs("proc", "/proc", "nosuid,nodev,noexec"),
         // sysfs may only be mounted by the owner of the network namespace.
         if private_net {
@@ -52,11 +56,57 @@ fn kernel_fs(def: &Definition, host: &Host, private_net: bool) -> Vec<Mount> {
         } else {
             host_bind("/sys", "/sys", true, true)
         },
-        Mount::CgroupTree {
-            mode: host.cgroup.mode,
-            writable: def.exec.boot,
-        },
-    ]
+        cgroup_tree(def, host)?,
+    ])
+}
+
+/// The machine's /sys/fs/cgroup, laid out as systemd-nspawn lays it out so that a booted
+/// systemd finds what it expects: the host's hierarchies directly under /sys/fs/cgroup,
+/// with their options. Only the trees a booted init manages are writable, and only then.
+fn cgroup_tree(def: &Definition, host: &Host) -> Result<Mount, Diagnostic> {
+    let facts = &host.cgroup;
+    let managed = def.exec.boot;
+    let v2 = |dir: String| CgroupHierarchy {
+        dir,
+        fstype: CgroupFs::Cgroup2,
+        options: Vec::new(),
+        writable: managed,
+    };
+    let hierarchies: Vec<CgroupHierarchy> = if facts.mode == CgroupMode::V2 {
+        vec![v2(String::new())]
+    } else {
+        let unified = facts.unified.iter().filter_map(|p| top_dir(p)).map(v2);
+        let v1 = facts.v1.iter().filter_map(|h| {
+            let systemd = h.options.iter().any(|o| o == "name=systemd");
+            Some(CgroupHierarchy {
+                dir: top_dir(&h.path)?,
+                fstype: CgroupFs::Cgroup,
+                options: h.options.clone(),
+                writable: managed && systemd,
+            })
+        });
+        unified.chain(v1).collect()
+    };
+    if hierarchies.is_empty() {
+        return Err(def
+            .file
+            .error(format!(
+                "the host's cgroups are {}, and no cgroup hierarchy is mounted under \
+                 /sys/fs/cgroup to show the machine on its /sys/fs/cgroup",
+                facts.mode
+            ))
+            .help("mount the host's cgroup file systems (cgroup2 on /sys/fs/cgroup)"));
+    }
+    Ok(Mount::CgroupTree {
+        mode: facts.mode,
+        hierarchies,
+    })
+}
+
+/// The name of a hierarchy mounted directly under /sys/fs/cgroup (others are not shown).
+fn top_dir(path: &Path) -> Option<String> {
+    let name = path.strip_prefix("/sys/fs/cgroup").ok()?.to_str()?;
+    (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
 }
 
 /// A small /dev: the host's harmless nodes, the console, a devpts of its own and the

@@ -347,8 +347,8 @@ fn apply(
             bind(m, At::Path(pty), &at, false, false)
                 .step(|| format!("bind the console {} on {target}", pty.display()))
         }
-        Mount::CgroupTree { mode, writable } => m
-            .cgroup_tree(root, *mode, *writable)
+        Mount::CgroupTree { mode, hierarchies } => m
+            .cgroup_tree(root, *mode, hierarchies)
             .step(|| "mount the cgroup tree on /sys/fs/cgroup".to_owned()),
         Mount::Symlink { target, points_to } => symlink(m, root, target, points_to),
     }
