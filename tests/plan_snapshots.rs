@@ -378,3 +378,43 @@ fn no_cgroup_hierarchy_under_sys_fs_cgroup_is_what_the_host_cannot_do() {
         "{message}"
     );
 }
+
+/// The supervisor is only ever given a plan that says what runs: a launch of a plan whose
+/// image is not stored yet is refused, naming the image; a resolved one copies the plan.
+#[test]
+fn a_launch_takes_its_command_from_the_plan_and_refuses_an_unresolved_one() {
+    use mm::runtime::{Console, Launch};
+    let def = Definition::load(&repo().join("machines/web.toml")).unwrap();
+    let root = host("root-hybrid");
+    let unresolved = plan::compile(&def, &root, plan::Known::default()).unwrap();
+    let refused = Launch::new(unresolved, Console::Pipe)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("the plan does not say what runs yet"),
+        "{refused}"
+    );
+    assert!(refused.contains("images/busybox:latest"), "{refused}");
+
+    let record = stored_image(&def.image.source.value.to_string());
+    let known = plan::Known {
+        image: Some(&record),
+        ..Default::default()
+    };
+    let resolved = plan::compile(&def, &root, known).unwrap();
+    let launch = Launch::new(resolved.clone(), Console::Pipe).unwrap();
+    let plan::Command::Resolved(exec) = &resolved.process.command else {
+        panic!("{:?}", resolved.process.command);
+    };
+    assert_eq!(
+        launch.argv,
+        ["/bin/httpd", "-f", "-v", "-p", "8080", "-h", "/srv"]
+    );
+    assert_eq!(launch.argv, exec.argv);
+    assert_eq!(launch.env, exec.env);
+    assert_eq!(
+        (launch.user.as_str(), launch.workdir.as_str()),
+        ("app", "/srv")
+    );
+    assert!(!launch.boot);
+}

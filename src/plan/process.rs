@@ -27,34 +27,22 @@ pub(super) fn process(def: &Definition, image: &Image, stored: Option<&ImageReco
     } else {
         Some(exec.command.clone())
     };
-    let config = match (&image.layers, stored) {
-        (Layers::Stored { .. }, Some(record)) => Some(&record.config.config),
-        (Layers::Directory { .. }, _) => None,
-        _ => {
-            return Process {
-                pid1: pid1(def),
-                hostname: def.name.to_string(),
-                command: Command::Unresolved {
-                    argv,
-                    env,
-                    user: exec.user.clone(),
-                    workdir: exec.workdir.clone(),
-                },
-            };
+    let command = match (&image.layers, stored) {
+        (Layers::Stored { .. }, Some(record)) => {
+            Command::Resolved(resolve(def, argv, env, Some(&record.config.config)))
         }
+        (Layers::Directory { .. }, _) => Command::Resolved(resolve(def, argv, env, None)),
+        _ => Command::Unresolved {
+            argv,
+            env,
+            user: exec.user.clone(),
+            workdir: exec.workdir.clone(),
+        },
     };
     Process {
-        pid1: pid1(def),
+        pid1: if exec.boot { Pid1::Boot } else { Pid1::MmInit },
         hostname: def.name.to_string(),
-        command: Command::Resolved(resolve(def, argv, env, config)),
-    }
-}
-
-fn pid1(def: &Definition) -> Pid1 {
-    if def.exec.boot {
-        Pid1::Boot
-    } else {
-        Pid1::MmInit
+        command,
     }
 }
 
