@@ -3,11 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use sha2::{Digest as _, Sha256};
-
 use super::{
     Cgroup, IdMapping, Ids, Image, Layers, LimitWrite, Machine, Machined, MapWriter, Namespace,
-    Network, Plan, Registration, RootFs, Security, StoredLayer, Upper,
+    Network, Plan, Registration, RootFs, Security, StoredLayer, Upper, machine_id,
 };
 use crate::definition::{
     CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, NetworkMode, Resources,
@@ -324,17 +322,6 @@ fn registration(def: &Definition, host: &Host) -> Registration {
         });
     };
     Registration::Skip { why }
-}
-
-/// A stable 128-bit id for a machine: the first half of sha256("mm machine NAME"), shaped as
-/// a version 4 UUID so that tools that check the form accept it.
-pub fn machine_id(name: &str) -> String {
-    let digest = Sha256::digest(format!("mm machine {name}").as_bytes());
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn security(def: &Definition, private_net: bool) -> Security {

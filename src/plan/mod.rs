@@ -329,6 +329,17 @@ pub struct Stop {
     pub timeout_secs: u32,
 }
 
+/// A stable 128-bit id for a machine: the first half of sha256("mm machine NAME"), shaped as
+/// a version 4 UUID so that tools that check the form accept it.
+pub fn machine_id(name: &str) -> String {
+    let digest = Sha256::digest(format!("mm machine {name}").as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A plan with its hash, as `mm plan --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct Hashed<'p> {

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::compile::machine_id;
-use super::{Command, Exec, Image, Layers, Pid1, Process, Stop};
+use super::{Command, Exec, Image, Layers, Pid1, Process, Stop, machine_id};
 use crate::definition::Definition;
 use crate::image::ImageRecord;
 use crate::image::oci::RunConfig;
