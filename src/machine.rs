@@ -86,15 +86,13 @@ pub fn ready_to_boot(machine: &str, host: &Host) -> Result<(PathBuf, Plan), Erro
 /// The launch of a prepared plan: a pty console for `mm start` or when any of our
 /// standard streams is a terminal (the machine never gets ours), else the standard
 /// streams as they are (pipes or files, none a terminal).
-pub fn launch(plan: Plan, host: &Host, detach: bool) -> Result<Launch, Error> {
-    let store = Store::new(&host.dirs.store);
-    let record = store.image(&plan.image.source.to_string())?;
+pub fn launch(plan: Plan, detach: bool) -> Result<Launch, Error> {
     let console = if detach || crate::runtime::stdio::any_terminal() {
         Console::Pty
     } else {
         Console::Pipe
     };
-    Ok(Launch::new(plan, record.as_ref(), console)?)
+    Ok(Launch::new(plan, console)?)
 }
 
 /// Cleans up after a supervisor that was killed (its cgroup, mount points and machined

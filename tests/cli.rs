@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::path::Path;
+
 use support::*;
 
 #[test]
@@ -142,4 +144,122 @@ fn help_completions_and_man_pages_come_from_one_definition() {
 
     let (out, _, stderr) = run(mm_bare(&["frobnicate"]));
     assert_eq!(out.status.code(), Some(2), "{stderr}");
+}
+
+/// An OCI layout `dir/app` whose image `app:t` (no layers) has a config naming an
+/// entrypoint, a command, an environment, a user and a working directory.
+fn image_with_config(dir: &Path) -> Result<String, String> {
+    let layout = dir.join("app");
+    let image = format!("{}:t", layout.display());
+    let steps: [Vec<&str>; 3] = [
+        vec!["init", "--layout", layout.to_str().unwrap()],
+        vec!["new", "--image", &image],
+        vec![
+            "config",
+            "--image",
+            &image,
+            "--config.entrypoint",
+            "/bin/serve",
+            "--config.cmd",
+            "--port",
+            "--config.cmd",
+            "80",
+            "--config.env",
+            "FROM_IMAGE=1",
+            "--config.user",
+            "1000:1000",
+            "--config.workingdir",
+            "/data",
+        ],
+    ];
+    for args in steps {
+        let status = std::process::Command::new("umoci")
+            .args(&args)
+            .status()
+            .map_err(|e| format!("umoci: {e} (apt-get install umoci)"))?;
+        assert!(status.success(), "umoci {args:?}");
+    }
+    Ok(format!("oci:{image}"))
+}
+
+/// `mm plan --json` says what will run: before the import, that the image's part is not
+/// known yet; after it, the argv, environment, user and working directory resolved from
+/// the image's config under the definition's, with the stop signal and the host's cgroup
+/// hierarchies; and `mm plan` shows them.
+#[test]
+fn plan_shows_the_command_that_will_run_once_the_image_is_stored() {
+    let dir = shared_tempdir();
+    let machines = dir.path().join("machines");
+    std::fs::create_dir(&machines).unwrap();
+    let source = match image_with_config(dir.path()) {
+        Ok(source) => source,
+        Err(why) => {
+            return skip(
+                "plan_shows_the_command_that_will_run_once_the_image_is_stored",
+                &why,
+            );
+        }
+    };
+    std::fs::write(
+        machines.join("app.toml"),
+        format!("[image]\nsource = \"{source}\"\n\n[exec]\nenv = {{ LANG = \"C\" }}\n"),
+    )
+    .unwrap();
+    let plan = || {
+        let (out, stdout, stderr) = run(mm(dir.path(), &["plan", "app", "--json"]));
+        assert!(out.status.success(), "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let before = plan();
+    let command = &before["plan"]["process"]["command"];
+    assert_eq!(command["state"], "unresolved", "{command:#}");
+    assert_eq!(command["argv"], serde_json::Value::Null, "{command:#}");
+
+    let (out, _, stderr) = run(mm(dir.path(), &["image", "import", &source]));
+    assert!(out.status.success(), "{stderr}");
+    let after = plan();
+    let command = &after["plan"]["process"]["command"];
+    assert_eq!(command["state"], "resolved", "{command:#}");
+    assert_eq!(
+        command["argv"],
+        serde_json::json!(["/bin/serve", "--port", "80"])
+    );
+    let env: Vec<&str> = command["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(env[..2], ["FROM_IMAGE=1", "LANG=C"], "{env:?}");
+    assert!(
+        env.iter().any(|v| v.starts_with("container_uuid=")),
+        "{env:?}"
+    );
+    assert_eq!(command["user"], "1000:1000");
+    assert_eq!(command["workdir"], "/data");
+    assert_eq!(after["plan"]["stop"]["signal"], "SIGTERM");
+    let tree = after["plan"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["kind"] == "cgroup-tree")
+        .cloned()
+        .unwrap();
+    assert!(
+        !tree["hierarchies"].as_array().unwrap().is_empty(),
+        "{tree:#}"
+    );
+    assert_ne!(before["plan_hash"], after["plan_hash"]);
+
+    let (out, text, stderr) = run(mm(dir.path(), &["plan", "app"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        text.contains("PID 1: mm's init, running /bin/serve --port 80\n"),
+        "{text}"
+    );
+    assert!(text.contains("as 1000:1000 in /data"), "{text}");
+    assert!(
+        text.contains("environment: FROM_IMAGE=1 LANG=C PATH="),
+        "{text}"
+    );
 }

@@ -211,3 +211,210 @@ fn in_a_unit_the_machine_goes_below_the_units_cgroup() {
     let hybrid = cgroup("rootless-hybrid", unit).unwrap_err();
     assert!(hybrid.contains("only cgroup v2"), "{hybrid}");
 }
+
+/// A stored image as `mm image import` records it, with a config that names a command,
+/// an environment, a user and a working directory.
+fn stored_image(name: &str) -> mm::image::ImageRecord {
+    let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "manifest": digest('a'),
+        "config_digest": digest('b'),
+        "config": {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "User": "app",
+                "Env": ["PATH=/image/bin", "FROM_IMAGE=1", "LANG=en_GB"],
+                "Entrypoint": ["/entry", "--flag"],
+                "Cmd": ["serve"],
+                "WorkingDir": "/work"
+            },
+            "rootfs": {"type": "layers", "diff_ids": [digest('c')]}
+        },
+        "layers": [{"diff_id": digest('c'), "blob": digest('d'), "blob_size": 10}]
+    }))
+    .unwrap()
+}
+
+/// The plan says what will run: with the image in the store, the command, environment,
+/// user and working directory are resolved in it (the definition's over the image's, over
+/// mm's defaults), so the plan hash covers them; before, the image is named as unresolved.
+#[test]
+fn a_stored_image_resolves_the_command_environment_user_and_workdir() {
+    let path = repo().join("machines/web.toml");
+    let text = "[image]\nsource = \"oci:../images/busybox:latest\"\n\
+                [exec]\nenv = { LANG = \"C.UTF-8\" }\nuser = \"www\"\n";
+    let def = Definition::from_text(&path, text).unwrap();
+    let record = stored_image(&def.image.source.value.to_string());
+    let known = plan::Known {
+        image: Some(&record),
+        ..Default::default()
+    };
+    let root = host("root-hybrid");
+    let resolved = plan::compile(&def, &root, known).unwrap();
+    let json = serde_json::to_value(resolved.hashed()).unwrap();
+    let command = &json["plan"]["process"]["command"];
+    let uuid = json["plan"]["registration"]["id"].as_str().unwrap();
+    assert_eq!(
+        *command,
+        serde_json::json!({
+            "state": "resolved",
+            "argv": ["/entry", "--flag", "serve"],
+            "env": [
+                "FROM_IMAGE=1",
+                "LANG=C.UTF-8",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "container=mm",
+                format!("container_uuid={uuid}"),
+            ],
+            "user": "www",
+            "workdir": "/work",
+        }),
+        "{json:#}"
+    );
+    assert_eq!(json["plan"]["process"]["pid1"], "mm-init");
+    assert_eq!(json["plan"]["stop"]["signal"], "SIGTERM", "{json:#}");
+    let text = resolved.render();
+    assert!(
+        text.contains("PID 1: mm's init, running /entry --flag serve\n       as www in /work\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("environment: FROM_IMAGE=1 LANG=C.UTF-8 PATH="),
+        "{text}"
+    );
+
+    let unresolved = plan::compile(&def, &root, plan::Known::default()).unwrap();
+    let json = serde_json::to_value(&unresolved.process).unwrap();
+    assert_eq!(json["command"]["state"], "unresolved", "{json:#}");
+    assert_eq!(json["command"]["argv"], serde_json::Value::Null);
+    assert_eq!(json["command"]["user"], "www");
+    assert!(
+        unresolved
+            .render()
+            .contains("unresolved until the image is in the store")
+    );
+    assert_ne!(resolved.hash(), unresolved.hash());
+}
+
+/// The machine's /sys/fs/cgroup comes from the host's hierarchies as probed, with their
+/// options; only the trees a booted init manages are writable, and only when it boots.
+#[test]
+fn the_cgroup_tree_names_the_hosts_hierarchies() {
+    let path = repo().join("machines/web.toml");
+    let tree = |text: &str, host_name: &str| {
+        let def = Definition::from_text(&path, text).unwrap();
+        let plan = plan::compile(&def, &host(host_name), plan::Known::default()).unwrap();
+        let mounts = serde_json::to_value(&plan.mounts).unwrap();
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["kind"] == "cgroup-tree")
+            .cloned()
+            .unwrap()
+    };
+    let source = "[image]\nsource = \"oci:../images/busybox:latest\"\n";
+    let command = format!("{source}[exec]\ncommand = [\"/bin/true\"]\n");
+    let boot = format!("{source}[exec]\nboot = true\n");
+    let hierarchy = |tree: &serde_json::Value, dir: &str| {
+        tree["hierarchies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["dir"] == dir)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {dir} in {tree:#}"))
+    };
+    let hybrid = tree(&command, "root-hybrid");
+    assert_eq!(hybrid["mode"], "hybrid");
+    assert_eq!(
+        hybrid["hierarchies"].as_array().unwrap().len(),
+        10,
+        "{hybrid:#}"
+    );
+    assert_eq!(
+        hierarchy(&hybrid, "systemd"),
+        serde_json::json!({"dir": "systemd", "fstype": "cgroup",
+                           "options": ["xattr", "name=systemd"], "writable": false})
+    );
+    assert_eq!(hierarchy(&hybrid, "unified")["fstype"], "cgroup2");
+    assert_eq!(
+        hierarchy(&hybrid, "memory")["options"],
+        serde_json::json!(["memory"])
+    );
+
+    let booted = tree(&boot, "root-hybrid");
+    assert_eq!(hierarchy(&booted, "systemd")["writable"], true);
+    assert_eq!(hierarchy(&booted, "unified")["writable"], true);
+    assert_eq!(hierarchy(&booted, "memory")["writable"], false);
+
+    let v2 = tree(&boot, "rootless-v2-delegated");
+    assert_eq!(
+        v2["hierarchies"],
+        serde_json::json!([{"dir": "", "fstype": "cgroup2", "options": [], "writable": true}])
+    );
+}
+
+/// A host whose cgroups are v1 or hybrid but with no hierarchy directly under
+/// /sys/fs/cgroup cannot show a machine its tree: the plan says so, not the start.
+#[test]
+fn no_cgroup_hierarchy_under_sys_fs_cgroup_is_what_the_host_cannot_do() {
+    let def = Definition::load(&repo().join("machines/web.toml")).unwrap();
+    let mut elsewhere = host("root-hybrid");
+    for h in &mut elsewhere.cgroup.v1 {
+        h.path = Path::new("/cgroups").join(h.path.file_name().unwrap());
+    }
+    elsewhere.cgroup.unified = Some("/cgroups/unified".into());
+    let rejected = plan::compile(&def, &elsewhere, plan::Known::default()).unwrap_err();
+    assert!(
+        matches!(rejected, plan::Rejected::HostCannot(_)),
+        "{rejected:?}"
+    );
+    let message = rejected.to_string();
+    assert!(
+        message.contains("no cgroup hierarchy is mounted under /sys/fs/cgroup"),
+        "{message}"
+    );
+}
+
+/// The supervisor is only ever given a plan that says what runs: a launch of a plan whose
+/// image is not stored yet is refused, naming the image; a resolved one copies the plan.
+#[test]
+fn a_launch_takes_its_command_from_the_plan_and_refuses_an_unresolved_one() {
+    use mm::runtime::{Console, Launch};
+    let def = Definition::load(&repo().join("machines/web.toml")).unwrap();
+    let root = host("root-hybrid");
+    let unresolved = plan::compile(&def, &root, plan::Known::default()).unwrap();
+    let refused = Launch::new(unresolved, Console::Pipe)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("the plan does not say what runs yet"),
+        "{refused}"
+    );
+    assert!(refused.contains("images/busybox:latest"), "{refused}");
+
+    let record = stored_image(&def.image.source.value.to_string());
+    let known = plan::Known {
+        image: Some(&record),
+        ..Default::default()
+    };
+    let resolved = plan::compile(&def, &root, known).unwrap();
+    let launch = Launch::new(resolved.clone(), Console::Pipe).unwrap();
+    let plan::Command::Resolved(exec) = &resolved.process.command else {
+        panic!("{:?}", resolved.process.command);
+    };
+    assert_eq!(
+        launch.argv,
+        ["/bin/httpd", "-f", "-v", "-p", "8080", "-h", "/srv"]
+    );
+    assert_eq!(launch.argv, exec.argv);
+    assert_eq!(launch.env, exec.env);
+    assert_eq!(
+        (launch.user.as_str(), launch.workdir.as_str()),
+        ("app", "/srv")
+    );
+    assert!(!launch.boot);
+}

@@ -36,7 +36,7 @@ pub fn run(machine: &str, keep_unit: bool) -> Result<ExitCode, Error> {
         None
     };
     let (_, plan) = ready_to_boot(machine, &host)?;
-    let mut launch = launch(plan, &host, false)?;
+    let mut launch = launch(plan, false)?;
     launch.unit = unit;
     let (mut supervisor, _file) = supervisor_command(&launch, false)?;
     let e = supervisor.exec();
@@ -56,7 +56,7 @@ pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
         }
     }
     let name = plan.machine.name.to_string();
-    let launch = launch(plan, &host, true)?;
+    let launch = launch(plan, true)?;
     let (mut supervisor, file) = supervisor_command(&launch, true)?;
     let mut child = supervisor
         .stdin(Stdio::null())

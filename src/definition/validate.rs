@@ -1,21 +1,24 @@
 //! Raw definition to typed [`Definition`]: one check per concern, every problem collected.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 
+mod exec;
+
 use super::capability;
 use super::diagnostic::{Diagnostic, Diagnostics, SourceFile, closest};
 use super::raw::{
-    RawBind, RawDefinition, RawExec, RawRange, RawResources, RawSecurity, RawSize, RawStorage,
+    RawBind, RawDefinition, RawRange, RawResources, RawSecurity, RawSize, RawStorage,
 };
 use super::source::{Digest, ImageSource, SourceError, TRANSPORTS};
 use super::units::{parse_cpus, parse_size};
 use super::{
-    Bind, BindSource, CapabilityDrop, Definition, Exec, Image, Located, MachineName, NetworkMode,
+    Bind, BindSource, CapabilityDrop, Definition, Image, Located, MachineName, NetworkMode,
     Resources, Security, Storage, UserRange,
 };
+use exec::exec;
 
 /// The smallest id range a booted init gets along with: systemd needs `nobody` (65534).
 const BOOT_MIN_IDS: u32 = 65536;
@@ -162,115 +165,6 @@ fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<
             }
             None
         }
-    }
-}
-
-fn exec(c: &mut Checker<'_>, raw: RawExec, image: &Option<Image>) -> Exec {
-    let boot = raw.boot.as_ref().is_some_and(|b| *b.get_ref());
-    let mut command = Vec::new();
-    if let Some(cmd) = &raw.command {
-        let has_config = image.as_ref().is_none_or(|i| i.source.value.has_config());
-        if cmd.get_ref().is_empty() {
-            let d = c.at(cmd, "exec.command", "the command is empty");
-            if has_config {
-                d.help
-                    .push("leave `command` out to run the image's own command".to_owned());
-            }
-        } else if boot {
-            c.at(
-                cmd,
-                "exec.command",
-                "`command` cannot be combined with `boot = true`",
-            )
-            .help
-            .push("a booted machine runs its image's init; remove one of the two".to_owned());
-        } else if cmd.get_ref()[0].get_ref().is_empty() {
-            c.at(
-                &cmd.get_ref()[0],
-                "exec.command[0]",
-                "the program to run is an empty string",
-            );
-        }
-        // An argument with NUL cannot be passed to execve: say which, here.
-        for (i, arg) in cmd.get_ref().iter().enumerate() {
-            if arg.get_ref().contains('\0') {
-                c.at(
-                    arg,
-                    &format!("exec.command[{i}]"),
-                    "the argument holds a NUL byte",
-                );
-            }
-        }
-        command = cmd.get_ref().iter().map(|a| a.get_ref().clone()).collect();
-    }
-    let needs_command = image.as_ref().is_some_and(|i| !i.source.value.has_config());
-    if raw.command.is_none() && !boot && needs_command {
-        let span = image
-            .as_ref()
-            .map(|i| i.source.span.clone())
-            .unwrap_or(0..0);
-        let d = c.file.error_at(
-            &span,
-            "this source carries no image config, so there is no default command",
-        );
-        c.problems.push(
-            d.key("exec.command")
-                .help("set `command` in [exec], or `boot = true` to run the image's /sbin/init"),
-        );
-    }
-    let mut env = BTreeMap::new();
-    for (key, value) in raw.env.unwrap_or_default() {
-        let name = key.get_ref();
-        if name.is_empty() || name.contains(['=', '\0']) {
-            c.at(
-                &key,
-                &format!("exec.env.{name}"),
-                "an environment variable's name cannot be empty or hold `=`",
-            );
-        } else if value.get_ref().contains('\0') {
-            c.at(
-                &value,
-                &format!("exec.env.{name}"),
-                "the value holds a NUL byte",
-            );
-        }
-        env.insert(name.clone(), value.into_inner());
-    }
-    let user = raw.user.map(|user| {
-        let text = user.get_ref();
-        let ok = !text.is_empty()
-            && text.split(':').count() <= 2
-            && text
-                .split(':')
-                .all(|part| !part.is_empty() && !part.contains(['/', '\0', ' ']));
-        if !ok {
-            c.at(&user, "exec.user", format!("`{text}` is not a user"))
-                .help
-                .push(
-                    "write a name or number, optionally with a group: `root`, `1000`, `app:app`"
-                        .to_owned(),
-                );
-        }
-        user.into_inner()
-    });
-    let workdir = raw.workdir.map(|dir| {
-        if !dir.get_ref().starts_with('/') {
-            c.at(
-                &dir,
-                "exec.workdir",
-                "the working directory must be an absolute path inside the machine",
-            );
-        } else if dir.get_ref().contains('\0') {
-            c.at(&dir, "exec.workdir", "the path holds a NUL byte");
-        }
-        dir.into_inner()
-    });
-    Exec {
-        boot,
-        command,
-        env,
-        user,
-        workdir,
     }
 }
 

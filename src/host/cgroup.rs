@@ -34,6 +34,9 @@ impl std::fmt::Display for CgroupMode {
 pub struct V1Hierarchy {
     pub path: PathBuf,
     pub controllers: Vec<String>,
+    /// Its super options without `rw`/`ro` (`xattr,name=systemd`, `cpu,cpuacct`): how a
+    /// machine's cgroup namespace mounts it again.
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +159,12 @@ impl CgroupFacts {
             .map(|m| V1Hierarchy {
                 path: m.path.clone(),
                 controllers: v1_controllers(&m.options),
+                options: m
+                    .options
+                    .iter()
+                    .filter(|o| !matches!(o.as_str(), "rw" | "ro"))
+                    .cloned()
+                    .collect(),
             })
             .collect();
         let unified = mounts.iter().find(|m| m.version2).map(|m| m.path.clone());
@@ -230,6 +239,8 @@ mod tests {
             Path::new("/sys/fs/cgroup/cpu,cpuacct")
         );
         assert_eq!(facts.controllers, ["cpu", "cpuacct", "memory"]);
+        assert_eq!(facts.v1[0].options, ["xattr", "name=systemd"]);
+        assert_eq!(facts.v1[1].options, ["cpu", "cpuacct"]);
     }
 
     #[test]

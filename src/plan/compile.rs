@@ -3,26 +3,22 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use sha2::{Digest as _, Sha256};
-
 use super::{
-    Cgroup, IdMapping, Ids, Image, Layers, LimitWrite, Machine, Machined, MapWriter, Mount,
-    Namespace, Network, Pid1, Plan, Process, Registration, RootFs, Security, Stop, StoredLayer,
-    Upper,
+    Cgroup, IdMapping, Ids, Image, Layers, LimitWrite, Machine, Machined, MapWriter, Namespace,
+    Network, Plan, Registration, RootFs, Security, StoredLayer, Upper, machine_id,
 };
 use crate::definition::{
-    BindSource, CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, NetworkMode,
-    Resources, UserRange, capability,
+    CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, NetworkMode, Resources,
+    capability,
 };
 use crate::host::{CgroupMode, Host};
-use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
 use crate::image::{ImageRecord, Store};
-use crate::signal::Signal;
 
+use super::ids::ids;
 use super::known::{Known, Rejected, ids_taken, no_command};
+use super::mounts::mounts;
+use super::process::{process, stop};
 
-/// The PATH a machine's processes get unless the definition or image sets one.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The CFS period mm uses for `cpus`: 100 ms, the kernel's default.
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -43,6 +39,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         return Err(Rejected::Invalid(Diagnostics(invalid)));
     }
     let mut problems = Vec::new();
+    let private_net = def.network == NetworkMode::Private;
     let name = def.name.as_str();
     let runtime_dir = host.dirs.runtime.join(name);
     let state_dir = host.dirs.machines.join(name);
@@ -58,11 +55,15 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         problems.push(d);
         Cgroup::Inherit { why: String::new() }
     });
+    let mounts = mounts(def, host, private_net).unwrap_or_else(|d| {
+        problems.push(d);
+        Vec::new()
+    });
     if !problems.is_empty() {
         return Err(Rejected::HostCannot(Diagnostics(problems)));
     }
     let root = root_fs(def, host, &runtime_dir, &state_dir);
-    let private_net = def.network == NetworkMode::Private;
+    let process = process(def, &image, known.image);
     Ok(Plan {
         machine: Machine {
             name: def.name.clone(),
@@ -76,7 +77,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         ids,
         namespaces: namespaces(private_net),
         cgroup,
-        mounts: mounts(def, host, private_net),
+        mounts,
         root,
         network: if private_net {
             Network::Private
@@ -85,18 +86,8 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         },
         registration: registration(def, host),
         security: security(def, private_net),
-        process: process(def),
-        stop: if def.exec.boot {
-            Stop {
-                signal: Signal::rtmin(3),
-                timeout_secs: 30,
-            }
-        } else {
-            Stop {
-                signal: Signal::TERM,
-                timeout_secs: 10,
-            }
-        },
+        process,
+        stop: stop(def),
     })
 }
 
@@ -127,116 +118,6 @@ fn image(def: &Definition, host: &Host, stored: Option<&ImageRecord>) -> Image {
         pinned: def.image.digest.clone(),
         layers,
     }
-}
-
-fn ids(def: &Definition, host: &Host, recorded: Option<IdRange>) -> Result<Ids, Diagnostic> {
-    let range = &def.users;
-    // Where `range` is not written, the problem is the file's as a whole.
-    let at = |message: String| {
-        let diagnostic = if range.span.is_empty() {
-            def.file.error(message)
-        } else {
-            def.file.error_at(&range.span, message)
-        };
-        diagnostic.key("users.range")
-    };
-    let single = |base: u32, size: u32| IdMapping::Map {
-        entries: vec![IdMapEntry {
-            inside: 0,
-            outside: base,
-            count: size,
-        }],
-    };
-    if host.is_root() {
-        return Ok(match range.value {
-            UserRange::Auto => {
-                let mapping = match recorded {
-                    Some(block) => single(block.start, block.count),
-                    None => IdMapping::Allocate {
-                        pool: ROOT_POOL,
-                        count: MACHINE_IDS,
-                    },
-                };
-                Ids {
-                    writer: MapWriter::Direct,
-                    uid: mapping.clone(),
-                    gid: mapping,
-                }
-            }
-            UserRange::Explicit { base, size } => {
-                if base < MACHINE_IDS {
-                    return Err(at(format!(
-                        "base {base} overlaps the host's own users and groups (0-65535)"
-                    ))
-                    .help(format!(
-                        "use ids from mm's pool, {}, or `range = \"auto\"`",
-                        ROOT_POOL
-                    )));
-                }
-                Ids {
-                    writer: MapWriter::Direct,
-                    uid: single(base, size),
-                    gid: single(base, size),
-                }
-            }
-        });
-    }
-    let how = format!(
-        "add one as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
-        host.user
-    );
-    for (file, ranges) in [("/etc/subuid", &host.subuid), ("/etc/subgid", &host.subgid)] {
-        if ranges.is_empty() {
-            return Err(at(format!(
-                "user `{}` has no subordinate id range in {file}",
-                host.user
-            ))
-            .help(how.clone()));
-        }
-    }
-    let maps = match range.value {
-        UserRange::Auto => {
-            let uid = rootless_map(host.uid, &host.subuid);
-            let gid = rootless_map(host.gid, &host.subgid);
-            let mapped = |m: &[IdMapEntry]| m.iter().map(|e| u64::from(e.count)).sum::<u64>();
-            let fewest = mapped(&uid).min(mapped(&gid));
-            if def.exec.boot && fewest < u64::from(MACHINE_IDS) {
-                return Err(at(format!(
-                    "a booted machine needs {MACHINE_IDS} ids, and user `{}` has {fewest} (with its own id)",
-                    host.user
-                ))
-                .help(how));
-            }
-            (uid, gid)
-        }
-        UserRange::Explicit { base, size } => {
-            let wanted = IdRange {
-                start: base,
-                count: size,
-            };
-            for (file, ranges) in [("/etc/subuid", &host.subuid), ("/etc/subgid", &host.subgid)] {
-                if !ranges.iter().any(|r| r.contains(&wanted)) {
-                    let yours: Vec<String> = ranges.iter().map(ToString::to_string).collect();
-                    return Err(at(format!(
-                        "{wanted} is not inside your ranges in {file}: {}",
-                        yours.join(", ")
-                    ))
-                    .help("pick a base and size inside them, or `range = \"auto\"`"));
-                }
-            }
-            let entries = vec![IdMapEntry {
-                inside: 0,
-                outside: base,
-                count: size,
-            }];
-            (entries.clone(), entries)
-        }
-    };
-    Ok(Ids {
-        writer: MapWriter::Newidmap,
-        uid: IdMapping::Map { entries: maps.0 },
-        gid: IdMapping::Map { entries: maps.1 },
-    })
 }
 
 fn namespaces(private_net: bool) -> Vec<Namespace> {
@@ -423,110 +304,6 @@ fn root_fs(
     }
 }
 
-fn mounts(def: &Definition, host: &Host, private_net: bool) -> Vec<Mount> {
-    let fs = |fstype: &str, target: &str, options: &str| Mount::Fs {
-        fstype: fstype.to_owned(),
-        target: target.to_owned(),
-        options: options.split(',').map(str::to_owned).collect(),
-    };
-    let host_bind = |source: &str, target: &str, readonly: bool, recursive: bool| Mount::Bind {
-        source: PathBuf::from(source),
-        target: target.to_owned(),
-        readonly,
-        recursive,
-    };
-    let mut all = vec![fs("proc", "/proc", "nosuid,nodev,noexec")];
-    // sysfs may only be mounted by the owner of the network namespace.
-    all.push(if private_net {
-        fs("sysfs", "/sys", "ro,nosuid,nodev,noexec")
-    } else {
-        host_bind("/sys", "/sys", true, true)
-    });
-    all.push(Mount::CgroupTree {
-        mode: host.cgroup.mode,
-        writable: def.exec.boot,
-    });
-    all.push(fs("tmpfs", "/dev", "nosuid,mode=755,size=4m"));
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let path = format!("/dev/{node}");
-        all.push(host_bind(&path, &path, false, false));
-    }
-    all.push(Mount::Console {
-        target: "/dev/console".to_owned(),
-    });
-    all.push(fs(
-        "devpts",
-        "/dev/pts",
-        "nosuid,noexec,newinstance,ptmxmode=0666,mode=620,gid=5",
-    ));
-    for (target, points_to) in [
-        ("/dev/ptmx", "pts/ptmx"),
-        ("/dev/fd", "/proc/self/fd"),
-        ("/dev/stdin", "/proc/self/fd/0"),
-        ("/dev/stdout", "/proc/self/fd/1"),
-        ("/dev/stderr", "/proc/self/fd/2"),
-    ] {
-        all.push(Mount::Symlink {
-            target: target.to_owned(),
-            points_to: points_to.to_owned(),
-        });
-    }
-    all.push(fs("tmpfs", "/dev/shm", "nosuid,nodev,mode=1777"));
-    all.push(fs("mqueue", "/dev/mqueue", "nosuid,nodev,noexec"));
-    all.push(fs("tmpfs", "/run", "nosuid,nodev,mode=755"));
-    all.push(fs("tmpfs", "/tmp", "nosuid,nodev,mode=1777"));
-    for file in [
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/timer_list",
-        "/proc/sched_debug",
-    ] {
-        all.push(Mount::Mask {
-            target: file.to_owned(),
-            directory: false,
-        });
-    }
-    for dir in ["/proc/acpi", "/proc/scsi", "/sys/firmware"] {
-        all.push(Mount::Mask {
-            target: dir.to_owned(),
-            directory: true,
-        });
-    }
-    for path in [
-        "/proc/bus",
-        "/proc/fs",
-        "/proc/irq",
-        "/proc/sys",
-        "/proc/sysrq-trigger",
-    ] {
-        all.push(Mount::ReadOnly {
-            target: path.to_owned(),
-        });
-    }
-    if !private_net {
-        all.push(host_bind(
-            "/etc/resolv.conf",
-            "/etc/resolv.conf",
-            true,
-            false,
-        ));
-    }
-    for bind in &def.storage.binds {
-        let bind = &bind.value;
-        let source = match &bind.source {
-            BindSource::Path(path) => path.clone(),
-            BindSource::Home(rest) => host.home.join(rest),
-        };
-        all.push(Mount::Bind {
-            source,
-            target: bind.target.clone(),
-            readonly: bind.readonly,
-            recursive: true,
-        });
-    }
-    all
-}
-
 fn registration(def: &Definition, host: &Host) -> Registration {
     let why = if !host.is_root() {
         "systemd-machined accepts registrations from root only".to_owned()
@@ -547,17 +324,6 @@ fn registration(def: &Definition, host: &Host) -> Registration {
     Registration::Skip { why }
 }
 
-/// A stable 128-bit id for a machine: the first half of sha256("mm machine NAME"), shaped as
-/// a version 4 UUID so that tools that check the form accept it.
-pub fn machine_id(name: &str) -> String {
-    let digest = Sha256::digest(format!("mm machine {name}").as_bytes());
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn security(def: &Definition, private_net: bool) -> Security {
     let sec = &def.security;
     let mut caps: BTreeSet<&'static str> = match &sec.drop_capabilities {
@@ -575,32 +341,5 @@ fn security(def: &Definition, private_net: bool) -> Security {
         capabilities: caps.into_iter().map(str::to_owned).collect(),
         seccomp: "mm-default".to_owned(),
         no_new_privileges: sec.no_new_privileges,
-    }
-}
-
-fn process(def: &Definition) -> Process {
-    let exec = &def.exec;
-    let mut env = std::collections::BTreeMap::new();
-    env.insert("PATH".to_owned(), DEFAULT_PATH.to_owned());
-    env.insert("container".to_owned(), "mm".to_owned());
-    env.insert("container_uuid".to_owned(), machine_id(def.name.as_str()));
-    env.extend(exec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let pid1 = if exec.boot {
-        Pid1::Boot {
-            argv: vec!["/sbin/init".to_owned()],
-        }
-    } else if exec.command.is_empty() {
-        Pid1::ImageDefault
-    } else {
-        Pid1::Command {
-            argv: exec.command.clone(),
-        }
-    };
-    Process {
-        pid1,
-        hostname: def.name.to_string(),
-        env,
-        user: exec.user.clone(),
-        workdir: exec.workdir.clone(),
     }
 }

@@ -5,7 +5,10 @@
 //! same plan, byte for byte. The launcher walks the plan and decides nothing itself.
 
 mod compile;
+mod ids;
 mod known;
+mod mounts;
+mod process;
 mod render;
 
 use std::collections::BTreeMap;
@@ -194,15 +197,46 @@ pub enum Mount {
     Console {
         target: String,
     },
-    /// The cgroup tree as the machine sees it, writable only where it is its own.
+    /// The cgroup tree as the machine sees it on /sys/fs/cgroup, in its own cgroup
+    /// namespace. v2: the one hierarchy on /sys/fs/cgroup itself; v1 and hybrid: a tmpfs,
+    /// each of the host's hierarchies below it, then the tmpfs made read-only.
     CgroupTree {
         mode: CgroupMode,
-        writable: bool,
+        hierarchies: Vec<CgroupHierarchy>,
     },
     Symlink {
         target: String,
         points_to: String,
     },
+}
+
+/// One cgroup hierarchy of the host, mounted again in the machine's tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupHierarchy {
+    /// Below /sys/fs/cgroup, as on the host (`systemd`, `cpu,cpuacct`, `unified`); empty
+    /// for a v2 host's one tree.
+    pub dir: String,
+    pub fstype: CgroupFs,
+    /// The host's super options (`xattr,name=systemd`, `cpu,cpuacct`), without `rw`/`ro`.
+    pub options: Vec<String>,
+    /// Only the trees a booted init manages (`name=systemd`, the v2 one) can be writable.
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupFs {
+    Cgroup,
+    Cgroup2,
+}
+
+impl CgroupFs {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cgroup => "cgroup",
+            Self::Cgroup2 => "cgroup2",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,22 +278,47 @@ pub struct Security {
 pub struct Process {
     pub pid1: Pid1,
     pub hostname: String,
-    pub env: BTreeMap<String, String>,
-    /// `None`: the image config's user, else root.
-    pub user: Option<String>,
-    /// `None`: the image config's working directory, else `/`.
-    pub workdir: Option<String>,
+    /// What PID 1 (the init with `boot`, else the command mm's init runs) executes.
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pid1 {
+    /// The image's own init, such as systemd: it gets the stop signal itself.
+    Boot,
+    /// mm's small init, reaping and forwarding signals to the command.
+    MmInit,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Pid1 {
-    /// The image's own init, such as systemd.
-    Boot { argv: Vec<String> },
-    /// mm's small init as PID 1, reaping and forwarding signals to the command.
-    Command { argv: Vec<String> },
-    /// As `Command`, with the image config's entrypoint and command.
-    ImageDefault,
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Command {
+    /// Everything that will run: the definition's, else the image config's, else mm's
+    /// defaults.
+    Resolved(Exec),
+    /// The image is not in the store yet, so what its config adds (its entrypoint and
+    /// command, environment, user, working directory) is not known: `mm run` and
+    /// `mm start` compile again once it is imported. `None`: the image config's.
+    Unresolved {
+        argv: Option<Vec<String>>,
+        /// Set over the image's environment.
+        env: BTreeMap<String, String>,
+        user: Option<String>,
+        workdir: Option<String>,
+    },
+}
+
+/// A command as it is executed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`: the image's first (leaving out what the definition sets), then the
+    /// definition's and mm's.
+    pub env: Vec<String>,
+    /// `root`, a name from the image's `/etc/passwd`, or `UID[:GID]`.
+    pub user: String,
+    pub workdir: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +327,17 @@ pub struct Stop {
     pub signal: crate::signal::Signal,
     /// Then, after this many seconds, every process in the machine is killed.
     pub timeout_secs: u32,
+}
+
+/// A stable 128-bit id for a machine: the first half of sha256("mm machine NAME"), shaped as
+/// a version 4 UUID so that tools that check the form accept it.
+pub fn machine_id(name: &str) -> String {
+    let digest = Sha256::digest(format!("mm machine {name}").as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A plan with its hash, as `mm plan --json` prints it.

@@ -3,10 +3,11 @@
 use std::fmt::Write as _;
 
 use super::{
-    Cgroup, IdMapping, Ids, Layers, LimitWrite, Machined, MapWriter, Mount, Network, Pid1, Plan,
-    Registration, Upper,
+    Cgroup, Command, IdMapping, Ids, Layers, LimitWrite, Machined, MapWriter, Mount, Network, Pid1,
+    Plan, Registration, Upper,
 };
 use crate::definition::units::format_size;
+use crate::host::CgroupMode;
 
 pub fn render(plan: &Plan) -> String {
     let mut out = heading(plan);
@@ -24,7 +25,7 @@ pub fn render(plan: &Plan) -> String {
         root_lines(plan),
     );
     for mount in &plan.mounts {
-        steps.push(mount_line(mount), vec![]);
+        steps.push(mount_line(mount), mount_details(mount));
     }
     steps.push(
         format!(
@@ -186,22 +187,43 @@ fn registration(registration: &Registration) -> Step {
 /// What runs as PID 1, as whom, where and with which environment.
 fn pid1(plan: &Plan) -> Step {
     let p = &plan.process;
-    let who = format!(
-        "as {} in {}",
-        p.user.as_deref().unwrap_or("the image's user (else root)"),
-        p.workdir
-            .as_deref()
-            .unwrap_or("the image's working directory (else /)")
-    );
-    let title = match &p.pid1 {
-        Pid1::Boot { argv } => format!("PID 1: boot the image's init, {}", argv.join(" ")),
-        Pid1::Command { argv } => format!("PID 1: mm's init, running {}", shell_words(argv)),
-        Pid1::ImageDefault => {
-            "PID 1: mm's init, running the image's entrypoint and command".to_owned()
-        }
+    let title = |argv: Option<&[String]>| match (p.pid1, argv) {
+        (Pid1::Boot, Some(argv)) => format!("PID 1: boot the image's init, {}", argv.join(" ")),
+        (_, Some(argv)) => format!("PID 1: mm's init, running {}", shell_words(argv)),
+        (_, None) => "PID 1: mm's init, running the image's entrypoint and command".to_owned(),
     };
-    let env: Vec<String> = p.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    (title, vec![who, format!("environment: {}", env.join(" "))])
+    match &p.command {
+        Command::Resolved(exec) => (
+            title(Some(&exec.argv)),
+            vec![
+                format!("as {} in {}", exec.user, exec.workdir),
+                format!("environment: {}", exec.env.join(" ")),
+            ],
+        ),
+        Command::Unresolved {
+            argv,
+            env,
+            user,
+            workdir,
+        } => {
+            let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let who = format!(
+                "as {} in {}",
+                user.as_deref().unwrap_or("the image's user (else root)"),
+                workdir
+                    .as_deref()
+                    .unwrap_or("the image's working directory (else /)")
+            );
+            (
+                title(argv.as_deref()),
+                vec![
+                    who,
+                    format!("environment: the image's, then {}", env.join(" ")),
+                    "(unresolved until the image is in the store: mm run and mm start import it, then compile again)".to_owned(),
+                ],
+            )
+        }
+    }
 }
 
 /// Numbered steps with indented detail lines.
@@ -314,9 +336,9 @@ fn mount_line(mount: &Mount) -> String {
         } => format!("Mask {target} with an empty read-only tmpfs"),
         Mount::ReadOnly { target } => format!("Make {target} read-only"),
         Mount::Console { target } => format!("Bind a new pseudo-terminal on {target}"),
-        Mount::CgroupTree { mode, writable } => format!(
+        Mount::CgroupTree { mode, hierarchies } => format!(
             "Mount the cgroup tree on /sys/fs/cgroup ({mode} layout){}",
-            if *writable {
+            if hierarchies.iter().any(|h| h.writable) {
                 ", its own subtree writable"
             } else {
                 ", read-only"
@@ -324,6 +346,35 @@ fn mount_line(mount: &Mount) -> String {
         ),
         Mount::Symlink { target, points_to } => format!("Link {target} → {points_to}"),
     }
+}
+
+/// A mount's parts: the cgroup tree's hierarchies.
+fn mount_details(mount: &Mount) -> Vec<String> {
+    let Mount::CgroupTree { mode, hierarchies } = mount else {
+        return vec![];
+    };
+    let mut lines = Vec::new();
+    if *mode != CgroupMode::V2 {
+        lines.push("tmpfs on /sys/fs/cgroup, made read-only after the hierarchies".to_owned());
+    }
+    for h in hierarchies {
+        let options = if h.options.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", h.options.join(","))
+        };
+        let dir = if h.dir.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", h.dir)
+        };
+        lines.push(format!(
+            "{}{options} on /sys/fs/cgroup{dir}, {}",
+            h.fstype.name(),
+            if h.writable { "writable" } else { "read-only" }
+        ));
+    }
+    lines
 }
 
 /// A limit write; memory sizes also in the units they were likely written in.

@@ -1,19 +1,20 @@
 //! What the supervisor is given and what travels between the launch stages.
 //!
-//! The CLI resolves what the plan left to the image (its command, user, environment and
-//! working directory) into a [`Launch`] and hands it to the supervisor. The machine's
+//! The CLI hands a resolved plan (its command, user, environment and working directory
+//! compiled from the definition and the stored image) to the supervisor as a [`Launch`]. The machine's
 //! child stages send [`Report`]s back over a pipe, one JSON line each.
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::store::ImageRecord;
-use crate::plan::{Pid1, Plan};
+use crate::plan::{Command, Exec, Pid1, Plan};
 
-/// A plan made concrete: everything a supervisor needs, and nothing it must decide.
+/// A resolved plan and how the supervisor is attached: everything a supervisor needs,
+/// and nothing it must decide.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
     pub plan: Plan,
-    /// PID 1's program and arguments (the init with `boot`, else the command mm's init runs).
+    /// PID 1's program and arguments (the init with `boot`, else the command mm's init
+    /// runs): the plan's resolved command, as are `env`, `user` and `workdir`.
     pub argv: Vec<String>,
     /// `KEY=VALUE`, the image's first, then the definition's.
     pub env: Vec<String>,
@@ -40,67 +41,27 @@ pub enum Console {
 }
 
 impl Launch {
-    /// Fills in what the plan left to the image's config.
-    pub fn new(
-        plan: Plan,
-        image: Option<&ImageRecord>,
-        console: Console,
-    ) -> Result<Self, super::RuntimeError> {
-        let config = image.map(|i| &i.config.config);
-        let (argv, boot) = match &plan.process.pid1 {
-            Pid1::Boot { argv } => (argv.clone(), true),
-            Pid1::Command { argv } => (argv.clone(), false),
-            Pid1::ImageDefault => {
-                let mut argv: Vec<String> = Vec::new();
-                if let Some(c) = config {
-                    argv.extend(c.entrypoint.iter().flatten().cloned());
-                    argv.extend(c.cmd.iter().flatten().cloned());
-                }
-                (argv, false)
-            }
-        };
-        if argv.is_empty() {
-            return Err(super::RuntimeError::NoCommand {
+    /// The launch of a plan whose command is resolved; it copies what the plan says.
+    pub fn new(plan: Plan, console: Console) -> Result<Self, super::RuntimeError> {
+        let Command::Resolved(exec) = &plan.process.command else {
+            return Err(super::RuntimeError::Unresolved {
                 definition: plan.machine.definition.clone(),
+                image: plan.image.source.to_string(),
             });
-        }
-        let mut env: Vec<String> = config
-            .and_then(|c| c.env.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|kv| {
-                let key = kv.split('=').next().unwrap_or_default();
-                !plan.process.env.contains_key(key)
-            })
-            .collect();
-        env.extend(plan.process.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let user = plan
-            .process
-            .user
-            .clone()
-            .or_else(|| {
-                config
-                    .and_then(|c| c.user.clone())
-                    .filter(|u| !u.is_empty())
-            })
-            .unwrap_or_else(|| "root".to_owned());
-        let workdir = plan
-            .process
-            .workdir
-            .clone()
-            .or_else(|| {
-                config
-                    .and_then(|c| c.working_dir.clone())
-                    .filter(|w| !w.is_empty())
-            })
-            .unwrap_or_else(|| "/".to_owned());
+        };
+        let Exec {
+            argv,
+            env,
+            user,
+            workdir,
+        } = exec.clone();
         Ok(Self {
+            boot: plan.process.pid1 == Pid1::Boot,
             plan,
             argv,
             env,
             user,
             workdir,
-            boot,
             console,
             unit: None,
         })

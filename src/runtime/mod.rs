@@ -51,14 +51,15 @@ pub enum RuntimeError {
     /// `mm stop`: the supervisor said no, or answered nothing while it still runs.
     #[error("the supervisor of {name} did not take the stop request: {why}")]
     StopRefused { name: String, why: String },
-    /// The definition names no command, nor does the image (checked when compiling; seen
-    /// here only if the stored image changed since).
+    /// A plan that does not say yet what runs (its image was not in the store when it
+    /// was compiled): `mm run` and `mm start` import the image and compile again first,
+    /// so only a plan made some other way is refused here.
     #[error(
-        "{}: the definition has no [exec] command and the image config names none (no \
-         Entrypoint or Cmd): add `command = [...]` under [exec]",
+        "{}: the plan does not say what runs yet: its image {image} is not in the store \
+         (mm run and mm start import it, then compile again)",
         definition.display()
     )]
-    NoCommand { definition: PathBuf },
+    Unresolved { definition: PathBuf, image: String },
     /// An error a detached supervisor reported, with its exit code.
     #[error("{message}")]
     Remote { message: String, code: i32 },
@@ -85,7 +86,7 @@ impl RuntimeError {
             | Self::Cgroup(_)
             | Self::SupervisorEnded { .. }
             | Self::StopRefused { .. } => ExitCode::System,
-            Self::NoCommand { .. } => ExitCode::InvalidDefinition,
+            Self::Unresolved { .. } => ExitCode::System,
             Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
         }
     }

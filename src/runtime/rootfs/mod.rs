@@ -205,7 +205,8 @@ fn stage(m: &mut dyn Mounter, plan: &Plan, root_id: u32) -> Result<(), StepFailu
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let options = format!("mode=0700,uid={root_id},gid={root_id},size=64k");
     tmpfs(m, &stage, flags, &options)?;
-    let mut attach = |source: &Path, name: &Path, readonly: bool, recursive: bool| {
+    // The overlay's mount point is a directory; a bind's source is looked at.
+    let mut attach = |source: &Path, name: &Path, readonly: bool, recursive: bool, dir: bool| {
         let at = stage.join(name);
         let tree = m
             .clone_tree(At::Path(source), recursive)
@@ -214,7 +215,7 @@ fn stage(m: &mut dyn Mounter, plan: &Plan, root_id: u32) -> Result<(), StepFailu
             m.make_readonly(tree.as_fd(), recursive)
                 .step(|| format!("make {} read-only", source.display()))?;
         }
-        if m.is_dir(source) {
+        if dir || m.is_dir(source) {
             m.make_dir(&at)
         } else {
             m.make_file(&at)
@@ -223,7 +224,13 @@ fn stage(m: &mut dyn Mounter, plan: &Plan, root_id: u32) -> Result<(), StepFailu
         m.attach(tree.as_fd(), At::Path(&at))
             .step(|| format!("stage {} on {}", source.display(), at.display()))
     };
-    attach(&plan.root.mount_point, Path::new(STAGED_ROOT), false, true)?;
+    attach(
+        &plan.root.mount_point,
+        Path::new(STAGED_ROOT),
+        false,
+        true,
+        true,
+    )?;
     for (index, mount) in plan.mounts.iter().enumerate() {
         if let Mount::Bind {
             source,
@@ -232,7 +239,7 @@ fn stage(m: &mut dyn Mounter, plan: &Plan, root_id: u32) -> Result<(), StepFailu
             ..
         } = mount
         {
-            attach(source, &staged_source(index), *readonly, *recursive)?;
+            attach(source, &staged_source(index), *readonly, *recursive, false)?;
         }
     }
     Ok(())
@@ -347,8 +354,8 @@ fn apply(
             bind(m, At::Path(pty), &at, false, false)
                 .step(|| format!("bind the console {} on {target}", pty.display()))
         }
-        Mount::CgroupTree { mode, writable } => m
-            .cgroup_tree(root, *mode, *writable)
+        Mount::CgroupTree { mode, hierarchies } => m
+            .cgroup_tree(root, *mode, hierarchies)
             .step(|| "mount the cgroup tree on /sys/fs/cgroup".to_owned()),
         Mount::Symlink { target, points_to } => symlink(m, root, target, points_to),
     }

@@ -13,6 +13,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::super::sys;
 use crate::host::CgroupMode;
+use crate::plan::CgroupHierarchy;
 
 /// What is at a path inside the root, to make a mount point of the right kind.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -76,7 +77,7 @@ pub trait Mounter {
         &mut self,
         root: BorrowedFd<'_>,
         mode: CgroupMode,
-        writable: bool,
+        hierarchies: &[CgroupHierarchy],
     ) -> io::Result<()>;
     /// `pivot_root` into `root`, then the old root detached: nothing of the host stays.
     fn pivot(&mut self, root: BorrowedFd<'_>) -> io::Result<()>;
@@ -225,9 +226,9 @@ impl Mounter for Kernel {
         &mut self,
         root: BorrowedFd<'_>,
         mode: CgroupMode,
-        writable: bool,
+        hierarchies: &[CgroupHierarchy],
     ) -> io::Result<()> {
-        super::super::cgroupfs::mount_tree(&fd_path(root), mode, writable)
+        super::super::cgroupfs::mount_tree(&fd_path(root), mode, hierarchies)
             .map_err(|e| io::Error::other(e.to_string()))
     }
 

@@ -12,6 +12,7 @@ use nix::mount::MsFlags;
 
 use super::mounter::{At, Kind, Mounter};
 use crate::host::CgroupMode;
+use crate::plan::CgroupHierarchy;
 
 /// Records every call; [`Recorder::lines`] gives them in order.
 #[derive(Default)]
@@ -194,12 +195,25 @@ impl Mounter for Recorder {
         &mut self,
         root: BorrowedFd<'_>,
         mode: CgroupMode,
-        writable: bool,
+        hierarchies: &[CgroupHierarchy],
     ) -> io::Result<()> {
-        let how = if writable { "writable" } else { "read-only" };
+        let trees: Vec<String> = hierarchies
+            .iter()
+            .map(|h| {
+                let options = if h.options.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", h.options.join(","))
+                };
+                let dir = if h.dir.is_empty() { "." } else { &h.dir };
+                let how = if h.writable { "rw" } else { "ro" };
+                format!("{} {dir}{options} {how}", h.fstype.name())
+            })
+            .collect();
         self.say(format!(
-            "cgroup tree ({mode:?}, {how}) on {}/sys/fs/cgroup",
-            self.name(root)
+            "cgroup tree ({mode:?}) on {}/sys/fs/cgroup: {}",
+            self.name(root),
+            trees.join("; ")
         ))
     }
 

@@ -1,0 +1,151 @@
+//! The machine's id maps: a block from mm's pool (root) or the user's own id and
+//! subordinate ranges (rootless), or why the host cannot give them.
+
+use super::{IdMapping, Ids, MapWriter};
+use crate::definition::{Definition, Diagnostic, UserRange};
+use crate::host::Host;
+use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
+
+/// The id maps for `def` on `host`; `recorded` is root's block from an earlier start.
+pub(super) fn ids(
+    def: &Definition,
+    host: &Host,
+    recorded: Option<IdRange>,
+) -> Result<Ids, Diagnostic> {
+    if host.is_root() {
+        return root_ids(def, recorded);
+    }
+    rootless_ids(def, host)
+}
+
+/// An error at `users.range`; where it is not written, the problem is the file's as a whole.
+fn range_error(def: &Definition, message: String) -> Diagnostic {
+    let range = &def.users;
+    let diagnostic = if range.span.is_empty() {
+        def.file.error(message)
+    } else {
+        def.file.error_at(&range.span, message)
+    };
+    diagnostic.key("users.range")
+}
+
+/// One map entry: root inside is `base` outside, for `size` ids.
+fn single(base: u32, size: u32) -> Vec<IdMapEntry> {
+    vec![IdMapEntry {
+        inside: 0,
+        outside: base,
+        count: size,
+    }]
+}
+
+/// Root: the recorded block, a block to allocate from mm's pool, or an explicit range
+/// outside the host's own ids; the supervisor writes the maps.
+fn root_ids(def: &Definition, recorded: Option<IdRange>) -> Result<Ids, Diagnostic> {
+    let mapping = match def.users.value {
+        UserRange::Auto => match recorded {
+            Some(block) => IdMapping::Map {
+                entries: single(block.start, block.count),
+            },
+            None => IdMapping::Allocate {
+                pool: ROOT_POOL,
+                count: MACHINE_IDS,
+            },
+        },
+        UserRange::Explicit { base, size } => {
+            if base < MACHINE_IDS {
+                return Err(range_error(
+                    def,
+                    format!("base {base} overlaps the host's own users and groups (0-65535)"),
+                )
+                .help(format!(
+                    "use ids from mm's pool, {}, or `range = \"auto\"`",
+                    ROOT_POOL
+                )));
+            }
+            IdMapping::Map {
+                entries: single(base, size),
+            }
+        }
+    };
+    Ok(Ids {
+        writer: MapWriter::Direct,
+        uid: mapping.clone(),
+        gid: mapping,
+    })
+}
+
+/// Rootless: root inside is the user, the rest from the subordinate ranges (or exactly
+/// the explicit range, inside them); newuidmap and newgidmap write the maps.
+fn rootless_ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
+    let how = format!(
+        "add one as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {}",
+        host.user
+    );
+    for (file, ranges) in [("/etc/subuid", &host.subuid), ("/etc/subgid", &host.subgid)] {
+        if ranges.is_empty() {
+            return Err(range_error(
+                def,
+                format!("user `{}` has no subordinate id range in {file}", host.user),
+            )
+            .help(how.clone()));
+        }
+    }
+    let (uid, gid) = match def.users.value {
+        UserRange::Auto => subordinate_maps(def, host, how)?,
+        UserRange::Explicit { base, size } => explicit_subordinate(def, host, base, size)?,
+    };
+    Ok(Ids {
+        writer: MapWriter::Newidmap,
+        uid: IdMapping::Map { entries: uid },
+        gid: IdMapping::Map { entries: gid },
+    })
+}
+
+type Maps = (Vec<IdMapEntry>, Vec<IdMapEntry>);
+
+/// `range = "auto"` rootless: the user's own id and every subordinate range; a booted
+/// machine needs a whole block of them.
+fn subordinate_maps(def: &Definition, host: &Host, how: String) -> Result<Maps, Diagnostic> {
+    let uid = rootless_map(host.uid, &host.subuid);
+    let gid = rootless_map(host.gid, &host.subgid);
+    let mapped = |m: &[IdMapEntry]| m.iter().map(|e| u64::from(e.count)).sum::<u64>();
+    let fewest = mapped(&uid).min(mapped(&gid));
+    if def.exec.boot && fewest < u64::from(MACHINE_IDS) {
+        return Err(range_error(
+            def,
+            format!(
+                "a booted machine needs {MACHINE_IDS} ids, and user `{}` has {fewest} (with its own id)",
+                host.user
+            ),
+        )
+        .help(how));
+    }
+    Ok((uid, gid))
+}
+
+/// An explicit range rootless: it must lie inside the user's subordinate ranges.
+fn explicit_subordinate(
+    def: &Definition,
+    host: &Host,
+    base: u32,
+    size: u32,
+) -> Result<Maps, Diagnostic> {
+    let wanted = IdRange {
+        start: base,
+        count: size,
+    };
+    for (file, ranges) in [("/etc/subuid", &host.subuid), ("/etc/subgid", &host.subgid)] {
+        if !ranges.iter().any(|r| r.contains(&wanted)) {
+            let yours: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+            return Err(range_error(
+                def,
+                format!(
+                    "{wanted} is not inside your ranges in {file}: {}",
+                    yours.join(", ")
+                ),
+            )
+            .help("pick a base and size inside them, or `range = \"auto\"`"));
+        }
+    }
+    Ok((single(base, size), single(base, size)))
+}
