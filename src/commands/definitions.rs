@@ -203,88 +203,91 @@ pub fn host(json: bool) -> Result<ExitCode, Error> {
 }
 
 fn render_host(h: &Host) -> String {
-    let ranges = |r: &[mm::idmap::IdRange]| {
-        if r.is_empty() {
-            "none".to_owned()
-        } else {
-            r.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
-    let probe =
-        |p: &mm::host::Probe| format!("{} ({})", if p.available { "yes" } else { "no" }, p.detail);
-    let c = &h.cgroup;
     let mut out = String::new();
-    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<18} {v}\n"));
-    line(
-        "user",
-        format!(
-            "{} (uid {}, gid {}){}",
-            h.user,
-            h.uid,
-            h.gid,
-            if h.is_root() { ", root" } else { ", rootless" }
-        ),
-    );
-    line("home", h.home.display().to_string());
-    line("subuid", ranges(&h.subuid));
-    line("subgid", ranges(&h.subgid));
-    line("cgroup mode", c.mode.to_string());
-    line(
-        "cgroup v2 tree",
-        c.unified
-            .as_ref()
-            .map_or("none".to_owned(), |p| p.display().to_string()),
-    );
-    line(
-        "cgroup v1",
-        if c.v1.is_empty() {
-            "none".to_owned()
-        } else {
-            c.v1.iter()
-                .map(|h| h.path.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        },
-    );
-    line(
-        "cgroup delegated",
-        c.delegated
-            .as_ref()
-            .map_or("none".to_owned(), |p| p.display().to_string()),
-    );
-    line(
-        "cgroup controllers",
-        if c.controllers.is_empty() {
-            "none".to_owned()
-        } else {
-            c.controllers.join(" ")
-        },
-    );
-    line("system bus", probe(&h.bus.system_bus));
-    line("machined", probe(&h.bus.machined));
-    line("user bus", probe(&h.bus.user_bus));
-    line(
-        "systemd is PID 1",
-        if h.systemd_pid1 { "yes" } else { "no" }.to_owned(),
-    );
-    line("architecture", h.arch.clone());
-    line(
-        "definitions",
-        h.dirs
-            .search
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-    );
-    line("image store", h.dirs.store.display().to_string());
-    line("machines", h.dirs.machines.display().to_string());
-    line("runtime", h.dirs.runtime.display().to_string());
+    for (key, value) in who(h)
+        .into_iter()
+        .chain(cgroups(h))
+        .chain(services(h))
+        .chain(places(h))
+    {
+        out.push_str(&format!("{key:<18} {value}\n"));
+    }
     for note in &h.notes {
-        line("note", note.clone());
+        out.push_str(&format!("{:<18} {note}\n", "note"));
     }
     out
+}
+
+/// Items joined by `sep`, or `none`.
+fn or_none(items: impl IntoIterator<Item = String>, sep: &str) -> String {
+    let items: Vec<String> = items.into_iter().collect();
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(sep)
+    }
+}
+
+fn shown(path: Option<&PathBuf>) -> String {
+    path.map_or("none".to_owned(), |p| p.display().to_string())
+}
+
+/// `mm host`: the user and their subordinate ids.
+fn who(h: &Host) -> Vec<(&'static str, String)> {
+    let kind = if h.is_root() { "root" } else { "rootless" };
+    let ranges = |r: &[mm::idmap::IdRange]| or_none(r.iter().map(ToString::to_string), ", ");
+    vec![
+        (
+            "user",
+            format!("{} (uid {}, gid {}), {kind}", h.user, h.uid, h.gid),
+        ),
+        ("home", h.home.display().to_string()),
+        ("subuid", ranges(&h.subuid)),
+        ("subgid", ranges(&h.subgid)),
+    ]
+}
+
+/// `mm host`: the cgroup layout.
+fn cgroups(h: &Host) -> Vec<(&'static str, String)> {
+    let c = &h.cgroup;
+    vec![
+        ("cgroup mode", c.mode.to_string()),
+        ("cgroup v2 tree", shown(c.unified.as_ref())),
+        (
+            "cgroup v1",
+            or_none(c.v1.iter().map(|v| v.path.display().to_string()), " "),
+        ),
+        ("cgroup delegated", shown(c.delegated.as_ref())),
+        (
+            "cgroup controllers",
+            or_none(c.controllers.iter().cloned(), " "),
+        ),
+    ]
+}
+
+/// `mm host`: the buses, machined and the service manager.
+fn services(h: &Host) -> Vec<(&'static str, String)> {
+    let probe =
+        |p: &mm::host::Probe| format!("{} ({})", if p.available { "yes" } else { "no" }, p.detail);
+    vec![
+        ("system bus", probe(&h.bus.system_bus)),
+        ("machined", probe(&h.bus.machined)),
+        ("user bus", probe(&h.bus.user_bus)),
+        (
+            "systemd is PID 1",
+            if h.systemd_pid1 { "yes" } else { "no" }.to_owned(),
+        ),
+        ("architecture", h.arch.clone()),
+    ]
+}
+
+/// `mm host`: where definitions and state live.
+fn places(h: &Host) -> Vec<(&'static str, String)> {
+    let search = h.dirs.search.iter().map(|p| p.display().to_string());
+    vec![
+        ("definitions", search.collect::<Vec<_>>().join(" ")),
+        ("image store", h.dirs.store.display().to_string()),
+        ("machines", h.dirs.machines.display().to_string()),
+        ("runtime", h.dirs.runtime.display().to_string()),
+    ]
 }
