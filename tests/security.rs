@@ -530,3 +530,62 @@ fn a_machine_cannot_type_into_the_callers_terminal_rootless() {
     let user = test_user("mm-test", Some(300_000));
     a_machine_cannot_type_into_the_callers_terminal(Some(&user));
 }
+
+/// The descriptors `ls /proc/self/fd` lists in the machine, as numbers (its own directory
+/// descriptor among them).
+fn descriptors_in(listing: &str) -> Vec<u32> {
+    let mut fds: Vec<u32> = listing
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    fds.sort();
+    fds
+}
+
+#[test]
+fn mm_exec_hands_the_command_its_standard_streams_and_nothing_else() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        return skip(
+            "mm_exec_hands_the_command_its_standard_streams_and_nothing_else",
+            "booting machines as root needs root",
+        );
+    }
+    assert!(
+        default_image_built(),
+        "images/busybox is missing: run scripts/setup"
+    );
+    let dir = shared_tempdir();
+    let machines = dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("fds.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n",
+            repo().join("images/busybox").display()
+        ),
+    )
+    .unwrap();
+    let _running = StopOnDrop(mm(dir.path(), &["stop", "fds", "--timeout", "1"]));
+    let (out, stdout, stderr) = run(mm(dir.path(), &["start", "fds", "--no-systemd"]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    // The caller leaves a host file open on descriptor 7 (not close-on-exec), as a shell
+    // or a CI runner may.
+    let host_file = std::fs::File::open("/etc/hostname").unwrap();
+    let raw = host_file.as_raw_fd();
+    let mut exec = mm(dir.path(), &["exec", "fds", "--", "ls", "/proc/self/fd"]);
+    // SAFETY: dup2 only, between fork and exec.
+    unsafe {
+        exec.pre_exec(move || {
+            if libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (out, stdout, stderr) = run(exec);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    // 0, 1, 2, and 3: ls's own directory.
+    assert_eq!(descriptors_in(&stdout), [0, 1, 2, 3], "{stdout}");
+}

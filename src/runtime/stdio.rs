@@ -116,7 +116,9 @@ impl Streams {
         nix::unistd::dup2_stdin(self.machine_end(input)?)?;
         nix::unistd::dup2_stdout(self.machine_end(output)?)?;
         nix::unistd::dup2_stderr(self.machine_end(error)?)?;
-        Ok(())
+        // What the caller left open (its pipes, its files) and our own copies of the
+        // machine's ends must not reach the command.
+        sys::close_on_exec_from(3)
     }
 
     /// The machine's end of one of the streams.
