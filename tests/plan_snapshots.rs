@@ -215,7 +215,18 @@ fn in_a_unit_the_machine_goes_below_the_units_cgroup() {
 /// A stored image as `mm image import` records it, with a config that names a command,
 /// an environment, a user and a working directory.
 fn stored_image(name: &str) -> mm::image::ImageRecord {
+    stored_image_of(name, &['c'])
+}
+
+/// [`stored_image`] with a layer for each of `layers` (bottom first), whose digests are
+/// the letter repeated.
+fn stored_image_of(name: &str, layers: &[char]) -> mm::image::ImageRecord {
     let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let diff_ids: Vec<String> = layers.iter().map(|&c| digest(c)).collect();
+    let refs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|&c| serde_json::json!({"diff_id": digest(c), "blob": digest('d'), "blob_size": 10}))
+        .collect();
     serde_json::from_value(serde_json::json!({
         "name": name,
         "manifest": digest('a'),
@@ -230,11 +241,42 @@ fn stored_image(name: &str) -> mm::image::ImageRecord {
                 "Cmd": ["serve"],
                 "WorkingDir": "/work"
             },
-            "rootfs": {"type": "layers", "diff_ids": [digest('c')]}
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}
         },
-        "layers": [{"diff_id": digest('c'), "blob": digest('d'), "blob_size": 10}]
+        "layers": refs
     }))
     .unwrap()
+}
+
+/// The exact mount sequence of every example, as root and rootless, recorded by
+/// `runtime::rootfs::Recorder` (no root, nothing touched): a change in what is mounted, or
+/// in what order, shows up in review. The image has two layers, so their order shows.
+#[test]
+fn every_example_mounts_as_recorded_as_root_and_rootless() {
+    let settings = settings();
+    for path in examples() {
+        let def = Definition::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let record = stored_image_of(&def.image.source.value.to_string(), &['1', '2']);
+        for host_name in HOSTS {
+            let known = plan::Known {
+                image: Some(&record),
+                ids: Some(mm::idmap::IdRange {
+                    start: 589_824,
+                    count: 65_536,
+                }),
+                taken: &[],
+            };
+            let name = format!("{}@{host_name}.mounts", def.name);
+            let text = match plan::compile(&def, &host(host_name), known) {
+                Ok(plan) => match mm::runtime::rootfs::sequence(&plan) {
+                    Ok(lines) => lines.join("\n") + "\n",
+                    Err(failure) => format!("fails: {}: {}\n", failure.step, failure.message),
+                },
+                Err(rejected) => format!("does not compile here:\n{rejected}\n"),
+            };
+            settings.bind(|| insta::assert_snapshot!(name, text));
+        }
+    }
 }
 
 /// The plan says what will run: with the image in the store, the command, environment,

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use super::digest::Digest;
 use super::error::{ImageError, IoContext};
-use super::install::{install_layers, open_blob, unpack_verified};
+use super::install::{install_layers, unpack_job};
 use super::opened::{Opened, Options};
-use super::progress::{Counting, Progress};
+use super::progress::Progress;
 use super::sources;
 use super::store::{ImageRecord, LayerRef, Store};
 use super::unpack::{Pending, Stats, UnpackMode};
@@ -179,18 +179,7 @@ fn flatten(
     let mut pending = Pending::default();
     for job in &opened.layers {
         let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
-        let blob = open_blob(job)?;
-        let stats = unpack_verified(
-            Counting {
-                inner: blob,
-                item: &item,
-            },
-            &job.desc,
-            &job.diff_id,
-            &root,
-            mode,
-            &mut pending,
-        )?;
+        let stats = unpack_job(job, &item, &root, mode, &mut pending)?;
         item.done("verified and applied");
         total.entries += stats.entries;
         total.bytes += stats.bytes;

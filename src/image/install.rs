@@ -8,7 +8,7 @@ use super::digest::{self, Digest, HashingReader};
 use super::error::ImageError;
 use super::oci::{Compression, Descriptor};
 use super::opened::LayerJob;
-use super::progress::{Counting, Progress};
+use super::progress::{Counting, Item, Progress};
 use super::store::{Installed, Store};
 use super::unpack::{self, Pending, Stats, UnpackMode};
 
@@ -59,19 +59,8 @@ fn install_layer(
 ) -> Result<Installed, ImageError> {
     let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
     let installed = store.install_layer(&job.diff_id, |root| {
-        let blob = open_blob(job)?;
         let mut pending = Pending::default();
-        let stats = unpack_verified(
-            Counting {
-                inner: blob,
-                item: &item,
-            },
-            &job.desc,
-            &job.diff_id,
-            root,
-            mode,
-            &mut pending,
-        )?;
+        let stats = unpack_job(job, &item, root, mode, &mut pending)?;
         pending.apply(root)?;
         Ok(stats)
     })?;
@@ -82,7 +71,22 @@ fn install_layer(
     Ok(installed)
 }
 
-pub(super) fn open_blob(job: &LayerJob) -> Result<std::fs::File, ImageError> {
+/// Unpacks `job`'s blob into `root`, verified, counting its bytes on `item`.
+pub(super) fn unpack_job(
+    job: &LayerJob,
+    item: &Item,
+    root: &OwnedFd,
+    mode: UnpackMode,
+    pending: &mut Pending,
+) -> Result<Stats, ImageError> {
+    let blob = Counting {
+        inner: open_blob(job)?,
+        item,
+    };
+    unpack_verified(blob, &job.desc, &job.diff_id, root, mode, pending)
+}
+
+fn open_blob(job: &LayerJob) -> Result<std::fs::File, ImageError> {
     std::fs::File::open(&job.blob).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ImageError::MissingBlob {
             digest: job.desc.digest.clone(),
@@ -99,7 +103,7 @@ pub(super) fn open_blob(job: &LayerJob) -> Result<std::fs::File, ImageError> {
 /// against the blob's digest, the decompressed stream against its diff_id. When unpacking
 /// fails, the rest of the blob is still hashed: a corrupt blob is reported as such (with
 /// both digests), not as the tar or gzip error it caused.
-pub fn unpack_verified(
+fn unpack_verified(
     blob: impl Read,
     desc: &Descriptor,
     diff_id: &Digest,

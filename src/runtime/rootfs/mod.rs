@@ -18,7 +18,7 @@
 //!
 //! Every system call goes through a [`Mounter`] (`mounter.rs`): the kernel, or the
 //! recorder of `record.rs`, which gives a plan's exact sequence without root
-//! ([`sequence`]; tests/mount_sequences.rs snapshots it for every example).
+//! ([`sequence`]; tests/plan_snapshots.rs snapshots it for every example).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
