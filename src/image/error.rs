@@ -90,9 +90,9 @@ pub enum ImageError {
     Credentials { file: PathBuf, why: String },
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
-    /// An error inside the rootless worker, with the exit code it maps to.
-    #[error("{message}")]
-    Worker { code: u8, message: String },
+    /// An error inside the rootless worker: its step, errno and exit code.
+    #[error("{0}")]
+    Worker(super::worker::WorkerFailure),
 }
 
 fn list(items: &[String]) -> String {

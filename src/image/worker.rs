@@ -41,11 +41,64 @@ enum FromWorker {
     Ready,
     Installed(Vec<Installed>),
     Removed,
-    /// The worker's error, with the exit code it maps to.
-    Failed {
-        code: u8,
-        message: String,
+    Failed(WorkerFailure),
+}
+
+/// What the worker was doing when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "step")]
+pub enum WorkerStep {
+    /// Its own `unshare(CLONE_NEWUSER)`.
+    Unshare,
+    ReadJob,
+    Install {
+        store: PathBuf,
     },
+    Remove,
+}
+
+impl std::fmt::Display for WorkerStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unshare => f.write_str("unshare a user namespace"),
+            Self::ReadJob => f.write_str("read its job"),
+            Self::Install { store } => write!(f, "install layers into {}", store.display()),
+            Self::Remove => f.write_str("remove files"),
+        }
+    }
+}
+
+/// The worker's error: its step, the errno under it, and the exit code it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("the unpack worker could not {step}: {message}")]
+pub struct WorkerFailure {
+    pub step: WorkerStep,
+    pub errno: Option<i32>,
+    pub code: u8,
+    pub message: String,
+}
+
+impl WorkerFailure {
+    /// The failure of `step` with `e`; the errno is the first `io::Error`'s in its chain.
+    fn new(step: WorkerStep, code: u8, e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut errno = None;
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>()
+                && let Some(n) = io.raw_os_error()
+            {
+                errno = Some(n);
+                break;
+            }
+            cause = c.source();
+        }
+        Self {
+            step,
+            errno,
+            code,
+            message: e.to_string(),
+        }
+    }
 }
 
 /// Runs `job` in a worker inside a user namespace mapped like a rootless machine's.
@@ -76,7 +129,7 @@ pub fn run(host: &Host, job: &Job) -> Result<Option<Vec<Installed>>, ImageError>
     match result? {
         FromWorker::Installed(installed) => Ok(Some(installed)),
         FromWorker::Removed => Ok(None),
-        FromWorker::Failed { code, message } => Err(ImageError::Worker { code, message }),
+        FromWorker::Failed(failure) => Err(ImageError::Worker(failure)),
         FromWorker::Ready => Err(ImageError::Rootless(format!(
             "the unpack worker said Ready twice ({status})"
         ))),
@@ -93,7 +146,7 @@ fn drive(
     let mut stdin = child.stdin.take().ok_or_else(|| broken("has no input"))?;
     match receive(&mut stdout)? {
         FromWorker::Ready => {}
-        FromWorker::Failed { message, .. } => return Err(ImageError::Rootless(message)),
+        FromWorker::Failed(failure) => return Err(ImageError::Worker(failure)),
         _ => return Err(broken("did not start as expected")),
     }
     let pid = child.id();
@@ -101,7 +154,8 @@ fn drive(
         (IdKind::Uid, host.uid, &host.subuid),
         (IdKind::Gid, host.gid, &host.subgid),
     ] {
-        write_map(pid, kind, &rootless_map(own, ranges), true).map_err(ImageError::Rootless)?;
+        write_map(pid, kind, &rootless_map(own, ranges), true)
+            .map_err(|e| ImageError::Rootless(e.to_string()))?;
     }
     let line = serde_json::to_string(job).expect("a job serializes");
     writeln!(stdin, "{line}").map_err(|e| broken(&format!("did not take its job: {e}")))?;
@@ -136,10 +190,12 @@ pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
     // SAFETY: NEWUSER alone does not unshare the file descriptor table.
     let unshared = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) };
     if let Err(e) = unshared {
-        say(&FromWorker::Failed {
-            code: 69,
-            message: format!("unshare(CLONE_NEWUSER) failed: {}", std::io::Error::from(e)),
-        });
+        let e = std::io::Error::from(e);
+        say(&FromWorker::Failed(WorkerFailure::new(
+            WorkerStep::Unshare,
+            69,
+            &e,
+        )));
         std::process::exit(1);
     }
     say(&FromWorker::Ready);
@@ -148,17 +204,19 @@ pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
         std::process::exit(1);
     }
     let reply = match serde_json::from_str::<Job>(&line) {
-        Err(e) => FromWorker::Failed {
-            code: 70,
-            message: format!("a job the worker cannot read: {e}"),
-        },
-        Ok(job) => match work(job) {
-            Ok(reply) => reply,
-            Err(e) => FromWorker::Failed {
-                code: error_code(&e),
-                message: e.to_string(),
-            },
-        },
+        Err(e) => FromWorker::Failed(WorkerFailure::new(WorkerStep::ReadJob, 70, &e)),
+        Ok(job) => {
+            let step = match &job {
+                Job::Install { store, .. } => WorkerStep::Install {
+                    store: store.clone(),
+                },
+                Job::Remove { .. } => WorkerStep::Remove,
+            };
+            match work(job) {
+                Ok(reply) => reply,
+                Err(e) => FromWorker::Failed(WorkerFailure::new(step, error_code(&e), &e)),
+            }
+        }
     };
     say(&reply);
     std::process::exit(0);

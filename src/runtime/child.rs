@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use rustix::thread::LinkNameSpaceType;
 
-use super::launch::{Launch, Report, Step, StepFailure};
+use super::launch::{Launch, Report, StepFailure, WithStep};
 use super::{exec, init, rootfs, security, sys};
 use crate::plan::{Namespace, Network};
 

@@ -11,7 +11,7 @@ use nix::unistd::{ForkResult, fork};
 use rustix::thread::LinkNameSpaceType;
 
 use super::cgroup::MachineCgroup;
-use super::launch::{Launch, Step, StepFailure};
+use super::launch::{Launch, StepFailure, WithStep};
 use super::state::{self, Paths};
 use super::stdio::Streams;
 use super::{RuntimeError, exec, security, sys};

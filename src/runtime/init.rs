@@ -10,7 +10,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
 use super::exec::exec;
-use super::launch::{Launch, Report, Step, StepFailure};
+use super::launch::{Launch, Report, StepFailure, WithStep};
 use super::security;
 
 /// Never returns: exits with the command's status, or reports why it could not start it.

@@ -77,14 +77,14 @@ impl RuntimeError {
             Self::AlreadyRunning { .. } => ExitCode::Busy,
             Self::NotRunning { .. } => ExitCode::NotFound,
             Self::Io { .. } | Self::Remove { .. } | Self::Control { .. } => ExitCode::Io,
-            Self::Step(f) if f.step.starts_with("exec ") => match f.errno {
-                Some(libc::ENOENT) => ExitCode::CommandNotFound,
-                _ => ExitCode::CannotExecute,
+            Self::Step(f) => match f.exec_failed() {
+                Some(true) => ExitCode::CommandNotFound,
+                Some(false) => ExitCode::CannotExecute,
+                None => ExitCode::System,
             },
-            Self::Step(_)
-            | Self::Cgroup(_)
-            | Self::SupervisorEnded { .. }
-            | Self::StopRefused { .. } => ExitCode::System,
+            Self::Cgroup(_) | Self::SupervisorEnded { .. } | Self::StopRefused { .. } => {
+                ExitCode::System
+            }
             Self::NoCommand { .. } => ExitCode::InvalidDefinition,
             Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
         }

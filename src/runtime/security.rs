@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use caps::{CapSet, Capability};
 
-use super::launch::{Step, StepFailure};
+use super::launch::{StepFailure, WithStep};
 use super::{seccomp, sys};
 use crate::plan::Security;
 

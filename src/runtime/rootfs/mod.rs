@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use super::launch::{Step, StepFailure};
+use super::launch::{StepFailure, WithStep};
 use crate::plan::{Layers, Mount, Plan, Upper};
 
 mod mounter;
