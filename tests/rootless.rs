@@ -202,3 +202,50 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
     ok(&["stop", "dev"]);
     ok(&["rm", "dev"]);
 }
+
+/// The rootless unpack worker's failure keeps its step and errno: a store whose layers
+/// directory the user cannot write (root's, 0755) stops the worker with EACCES.
+#[test]
+fn a_worker_that_cannot_write_the_store_says_the_step_and_errno() {
+    let test = "a_worker_that_cannot_write_the_store_says_the_step_and_errno";
+    if !is_root() {
+        return skip(test, "creating users needs root");
+    }
+    assert!(
+        default_image_built(),
+        "images/busybox is missing: run ./scripts/setup (or ./scripts/build-busybox-image) first"
+    );
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let image = dir.path().join("busybox");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("images/busybox"))
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let data = dir.path().join("data");
+    user.give(&data);
+    user.give(&image);
+    let layers = data.join("mm/images/layers");
+    std::fs::create_dir_all(&layers).unwrap();
+    set_mode(&layers, 0o755);
+    let source = format!("oci:{}:latest", image.display());
+    let mut import = user.mm(dir.path(), &["image", "import", &source]);
+    import.env("XDG_DATA_HOME", &data);
+    let (out, stdout, stderr) = run(import);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the unpack worker could not install layers into {}: ",
+            data.join("mm/images").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Permission denied (os error 13)"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(74), "an I/O error: {stderr}");
+}
