@@ -16,6 +16,7 @@ pub mod seccomp;
 mod security;
 pub mod state;
 pub mod stdio;
+pub mod step;
 pub mod supervisor;
 mod sys;
 mod userns;
@@ -34,7 +35,7 @@ pub enum RuntimeError {
     #[error("machine {name} is not running")]
     NotRunning { name: String },
     #[error("starting the machine failed: {}: {}", .0.step, .0.message)]
-    Step(StepFailure),
+    Step(#[from] StepFailure),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error("{}: {source}", path.display())]

@@ -446,12 +446,9 @@ impl Control {
         ] {
             set.add(s);
         }
-        let step =
-            |what: &str, e: nix::errno::Errno| RuntimeError::Step(StepFailure::io(what, &e.into()));
-        set.thread_block()
-            .map_err(|e| step("block the supervisor's signals", e))?;
+        set.thread_block().step(|| Step::BlockSupervisorSignals)?;
         let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(|e| step("open the supervisor's signalfd", e))?;
+            .step(|| Step::OpenSignalfd)?;
         let path = paths.control();
         let control = |source| RuntimeError::Control {
             path: path.clone(),

@@ -56,11 +56,9 @@ pub fn create(ids: &Ids) -> Result<OwnedFd, StepFailure> {
             write_map(pid, kind, entries, tool).map_err(|e| map_failed(kind, &e))?;
         }
         let path = format!("/proc/{pid}/ns/user");
-        File::open(&path)
-            .map(OwnedFd::from)
-            .step(|| Step::OpenUserNamespace {
-                path: path.clone().into(),
-            })
+        File::open(&path).map(OwnedFd::from).step(|| Step::Open {
+            path: path.clone().into(),
+        })
     })();
     drop(done_w);
     let _ = waitpid(holder, None);
