@@ -395,9 +395,13 @@ impl StepFailure {
         }
     }
 
-    /// Whether the failure is an `execve`'s, and then whether the program was missing.
+    /// Whether an `execve` of a command failed, and then whether the program was missing.
+    /// (`Step::Exec` without a command is a failure to set it up, not to execute it.)
     pub fn exec_failed(&self) -> Option<bool> {
-        matches!(self.step, Step::Exec { .. }).then_some(self.errno == Some(libc::ENOENT))
+        match &self.step {
+            Step::Exec { argv } if !argv.is_empty() => Some(self.errno == Some(libc::ENOENT)),
+            _ => None,
+        }
     }
 }
 
