@@ -204,46 +204,68 @@ pub enum Step {
 }
 
 impl std::fmt::Display for Step {
+    /// One arm per step, so that a new step cannot go without its text.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = match self {
-            Self::MakePipe => "make a pipe",
-            Self::MapIdsUnallocated => "map the machine's ids",
-            Self::ForkHolder => "fork the user namespace holder",
-            Self::UnshareUserNamespace => "unshare a user namespace",
-            Self::MapIds { kind } => return write!(f, "map the machine's {}s", kind.name()),
-            Self::PrivateMountNamespace => "give the supervisor a mount namespace of its own",
-            Self::FindUpper { path } => {
-                return write!(f, "find the writable layer {}", path.display());
+        match self {
+            Self::MakePipe => f.write_str("make a pipe"),
+            Self::MapIdsUnallocated => f.write_str("map the machine's ids"),
+            Self::ForkHolder => f.write_str("fork the user namespace holder"),
+            Self::UnshareUserNamespace => f.write_str("unshare a user namespace"),
+            Self::PrivateMountNamespace => {
+                f.write_str("give the supervisor a mount namespace of its own")
             }
-            Self::OpenConsole => "open the console's pseudo-terminal",
-            Self::NameConsole => "name the console",
-            Self::ChownConsole { path } => {
-                let path = path.display();
-                return write!(f, "hand the console {path} to the machine's root");
-            }
-            Self::ForkSpawner => "fork the spawner",
-            Self::JoinCgroup => "put the machine in its cgroup",
-            Self::StartSpawner => "start the spawner",
-            Self::ReadReport => "read the machine's report",
-            Self::StartPid1 => "start PID 1",
-            Self::BlockSupervisorSignals => "block the supervisor's signals",
-            Self::OpenSignalfd => "open the supervisor's signalfd",
-            Self::ForkRegistrar => "fork the registering process",
-            Self::ConnectBus => "connect to the system bus",
-            Self::ReadLeader => "hand PID 1's pid to the registering process",
-            Self::Register { machine } => {
-                return write!(f, "register {machine} with systemd-machined");
-            }
-            Self::FindLayers => "find the image's layers",
-            Self::Create { path } => return write!(f, "create {}", path.display()),
+            Self::OpenConsole => f.write_str("open the console's pseudo-terminal"),
+            Self::NameConsole => f.write_str("name the console"),
+            Self::ForkSpawner => f.write_str("fork the spawner"),
+            Self::JoinCgroup => f.write_str("put the machine in its cgroup"),
+            Self::StartSpawner => f.write_str("start the spawner"),
+            Self::ReadReport => f.write_str("read the machine's report"),
+            Self::StartPid1 => f.write_str("start PID 1"),
+            Self::BlockSupervisorSignals => f.write_str("block the supervisor's signals"),
+            Self::OpenSignalfd => f.write_str("open the supervisor's signalfd"),
+            Self::ForkRegistrar => f.write_str("fork the registering process"),
+            Self::ConnectBus => f.write_str("connect to the system bus"),
+            Self::ReadLeader => f.write_str("hand PID 1's pid to the registering process"),
+            Self::FindLayers => f.write_str("find the image's layers"),
+            Self::PrivateMounts => f.write_str("make the supervisor's mounts private"),
+            Self::CgroupTree => f.write_str("mount the cgroup tree on /sys/fs/cgroup"),
+            Self::DupGoPipe => f.write_str("dup the go pipe"),
+            Self::WaitSupervisor => f.write_str("wait for the supervisor"),
+            Self::DropGroups => f.write_str("drop supplementary groups"),
+            Self::BecomeRootGid => f.write_str("become gid 0 in the machine"),
+            Self::BecomeRootUid => f.write_str("become uid 0 in the machine"),
+            Self::ClonePid1 => f.write_str("clone the machine's PID 1"),
+            Self::DeathSignal => f.write_str("ask to die with the supervisor"),
+            Self::KeepMounts => f.write_str("keep the machine's mounts from the host"),
+            Self::Loopback => f.write_str("bring the loopback interface up"),
+            Self::AttachConsole => f.write_str("attach the console"),
+            Self::CloseOnExec => f.write_str("mark inherited descriptors close-on-exec"),
+            Self::BlockSignals => f.write_str("block signals"),
+            Self::Fork { argv } if argv.is_empty() => f.write_str("fork"),
+            Self::StartSession => f.write_str("start a session"),
+            Self::ControllingTerminal => f.write_str("take the console as controlling terminal"),
+            Self::RestoreSignalMask => f.write_str("restore the signal mask"),
+            Self::NoNewPrivs => f.write_str("set no_new_privs"),
+            Self::LoadSeccomp { filter: None } => f.write_str("load the seccomp filter"),
+            Self::CapabilityBoundingSet => f.write_str("set the capability bounding set"),
+            Self::ClearAmbientCapabilities => f.write_str("clear the ambient capabilities"),
+            Self::ClearInheritableCapabilities => f.write_str("clear the inheritable capabilities"),
+            Self::Exec { argv } if argv.is_empty() => f.write_str("exec"),
+            Self::EnterCgroup => f.write_str("join the machine's cgroup"),
+            Self::EnterRoot => f.write_str("enter the machine's root"),
+            Self::OpenStreams => f.write_str("open the command's terminal or pipes in the machine"),
+            Self::AttachStreams => f.write_str("attach the command's standard streams"),
+            Self::Relay => f.write_str("relay the command's terminal or pipes"),
+            Self::WaitCommand => f.write_str("wait for the command"),
+            Self::Create { path } => write!(f, "create {}", path.display()),
             Self::CreateMountPoint { target } => {
-                return write!(f, "create the mount point {target}");
+                write!(f, "create the mount point {target}")
             }
-            Self::Open { path } => return write!(f, "open {}", path.display()),
-            Self::Chown { path, id } => return write!(f, "chown {} to {id}", path.display()),
-            Self::Chmod { path } => return write!(f, "chmod {}", path.display()),
+            Self::Open { path } => write!(f, "open {}", path.display()),
+            Self::Chown { path, id } => write!(f, "chown {} to {id}", path.display()),
+            Self::Chmod { path } => write!(f, "chmod {}", path.display()),
             Self::MountTmpfs { target } => {
-                return write!(f, "mount tmpfs on {}", target.display());
+                write!(f, "mount tmpfs on {}", target.display())
             }
             Self::MountOverlay {
                 target,
@@ -251,27 +273,26 @@ impl std::fmt::Display for Step {
                 upper,
             } => {
                 let (target, upper) = (target.display(), upper.display());
-                return write!(
+                write!(
                     f,
                     "mount overlay on {target} ({layers} layers, upper {upper})"
-                );
+                )
             }
-            Self::PrivateMounts => "make the supervisor's mounts private",
             Self::CloneMount { path } => {
-                return write!(f, "clone the mount of {}", path.display());
+                write!(f, "clone the mount of {}", path.display())
             }
             Self::IdMapMount { path, from } => {
                 let path = path.display();
-                return write!(f, "id-map {path} to the machine's ids from {from}");
+                write!(f, "id-map {path} to the machine's ids from {from}")
             }
             Self::Attach { source, target } => {
                 let (source, target) = (source.display(), target.display());
-                return write!(f, "attach {source} on {target}");
+                write!(f, "attach {source} on {target}")
             }
-            Self::MakeReadOnly { path } => return write!(f, "make {} read-only", path.display()),
+            Self::MakeReadOnly { path } => write!(f, "make {} read-only", path.display()),
             Self::StageMount { source, target } => {
                 let (source, target) = (source.display(), target.display());
-                return write!(f, "stage {source} on {target}");
+                write!(f, "stage {source} on {target}")
             }
             Self::Mount {
                 fstype,
@@ -279,81 +300,62 @@ impl std::fmt::Display for Step {
                 options,
             } => {
                 let options = options.join(",");
-                return write!(f, "mount {fstype} on {target} ({options})");
+                write!(f, "mount {fstype} on {target} ({options})")
             }
             Self::Bind { source, target } => {
-                return write!(f, "bind {} on {target}", source.display());
+                write!(f, "bind {} on {target}", source.display())
             }
             Self::RemountReadOnly { path } => {
-                return write!(f, "remount {} read-only", path.display());
+                write!(f, "remount {} read-only", path.display())
             }
             Self::BindConsole { pty, target } => {
-                return write!(f, "bind the console {} on {target}", pty.display());
+                write!(f, "bind the console {} on {target}", pty.display())
             }
-            Self::CgroupTree => "mount the cgroup tree on /sys/fs/cgroup",
-            Self::MaskTmpfs { target } => return write!(f, "mask {target} with an empty tmpfs"),
-            Self::MaskNull { target } => return write!(f, "mask {target} with /dev/null"),
+            Self::MaskTmpfs { target } => write!(f, "mask {target} with an empty tmpfs"),
+            Self::MaskNull { target } => write!(f, "mask {target} with /dev/null"),
             Self::Link { target, points_to } => {
-                return write!(f, "link {target} to {points_to}");
+                write!(f, "link {target} to {points_to}")
             }
-            Self::BindRoot { root } => return write!(f, "bind {} onto itself", root.display()),
-            Self::OpenRoot { root } => return write!(f, "open the new root {}", root.display()),
-            Self::PivotRoot { root } => return write!(f, "pivot_root into {}", root.display()),
-            Self::DupGoPipe => "dup the go pipe",
-            Self::WaitSupervisor => "wait for the supervisor",
-            Self::EnterStage { path } => return write!(f, "enter {}", path.display()),
+            Self::BindRoot { root } => write!(f, "bind {} onto itself", root.display()),
+            Self::OpenRoot { root } => write!(f, "open the new root {}", root.display()),
+            Self::PivotRoot { root } => write!(f, "pivot_root into {}", root.display()),
+            Self::MapIds { kind } => write!(f, "map the machine's {}s", kind.name()),
+            Self::FindUpper { path } => {
+                write!(f, "find the writable layer {}", path.display())
+            }
+            Self::ChownConsole { path } => {
+                let path = path.display();
+                write!(f, "hand the console {path} to the machine's root")
+            }
+            Self::Register { machine } => {
+                write!(f, "register {machine} with systemd-machined")
+            }
+            Self::EnterStage { path } => write!(f, "enter {}", path.display()),
             Self::JoinNamespace { name } => {
-                return write!(f, "join the machine's {name} namespace");
+                write!(f, "join the machine's {name} namespace")
             }
-            Self::DropGroups => "drop supplementary groups",
-            Self::BecomeRootGid => "become gid 0 in the machine",
-            Self::BecomeRootUid => "become uid 0 in the machine",
             Self::Unshare { namespaces } => {
-                return write!(f, "unshare the {} namespaces", namespaces.join(", "));
+                write!(f, "unshare the {} namespaces", namespaces.join(", "))
             }
-            Self::ClonePid1 => "clone the machine's PID 1",
-            Self::DeathSignal => "ask to die with the supervisor",
-            Self::KeepMounts => "keep the machine's mounts from the host",
-            Self::Hostname { name } => return write!(f, "set the hostname to {name}"),
-            Self::Loopback => "bring the loopback interface up",
-            Self::AttachConsole => "attach the console",
-            Self::CloseOnExec => "mark inherited descriptors close-on-exec",
-            Self::BlockSignals => "block signals",
-            Self::Fork { argv } if argv.is_empty() => "fork",
-            Self::Fork { argv } => return write!(f, "fork {}", argv.join(" ")),
-            Self::StartSession => "start a session",
-            Self::ControllingTerminal => "take the console as controlling terminal",
-            Self::Chdir { path } => return write!(f, "chdir {path}"),
-            Self::RestoreSignalMask => "restore the signal mask",
-            Self::NoNewPrivs => "set no_new_privs",
-            Self::LoadSeccomp { filter: None } => "load the seccomp filter",
+            Self::Hostname { name } => write!(f, "set the hostname to {name}"),
+            Self::Fork { argv } => write!(f, "fork {}", argv.join(" ")),
+            Self::Chdir { path } => write!(f, "chdir {path}"),
             Self::LoadSeccomp {
                 filter: Some(filter),
-            } => return write!(f, "load the seccomp filter {filter}"),
-            Self::CapabilityBoundingSet => "set the capability bounding set",
+            } => write!(f, "load the seccomp filter {filter}"),
             Self::DropCapability { capability } => {
-                return write!(f, "drop {capability} from the bounding set");
+                write!(f, "drop {capability} from the bounding set")
             }
-            Self::ClearAmbientCapabilities => "clear the ambient capabilities",
-            Self::ClearInheritableCapabilities => "clear the inheritable capabilities",
-            Self::ReadMachineFile { path } => return write!(f, "read the machine's {path}"),
-            Self::FindUser { spec } => return write!(f, "find the user {spec}"),
+            Self::ReadMachineFile { path } => write!(f, "read the machine's {path}"),
+            Self::FindUser { spec } => write!(f, "find the user {spec}"),
             Self::SetGroups { groups } => {
                 let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
-                return write!(f, "set the groups {}", groups.join(", "));
+                write!(f, "set the groups {}", groups.join(", "))
             }
-            Self::BecomeGid { gid } => return write!(f, "become gid {gid}"),
-            Self::BecomeUid { uid } => return write!(f, "become uid {uid}"),
-            Self::Exec { argv } if argv.is_empty() => "exec",
-            Self::Exec { argv } => return write!(f, "exec {}", argv.join(" ")),
-            Self::EnterCgroup => "join the machine's cgroup",
-            Self::EnterRoot => "enter the machine's root",
-            Self::OpenStreams => "open the command's terminal or pipes in the machine",
-            Self::AttachStreams => "attach the command's standard streams",
-            Self::Relay => "relay the command's terminal or pipes",
-            Self::WaitCommand => "wait for the command",
-        };
-        f.write_str(text)
+            Self::BecomeGid { gid } => write!(f, "become gid {gid}"),
+            Self::BecomeUid { uid } => write!(f, "become uid {uid}"),
+            Self::Exec { argv } => write!(f, "exec {}", argv.join(" ")),
+        }
     }
 }
 
