@@ -203,8 +203,8 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
     ok(&["rm", "dev"]);
 }
 
-/// The rootless unpack worker's failure keeps its step and errno: a store whose layers
-/// directory the user cannot write (root's, 0755) stops the worker with EACCES.
+/// The rootless unpack worker's failure keeps its step and errno: a layer's lock file in
+/// the store that the user cannot write (root's, 0644) stops the worker with EACCES.
 #[test]
 fn a_worker_that_cannot_write_the_store_says_the_step_and_errno() {
     let test = "a_worker_that_cannot_write_the_store_says_the_step_and_errno";
@@ -226,11 +226,19 @@ fn a_worker_that_cannot_write_the_store_says_the_step_and_errno() {
         .unwrap();
     assert!(copied.success());
     let data = dir.path().join("data");
-    user.give(&data);
+    user.give(&data.join("mm/images"));
     user.give(&image);
-    let layers = data.join("mm/images/layers");
-    std::fs::create_dir_all(&layers).unwrap();
-    set_mode(&layers, 0o755);
+    // The store is the user's, but the lock of each of the image's layers is root's
+    // (0644): the worker, which takes it, cannot open it for writing.
+    let locks = data.join("mm/images/locks");
+    std::fs::create_dir(&locks).unwrap();
+    user.give(&locks);
+    for diff_id in diff_ids(&image) {
+        let hex = diff_id.strip_prefix("sha256:").unwrap();
+        let lock = locks.join(format!("{hex}.lock"));
+        std::fs::write(&lock, "").unwrap();
+        set_mode(&lock, 0o644);
+    }
     let source = format!("oci:{}:latest", image.display());
     let mut import = user.mm(dir.path(), &["image", "import", &source]);
     import.env("XDG_DATA_HOME", &data);
@@ -248,4 +256,24 @@ fn a_worker_that_cannot_write_the_store_says_the_step_and_errno() {
         "{stderr}"
     );
     assert_eq!(out.status.code(), Some(74), "an I/O error: {stderr}");
+}
+
+/// The diff_ids an OCI layout's (only) image names in its config.
+fn diff_ids(layout: &std::path::Path) -> Vec<String> {
+    let json = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+        json(layout.join("blobs/sha256").join(hex))
+    };
+    let index = json(layout.join("index.json"));
+    let manifest = blob(&index["manifests"][0]["digest"]);
+    let config = blob(&manifest["config"]["digest"]);
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect()
 }
