@@ -2,9 +2,10 @@
 //! machine's lock, cgroup and mounts, starts its PID 1, relays its console, stops it on
 //! request, and cleans up after it.
 //!
-//! It is a fresh process, started with the [`Launch`] on the descriptor `--launch-fd=N` names, so that it is
-//! single-threaded (a multi-threaded process cannot enter a new user namespace). Its PID 1
-//! gets SIGKILL if the supervisor dies, which ends the whole machine (its PID namespace).
+//! It is a fresh process, started with the [`Launch`] on the descriptor `--launch-fd=N`
+//! names, so that it is single-threaded (a multi-threaded process cannot enter a new user
+//! namespace). Its PID 1 gets SIGKILL if the supervisor dies, which ends the whole machine
+//! (its PID namespace).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
