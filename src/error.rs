@@ -124,7 +124,7 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
             ExitCode::HostCannot
         }
         ImageError::InPlace => ExitCode::Usage,
-        ImageError::Worker { code, .. } => ExitCode::from_code(*code),
+        ImageError::Worker(failure) => ExitCode::from_code(failure.code),
         _ => ExitCode::InvalidDefinition,
     }
 }

@@ -297,13 +297,22 @@ impl Allocator {
 }
 
 /// Which of a process's two id maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum IdKind {
     Uid,
     Gid,
 }
 
 impl IdKind {
+    /// `uid` or `gid`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdKind::Uid => "uid",
+            IdKind::Gid => "gid",
+        }
+    }
+
     fn file(self) -> &'static str {
         match self {
             IdKind::Uid => "uid_map",
@@ -319,16 +328,49 @@ impl IdKind {
     }
 }
 
+/// Why a uid or gid map could not be written, with which map and which ranges.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("writing {path} ({ranges}): {source}")]
+    Write {
+        path: String,
+        ranges: String,
+        source: std::io::Error,
+    },
+    #[error("running {tool}: {source} (it comes with Debian's `uidmap` package)")]
+    Spawn {
+        tool: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{tool} {pid} {ranges} failed ({status}): {stderr}")]
+    Tool {
+        tool: &'static str,
+        pid: u32,
+        ranges: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
+impl MapError {
+    /// The errno the system gave, when mm made the call itself (a tool's is in its words).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Write { source, .. } | Self::Spawn { source, .. } => source.raw_os_error(),
+            Self::Tool { .. } => None,
+        }
+    }
+}
+
 /// Writes `entries` as the uid or gid map of process `pid`'s user namespace: into
 /// `/proc/PID/uid_map` directly (root), or through the setuid `newuidmap`/`newgidmap`,
 /// which check the ranges against `/etc/subuid` and `/etc/subgid` (rootless).
-/// The error says which map, which ranges and why, ready to show.
 pub fn write_map(
     pid: u32,
     kind: IdKind,
     entries: &[IdMapEntry],
     through_tool: bool,
-) -> Result<(), String> {
+) -> Result<(), MapError> {
     let ranges: Vec<String> = entries
         .iter()
         .map(|e| format!("{} {} {}", e.inside, e.outside, e.count))
@@ -336,8 +378,11 @@ pub fn write_map(
     if !through_tool {
         let path = format!("/proc/{pid}/{}", kind.file());
         let text = ranges.join("\n") + "\n";
-        return std::fs::write(&path, text)
-            .map_err(|e| format!("writing {path} ({}): {e}", ranges.join(", ")));
+        return std::fs::write(&path, text).map_err(|source| MapError::Write {
+            path,
+            ranges: ranges.join(", "),
+            source,
+        });
     }
     let tool = kind.tool();
     let mut command = std::process::Command::new(tool);
@@ -351,14 +396,15 @@ pub fn write_map(
     }
     let output = command
         .output()
-        .map_err(|e| format!("running {tool}: {e} (it comes with Debian's `uidmap` package)"))?;
+        .map_err(|source| MapError::Spawn { tool, source })?;
     if !output.status.success() {
-        return Err(format!(
-            "{tool} {pid} {} failed ({}): {}",
-            ranges.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        return Err(MapError::Tool {
+            tool,
+            pid,
+            ranges: ranges.join(" "),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
     }
     Ok(())
 }

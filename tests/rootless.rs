@@ -202,3 +202,78 @@ fn a_rootless_machine_boots_maps_root_to_the_user_and_keeps_its_writes() {
     ok(&["stop", "dev"]);
     ok(&["rm", "dev"]);
 }
+
+/// The rootless unpack worker's failure keeps its step and errno: a layer's lock file in
+/// the store that the user cannot write (root's, 0644) stops the worker with EACCES.
+#[test]
+fn a_worker_that_cannot_write_the_store_says_the_step_and_errno() {
+    let test = "a_worker_that_cannot_write_the_store_says_the_step_and_errno";
+    if !is_root() {
+        return skip(test, "creating users needs root");
+    }
+    assert!(
+        default_image_built(),
+        "images/busybox is missing: run ./scripts/setup (or ./scripts/build-busybox-image) first"
+    );
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let image = dir.path().join("busybox");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("images/busybox"))
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let data = dir.path().join("data");
+    user.give(&data.join("mm/images"));
+    user.give(&image);
+    // The store is the user's, but the lock of each of the image's layers is root's
+    // (0644): the worker, which takes it, cannot open it for writing.
+    let locks = data.join("mm/images/locks");
+    std::fs::create_dir(&locks).unwrap();
+    user.give(&locks);
+    for diff_id in diff_ids(&image) {
+        let hex = diff_id.strip_prefix("sha256:").unwrap();
+        let lock = locks.join(format!("{hex}.lock"));
+        std::fs::write(&lock, "").unwrap();
+        set_mode(&lock, 0o644);
+    }
+    let source = format!("oci:{}:latest", image.display());
+    let mut import = user.mm(dir.path(), &["image", "import", &source]);
+    import.env("XDG_DATA_HOME", &data);
+    let (out, stdout, stderr) = run(import);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the unpack worker could not install layers into {}: ",
+            data.join("mm/images").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Permission denied (os error 13)"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(74), "an I/O error: {stderr}");
+}
+
+/// The diff_ids an OCI layout's (only) image names in its config.
+fn diff_ids(layout: &std::path::Path) -> Vec<String> {
+    let json = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+        json(layout.join("blobs/sha256").join(hex))
+    };
+    let index = json(layout.join("index.json"));
+    let manifest = blob(&index["manifests"][0]["digest"]);
+    let config = blob(&manifest["config"]["digest"]);
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect()
+}

@@ -285,3 +285,39 @@ fn a_start_without_its_console_log_fails() {
     );
     assert_eq!(m.status()["state"], "stopped", "{}", m.status());
 }
+
+/// The user-namespace holder's own errno reaches the user: a process in a chroot may not
+/// make a user namespace (EPERM), which mm used to put down to disabled namespaces.
+#[test]
+fn a_holder_refused_its_user_namespace_says_the_step_and_errno() {
+    let Some(m) = Machine::define(
+        "a_holder_refused_its_user_namespace_says_the_step_and_errno",
+        "chrooted",
+        "[exec]\ncommand = [\"/bin/true\"]",
+    ) else {
+        return;
+    };
+    // The same tree, but through a bind mount: the kernel sees a chroot.
+    let root = m.dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --rbind / \"$0\" && exec chroot \"$0\" \"$@\"")
+        .arg(&root)
+        .arg(MM)
+        .args(["start", "--no-systemd", "chrooted"])
+        .env("MM_PATH", m.dir.path().join("machines"))
+        .env("MM_ROOT", m.dir.path().join("state"));
+    let (out, stdout, stderr) = run(command);
+    assert_eq!(out.status.code(), Some(SYSTEM), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("starting the machine failed: unshare a user namespace: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Operation not permitted (os error 1)"),
+        "{stderr}"
+    );
+    assert_eq!(m.status()["state"], "stopped", "nothing is left running");
+}

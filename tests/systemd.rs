@@ -353,3 +353,78 @@ fn without_a_service_manager_the_systemd_verbs_say_why() {
         "{stderr}"
     );
 }
+
+/// A bus of the test's own on which machined is activatable, but whose policy refuses
+/// every message to it: the registrar's step and errno (EACCES) reach the user.
+#[test]
+fn a_registration_the_bus_refuses_says_the_step_and_errno() {
+    let test = "a_registration_the_bus_refuses_says_the_step_and_errno";
+    if !is_root() {
+        return skip(test, "registering with systemd-machined needs root");
+    }
+    if !Path::new("/usr/bin/dbus-daemon").exists() {
+        return skip(test, "no /usr/bin/dbus-daemon (Debian's dbus package)");
+    }
+    let mut machines = Machines::new();
+    machines.define("sd-refused");
+    let dir = machines.dir.path().to_owned();
+    let services = dir.join("services");
+    std::fs::create_dir(&services).unwrap();
+    std::fs::write(
+        services.join("org.freedesktop.machine1.service"),
+        "[D-BUS Service]\nName=org.freedesktop.machine1\nExec=/bin/false\n",
+    )
+    .unwrap();
+    let socket = dir.join("bus");
+    let config = dir.join("bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+             \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig>\n\
+             <type>session</type>\n<listen>unix:path={}</listen>\n<auth>EXTERNAL</auth>\n\
+             <servicedir>{}</servicedir>\n<policy context=\"default\">\n\
+             <allow send_destination=\"*\"/>\n<allow eavesdrop=\"true\"/>\n<allow own=\"*\"/>\n\
+             <deny send_destination=\"org.freedesktop.machine1\"/>\n</policy>\n</busconfig>\n",
+            socket.display(),
+            services.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new("/usr/bin/dbus-daemon")
+        .arg(format!("--config-file={}", config.display()))
+        .arg("--nofork")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dbus-daemon runs");
+    let _daemon = OnDrop(move || {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the test's bus did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut start = mm(&dir, &["start", "--no-systemd", "sd-refused"]);
+    start.env(
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        format!("unix:path={}", socket.display()),
+    );
+    let (out, stdout, stderr) = run(start);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "sd-refused is not registered with systemd-machined: \
+             register sd-refused with systemd-machined: "
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("AccessDenied"), "{stderr}");
+    assert!(
+        stderr.contains("Permission denied (os error 13)"),
+        "{stderr}"
+    );
+    assert_eq!(machines.status("sd-refused")["state"], "running");
+}

@@ -17,7 +17,7 @@ use mm::host::Host;
 use mm::idmap::Allocator;
 use mm::machine::{launch, machine_paths, own_unit, ready_to_boot, reconciled, supervisor_command};
 use mm::runtime::launch::Started;
-use mm::runtime::state::{self, Recorded, Status};
+use mm::runtime::state::{self, Paths, Recorded, Status};
 use mm::runtime::supervisor::{Reply, Request as ToSupervisor};
 use mm::runtime::{RuntimeError, enter};
 use mm::signal::Signal;
@@ -64,11 +64,16 @@ pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
         .spawn()
         .map_err(|e| RuntimeError::io(Path::new("mm __supervise"), e))?;
     drop(file);
+    started(name, &mut child)
+}
+
+/// What a detached supervisor answered `mm start`.
+fn started(name: String, child: &mut std::process::Child) -> Result<ExitCode, Error> {
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
-    match serde_json::from_str::<Started>(&line) {
+    let failed = match serde_json::from_str::<Started>(&line) {
         Ok(Started::Running {
             leader,
             supervisor,
@@ -80,28 +85,24 @@ pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
             print(&format!(
                 "{name} started: PID 1 is {leader} on the host, supervisor {supervisor}\n"
             ))?;
-            Ok(ExitCode::Ok)
+            return Ok(ExitCode::Ok);
         }
-        Ok(Started::AlreadyRunning) => {
-            let _ = child.wait();
-            Err(RuntimeError::AlreadyRunning { name }.into())
-        }
-        Ok(Started::Failed { error, exit_code }) => {
-            let _ = child.wait();
-            Err(RuntimeError::Remote {
-                message: error,
-                code: exit_code,
-            }
-            .into())
-        }
+        Ok(Started::AlreadyRunning) => RuntimeError::AlreadyRunning { name },
+        Ok(Started::StepFailed(failure)) => RuntimeError::Step(failure),
+        Ok(Started::Failed { error, exit_code }) => RuntimeError::Remote {
+            message: error,
+            code: exit_code,
+        },
         Err(_) => {
             let status = match child.wait() {
                 Ok(status) => status.to_string(),
                 Err(e) => format!("its status is unknown: {e}"),
             };
-            Err(RuntimeError::SupervisorEnded { name, status }.into())
+            RuntimeError::SupervisorEnded { name, status }
         }
-    }
+    };
+    let _ = child.wait();
+    Err(failed.into())
 }
 
 fn not_running(name: &str) -> Error {
@@ -129,63 +130,8 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
         print(&format!("{name} stopped ({unit})\n"))?;
         return Ok(ExitCode::Ok);
     }
-    // A supervisor still starting has no socket yet.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
-        match UnixStream::connect(paths.control()) {
-            Ok(stream) => break stream,
-            Err(_) if Instant::now() < deadline && state::supervised(&paths).unwrap_or(false) => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(_) if !state::supervised(&paths).map_err(io)? => {
-                return Err(not_running(&name));
-            }
-            Err(e) => {
-                let why = format!(
-                    "its socket {} does not take connections after 10 s ({e})",
-                    paths.control().display()
-                );
-                return Err(RuntimeError::StopRefused { name, why }.into());
-            }
-        }
-    };
-    let request = serde_json::to_string(&ToSupervisor::Stop {
-        timeout_secs: timeout,
-    })
-    .map_err(|e| io(e.into()))?;
-    writeln!(stream, "{request}").map_err(io)?;
-    // A supervisor answers at once; one that does not within this is stuck.
-    let patience = Duration::from_secs(5);
-    stream.set_read_timeout(Some(patience)).map_err(io)?;
-    let mut reply = String::new();
-    let read = BufReader::new(&stream).read_line(&mut reply);
-    let refused = |why: String| RuntimeError::StopRefused {
-        name: name.clone(),
-        why,
-    };
-    match (read, serde_json::from_str::<Reply>(&reply)) {
-        (_, Ok(Reply { ok: true, .. })) => {}
-        (_, Ok(Reply { error, .. })) => {
-            let why = error.unwrap_or_else(|| "it gave no reason".to_owned());
-            return Err(refused(why).into());
-        }
-        // A supervisor that ended meanwhile has stopped the machine all the same.
-        _ if !state::supervised(&paths).map_err(io)? => {}
-        (Err(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            let why = format!(
-                "it did not answer within {} s (it may still stop the machine when it can)",
-                patience.as_secs()
-            );
-            return Err(refused(why).into());
-        }
-        (Err(e), _) => return Err(refused(format!("reading its answer: {e}")).into()),
-        (Ok(_), Err(_)) if reply.is_empty() => {
-            return Err(refused("it closed the connection without answering".to_owned()).into());
-        }
-        (Ok(_), Err(e)) => {
-            return Err(refused(format!("it answered `{}` ({e})", reply.trim())).into());
-        }
-    }
+    let stream = connect(&name, &paths)?;
+    ask_to_stop(stream, &name, &paths, timeout)?;
     // The supervisor lets go of the lock when it has cleaned up.
     drop(mm::state::lock(&paths.lock(), true).map_err(io)?);
     match state::read(&paths) {
@@ -200,6 +146,70 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
         _ => print(&format!("{name} stopped\n"))?,
     }
     Ok(ExitCode::Ok)
+}
+
+/// The supervisor's control socket; one still starting has none yet.
+fn connect(name: &str, paths: &Paths) -> Result<UnixStream, Error> {
+    let io = |e| RuntimeError::io(&paths.control(), e);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match UnixStream::connect(paths.control()) {
+            Ok(stream) => return Ok(stream),
+            Err(_) if Instant::now() < deadline && state::supervised(paths).unwrap_or(false) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) if !state::supervised(paths).map_err(io)? => {
+                return Err(not_running(name));
+            }
+            Err(e) => {
+                let why = format!(
+                    "its socket {} does not take connections after 10 s ({e})",
+                    paths.control().display()
+                );
+                let name = name.to_owned();
+                return Err(RuntimeError::StopRefused { name, why }.into());
+            }
+        }
+    }
+}
+
+/// Sends the stop request; fine if the supervisor takes it, or ended meanwhile.
+fn ask_to_stop(
+    mut stream: UnixStream,
+    name: &str,
+    paths: &Paths,
+    timeout: Option<u32>,
+) -> Result<(), Error> {
+    let io = |e| RuntimeError::io(&paths.control(), e);
+    let request = serde_json::to_string(&ToSupervisor::Stop {
+        timeout_secs: timeout,
+    })
+    .map_err(|e| io(e.into()))?;
+    writeln!(stream, "{request}").map_err(io)?;
+    // A supervisor answers at once; one that does not within this is stuck.
+    let patience = Duration::from_secs(5);
+    stream.set_read_timeout(Some(patience)).map_err(io)?;
+    let mut reply = String::new();
+    let read = BufReader::new(&stream).read_line(&mut reply);
+    let why = match (read, serde_json::from_str::<Reply>(&reply)) {
+        (_, Ok(Reply::Stopping)) => return Ok(()),
+        (_, Ok(Reply::Refused { why })) => why,
+        // A supervisor that ended meanwhile has stopped the machine all the same.
+        _ if !state::supervised(paths).map_err(io)? => return Ok(()),
+        (Err(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            format!(
+                "it did not answer within {} s (it may still stop the machine when it can)",
+                patience.as_secs()
+            )
+        }
+        (Err(e), _) => format!("reading its answer: {e}"),
+        (Ok(_), Err(_)) if reply.is_empty() => {
+            "it closed the connection without answering".to_owned()
+        }
+        (Ok(_), Err(e)) => format!("it answered `{}` ({e})", reply.trim()),
+    };
+    let name = name.to_owned();
+    Err(RuntimeError::StopRefused { name, why }.into())
 }
 
 pub fn kill(machine: &str, signal: Signal) -> Result<ExitCode, Error> {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use super::digest::{Digest, Mismatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,9 +92,9 @@ pub enum ImageError {
     Credentials { file: PathBuf, why: String },
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
-    /// An error inside the rootless worker, with the exit code it maps to.
-    #[error("{message}")]
-    Worker { code: u8, message: String },
+    /// An error inside the rootless worker: its step, errno and exit code.
+    #[error("{0}")]
+    Worker(WorkerFailure),
 }
 
 fn list(items: &[String]) -> String {
@@ -114,5 +116,62 @@ impl<T> IoContext<T> for std::io::Result<T> {
             path: path.into(),
             source,
         })
+    }
+}
+
+/// What the worker was doing when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "step")]
+pub enum WorkerStep {
+    /// Its own `unshare(CLONE_NEWUSER)`.
+    Unshare,
+    ReadJob,
+    Install {
+        store: PathBuf,
+    },
+    Remove,
+}
+
+impl std::fmt::Display for WorkerStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unshare => f.write_str("unshare a user namespace"),
+            Self::ReadJob => f.write_str("read its job"),
+            Self::Install { store } => write!(f, "install layers into {}", store.display()),
+            Self::Remove => f.write_str("remove files"),
+        }
+    }
+}
+
+/// The worker's error: its step, the errno under it, and the exit code it maps to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("the unpack worker could not {step}: {message}")]
+pub struct WorkerFailure {
+    pub step: WorkerStep,
+    pub errno: Option<i32>,
+    pub code: u8,
+    pub message: String,
+}
+
+impl WorkerFailure {
+    /// The failure of `step` with `e`; the errno is the first `io::Error`'s in its chain.
+    pub(super) fn new(step: WorkerStep, code: u8, e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut errno = None;
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>()
+                && let Some(n) = io.raw_os_error()
+            {
+                errno = Some(n);
+                break;
+            }
+            cause = c.source();
+        }
+        Self {
+            step,
+            errno,
+            code,
+            message: e.to_string(),
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ImageError;
+use super::error::{ImageError, WorkerFailure, WorkerStep};
 use super::install::install_layers;
 use super::opened::LayerJob;
 use super::progress::Progress;
@@ -41,11 +41,7 @@ enum FromWorker {
     Ready,
     Installed(Vec<Installed>),
     Removed,
-    /// The worker's error, with the exit code it maps to.
-    Failed {
-        code: u8,
-        message: String,
-    },
+    Failed(WorkerFailure),
 }
 
 /// Runs `job` in a worker inside a user namespace mapped like a rootless machine's.
@@ -76,7 +72,7 @@ pub fn run(host: &Host, job: &Job) -> Result<Option<Vec<Installed>>, ImageError>
     match result? {
         FromWorker::Installed(installed) => Ok(Some(installed)),
         FromWorker::Removed => Ok(None),
-        FromWorker::Failed { code, message } => Err(ImageError::Worker { code, message }),
+        FromWorker::Failed(failure) => Err(ImageError::Worker(failure)),
         FromWorker::Ready => Err(ImageError::Rootless(format!(
             "the unpack worker said Ready twice ({status})"
         ))),
@@ -93,7 +89,7 @@ fn drive(
     let mut stdin = child.stdin.take().ok_or_else(|| broken("has no input"))?;
     match receive(&mut stdout)? {
         FromWorker::Ready => {}
-        FromWorker::Failed { message, .. } => return Err(ImageError::Rootless(message)),
+        FromWorker::Failed(failure) => return Err(ImageError::Worker(failure)),
         _ => return Err(broken("did not start as expected")),
     }
     let pid = child.id();
@@ -101,7 +97,8 @@ fn drive(
         (IdKind::Uid, host.uid, &host.subuid),
         (IdKind::Gid, host.gid, &host.subgid),
     ] {
-        write_map(pid, kind, &rootless_map(own, ranges), true).map_err(ImageError::Rootless)?;
+        write_map(pid, kind, &rootless_map(own, ranges), true)
+            .map_err(|e| ImageError::Rootless(e.to_string()))?;
     }
     let line = serde_json::to_string(job).expect("a job serializes");
     writeln!(stdin, "{line}").map_err(|e| broken(&format!("did not take its job: {e}")))?;
@@ -136,10 +133,12 @@ pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
     // SAFETY: NEWUSER alone does not unshare the file descriptor table.
     let unshared = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWUSER) };
     if let Err(e) = unshared {
-        say(&FromWorker::Failed {
-            code: 69,
-            message: format!("unshare(CLONE_NEWUSER) failed: {}", std::io::Error::from(e)),
-        });
+        let e = std::io::Error::from(e);
+        say(&FromWorker::Failed(WorkerFailure::new(
+            WorkerStep::Unshare,
+            69,
+            &e,
+        )));
         std::process::exit(1);
     }
     say(&FromWorker::Ready);
@@ -148,17 +147,19 @@ pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
         std::process::exit(1);
     }
     let reply = match serde_json::from_str::<Job>(&line) {
-        Err(e) => FromWorker::Failed {
-            code: 70,
-            message: format!("a job the worker cannot read: {e}"),
-        },
-        Ok(job) => match work(job) {
-            Ok(reply) => reply,
-            Err(e) => FromWorker::Failed {
-                code: error_code(&e),
-                message: e.to_string(),
-            },
-        },
+        Err(e) => FromWorker::Failed(WorkerFailure::new(WorkerStep::ReadJob, 70, &e)),
+        Ok(job) => {
+            let step = match &job {
+                Job::Install { store, .. } => WorkerStep::Install {
+                    store: store.clone(),
+                },
+                Job::Remove { .. } => WorkerStep::Remove,
+            };
+            match work(job) {
+                Ok(reply) => reply,
+                Err(e) => FromWorker::Failed(WorkerFailure::new(step, error_code(&e), &e)),
+            }
+        }
     };
     say(&reply);
     std::process::exit(0);

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use rustix::thread::LinkNameSpaceType;
 
-use super::launch::{Launch, Report, Step, StepFailure};
+use super::launch::{Launch, Report, Step, StepFailure, WithStep};
 use super::{exec, init, rootfs, security, sys};
 use crate::plan::{Namespace, Network};
 
@@ -50,36 +50,25 @@ pub fn spawner(launch: &Launch, mut inherited: Inherited) -> ! {
 /// Clones PID 1 into the machine's new namespaces: its pid in the spawner, 0 in PID 1.
 fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t, StepFailure> {
     let mut byte = [0u8];
-    let mut go = File::from(
-        inherited
-            .go
-            .try_clone()
-            .step(|| "dup the go pipe".to_owned())?,
-    );
-    if go
-        .read(&mut byte)
-        .step(|| "wait for the supervisor".to_owned())?
-        != 1
-    {
-        return Err(StepFailure::other(
-            "wait for the supervisor",
-            "it went away",
-        ));
+    let mut go = File::from(inherited.go.try_clone().step(|| Step::DupGoPipe)?);
+    if go.read(&mut byte).step(|| Step::WaitSupervisor)? != 1 {
+        return Err(StepFailure::other(Step::WaitSupervisor, "it went away"));
     }
     // While still host root: PID 1 reaches the staged overlay and binds from here.
     if launch.plan.root.idmapped_lowers {
         let stage = rootfs::stage_dir(&launch.plan);
-        std::env::set_current_dir(&stage).step(|| format!("enter {}", stage.display()))?;
+        std::env::set_current_dir(&stage).step(|| Step::EnterStage {
+            path: stage.clone(),
+        })?;
     }
-    sys::setns(inherited.userns.as_fd(), LinkNameSpaceType::User)
-        .step(|| "join the machine's user namespace".to_owned())?;
-    nix::unistd::setgroups(&[]).step(|| "drop supplementary groups".to_owned())?;
+    sys::setns(inherited.userns.as_fd(), LinkNameSpaceType::User).step(|| Step::JoinNamespace {
+        name: "user".to_owned(),
+    })?;
+    nix::unistd::setgroups(&[]).step(|| Step::DropGroups)?;
     let zero_gid = nix::unistd::Gid::from_raw(0);
     let zero_uid = nix::unistd::Uid::from_raw(0);
-    nix::unistd::setresgid(zero_gid, zero_gid, zero_gid)
-        .step(|| "become gid 0 in the machine".to_owned())?;
-    nix::unistd::setresuid(zero_uid, zero_uid, zero_uid)
-        .step(|| "become uid 0 in the machine".to_owned())?;
+    nix::unistd::setresgid(zero_gid, zero_gid, zero_gid).step(|| Step::BecomeRootGid)?;
+    nix::unistd::setresuid(zero_uid, zero_uid, zero_uid).step(|| Step::BecomeRootUid)?;
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
     let mut names = vec!["mount", "pid"];
     for ns in &launch.plan.namespaces {
@@ -93,11 +82,13 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
         flags |= flag;
         names.push(name);
     }
-    nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags))
-        .step(|| format!("unshare the {} namespaces", names.join(", ")))?;
+    nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags)).step(|| {
+        Step::Unshare {
+            namespaces: names.iter().map(|n| (*n).to_owned()).collect(),
+        }
+    })?;
     // SAFETY: this process is single-threaded (forked from the single-threaded supervisor).
-    unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }
-        .step(|| "clone the machine's PID 1".to_owned())
+    unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }.step(|| Step::ClonePid1)
 }
 
 /// PID 1 of the machine: never returns.
@@ -113,8 +104,7 @@ fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
 }
 
 fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> {
-    sys::parent_death_signal(rustix::process::Signal::KILL)
-        .step(|| "ask to die with the supervisor".to_owned())?;
+    sys::parent_death_signal(rustix::process::Signal::KILL).step(|| Step::DeathSignal)?;
     sys::set_name("mm-init");
     let plan = &launch.plan;
     nix::mount::mount(
@@ -124,24 +114,25 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
         nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
         None::<&str>,
     )
-    .step(|| "keep the machine's mounts from the host".to_owned())?;
+    .step(|| Step::KeepMounts)?;
     // Root: the supervisor mounted the overlay before forking (see rootfs::mount_as_root).
     if !plan.root.idmapped_lowers {
         rootfs::mount_rootless(&mut rootfs::Kernel, plan)?;
     }
     let console = inherited.console.as_ref().map(|(_, path)| path.as_path());
     rootfs::enter(&mut rootfs::Kernel, plan, console)?;
-    nix::unistd::sethostname(&plan.process.hostname)
-        .step(|| format!("set the hostname to {}", plan.process.hostname))?;
+    nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {
+        name: plan.process.hostname.clone(),
+    })?;
     if matches!(plan.network, Network::Private) {
-        sys::loopback_up().step(|| "bring the loopback interface up".to_owned())?;
+        sys::loopback_up().step(|| Step::Loopback)?;
     }
     if let Some((slave, _)) = &inherited.console {
-        sys::dup_onto_standard_streams(slave.as_fd()).step(|| "attach the console".to_owned())?;
+        sys::dup_onto_standard_streams(slave.as_fd()).step(|| Step::AttachConsole)?;
     }
     // What the supervisor had open (its lock, pipes, the user namespace) must not reach
     // the machine's programs: everything above the standard streams closes on exec.
-    sys::close_on_exec_from(3).step(|| "mark inherited descriptors close-on-exec".to_owned())?;
+    sys::close_on_exec_from(3).step(|| Step::CloseOnExec)?;
     security::lock_down(&plan.security)
 }
 
@@ -149,14 +140,19 @@ fn exec_init(launch: &Launch, inherited: &Inherited) -> StepFailure {
     if let Some((slave, _)) = &inherited.console {
         // systemd wants its console as the controlling terminal.
         if let Err(e) = nix::unistd::setsid() {
-            return StepFailure::io("start a session", &e.into());
+            return StepFailure::io(Step::StartSession, &e.into());
         }
         if let Err(e) = sys::controlling_terminal(slave.as_fd()) {
-            return StepFailure::io("take the console as controlling terminal", &e);
+            return StepFailure::io(Step::ControllingTerminal, &e);
         }
     }
     if let Err(e) = std::env::set_current_dir("/") {
-        return StepFailure::io("chdir /", &e);
+        return StepFailure::io(
+            Step::Chdir {
+                path: "/".to_owned(),
+            },
+            &e,
+        );
     }
     exec::exec(&launch.argv, &launch.env)
 }

@@ -11,7 +11,7 @@ use nix::unistd::{ForkResult, fork};
 use rustix::thread::LinkNameSpaceType;
 
 use super::cgroup::MachineCgroup;
-use super::launch::{Launch, Step, StepFailure};
+use super::launch::{Launch, Step, StepFailure, WithStep};
 use super::state::{self, Paths};
 use super::stdio::Streams;
 use super::{RuntimeError, exec, security, sys};
@@ -60,54 +60,52 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
         if std::fs::read_link(&theirs).ok() == std::fs::read_link(&ours).ok() {
             continue;
         }
-        let fd = File::open(&theirs)
-            .map(OwnedFd::from)
-            .step(|| format!("open {theirs}"))?;
+        let fd = File::open(&theirs).map(OwnedFd::from).step(|| Step::Open {
+            path: theirs.clone().into(),
+        })?;
         joins.push((fd, flag, name));
     }
-    let root = File::open(format!("{proc}/root")).step(|| format!("open {proc}/root"))?;
+    let root_path = std::path::PathBuf::from(format!("{proc}/root"));
+    let root = File::open(&root_path).step(|| Step::Open { path: root_path })?;
     if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
         cgroup
             .add(std::process::id() as i32)
-            .map_err(|e| StepFailure::other("join the machine's cgroup", e.to_string()))?;
+            .map_err(|e| StepFailure::other(Step::EnterCgroup, e.to_string()))?;
     }
     for (fd, flag, name) in &joins {
-        sys::setns(fd.as_fd(), *flag).step(|| format!("join the machine's {name} namespace"))?;
+        sys::setns(fd.as_fd(), *flag).step(|| Step::JoinNamespace {
+            name: (*name).to_owned(),
+        })?;
         if *flag == LinkNameSpaceType::User {
             let zero = nix::unistd::Gid::from_raw(0);
-            nix::unistd::setresgid(zero, zero, zero)
-                .step(|| "become gid 0 in the machine".to_owned())?;
+            nix::unistd::setresgid(zero, zero, zero).step(|| Step::BecomeRootGid)?;
             let zero = nix::unistd::Uid::from_raw(0);
-            nix::unistd::setresuid(zero, zero, zero)
-                .step(|| "become uid 0 in the machine".to_owned())?;
+            nix::unistd::setresuid(zero, zero, zero).step(|| Step::BecomeRootUid)?;
         }
     }
-    nix::unistd::fchdir(&root).step(|| "enter the machine's root".to_owned())?;
-    nix::unistd::chroot(".").step(|| "enter the machine's root".to_owned())?;
+    nix::unistd::fchdir(&root).step(|| Step::EnterRoot)?;
+    nix::unistd::chroot(".").step(|| Step::EnterRoot)?;
     // Never the caller's terminal: a pty from the machine's own /dev/ptmx, or pipes.
-    let streams = Streams::open(command.login)
-        .step(|| "open the command's terminal or pipes in the machine".to_owned())?;
+    let streams = Streams::open(command.login).step(|| Step::OpenStreams)?;
     // SAFETY: single-threaded (see the module comment); the child sets itself up and execs.
-    match unsafe { fork() }.step(|| "fork".to_owned())? {
+    match unsafe { fork() }.step(|| Step::Fork { argv: vec![] })? {
         ForkResult::Child => {
             let failure = match streams.attach() {
                 Ok(()) => in_machine(launch, command, streams.has_terminal()),
-                Err(e) => StepFailure::io("attach the command's standard streams", &e),
+                Err(e) => StepFailure::io(Step::AttachStreams, &e),
             };
             eprintln!("mm: {}: {}", failure.step, failure.message);
             // SAFETY: leaving a forked child without running exit handlers.
             unsafe { libc::_exit(127) }
         }
         ForkResult::Parent { child } => {
-            streams
-                .relay(child)
-                .step(|| "relay the command's terminal or pipes".to_owned())?;
+            streams.relay(child).step(|| Step::Relay)?;
             loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => return Ok(code),
                     Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(e).step(|| "wait for the command".to_owned()),
+                    Err(e) => return Err(e).step(|| Step::WaitCommand),
                 }
             }
         }
@@ -155,7 +153,12 @@ fn in_machine(launch: &Launch, command: &Command<'_>, terminal: bool) -> StepFai
     if let Err(e) = std::env::set_current_dir(workdir) {
         // A login without its home starts in `/`, as login(1) does, and says so.
         if !command.login || std::env::set_current_dir("/").is_err() {
-            return StepFailure::io(format!("chdir {workdir}"), &e);
+            return StepFailure::io(
+                Step::Chdir {
+                    path: workdir.to_owned(),
+                },
+                &e,
+            );
         }
         eprintln!("mm: the home directory {workdir} is not there ({e}); starting in /");
     }

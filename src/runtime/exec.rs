@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use super::launch::StepFailure;
+use super::launch::{Step, StepFailure};
 use super::sys;
 
 /// `execve` of `argv` with `env`, searching `PATH` from `env` for a bare name. Returns only
@@ -14,10 +14,13 @@ pub fn exec(argv: &[String], env: &[String]) -> StepFailure {
         argv.iter().map(to_c).collect::<Option<Vec<_>>>(),
         env.iter().map(to_c).collect::<Option<Vec<_>>>(),
     ) else {
-        return StepFailure::other("exec", "an argument or variable contains a NUL byte");
+        return StepFailure::other(
+            Step::Exec { argv: vec![] },
+            "an argument or variable contains a NUL byte",
+        );
     };
     let Some(program) = argv.first() else {
-        return StepFailure::other("exec", "no command");
+        return StepFailure::other(Step::Exec { argv: vec![] }, "no command");
     };
     let candidates: Vec<PathBuf> = if program.contains('/') {
         vec![PathBuf::from(program)]
@@ -40,5 +43,10 @@ pub fn exec(argv: &[String], env: &[String]) -> StepFailure {
             last = std::io::Error::from(err);
         }
     }
-    StepFailure::io(format!("exec {}", argv.join(" ")), &last)
+    StepFailure::io(
+        Step::Exec {
+            argv: argv.to_vec(),
+        },
+        &last,
+    )
 }

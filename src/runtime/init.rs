@@ -10,7 +10,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
 use super::exec::exec;
-use super::launch::{Launch, Report, Step, StepFailure};
+use super::launch::{Launch, Report, Step, StepFailure, WithStep};
 use super::security;
 
 /// Never returns: exits with the command's status, or reports why it could not start it.
@@ -33,10 +33,11 @@ fn start(launch: &Launch, report: &mut File) -> Result<Pid, StepFailure> {
     let user = security::machine_user(&launch.user)?;
     let all = SigSet::all();
     let mut old = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut old))
-        .step(|| "block signals".to_owned())?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), Some(&mut old)).step(|| Step::BlockSignals)?;
     // SAFETY: single-threaded; the child only sets itself up and execs.
-    match unsafe { fork() }.step(|| format!("fork {}", launch.argv.join(" ")))? {
+    match unsafe { fork() }.step(|| Step::Fork {
+        argv: launch.argv.clone(),
+    })? {
         ForkResult::Child => {
             let failure = command(launch, &user, &old);
             Report::Failed(failure).send(report);
@@ -50,21 +51,26 @@ fn start(launch: &Launch, report: &mut File) -> Result<Pid, StepFailure> {
 fn command(launch: &Launch, user: &security::User, mask: &SigSet) -> StepFailure {
     // Its own session, with the console (if stdin is one) as its controlling terminal.
     if let Err(e) = nix::unistd::setsid() {
-        return StepFailure::io("start a session", &e.into());
+        return StepFailure::io(Step::StartSession, &e.into());
     }
     if nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
         && let Err(e) = super::sys::controlling_terminal(std::io::stdin().as_fd())
     {
-        return StepFailure::io("take the console as controlling terminal", &e);
+        return StepFailure::io(Step::ControllingTerminal, &e);
     }
     if let Err(failure) = security::become_user(user) {
         return failure;
     }
     if let Err(e) = std::env::set_current_dir(&launch.workdir) {
-        return StepFailure::io(format!("chdir {}", launch.workdir), &e);
+        return StepFailure::io(
+            Step::Chdir {
+                path: launch.workdir.clone(),
+            },
+            &e,
+        );
     }
     if let Err(e) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None) {
-        return StepFailure::io("restore the signal mask", &e.into());
+        return StepFailure::io(Step::RestoreSignalMask, &e.into());
     }
     exec(&launch.argv, &launch.env)
 }

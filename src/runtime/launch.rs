@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{Command, Exec, Pid1, Plan};
 
+pub use super::step::{Step, StepFailure, WithStep};
+
 /// A resolved plan and how the supervisor is attached: everything a supervisor needs,
 /// and nothing it must decide.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,51 +70,6 @@ impl Launch {
     }
 }
 
-/// A launch step that failed, as the stage that failed saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{step}: {message}")]
-pub struct StepFailure {
-    /// What was being done, with its paths: `mount overlay on /run/mm/web/root`.
-    pub step: String,
-    pub errno: Option<i32>,
-    pub message: String,
-}
-
-impl StepFailure {
-    pub fn io(step: impl Into<String>, e: &std::io::Error) -> Self {
-        Self {
-            step: step.into(),
-            errno: e.raw_os_error(),
-            message: e.to_string(),
-        }
-    }
-
-    pub fn other(step: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            step: step.into(),
-            errno: None,
-            message: message.into(),
-        }
-    }
-}
-
-/// Adds the step's name to an `io::Result`.
-pub trait Step<T> {
-    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepFailure>;
-}
-
-impl<T> Step<T> for std::io::Result<T> {
-    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepFailure> {
-        self.map_err(|e| StepFailure::io(what(), &e))
-    }
-}
-
-impl<T> Step<T> for nix::Result<T> {
-    fn step(self, what: impl FnOnce() -> String) -> Result<T, StepFailure> {
-        self.map_err(|e| StepFailure::io(what(), &std::io::Error::from(e)))
-    }
-}
-
 /// From the machine's child stages to the supervisor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -147,6 +104,9 @@ pub enum Started {
         notice: Option<String>,
     },
     AlreadyRunning,
+    /// A launch step failed: the step and its errno, as the stage saw them.
+    StepFailed(StepFailure),
+    /// Another error of the supervisor's, as it prints it, and the exit code it maps to.
     Failed {
         error: String,
         exit_code: i32,

@@ -16,6 +16,7 @@ pub mod seccomp;
 mod security;
 pub mod state;
 pub mod stdio;
+pub mod step;
 pub mod supervisor;
 mod sys;
 mod userns;
@@ -34,7 +35,7 @@ pub enum RuntimeError {
     #[error("machine {name} is not running")]
     NotRunning { name: String },
     #[error("starting the machine failed: {}: {}", .0.step, .0.message)]
-    Step(StepFailure),
+    Step(#[from] StepFailure),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error("{}: {source}", path.display())]
@@ -78,14 +79,14 @@ impl RuntimeError {
             Self::AlreadyRunning { .. } => ExitCode::Busy,
             Self::NotRunning { .. } => ExitCode::NotFound,
             Self::Io { .. } | Self::Remove { .. } | Self::Control { .. } => ExitCode::Io,
-            Self::Step(f) if f.step.starts_with("exec ") => match f.errno {
-                Some(libc::ENOENT) => ExitCode::CommandNotFound,
-                _ => ExitCode::CannotExecute,
+            Self::Step(f) => match f.exec_failed() {
+                Some(true) => ExitCode::CommandNotFound,
+                Some(false) => ExitCode::CannotExecute,
+                None => ExitCode::System,
             },
-            Self::Step(_)
-            | Self::Cgroup(_)
-            | Self::SupervisorEnded { .. }
-            | Self::StopRefused { .. } => ExitCode::System,
+            Self::Cgroup(_) | Self::SupervisorEnded { .. } | Self::StopRefused { .. } => {
+                ExitCode::System
+            }
             Self::Unresolved { .. } => ExitCode::System,
             Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
         }

@@ -3,16 +3,28 @@
 //! zbus starts threads (an executor and a reactor) that would stay in the supervisor for
 //! the machine's whole life. A forked child makes the connection instead, while the
 //! spawner builds the machine; it waits for PID 1's pid on a pipe, registers it, answers
-//! on another pipe and exits. The supervisor stays single-threaded.
+//! on another pipe ([`FromRegistrar`], one JSON line) and exits. The supervisor stays
+//! single-threaded.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork};
+use serde::{Deserialize, Serialize};
 
+use super::launch::{Step, StepFailure, WithStep};
 use crate::plan::Machined;
+use crate::systemd::SystemdError;
 use crate::systemd::machined::Machines;
+
+/// From the registrar to the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FromRegistrar {
+    Registered,
+    Failed(StepFailure),
+}
 
 pub struct Registrar {
     pid: Pid,
@@ -22,16 +34,20 @@ pub struct Registrar {
 
 impl Registrar {
     /// Forks the child, which connects to the system bus at once.
-    pub fn spawn(machine: &Machined) -> std::io::Result<Self> {
-        let (leader_r, leader_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let (answer_r, answer_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    pub fn spawn(machine: &Machined) -> Result<Self, StepFailure> {
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| Step::MakePipe);
+        let (leader_r, leader_w) = pipe()?;
+        let (answer_r, answer_w) = pipe()?;
         // SAFETY: the supervisor is single-threaded; the child only connects, registers
         // and leaves with _exit.
-        match unsafe { fork() }? {
+        match unsafe { fork() }.step(|| Step::ForkRegistrar)? {
             ForkResult::Child => {
                 drop((leader_w, answer_r));
                 let answer = child(machine, File::from(leader_r));
-                let _ = File::from(answer_w).write_all(answer.as_bytes());
+                if let Ok(mut line) = serde_json::to_vec(&answer) {
+                    line.push(b'\n');
+                    let _ = File::from(answer_w).write_all(&line);
+                }
                 // SAFETY: leave without running the parent's exit handlers.
                 unsafe { libc::_exit(0) }
             }
@@ -43,18 +59,25 @@ impl Registrar {
         }
     }
 
-    /// Hands PID 1's pid to the child; its answer: registered, or why not.
-    pub fn register(mut self, leader: Pid) -> Result<(), String> {
+    /// Hands PID 1's pid to the child; its answer: registered, or the step that failed.
+    pub fn register(mut self, leader: Pid) -> Result<(), StepFailure> {
         if let Some(mut pipe) = self.leader.take() {
             pipe.write_all(format!("{}\n", leader.as_raw()).as_bytes())
-                .map_err(|e| format!("the registering process is gone: {e}"))?;
+                .step(|| Step::ReadLeader)?;
         }
         let mut answer = String::new();
         let _ = self.answer.read_to_string(&mut answer);
-        match answer.strip_prefix("ok") {
-            Some("") => Ok(()),
-            _ if answer.is_empty() => Err("the registering process ended without a word".into()),
-            _ => Err(answer),
+        match serde_json::from_str::<FromRegistrar>(&answer) {
+            Ok(FromRegistrar::Registered) => Ok(()),
+            Ok(FromRegistrar::Failed(failure)) => Err(failure),
+            Err(_) if answer.is_empty() => Err(StepFailure::other(
+                Step::ConnectBus,
+                "the registering process ended without a word",
+            )),
+            Err(e) => Err(StepFailure::other(
+                Step::ConnectBus,
+                format!("the registering process answered `{}`: {e}", answer.trim()),
+            )),
         }
     }
 }
@@ -67,21 +90,44 @@ impl Drop for Registrar {
     }
 }
 
-/// In the child: connect, wait for the leader, register. `ok` or the error.
+/// In the child: connect, wait for the leader, register.
 ///
 /// The pid is read up to its newline, not to the end of the pipe: the machine's processes
 /// are forked later and hold copies of the pipe's other end.
-fn child(machine: &Machined, leader: File) -> String {
+fn child(machine: &Machined, leader: File) -> FromRegistrar {
     let connected = Machines::connect();
     let mut text = String::new();
-    if BufReader::new(leader).read_line(&mut text).is_err() || !text.ends_with('\n') {
-        return String::new();
+    if let Err(e) = BufReader::new(leader).read_line(&mut text) {
+        return FromRegistrar::Failed(StepFailure::io(Step::ReadLeader, &e));
     }
-    let Ok(pid) = text.trim().parse::<u32>() else {
-        return format!("bad leader pid `{text}`");
+    let Some(Ok(pid)) = text.strip_suffix('\n').map(str::parse::<u32>) else {
+        return FromRegistrar::Failed(StepFailure::other(
+            Step::ReadLeader,
+            format!("bad leader pid `{}`", text.trim()),
+        ));
     };
-    match connected.and_then(|m| m.register(machine, pid)) {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => e.to_string(),
+    let failed = |step: Step, e: SystemdError| {
+        FromRegistrar::Failed(match e.errno() {
+            Some(errno) if e.from_socket() => StepFailure {
+                step,
+                errno: Some(errno),
+                message: e.detail(),
+            },
+            Some(errno) => StepFailure::errno(step, errno, e.detail()),
+            None => StepFailure::other(step, e.detail()),
+        })
+    };
+    let machines = match connected {
+        Ok(machines) => machines,
+        Err(e) => return failed(Step::ConnectBus, e),
+    };
+    match machines.register(machine, pid) {
+        Ok(()) => FromRegistrar::Registered,
+        Err(e) => failed(
+            Step::Register {
+                machine: machine.name.to_string(),
+            },
+            e,
+        ),
     }
 }

@@ -10,45 +10,47 @@ use std::collections::HashSet;
 
 use caps::{CapSet, Capability};
 
-use super::launch::{Step, StepFailure};
+use super::launch::{Step, StepFailure, WithStep};
 use super::{seccomp, sys};
 use crate::plan::Security;
 
 pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
     if security.no_new_privileges {
-        sys::no_new_privs().step(|| "set no_new_privs".to_owned())?;
+        sys::no_new_privs().step(|| Step::NoNewPrivs)?;
     }
     let filter = seccomp::Filter::by_name(&security.seccomp).ok_or_else(|| {
         StepFailure::other(
-            "load the seccomp filter",
+            Step::LoadSeccomp { filter: None },
             format!("no filter named {}", security.seccomp),
         )
     })?;
-    seccomp::install(filter).step(|| format!("load the seccomp filter {}", security.seccomp))?;
+    seccomp::install(filter).step(|| Step::LoadSeccomp {
+        filter: Some(security.seccomp.to_string()),
+    })?;
     let keep = security
         .capabilities
         .iter()
         .map(|name| {
             name.parse::<Capability>().map_err(|_| {
                 StepFailure::other(
-                    "set the capability bounding set",
+                    Step::CapabilityBoundingSet,
                     format!("`{name}` is not a capability this system knows"),
                 )
             })
         })
         .collect::<Result<HashSet<Capability>, _>>()?;
     let caps_err =
-        |what: String| move |e: caps::errors::CapsError| StepFailure::other(what, e.to_string());
+        |what: Step| move |e: caps::errors::CapsError| StepFailure::other(what, e.to_string());
     for cap in caps::all() {
         if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(caps_err(format!("drop {cap} from the bounding set")))?;
+            caps::drop(None, CapSet::Bounding, cap).map_err(caps_err(Step::DropCapability {
+                capability: cap.to_string(),
+            }))?;
         }
     }
-    caps::clear(None, CapSet::Ambient)
-        .map_err(caps_err("clear the ambient capabilities".to_owned()))?;
+    caps::clear(None, CapSet::Ambient).map_err(caps_err(Step::ClearAmbientCapabilities))?;
     caps::set(None, CapSet::Inheritable, &HashSet::new())
-        .map_err(caps_err("clear the inheritable capabilities".to_owned()))
+        .map_err(caps_err(Step::ClearInheritableCapabilities))
 }
 
 /// A user inside the machine, resolved from its `/etc/passwd` and `/etc/group`.
@@ -77,10 +79,21 @@ pub fn machine_user(spec: &str) -> Result<User, StepFailure> {
     let read = |path: &str| match std::fs::read_to_string(path) {
         Ok(text) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(StepFailure::io(format!("read the machine's {path}"), &e)),
+        Err(e) => Err(StepFailure::io(
+            Step::ReadMachineFile {
+                path: path.to_owned(),
+            },
+            &e,
+        )),
     };
-    resolve_user(spec, &read("/etc/passwd")?, &read("/etc/group")?)
-        .map_err(|e| StepFailure::other(format!("find the user {spec}"), e))
+    resolve_user(spec, &read("/etc/passwd")?, &read("/etc/group")?).map_err(|e| {
+        StepFailure::other(
+            Step::FindUser {
+                spec: spec.to_owned(),
+            },
+            e,
+        )
+    })
 }
 
 /// Resolves `root`, `NAME[:GROUP]` or `UID[:GID]` against the machine's files (read after
@@ -155,14 +168,13 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, Strin
 pub fn become_user(user: &User) -> Result<(), StepFailure> {
     use nix::unistd::{Gid, Uid};
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).step(|| {
-        let list: Vec<String> = user.groups.iter().map(u32::to_string).collect();
-        format!("set the groups {}", list.join(", "))
+    nix::unistd::setgroups(&groups).step(|| Step::SetGroups {
+        groups: user.groups.clone(),
     })?;
     let gid = Gid::from_raw(user.gid);
-    nix::unistd::setresgid(gid, gid, gid).step(|| format!("become gid {}", user.gid))?;
+    nix::unistd::setresgid(gid, gid, gid).step(|| Step::BecomeGid { gid: user.gid })?;
     let uid = Uid::from_raw(user.uid);
-    nix::unistd::setresuid(uid, uid, uid).step(|| format!("become uid {}", user.uid))
+    nix::unistd::setresuid(uid, uid, uid).step(|| Step::BecomeUid { uid: user.uid })
 }
 
 #[cfg(test)]

@@ -2,14 +2,15 @@
 //! machine's lock, cgroup and mounts, starts its PID 1, relays its console, stops it on
 //! request, and cleans up after it.
 //!
-//! It is a fresh process, started with the [`Launch`] on descriptor 3, so that it is
-//! single-threaded (a multi-threaded process cannot enter a new user namespace). Its PID 1
-//! gets SIGKILL if the supervisor dies, which ends the whole machine (its PID namespace).
+//! It is a fresh process, started with the [`Launch`] on the descriptor `--launch-fd=N`
+//! names, so that it is single-threaded (a multi-threaded process cannot enter a new user
+//! namespace). Its PID 1 gets SIGKILL if the supervisor dies, which ends the whole machine
+//! (its PID namespace).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroup::MachineCgroup;
 use super::child::{self, Inherited};
-use super::launch::{Console, Launch, Report, Started, Step, StepFailure};
+use super::launch::{Console, Launch, Report, Started, Step, StepFailure, WithStep};
 use super::registrar::Registrar;
 use super::state::{self, Paths, Recorded};
 use super::{RuntimeError, rootfs, sys, userns};
@@ -37,13 +38,14 @@ pub enum Request {
     Stop { timeout_secs: Option<u32> },
 }
 
-/// The supervisor's answer to a [`Request`], one JSON line: `{"ok":true}`, or
-/// `{"ok":false,"error":"…"}` for a request it did not take.
+/// The supervisor's answer to a [`Request`], one JSON line.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reply {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    /// It sent the stop signal (or had already), and cleans up when PID 1 is gone.
+    Stopping,
+    /// A request it did not take, and why.
+    Refused { why: String },
 }
 
 /// `mm __supervise [--detach] --launch-fd=N`: never returns.
@@ -69,6 +71,7 @@ pub fn main(detach: bool, launch_fd: Option<std::os::fd::RawFd>) -> ! {
             Err(e) => {
                 let started = match e {
                     RuntimeError::AlreadyRunning { .. } => Started::AlreadyRunning,
+                    RuntimeError::Step(ref failure) => Started::StepFailed(failure.clone()),
                     ref e => Started::Failed {
                         error: e.to_string(),
                         exit_code: e.exit_code() as i32,
@@ -110,30 +113,9 @@ struct Machine<'l> {
 fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     let plan = &launch.plan;
     let paths = Paths::new(&plan.machine.runtime_dir);
-    // Private: the machine's root is mounted below it (in the supervisor's namespace).
-    crate::state::private_dir(&paths.dir).map_err(|e| RuntimeError::io(&paths.dir, e))?;
-    let _lock = match crate::state::lock(&paths.lock(), false) {
-        Ok(lock) => lock,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            return Err(RuntimeError::AlreadyRunning {
-                name: plan.machine.name.to_string(),
-            });
-        }
-        Err(e) => return Err(RuntimeError::io(&paths.lock(), e)),
-    };
-    clean_stale(&paths, plan);
-    sys::child_subreaper().map_err(|e| RuntimeError::io(Path::new("prctl"), e))?;
-    if launch.unit.is_some() {
-        leave_unit_root(&plan.cgroup)?;
-    }
-    let cgroup = MachineCgroup::create(&plan.cgroup)?;
-    if let (Some(cgroup), true, IdMapping::Map { entries }) = (&cgroup, launch.boot, &plan.ids.uid)
-        && let Some(root) = entries.first()
-    {
-        cgroup.delegate(root.outside)?;
-    }
-    let started = start(launch, cgroup.as_ref());
-    let (leader, console, registrar) = match started {
+    let _lock = take(&paths, plan)?;
+    let cgroup = machine_cgroup(launch)?;
+    let (leader, console, registrar) = match start(launch, cgroup.as_ref()) {
         Ok(started) => started,
         Err(failure) => {
             if let Some(cgroup) = cgroup {
@@ -154,21 +136,9 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     };
     // Without its signals and its socket nothing could stop the machine, and without its
     // log a started machine's output would be lost: either is a failed start.
-    let log_path = machine.paths.console_log();
-    let ready = Control::open(&machine.paths).and_then(|control| {
-        let log = match (&console, detach) {
-            (Some(_), true) => Some(
-                File::options()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .map_err(|e| RuntimeError::io(&log_path, e))?,
-            ),
-            _ => None,
-        };
-        Ok((control, log))
-    });
-    let (control, log) = match ready {
+    let (control, log) = match Control::open(&machine.paths)
+        .and_then(|control| Ok((control, console_log(&machine.paths, &console, detach)?)))
+    {
         Ok(ready) => ready,
         Err(e) => {
             let _ = kill(machine.leader, Signal::SIGKILL);
@@ -177,19 +147,88 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
             return Err(e);
         }
     };
+    record_running(&machine)?;
+    announce(&machine, notice, detach);
+    let code = run_loop(
+        &machine,
+        &control,
+        console.map(|master| (master, log)),
+        detach,
+    );
+    finish(machine, code)
+}
+
+/// Takes the machine's lock (it is not running elsewhere), cleans up after a supervisor
+/// that was killed, and makes this one the reaper of the machine's orphans.
+fn take(paths: &Paths, plan: &Plan) -> Result<std::fs::File, RuntimeError> {
+    // Private: the machine's root is mounted below it (in the supervisor's namespace).
+    crate::state::private_dir(&paths.dir).map_err(|e| RuntimeError::io(&paths.dir, e))?;
+    let lock = match crate::state::lock(&paths.lock(), false) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(RuntimeError::AlreadyRunning {
+                name: plan.machine.name.to_string(),
+            });
+        }
+        Err(e) => return Err(RuntimeError::io(&paths.lock(), e)),
+    };
+    clean_stale(paths, plan);
+    sys::child_subreaper().map_err(|e| RuntimeError::io(Path::new("prctl"), e))?;
+    Ok(lock)
+}
+
+/// The machine's cgroup, delegated to its root when it boots an init.
+fn machine_cgroup(launch: &Launch) -> Result<Option<MachineCgroup>, RuntimeError> {
+    let plan = &launch.plan;
+    if launch.unit.is_some() {
+        leave_unit_root(&plan.cgroup)?;
+    }
+    let cgroup = MachineCgroup::create(&plan.cgroup)?;
+    if let (Some(cgroup), true, IdMapping::Map { entries }) = (&cgroup, launch.boot, &plan.ids.uid)
+        && let Some(root) = entries.first()
+    {
+        cgroup.delegate(root.outside)?;
+    }
+    Ok(cgroup)
+}
+
+/// The console's log, for a detached machine with a console.
+fn console_log(
+    paths: &Paths,
+    console: &Option<OwnedFd>,
+    detach: bool,
+) -> Result<Option<File>, RuntimeError> {
+    if console.is_none() || !detach {
+        return Ok(None);
+    }
+    let path = paths.console_log();
+    File::options()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map(Some)
+        .map_err(|e| RuntimeError::io(&path, e))
+}
+
+fn record_running(machine: &Machine<'_>) -> Result<(), RuntimeError> {
+    let launch = machine.launch;
     let recorded = Recorded::Running {
         supervisor: std::process::id(),
-        leader: leader.as_raw(),
+        leader: machine.leader.as_raw(),
         started: state::now(),
-        plan_hash: plan.hash(),
+        plan_hash: launch.plan.hash(),
         launch: Box::new(launch.clone()),
-        registered,
+        registered: machine.registered,
     };
-    state::write(&machine.paths, &recorded)
-        .map_err(|e| RuntimeError::io(&machine.paths.state(), e))?;
+    state::write(&machine.paths, &recorded).map_err(|e| RuntimeError::io(&machine.paths.state(), e))
+}
+
+/// Tells systemd, and `mm start` or the user, that the machine runs.
+fn announce(machine: &Machine<'_>, notice: Option<String>, detach: bool) {
+    let leader = machine.leader;
     let _ = notify(&format!(
         "READY=1\nSTATUS=PID 1 of {} runs as {leader}",
-        plan.machine.name
+        machine.launch.plan.machine.name
     ));
     if detach {
         tell(&Started::Running {
@@ -201,17 +240,10 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     } else if let Some(notice) = notice {
         eprintln!("mm: {notice}");
     }
-    let code = run_loop(
-        &machine,
-        &control,
-        console.map(|master| (master, log)),
-        detach,
-    );
-    finish(machine, code)
 }
 
 /// The registrar forked at start, or why it could not be.
-type Spawned = std::io::Result<Registrar>;
+type Spawned = Result<Registrar, StepFailure>;
 
 /// Registers the machine with systemd-machined when the plan says to (through the
 /// registrar forked at start). Returns whether it is registered, and otherwise the one
@@ -222,11 +254,9 @@ fn register(plan: &Plan, leader: Pid, registrar: Option<Spawned>) -> (bool, Opti
         (Registration::Skip { why }, _) => why.clone(),
         (Registration::Machined(_), Some(Ok(registrar))) => match registrar.register(leader) {
             Ok(()) => return (true, None),
-            Err(why) => why,
+            Err(failure) => failure.to_string(),
         },
-        (Registration::Machined(_), Some(Err(e))) => {
-            format!("the registering process could not start: {e}")
-        }
+        (Registration::Machined(_), Some(Err(failure))) => failure.to_string(),
         (Registration::Machined(_), None) => "the registering process was not started".into(),
     };
     (
@@ -258,7 +288,7 @@ fn leave_unit_root(cgroup: &crate::plan::Cgroup) -> Result<(), RuntimeError> {
         .map_err(|e| RuntimeError::io(&dir, e))
 }
 
-/// Starts PID 1; returns its pid and the console's master side.
+/// Starts PID 1; returns its pid, the console's master side and the registrar.
 fn start(
     launch: &Launch,
     cgroup: Option<&MachineCgroup>,
@@ -271,9 +301,41 @@ fn start(
         Registration::Skip { .. } => None,
     };
     let userns = userns::create(&plan.ids)?;
+    prepare_root(plan, &userns)?;
+    let (console, master) = open_console(launch)?;
+    let (go_r, go_w) = pipe()?;
+    let (report_r, report_w) = pipe()?;
+    let inherited = Inherited {
+        go: go_r,
+        report: File::from(report_w),
+        userns,
+        console,
+    };
+    // SAFETY: the supervisor is single-threaded.
+    let spawner = match unsafe { fork() }.step(|| Step::ForkSpawner)? {
+        ForkResult::Child => {
+            drop((go_w, report_r, master));
+            child::spawner(launch, inherited)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(inherited);
+    let result = go(spawner, cgroup, go_w);
+    let leader = reports(File::from(report_r), result.err());
+    let _ = waitpid(spawner, None);
+    leader.map(|leader| (leader, master, registrar))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), StepFailure> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| Step::MakePipe)
+}
+
+/// The supervisor's own mounts of the image's layers (id-mapped through the machine's
+/// user namespace), and a check that a persistent writable layer is there.
+fn prepare_root(plan: &Plan, userns: &OwnedFd) -> Result<(), StepFailure> {
     if plan.root.idmapped_lowers {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-            .step(|| "give the supervisor a mount namespace of its own".to_owned())?;
+            .step(|| Step::PrivateMountNamespace)?;
         let base = match &plan.ids.uid {
             IdMapping::Map { entries } => entries.first().map_or(0, |e| e.outside),
             IdMapping::Allocate { .. } => 0,
@@ -284,67 +346,57 @@ fn start(
         && !upper.exists()
     {
         return Err(StepFailure::other(
-            format!("find the writable layer {}", upper.display()),
+            Step::FindUpper {
+                path: upper.clone(),
+            },
             "it is missing",
         ));
     }
-    let (console, master) = match launch.console {
-        Console::Pipe => (None, None),
-        Console::Pty => {
-            let stdin = std::io::stdin();
-            let like = nix::unistd::isatty(stdin.as_fd())
-                .unwrap_or(false)
-                .then(|| stdin.as_fd());
-            let pty =
-                super::pty::open(like).step(|| "open the console's pseudo-terminal".to_owned())?;
-            let path = nix::unistd::ttyname(&pty.slave).step(|| "name the console".to_owned())?;
-            // The machine's root must be able to open its console.
-            if let IdMapping::Map { entries } = &plan.ids.uid
-                && let Some(root) = entries.first()
-                && nix::unistd::geteuid().is_root()
-            {
-                nix::unistd::fchown(
-                    &pty.slave,
-                    Some(root.outside.into()),
-                    Some(root.outside.into()),
-                )
-                .step(|| format!("hand the console {} to the machine's root", path.display()))?;
-            }
-            (Some((pty.slave, path)), Some(pty.master))
-        }
-    };
-    let (go_r, go_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "make a pipe".to_owned())?;
-    let (report_r, report_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "make a pipe".to_owned())?;
-    let inherited = Inherited {
-        go: go_r,
-        report: File::from(report_w),
-        userns,
-        console,
-    };
-    // SAFETY: the supervisor is single-threaded.
-    let spawner = match unsafe { fork() }.step(|| "fork the spawner".to_owned())? {
-        ForkResult::Child => {
-            drop((go_w, report_r, master));
-            child::spawner(launch, inherited)
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop(inherited);
-    let result = (|| {
-        if let Some(cgroup) = cgroup {
-            cgroup
-                .add(spawner.as_raw())
-                .map_err(|e| StepFailure::other("put the machine in its cgroup", e.to_string()))?;
-        }
-        File::from(go_w)
-            .write_all(b"g")
-            .step(|| "start the spawner".to_owned())
-    })();
+    Ok(())
+}
+
+/// The machine's console: its slave side (with its path) for the machine, its master side
+/// for the supervisor to relay. Nothing with a pipe console.
+type Consoles = (Option<(OwnedFd, std::path::PathBuf)>, Option<OwnedFd>);
+
+fn open_console(launch: &Launch) -> Result<Consoles, StepFailure> {
+    if launch.console == Console::Pipe {
+        return Ok((None, None));
+    }
+    let stdin = std::io::stdin();
+    let like = nix::unistd::isatty(stdin.as_fd())
+        .unwrap_or(false)
+        .then(|| stdin.as_fd());
+    let pty = super::pty::open(like).step(|| Step::OpenConsole)?;
+    let path = nix::unistd::ttyname(&pty.slave).step(|| Step::NameConsole)?;
+    // The machine's root must be able to open its console.
+    if let IdMapping::Map { entries } = &launch.plan.ids.uid
+        && let Some(root) = entries.first()
+        && nix::unistd::geteuid().is_root()
+    {
+        let id = Some(root.outside);
+        nix::unistd::fchown(&pty.slave, id.map(Into::into), id.map(Into::into))
+            .step(|| Step::ChownConsole { path: path.clone() })?;
+    }
+    Ok((Some((pty.slave, path)), Some(pty.master)))
+}
+
+/// Puts the spawner in the machine's cgroup and lets it go on.
+fn go(spawner: Pid, cgroup: Option<&MachineCgroup>, go_w: OwnedFd) -> Result<(), StepFailure> {
+    if let Some(cgroup) = cgroup {
+        cgroup
+            .add(spawner.as_raw())
+            .map_err(|e| StepFailure::other(Step::JoinCgroup, e.to_string()))?;
+    }
+    File::from(go_w).write_all(b"g").step(|| Step::StartSpawner)
+}
+
+/// Reads the machine's reports to the end: PID 1's pid, or the first failure (`failure`
+/// if the supervisor's own side failed first). A PID 1 that started with a failure is
+/// killed.
+fn reports(from: File, mut failure: Option<StepFailure>) -> Result<Pid, StepFailure> {
     let mut leader = None;
-    let mut failure = result.err();
-    for line in BufReader::new(File::from(report_r)).lines() {
+    for line in BufReader::new(from).lines() {
         let Ok(line) = line else { break };
         match serde_json::from_str::<Report>(&line) {
             Ok(Report::Leader { pid }) => leader = Some(Pid::from_raw(pid)),
@@ -352,23 +404,19 @@ fn start(
                 failure.get_or_insert(f);
             }
             Err(e) => {
-                failure.get_or_insert(StepFailure::other(
-                    "read the machine's report",
-                    e.to_string(),
-                ));
+                failure.get_or_insert(StepFailure::other(Step::ReadReport, e.to_string()));
             }
         }
     }
-    let _ = waitpid(spawner, None);
     match (leader, failure) {
-        (Some(leader), None) => Ok((leader, master, registrar)),
+        (Some(leader), None) => Ok(leader),
         (leader, failure) => {
             if let Some(leader) = leader {
                 let _ = kill(leader, Signal::SIGKILL);
                 let _ = waitpid(leader, None);
             }
             Err(failure.unwrap_or_else(|| {
-                StepFailure::other("start PID 1", "the spawner exited without a word")
+                StepFailure::other(Step::StartPid1, "the spawner exited without a word")
             }))
         }
     }
@@ -381,7 +429,6 @@ fn detach_stdio() {
     let _ = nix::unistd::setsid();
 }
 
-/// Waits for PID 1 to end, stopping it when asked; returns its exit status.
 /// What the supervisor is told to stop by: its signals (as a descriptor) and its socket.
 struct Control {
     signals: SignalFd,
@@ -400,12 +447,9 @@ impl Control {
         ] {
             set.add(s);
         }
-        let step =
-            |what: &str, e: nix::errno::Errno| RuntimeError::Step(StepFailure::io(what, &e.into()));
-        set.thread_block()
-            .map_err(|e| step("block the supervisor's signals", e))?;
+        set.thread_block().step(|| Step::BlockSupervisorSignals)?;
         let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(|e| step("open the supervisor's signalfd", e))?;
+            .step(|| Step::OpenSignalfd)?;
         let path = paths.control();
         let control = |source| RuntimeError::Control {
             path: path.clone(),
@@ -419,8 +463,51 @@ impl Control {
         listener.set_nonblocking(true).map_err(control)?;
         Ok(Self { signals, listener })
     }
+
+    /// Drains the signals and the socket's requests: the stop timeout asked for, if any.
+    fn stop_requests(&self, plan: &Plan) -> Option<u32> {
+        let mut stop_with: Option<u32> = None;
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            if info.ssi_signo != Signal::SIGCHLD as u32 {
+                stop_with.get_or_insert(plan.stop.timeout_secs);
+            }
+        }
+        while let Ok((stream, _)) = self.listener.accept() {
+            if let Some(timeout) = answer(&stream, plan) {
+                stop_with = Some(timeout);
+            }
+        }
+        stop_with
+    }
 }
 
+/// Reads one request from `mm stop` and answers it; the stop timeout it asks for.
+fn answer(stream: &UnixStream, plan: &Plan) -> Option<u32> {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    let (timeout, reply) = match serde_json::from_str(&line) {
+        Ok(Request::Stop { timeout_secs }) => (
+            Some(timeout_secs.unwrap_or(plan.stop.timeout_secs)),
+            Reply::Stopping,
+        ),
+        Err(e) => (
+            None,
+            Reply::Refused {
+                why: format!("a request it does not understand ({e})"),
+            },
+        ),
+    };
+    // The asker may be gone: then nobody is left to tell.
+    if let Ok(mut json) = serde_json::to_string(&reply) {
+        json.push('\n');
+        let _ = (&*stream).write_all(json.as_bytes());
+    }
+    timeout
+}
+
+/// Waits for PID 1 to end, stopping it when asked; returns its exit status.
 fn run_loop(
     machine: &Machine<'_>,
     control: &Control,
@@ -429,7 +516,6 @@ fn run_loop(
 ) -> i32 {
     let mut relay = console.map(|(master, log)| super::console::Relay::new(master, detach, log));
     let mut deadline: Option<Instant> = None;
-    let plan = &machine.launch.plan;
     sys::release_clean_file_pages();
     loop {
         if let Some(code) = reap(machine.leader, machine.launch.boot) {
@@ -439,10 +525,6 @@ fn run_loop(
             }
             return code;
         }
-        let timeout = deadline.map_or(PollTimeout::NONE, |d| {
-            let left = d.saturating_duration_since(Instant::now()).as_millis();
-            PollTimeout::try_from(left.min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
-        });
         let mut fds = vec![
             PollFd::new(control.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(control.listener.as_fd(), PollFlags::POLLIN),
@@ -450,58 +532,46 @@ fn run_loop(
         if let Some(r) = &relay {
             r.poll_fds(&mut fds);
         }
-        let _ = poll(&mut fds, timeout);
+        let _ = poll(&mut fds, poll_timeout(deadline));
         drop(fds);
-        let mut stop_with: Option<u32> = None;
-        while let Ok(Some(info)) = control.signals.read_signal() {
-            if info.ssi_signo != Signal::SIGCHLD as u32 {
-                stop_with.get_or_insert(plan.stop.timeout_secs);
-            }
-        }
-        while let Ok((stream, _)) = control.listener.accept() {
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut line = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut line).is_ok() {
-                let reply = match serde_json::from_str(&line) {
-                    Ok(Request::Stop { timeout_secs }) => {
-                        stop_with = Some(timeout_secs.unwrap_or(plan.stop.timeout_secs));
-                        Reply {
-                            ok: true,
-                            error: None,
-                        }
-                    }
-                    Err(e) => Reply {
-                        ok: false,
-                        error: Some(format!("a request it does not understand ({e})")),
-                    },
-                };
-                // The asker may be gone: then nobody is left to tell.
-                if let Ok(mut json) = serde_json::to_string(&reply) {
-                    json.push('\n');
-                    let _ = (&stream).write_all(json.as_bytes());
-                }
-            }
-        }
+        let stop_with = control.stop_requests(&machine.launch.plan);
         if let Some(r) = &mut relay {
             r.pump();
         }
-        if let Some(timeout) = stop_with
-            && deadline.is_none()
-        {
-            let _ = notify("STOPPING=1");
-            // SAFETY: kill with a valid signal number.
-            unsafe { libc::kill(machine.leader.as_raw(), plan.stop.signal.number()) };
-            deadline = Some(Instant::now() + Duration::from_secs(u64::from(timeout)));
+        stop(machine, stop_with, &mut deadline);
+    }
+}
+
+/// Until the deadline, at most a minute.
+fn poll_timeout(deadline: Option<Instant>) -> PollTimeout {
+    deadline.map_or(PollTimeout::NONE, |d| {
+        let left = d.saturating_duration_since(Instant::now()).as_millis();
+        PollTimeout::try_from(left.min(60_000) as i32).unwrap_or(PollTimeout::ZERO)
+    })
+}
+
+/// Sends the stop signal when asked (once), and SIGKILL to the whole machine when the
+/// stop timeout has passed.
+fn stop(machine: &Machine<'_>, stop_with: Option<u32>, deadline: &mut Option<Instant>) {
+    if let Some(timeout) = stop_with
+        && deadline.is_none()
+    {
+        let _ = notify("STOPPING=1");
+        // SAFETY: kill with a valid signal number.
+        unsafe {
+            libc::kill(
+                machine.leader.as_raw(),
+                machine.launch.plan.stop.signal.number(),
+            )
+        };
+        *deadline = Some(Instant::now() + Duration::from_secs(u64::from(timeout)));
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        let _ = kill(machine.leader, Signal::SIGKILL);
+        if let Some(cgroup) = &machine.cgroup {
+            let _ = cgroup.kill_all();
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            let _ = kill(machine.leader, Signal::SIGKILL);
-            if let Some(cgroup) = &machine.cgroup {
-                let _ = cgroup.kill_all();
-            }
-            deadline = Some(Instant::now() + Duration::from_secs(3600));
-        }
+        *deadline = Some(Instant::now() + Duration::from_secs(3600));
     }
 }
 

@@ -51,6 +51,52 @@ impl SystemdError {
             _ => None,
         }
     }
+
+    /// What went wrong, without what mm asked (for a caller that names its step itself).
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Bus { source, .. } => describe(source),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether the errno is the socket's own (then the detail already shows it).
+    pub fn from_socket(&self) -> bool {
+        matches!(
+            self,
+            Self::Bus {
+                source: zbus::Error::InputOutput(_),
+                ..
+            }
+        )
+    }
+
+    /// The errno behind the failure: the socket's, or the one a standard D-Bus error name
+    /// stands for (as sd-bus maps them).
+    pub fn errno(&self) -> Option<i32> {
+        let Self::Bus { source, .. } = self else {
+            return None;
+        };
+        if let zbus::Error::InputOutput(e) = source {
+            return e.raw_os_error();
+        }
+        let name = self
+            .error_name()?
+            .strip_prefix("org.freedesktop.DBus.Error.")?;
+        Some(match name {
+            "AccessDenied" | "AuthFailed" => libc::EACCES,
+            "NoMemory" => libc::ENOMEM,
+            "ServiceUnknown" | "NameHasNoOwner" => libc::EHOSTUNREACH,
+            "NoReply" | "Timeout" | "TimedOut" => libc::ETIMEDOUT,
+            "FileNotFound" | "UnknownObject" => libc::ENOENT,
+            "FileExists" => libc::EEXIST,
+            "LimitsExceeded" => libc::ENOBUFS,
+            "InvalidArgs" => libc::EINVAL,
+            "Disconnected" => libc::ECONNRESET,
+            "NotSupported" | "UnknownMethod" => libc::EOPNOTSUPP,
+            _ => return None,
+        })
+    }
 }
 
 /// A method error's own message is what the user needs; its name only when it has none.

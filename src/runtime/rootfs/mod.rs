@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use super::launch::{Step, StepFailure};
+use super::launch::{Step, StepFailure, WithStep};
 use crate::plan::{Layers, Mount, Plan, Upper};
 
 mod mounter;
@@ -42,7 +42,7 @@ fn lower_dirs(plan: &Plan) -> Result<Vec<PathBuf>, StepFailure> {
         Layers::Stored { layers, .. } => Ok(layers.iter().rev().map(|l| l.dir.clone()).collect()),
         Layers::Directory { path } => Ok(vec![path.clone()]),
         Layers::Unresolved => Err(StepFailure::other(
-            "find the image's layers",
+            Step::FindLayers,
             "the image is not in the store",
         )),
     }
@@ -67,9 +67,9 @@ fn os(s: &str) -> Option<&OsStr> {
 
 /// Mounts a tmpfs on `at` (a host path, made if missing) with `options`.
 fn tmpfs(m: &mut dyn Mounter, at: &Path, flags: MsFlags, options: &str) -> Result<(), StepFailure> {
-    m.make_dir(at).step(|| format!("create {}", at.display()))?;
+    m.make_dir(at).step(|| Step::Create { path: at.into() })?;
     m.mount(os("tmpfs"), At::Path(at), Some("tmpfs"), flags, os(options))
-        .step(|| format!("mount tmpfs on {}", at.display()))
+        .step(|| Step::MountTmpfs { target: at.into() })
 }
 
 /// Mounts the volatile tmpfs (if any) and makes the upper and work dirs, owned by `owner`.
@@ -89,14 +89,17 @@ fn prepare_upper(
     }
     for dir in [&upper, &work] {
         m.make_dir(dir)
-            .step(|| format!("create {}", dir.display()))?;
+            .step(|| Step::Create { path: dir.clone() })?;
         if let Some(id) = owner {
-            m.chown(dir, id)
-                .step(|| format!("chown {} to {id}", dir.display()))?;
+            m.chown(dir, id).step(|| Step::Chown {
+                path: dir.clone(),
+                id,
+            })?;
         }
     }
-    m.chmod(&upper, 0o755)
-        .step(|| format!("chmod {}", upper.display()))?;
+    m.chmod(&upper, 0o755).step(|| Step::Chmod {
+        path: upper.clone(),
+    })?;
     Ok((upper, work))
 }
 
@@ -108,8 +111,9 @@ fn mount_overlay(
     work: &Path,
 ) -> Result<(), StepFailure> {
     let target = &plan.root.mount_point;
-    m.make_dir(target)
-        .step(|| format!("create {}", target.display()))?;
+    m.make_dir(target).step(|| Step::Create {
+        path: target.into(),
+    })?;
     let mut data = OsString::from("lowerdir=");
     for (i, l) in lowers.iter().enumerate() {
         if i > 0 {
@@ -132,13 +136,10 @@ fn mount_overlay(
         MsFlags::empty(),
         Some(data.as_os_str()),
     )
-    .step(|| {
-        format!(
-            "mount overlay on {} ({} layers, upper {})",
-            target.display(),
-            lowers.len(),
-            upper.display()
-        )
+    .step(|| Step::MountOverlay {
+        target: target.into(),
+        layers: lowers.len(),
+        upper: upper.into(),
     })
 }
 
@@ -157,27 +158,27 @@ pub fn mount_as_root(
         MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None,
     )
-    .step(|| "make the supervisor's mounts private".to_owned())?;
+    .step(|| Step::PrivateMounts)?;
     let layers = plan.machine.runtime_dir.join("layers");
     tmpfs(m, &layers, MsFlags::MS_NOSUID, "mode=0700,size=64k")?;
     let mut lowers = Vec::new();
     for (i, dir) in lower_dirs(plan)?.iter().enumerate() {
         let tree = m
             .clone_tree(At::Path(dir), false)
-            .step(|| format!("clone the mount of {}", dir.display()))?;
+            .step(|| Step::CloneMount { path: dir.clone() })?;
         if plan.root.idmapped_lowers {
-            m.idmap(tree.as_fd(), userns).step(|| {
-                format!(
-                    "id-map {} to the machine's ids from {root_id}",
-                    dir.display()
-                )
+            m.idmap(tree.as_fd(), userns).step(|| Step::IdMapMount {
+                path: dir.clone(),
+                from: root_id,
             })?;
         }
         let at = layers.join(i.to_string());
-        m.make_dir(&at)
-            .step(|| format!("create {}", at.display()))?;
+        m.make_dir(&at).step(|| Step::Create { path: at.clone() })?;
         m.attach(tree.as_fd(), At::Path(&at))
-            .step(|| format!("attach {} on {}", dir.display(), at.display()))?;
+            .step(|| Step::Attach {
+                source: dir.clone(),
+                target: at.clone(),
+            })?;
         lowers.push(at);
     }
     let (upper, work) = prepare_upper(m, plan, Some(root_id))?;
@@ -210,19 +211,26 @@ fn stage(m: &mut dyn Mounter, plan: &Plan, root_id: u32) -> Result<(), StepFailu
         let at = stage.join(name);
         let tree = m
             .clone_tree(At::Path(source), recursive)
-            .step(|| format!("clone the mount of {}", source.display()))?;
+            .step(|| Step::CloneMount {
+                path: source.into(),
+            })?;
         if readonly {
             m.make_readonly(tree.as_fd(), recursive)
-                .step(|| format!("make {} read-only", source.display()))?;
+                .step(|| Step::MakeReadOnly {
+                    path: source.into(),
+                })?;
         }
         if dir || m.is_dir(source) {
             m.make_dir(&at)
         } else {
             m.make_file(&at)
         }
-        .step(|| format!("create {}", at.display()))?;
+        .step(|| Step::Create { path: at.clone() })?;
         m.attach(tree.as_fd(), At::Path(&at))
-            .step(|| format!("stage {} on {}", source.display(), at.display()))
+            .step(|| Step::StageMount {
+                source: source.into(),
+                target: at.clone(),
+            })
     };
     attach(
         &plan.root.mount_point,
@@ -290,8 +298,17 @@ fn mount_point(
     kind: Kind,
 ) -> Result<OwnedFd, StepFailure> {
     m.open_in_root(root, target, Some(kind))
-        .step(|| format!("create the mount point {target}"))?
-        .ok_or_else(|| StepFailure::other(format!("create {target}"), "missing"))
+        .step(|| Step::CreateMountPoint {
+            target: target.to_owned(),
+        })?
+        .ok_or_else(|| {
+            StepFailure::other(
+                Step::Create {
+                    path: target.into(),
+                },
+                "missing",
+            )
+        })
 }
 
 /// One mount of the plan, inside the root (opened as `root`). A bind's source is
@@ -319,7 +336,11 @@ fn apply(
                 flags,
                 os(&data),
             )
-            .step(|| format!("mount {fstype} on {target} ({})", options.join(",")))
+            .step(|| Step::Mount {
+                fstype: fstype.to_string(),
+                target: target.to_string(),
+                options: options.clone(),
+            })
         }
         Mount::Bind {
             source,
@@ -334,29 +355,34 @@ fn apply(
                 Kind::File
             };
             let at = mount_point(m, root, target, kind)?;
-            bind(m, At::Path(from), &at, *readonly, *recursive)
-                .step(|| format!("bind {} on {target}", source.display()))
+            bind(m, At::Path(from), &at, *readonly, *recursive).step(|| Step::Bind {
+                source: source.clone(),
+                target: target.to_string(),
+            })
         }
         Mount::Mask { target, directory } => mask(m, root, target, *directory),
         Mount::ReadOnly { target } => {
-            let Some(at) = m
-                .open_in_root(root, target, None)
-                .step(|| format!("open {target}"))?
+            let Some(at) = m.open_in_root(root, target, None).step(|| Step::Open {
+                path: target.into(),
+            })?
             else {
                 return Ok(());
             };
-            bind(m, At::Fd(at.as_fd()), &at, true, true)
-                .step(|| format!("remount {target} read-only"))
+            bind(m, At::Fd(at.as_fd()), &at, true, true).step(|| Step::RemountReadOnly {
+                path: target.into(),
+            })
         }
         Mount::Console { target } => {
             let Some(pty) = console else { return Ok(()) };
             let at = mount_point(m, root, target, Kind::File)?;
-            bind(m, At::Path(pty), &at, false, false)
-                .step(|| format!("bind the console {} on {target}", pty.display()))
+            bind(m, At::Path(pty), &at, false, false).step(|| Step::BindConsole {
+                pty: pty.into(),
+                target: target.to_string(),
+            })
         }
         Mount::CgroupTree { mode, hierarchies } => m
             .cgroup_tree(root, *mode, hierarchies)
-            .step(|| "mount the cgroup tree on /sys/fs/cgroup".to_owned()),
+            .step(|| Step::CgroupTree),
         Mount::Symlink { target, points_to } => symlink(m, root, target, points_to),
     }
 }
@@ -369,9 +395,9 @@ fn mask(
     target: &str,
     directory: bool,
 ) -> Result<(), StepFailure> {
-    let Some(at) = m
-        .open_in_root(root, target, None)
-        .step(|| format!("open {target}"))?
+    let Some(at) = m.open_in_root(root, target, None).step(|| Step::Open {
+        path: target.into(),
+    })?
     else {
         return Ok(());
     };
@@ -385,10 +411,13 @@ fn mask(
             flags,
             os("size=0,mode=0555"),
         )
-        .step(|| format!("mask {target} with an empty tmpfs"))
+        .step(|| Step::MaskTmpfs {
+            target: target.to_owned(),
+        })
     } else {
-        bind(m, At::Path(Path::new("/dev/null")), &at, false, false)
-            .step(|| format!("mask {target} with /dev/null"))
+        bind(m, At::Path(Path::new("/dev/null")), &at, false, false).step(|| Step::MaskNull {
+            target: target.to_owned(),
+        })
     }
 }
 
@@ -404,8 +433,10 @@ fn symlink(
         return Ok(());
     };
     let dir = mount_point(m, root, &format!("/{}", parent.display()), Kind::Dir)?;
-    m.symlink(dir.as_fd(), name, points_to)
-        .step(|| format!("link {target} to {points_to}"))
+    m.symlink(dir.as_fd(), name, points_to).step(|| Step::Link {
+        target: target.to_owned(),
+        points_to: points_to.to_owned(),
+    })
 }
 
 /// PID 1's part: the plan's mounts into the root, then `pivot_root` into it and a
@@ -418,7 +449,7 @@ pub fn enter(m: &mut dyn Mounter, plan: &Plan, console: Option<&Path>) -> Result
     } else {
         plan.root.mount_point.as_path()
     };
-    let shown = plan.root.mount_point.display();
+    let shown = plan.root.mount_point.clone();
     // The supervisor's overlay came into this namespace locked (it was made by a more
     // privileged one), and pivot_root refuses a locked mount: bind it onto itself first.
     m.mount(
@@ -428,11 +459,13 @@ pub fn enter(m: &mut dyn Mounter, plan: &Plan, console: Option<&Path>) -> Result
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )
-    .step(|| format!("bind {shown} onto itself"))?;
+    .step(|| Step::BindRoot {
+        root: shown.clone(),
+    })?;
     // From here on the root is reached through its descriptor, never by its host path.
-    let root = m
-        .open_dir(at)
-        .step(|| format!("open the new root {shown}"))?;
+    let root = m.open_dir(at).step(|| Step::OpenRoot {
+        root: shown.clone(),
+    })?;
     for (index, mount) in plan.mounts.iter().enumerate() {
         let source = staged.then(|| staged_source(index));
         apply(m, root.as_fd(), mount, source, console)?;
@@ -445,10 +478,13 @@ pub fn enter(m: &mut dyn Mounter, plan: &Plan, console: Option<&Path>) -> Result
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
             None,
         )
-        .step(|| format!("remount {shown} read-only"))?;
+        .step(|| Step::RemountReadOnly {
+            path: shown.clone(),
+        })?;
     }
-    m.pivot(root.as_fd())
-        .step(|| format!("pivot_root into {shown}"))
+    m.pivot(root.as_fd()).step(|| Step::PivotRoot {
+        root: shown.clone(),
+    })
 }
 
 /// The exact sequence of calls that set up `plan`'s root, as the recorder writes them:
@@ -460,7 +496,9 @@ pub fn sequence(plan: &Plan) -> Result<Vec<String>, StepFailure> {
     if plan.root.idmapped_lowers {
         let userns = recorder
             .fd("the machine's user namespace")
-            .step(|| "open /dev/null".to_owned())?;
+            .step(|| Step::Open {
+                path: "/dev/null".into(),
+            })?;
         recorder.say_section("the supervisor, real root, in its own mount namespace");
         mount_as_root(&mut recorder, plan, userns.as_fd(), 589_824)?;
         recorder.say_section("PID 1, in the stage, in the machine's namespaces");
