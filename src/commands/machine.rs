@@ -89,10 +89,7 @@ fn started(name: String, child: &mut std::process::Child) -> Result<ExitCode, Er
         }
         Ok(Started::AlreadyRunning) => RuntimeError::AlreadyRunning { name },
         Ok(Started::StepFailed(failure)) => RuntimeError::Step(failure),
-        Ok(Started::Failed { error, exit_code }) => RuntimeError::Remote {
-            message: error,
-            code: exit_code,
-        },
+        Ok(Started::Failed(failure)) => RuntimeError::Supervisor(failure),
         Err(_) => {
             let status = match child.wait() {
                 Ok(status) => status.to_string(),

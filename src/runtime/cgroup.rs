@@ -36,6 +36,32 @@ pub enum CgroupError {
     Unkillable { dir: PathBuf, pids: Vec<i32> },
 }
 
+impl CgroupError {
+    /// The cgroup directory or file it concerns.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Self::Create { dir, .. }
+            | Self::Busy { dir, .. }
+            | Self::Remove { dir, .. }
+            | Self::Unkillable { dir, .. } => dir,
+            Self::Write { file, .. } | Self::NotApplied { file, .. } | Self::Read { file, .. } => {
+                file
+            }
+        }
+    }
+
+    /// The errno, when a system call failed.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Create { source, .. }
+            | Self::Write { source, .. }
+            | Self::Read { source, .. }
+            | Self::Remove { source, .. } => source.raw_os_error(),
+            Self::NotApplied { .. } | Self::Busy { .. } | Self::Unkillable { .. } => None,
+        }
+    }
+}
+
 /// Process ids as a sentence shows them: `12, 13, 14`.
 fn list(pids: &[i32]) -> String {
     let pids: Vec<String> = pids.iter().map(i32::to_string).collect();

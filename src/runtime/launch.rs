@@ -106,9 +106,32 @@ pub enum Started {
     AlreadyRunning,
     /// A launch step failed: the step and its errno, as the stage saw them.
     StepFailed(StepFailure),
-    /// Another error of the supervisor's, as it prints it, and the exit code it maps to.
-    Failed {
-        error: String,
-        exit_code: i32,
-    },
+    /// Another of the supervisor's errors: what kind, the file it concerns, its errno.
+    Failed(SupervisorFailure),
+}
+
+/// What kind of error a supervisor met outside the launch steps; the exit code follows
+/// from it on the `mm start` side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// One of the machine's files (its state, lock, log or control socket).
+    File,
+    /// Its cgroup: made, limited, read back, emptied or removed.
+    Cgroup,
+    /// A plan that does not say yet what runs.
+    Unresolved,
+    /// Anything else the supervisor could not do.
+    System,
+}
+
+/// A supervisor's error, as it crosses to `mm start`: its kind, the path and errno it
+/// concerns when it has them, and the message the supervisor would print.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct SupervisorFailure {
+    pub kind: FailureKind,
+    pub path: Option<std::path::PathBuf>,
+    pub errno: Option<i32>,
+    pub message: String,
 }

@@ -61,12 +61,40 @@ pub enum RuntimeError {
         definition.display()
     )]
     Unresolved { definition: PathBuf, image: String },
-    /// An error a detached supervisor reported, with its exit code.
-    #[error("{message}")]
-    Remote { message: String, code: i32 },
+    /// An error a detached supervisor reported (not a launch step's: those are `Step`).
+    #[error(transparent)]
+    Supervisor(#[from] launch::SupervisorFailure),
 }
 
 impl RuntimeError {
+    /// This error as a detached supervisor tells `mm start` of it.
+    pub fn to_started(&self) -> launch::Started {
+        use launch::{FailureKind, Started, SupervisorFailure};
+        let (kind, path, errno) = match self {
+            Self::AlreadyRunning { .. } => return Started::AlreadyRunning,
+            Self::Step(failure) => return Started::StepFailed(failure.clone()),
+            Self::Io { path, source }
+            | Self::Control { path, source }
+            | Self::Remove { path, source } => {
+                (FailureKind::File, Some(path.clone()), source.raw_os_error())
+            }
+            Self::Cgroup(e) => (FailureKind::Cgroup, Some(e.path().to_owned()), e.errno()),
+            Self::Unresolved { definition, .. } => {
+                (FailureKind::Unresolved, Some(definition.clone()), None)
+            }
+            Self::Supervisor(failure) => return Started::Failed(failure.clone()),
+            Self::NotRunning { .. } | Self::SupervisorEnded { .. } | Self::StopRefused { .. } => {
+                (FailureKind::System, None, None)
+            }
+        };
+        Started::Failed(SupervisorFailure {
+            kind,
+            path,
+            errno,
+            message: self.to_string(),
+        })
+    }
+
     pub fn io(path: &Path, source: io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),
@@ -88,7 +116,40 @@ impl RuntimeError {
                 ExitCode::System
             }
             Self::Unresolved { .. } => ExitCode::System,
-            Self::Remote { code, .. } => ExitCode::from_code(u8::try_from(*code).unwrap_or(1)),
+            Self::Supervisor(failure) => match failure.kind {
+                launch::FailureKind::File => ExitCode::Io,
+                launch::FailureKind::Cgroup
+                | launch::FailureKind::Unresolved
+                | launch::FailureKind::System => ExitCode::System,
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A detached supervisor's error reaches `mm start` with its kind, path and errno, and
+    /// gives the exit code the supervisor's own error would have.
+    #[test]
+    fn a_supervisor_error_crosses_to_mm_start_typed() {
+        let local = RuntimeError::io(
+            Path::new("/run/mm/web/console.log"),
+            io::Error::from_raw_os_error(libc::EACCES),
+        );
+        let line = serde_json::to_string(&local.to_started()).unwrap();
+        let launch::Started::Failed(failure) = serde_json::from_str(&line).unwrap() else {
+            panic!("{line}");
+        };
+        assert_eq!(failure.kind, launch::FailureKind::File);
+        assert_eq!(failure.errno, Some(libc::EACCES));
+        assert_eq!(
+            failure.path.as_deref(),
+            Some(Path::new("/run/mm/web/console.log"))
+        );
+        let remote = RuntimeError::Supervisor(failure);
+        assert_eq!(remote.exit_code(), local.exit_code());
+        assert_eq!(remote.to_string(), local.to_string());
     }
 }

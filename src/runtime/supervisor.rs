@@ -69,14 +69,7 @@ pub fn main(detach: bool, launch_fd: Option<std::os::fd::RawFd>) -> ! {
         Ok(launch) => match supervise(&launch, detach) {
             Ok(code) => code,
             Err(e) => {
-                let started = match e {
-                    RuntimeError::AlreadyRunning { .. } => Started::AlreadyRunning,
-                    RuntimeError::Step(ref failure) => Started::StepFailed(failure.clone()),
-                    ref e => Started::Failed {
-                        error: e.to_string(),
-                        exit_code: e.exit_code() as i32,
-                    },
-                };
+                let started = e.to_started();
                 if detach {
                     tell(&started);
                 } else {
