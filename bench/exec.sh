@@ -6,7 +6,9 @@
 #   - /bin/true under a terminal (`script`: the machine's pty, relayed; script's own cost
 #     is in both),
 #   - 256 MiB through standard output (the relay's throughput).
-# Prints medians and mm/nsenter ratios. Needs root. RUNS=N (default 40).
+# Prints medians and mm/nsenter ratios. Needs root. RUNS=N (default 40). MM_BEFORE=PATH
+# adds an older mm binary's `mm exec` (which passed the caller's descriptors straight in),
+# to show what the relay costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/exec.sh needs root" >&2; exit 1; }
@@ -26,8 +28,10 @@ source = "oci:$PWD/images/busybox:latest"
 [exec]
 command = ["/bin/sleep", "3600"]
 EOF2
+cp "$work/machines/bench-exec.toml" "$work/machines/bench-before.toml"
 cleanup() {
     "$mm" stop bench-exec --timeout 1 >/dev/null 2>&1 || true
+    [ -z "${MM_BEFORE:-}" ] || "$MM_BEFORE" stop bench-before --timeout 1 >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -35,7 +39,14 @@ trap cleanup EXIT
 leader=$("$mm" status bench-exec --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
 
 big=268435456
-hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/exec.json" \
+before=()
+if [ -n "${MM_BEFORE:-}" ]; then
+    # Its own machine: an older mm does not read this one's state.
+    "$MM_BEFORE" start bench-before --no-systemd >/dev/null 2>&1
+    before=(-n "mm exec before, pipes" "$MM_BEFORE exec bench-before -- /bin/true"
+        -n "mm exec before, 256 MiB out" "$MM_BEFORE exec bench-before -- head -c $big /dev/zero")
+fi
+hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/exec.json" "${before[@]}" \
     -n "mm exec, pipes" "$mm exec bench-exec -- /bin/true" \
     -n "nsenter, pipes" "nsenter -t $leader -a /bin/true" \
     -n "mm exec, terminal" "script -qec '$mm exec bench-exec -- /bin/true' /dev/null" \
@@ -51,6 +62,9 @@ print(f"{'':24} {'median':>10}")
 for name, ms in median.items():
     print(f"{name:24} {ms:8.2f} ms")
 for case in ["pipes", "terminal", "256 MiB out"]:
+    if f"mm exec before, {case}" in median:
+        print(f"mm exec now / before, {case}: "
+              f"{median[f'mm exec, {case}'] / median[f'mm exec before, {case}']:.2f}")
     ours, theirs = median[f"mm exec, {case}"], median[f"nsenter, {case}"]
     print(f"mm exec / nsenter, {case}: {ours / theirs:.2f}")
 mib_s = lambda ms: 256 / (ms / 1000)
