@@ -13,19 +13,7 @@ use support::*;
 /// left out: an extracted tree's top directory is private (0700) by design, where a
 /// stored layer or umoci's rootfs keeps the image's mode.
 fn tree(dir: &Path) -> String {
-    let output = Command::new("find")
-        .arg(".")
-        .args(["-printf", "%p %y %m %U %G %s %l\n"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let mut lines: Vec<&str> = std::str::from_utf8(&output.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with(". "))
-        .collect();
-    lines.sort();
-    lines.join("\n")
+    find_listing(dir, "%p %y %m %U %G %s %l\n", true)
 }
 
 fn busybox() -> String {
@@ -202,22 +190,7 @@ fn two_imports_at_once_unpack_each_layer_once() {
 
 /// The DiffIDs (hex) of images/busybox's layers, from its config.
 fn busybox_diff_ids() -> Vec<String> {
-    let layout = repo().join("images/busybox");
-    let json = |digest: &str| -> serde_json::Value {
-        let hex = digest.trim_start_matches("sha256:");
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
-            .unwrap()
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
-    let config = json(manifest["config"]["digest"].as_str().unwrap());
-    config["rootfs"]["diff_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_str().unwrap().trim_start_matches("sha256:").to_owned())
-        .collect()
+    layout_diff_ids(&repo().join("images/busybox"))
 }
 
 /// How many processes wait (blocked, `->` in /proc/locks) for a lock on one of `inodes`.

@@ -102,30 +102,9 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The hex diff_ids of a case's image, from its layout (index → manifest → config).
+/// The hex diff_ids of a case's image.
 fn diff_ids(case: &str) -> Vec<String> {
-    let layout = edges().join(case);
-    let json = |digest: &str| -> serde_json::Value {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
-            .unwrap()
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
-    let config = json(manifest["config"]["digest"].as_str().unwrap());
-    config["rootfs"]["diff_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            d.as_str()
-                .unwrap()
-                .strip_prefix("sha256:")
-                .unwrap()
-                .to_owned()
-        })
-        .collect()
+    layout_diff_ids(&edges().join(case))
 }
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
@@ -143,18 +122,7 @@ fn read(path: &Path) -> String {
 
 /// Names, types and link targets of a tree, sorted (what overlayfs and extract must agree on).
 fn shape(dir: &Path) -> String {
-    let output = Command::new("find")
-        .arg(".")
-        .args(["-printf", "%p %y %l\n"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let mut lines: Vec<&str> = std::str::from_utf8(&output.stdout)
-        .unwrap()
-        .lines()
-        .collect();
-    lines.sort();
-    lines.join("\n")
+    find_listing(dir, "%p %y %l\n", false)
 }
 
 /// A read-only overlay of `layers` (lowest first) at a temporary mount point, unmounted

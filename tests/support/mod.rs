@@ -526,3 +526,46 @@ impl Drop for LocalRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// The hex diff_ids of the first image of an OCI layout (index → manifest → config).
+pub fn layout_diff_ids(layout: &Path) -> Vec<String> {
+    let json = |digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = json(manifest["config"]["digest"].as_str().unwrap());
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .unwrap()
+                .strip_prefix("sha256:")
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// `find . -printf FORMAT` in `dir`, one line per entry, sorted; `dir` itself (`.`) is
+/// left out when `without_top`.
+pub fn find_listing(dir: &Path, format: &str, without_top: bool) -> String {
+    let output = Command::new("find")
+        .arg(".")
+        .args(["-printf", format])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let mut lines: Vec<&str> = std::str::from_utf8(&output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !(without_top && l.starts_with(". ")))
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
