@@ -289,7 +289,6 @@ pub fn exec(machine: &str, user: Option<&str>, argv: Vec<String>) -> Result<Exit
         argv,
         user,
         login: false,
-        env: vec![],
     };
     let code = enter::run(&name, &paths, &command)?;
     let _ = std::io::stdout().flush();
@@ -302,7 +301,6 @@ pub fn shell(machine: &str, user: &str) -> Result<ExitCode, Error> {
         argv: vec![],
         user: Some(user),
         login: true,
-        env: vec![],
     };
     let code = enter::run(&name, &paths, &command)?;
     std::process::exit(code)

@@ -7,15 +7,16 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::poll::{PollFd, PollFlags};
-use nix::sys::termios::{self, SetArg, Termios};
+
+use super::pty::RawMode;
 
 /// The log of a started machine stops growing at this size; the machine is not blocked.
 const LOG_LIMIT: u64 = 8 << 20;
 
 pub struct Relay {
     master: File,
-    /// `None`: into the log.
-    terminal: Option<Termios>,
+    /// Our terminal, raw for as long as the relay lives (`None`: detached, or no terminal).
+    _raw: Option<RawMode<'static>>,
     log: Option<File>,
     logged: u64,
     stdin_open: bool,
@@ -25,19 +26,11 @@ impl Relay {
     /// `log`: where a detached machine's output goes (opened by the supervisor, which fails
     /// the start when it cannot).
     pub fn new(master: OwnedFd, detached: bool, log: Option<File>) -> Self {
-        let stdin = std::io::stdin();
-        let terminal = if detached {
-            None
-        } else {
-            termios::tcgetattr(stdin.as_fd()).ok().inspect(|saved| {
-                let mut raw = saved.clone();
-                termios::cfmakeraw(&mut raw);
-                let _ = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
-            })
-        };
+        // SAFETY: standard input stays open for the life of the process.
+        let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::STDIN_FILENO) };
         Self {
             master: File::from(master),
-            terminal,
+            _raw: (!detached).then(|| RawMode::enter(stdin)).flatten(),
             log,
             logged: 0,
             stdin_open: !detached,
@@ -97,12 +90,4 @@ fn ready(fd: std::os::fd::BorrowedFd<'_>) -> bool {
         && fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLIN))
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.terminal {
-            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, saved);
-        }
-    }
 }

@@ -25,8 +25,6 @@ pub struct Command<'a> {
     /// shell from /etc/passwd runs with `-l`. Otherwise the command gets a terminal only
     /// where ours are terminals (see `stdio.rs`).
     pub login: bool,
-    /// Extra `KEY=VALUE`s, after the machine's own.
-    pub env: Vec<String>,
 }
 
 /// The namespaces to join, user first (it owns the others).
@@ -125,7 +123,6 @@ fn in_machine(launch: &Launch, command: &Command<'_>, terminal: bool) -> StepFai
         return failure;
     }
     let mut env = launch.env.clone();
-    env.extend(command.env.iter().cloned());
     if terminal {
         // The terminal is the caller's kind of terminal, relayed (podman exec -t: xterm).
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());

@@ -78,24 +78,14 @@ impl Streams {
         } else {
             None
         };
-        let on_pty = |i: usize| pty.is_some() && terminal[i];
-        let streams = [
-            if on_pty(0) {
-                Stream::Terminal
+        let stream = |i: usize, ours_reads: bool| {
+            if pty.is_some() && terminal[i] {
+                Ok(Stream::Terminal)
             } else {
-                pipe(false)?
-            },
-            if on_pty(1) {
-                Stream::Terminal
-            } else {
-                pipe(true)?
-            },
-            if on_pty(2) {
-                Stream::Terminal
-            } else {
-                pipe(true)?
-            },
-        ];
+                pipe(ours_reads)
+            }
+        };
+        let streams = [stream(0, false)?, stream(1, true)?, stream(2, true)?];
         Ok(Self { pty, streams })
     }
 

@@ -18,9 +18,8 @@ use crate::plan::CgroupHierarchy;
 #[derive(Default)]
 pub struct Recorder {
     lines: Vec<String>,
+    /// Stand-in descriptors by number, while their holders keep them open.
     names: HashMap<RawFd, String>,
-    /// Held so that each name keeps its descriptor number.
-    held: Vec<OwnedFd>,
     /// What the recorded calls made: path and whether a directory.
     made: Vec<(std::path::PathBuf, bool)>,
 }
@@ -34,7 +33,6 @@ impl Recorder {
     pub fn fd(&mut self, name: impl Into<String>) -> io::Result<OwnedFd> {
         let fd = OwnedFd::from(std::fs::File::open("/dev/null")?);
         self.names.insert(fd.as_raw_fd(), name.into());
-        self.held.push(fd.try_clone()?);
         Ok(fd)
     }
 
