@@ -33,6 +33,9 @@ pub enum Error {
     /// A root machine's id block could not be read, chosen or recorded.
     #[error(transparent)]
     Ids(#[from] crate::idmap::AllocError),
+    /// A root machine's address could not be read, chosen or recorded.
+    #[error(transparent)]
+    Address(#[from] crate::network::ipam::IpamError),
     #[error("`{text}` is not an image source: {why}")]
     BadSource { text: String, why: String },
     #[error(transparent)]
@@ -69,6 +72,7 @@ impl Error {
             }
             Self::Read { .. } | Self::Output(_) => ExitCode::Io,
             Self::Ids(e) => ids_exit_code(e),
+            Self::Address(e) => address_exit_code(e),
             Self::Invalid(_) | Self::HostFile { .. } => ExitCode::InvalidDefinition,
             Self::HostCannot(_) => ExitCode::HostCannot,
             Self::BadSource { .. } => ExitCode::Usage,
@@ -97,6 +101,15 @@ fn ids_exit_code(e: &crate::idmap::AllocError) -> ExitCode {
         AllocError::Corrupt { .. } => ExitCode::InvalidDefinition,
         AllocError::Exhausted => ExitCode::HostCannot,
         AllocError::Overlap { .. } => ExitCode::InvalidDefinition,
+    }
+}
+
+fn address_exit_code(e: &crate::network::ipam::IpamError) -> ExitCode {
+    use crate::network::ipam::IpamError;
+    match e {
+        IpamError::Io { .. } => ExitCode::Io,
+        IpamError::Corrupt { .. } | IpamError::Taken(_) => ExitCode::InvalidDefinition,
+        IpamError::Exhausted { .. } => ExitCode::HostCannot,
     }
 }
 

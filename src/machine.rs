@@ -15,6 +15,7 @@ use crate::definition::{Definition, MachineName};
 use crate::error::Error;
 use crate::host::{Dirs, Host};
 use crate::idmap::{Allocator, IdRange};
+use crate::network::ipam::Ipam;
 use crate::image::progress::Progress;
 use crate::image::{Request, Store};
 use crate::plan::{self, IdMapping, Layers, Plan, Upper};
@@ -27,6 +28,12 @@ pub fn compile(path: &Path, host: &Host) -> Result<Plan, Error> {
     check::paths(&def, host).map_err(Error::Invalid)?;
     let store = crate::image::Store::new(&host.dirs.store);
     let stored = store.image(&def.image.source.value.to_string())?;
+    let ipam = Ipam::new(&host.dirs.machines);
+    let name = def.name.as_str();
+    let (own, others) = match plan::wanted(&def) {
+        Some(_) if host.is_root() => (ipam.recorded(name)?, ipam.others(name)?),
+        _ => (None, Vec::new()),
+    };
     let (ids, taken) = if host.is_root() {
         let allocator = crate::idmap::Allocator::new(&host.dirs.machines);
         let name = def.name.as_str();
@@ -43,6 +50,10 @@ pub fn compile(path: &Path, host: &Host) -> Result<Plan, Error> {
         image: stored.as_ref(),
         ids,
         taken: &taken,
+        addresses: plan::KnownAddresses {
+            own: own.as_ref(),
+            others: &others,
+        },
     };
     Ok(plan::compile(&def, host, known)?)
 }
@@ -143,6 +154,16 @@ pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
                     }
                 }
             }
+        }
+    }
+    if let plan::Network::Link(link) = &plan.network
+        && let plan::Address::Allocate { .. } = link.address
+    {
+        let def = Definition::load(path)?;
+        if let Some(want) = plan::wanted(&def) {
+            let routes: Vec<_> = host.network.routes.iter().map(|r| r.destination).collect();
+            Ipam::new(&host.dirs.machines).allocate(def.name.as_str(), &want, &routes)?;
+            plan = compile(path, host)?;
         }
     }
     if let Upper::Persistent { upper, work } = &plan.root.upper {

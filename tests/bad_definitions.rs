@@ -338,10 +338,45 @@ fn rows() -> Vec<Row> {
             .key("network.mode").at(4, 8, "\"privat\"")
             .message("unknown network mode `privat`")
             .help("did you mean `private`?"),
-        bad("veth network mode", with_image!("[network]\nmode = \"veth\"\n"))
-            .key("network.mode").at(4, 8, "\"veth\"")
-            .message("unknown network mode `veth`")
-            .help("not available yet"),
+        bad("bridge network mode", with_image!("[network]\nmode = \"bridge\"\n"))
+            .key("network.mode").at(4, 8, "\"bridge\"")
+            .message("unknown network mode `bridge`")
+            .help("a zone: `zone = \"NAME\"`"),
+        bad("zone mode without a zone", with_image!("[network]\nmode = \"zone\"\n"))
+            .key("network.mode").at(4, 8, "\"zone\"")
+            .message("needs the zone's name"),
+        bad("a zone with another mode", with_image!("[network]\nmode = \"host\"\nzone = \"app\"\n"))
+            .key("network.zone").at(5, 8, "\"app\"")
+            .message("not `host`"),
+        bad("a zone name too long for vz-NAME", with_image!("[network]\nzone = \"much-too-long-zone\"\n"))
+            .key("network.zone").line(4).column(8)
+            .message("not a zone name"),
+        bad("ports on a private network", with_image!("[network]\nports = [\"8080:80\"]\n"))
+            .key("network.ports").at(4, 10, "\"8080:80\"")
+            .message("needs a network of its own with a link to the host")
+            .help("mode = \"veth\""),
+        bad("a forward of the wrong form", with_image!("[network]\nmode = \"veth\"\nports = [\"80\"]\n"))
+            .key("network.ports").at(5, 10, "\"80\"")
+            .message("not a forward")
+            .help("\"8080:80\""),
+        bad("ranges of different lengths", with_image!("[network]\nmode = \"veth\"\nports = [\"9000-9009:80-81\"]\n"))
+            .key("network.ports").line(5).column(10)
+            .message("differ in length"),
+        bad("two forwards of one host port", with_image!("[network]\nmode = \"veth\"\nports = [\"8080:80\", \"127.0.0.1:8080:81\"]\n"))
+            .key("network.ports").line(5).column(21)
+            .message("takes a host port that `8080:80/tcp` takes too"),
+        bad("an address without a prefix", with_image!("[network]\nmode = \"veth\"\naddress = \"10.1.2.3\"\n"))
+            .key("network.address").at(5, 11, "\"10.1.2.3\"")
+            .message("no prefix length"),
+        bad("a public address", with_image!("[network]\nzone = \"app\"\naddress = \"8.8.8.8/24\"\n"))
+            .key("network.address").line(5).column(11)
+            .message("not in a private range"),
+        bad("the host's side of the subnet", with_image!("[network]\nzone = \"app\"\naddress = \"10.9.0.1/24\"\n"))
+            .key("network.address").line(5).column(11)
+            .message("the host's side of 10.9.0.0/24"),
+        bad("an MTU out of range", with_image!("[network]\nmode = \"veth\"\nmtu = 70000\n"))
+            .key("network.mtu").at(5, 7, "70000")
+            .message("out of range"),
 
         // ---- [resources] -------------------------------------------------------------------
         bad("memory with an unknown unit", with_image!("[resources]\nmemory = \"12Q\"\n"))
@@ -530,7 +565,7 @@ fn every_bad_definition_is_refused_with_a_located_explanation() {
 #[test]
 fn every_problem_in_a_file_is_reported_in_file_order() {
     let text = with_image!(
-        "[exec]\nworkdir = \"srv\"\n[network]\nmode = \"veth\"\n[resources]\npids = 0\n"
+        "[exec]\nworkdir = \"srv\"\n[network]\nmode = \"bridge\"\n[resources]\npids = 0\n"
     );
     let all = Definition::from_text(Path::new(PATH), text).unwrap_err();
     let found: Vec<(Option<&str>, usize)> = all
@@ -553,7 +588,7 @@ fn every_problem_in_a_file_is_reported_in_file_order() {
 
 #[test]
 fn a_bad_file_name_and_a_bad_value_are_both_reported() {
-    let text = with_image!("[network]\nmode = \"veth\"\n");
+    let text = with_image!("[network]\nmode = \"bridge\"\n");
     let all = Definition::from_text(Path::new("/tmp/x/my_web.toml"), text).unwrap_err();
     assert_eq!(all.0.len(), 2, "{all}");
     assert!(all.0.iter().any(|d| d.location.is_none()), "{all}");

@@ -22,6 +22,8 @@ pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 pub use name::MachineName;
 pub use source::{Digest, ImageSource};
 
+use crate::network::addr::{Ipv4Net, PortForward};
+
 /// A validated machine definition. Every value here has been checked; spans are kept where
 /// a later stage (host checks, compilation) may still need to point at the line.
 #[derive(Debug, Clone)]
@@ -33,7 +35,7 @@ pub struct Definition {
     pub exec: Exec,
     pub storage: Storage,
     pub users: Located<UserRange>,
-    pub network: NetworkMode,
+    pub network: Network,
     pub resources: Located<Resources>,
     pub security: Security,
 }
@@ -96,12 +98,66 @@ pub enum UserRange {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The machine's network: `[network]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub mode: NetworkMode,
+    /// The machine's address, with its link's subnet; `None`: mm allocates one.
+    pub address: Option<Located<Ipv4Net>>,
+    pub ports: Vec<Located<PortForward>>,
+    /// `None`: the MTU of the host's uplink (its default route's device).
+    pub mtu: Option<u32>,
+}
+
+impl Network {
+    /// Whether the machine has a network namespace of its own.
+    pub fn private(&self) -> bool {
+        self.mode != NetworkMode::Host
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkMode {
     /// Share the host's network namespace.
     Host,
     /// A network namespace of its own, with only loopback.
     Private,
+    /// A veth pair: `ve-NAME` on the host, `host0` inside, with NAT to the world.
+    Veth,
+    /// A veth pair whose host side joins the zone's bridge `vz-ZONE`: the zone's machines
+    /// reach each other, and the world through NAT.
+    Zone(ZoneName),
+}
+
+/// A zone's name: lower-case letters, digits and `-`, short enough that `vz-NAME` is an
+/// interface name (15 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneName(String);
+
+impl ZoneName {
+    pub const MAX: usize = 12;
+
+    pub fn new(name: &str) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= Self::MAX
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-');
+        if valid {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "`{name}` is not a zone name: 1 to {} lower-case letters, digits and `-`, \
+                 not starting with `-` (the bridge is named vz-NAME)",
+                Self::MAX
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Limits; spans point at each key for host-dependent errors.

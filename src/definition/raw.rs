@@ -86,6 +86,11 @@ pub struct RawExplicitRange {
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub mode: Option<Spanned<String>>,
+    pub zone: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ports: Vec<Spanned<String>>,
+    pub mtu: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,7 +141,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     ("storage.binds", &["source", "target", "readonly"]),
     ("users", &["range"]),
     ("users.range", &["base", "size"]),
-    ("network", &["mode"]),
+    ("network", &["mode", "zone", "address", "ports", "mtu"]),
     ("resources", &["memory", "cpus", "pids"]),
     (
         "security",

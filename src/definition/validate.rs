@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use toml::Spanned;
 
 mod exec;
+mod network;
 
 use super::capability;
 use super::diagnostic::{Diagnostic, Diagnostics, SourceFile, closest};
@@ -15,10 +16,11 @@ use super::raw::{
 use super::source::{Digest, ImageSource, SourceError, TRANSPORTS};
 use super::units::{parse_cpus, parse_size};
 use super::{
-    Bind, BindSource, CapabilityDrop, Definition, Image, Located, MachineName, NetworkMode,
+    Bind, BindSource, CapabilityDrop, Definition, Image, Located, MachineName,
     Resources, Security, Storage, UserRange,
 };
 use exec::exec;
+use network::network;
 
 /// The smallest id range a booted init gets along with: systemd needs `nobody` (65534).
 const BOOT_MIN_IDS: u32 = 65536;
@@ -53,7 +55,7 @@ pub fn validate(file: SourceFile, raw: RawDefinition) -> Result<Definition, Diag
     let exec = exec(&mut c, raw.exec, &image);
     let storage = storage(&mut c, raw.storage, &base);
     let users = users(&mut c, raw.users.range, exec.boot);
-    let network = network(&mut c, raw.network.mode);
+    let network = network(&mut c, raw.network);
     let resources = resources(&mut c, raw.resources);
     let security = security(&mut c, raw.security);
     let description = raw.description.map(Spanned::into_inner);
@@ -320,31 +322,6 @@ fn users(c: &mut Checker<'_>, raw: Option<Spanned<RawRange>>, boot: bool) -> Loc
         }
     };
     Located { value, span }
-}
-
-fn network(c: &mut Checker<'_>, raw: Option<Spanned<String>>) -> NetworkMode {
-    let Some(mode) = raw else {
-        return NetworkMode::Private;
-    };
-    match mode.get_ref().as_str() {
-        "host" => NetworkMode::Host,
-        "private" => NetworkMode::Private,
-        other => {
-            let d = c.at(
-                &mode,
-                "network.mode",
-                format!("unknown network mode `{other}`"),
-            );
-            if matches!(other, "veth" | "bridge") {
-                d.help
-                    .push(format!("`{other}` networking is not available yet"));
-            } else if let Some(guess) = closest(other, ["host", "private"]) {
-                d.help.push(format!("did you mean `{guess}`?"));
-            }
-            d.help.push("valid modes: host, private".to_owned());
-            NetworkMode::Private
-        }
-    }
 }
 
 fn resources(c: &mut Checker<'_>, raw: Option<Spanned<RawResources>>) -> Located<Resources> {

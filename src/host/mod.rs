@@ -6,6 +6,7 @@
 mod bus;
 mod cgroup;
 mod dirs;
+mod network;
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use bus::{BusFacts, MACHINED, Probe};
 pub use cgroup::{CgroupFacts, CgroupMode, V1Hierarchy};
 pub use dirs::{Dirs, ENV_PATH, ENV_ROOT};
+pub use network::{NetworkFacts, Resolvers, Route, Uplink};
 
 use crate::idmap::{IdRange, parse_subid};
 
@@ -36,6 +38,9 @@ pub struct Host {
     /// (`mm run --keep-unit`, as `mm@.service` does): the machine's cgroup goes below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_cgroup: Option<String>,
+    /// Its IPv4 routes, uplink and name servers (for machines with a network of their own).
+    #[serde(default)]
+    pub network: NetworkFacts,
     /// The OCI name of this machine's architecture (`amd64`, `arm64`, …), to pick images.
     pub arch: String,
     /// Things noticed while probing that the user may want to know.
@@ -89,6 +94,7 @@ impl Host {
             bus: BusFacts::probe(),
             systemd_pid1: std::path::Path::new("/run/systemd/system").is_dir(),
             unit_cgroup: None,
+            network: NetworkFacts::probe(),
             arch: oci_arch(std::env::consts::ARCH).to_owned(),
             notes,
         }

@@ -8,7 +8,7 @@ use super::{
     Network, Plan, Registration, RootFs, Security, StoredLayer, Upper, machine_id,
 };
 use crate::definition::{
-    CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, NetworkMode, Resources,
+    CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, Resources,
     capability,
 };
 use crate::host::{CgroupMode, Host};
@@ -16,6 +16,7 @@ use crate::image::{ImageRecord, Store};
 
 use super::ids::ids;
 use super::known::{Known, Rejected, ids_taken, no_command};
+use super::network::{address_taken, network};
 use super::mounts::mounts;
 use super::process::{process, stop};
 
@@ -31,6 +32,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
     let invalid: Vec<Diagnostic> = [
         no_command(def, &image, known.image),
         ids_taken(def, host, known.taken),
+        address_taken(def, host, known.addresses),
     ]
     .into_iter()
     .flatten()
@@ -39,7 +41,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         return Err(Rejected::Invalid(Diagnostics(invalid)));
     }
     let mut problems = Vec::new();
-    let private_net = def.network == NetworkMode::Private;
+    let private_net = def.network.private();
     let name = def.name.as_str();
     let runtime_dir = host.dirs.runtime.join(name);
     let state_dir = host.dirs.machines.join(name);
@@ -55,7 +57,11 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         problems.push(d);
         Cgroup::Inherit { why: String::new() }
     });
-    let mounts = mounts(def, host, private_net).unwrap_or_else(|d| {
+    let (network, network_mounts) = network(def, host, known.addresses).unwrap_or_else(|d| {
+        problems.push(d);
+        (Network::Private, Vec::new())
+    });
+    let mounts = mounts(def, host, network_mounts).unwrap_or_else(|d| {
         problems.push(d);
         Vec::new()
     });
@@ -79,11 +85,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         cgroup,
         mounts,
         root,
-        network: if private_net {
-            Network::Private
-        } else {
-            Network::Host
-        },
+        network,
         registration: registration(def, host),
         security: security(def, private_net),
         process,

@@ -17,6 +17,8 @@ pub struct Known<'a> {
     pub ids: Option<IdRange>,
     /// Root: every other machine's recorded id block, by machine name.
     pub taken: &'a [(String, IdRange)],
+    /// Root: the addresses recorded for this machine and the others.
+    pub addresses: super::network::KnownAddresses<'a>,
 }
 
 /// Why a definition does not compile: it asks for what cannot be, given what mm holds

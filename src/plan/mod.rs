@@ -8,10 +8,12 @@ mod compile;
 mod ids;
 mod known;
 mod mounts;
+mod network;
 mod process;
 mod render;
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -19,10 +21,12 @@ use sha2::{Digest as _, Sha256};
 
 pub use compile::compile;
 pub use known::{Known, Rejected};
+pub use network::{KnownAddresses, link_name, wanted, zone_hosts};
 
 use crate::definition::{Digest, ImageSource, MachineName};
 use crate::host::CgroupMode;
 use crate::idmap::{IdMapEntry, IdRange};
+use crate::network::addr::{Ipv4Net, PortForward};
 
 /// The version of the JSON schema of `mm plan --json`; it changes when a field changes
 /// meaning or goes away (new fields may appear within a version).
@@ -208,6 +212,8 @@ pub enum Mount {
         target: String,
         points_to: String,
     },
+    /// A read-only file of the given content (on a small tmpfs of its own).
+    File { target: String, content: String },
 }
 
 /// One cgroup hierarchy of the host, mounted again in the machine's tree.
@@ -245,6 +251,48 @@ pub enum Network {
     Host,
     /// A network namespace with only loopback, brought up.
     Private,
+    /// A network namespace with loopback and a veth pair to the host: alone, or with its
+    /// host side in a zone's bridge; NAT to the world and the port forwards (root).
+    Link(Link),
+}
+
+impl Network {
+    pub fn private(&self) -> bool {
+        !matches!(self, Self::Host)
+    }
+}
+
+/// A machine's veth pair, its address and what the host forwards to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// The host's end: `ve-NAME`, or `vb-NAME` in a zone's bridge.
+    pub host_side: String,
+    /// The machine's end.
+    pub machine_side: String,
+    pub zone: Option<Zone>,
+    /// Of the pair (and the bridge): the definition's, else the host's uplink's.
+    pub mtu: u32,
+    pub address: Address,
+    pub forwards: Vec<PortForward>,
+}
+
+/// A bridge shared by the machines of one zone; made with the first, removed with the last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Zone {
+    pub name: String,
+    pub bridge: String,
+    /// The zone's machines by name, kept up to date as they come and go, on /etc/hosts.
+    pub hosts: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Address {
+    /// Not recorded yet: allocated (and recorded) when the machine starts; `wanted` is the
+    /// definition's static address.
+    Allocate { wanted: Option<Ipv4Net> },
+    /// The machine's address with its link's subnet, and the host's side (the gateway).
+    Assigned { address: Ipv4Net, gateway: Ipv4Addr },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

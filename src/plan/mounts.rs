@@ -7,12 +7,14 @@ use crate::definition::{BindSource, Definition, Diagnostic};
 use crate::host::{CgroupMode, Host};
 
 /// The mounts, in order: the kernel's file systems, /dev, what is hidden or read-only, the
-/// host's resolver (host network), then the definition's binds.
+/// network's (the host's resolver with the host's network; `network` with one of its own),
+/// then the definition's binds.
 pub(super) fn mounts(
     def: &Definition,
     host: &Host,
-    private_net: bool,
+    network: Vec<Mount>,
 ) -> Result<Vec<Mount>, Diagnostic> {
+    let private_net = def.network.private();
     let mut all = kernel_fs(def, host, private_net)?;
     all.extend(dev());
     all.extend(scratch());
@@ -25,6 +27,7 @@ pub(super) fn mounts(
             false,
         ));
     }
+    all.extend(network);
     all.extend(binds(def, host));
     Ok(all)
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{
-    Cgroup, Command, IdMapping, Ids, Layers, LimitWrite, Machined, MapWriter, Mount, Network, Pid1,
+    Address, Cgroup, Command, IdMapping, Ids, Layers, LimitWrite, Machined, MapWriter, Mount, Network, Pid1,
     Plan, Registration, Upper,
 };
 use crate::definition::units::format_size;
@@ -34,7 +34,7 @@ pub fn render(plan: &Plan) -> String {
         ),
         vec![],
     );
-    steps.push(network_line(&plan.network), vec![]);
+    steps.push_step(network(&plan.network));
     steps.push(format!("Hostname: {}", plan.process.hostname), vec![]);
     steps.push_step(security(plan));
     steps.push_step(registration(&plan.registration));
@@ -139,11 +139,67 @@ fn cgroup(cgroup: &Cgroup) -> Step {
     }
 }
 
-fn network_line(network: &Network) -> String {
-    match network {
-        Network::Host => "Network: the host's (no network namespace)".to_owned(),
-        Network::Private => "Network: private namespace, loopback only, brought up".to_owned(),
+fn network(network: &Network) -> Step {
+    let link = match network {
+        Network::Host => return ("Network: the host's (no network namespace)".to_owned(), vec![]),
+        Network::Private => {
+            return (
+                "Network: private namespace, loopback only, brought up".to_owned(),
+                vec![],
+            );
+        }
+        Network::Link(link) => link,
+    };
+    let mut lines = Vec::new();
+    let host_end = match &link.zone {
+        Some(zone) => {
+            lines.push(format!(
+                "zone {}: bridge {} (made with the zone's first machine, removed with its last), \
+                 MTU {}",
+                zone.name, zone.bridge, link.mtu
+            ));
+            lines.push(format!("{} joins {}", link.host_side, zone.bridge));
+            zone.bridge.as_str()
+        }
+        None => link.host_side.as_str(),
+    };
+    let (machine, gateway) = match &link.address {
+        Address::Assigned { address, gateway } => {
+            lines.push(format!("{host_end}: {gateway}/{}", address.prefix));
+            lines.push(format!("{}: {address}, up; loopback up", link.machine_side));
+            (address.address.to_string(), gateway.to_string())
+        }
+        Address::Allocate { wanted } => {
+            let what = match wanted {
+                Some(address) => format!("{address}, recorded"),
+                None => "the first free one of mm's pools, recorded".to_owned(),
+            };
+            lines.push(format!("address: allocated at start ({what})"));
+            ("ADDRESS".to_owned(), "GATEWAY".to_owned())
+        }
+    };
+    lines.push(format!("route inside: default via {gateway} dev {}", link.machine_side));
+    lines.push(format!(
+        "forwarding on {host_end}; nft table ip mm: masquerade {machine} out of the host"
+    ));
+    for forward in &link.forwards {
+        let from = forward
+            .host_address
+            .map_or("any of the host's addresses, localhost too".to_owned(), |a| a.to_string());
+        lines.push(format!(
+            "forward {} port {} ({from}) → {machine}:{}",
+            forward.proto.name(),
+            forward.host_ports,
+            forward.ports
+        ));
     }
+    (
+        format!(
+            "Network: veth pair {} ↔ {} (MTU {})",
+            link.host_side, link.machine_side, link.mtu
+        ),
+        lines,
+    )
 }
 
 fn security(plan: &Plan) -> Step {
@@ -345,11 +401,15 @@ fn mount_line(mount: &Mount) -> String {
             }
         ),
         Mount::Symlink { target, points_to } => format!("Link {target} → {points_to}"),
+        Mount::File { target, .. } => format!("Write {target}, read-only"),
     }
 }
 
 /// A mount's parts: the cgroup tree's hierarchies.
 fn mount_details(mount: &Mount) -> Vec<String> {
+    if let Mount::File { content, .. } = mount {
+        return content.lines().map(str::to_owned).collect();
+    }
     let Mount::CgroupTree { mode, hierarchies } = mount else {
         return vec![];
     };

@@ -16,7 +16,7 @@ use rustix::thread::LinkNameSpaceType;
 
 use super::launch::{Launch, Report, Step, StepFailure, WithStep};
 use super::{exec, init, rootfs, security, sys};
-use crate::plan::{Namespace, Network};
+use crate::plan::Namespace;
 
 /// What the forked stages inherit from the supervisor.
 pub struct Inherited {
@@ -124,7 +124,14 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {
         name: plan.process.hostname.clone(),
     })?;
-    if matches!(plan.network, Network::Private) {
+    if super::network::pid1_waits(plan) {
+        // The supervisor sets up the links, addresses and routes meanwhile.
+        let mut byte = [0u8];
+        let mut go = File::from(inherited.go.try_clone().step(|| Step::DupGoPipe)?);
+        if go.read(&mut byte).step(|| Step::WaitNetwork)? != 1 {
+            return Err(StepFailure::other(Step::WaitNetwork, "the supervisor gave up"));
+        }
+    } else if plan.network.private() {
         sys::loopback_up().step(|| Step::Loopback)?;
     }
     if let Some((slave, _)) = &inherited.console {

@@ -8,6 +8,7 @@ mod console;
 pub mod enter;
 mod exec;
 mod init;
+mod network;
 pub mod launch;
 pub mod pty;
 mod registrar;

@@ -59,11 +59,16 @@ impl Registrar {
         }
     }
 
-    /// Hands PID 1's pid to the child; its answer: registered, or the step that failed.
-    pub fn register(mut self, leader: Pid) -> Result<(), StepFailure> {
+    /// Hands PID 1's pid and the host's side of its network (interface indexes) to the
+    /// child; its answer: registered, or the step that failed.
+    pub fn register(mut self, leader: Pid, interfaces: &[u32]) -> Result<(), StepFailure> {
         if let Some(mut pipe) = self.leader.take() {
-            pipe.write_all(format!("{}\n", leader.as_raw()).as_bytes())
-                .step(|| Step::ReadLeader)?;
+            let mut line = leader.as_raw().to_string();
+            for index in interfaces {
+                line.push_str(&format!(" {index}"));
+            }
+            line.push('\n');
+            pipe.write_all(line.as_bytes()).step(|| Step::ReadLeader)?;
         }
         let mut answer = String::new();
         let _ = self.answer.read_to_string(&mut answer);
@@ -100,7 +105,11 @@ fn child(machine: &Machined, leader: File) -> FromRegistrar {
     if let Err(e) = BufReader::new(leader).read_line(&mut text) {
         return FromRegistrar::Failed(StepFailure::io(Step::ReadLeader, &e));
     }
-    let Some(Ok(pid)) = text.strip_suffix('\n').map(str::parse::<u32>) else {
+    let numbers: Option<Vec<u32>> = text
+        .strip_suffix('\n')
+        .map(|line| line.split(' ').map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    let Some((pid, interfaces)) = numbers.as_ref().and_then(|n| n.split_first()) else {
         return FromRegistrar::Failed(StepFailure::other(
             Step::ReadLeader,
             format!("bad leader pid `{}`", text.trim()),
@@ -121,7 +130,7 @@ fn child(machine: &Machined, leader: File) -> FromRegistrar {
         Ok(machines) => machines,
         Err(e) => return failed(Step::ConnectBus, e),
     };
-    match machines.register(machine, pid) {
+    match machines.register(machine, *pid, interfaces) {
         Ok(()) => FromRegistrar::Registered,
         Err(e) => failed(
             Step::Register {

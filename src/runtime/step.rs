@@ -150,6 +150,15 @@ pub enum Step {
         name: String,
     },
     Loopback,
+    WriteFile {
+        target: String,
+    },
+    /// Part of the machine's network, in the supervisor.
+    Network {
+        what: String,
+    },
+    HoldPort,
+    WaitNetwork,
     AttachConsole,
     CloseOnExec,
     // The machine's process (runtime/init, runtime/security, runtime/exec).
@@ -238,6 +247,10 @@ impl std::fmt::Display for Step {
             Self::DeathSignal => f.write_str("ask to die with the supervisor"),
             Self::KeepMounts => f.write_str("keep the machine's mounts from the host"),
             Self::Loopback => f.write_str("bring the loopback interface up"),
+            Self::WriteFile { target } => write!(f, "write {target} on a tmpfs of its own"),
+            Self::Network { what } => write!(f, "set up the network: {what}"),
+            Self::HoldPort => f.write_str("hold the forwarded host ports"),
+            Self::WaitNetwork => f.write_str("wait for the supervisor to set the network up"),
             Self::AttachConsole => f.write_str("attach the console"),
             Self::CloseOnExec => f.write_str("mark inherited descriptors close-on-exec"),
             Self::BlockSignals => f.write_str("block signals"),

@@ -26,7 +26,7 @@ use super::child::{self, Inherited};
 use super::launch::{Console, Launch, Report, Started, Step, StepFailure, WithStep};
 use super::registrar::Registrar;
 use super::state::{self, Paths, Recorded};
-use super::{RuntimeError, rootfs, sys, userns};
+use super::{RuntimeError, network, rootfs, sys, userns};
 use crate::plan::{IdMapping, Plan, Registration, Upper};
 use crate::systemd::machined::Machines;
 use crate::systemd::notify::notify;
@@ -101,6 +101,8 @@ struct Machine<'l> {
     cgroup: Option<MachineCgroup>,
     /// Whether systemd-machined has it, to be unregistered when it ends.
     registered: bool,
+    /// Held while the machine runs (its forwarded host ports).
+    _network: network::Holding,
 }
 
 fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
@@ -108,24 +110,28 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     let paths = Paths::new(&plan.machine.runtime_dir);
     let _lock = take(&paths, plan)?;
     let cgroup = machine_cgroup(launch)?;
-    let (leader, console, registrar) = match start(launch, cgroup.as_ref()) {
-        Ok(started) => started,
+    let begun = match start(launch, cgroup.as_ref()) {
+        Ok(begun) => begun,
         Err(failure) => {
             if let Some(cgroup) = cgroup {
                 let _ = cgroup.kill_all();
                 let _ = cgroup.remove();
             }
             unmount_and_remove(plan);
+            network::release(plan);
             return Err(RuntimeError::Step(failure));
         }
     };
-    let (registered, notice) = register(plan, leader, registrar);
+    let leader = begun.leader;
+    let console = begun.console;
+    let (registered, notice) = register(plan, leader, begun.registrar, &begun.interfaces);
     let machine = Machine {
         launch,
         paths,
         leader,
         cgroup,
         registered,
+        _network: begun.network,
     };
     // Without its signals and its socket nothing could stop the machine, and without its
     // log a started machine's output would be lost: either is a failed start.
@@ -241,11 +247,16 @@ type Spawned = Result<Registrar, StepFailure>;
 /// Registers the machine with systemd-machined when the plan says to (through the
 /// registrar forked at start). Returns whether it is registered, and otherwise the one
 /// line that tells the user why not.
-fn register(plan: &Plan, leader: Pid, registrar: Option<Spawned>) -> (bool, Option<String>) {
+fn register(
+    plan: &Plan,
+    leader: Pid,
+    registrar: Option<Spawned>,
+    interfaces: &[u32],
+) -> (bool, Option<String>) {
     let name = &plan.machine.name;
     let why = match (&plan.registration, registrar) {
         (Registration::Skip { why }, _) => why.clone(),
-        (Registration::Machined(_), Some(Ok(registrar))) => match registrar.register(leader) {
+        (Registration::Machined(_), Some(Ok(registrar))) => match registrar.register(leader, interfaces) {
             Ok(()) => return (true, None),
             Err(failure) => failure.to_string(),
         },
@@ -281,11 +292,18 @@ fn leave_unit_root(cgroup: &crate::plan::Cgroup) -> Result<(), RuntimeError> {
         .map_err(|e| RuntimeError::io(&dir, e))
 }
 
-/// Starts PID 1; returns its pid, the console's master side and the registrar.
-fn start(
-    launch: &Launch,
-    cgroup: Option<&MachineCgroup>,
-) -> Result<(Pid, Option<OwnedFd>, Option<Spawned>), StepFailure> {
+/// What [`start`] gives the supervisor: PID 1, the console's master side, the registrar,
+/// and the machine's network (the host ports held, the host's side of its links).
+struct Begun {
+    leader: Pid,
+    console: Option<OwnedFd>,
+    registrar: Option<Spawned>,
+    network: network::Holding,
+    interfaces: Vec<u32>,
+}
+
+/// Starts PID 1 and, while it waits in its namespaces, sets up the machine's network.
+fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepFailure> {
     let plan = &launch.plan;
     // Connecting to the bus takes a while: it happens meanwhile, in a child forked before
     // any pipe of the launch exists (it must hold none of them open).
@@ -293,6 +311,7 @@ fn start(
         Registration::Machined(machine) => Some(Registrar::spawn(machine)),
         Registration::Skip { .. } => None,
     };
+    let holding = network::before(plan)?;
     let userns = userns::create(&plan.ids)?;
     prepare_root(plan, &userns)?;
     let (console, master) = open_console(launch)?;
@@ -313,10 +332,33 @@ fn start(
         ForkResult::Parent { child } => child,
     };
     drop(inherited);
-    let result = go(spawner, cgroup, go_w);
-    let leader = reports(File::from(report_r), result.err());
+    let mut go_w = File::from(go_w);
+    let mut reports = Reports::new(File::from(report_r), go(spawner, cgroup, &mut go_w).err());
+    reports.until_leader();
     let _ = waitpid(spawner, None);
-    leader.map(|leader| (leader, master, registrar))
+    let mut interfaces = Vec::new();
+    if let (Some(leader), None) = (reports.leader, &reports.failure) {
+        let attached = network::attach(plan, leader).and_then(|attached| {
+            if network::pid1_waits(plan) {
+                go_w.write_all(b"n").step(|| Step::WaitNetwork)?;
+            }
+            Ok(attached)
+        });
+        match attached {
+            Ok(attached) => interfaces = attached,
+            Err(failure) => reports.fail(failure),
+        }
+    }
+    // PID 1, if it still waits, reads the end of the pipe: the supervisor gave up.
+    drop(go_w);
+    let leader = reports.rest()?;
+    Ok(Begun {
+        leader,
+        console: master,
+        registrar,
+        network: holding,
+        interfaces,
+    })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), StepFailure> {
@@ -375,42 +417,69 @@ fn open_console(launch: &Launch) -> Result<Consoles, StepFailure> {
 }
 
 /// Puts the spawner in the machine's cgroup and lets it go on.
-fn go(spawner: Pid, cgroup: Option<&MachineCgroup>, go_w: OwnedFd) -> Result<(), StepFailure> {
+fn go(spawner: Pid, cgroup: Option<&MachineCgroup>, go_w: &mut File) -> Result<(), StepFailure> {
     if let Some(cgroup) = cgroup {
         cgroup
             .add(spawner.as_raw())
             .map_err(|e| StepFailure::other(Step::JoinCgroup, e.to_string()))?;
     }
-    File::from(go_w).write_all(b"g").step(|| Step::StartSpawner)
+    go_w.write_all(b"g").step(|| Step::StartSpawner)
 }
 
-/// Reads the machine's reports to the end: PID 1's pid, or the first failure (`failure`
-/// if the supervisor's own side failed first). A PID 1 that started with a failure is
-/// killed.
-fn reports(from: File, mut failure: Option<StepFailure>) -> Result<Pid, StepFailure> {
-    let mut leader = None;
-    for line in BufReader::new(from).lines() {
-        let Ok(line) = line else { break };
-        match serde_json::from_str::<Report>(&line) {
-            Ok(Report::Leader { pid }) => leader = Some(Pid::from_raw(pid)),
-            Ok(Report::Failed(f)) => {
-                failure.get_or_insert(f);
-            }
-            Err(e) => {
-                failure.get_or_insert(StepFailure::other(Step::ReadReport, e.to_string()));
-            }
+/// The machine's reports: PID 1's pid (from the spawner), then nothing until PID 1 execs,
+/// or the first failure (the supervisor's own side's, if it failed first).
+struct Reports {
+    lines: std::io::Lines<BufReader<File>>,
+    leader: Option<Pid>,
+    failure: Option<StepFailure>,
+}
+
+impl Reports {
+    fn new(from: File, failure: Option<StepFailure>) -> Self {
+        Self {
+            lines: BufReader::new(from).lines(),
+            leader: None,
+            failure,
         }
     }
-    match (leader, failure) {
-        (Some(leader), None) => Ok(leader),
-        (leader, failure) => {
-            if let Some(leader) = leader {
-                let _ = kill(leader, Signal::SIGKILL);
-                let _ = waitpid(leader, None);
+
+    fn fail(&mut self, failure: StepFailure) {
+        self.failure.get_or_insert(failure);
+    }
+
+    /// Reads until PID 1's pid is known, or to the end.
+    fn until_leader(&mut self) {
+        while self.leader.is_none() && self.next() {}
+    }
+
+    /// Reads one report; false at the end.
+    fn next(&mut self) -> bool {
+        let Some(Ok(line)) = self.lines.next() else {
+            return false;
+        };
+        match serde_json::from_str::<Report>(&line) {
+            Ok(Report::Leader { pid }) => self.leader = Some(Pid::from_raw(pid)),
+            Ok(Report::Failed(f)) => self.fail(f),
+            Err(e) => self.fail(StepFailure::other(Step::ReadReport, e.to_string())),
+        }
+        true
+    }
+
+    /// Reads to the end: PID 1's pid, or the first failure. A PID 1 that started with a
+    /// failure is killed.
+    fn rest(mut self) -> Result<Pid, StepFailure> {
+        while self.next() {}
+        match (self.leader, self.failure) {
+            (Some(leader), None) => Ok(leader),
+            (leader, failure) => {
+                if let Some(leader) = leader {
+                    let _ = kill(leader, Signal::SIGKILL);
+                    let _ = waitpid(leader, None);
+                }
+                Err(failure.unwrap_or_else(|| {
+                    StepFailure::other(Step::StartPid1, "the spawner exited without a word")
+                }))
             }
-            Err(failure.unwrap_or_else(|| {
-                StepFailure::other(Step::StartPid1, "the spawner exited without a word")
-            }))
         }
     }
 }
@@ -599,6 +668,7 @@ fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
         cgroup.remove()?;
     }
     unmount_and_remove(&launch.plan);
+    network::release(&launch.plan);
     if machine.registered {
         unregister(&launch.plan, machine.leader.as_raw());
     }
@@ -691,4 +761,5 @@ fn release(plan: &Plan) {
         let _ = cgroup.remove();
     }
     unmount_and_remove(plan);
+    network::release(plan);
 }

@@ -79,6 +79,29 @@ pub fn open_tree(dir: Option<BorrowedFd<'_>>, path: &Path, recursive: bool) -> i
     Ok(rustix::mount::open_tree(dir, path, flags)?)
 }
 
+/// A detached mount of one file, `name`, holding `content`, on a small tmpfs of its own
+/// (which lives as long as the file's mount does).
+pub fn file_tree(name: &str, content: &[u8]) -> io::Result<OwnedFd> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    use std::os::fd::AsFd as _;
+    let fs = rustix::mount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    rustix::mount::fsconfig_set_string(fs.as_fd(), "size", "64k")?;
+    rustix::mount::fsconfig_set_string(fs.as_fd(), "mode", "0755")?;
+    rustix::mount::fsconfig_create(fs.as_fd())?;
+    let flags = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    let tmpfs = rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, flags)?;
+    let file = rustix::fs::openat(
+        &tmpfs,
+        name,
+        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )?;
+    std::io::Write::write_all(&mut std::fs::File::from(file), content)?;
+    open_tree(Some(tmpfs.as_fd()), Path::new(name), false)
+}
+
 fn mount_setattr(mount: BorrowedFd<'_>, attr: &MountAttr, recursive: bool) -> io::Result<()> {
     let flags = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: `attr` is a live, correctly laid out `struct mount_attr`, and its size is

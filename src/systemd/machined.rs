@@ -30,17 +30,18 @@ impl Machines {
         })
     }
 
-    /// `RegisterMachineWithNetwork`: the machine, its PID 1 as seen on the host, and no
-    /// network interfaces of its own. A machine of the same name whose leader is dead was
-    /// left by a crash: it is replaced.
-    pub fn register(&self, machine: &Machined, leader: u32) -> Result<(), SystemdError> {
-        match self.register_once(machine, leader) {
+    /// `RegisterMachineWithNetwork`: the machine, its PID 1 as seen on the host, and the
+    /// host's side of its network (interface indexes: its veth, or its zone's bridge, as
+    /// nspawn registers them). A machine of the same name whose leader is dead was left by
+    /// a crash: it is replaced.
+    pub fn register(&self, machine: &Machined, leader: u32, interfaces: &[u32]) -> Result<(), SystemdError> {
+        match self.register_once(machine, leader, interfaces) {
             Err(e) if e.error_name() == Some("org.freedesktop.machine1.MachineExists") => {
                 let name = machine.name.as_str();
                 match self.leader(name)? {
                     Some(old) if !std::path::Path::new(&format!("/proc/{old}")).exists() => {
                         self.unregister(name, old)?;
-                        self.register_once(machine, leader)
+                        self.register_once(machine, leader, interfaces)
                     }
                     _ => Err(e),
                 }
@@ -49,7 +50,7 @@ impl Machines {
         }
     }
 
-    fn register_once(&self, machine: &Machined, leader: u32) -> Result<(), SystemdError> {
+    fn register_once(&self, machine: &Machined, leader: u32, interfaces: &[u32]) -> Result<(), SystemdError> {
         let what = || format!("register {} with systemd-machined", machine.name);
         let id = hex_bytes(&machine.id).ok_or_else(|| {
             SystemdError::bus(what())(zbus::Error::Failure(format!(
@@ -65,7 +66,10 @@ impl Machines {
             machine.class.as_str(),
             leader,
             root.as_ref(),
-            Vec::<i32>::new(),
+            interfaces
+                .iter()
+                .filter_map(|i| i32::try_from(*i).ok())
+                .collect::<Vec<i32>>(),
         );
         self.call("RegisterMachineWithNetwork", &body)
             .map(drop)

@@ -516,8 +516,8 @@ fn definition_in(wild: bool) -> BoxedStrategy<String> {
                 "mode",
                 string_of(
                     w,
-                    &["host", "private"],
-                    &["veth", "bridge", "privat", "HOST"],
+                    &["host", "private", "veth"],
+                    &["zone", "bridge", "privat", "HOST"],
                 ),
             )],
         ),

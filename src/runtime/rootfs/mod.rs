@@ -384,6 +384,19 @@ fn apply(
             .cgroup_tree(root, *mode, hierarchies)
             .step(|| Step::CgroupTree),
         Mount::Symlink { target, points_to } => symlink(m, root, target, points_to),
+        Mount::File { target, content } => {
+            let at = mount_point(m, root, target, Kind::File)?;
+            let name = Path::new(target)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("file");
+            let step = || Step::WriteFile {
+                target: target.clone(),
+            };
+            let tree = m.file_tree(name, content.as_bytes()).step(step)?;
+            m.make_readonly(tree.as_fd(), false).step(step)?;
+            m.attach(tree.as_fd(), At::Fd(at.as_fd())).step(step)
+        }
     }
 }
 

@@ -53,6 +53,8 @@ pub trait Mounter {
     /// A detached copy (`open_tree`) of the mount at `from`, with its submounts if
     /// `recursive`.
     fn clone_tree(&mut self, from: At<'_>, recursive: bool) -> io::Result<OwnedFd>;
+    /// A detached mount of one file `name` holding `content`, on a tmpfs of its own.
+    fn file_tree(&mut self, name: &str, content: &[u8]) -> io::Result<OwnedFd>;
     /// Makes a detached mount read-only.
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()>;
     /// Shows a detached mount's owners through `userns`'s id map.
@@ -141,6 +143,10 @@ impl Mounter for Kernel {
             At::Path(path) => sys::open_tree(None, path, recursive),
             At::Fd(fd) => sys::open_tree(Some(fd), Path::new(""), recursive),
         }
+    }
+
+    fn file_tree(&mut self, name: &str, content: &[u8]) -> io::Result<OwnedFd> {
+        sys::file_tree(name, content)
     }
 
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {

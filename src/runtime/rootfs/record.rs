@@ -145,6 +145,11 @@ impl Mounter for Recorder {
         self.fd(format!("the clone of {from}"))
     }
 
+    fn file_tree(&mut self, name: &str, content: &[u8]) -> io::Result<OwnedFd> {
+        self.say(format!("a tmpfs holding {name} ({} bytes)", content.len()))?;
+        self.fd(format!("the file {name}"))
+    }
+
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
         let how = if recursive { " (recursive)" } else { "" };
         self.say(format!("read-only: {}{how}", self.name(tree)))

@@ -1,0 +1,189 @@
+//! The host's network, as machines with a network of their own need to know it: the
+//! uplink (the IPv4 default route's device) and its MTU, the routes a machine's subnet must
+//! stay clear of, and name servers a machine can reach.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::network::addr::Ipv4Net;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkFacts {
+    pub uplink: Option<Uplink>,
+    /// The main table's IPv4 routes (their destinations and devices).
+    pub routes: Vec<Route>,
+    pub resolvers: Resolvers,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uplink {
+    pub device: String,
+    pub mtu: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub destination: Ipv4Net,
+    pub device: String,
+}
+
+/// Name servers for a machine's /etc/resolv.conf.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolvers {
+    /// The file they come from.
+    pub from: PathBuf,
+    /// Reachable from a machine: none on the host's loopback.
+    pub servers: Vec<IpAddr>,
+    /// `search` and `options` lines, as they are.
+    pub other: Vec<String>,
+    /// Why there are none, when there are none.
+    pub missing: Option<String>,
+}
+
+/// A local stub resolver's list of the servers it forwards to (systemd-resolved's).
+const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
+
+impl NetworkFacts {
+    pub fn probe() -> Self {
+        let routes = std::fs::read_to_string("/proc/net/route")
+            .map(|text| parse_routes(&text))
+            .unwrap_or_default();
+        let uplink = routes
+            .iter()
+            .find(|(r, _)| r.destination.prefix == 0)
+            .and_then(|(r, _)| {
+                let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", r.device)).ok()?;
+                Some(Uplink {
+                    device: r.device.clone(),
+                    mtu: mtu.trim().parse().ok()?,
+                })
+            });
+        let resolvers = resolvers(Path::new("/etc/resolv.conf"), Path::new(RESOLVED_UPSTREAM));
+        Self {
+            uplink,
+            routes: routes.into_iter().map(|(r, _)| r).collect(),
+            resolvers,
+        }
+    }
+}
+
+/// `/proc/net/route`'s lines: each route and its metric.
+fn parse_routes(text: &str) -> Vec<(Route, u32)> {
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
+    let mut routes: Vec<(Route, u32)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (device, destination, metric, mask) = (f.first()?, hex(f.get(1)?)?, f.get(6)?, hex(f.get(7)?)?);
+            let prefix = u8::try_from(mask.count_ones()).ok()?;
+            let destination = Ipv4Net::new(Ipv4Addr::from(destination), prefix)?;
+            Some((
+                Route {
+                    destination,
+                    device: (*device).to_owned(),
+                },
+                metric.parse().ok()?,
+            ))
+        })
+        .collect();
+    routes.sort_by_key(|(r, metric)| (r.destination.prefix, *metric));
+    routes
+}
+
+/// The host's name servers as a machine behind NAT can use them: those of `main`, or, when
+/// it names only the host's loopback (a local stub such as systemd-resolved's 127.0.0.53),
+/// those the stub forwards to, from `upstream`.
+fn resolvers(main: &Path, upstream: &Path) -> Resolvers {
+    let read = |path: &Path| std::fs::read_to_string(path).ok().map(|t| parse_resolv(&t));
+    let Some((servers, other)) = read(main) else {
+        return Resolvers {
+            from: main.to_owned(),
+            missing: Some(format!("{} cannot be read", main.display())),
+            ..Resolvers::default()
+        };
+    };
+    let reachable = |servers: &[IpAddr]| servers.iter().copied().filter(|s| !s.is_loopback()).collect::<Vec<_>>();
+    if !servers.is_empty() && reachable(&servers).is_empty() {
+        if let Some((up, up_other)) = read(upstream)
+            && !reachable(&up).is_empty()
+        {
+            return Resolvers {
+                from: upstream.to_owned(),
+                servers: reachable(&up),
+                other: up_other,
+                missing: None,
+            };
+        }
+        return Resolvers {
+            from: main.to_owned(),
+            servers: Vec::new(),
+            other,
+            missing: Some(format!(
+                "{} names only name servers on the host's loopback, which a machine with a \
+                 network of its own cannot reach, and {} names no others",
+                main.display(),
+                upstream.display()
+            )),
+        };
+    }
+    Resolvers {
+        from: main.to_owned(),
+        missing: servers.is_empty().then(|| format!("{} names no name server", main.display())),
+        servers: reachable(&servers),
+        other,
+    }
+}
+
+fn parse_resolv(text: &str) -> (Vec<IpAddr>, Vec<String>) {
+    let mut servers = Vec::new();
+    let mut other = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => servers.extend(words.next().and_then(|w| w.parse::<IpAddr>().ok())),
+            Some("search" | "options" | "domain") => other.push(line.to_owned()),
+            _ => {}
+        }
+    }
+    (servers, other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_from_proc() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+            eth0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
+        let routes = parse_routes(text);
+        assert_eq!(routes[0].0.destination.to_string(), "0.0.0.0/0");
+        assert_eq!(routes[1].0.destination.to_string(), "192.168.0.0/24");
+        assert_eq!(routes[1].0.device, "eth0");
+    }
+
+    #[test]
+    fn a_local_stub_gives_way_to_its_upstream_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("resolv.conf");
+        let up = dir.path().join("upstream.conf");
+        std::fs::write(&main, "nameserver 127.0.0.53\noptions edns0\nsearch lan\n").unwrap();
+        std::fs::write(&up, "nameserver 192.0.2.53\nnameserver ::1\n").unwrap();
+        let r = resolvers(&main, &up);
+        assert_eq!(r.from, up);
+        assert_eq!(r.servers, ["192.0.2.53".parse::<IpAddr>().unwrap()]);
+        std::fs::remove_file(&up).unwrap();
+        let r = resolvers(&main, &up);
+        assert!(r.servers.is_empty());
+        assert!(r.missing.unwrap().contains("loopback"));
+        std::fs::write(&main, "nameserver 198.51.100.1\n").unwrap();
+        let r = resolvers(&main, &up);
+        assert_eq!(r.from, main);
+        assert_eq!(r.servers.len(), 1);
+        assert!(r.missing.is_none());
+    }
+}

@@ -1,0 +1,314 @@
+//! Addresses of root machines with a link to the host: each machine's address and its
+//! link's subnet, recorded in `MACHINES/NAME/address.json` under one lock, stable across
+//! restarts, disjoint from every other machine's and from the host's own routes, and gone
+//! with the machine (`mm rm` removes its directory).
+//!
+//! A veth machine gets a /30 of its own (the host's side is its first address, the machine
+//! the second); a zone gets a /24 that its machines share (the bridge is the first address).
+//! Both come from the first of [`POOLS`] that does not meet a route of the host.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::addr::Ipv4Net;
+
+/// Where subnets come from, in order: blocks that meet one of the host's routes are
+/// skipped, as docker and podman skip theirs.
+pub const POOLS: [&str; 3] = ["10.123.0.0/16", "172.30.0.0/16", "192.168.247.0/24"];
+const VETH_PREFIX: u8 = 30;
+const ZONE_PREFIX: u8 = 24;
+
+/// Which link an address is on: a veth pair of the machine's own, or a zone's bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkKey {
+    Veth,
+    Zone(String),
+}
+
+/// A machine's address, with its link's subnet as the prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub link: LinkKey,
+    pub address: Ipv4Net,
+}
+
+impl Record {
+    pub fn subnet(&self) -> Ipv4Net {
+        self.address.network()
+    }
+
+    /// The host's side: the subnet's first address (the veth's host end, or the bridge).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet().nth(1).unwrap_or(self.address.address)
+    }
+}
+
+/// What a machine asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub link: LinkKey,
+    /// `network.address`; `None`: any free one.
+    pub address: Option<Ipv4Net>,
+}
+
+impl Want {
+    /// Whether `record` gives what this asks for.
+    pub fn met_by(&self, record: &Record) -> bool {
+        record.link == self.link && self.address.is_none_or(|a| a == record.address)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error("machine address records: {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not an address record ({why}); remove it to let mm allocate again", path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error("{0}")]
+    Taken(String),
+    #[error(
+        "no free subnet of /{prefix} is left in mm's pools ({}): machines or the host's routes hold them all",
+        POOLS.join(", ")
+    )]
+    Exhausted { prefix: u8 },
+}
+
+pub struct Ipam {
+    machines: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IpamError + '_ {
+    move |source| IpamError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Ipam {
+    pub fn new(machines: impl Into<PathBuf>) -> Self {
+        Self {
+            machines: machines.into(),
+        }
+    }
+
+    fn path(&self, machine: &str) -> PathBuf {
+        self.machines.join(machine).join("address.json")
+    }
+
+    pub fn recorded(&self, machine: &str) -> Result<Option<Record>, IpamError> {
+        let path = self.path(machine);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| IpamError::Corrupt {
+                    path,
+                    why: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(IpamError::Io { path, source }),
+        }
+    }
+
+    /// Every other machine's record, by name.
+    pub fn others(&self, machine: &str) -> Result<Vec<(String, Record)>, IpamError> {
+        let mut all = Vec::new();
+        let entries = match std::fs::read_dir(&self.machines) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(all),
+            Err(e) => return Err(io(&self.machines)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io(&self.machines))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != machine
+                && entry.file_type().map_err(io(&self.machines))?.is_dir()
+                && let Some(record) = self.recorded(&name)?
+            {
+                all.push((name, record));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
+    /// `machine`'s address: the recorded one if it still gives what `want` asks for, else
+    /// a new one, recorded. `routes` are the host's (those on mm's own links included:
+    /// a subnet of a machine's is skipped as taken anyway).
+    pub fn allocate(&self, machine: &str, want: &Want, routes: &[Ipv4Net]) -> Result<Record, IpamError> {
+        std::fs::create_dir_all(&self.machines).map_err(io(&self.machines))?;
+        let lock = self.machines.join(".address.lock");
+        let _lock = crate::state::lock(&lock, true).map_err(io(&lock))?;
+        if let Some(record) = self.recorded(machine)?
+            && want.met_by(&record)
+        {
+            return Ok(record);
+        }
+        let others = self.others(machine)?;
+        let record = choose(want, &others, routes)?;
+        let path = self.path(machine);
+        let dir = path.parent().unwrap_or(&self.machines);
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| io(&path)(e.into()))?;
+        crate::state::write_atomically(&path, &bytes).map_err(io(&path))?;
+        Ok(record)
+    }
+}
+
+/// The zone's subnet, if a machine of it has an address.
+pub fn zone_subnet(zone: &str, others: &[(String, Record)]) -> Option<Ipv4Net> {
+    others
+        .iter()
+        .find(|(_, r)| r.link == LinkKey::Zone(zone.to_owned()))
+        .map(|(_, r)| r.subnet())
+}
+
+/// The address `want` gets, given the other machines' records and the host's routes.
+pub fn choose(want: &Want, others: &[(String, Record)], routes: &[Ipv4Net]) -> Result<Record, IpamError> {
+    let ours: Vec<Ipv4Net> = others.iter().map(|(_, r)| r.subnet()).collect();
+    let theirs: Vec<Ipv4Net> = routes
+        .iter()
+        .copied()
+        .filter(|r| r.prefix > 0 && !ours.contains(&r.network()))
+        .collect();
+    let free = |subnet: Ipv4Net| {
+        !ours.iter().any(|o| o.overlaps(subnet)) && !theirs.iter().any(|r| r.overlaps(subnet))
+    };
+    let record = |address| Record {
+        link: want.link.clone(),
+        address,
+    };
+    if let LinkKey::Zone(zone) = &want.link
+        && let Some(subnet) = zone_subnet(zone, others)
+    {
+        let used: Vec<Ipv4Addr> = others
+            .iter()
+            .filter(|(_, r)| r.subnet() == subnet)
+            .map(|(_, r)| r.address.address)
+            .collect();
+        if let Some(address) = want.address {
+            if address.network() != subnet {
+                return Err(IpamError::Taken(format!(
+                    "zone `{zone}` has the subnet {subnet}, and {address} is not in it"
+                )));
+            }
+            if let Some((machine, _)) = others.iter().find(|(_, r)| r.address.address == address.address) {
+                return Err(IpamError::Taken(format!("{} is machine `{machine}`'s address", address.address)));
+            }
+            return Ok(record(address));
+        }
+        let gateway = subnet.nth(1);
+        return subnet
+            .host_addresses()
+            .find(|a| Some(*a) != gateway && !used.contains(a))
+            .map(|a| record(Ipv4Net { address: a, prefix: subnet.prefix }))
+            .ok_or(IpamError::Exhausted { prefix: subnet.prefix });
+    }
+    if let Some(address) = want.address {
+        let subnet = address.network();
+        if let Some((machine, r)) = others.iter().find(|(_, r)| r.subnet().overlaps(subnet)) {
+            return Err(IpamError::Taken(format!(
+                "{subnet} overlaps {}, the subnet of machine `{machine}`",
+                r.subnet()
+            )));
+        }
+        if let Some(route) = theirs.iter().find(|r| r.overlaps(subnet)) {
+            return Err(IpamError::Taken(format!(
+                "{subnet} overlaps the host's route to {route}"
+            )));
+        }
+        return Ok(record(address));
+    }
+    let prefix = match want.link {
+        LinkKey::Veth => VETH_PREFIX,
+        LinkKey::Zone(_) => ZONE_PREFIX,
+    };
+    for pool in POOLS.iter().filter_map(|p| p.parse::<Ipv4Net>().ok()) {
+        let blocks = 1u32 << (prefix - pool.prefix);
+        let size = 1u32 << (32 - prefix);
+        for n in 0..blocks {
+            let Some(start) = pool.nth(n * size) else { break };
+            let block = Ipv4Net { address: start, prefix };
+            if free(block)
+                && let Some(address) = block.nth(2)
+            {
+                return Ok(record(Ipv4Net { address, prefix }));
+            }
+        }
+    }
+    Err(IpamError::Exhausted { prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn want(link: LinkKey) -> Want {
+        Want { link, address: None }
+    }
+
+    #[test]
+    fn veth_machines_get_disjoint_subnets_clear_of_the_hosts_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::new(dir.path());
+        let routes = [net("0.0.0.0/0"), net("10.123.0.0/29")];
+        let a = ipam.allocate("a", &want(LinkKey::Veth), &routes).unwrap();
+        assert_eq!(a.address, net("10.123.0.10/30"), "skips the host's 10.123.0.0/29");
+        assert_eq!(a.gateway().to_string(), "10.123.0.9");
+        assert_eq!(ipam.allocate("a", &want(LinkKey::Veth), &routes).unwrap(), a, "stable");
+        // The route to a's own link does not push a's next neighbour away.
+        let routes = [net("10.123.0.0/29"), net("10.123.0.8/30")];
+        let b = ipam.allocate("b", &want(LinkKey::Veth), &routes).unwrap();
+        assert_eq!(b.address, net("10.123.0.14/30"));
+    }
+
+    #[test]
+    fn a_zone_shares_one_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::new(dir.path());
+        let zone = || want(LinkKey::Zone("app".into()));
+        let a = ipam.allocate("a", &zone(), &[]).unwrap();
+        let b = ipam.allocate("b", &zone(), &[]).unwrap();
+        assert_eq!(a.address, net("10.123.0.2/24"));
+        assert_eq!(b.address, net("10.123.0.3/24"));
+        let other = ipam.allocate("c", &want(LinkKey::Zone("db".into())), &[]).unwrap();
+        assert_eq!(other.address, net("10.123.1.2/24"));
+        let veth = ipam.allocate("d", &want(LinkKey::Veth), &[]).unwrap();
+        assert_eq!(veth.address, net("10.123.2.2/30"));
+    }
+
+    #[test]
+    fn static_addresses_are_checked_against_the_zone_and_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipam = Ipam::new(dir.path());
+        let at = |zone: &str, a: &str| Want {
+            link: LinkKey::Zone(zone.into()),
+            address: Some(net(a)),
+        };
+        ipam.allocate("a", &at("app", "192.168.50.10/24"), &[]).unwrap();
+        let b = ipam.allocate("b", &want(LinkKey::Zone("app".into())), &[]).unwrap();
+        assert_eq!(b.address, net("192.168.50.2/24"));
+        let e = ipam.allocate("c", &at("app", "192.168.51.3/24"), &[]).unwrap_err();
+        assert!(e.to_string().contains("has the subnet 192.168.50.0/24"), "{e}");
+        let e = ipam.allocate("c", &at("app", "192.168.50.10/24"), &[]).unwrap_err();
+        assert!(e.to_string().contains("machine `a`"), "{e}");
+        let e = ipam.allocate("c", &at("db", "192.168.50.20/28"), &[]).unwrap_err();
+        assert!(e.to_string().contains("overlaps"), "{e}");
+        let e = ipam
+            .allocate("c", &at("db", "172.20.0.5/24"), &[net("172.16.0.0/12")])
+            .unwrap_err();
+        assert!(e.to_string().contains("the host's route"), "{e}");
+        // A changed definition gets a new address.
+        let moved = ipam.allocate("a", &want(LinkKey::Veth), &[]).unwrap();
+        assert_eq!(moved.link, LinkKey::Veth);
+    }
+}

@@ -1,0 +1,5 @@
+//! Machine networking: links, addresses, firewall rules.
+
+pub mod addr;
+pub mod ipam;
+pub mod ports;

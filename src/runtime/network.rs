@@ -1,0 +1,284 @@
+//! The host's side of a machine's own network, done by its supervisor: before PID 1 is
+//! cloned, the forwarded host ports are held and the machine is written into its zone's
+//! hosts file; once PID 1 is in its network namespace (and waits), the veth pair, the
+//! zone's bridge, addresses, routes and mm's nftables rules; when the machine ends (or at
+//! the next mm command after a crash), all of it goes again, the bridge with its zone's
+//! last machine.
+//!
+//! Shared objects (a zone's bridge and hosts file, mm's nft table) change under one lock,
+//! `RUNTIME/.network.lock`. Netlink and nfnetlink are spoken directly: no `ip` or `nft`
+//! child, no thread.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::Pid;
+
+use super::launch::{Step, StepFailure, WithStep};
+use crate::network::addr::Ipv4Net;
+use crate::network::netlink::Netlink;
+use crate::network::nft;
+use crate::network::ports::{self, Held};
+use crate::plan::{Address, Link, Network, Plan, Zone, zone_hosts};
+
+/// What the supervisor holds for the machine's network while it runs.
+#[derive(Debug, Default)]
+pub struct Holding {
+    /// The forwarded host ports.
+    pub ports: Vec<Held>,
+}
+
+fn link(plan: &Plan) -> Option<&Link> {
+    match &plan.network {
+        Network::Link(link) => Some(link),
+        Network::Host | Network::Private => None,
+    }
+}
+
+/// Whether PID 1 waits for the supervisor to set the network up before it goes on.
+pub fn pid1_waits(plan: &Plan) -> bool {
+    link(plan).is_some()
+}
+
+fn failed(what: impl Into<String>) -> impl FnOnce(String) -> StepFailure {
+    let what = what.into();
+    move |message| StepFailure::other(Step::Network { what }, message)
+}
+
+fn lock(plan: &Plan) -> Result<File, StepFailure> {
+    let dir = plan.machine.runtime_dir.parent().unwrap_or(Path::new("/run/mm"));
+    let path = dir.join(".network.lock");
+    crate::state::lock(&path, true).step(|| Step::Network {
+        what: format!("take the lock {}", path.display()),
+    })
+}
+
+fn assigned(link: &Link) -> Result<(Ipv4Net, Ipv4Addr), StepFailure> {
+    match link.address {
+        Address::Assigned { address, gateway } => Ok((address, gateway)),
+        Address::Allocate { .. } => Err(failed("find the machine's address")(
+            "the plan has no address yet (mm start allocates one before the launch)".to_owned(),
+        )),
+    }
+}
+
+/// Before PID 1 exists: the host ports held, the machine in its zone's hosts file.
+pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
+    let Some(link) = link(plan) else {
+        return Ok(Holding::default());
+    };
+    let (address, _) = assigned(link)?;
+    let held = ports::hold(&link.forwards)
+        .map_err(|e| StepFailure::other(Step::HoldPort, e.to_string()))?;
+    if let Some(zone) = &link.zone {
+        let _lock = lock(plan)?;
+        edit_hosts(zone, |members| {
+            members.retain(|(name, _)| name != plan.machine.name.as_str());
+            members.push((plan.machine.name.to_string(), address.address));
+        })?;
+    }
+    Ok(Holding { ports: held })
+}
+
+/// Once PID 1 is in its network namespace: the links, addresses, routes and rules. Returns
+/// the host's side (its interface index), for machined.
+pub fn attach(plan: &Plan, leader: Pid) -> Result<Vec<u32>, StepFailure> {
+    let Some(link) = link(plan) else {
+        return Ok(Vec::new());
+    };
+    let (address, gateway) = assigned(link)?;
+    let netns_path = PathBuf::from(format!("/proc/{}/ns/net", leader.as_raw()));
+    let netns = File::open(&netns_path).step(|| Step::Network {
+        what: format!("open {}", netns_path.display()),
+    })?;
+    let nl = |what: &str| failed(what.to_owned());
+    let mut host = Netlink::open().map_err(|e| nl("open a netlink socket")(e.to_string()))?;
+    let _lock = lock(plan)?;
+    let bridge = match &link.zone {
+        Some(zone) => Some(bridge(&mut host, zone, link.mtu, gateway, address.prefix)?),
+        None => None,
+    };
+    // A link of this name left by a machine of the same name whose namespace lives on.
+    if let Ok(Some(stale)) = host.link(&link.host_side) {
+        let _ = host.delete_link(stale.index);
+    }
+    let index = host
+        .add_veth(&link.host_side, &link.machine_side, netns.as_fd(), link.mtu)
+        .map_err(|e| nl(&format!("make the veth pair {} ↔ {}", link.host_side, link.machine_side))(e.to_string()))?;
+    match bridge {
+        Some(bridge) => host
+            .set_master(index, bridge)
+            .map_err(|e| nl(&format!("put {} in its zone's bridge", link.host_side))(e.to_string()))?,
+        None => host
+            .add_address4(index, gateway, address.prefix)
+            .map_err(|e| nl(&format!("give {} the address {gateway}", link.host_side))(e.to_string()))?,
+    }
+    host.set_up(index)
+        .map_err(|e| nl(&format!("bring {} up", link.host_side))(e.to_string()))?;
+    let host_end = link.zone.as_ref().map_or(link.host_side.as_str(), |z| z.bridge.as_str());
+    inside(&netns, link, address, gateway)?;
+    forwarding(host_end)?;
+    let forwards: Vec<nft::Forward> = link
+        .forwards
+        .iter()
+        .flat_map(|f| {
+            f.pairs().map(move |(host_port, port)| nft::Forward {
+                proto: match f.proto {
+                    crate::network::addr::Proto::Tcp => nft::Proto::Tcp,
+                    crate::network::addr::Proto::Udp => nft::Proto::Udp,
+                },
+                host_address: f.host_address,
+                host_port,
+                address: address.address,
+                port,
+            })
+        })
+        .collect();
+    let subnet = address.network();
+    nft::add(&nft::MachineRules {
+        machine: plan.machine.name.as_str(),
+        link: host_end,
+        address: address.address,
+        subnet: (subnet.address, subnet.prefix),
+        forwards: &forwards,
+    })
+    .map_err(|e| failed("add the machine's rules to nft table ip mm")(e.to_string()))?;
+    Ok(vec![bridge.unwrap_or(index)])
+}
+
+/// The zone's bridge, made (with the zone's first address, up) if it is not there yet.
+fn bridge(host: &mut Netlink, zone: &Zone, mtu: u32, gateway: Ipv4Addr, prefix: u8) -> Result<u32, StepFailure> {
+    let what = |w: &str| failed(format!("{w} the zone's bridge {}", zone.bridge));
+    if let Some(existing) = host.link(&zone.bridge).map_err(|e| what("look for")(e.to_string()))? {
+        return Ok(existing.index);
+    }
+    let index = host
+        .add_bridge(&zone.bridge, mtu)
+        .map_err(|e| what("make")(e.to_string()))?;
+    host.add_address4(index, gateway, prefix)
+        .map_err(|e| what("address")(e.to_string()))?;
+    host.set_up(index).map_err(|e| what("bring up")(e.to_string()))?;
+    Ok(index)
+}
+
+/// Inside the machine's namespace: loopback and the machine's end up, its address, and the
+/// default route through the host's side.
+fn inside(netns: &File, link: &Link, address: Ipv4Net, gateway: Ipv4Addr) -> Result<(), StepFailure> {
+    let what = |w: String| failed(format!("{w} inside the machine"));
+    let mut nl = Netlink::open_in(netns.as_fd()).map_err(|e| what("open a netlink socket".into())(e.to_string()))?;
+    let side = &link.machine_side;
+    for name in ["lo", side.as_str()] {
+        let found = nl.link(name).map_err(|e| what(format!("find {name}"))(e.to_string()))?;
+        let Some(found) = found else {
+            return Err(what(format!("find {name}"))("it is not there".to_owned()));
+        };
+        if name == side {
+            nl.add_address4(found.index, address.address, address.prefix)
+                .map_err(|e| what(format!("give {side} the address {address}"))(e.to_string()))?;
+        }
+        nl.set_up(found.index)
+            .map_err(|e| what(format!("bring {name} up"))(e.to_string()))?;
+        if name == side {
+            nl.add_default_route4(gateway, found.index)
+                .map_err(|e| what(format!("route through {gateway}"))(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// IPv4 forwarding on the machine's host end and on the uplink (replies come in there),
+/// and `route_localnet` on the host end, so that forwards from the host's 127.0.0.1 work.
+fn forwarding(host_end: &str) -> Result<(), StepFailure> {
+    let mut settings = vec![
+        (host_end.to_owned(), "forwarding"),
+        (host_end.to_owned(), "route_localnet"),
+    ];
+    if let Some(uplink) = uplink_device() {
+        settings.push((uplink, "forwarding"));
+    }
+    for (device, key) in settings {
+        let path = format!("/proc/sys/net/ipv4/conf/{device}/{key}");
+        std::fs::write(&path, "1").step(|| Step::Network {
+            what: format!("write 1 to {path}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// The device of the IPv4 default route, now.
+fn uplink_device() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000")).then(|| f[0].to_owned())
+    })
+}
+
+/// Takes everything of the machine's network off the host: its nft rules, its line in the
+/// zone's hosts file, its veth (gone with its namespace, unless something holds that), and
+/// the zone's bridge when no machine of the zone is left. Safe to call again.
+pub fn release(plan: &Plan) {
+    let Some(link) = link(plan) else { return };
+    let Ok(_lock) = lock(plan) else { return };
+    if let Err(e) = nft::remove(plan.machine.name.as_str()) {
+        eprintln!("mm: {e}");
+    }
+    let Ok(mut host) = Netlink::open() else { return };
+    if let Ok(Some(veth)) = host.link(&link.host_side) {
+        let _ = host.delete_link(veth.index);
+    }
+    if let Some(zone) = &link.zone {
+        let mut left = 0;
+        let edited = edit_hosts(zone, |members| {
+            members.retain(|(name, _)| name != plan.machine.name.as_str());
+            left = members.len();
+        });
+        if edited.is_ok() && left == 0 {
+            if let Ok(Some(bridge)) = host.link(&zone.bridge) {
+                let _ = host.delete_link(bridge.index);
+            }
+            let _ = std::fs::remove_file(&zone.hosts);
+            if let Some(dir) = zone.hosts.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// Rewrites the zone's hosts file in place (machines have it bind-mounted: the file must
+/// stay the same one) after `change` edits its list of machines.
+fn edit_hosts(zone: &Zone, change: impl FnOnce(&mut Vec<(String, Ipv4Addr)>)) -> Result<(), StepFailure> {
+    let step = || Step::Network {
+        what: format!("write {}", zone.hosts.display()),
+    };
+    if let Some(dir) = zone.hosts.parent() {
+        std::fs::create_dir_all(dir).step(step)?;
+    }
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&zone.hosts)
+        .step(step)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).step(step)?;
+    let mut members: Vec<(String, Ipv4Addr)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (address, name) = l.split_once('\t')?;
+            Some((name.to_owned(), address.parse().ok()?))
+        })
+        .filter(|(name, _)| name != "localhost" && !name.starts_with("localhost "))
+        .collect();
+    change(&mut members);
+    members.sort();
+    let text = zone_hosts(&members);
+    file.set_len(0).step(step)?;
+    file.rewind().step(step)?;
+    file.write_all(text.as_bytes()).step(step)
+}
