@@ -2,4 +2,5 @@
 
 pub mod addr;
 pub mod ipam;
+pub mod netlink;
 pub mod ports;
