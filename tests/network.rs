@@ -1,0 +1,344 @@
+//! Machines with a network of their own (veth pairs, zones, NAT, port forwards), as root.
+//!
+//! Each test makes a "host" network namespace where mm runs (through `nsenter --net`) and
+//! an "outside" one joined to it by a veth pair, with a server on the outside's address:
+//! machines reach it through the host's NAT. Packets go only to addresses these namespaces
+//! were given (198.18.0.0/24 and mm's own). Checks read the kernel's own view: `ip -j` and
+//! `nft -j` inside the test's host namespace.
+
+mod support;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use support::*;
+
+const HOST_ADDRESS: &str = "198.18.0.1";
+const OUTSIDE_ADDRESS: &str = "198.18.0.2";
+const OUTSIDE_PORT: u16 = 8000;
+
+/// A host namespace with an uplink to an outside namespace, which serves `hello` on
+/// OUTSIDE_ADDRESS:OUTSIDE_PORT. Both go when it is dropped.
+struct Net {
+    host: String,
+    outside: String,
+    server: Option<std::process::Child>,
+    served: tempfile::TempDir,
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Net {
+    fn new(uplink_mtu: u32) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}-{n}", std::process::id());
+        let (host, outside) = (format!("mmt-host-{id}"), format!("mmt-out-{id}"));
+        for ns in [&host, &outside] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", &host, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", &outside]);
+        let mtu = uplink_mtu.to_string();
+        ip(&["-n", &host, "link", "set", "uplink", "mtu", &mtu, "up"]);
+        ip(&["-n", &outside, "link", "set", "eth0", "mtu", &mtu, "up"]);
+        ip(&["-n", &host, "addr", "add", &format!("{HOST_ADDRESS}/24"), "dev", "uplink"]);
+        ip(&["-n", &outside, "addr", "add", &format!("{OUTSIDE_ADDRESS}/24"), "dev", "eth0"]);
+        ip(&["-n", &host, "route", "add", "default", "via", OUTSIDE_ADDRESS]);
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(served.path().join("hello"), "hello from outside\n").unwrap();
+        let server = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{outside}"))
+            .args(["busybox", "httpd", "-f", "-v", "-p"])
+            .arg(format!("{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}"))
+            .arg("-h")
+            .arg(served.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("busybox httpd runs");
+        let net = Self {
+            host,
+            outside,
+            server: Some(server),
+            served,
+        };
+        eventually("the outside server listens", || {
+            net.in_outside(&["busybox", "nc", "-z", OUTSIDE_ADDRESS, &OUTSIDE_PORT.to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        net
+    }
+
+    /// `mm ARGS` in the host namespace, with the state of `machines`.
+    fn mm(&self, machines: &Machines, args: &[&str]) -> (std::process::Output, String, String) {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.host))
+            .arg(MM)
+            .args(args)
+            .env("MM_PATH", machines.dir.path().join("machines"))
+            .env("MM_ROOT", machines.dir.path().join("state"));
+        run(command)
+    }
+
+    fn ok(&self, machines: &Machines, args: &[&str]) -> String {
+        let (out, stdout, stderr) = self.mm(machines, args);
+        assert!(out.status.success(), "mm {args:?}: {:?}\n{stdout}\n{stderr}", out.status);
+        stdout
+    }
+
+    fn in_host(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{}", self.host)).args(args);
+        command
+    }
+
+    fn in_outside(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{}", self.outside)).args(args);
+        command
+    }
+
+    /// The host namespace's links, by name.
+    fn links(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&ip(&["-n", &self.host, "-j", "-d", "link"])).unwrap()
+    }
+
+    fn link(&self, name: &str) -> Option<serde_json::Value> {
+        self.links().into_iter().find(|l| l["ifname"] == name)
+    }
+
+    /// `nft list ruleset` of the host namespace.
+    fn ruleset(&self) -> String {
+        let out = self.in_host(&["nft", "list", "ruleset"]).output().expect("nft runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the outside server logged (busybox httpd -v: one line per request, with the
+    /// client's address).
+    fn server_log(&mut self) -> String {
+        let mut server = self.server.take().expect("the server runs");
+        let _ = server.kill();
+        let out = server.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        for ns in [&self.host, &self.outside] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = &self.served;
+    }
+}
+
+fn netns_ready(test: &str) -> bool {
+    if !ready(test) {
+        return false;
+    }
+    for tool in ["ip", "nft", "nsenter"] {
+        assert!(
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success(),
+            "{tool} is missing: scripts/setup installs it"
+        );
+    }
+    true
+}
+
+/// `wget` inside a machine, bounded in time (busybox's own -T is broken in 1.35).
+fn fetch(net: &Net, machines: &Machines, machine: &str, url: &str) -> (bool, String) {
+    let (out, stdout, stderr) = net.mm(machines, &["exec", machine, "timeout", "5", "wget", "-qO-", url]);
+    (out.status.success(), format!("{stdout}{stderr}"))
+}
+
+fn host_fetch(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("wget runs");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn a_veth_machine_has_its_address_and_reaches_the_outside_through_nat() {
+    if !netns_ready("a_veth_machine_reaches_the_outside") {
+        return;
+    }
+    let mut net = Net::new(1400);
+    let mut machines = Machines::new();
+    machines.define("v", "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nmode = \"veth\"\n");
+    net.ok(&machines, &["start", "v"]);
+    // The host's side: ve-v, with the subnet's first address and the uplink's MTU.
+    let link = net.link("ve-v").expect("ve-v is on the host");
+    assert_eq!(link["mtu"], 1400, "{link}");
+    let addrs = ip(&["-n", &net.host, "-j", "addr", "show", "ve-v"]);
+    assert!(addrs.contains("\"10.123.0.1\""), "{addrs}");
+    // The machine's side: host0 with the second address, a default route, the same MTU.
+    let inside = net.ok(&machines, &["exec", "v", "ip", "addr", "show", "host0"]);
+    assert!(inside.contains("inet 10.123.0.2/30"), "{inside}");
+    assert!(inside.contains("mtu 1400"), "{inside}");
+    let routes = net.ok(&machines, &["exec", "v", "ip", "route"]);
+    assert!(routes.contains("default via 10.123.0.1 dev host0"), "{routes}");
+    let resolv = net.ok(&machines, &["exec", "v", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("Written by mm"), "{resolv}");
+    // Out through NAT: the outside sees the host's address, not the machine's.
+    let (ok, body) = fetch(&net, &machines, "v", &format!("http://{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}/hello"));
+    assert!(ok && body.contains("hello from outside"), "{body}");
+    assert!(net.ruleset().contains("table ip mm"), "{}", net.ruleset());
+    net.ok(&machines, &["stop", "v"]);
+    let log = net.server_log();
+    assert!(log.contains(HOST_ADDRESS) && !log.contains("10.123."), "{log}");
+    // Nothing is left: no link, no rules.
+    assert!(net.link("ve-v").is_none());
+    assert!(!net.ruleset().contains("table ip mm"), "{}", net.ruleset());
+}
+
+#[test]
+fn a_forward_reaches_the_machine_from_the_host_localhost_and_the_outside() {
+    if !netns_ready("a_forward_reaches_the_machine") {
+        return;
+    }
+    let net = Net::new(1500);
+    let mut machines = Machines::new();
+    machines.define(
+        "web",
+        "[exec]\ncommand = [\"/bin/httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/srv\"]\n\
+         [network]\nmode = \"veth\"\nports = [\"8080:80\"]\n",
+    );
+    net.ok(&machines, &["start", "web"]);
+    let url = |host: &str| format!("http://{host}:8080/");
+    let wget = |host: &str| ["timeout", "5", "busybox", "wget", "-qO-"].iter().map(|s| s.to_string()).chain([url(host)]).collect::<Vec<_>>();
+    for from in [HOST_ADDRESS, "127.0.0.1"] {
+        let args = wget(from);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let body = host_fetch(&mut net.in_host(&args));
+        assert!(body.contains("Hello from an mm machine"), "from the host to {from}: {body}");
+    }
+    let args = wget(HOST_ADDRESS);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let body = host_fetch(&mut net.in_outside(&args));
+    assert!(body.contains("Hello from an mm machine"), "from the outside: {body}");
+    // The machine's own connections to a port 8080 elsewhere are not caught by it.
+    let ruleset = net.ruleset();
+    assert!(ruleset.contains("dport 8080"), "{ruleset}");
+    net.ok(&machines, &["stop", "web"]);
+    assert!(!net.ruleset().contains("table ip mm"));
+}
+
+#[test]
+fn a_taken_host_port_fails_the_start_and_leaves_nothing() {
+    if !netns_ready("a_taken_host_port_fails_the_start") {
+        return;
+    }
+    let net = Net::new(1500);
+    let mut holder = net
+        .in_host(&["busybox", "nc", "-l", "-p", "8081"])
+        .spawn()
+        .expect("nc runs");
+    eventually("nc listens", || {
+        ip(&["netns", "exec", &net.host, "cat", "/proc/net/tcp"]).contains(":1F91 00000000:0000 0A")
+    });
+    let mut machines = Machines::new();
+    machines.define("clash", "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nmode = \"veth\"\nports = [\"8081:80\"]\n");
+    let (out, _, stderr) = net.mm(&machines, &["start", "clash"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(!out.status.success());
+    assert!(stderr.contains("host port 0.0.0.0:8081/tcp is taken by process"), "{stderr}");
+    assert!(stderr.contains("(nc)") || stderr.contains("(busybox)"), "{stderr}");
+    assert!(net.link("ve-clash").is_none());
+    assert!(!net.ruleset().contains("table ip mm"), "{}", net.ruleset());
+}
+
+#[test]
+fn machines_of_a_zone_reach_each_other_by_name_and_the_bridge_goes_with_the_last() {
+    if !netns_ready("machines_of_a_zone_reach_each_other") {
+        return;
+    }
+    let net = Net::new(1450);
+    let mut machines = Machines::new();
+    machines
+        .define("za", "[exec]\ncommand = [\"/bin/httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/srv\"]\n[network]\nzone = \"t\"\n")
+        .define("zb", "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nzone = \"t\"\n");
+    net.ok(&machines, &["start", "za"]);
+    net.ok(&machines, &["start", "zb"]);
+    let bridge = net.link("vz-t").expect("the zone's bridge");
+    assert_eq!(bridge["mtu"], 1450, "{bridge}");
+    for member in ["vb-za", "vb-zb"] {
+        let link = net.link(member).unwrap_or_else(|| panic!("{member}"));
+        assert_eq!(link["master"], "vz-t", "{link}");
+    }
+    let (ok, body) = fetch(&net, &machines, "zb", "http://za/");
+    assert!(ok && body.contains("Hello from an mm machine"), "{body}");
+    let (ok, body) = fetch(&net, &machines, "zb", &format!("http://{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}/hello"));
+    assert!(ok && body.contains("hello from outside"), "{body}");
+    net.ok(&machines, &["stop", "za"]);
+    assert!(net.link("vz-t").is_some(), "the bridge stays while zb runs");
+    let hosts = net.ok(&machines, &["exec", "zb", "cat", "/etc/hosts"]);
+    assert!(!hosts.contains("\tza") && hosts.contains("\tzb"), "{hosts}");
+    net.ok(&machines, &["stop", "zb"]);
+    assert!(net.link("vz-t").is_none(), "the bridge goes with the zone's last machine");
+}
+
+#[test]
+fn after_a_killed_supervisor_the_next_mm_command_takes_the_network_away() {
+    if !netns_ready("after_a_killed_supervisor") {
+        return;
+    }
+    let net = Net::new(1500);
+    let mut machines = Machines::new();
+    machines.define("k", "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nzone = \"k\"\nports = [\"8082:80\"]\n");
+    net.ok(&machines, &["start", "k"]);
+    let status: serde_json::Value = serde_json::from_str(&net.ok(&machines, &["status", "k", "--json"])).unwrap();
+    let supervisor = status["supervisor"].as_i64().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    eventually("the supervisor is gone", || !alive(supervisor));
+    assert!(net.ruleset().contains("table ip mm"), "rules stay until someone looks");
+    net.ok(&machines, &["status", "k"]);
+    eventually("the machine's links are gone", || net.link("vb-k").is_none());
+    assert!(net.link("vz-k").is_none(), "{:?}", net.links());
+    assert!(!net.ruleset().contains("table ip mm"), "{}", net.ruleset());
+    // And it starts again, with the same address.
+    net.ok(&machines, &["start", "k"]);
+    let again = net.ok(&machines, &["exec", "k", "ip", "addr", "show", "host0"]);
+    assert!(again.contains("inet 10.123.0.2/24"), "{again}");
+    net.ok(&machines, &["stop", "k"]);
+}
+
+#[test]
+fn a_rootless_veth_machine_is_refused_with_the_reason() {
+    let dir = shared_tempdir();
+    let machines = dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("rl.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[network]\nmode = \"veth\"\n",
+            busybox().display()
+        ),
+    )
+    .unwrap();
+    if is_root() {
+        let user = test_user("mm-test", Some(300_000));
+        user.give(dir.path());
+        let (out, _, stderr) = run(user.mm(dir.path(), &["plan", "rl"]));
+        assert_eq!(out.status.code(), Some(69), "{stderr}");
+        assert!(stderr.contains("an ordinary user may not make links"), "{stderr}");
+    } else {
+        let (out, _, stderr) = run(mm(dir.path(), &["plan", "rl"]));
+        assert_eq!(out.status.code(), Some(69), "{stderr}");
+        assert!(stderr.contains("an ordinary user may not make links"), "{stderr}");
+    }
+}
