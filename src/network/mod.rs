@@ -3,4 +3,5 @@
 pub mod addr;
 pub mod ipam;
 pub mod netlink;
+pub mod nft;
 pub mod ports;
