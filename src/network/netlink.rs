@@ -14,11 +14,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
-    NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
-    parse_string,
-};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{
     AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
 };
@@ -29,23 +25,13 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
-/// Room for one datagram: the kernel fills dump datagrams up to 32 KiB.
-const RECEIVE_BUFFER: usize = 64 * 1024;
-/// How many times a dump the kernel marks as interrupted (`NLM_F_DUMP_INTR`) is tried.
-const DUMP_ATTEMPTS: usize = 3;
-/// `NLMSGERR_ATTR_MSG`: the extended ack's text.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-/// The size of `struct nlmsghdr`.
-const HEADER_LEN: usize = 16;
+use socket::{Channel, Failure};
 
 /// A `NETLINK_ROUTE` socket bound to the network namespace it was opened in.
 pub struct Netlink {
-    socket: Socket,
-    sequence: u32,
-    buffer: Vec<u8>,
+    channel: Channel,
 }
 
 /// A network interface as the kernel reports it.
@@ -188,64 +174,11 @@ impl NetlinkError {
     }
 }
 
-/// A request's failure before the caller names the operation.
-struct Failure {
-    source: io::Error,
-    message: Option<String>,
-}
-
-impl Failure {
-    fn during(self, operation: Operation) -> NetlinkError {
-        NetlinkError::Request {
-            operation,
-            source: self.source,
-            message: self.message,
-        }
-    }
-
-    fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
-    }
-
-    fn decode(what: impl fmt::Display) -> Self {
-        Self::from(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad netlink reply: {what}"),
-        ))
-    }
-}
-
-impl From<io::Error> for Failure {
-    fn from(source: io::Error) -> Self {
-        Self {
-            source,
-            message: None,
-        }
-    }
-}
-
-/// The replies to one request, and whether the kernel said a dump was interrupted.
-struct Replies {
-    messages: Vec<RouteNetlinkMessage>,
-    interrupted: bool,
-}
-
 impl Netlink {
     /// Opens a socket in the calling thread's current network namespace.
     pub fn open() -> Result<Self, NetlinkError> {
-        let open = |source| NetlinkError::Open { source };
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(open)?;
-        socket.bind_auto().map_err(open)?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(open)?;
-        // Both are optional: without them errors come back longer and without the kernel's
-        // text.
-        let _ = socket.set_cap_ack(true);
-        let _ = socket.set_ext_ack(true);
-        Ok(Self {
-            socket,
-            sequence: 0,
-            buffer: vec![0; RECEIVE_BUFFER],
-        })
+        let channel = Channel::open().map_err(|source| NetlinkError::Open { source })?;
+        Ok(Self { channel })
     }
 
     /// Opens a socket in another network namespace: setns into `netns`, socket(), setns back
@@ -273,6 +206,7 @@ impl Netlink {
     pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
         let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
         let replies = self
+            .channel
             .dump(request)
             .map_err(|f| f.during(Operation::ListLinks))?;
         Ok(replies.into_iter().filter_map(new_link).collect())
@@ -297,7 +231,10 @@ impl Netlink {
     }
 
     fn get_link(&mut self, message: LinkMessage) -> Result<Option<Link>, Failure> {
-        match self.request(RouteNetlinkMessage::GetLink(message), 0) {
+        match self
+            .channel
+            .request(RouteNetlinkMessage::GetLink(message), 0)
+        {
             Ok(replies) => Ok(replies.into_iter().find_map(new_link)),
             Err(f) if f.errno() == Some(libc::ENODEV) => Ok(None),
             Err(f) => Err(f),
@@ -348,7 +285,7 @@ impl Netlink {
         let mut message = LinkMessage::default();
         message.attributes = named(name, mtu);
         message.attributes.push(LinkAttribute::LinkInfo(info));
-        self.request(
+        self.channel.request(
             RouteNetlinkMessage::NewLink(message),
             NLM_F_CREATE | NLM_F_EXCL,
         )?;
@@ -392,7 +329,8 @@ impl Netlink {
     }
 
     fn set_link(&mut self, message: LinkMessage) -> Result<(), Failure> {
-        self.request(RouteNetlinkMessage::SetLink(message), 0)
+        self.channel
+            .request(RouteNetlinkMessage::SetLink(message), 0)
             .map(drop)
     }
 
@@ -401,7 +339,10 @@ impl Netlink {
     pub fn delete_link(&mut self, index: u32) -> Result<(), NetlinkError> {
         let mut message = LinkMessage::default();
         message.header.index = index;
-        match self.request(RouteNetlinkMessage::DelLink(message), 0) {
+        match self
+            .channel
+            .request(RouteNetlinkMessage::DelLink(message), 0)
+        {
             Ok(_) => Ok(()),
             Err(f) if f.errno() == Some(libc::ENODEV) => Ok(()),
             Err(f) => Err(f.during(Operation::DeleteLink(index))),
@@ -455,12 +396,13 @@ impl Netlink {
         message: AddressMessage,
         operation: Operation,
     ) -> Result<(), NetlinkError> {
-        self.request(
-            RouteNetlinkMessage::NewAddress(message),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map(drop)
-        .map_err(|f| f.during(operation))
+        self.channel
+            .request(
+                RouteNetlinkMessage::NewAddress(message),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .map(drop)
+            .map_err(|f| f.during(operation))
     }
 
     /// Every IPv4 address of the namespace: (link index, address, prefix length).
@@ -468,6 +410,7 @@ impl Netlink {
         let mut request = AddressMessage::default();
         request.header.family = AddressFamily::Inet;
         let replies = self
+            .channel
             .dump(RouteNetlinkMessage::GetAddress(request))
             .map_err(|f| f.during(Operation::ListAddresses))?;
         let mut addresses = Vec::new();
@@ -525,12 +468,13 @@ impl Netlink {
             }),
             RouteAttribute::Oif(index),
         ];
-        self.request(
-            RouteNetlinkMessage::NewRoute(message),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map(drop)
-        .map_err(|f| f.during(Operation::AddDefaultRoute { gateway, index }))
+        self.channel
+            .request(
+                RouteNetlinkMessage::NewRoute(message),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .map(drop)
+            .map_err(|f| f.during(Operation::AddDefaultRoute { gateway, index }))
     }
 
     /// The IPv4 unicast routes of the main table.
@@ -538,6 +482,7 @@ impl Netlink {
         let mut request = RouteMessage::default();
         request.header.address_family = AddressFamily::Inet;
         let replies = self
+            .channel
             .dump(RouteNetlinkMessage::GetRoute(request))
             .map_err(|f| f.during(Operation::ListRoutes))?;
         Ok(replies.into_iter().filter_map(new_route4).collect())
@@ -553,115 +498,6 @@ impl Netlink {
         match default.and_then(|r| r.oif) {
             Some(index) => Ok(self.link_by_index(index)?.map(|link| link.mtu)),
             None => Ok(None),
-        }
-    }
-
-    /// A dump, done again (up to [`DUMP_ATTEMPTS`] times) while the kernel says it was
-    /// interrupted by a change.
-    fn dump(&mut self, request: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, Failure> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let replies = self.exchange(request.clone(), NLM_F_DUMP)?;
-            if !replies.interrupted {
-                return Ok(replies.messages);
-            }
-            if attempts == DUMP_ATTEMPTS {
-                return Err(io::Error::from_raw_os_error(libc::EINTR).into());
-            }
-        }
-    }
-
-    /// A request acknowledged by the kernel: its replies, if any.
-    fn request(
-        &mut self,
-        request: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>, Failure> {
-        Ok(self.exchange(request, flags | NLM_F_ACK)?.messages)
-    }
-
-    /// Sends `request` and reads the replies with its sequence number until the kernel's
-    /// acknowledgement, error or `NLMSG_DONE`. Replies to earlier requests (left over after an
-    /// error in the middle of a dump) are skipped.
-    fn exchange(&mut self, request: RouteNetlinkMessage, flags: u16) -> Result<Replies, Failure> {
-        let sequence = self.send(request, flags)?;
-        let mut replies = Replies {
-            messages: Vec::new(),
-            interrupted: false,
-        };
-        loop {
-            let size = self.receive()?;
-            let mut offset = 0;
-            while offset < size {
-                let bytes = &self.buffer[offset..size];
-                let frame = NetlinkBuffer::new_checked(bytes).map_err(Failure::decode)?;
-                let length = frame.length() as usize;
-                offset += length.next_multiple_of(4);
-                if frame.sequence_number() != sequence {
-                    continue;
-                }
-                let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length])
-                    .map_err(Failure::decode)?;
-                let header = message.header;
-                match message.payload {
-                    NetlinkPayload::InnerMessage(inner) => {
-                        replies.interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
-                        replies.messages.push(inner);
-                    }
-                    NetlinkPayload::Error(error) => match error.code {
-                        None => return Ok(replies),
-                        Some(code) => {
-                            return Err(Failure {
-                                source: io::Error::from_raw_os_error(-code.get()),
-                                message: extended_ack(header.flags, &error.header),
-                            });
-                        }
-                    },
-                    NetlinkPayload::Done(done) => {
-                        if done.code != 0 {
-                            return Err(io::Error::from_raw_os_error(-done.code).into());
-                        }
-                        replies.interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
-                        return Ok(replies);
-                    }
-                    NetlinkPayload::Overrun(_) => {
-                        return Err(io::Error::from_raw_os_error(libc::ENOBUFS).into());
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    fn send(&mut self, request: RouteNetlinkMessage, flags: u16) -> Result<u32, Failure> {
-        self.sequence = self.sequence.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.sequence;
-        let mut message = NetlinkMessage::new(header, NetlinkPayload::from(request));
-        message.finalize();
-        let mut bytes = vec![0; message.buffer_len()];
-        message.serialize(&mut bytes);
-        let sent = self.socket.send(&bytes, 0)?;
-        if sent != bytes.len() {
-            return Err(io::Error::from_raw_os_error(libc::EMSGSIZE).into());
-        }
-        Ok(self.sequence)
-    }
-
-    /// Reads one datagram into the buffer; its length.
-    fn receive(&mut self) -> Result<usize, Failure> {
-        loop {
-            // MSG_TRUNC: the datagram's real length, to tell a truncated one.
-            match self.socket.recv(&mut &mut self.buffer[..], libc::MSG_TRUNC) {
-                Ok(size) if size > self.buffer.len() => {
-                    return Err(io::Error::from_raw_os_error(libc::EMSGSIZE).into());
-                }
-                Ok(size) => return Ok(size),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
         }
     }
 }
@@ -766,26 +602,6 @@ fn new_route4(reply: RouteNetlinkMessage) -> Option<Route4> {
     Some(route)
 }
 
-/// The kernel's extended-ack text from an `NLMSG_ERROR`'s payload after the code: the
-/// request's header (or, without `NLM_F_CAPPED`, the whole request), then attributes when
-/// `NLM_F_ACK_TLVS` is set.
-fn extended_ack(flags: u16, after_code: &[u8]) -> Option<String> {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
-    }
-    let echoed = if flags & NLM_F_CAPPED != 0 {
-        HEADER_LEN
-    } else {
-        let length = after_code.get(..4)?;
-        u32::from_ne_bytes(length.try_into().ok()?) as usize
-    };
-    let attributes = after_code.get(echoed.next_multiple_of(4)..)?;
-    NlasIterator::new(attributes)
-        .map_while(Result::ok)
-        .find(|nla| nla.kind() == NLMSGERR_ATTR_MSG)
-        .and_then(|nla| parse_string(nla.value()).ok())
-        .filter(|text| !text.is_empty())
-}
-
+mod socket;
 #[cfg(test)]
 mod tests;

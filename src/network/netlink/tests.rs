@@ -4,7 +4,7 @@
 //! back through the client's own dumps and through `ip -j`.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -306,6 +306,44 @@ fn uplink_mtu_follows_the_default_route() {
             ),
             "the extended ack's text: {err:?}"
         );
+    });
+}
+
+#[test]
+fn ipv6_address_and_default_route() {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        eprintln!("SKIP: ipv6_address_and_default_route: the kernel has no IPv6");
+        return;
+    }
+    in_netns("ipv6_address_and_default_route", |ns| {
+        let mut nl = Netlink::open().expect("open");
+        let v6 = nl
+            .add_veth("v6", "v6p", ns.other.as_fd(), 0)
+            .expect("add veth");
+        let mut other = Netlink::open_in(ns.other.as_fd()).expect("open in other");
+        let peer = other.link("v6p").expect("link").expect("peer");
+        other.set_up(peer.index).expect("peer up");
+        nl.set_up(v6).expect("up");
+        let address: Ipv6Addr = "fd00:6d6d::2".parse().expect("address");
+        nl.add_address6(v6, address, 64).expect("address");
+        let again = nl.add_address6(v6, address, 64);
+        assert_eq!(again.map_err(|e| e.errno()), Err(Some(libc::EEXIST)));
+        let gateway: Ipv6Addr = "fd00:6d6d::1".parse().expect("gateway");
+        nl.add_default_route6(gateway, v6).expect("default route");
+
+        let addresses = ip(None, &["-6", "addr", "show", "dev", "v6"]);
+        let info = by_name(&addresses, "v6")["addr_info"]
+            .as_array()
+            .expect("addr_info")
+            .iter()
+            .find(|a| a["local"] == "fd00:6d6d::2")
+            .expect("ip sees the address")
+            .clone();
+        assert_eq!(info["prefixlen"], 64);
+        assert_eq!(info["nodad"], true, "{info}");
+        let routes = ip(None, &["-6", "route", "show", "default"]);
+        assert_eq!(routes[0]["gateway"], "fd00:6d6d::1", "{routes}");
+        assert_eq!(routes[0]["dev"], "v6", "{routes}");
     });
 }
 
