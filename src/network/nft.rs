@@ -29,6 +29,7 @@ use std::net::Ipv4Addr;
 use nfnl::{Attrs, Batch, Conn, F_APPEND, F_CREATE, F_REQUEST};
 
 const TABLE: &str = "mm";
+const DELETE_TABLE: &str = "delete table ip mm";
 const TAG: &str = "mm:";
 /// nft's longest comment, with its NUL.
 const COMMENT_MAX: usize = 128;
@@ -105,16 +106,24 @@ pub enum NftError {
 pub fn add(rules: &MachineRules<'_>) -> Result<(), NftError> {
     let planned = plan(rules)?;
     let tag = tag(rules.machine);
-    change(rules.machine, |listed, batch| {
-        batch.push(
-            nfnl::NEWTABLE,
-            F_REQUEST | F_CREATE,
-            "create table ip mm".into(),
-            |a| {
-                a.str(TABLE_NAME, TABLE);
-            },
-        );
-        for chain in &CHAINS {
+    change(rules.machine, |listing, batch| {
+        // Chains already as wanted are left alone: the kernel takes milliseconds to
+        // update a base chain, even to the same settings.
+        let missing: Vec<_> = CHAINS
+            .iter()
+            .filter(|want| !listing.chains.iter().any(|have| want.is(have)))
+            .collect();
+        if !missing.is_empty() {
+            batch.push(
+                nfnl::NEWTABLE,
+                F_REQUEST | F_CREATE,
+                "create table ip mm".into(),
+                |a| {
+                    a.str(TABLE_NAME, TABLE);
+                },
+            );
+        }
+        for chain in missing {
             let what = format!("create chain {} in table ip mm", chain.name);
             batch.push(nfnl::NEWCHAIN, F_REQUEST | F_CREATE, what, |a| {
                 a.str(CHAIN_TABLE, TABLE).str(CHAIN_NAME, chain.name);
@@ -125,7 +134,8 @@ pub fn add(rules: &MachineRules<'_>) -> Result<(), NftError> {
                 a.u32(CHAIN_POLICY, NF_ACCEPT).str(CHAIN_TYPE, chain.kind);
             });
         }
-        for rule in listed
+        for rule in listing
+            .rules
             .iter()
             .filter(|r| r.machine.as_deref() == Some(rules.machine))
         {
@@ -147,21 +157,17 @@ pub fn add(rules: &MachineRules<'_>) -> Result<(), NftError> {
 }
 
 /// Removes the machine's rules; removes the table when no rule of any machine is left.
-/// Idempotent (no table → Ok).
+/// Idempotent (no table → Ok). A rule without an mm tag (someone's own) keeps the table.
 pub fn remove(machine: &str) -> Result<(), NftError> {
-    change(machine, |listed, batch| {
-        let (mine, others): (Vec<_>, Vec<_>) = listed
+    change(machine, |listing, batch| {
+        let (mine, others): (Vec<_>, Vec<_>) = listing
+            .rules
             .iter()
             .partition(|r| r.machine.as_deref() == Some(machine));
         if others.is_empty() {
-            batch.push(
-                nfnl::DELTABLE,
-                F_REQUEST,
-                "delete table ip mm".into(),
-                |a| {
-                    a.str(TABLE_NAME, TABLE);
-                },
-            );
+            batch.push(nfnl::DELTABLE, F_REQUEST, DELETE_TABLE.into(), |a| {
+                a.str(TABLE_NAME, TABLE);
+            });
         } else {
             mine.into_iter().for_each(|rule| delete_rule(batch, rule));
         }
@@ -183,57 +189,46 @@ pub fn machines() -> Result<Vec<String>, NftError> {
 /// that see IPv4 forwarding (`ip`, `inet`) are looked at.
 pub fn dropping_forward_chains() -> Result<Vec<String>, NftError> {
     let mut conn = Conn::open().map_err(NftError::Socket)?;
-    let mut found = Vec::new();
-    conn.dump(
-        nfnl::GETCHAIN,
-        nfnl::FAMILY_ANY,
-        |_| {},
-        |family, attrs| {
-            let family = match family {
-                nfnl::FAMILY_IP => "ip",
-                FAMILY_INET => "inet",
-                _ => return,
+    let found = list_chains(&mut conn, nfnl::FAMILY_ANY)?
+        .into_iter()
+        .filter(|c| c.hook == Some(NF_INET_FORWARD) && c.policy == Some(NF_DROP))
+        .filter(|c| c.family == FAMILY_INET || (c.family == nfnl::FAMILY_IP && c.table != TABLE))
+        .map(|c| {
+            let family = if c.family == FAMILY_INET {
+                "inet"
+            } else {
+                "ip"
             };
-            let (mut table, mut name, mut hook, mut policy) =
-                (String::new(), String::new(), None, None);
-            for (kind, value) in attrs {
-                match kind {
-                    CHAIN_TABLE => table = nfnl::string(value),
-                    CHAIN_NAME => name = nfnl::string(value),
-                    CHAIN_POLICY => policy = nfnl::be_number(value),
-                    CHAIN_HOOK => {
-                        hook = nfnl::AttrIter(value)
-                            .find(|(kind, _)| *kind == HOOK_HOOKNUM)
-                            .and_then(|(_, v)| nfnl::be_number(v))
-                    }
-                    _ => {}
-                }
-            }
-            let ours = family == "ip" && table == TABLE;
-            if !ours && hook == Some(NF_INET_FORWARD.into()) && policy == Some(NF_DROP.into()) {
-                found.push(format!("table {family} {table}, chain {name}"));
-            }
-        },
-    )
-    .map_err(|source| NftError::List {
-        what: "chains",
-        source,
-    })?;
+            format!("table {family} {}, chain {}", c.table, c.name)
+        })
+        .collect();
     Ok(found)
+}
+
+/// What a change is decided from: mm's table as the kernel has it.
+struct Listing {
+    rules: Vec<Listed>,
+    /// The chains of table ip mm.
+    chains: Vec<ListedChain>,
 }
 
 /// Runs one change: lists mm's table, lets `build` fill a batch from the listing, sends it;
 /// starts again when the ruleset changed in between.
-fn change(machine: &str, mut build: impl FnMut(&[Listed], &mut Batch)) -> Result<(), NftError> {
+fn change(machine: &str, mut build: impl FnMut(&Listing, &mut Batch)) -> Result<(), NftError> {
     let mut conn = Conn::open().map_err(NftError::Socket)?;
     for _ in 0..TRIES {
         let generation = conn.generation().map_err(|source| NftError::List {
             what: "the ruleset's generation",
             source,
         })?;
-        let listed = list_rules(&mut conn)?;
+        let mut chains = list_chains(&mut conn, nfnl::FAMILY_IP)?;
+        chains.retain(|c| c.table == TABLE);
+        let listing = Listing {
+            rules: list_rules(&mut conn)?,
+            chains,
+        };
         let mut batch = Batch::new(generation);
-        build(&listed, &mut batch);
+        build(&listing, &mut batch);
         if batch.is_empty() {
             return Ok(());
         }
@@ -243,7 +238,7 @@ fn change(machine: &str, mut build: impl FnMut(&[Listed], &mut Batch)) -> Result
             // Deleting a table that is not there: nothing to remove.
             Err(refusal)
                 if refusal.errno == libc::ENOENT
-                    && refusal.what.as_deref() == Some("delete table ip mm") =>
+                    && refusal.what.as_deref() == Some(DELETE_TABLE) =>
             {
                 return Ok(());
             }
@@ -259,6 +254,63 @@ fn change(machine: &str, mut build: impl FnMut(&[Listed], &mut Batch)) -> Result
     Err(NftError::Busy {
         machine: machine.into(),
     })
+}
+
+/// A chain as listed by the kernel.
+struct ListedChain {
+    family: u8,
+    table: String,
+    name: String,
+    /// Base chains: hook number and priority.
+    hook: Option<u32>,
+    priority: Option<i32>,
+    kind: Option<String>,
+    policy: Option<u32>,
+}
+
+fn list_chains(conn: &mut Conn, family: u8) -> Result<Vec<ListedChain>, NftError> {
+    let mut chains = Vec::new();
+    conn.dump(
+        nfnl::GETCHAIN,
+        family,
+        |_| {},
+        |family, attrs| {
+            let mut chain = ListedChain {
+                family,
+                table: String::new(),
+                name: String::new(),
+                hook: None,
+                priority: None,
+                kind: None,
+                policy: None,
+            };
+            let number = |value| nfnl::be_number(value).and_then(|n| u32::try_from(n).ok());
+            for (kind, value) in attrs {
+                match kind {
+                    CHAIN_TABLE => chain.table = nfnl::string(value),
+                    CHAIN_NAME => chain.name = nfnl::string(value),
+                    CHAIN_POLICY => chain.policy = number(value),
+                    CHAIN_TYPE => chain.kind = Some(nfnl::string(value)),
+                    CHAIN_HOOK => {
+                        for (kind, value) in nfnl::AttrIter(value) {
+                            match kind {
+                                HOOK_HOOKNUM => chain.hook = number(value),
+                                HOOK_PRIORITY => chain.priority = number(value).map(|p| p as i32),
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            chains.push(chain);
+        },
+    )
+    .map_err(|source| NftError::List {
+        what: "chains",
+        source,
+    })?;
+    Ok(chains)
 }
 
 /// A rule of mm's table as listed by the kernel.
@@ -337,6 +389,17 @@ struct BaseChain {
     kind: &'static str,
     hook: u32,
     priority: i32,
+}
+
+impl BaseChain {
+    /// Whether the listed chain of table ip mm is this one, with its settings.
+    fn is(&self, have: &ListedChain) -> bool {
+        have.name == self.name
+            && have.kind.as_deref() == Some(self.kind)
+            && have.hook == Some(self.hook)
+            && have.priority == Some(self.priority)
+            && have.policy == Some(NF_ACCEPT)
+    }
 }
 
 const CHAINS: [BaseChain; 4] = [
