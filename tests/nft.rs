@@ -337,6 +337,47 @@ fn errors_name_what_failed() {
     });
 }
 
+/// Two threads in one namespace add the same machine, and add and remove another, at once:
+/// each change is applied whole over the others' (the generation check makes the loser list
+/// again), so the end state has each machine's rules once.
+#[test]
+fn concurrent_changes_do_not_mix() {
+    if !root("concurrent_changes_do_not_mix") {
+        return;
+    }
+    const ROUNDS: usize = 30;
+    let forwards = two_forwards();
+    in_netns(|| {
+        let netns = std::fs::File::open("/proc/thread-self/ns/net").expect("open netns");
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..2)
+                .map(|worker| {
+                    let (netns, forwards) = (&netns, &forwards);
+                    s.spawn(move || {
+                        nix::sched::setns(netns, CloneFlags::CLONE_NEWNET).expect("setns");
+                        for _ in 0..ROUNDS {
+                            nft::add(&machine("a", "ve-a", 2, forwards)).expect("add a");
+                            if worker == 0 {
+                                nft::add(&machine("b", "ve-b", 3, &[])).expect("add b");
+                            } else {
+                                nft::remove("b").expect("remove b");
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            }
+        });
+        let rules = mm_rules(&ruleset());
+        assert_eq!(count(&rules, "mm:a"), 10, "{rules:?}");
+        assert!([0, 4].contains(&count(&rules, "mm:b")), "{rules:?}");
+    });
+}
+
 /// A real connection through the DNAT rules: netns A (the client, with mm's table) and
 /// netns B (the machine, 10.0.0.2) joined by a veth; from A, connections to A's own address
 /// port 8080 and to 127.0.0.1 port 8080 reach B's server on port 80.
@@ -419,9 +460,10 @@ fn a_forward_carries_a_connection() {
     });
 }
 
-/// `add` of a machine with two forwards beside `nft -f` of the same rules, each into a
-/// namespace without the table, and `add` again over existing rules. Prints medians.
-/// Run: `cargo test --release --test nft -- --ignored --nocapture timing`.
+/// `add` of a machine with two forwards beside `nft -f` of the same rules: into a namespace
+/// without the table, and over the same rules already there (`nft -f` flushes the table
+/// first, in the same batch); then `remove` of the last machine beside `nft delete table`.
+/// Prints medians. Run: `cargo test --release --test nft -- --ignored --nocapture timing`.
 #[test]
 #[ignore]
 fn timing() {
@@ -431,31 +473,46 @@ fn timing() {
     const RUNS: usize = 100;
     let forwards = two_forwards();
     let rules = machine("a", "ve-a", 2, &forwards);
-    let median = |mut v: Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (fresh, again, nft_f) = in_netns(|| {
-        let (mut fresh, mut again, mut nft_f) = (Vec::new(), Vec::new(), Vec::new());
-        let mut file = tempfile::NamedTempFile::new().expect("temp file");
-        file.write_all(SAME_RULES.as_bytes()).expect("write");
-        let path = file.path().to_str().expect("utf-8 path").to_owned();
+    let report = in_netns(|| {
+        let mut times: [Vec<Duration>; 6] = Default::default();
+        let file = |text: &str| {
+            let mut file = tempfile::NamedTempFile::new().expect("temp file");
+            file.write_all(text.as_bytes()).expect("write");
+            file
+        };
+        let (fresh, again) = (
+            file(SAME_RULES),
+            file(&format!("flush table ip mm\n{SAME_RULES}")),
+        );
+        let path = |f: &tempfile::NamedTempFile| f.path().to_str().expect("utf-8").to_owned();
+        let (fresh, again) = (path(&fresh), path(&again));
+        let mut time = |slot: usize, f: &mut dyn FnMut()| {
+            let start = Instant::now();
+            f();
+            times[slot].push(start.elapsed());
+        };
         for _ in 0..RUNS {
-            let start = Instant::now();
-            nft::add(&rules).expect("add");
-            fresh.push(start.elapsed());
-            let start = Instant::now();
-            nft::add(&rules).expect("add again");
-            again.push(start.elapsed());
-            nft::remove("a").expect("remove");
-            let start = Instant::now();
-            run("nft", &["-f", &path]);
-            nft_f.push(start.elapsed());
-            run("nft", &["delete", "table", "ip", "mm"]);
+            time(0, &mut || nft::add(&rules).expect("add"));
+            time(2, &mut || nft::add(&rules).expect("add again"));
+            time(4, &mut || nft::remove("a").expect("remove"));
+            time(1, &mut || drop(run("nft", &["-f", &fresh])));
+            time(3, &mut || drop(run("nft", &["-f", &again])));
+            time(5, &mut || {
+                drop(run("nft", &["delete", "table", "ip", "mm"]))
+            });
         }
-        (median(fresh), median(again), median(nft_f))
+        let medians: Vec<_> = times
+            .into_iter()
+            .map(|mut v| {
+                v.sort();
+                v[v.len() / 2]
+            })
+            .collect();
+        format!(
+            "median of {RUNS} (mm | nft): add, new table {:?} | {:?}; add over the same rules {:?} | {:?}; \
+             remove, table goes {:?} | {:?}",
+            medians[0], medians[1], medians[2], medians[3], medians[4], medians[5]
+        )
     });
-    eprintln!(
-        "median of {RUNS}: nft::add (new table) {fresh:?}, nft::add (replacing) {again:?}, nft -f {nft_f:?}"
-    );
+    eprintln!("{report}");
 }
