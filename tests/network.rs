@@ -47,13 +47,40 @@ impl Net {
             ip(&["netns", "add", ns]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
-        ip(&["-n", &host, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", &outside]);
+        ip(&[
+            "-n", &host, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns",
+            &outside,
+        ]);
         let mtu = uplink_mtu.to_string();
         ip(&["-n", &host, "link", "set", "uplink", "mtu", &mtu, "up"]);
         ip(&["-n", &outside, "link", "set", "eth0", "mtu", &mtu, "up"]);
-        ip(&["-n", &host, "addr", "add", &format!("{HOST_ADDRESS}/24"), "dev", "uplink"]);
-        ip(&["-n", &outside, "addr", "add", &format!("{OUTSIDE_ADDRESS}/24"), "dev", "eth0"]);
-        ip(&["-n", &host, "route", "add", "default", "via", OUTSIDE_ADDRESS]);
+        ip(&[
+            "-n",
+            &host,
+            "addr",
+            "add",
+            &format!("{HOST_ADDRESS}/24"),
+            "dev",
+            "uplink",
+        ]);
+        ip(&[
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            &format!("{OUTSIDE_ADDRESS}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&[
+            "-n",
+            &host,
+            "route",
+            "add",
+            "default",
+            "via",
+            OUTSIDE_ADDRESS,
+        ]);
         let served = tempfile::tempdir().unwrap();
         std::fs::write(served.path().join("hello"), "hello from outside\n").unwrap();
         let server = Command::new("nsenter")
@@ -62,6 +89,8 @@ impl Net {
             .arg(format!("{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}"))
             .arg("-h")
             .arg(served.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("busybox httpd runs");
@@ -72,9 +101,7 @@ impl Net {
             served,
         };
         eventually("the outside server listens", || {
-            net.in_outside(&["busybox", "nc", "-z", OUTSIDE_ADDRESS, &OUTSIDE_PORT.to_string()])
-                .status()
-                .is_ok_and(|s| s.success())
+            listening(&net.outside, OUTSIDE_PORT)
         });
         net
     }
@@ -93,19 +120,27 @@ impl Net {
 
     fn ok(&self, machines: &Machines, args: &[&str]) -> String {
         let (out, stdout, stderr) = self.mm(machines, args);
-        assert!(out.status.success(), "mm {args:?}: {:?}\n{stdout}\n{stderr}", out.status);
+        assert!(
+            out.status.success(),
+            "mm {args:?}: {:?}\n{stdout}\n{stderr}",
+            out.status
+        );
         stdout
     }
 
     fn in_host(&self, args: &[&str]) -> Command {
         let mut command = Command::new("nsenter");
-        command.arg(format!("--net=/run/netns/{}", self.host)).args(args);
+        command
+            .arg(format!("--net=/run/netns/{}", self.host))
+            .args(args);
         command
     }
 
     fn in_outside(&self, args: &[&str]) -> Command {
         let mut command = Command::new("nsenter");
-        command.arg(format!("--net=/run/netns/{}", self.outside)).args(args);
+        command
+            .arg(format!("--net=/run/netns/{}", self.outside))
+            .args(args);
         command
     }
 
@@ -120,7 +155,10 @@ impl Net {
 
     /// `nft list ruleset` of the host namespace.
     fn ruleset(&self) -> String {
-        let out = self.in_host(&["nft", "list", "ruleset"]).output().expect("nft runs");
+        let out = self
+            .in_host(&["nft", "list", "ruleset"])
+            .output()
+            .expect("nft runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -147,13 +185,46 @@ impl Drop for Net {
     }
 }
 
+/// Whether something listens on TCP `port` in the namespace `ns`.
+fn listening(ns: &str, port: u16) -> bool {
+    let tables = ip(&[
+        "netns",
+        "exec",
+        ns,
+        "cat",
+        "/proc/net/tcp",
+        "/proc/net/tcp6",
+    ]);
+    tables.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1)
+            .is_some_and(|a| a.ends_with(&format!(":{port:04X}")))
+            && f.get(3) == Some(&"0A")
+    })
+}
+
+/// A child killed when dropped (a test that fails must not leave it behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn netns_ready(test: &str) -> bool {
     if !ready(test) {
         return false;
     }
     for tool in ["ip", "nft", "nsenter"] {
         assert!(
-            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success(),
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap()
+                .status
+                .success(),
             "{tool} is missing: scripts/setup installs it"
         );
     }
@@ -162,7 +233,10 @@ fn netns_ready(test: &str) -> bool {
 
 /// `wget` inside a machine, bounded in time (busybox's own -T is broken in 1.35).
 fn fetch(net: &Net, machines: &Machines, machine: &str, url: &str) -> (bool, String) {
-    let (out, stdout, stderr) = net.mm(machines, &["exec", machine, "timeout", "5", "wget", "-qO-", url]);
+    let (out, stdout, stderr) = net.mm(
+        machines,
+        &["exec", machine, "--", "timeout", "5", "wget", "-qO-", url],
+    );
     (out.status.success(), format!("{stdout}{stderr}"))
 }
 
@@ -178,7 +252,10 @@ fn a_veth_machine_has_its_address_and_reaches_the_outside_through_nat() {
     }
     let mut net = Net::new(1400);
     let mut machines = Machines::new();
-    machines.define("v", "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nmode = \"veth\"\n");
+    machines.define(
+        "v",
+        "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nmode = \"veth\"\n",
+    );
     net.ok(&machines, &["start", "v"]);
     // The host's side: ve-v, with the subnet's first address and the uplink's MTU.
     let link = net.link("ve-v").expect("ve-v is on the host");
@@ -186,20 +263,34 @@ fn a_veth_machine_has_its_address_and_reaches_the_outside_through_nat() {
     let addrs = ip(&["-n", &net.host, "-j", "addr", "show", "ve-v"]);
     assert!(addrs.contains("\"10.123.0.1\""), "{addrs}");
     // The machine's side: host0 with the second address, a default route, the same MTU.
-    let inside = net.ok(&machines, &["exec", "v", "ip", "addr", "show", "host0"]);
+    let inside = net.ok(
+        &machines,
+        &["exec", "v", "--", "ip", "addr", "show", "host0"],
+    );
     assert!(inside.contains("inet 10.123.0.2/30"), "{inside}");
     assert!(inside.contains("mtu 1400"), "{inside}");
-    let routes = net.ok(&machines, &["exec", "v", "ip", "route"]);
-    assert!(routes.contains("default via 10.123.0.1 dev host0"), "{routes}");
-    let resolv = net.ok(&machines, &["exec", "v", "cat", "/etc/resolv.conf"]);
+    let routes = net.ok(&machines, &["exec", "v", "--", "ip", "route"]);
+    assert!(
+        routes.contains("default via 10.123.0.1 dev host0"),
+        "{routes}"
+    );
+    let resolv = net.ok(&machines, &["exec", "v", "--", "cat", "/etc/resolv.conf"]);
     assert!(resolv.contains("Written by mm"), "{resolv}");
     // Out through NAT: the outside sees the host's address, not the machine's.
-    let (ok, body) = fetch(&net, &machines, "v", &format!("http://{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}/hello"));
+    let (ok, body) = fetch(
+        &net,
+        &machines,
+        "v",
+        &format!("http://{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}/hello"),
+    );
     assert!(ok && body.contains("hello from outside"), "{body}");
     assert!(net.ruleset().contains("table ip mm"), "{}", net.ruleset());
     net.ok(&machines, &["stop", "v"]);
     let log = net.server_log();
-    assert!(log.contains(HOST_ADDRESS) && !log.contains("10.123."), "{log}");
+    assert!(
+        log.contains(HOST_ADDRESS) && !log.contains("10.123."),
+        "{log}"
+    );
     // Nothing is left: no link, no rules.
     assert!(net.link("ve-v").is_none());
     assert!(!net.ruleset().contains("table ip mm"), "{}", net.ruleset());
@@ -219,17 +310,29 @@ fn a_forward_reaches_the_machine_from_the_host_localhost_and_the_outside() {
     );
     net.ok(&machines, &["start", "web"]);
     let url = |host: &str| format!("http://{host}:8080/");
-    let wget = |host: &str| ["timeout", "5", "busybox", "wget", "-qO-"].iter().map(|s| s.to_string()).chain([url(host)]).collect::<Vec<_>>();
+    let wget = |host: &str| {
+        ["timeout", "5", "busybox", "wget", "-qO-"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([url(host)])
+            .collect::<Vec<_>>()
+    };
     for from in [HOST_ADDRESS, "127.0.0.1"] {
         let args = wget(from);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let body = host_fetch(&mut net.in_host(&args));
-        assert!(body.contains("Hello from an mm machine"), "from the host to {from}: {body}");
+        assert!(
+            body.contains("Hello from an mm machine"),
+            "from the host to {from}: {body}"
+        );
     }
     let args = wget(HOST_ADDRESS);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let body = host_fetch(&mut net.in_outside(&args));
-    assert!(body.contains("Hello from an mm machine"), "from the outside: {body}");
+    assert!(
+        body.contains("Hello from an mm machine"),
+        "from the outside: {body}"
+    );
     // The machine's own connections to a port 8080 elsewhere are not caught by it.
     let ruleset = net.ruleset();
     assert!(ruleset.contains("dport 8080"), "{ruleset}");
@@ -243,21 +346,27 @@ fn a_taken_host_port_fails_the_start_and_leaves_nothing() {
         return;
     }
     let net = Net::new(1500);
-    let mut holder = net
-        .in_host(&["busybox", "nc", "-l", "-p", "8081"])
-        .spawn()
-        .expect("nc runs");
-    eventually("nc listens", || {
-        ip(&["netns", "exec", &net.host, "cat", "/proc/net/tcp"]).contains(":1F91 00000000:0000 0A")
-    });
+    let holder = Killed(
+        net.in_host(&["busybox", "nc", "-l", "-p", "8081"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("nc runs"),
+    );
+    eventually("nc listens", || listening(&net.host, 8081));
     let mut machines = Machines::new();
     machines.define("clash", "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nmode = \"veth\"\nports = [\"8081:80\"]\n");
     let (out, _, stderr) = net.mm(&machines, &["start", "clash"]);
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert!(!out.status.success());
-    assert!(stderr.contains("host port 0.0.0.0:8081/tcp is taken by process"), "{stderr}");
-    assert!(stderr.contains("(nc)") || stderr.contains("(busybox)"), "{stderr}");
+    assert!(
+        stderr.contains("host port 0.0.0.0:8081/tcp is taken by process"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(nc)") || stderr.contains("(busybox)"),
+        "{stderr}"
+    );
     assert!(net.link("ve-clash").is_none());
     assert!(!net.ruleset().contains("table ip mm"), "{}", net.ruleset());
 }
@@ -282,14 +391,22 @@ fn machines_of_a_zone_reach_each_other_by_name_and_the_bridge_goes_with_the_last
     }
     let (ok, body) = fetch(&net, &machines, "zb", "http://za/");
     assert!(ok && body.contains("Hello from an mm machine"), "{body}");
-    let (ok, body) = fetch(&net, &machines, "zb", &format!("http://{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}/hello"));
+    let (ok, body) = fetch(
+        &net,
+        &machines,
+        "zb",
+        &format!("http://{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}/hello"),
+    );
     assert!(ok && body.contains("hello from outside"), "{body}");
     net.ok(&machines, &["stop", "za"]);
     assert!(net.link("vz-t").is_some(), "the bridge stays while zb runs");
-    let hosts = net.ok(&machines, &["exec", "zb", "cat", "/etc/hosts"]);
+    let hosts = net.ok(&machines, &["exec", "zb", "--", "cat", "/etc/hosts"]);
     assert!(!hosts.contains("\tza") && hosts.contains("\tzb"), "{hosts}");
     net.ok(&machines, &["stop", "zb"]);
-    assert!(net.link("vz-t").is_none(), "the bridge goes with the zone's last machine");
+    assert!(
+        net.link("vz-t").is_none(),
+        "the bridge goes with the zone's last machine"
+    );
 }
 
 #[test]
@@ -301,18 +418,32 @@ fn after_a_killed_supervisor_the_next_mm_command_takes_the_network_away() {
     let mut machines = Machines::new();
     machines.define("k", "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nzone = \"k\"\nports = [\"8082:80\"]\n");
     net.ok(&machines, &["start", "k"]);
-    let status: serde_json::Value = serde_json::from_str(&net.ok(&machines, &["status", "k", "--json"])).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&net.ok(&machines, &["status", "k", "--json"])).unwrap();
     let supervisor = status["supervisor"].as_i64().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     eventually("the supervisor is gone", || !alive(supervisor));
-    assert!(net.ruleset().contains("table ip mm"), "rules stay until someone looks");
-    net.ok(&machines, &["status", "k"]);
-    eventually("the machine's links are gone", || net.link("vb-k").is_none());
+    assert!(
+        net.ruleset().contains("table ip mm"),
+        "rules stay until someone looks"
+    );
+    let (_, stdout, _) = net.mm(&machines, &["status", "k"]);
+    assert!(stdout.contains("supervisor was killed"), "{stdout}");
+    eventually("the machine's links are gone", || {
+        net.link("vb-k").is_none()
+    });
     assert!(net.link("vz-k").is_none(), "{:?}", net.links());
     assert!(!net.ruleset().contains("table ip mm"), "{}", net.ruleset());
     // And it starts again, with the same address.
     net.ok(&machines, &["start", "k"]);
-    let again = net.ok(&machines, &["exec", "k", "ip", "addr", "show", "host0"]);
+    let again = net.ok(
+        &machines,
+        &["exec", "k", "--", "ip", "addr", "show", "host0"],
+    );
     assert!(again.contains("inet 10.123.0.2/24"), "{again}");
     net.ok(&machines, &["stop", "k"]);
 }
@@ -335,10 +466,16 @@ fn a_rootless_veth_machine_is_refused_with_the_reason() {
         user.give(dir.path());
         let (out, _, stderr) = run(user.mm(dir.path(), &["plan", "rl"]));
         assert_eq!(out.status.code(), Some(69), "{stderr}");
-        assert!(stderr.contains("an ordinary user may not make links"), "{stderr}");
+        assert!(
+            stderr.contains("an ordinary user may not make links"),
+            "{stderr}"
+        );
     } else {
         let (out, _, stderr) = run(mm(dir.path(), &["plan", "rl"]));
         assert_eq!(out.status.code(), Some(69), "{stderr}");
-        assert!(stderr.contains("an ordinary user may not make links"), "{stderr}");
+        assert!(
+            stderr.contains("an ordinary user may not make links"),
+            "{stderr}"
+        );
     }
 }

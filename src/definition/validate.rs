@@ -16,8 +16,8 @@ use super::raw::{
 use super::source::{Digest, ImageSource, SourceError, TRANSPORTS};
 use super::units::{parse_cpus, parse_size};
 use super::{
-    Bind, BindSource, CapabilityDrop, Definition, Image, Located, MachineName,
-    Resources, Security, Storage, UserRange,
+    Bind, BindSource, CapabilityDrop, Definition, Image, Located, MachineName, Resources, Security,
+    Storage, UserRange,
 };
 use exec::exec;
 use network::network;

@@ -46,6 +46,8 @@ pub struct Resolvers {
 const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
 
 impl NetworkFacts {
+    /// Reads the routes from /proc/net/route and the uplink's MTU over netlink (both are
+    /// this process's network namespace's; /sys/class/net may show another's).
     pub fn probe() -> Self {
         let routes = std::fs::read_to_string("/proc/net/route")
             .map(|text| parse_routes(&text))
@@ -54,10 +56,11 @@ impl NetworkFacts {
             .iter()
             .find(|(r, _)| r.destination.prefix == 0)
             .and_then(|(r, _)| {
-                let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", r.device)).ok()?;
+                let mut nl = crate::network::netlink::Netlink::open().ok()?;
+                let link = nl.link(&r.device).ok()??;
                 Some(Uplink {
                     device: r.device.clone(),
-                    mtu: mtu.trim().parse().ok()?,
+                    mtu: link.mtu,
                 })
             });
         let resolvers = resolvers(Path::new("/etc/resolv.conf"), Path::new(RESOLVED_UPSTREAM));
@@ -77,7 +80,8 @@ fn parse_routes(text: &str) -> Vec<(Route, u32)> {
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let (device, destination, metric, mask) = (f.first()?, hex(f.get(1)?)?, f.get(6)?, hex(f.get(7)?)?);
+            let (device, destination, metric, mask) =
+                (f.first()?, hex(f.get(1)?)?, f.get(6)?, hex(f.get(7)?)?);
             let prefix = u8::try_from(mask.count_ones()).ok()?;
             let destination = Ipv4Net::new(Ipv4Addr::from(destination), prefix)?;
             Some((
@@ -105,7 +109,13 @@ fn resolvers(main: &Path, upstream: &Path) -> Resolvers {
             ..Resolvers::default()
         };
     };
-    let reachable = |servers: &[IpAddr]| servers.iter().copied().filter(|s| !s.is_loopback()).collect::<Vec<_>>();
+    let reachable = |servers: &[IpAddr]| {
+        servers
+            .iter()
+            .copied()
+            .filter(|s| !s.is_loopback())
+            .collect::<Vec<_>>()
+    };
     if !servers.is_empty() && reachable(&servers).is_empty() {
         if let Some((up, up_other)) = read(upstream)
             && !reachable(&up).is_empty()
@@ -131,7 +141,9 @@ fn resolvers(main: &Path, upstream: &Path) -> Resolvers {
     }
     Resolvers {
         from: main.to_owned(),
-        missing: servers.is_empty().then(|| format!("{} names no name server", main.display())),
+        missing: servers
+            .is_empty()
+            .then(|| format!("{} names no name server", main.display())),
         servers: reachable(&servers),
         other,
     }
@@ -143,7 +155,9 @@ fn parse_resolv(text: &str) -> (Vec<IpAddr>, Vec<String>) {
     for line in text.lines().map(str::trim) {
         let mut words = line.split_whitespace();
         match words.next() {
-            Some("nameserver") => servers.extend(words.next().and_then(|w| w.parse::<IpAddr>().ok())),
+            Some("nameserver") => {
+                servers.extend(words.next().and_then(|w| w.parse::<IpAddr>().ok()))
+            }
             Some("search" | "options" | "domain") => other.push(line.to_owned()),
             _ => {}
         }

@@ -199,7 +199,13 @@ impl fmt::Display for PortForward {
         if let Some(address) = self.host_address {
             write!(f, "{address}:")?;
         }
-        write!(f, "{}:{}/{}", self.host_ports, self.ports, self.proto.name())
+        write!(
+            f,
+            "{}:{}/{}",
+            self.host_ports,
+            self.ports,
+            self.proto.name()
+        )
     }
 }
 
@@ -283,7 +289,15 @@ mod tests {
             f.pairs().collect::<Vec<_>>(),
             [(9000, 7000), (9001, 7001), (9002, 7002)]
         );
-        for bad in ["80", "0:80", "a:80", "1:2:3:4", "80:80/sctp", "10-20:10-30", "9-1:9-1"] {
+        for bad in [
+            "80",
+            "0:80",
+            "a:80",
+            "1:2:3:4",
+            "80:80/sctp",
+            "10-20:10-30",
+            "9-1:9-1",
+        ] {
             assert!(bad.parse::<PortForward>().is_err(), "{bad}");
         }
     }

@@ -140,7 +140,12 @@ impl Ipam {
     /// `machine`'s address: the recorded one if it still gives what `want` asks for, else
     /// a new one, recorded. `routes` are the host's (those on mm's own links included:
     /// a subnet of a machine's is skipped as taken anyway).
-    pub fn allocate(&self, machine: &str, want: &Want, routes: &[Ipv4Net]) -> Result<Record, IpamError> {
+    pub fn allocate(
+        &self,
+        machine: &str,
+        want: &Want,
+        routes: &[Ipv4Net],
+    ) -> Result<Record, IpamError> {
         std::fs::create_dir_all(&self.machines).map_err(io(&self.machines))?;
         let lock = self.machines.join(".address.lock");
         let _lock = crate::state::lock(&lock, true).map_err(io(&lock))?;
@@ -169,7 +174,11 @@ pub fn zone_subnet(zone: &str, others: &[(String, Record)]) -> Option<Ipv4Net> {
 }
 
 /// The address `want` gets, given the other machines' records and the host's routes.
-pub fn choose(want: &Want, others: &[(String, Record)], routes: &[Ipv4Net]) -> Result<Record, IpamError> {
+pub fn choose(
+    want: &Want,
+    others: &[(String, Record)],
+    routes: &[Ipv4Net],
+) -> Result<Record, IpamError> {
     let ours: Vec<Ipv4Net> = others.iter().map(|(_, r)| r.subnet()).collect();
     let theirs: Vec<Ipv4Net> = routes
         .iter()
@@ -197,8 +206,14 @@ pub fn choose(want: &Want, others: &[(String, Record)], routes: &[Ipv4Net]) -> R
                     "zone `{zone}` has the subnet {subnet}, and {address} is not in it"
                 )));
             }
-            if let Some((machine, _)) = others.iter().find(|(_, r)| r.address.address == address.address) {
-                return Err(IpamError::Taken(format!("{} is machine `{machine}`'s address", address.address)));
+            if let Some((machine, _)) = others
+                .iter()
+                .find(|(_, r)| r.address.address == address.address)
+            {
+                return Err(IpamError::Taken(format!(
+                    "{} is machine `{machine}`'s address",
+                    address.address
+                )));
             }
             return Ok(record(address));
         }
@@ -206,8 +221,15 @@ pub fn choose(want: &Want, others: &[(String, Record)], routes: &[Ipv4Net]) -> R
         return subnet
             .host_addresses()
             .find(|a| Some(*a) != gateway && !used.contains(a))
-            .map(|a| record(Ipv4Net { address: a, prefix: subnet.prefix }))
-            .ok_or(IpamError::Exhausted { prefix: subnet.prefix });
+            .map(|a| {
+                record(Ipv4Net {
+                    address: a,
+                    prefix: subnet.prefix,
+                })
+            })
+            .ok_or(IpamError::Exhausted {
+                prefix: subnet.prefix,
+            });
     }
     if let Some(address) = want.address {
         let subnet = address.network();
@@ -232,8 +254,13 @@ pub fn choose(want: &Want, others: &[(String, Record)], routes: &[Ipv4Net]) -> R
         let blocks = 1u32 << (prefix - pool.prefix);
         let size = 1u32 << (32 - prefix);
         for n in 0..blocks {
-            let Some(start) = pool.nth(n * size) else { break };
-            let block = Ipv4Net { address: start, prefix };
+            let Some(start) = pool.nth(n * size) else {
+                break;
+            };
+            let block = Ipv4Net {
+                address: start,
+                prefix,
+            };
             if free(block)
                 && let Some(address) = block.nth(2)
             {
@@ -253,7 +280,10 @@ mod tests {
     }
 
     fn want(link: LinkKey) -> Want {
-        Want { link, address: None }
+        Want {
+            link,
+            address: None,
+        }
     }
 
     #[test]
@@ -262,9 +292,17 @@ mod tests {
         let ipam = Ipam::new(dir.path());
         let routes = [net("0.0.0.0/0"), net("10.123.0.0/29")];
         let a = ipam.allocate("a", &want(LinkKey::Veth), &routes).unwrap();
-        assert_eq!(a.address, net("10.123.0.10/30"), "skips the host's 10.123.0.0/29");
+        assert_eq!(
+            a.address,
+            net("10.123.0.10/30"),
+            "skips the host's 10.123.0.0/29"
+        );
         assert_eq!(a.gateway().to_string(), "10.123.0.9");
-        assert_eq!(ipam.allocate("a", &want(LinkKey::Veth), &routes).unwrap(), a, "stable");
+        assert_eq!(
+            ipam.allocate("a", &want(LinkKey::Veth), &routes).unwrap(),
+            a,
+            "stable"
+        );
         // The route to a's own link does not push a's next neighbour away.
         let routes = [net("10.123.0.0/29"), net("10.123.0.8/30")];
         let b = ipam.allocate("b", &want(LinkKey::Veth), &routes).unwrap();
@@ -280,7 +318,9 @@ mod tests {
         let b = ipam.allocate("b", &zone(), &[]).unwrap();
         assert_eq!(a.address, net("10.123.0.2/24"));
         assert_eq!(b.address, net("10.123.0.3/24"));
-        let other = ipam.allocate("c", &want(LinkKey::Zone("db".into())), &[]).unwrap();
+        let other = ipam
+            .allocate("c", &want(LinkKey::Zone("db".into())), &[])
+            .unwrap();
         assert_eq!(other.address, net("10.123.1.2/24"));
         let veth = ipam.allocate("d", &want(LinkKey::Veth), &[]).unwrap();
         assert_eq!(veth.address, net("10.123.2.2/30"));
@@ -294,14 +334,26 @@ mod tests {
             link: LinkKey::Zone(zone.into()),
             address: Some(net(a)),
         };
-        ipam.allocate("a", &at("app", "192.168.50.10/24"), &[]).unwrap();
-        let b = ipam.allocate("b", &want(LinkKey::Zone("app".into())), &[]).unwrap();
+        ipam.allocate("a", &at("app", "192.168.50.10/24"), &[])
+            .unwrap();
+        let b = ipam
+            .allocate("b", &want(LinkKey::Zone("app".into())), &[])
+            .unwrap();
         assert_eq!(b.address, net("192.168.50.2/24"));
-        let e = ipam.allocate("c", &at("app", "192.168.51.3/24"), &[]).unwrap_err();
-        assert!(e.to_string().contains("has the subnet 192.168.50.0/24"), "{e}");
-        let e = ipam.allocate("c", &at("app", "192.168.50.10/24"), &[]).unwrap_err();
+        let e = ipam
+            .allocate("c", &at("app", "192.168.51.3/24"), &[])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("has the subnet 192.168.50.0/24"),
+            "{e}"
+        );
+        let e = ipam
+            .allocate("c", &at("app", "192.168.50.10/24"), &[])
+            .unwrap_err();
         assert!(e.to_string().contains("machine `a`"), "{e}");
-        let e = ipam.allocate("c", &at("db", "192.168.50.20/28"), &[]).unwrap_err();
+        let e = ipam
+            .allocate("c", &at("db", "192.168.50.20/28"), &[])
+            .unwrap_err();
         assert!(e.to_string().contains("overlaps"), "{e}");
         let e = ipam
             .allocate("c", &at("db", "172.20.0.5/24"), &[net("172.16.0.0/12")])

@@ -70,7 +70,10 @@ fn find_holder(proto: Proto, port: u16) -> Option<String> {
     let link = format!("socket:[{inode}]");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let pid = entry.file_name();
-        let Some(pid) = pid.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
@@ -84,7 +87,9 @@ fn find_holder(proto: Proto, port: u16) -> Option<String> {
             return Some(format!("process {pid} ({})", comm.trim()));
         }
     }
-    Some(format!("a socket (inode {inode}) of a process mm may not see"))
+    Some(format!(
+        "a socket (inode {inode}) of a process mm may not see"
+    ))
 }
 
 /// The inode of the socket bound to `port` in a /proc/net table (listening, for TCP).
@@ -111,11 +116,20 @@ mod tests {
         let forward: PortForward = format!("127.0.0.1:{port}:80").parse().unwrap();
         let e = hold(&[forward]).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains(&format!("127.0.0.1:{port}/tcp is taken")), "{text}");
-        assert!(text.contains(&format!("process {}", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("127.0.0.1:{port}/tcp is taken")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("process {}", std::process::id())),
+            "{text}"
+        );
         drop(listener);
         let held = hold(&[forward]).unwrap();
         assert_eq!(held.len(), 1);
-        assert!(TcpListener::bind(("127.0.0.1", port)).is_err(), "held while it lives");
+        assert!(
+            TcpListener::bind(("127.0.0.1", port)).is_err(),
+            "held while it lives"
+        );
     }
 }

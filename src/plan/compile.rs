@@ -8,16 +8,15 @@ use super::{
     Network, Plan, Registration, RootFs, Security, StoredLayer, Upper, machine_id,
 };
 use crate::definition::{
-    CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, Resources,
-    capability,
+    CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, Resources, capability,
 };
 use crate::host::{CgroupMode, Host};
 use crate::image::{ImageRecord, Store};
 
 use super::ids::ids;
 use super::known::{Known, Rejected, ids_taken, no_command};
-use super::network::{address_taken, network};
 use super::mounts::mounts;
+use super::network::{address_taken, network};
 use super::process::{process, stop};
 
 /// The CFS period mm uses for `cpus`: 100 ms, the kernel's default.

@@ -213,7 +213,10 @@ pub enum Mount {
         points_to: String,
     },
     /// A read-only file of the given content (on a small tmpfs of its own).
-    File { target: String, content: String },
+    File {
+        target: String,
+        content: String,
+    },
 }
 
 /// One cgroup hierarchy of the host, mounted again in the machine's tree.

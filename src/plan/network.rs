@@ -38,7 +38,11 @@ pub fn wanted(def: &Definition) -> Option<Want> {
 
 /// A static address another machine or the host's routes already hold (checked when
 /// compiling; the allocation at start checks again under the lock).
-pub(super) fn address_taken(def: &Definition, host: &Host, known: KnownAddresses<'_>) -> Option<Diagnostic> {
+pub(super) fn address_taken(
+    def: &Definition,
+    host: &Host,
+    known: KnownAddresses<'_>,
+) -> Option<Diagnostic> {
     let want = wanted(def)?;
     let located = def.network.address.as_ref()?;
     if known.own.is_some_and(|own| want.met_by(own)) {
@@ -47,7 +51,11 @@ pub(super) fn address_taken(def: &Definition, host: &Host, known: KnownAddresses
     let routes: Vec<_> = host.network.routes.iter().map(|r| r.destination).collect();
     match ipam::choose(&want, known.others, &routes) {
         Ok(_) => None,
-        Err(e) => Some(def.file.error_at(&located.span, e.to_string()).key("network.address")),
+        Err(e) => Some(
+            def.file
+                .error_at(&located.span, e.to_string())
+                .key("network.address"),
+        ),
     }
 }
 
@@ -87,7 +95,12 @@ pub(super) fn network(
     let zone = zone.map(|zone| Zone {
         name: zone.as_str().to_owned(),
         bridge: format!("vz-{}", zone.as_str()),
-        hosts: host.dirs.runtime.join(".zones").join(zone.as_str()).join("hosts"),
+        hosts: host
+            .dirs
+            .runtime
+            .join(".zones")
+            .join(zone.as_str())
+            .join("hosts"),
     });
     let mut mounts = vec![Mount::File {
         target: "/etc/resolv.conf".to_owned(),
@@ -131,7 +144,10 @@ pub fn link_name(prefix: &str, machine: &str) -> String {
 /// The machine's /etc/resolv.conf: the host's name servers that it can reach.
 fn resolv_conf(host: &Host) -> String {
     let r = &host.network.resolvers;
-    let mut text = format!("# Written by mm: the host's name servers, from {}\n", r.from.display());
+    let mut text = format!(
+        "# Written by mm: the host's name servers, from {}\n",
+        r.from.display()
+    );
     if let Some(why) = &r.missing {
         let _ = writeln!(text, "# None: {why}.");
     }
@@ -146,7 +162,9 @@ fn resolv_conf(host: &Host) -> String {
 
 /// A zone's /etc/hosts: localhost, then each machine of the zone (name, address).
 pub fn zone_hosts(machines: &[(String, Ipv4Addr)]) -> String {
-    let mut text = String::from("# Written by mm: the machines of this zone\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut text = String::from(
+        "# Written by mm: the machines of this zone\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
     for (name, address) in machines {
         let _ = writeln!(text, "{address}\t{name}");
     }

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    Address, Cgroup, Command, IdMapping, Ids, Layers, LimitWrite, Machined, MapWriter, Mount, Network, Pid1,
-    Plan, Registration, Upper,
+    Address, Cgroup, Command, IdMapping, Ids, Layers, LimitWrite, Machined, MapWriter, Mount,
+    Network, Pid1, Plan, Registration, Upper,
 };
 use crate::definition::units::format_size;
 use crate::host::CgroupMode;
@@ -141,7 +141,12 @@ fn cgroup(cgroup: &Cgroup) -> Step {
 
 fn network(network: &Network) -> Step {
     let link = match network {
-        Network::Host => return ("Network: the host's (no network namespace)".to_owned(), vec![]),
+        Network::Host => {
+            return (
+                "Network: the host's (no network namespace)".to_owned(),
+                vec![],
+            );
+        }
         Network::Private => {
             return (
                 "Network: private namespace, loopback only, brought up".to_owned(),
@@ -178,14 +183,18 @@ fn network(network: &Network) -> Step {
             ("ADDRESS".to_owned(), "GATEWAY".to_owned())
         }
     };
-    lines.push(format!("route inside: default via {gateway} dev {}", link.machine_side));
+    lines.push(format!(
+        "route inside: default via {gateway} dev {}",
+        link.machine_side
+    ));
     lines.push(format!(
         "forwarding on {host_end}; nft table ip mm: masquerade {machine} out of the host"
     ));
     for forward in &link.forwards {
-        let from = forward
-            .host_address
-            .map_or("any of the host's addresses, localhost too".to_owned(), |a| a.to_string());
+        let from = forward.host_address.map_or(
+            "any of the host's addresses, localhost too".to_owned(),
+            |a| a.to_string(),
+        );
         lines.push(format!(
             "forward {} port {} ({from}) → {machine}:{}",
             forward.proto.name(),

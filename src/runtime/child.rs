@@ -129,7 +129,10 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
         let mut byte = [0u8];
         let mut go = File::from(inherited.go.try_clone().step(|| Step::DupGoPipe)?);
         if go.read(&mut byte).step(|| Step::WaitNetwork)? != 1 {
-            return Err(StepFailure::other(Step::WaitNetwork, "the supervisor gave up"));
+            return Err(StepFailure::other(
+                Step::WaitNetwork,
+                "the supervisor gave up",
+            ));
         }
     } else if plan.network.private() {
         sys::loopback_up().step(|| Step::Loopback)?;

@@ -28,7 +28,7 @@ use crate::plan::{Address, Link, Network, Plan, Zone, zone_hosts};
 #[derive(Debug, Default)]
 pub struct Holding {
     /// The forwarded host ports.
-    pub ports: Vec<Held>,
+    _ports: Vec<Held>,
 }
 
 fn link(plan: &Plan) -> Option<&Link> {
@@ -49,7 +49,11 @@ fn failed(what: impl Into<String>) -> impl FnOnce(String) -> StepFailure {
 }
 
 fn lock(plan: &Plan) -> Result<File, StepFailure> {
-    let dir = plan.machine.runtime_dir.parent().unwrap_or(Path::new("/run/mm"));
+    let dir = plan
+        .machine
+        .runtime_dir
+        .parent()
+        .unwrap_or(Path::new("/run/mm"));
     let path = dir.join(".network.lock");
     crate::state::lock(&path, true).step(|| Step::Network {
         what: format!("take the lock {}", path.display()),
@@ -80,7 +84,7 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
             members.push((plan.machine.name.to_string(), address.address));
         })?;
     }
-    Ok(Holding { ports: held })
+    Ok(Holding { _ports: held })
 }
 
 /// Once PID 1 is in its network namespace: the links, addresses, routes and rules. Returns
@@ -107,18 +111,28 @@ pub fn attach(plan: &Plan, leader: Pid) -> Result<Vec<u32>, StepFailure> {
     }
     let index = host
         .add_veth(&link.host_side, &link.machine_side, netns.as_fd(), link.mtu)
-        .map_err(|e| nl(&format!("make the veth pair {} ↔ {}", link.host_side, link.machine_side))(e.to_string()))?;
+        .map_err(|e| {
+            nl(&format!(
+                "make the veth pair {} ↔ {}",
+                link.host_side, link.machine_side
+            ))(e.to_string())
+        })?;
     match bridge {
-        Some(bridge) => host
-            .set_master(index, bridge)
-            .map_err(|e| nl(&format!("put {} in its zone's bridge", link.host_side))(e.to_string()))?,
+        Some(bridge) => host.set_master(index, bridge).map_err(|e| {
+            nl(&format!("put {} in its zone's bridge", link.host_side))(e.to_string())
+        })?,
         None => host
             .add_address4(index, gateway, address.prefix)
-            .map_err(|e| nl(&format!("give {} the address {gateway}", link.host_side))(e.to_string()))?,
+            .map_err(|e| {
+                nl(&format!("give {} the address {gateway}", link.host_side))(e.to_string())
+            })?,
     }
     host.set_up(index)
         .map_err(|e| nl(&format!("bring {} up", link.host_side))(e.to_string()))?;
-    let host_end = link.zone.as_ref().map_or(link.host_side.as_str(), |z| z.bridge.as_str());
+    let host_end = link
+        .zone
+        .as_ref()
+        .map_or(link.host_side.as_str(), |z| z.bridge.as_str());
     inside(&netns, link, address, gateway)?;
     forwarding(host_end)?;
     let forwards: Vec<nft::Forward> = link
@@ -150,9 +164,18 @@ pub fn attach(plan: &Plan, leader: Pid) -> Result<Vec<u32>, StepFailure> {
 }
 
 /// The zone's bridge, made (with the zone's first address, up) if it is not there yet.
-fn bridge(host: &mut Netlink, zone: &Zone, mtu: u32, gateway: Ipv4Addr, prefix: u8) -> Result<u32, StepFailure> {
+fn bridge(
+    host: &mut Netlink,
+    zone: &Zone,
+    mtu: u32,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> Result<u32, StepFailure> {
     let what = |w: &str| failed(format!("{w} the zone's bridge {}", zone.bridge));
-    if let Some(existing) = host.link(&zone.bridge).map_err(|e| what("look for")(e.to_string()))? {
+    if let Some(existing) = host
+        .link(&zone.bridge)
+        .map_err(|e| what("look for")(e.to_string()))?
+    {
         return Ok(existing.index);
     }
     let index = host
@@ -160,18 +183,27 @@ fn bridge(host: &mut Netlink, zone: &Zone, mtu: u32, gateway: Ipv4Addr, prefix: 
         .map_err(|e| what("make")(e.to_string()))?;
     host.add_address4(index, gateway, prefix)
         .map_err(|e| what("address")(e.to_string()))?;
-    host.set_up(index).map_err(|e| what("bring up")(e.to_string()))?;
+    host.set_up(index)
+        .map_err(|e| what("bring up")(e.to_string()))?;
     Ok(index)
 }
 
 /// Inside the machine's namespace: loopback and the machine's end up, its address, and the
 /// default route through the host's side.
-fn inside(netns: &File, link: &Link, address: Ipv4Net, gateway: Ipv4Addr) -> Result<(), StepFailure> {
+fn inside(
+    netns: &File,
+    link: &Link,
+    address: Ipv4Net,
+    gateway: Ipv4Addr,
+) -> Result<(), StepFailure> {
     let what = |w: String| failed(format!("{w} inside the machine"));
-    let mut nl = Netlink::open_in(netns.as_fd()).map_err(|e| what("open a netlink socket".into())(e.to_string()))?;
+    let mut nl = Netlink::open_in(netns.as_fd())
+        .map_err(|e| what("open a netlink socket".into())(e.to_string()))?;
     let side = &link.machine_side;
     for name in ["lo", side.as_str()] {
-        let found = nl.link(name).map_err(|e| what(format!("find {name}"))(e.to_string()))?;
+        let found = nl
+            .link(name)
+            .map_err(|e| what(format!("find {name}"))(e.to_string()))?;
         let Some(found) = found else {
             return Err(what(format!("find {name}"))("it is not there".to_owned()));
         };
@@ -226,7 +258,9 @@ pub fn release(plan: &Plan) {
     if let Err(e) = nft::remove(plan.machine.name.as_str()) {
         eprintln!("mm: {e}");
     }
-    let Ok(mut host) = Netlink::open() else { return };
+    let Ok(mut host) = Netlink::open() else {
+        return;
+    };
     if let Ok(Some(veth)) = host.link(&link.host_side) {
         let _ = host.delete_link(veth.index);
     }
@@ -250,7 +284,10 @@ pub fn release(plan: &Plan) {
 
 /// Rewrites the zone's hosts file in place (machines have it bind-mounted: the file must
 /// stay the same one) after `change` edits its list of machines.
-fn edit_hosts(zone: &Zone, change: impl FnOnce(&mut Vec<(String, Ipv4Addr)>)) -> Result<(), StepFailure> {
+fn edit_hosts(
+    zone: &Zone,
+    change: impl FnOnce(&mut Vec<(String, Ipv4Addr)>),
+) -> Result<(), StepFailure> {
     let step = || Step::Network {
         what: format!("write {}", zone.hosts.display()),
     };

@@ -256,10 +256,12 @@ fn register(
     let name = &plan.machine.name;
     let why = match (&plan.registration, registrar) {
         (Registration::Skip { why }, _) => why.clone(),
-        (Registration::Machined(_), Some(Ok(registrar))) => match registrar.register(leader, interfaces) {
-            Ok(()) => return (true, None),
-            Err(failure) => failure.to_string(),
-        },
+        (Registration::Machined(_), Some(Ok(registrar))) => {
+            match registrar.register(leader, interfaces) {
+                Ok(()) => return (true, None),
+                Err(failure) => failure.to_string(),
+            }
+        }
         (Registration::Machined(_), Some(Err(failure))) => failure.to_string(),
         (Registration::Machined(_), None) => "the registering process was not started".into(),
     };

@@ -34,7 +34,12 @@ impl Machines {
     /// host's side of its network (interface indexes: its veth, or its zone's bridge, as
     /// nspawn registers them). A machine of the same name whose leader is dead was left by
     /// a crash: it is replaced.
-    pub fn register(&self, machine: &Machined, leader: u32, interfaces: &[u32]) -> Result<(), SystemdError> {
+    pub fn register(
+        &self,
+        machine: &Machined,
+        leader: u32,
+        interfaces: &[u32],
+    ) -> Result<(), SystemdError> {
         match self.register_once(machine, leader, interfaces) {
             Err(e) if e.error_name() == Some("org.freedesktop.machine1.MachineExists") => {
                 let name = machine.name.as_str();
@@ -50,7 +55,12 @@ impl Machines {
         }
     }
 
-    fn register_once(&self, machine: &Machined, leader: u32, interfaces: &[u32]) -> Result<(), SystemdError> {
+    fn register_once(
+        &self,
+        machine: &Machined,
+        leader: u32,
+        interfaces: &[u32],
+    ) -> Result<(), SystemdError> {
         let what = || format!("register {} with systemd-machined", machine.name);
         let id = hex_bytes(&machine.id).ok_or_else(|| {
             SystemdError::bus(what())(zbus::Error::Failure(format!(

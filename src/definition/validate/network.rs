@@ -30,7 +30,10 @@ pub(super) fn network(c: &mut Checker<'_>, raw: RawNetwork) -> Network {
                     c.at(
                         &p,
                         "network.ports",
-                        format!("`{forward}` takes a host port that `{}` takes too", other.value),
+                        format!(
+                            "`{forward}` takes a host port that `{}` takes too",
+                            other.value
+                        ),
                     );
                 } else {
                     ports.push(Located {
@@ -40,9 +43,10 @@ pub(super) fn network(c: &mut Checker<'_>, raw: RawNetwork) -> Network {
                 }
             }
             Err(why) => {
-                c.at(&p, "network.ports", why)
-                    .help
-                    .push("e.g. \"8080:80\", \"127.0.0.1:5353:53/udp\", \"9000-9009:9000-9009\"".to_owned());
+                c.at(&p, "network.ports", why).help.push(
+                    "e.g. \"8080:80\", \"127.0.0.1:5353:53/udp\", \"9000-9009:9000-9009\""
+                        .to_owned(),
+                );
             }
         }
     }
@@ -74,13 +78,21 @@ pub(super) fn network(c: &mut Checker<'_>, raw: RawNetwork) -> Network {
 
 fn needs_link<T>(c: &mut Checker<'_>, linked: bool, span: &Spanned<T>, key: &str) {
     if !linked {
-        c.at(span, key, format!("`{key}` needs a network of its own with a link to the host"))
-            .help
-            .push("set `mode = \"veth\"` or a `zone`".to_owned());
+        c.at(
+            span,
+            key,
+            format!("`{key}` needs a network of its own with a link to the host"),
+        )
+        .help
+        .push("set `mode = \"veth\"` or a `zone`".to_owned());
     }
 }
 
-fn mode(c: &mut Checker<'_>, mode: Option<&Spanned<String>>, zone: Option<&Spanned<String>>) -> NetworkMode {
+fn mode(
+    c: &mut Checker<'_>,
+    mode: Option<&Spanned<String>>,
+    zone: Option<&Spanned<String>>,
+) -> NetworkMode {
     let zone = zone.and_then(|z| match ZoneName::new(z.get_ref()) {
         Ok(name) => Some((z, name)),
         Err(why) => {
@@ -100,14 +112,21 @@ fn mode(c: &mut Checker<'_>, mode: Option<&Spanned<String>>, zone: Option<&Spann
             None => {
                 c.at(mode, "network.mode", "mode `zone` needs the zone's name")
                     .help
-                    .push("add `zone = \"NAME\"` (machines of one zone reach each other)".to_owned());
+                    .push(
+                        "add `zone = \"NAME\"` (machines of one zone reach each other)".to_owned(),
+                    );
                 NetworkMode::Private
             }
         },
         other => {
-            let d = c.at(mode, "network.mode", format!("unknown network mode `{other}`"));
+            let d = c.at(
+                mode,
+                "network.mode",
+                format!("unknown network mode `{other}`"),
+            );
             if other == "bridge" {
-                d.help.push("a bridge shared by machines is a zone: `zone = \"NAME\"`".to_owned());
+                d.help
+                    .push("a bridge shared by machines is a zone: `zone = \"NAME\"`".to_owned());
             } else if let Some(guess) = closest(other, MODES) {
                 d.help.push(format!("did you mean `{guess}`?"));
             }
@@ -118,7 +137,14 @@ fn mode(c: &mut Checker<'_>, mode: Option<&Spanned<String>>, zone: Option<&Spann
     if let Some((z, _)) = zone
         && !matches!(chosen, NetworkMode::Zone(_))
     {
-        c.at(z, "network.zone", format!("a zone needs `mode = \"zone\"` (or no mode), not `{}`", mode.get_ref()));
+        c.at(
+            z,
+            "network.zone",
+            format!(
+                "a zone needs `mode = \"zone\"` (or no mode), not `{}`",
+                mode.get_ref()
+            ),
+        );
     }
     chosen
 }
@@ -135,13 +161,25 @@ fn address(c: &mut Checker<'_>, raw: &Spanned<String>) -> Option<Ipv4Net> {
     };
     let subnet = net.network();
     let problem = if !(8..=30).contains(&net.prefix) {
-        Some(format!("a /{} subnet has no room for the host's side and the machine (use /8 to /30)", net.prefix))
+        Some(format!(
+            "a /{} subnet has no room for the host's side and the machine (use /8 to /30)",
+            net.prefix
+        ))
     } else if !net.address.is_private() {
-        Some(format!("{} is not in a private range (10/8, 172.16/12, 192.168/16)", net.address))
+        Some(format!(
+            "{} is not in a private range (10/8, 172.16/12, 192.168/16)",
+            net.address
+        ))
     } else if Some(net.address) == subnet.nth(1) {
-        Some(format!("{} is the host's side of {subnet} (its first address)", net.address))
+        Some(format!(
+            "{} is the host's side of {subnet} (its first address)",
+            net.address
+        ))
     } else if !subnet.host_addresses().any(|a| a == net.address) {
-        Some(format!("{} is {subnet}'s own or broadcast address", net.address))
+        Some(format!(
+            "{} is {subnet}'s own or broadcast address",
+            net.address
+        ))
     } else {
         None
     };
@@ -157,7 +195,8 @@ fn address(c: &mut Checker<'_>, raw: &Spanned<String>) -> Option<Ipv4Net> {
 /// Two forwards take one host port: the same protocol, overlapping ranges, and the same
 /// host address (or either takes all of them).
 fn clash(a: &PortForward, b: &PortForward) -> bool {
-    let addresses = a.host_address.is_none() || b.host_address.is_none() || a.host_address == b.host_address;
+    let addresses =
+        a.host_address.is_none() || b.host_address.is_none() || a.host_address == b.host_address;
     a.proto == b.proto
         && addresses
         && a.host_ports.first <= b.host_ports.last
