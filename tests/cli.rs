@@ -35,14 +35,14 @@ fn list_shows_valid_and_invalid_definitions_and_which_files_win() {
     expected.push("broken".to_owned());
     expected.sort();
     assert_eq!(names, expected);
-    assert_eq!(listed[0]["state"], "invalid");
+    let broken = &listed[names.iter().position(|n| *n == "broken").unwrap()];
+    assert_eq!(broken["state"], "invalid");
     assert!(
-        listed[0]["problem"]
+        broken["problem"]
             .as_str()
             .unwrap()
             .contains("TOML syntax"),
-        "{}",
-        listed[0]
+        "{broken}"
     );
     let web = &listed[names.iter().position(|n| *n == "web").unwrap()];
     assert_eq!(web["state"], "stopped");

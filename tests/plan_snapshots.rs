@@ -265,6 +265,7 @@ fn every_example_mounts_as_recorded_as_root_and_rootless() {
                     count: 65_536,
                 }),
                 taken: &[],
+                addresses: plan::KnownAddresses::default(),
             };
             let name = format!("{}@{host_name}.mounts", def.name);
             let text = match plan::compile(&def, &host(host_name), known) {
