@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# Rootless networking helpers side by side: slirp4netns (MTU 65520 and 1500) and pasta
-# (its defaults), each attached to a namespace made by `unshare -rn` as an ordinary user:
+# Rootless networking helpers side by side, each attached to a namespace made by
+# `unshare -rn` as an ordinary user:
+#   slirp4netns-65520, slirp4netns-1500  --configure --mtu=N
+#   slirp4netns-mm                       as mm runs it: MTU 65520, --enable-sandbox,
+#                                        --enable-seccomp
+#   pasta                                -f --config-net and its defaults
+#   pasta-mm                             slirp4netns's addresses (-a/-n/-g/--dns-forward)
+#                                        and only the forwards asked for (-t/-u/-T/-U)
+# and measured:
 #   (a) setup: from spawning the helper until the namespace has an address and a default
-#       route (polled in /proc/PID/net/route), median of RUNS (default 10);
+#       route (polled in /proc/PID/net/route), with --disable-host-loopback for slirp4netns;
+#       median of RUNS (default 10);
 #   (b) TCP namespace -> host: iperf3 client inside, server on the host's 127.0.0.1,
-#       reached through the gateway address the helper maps to the host's loopback;
+#       reached through the gateway address the helper maps to the host's loopback
+#       (slirp4netns then without --disable-host-loopback);
 #   (c) TCP host -> namespace through a port forward: host 127.0.0.1:PORT -> iperf3 server
 #       inside (slirp4netns: add_hostfwd on its API socket; pasta: -t).
-# Throughput is the receiver's rate of an `iperf3 -t SECONDS` (default 5), median of
-# TRUNS (default 3). Prints a table and the ratios pasta / slirp4netns.
+# Throughput is the receiver's rate of an `iperf3 -t SECONDS_PER_RUN` (default 5), median
+# of TRUNS (default 3). Beside them: pasta's spliced path (-T: the namespace's own
+# 127.0.0.1:PORT to the host's) and the host's loopback. Prints a table (median, min-max)
+# and the ratios pasta / slirp4netns.
 #
-# Needs root. The work is done as the user given in $1, or as `mmbench-net`, created with a
-# /etc/subuid range and removed at the end. If /dev/net/tun is not usable by others, it is
-# made 0666 (Debian's default) for the run and put back afterwards.
+# Needs root. The work is done as the user given in $1, or as `mmbench-net`, created (with
+# the /etc/subuid range useradd gives) and removed at the end. If /dev/net/tun is not
+# usable by others, it is made 0666 (Debian's default) for the run and put back afterwards.
 #
 # Nothing leaves the machine: everything runs in a network namespace of its own whose
 # "uplink" is a bridge without ports (pasta copies the host's uplink address and route;
@@ -110,9 +121,15 @@ PY
     helper_argv() {
         local name=$1 holder=$2 purpose=$3 fwd=${4:-}
         case $name in
-            slirp4netns-65520 | slirp4netns-1500)
+            slirp4netns-65520 | slirp4netns-1500 | slirp4netns-mm)
                 local mtu=${name#slirp4netns-}
-                argv=(slirp4netns --configure --mtu="$mtu")
+                argv=(slirp4netns --configure)
+                # As mm runs it: MTU 65520, in its own mount namespace, under seccomp.
+                if [ "$mtu" = mm ]; then
+                    argv+=(--mtu=65520 --enable-sandbox --enable-seccomp)
+                else
+                    argv+=(--mtu="$mtu")
+                fi
                 [ "$purpose" = setup ] && argv+=(--disable-host-loopback)
                 [ -n "$fwd" ] && argv+=(--api-socket "$work/slirp.sock")
                 argv+=("$holder" tap0)
@@ -122,9 +139,34 @@ PY
                 [ -n "$fwd" ] && argv+=(-t "127.0.0.1/$fwd:5202")
                 argv+=("$holder")
                 ;;
+            pasta-mm)
+                # As mm runs it: slirp4netns's addresses, only the forwards asked for.
+                argv=(pasta -f -q --config-net -I tap0 -a 10.0.2.100 -n 24 -g 10.0.2.2
+                    --dns-forward 10.0.2.3 -u none -T none -U none)
+                if [ -n "$fwd" ]; then argv+=(-t "127.0.0.1/$fwd:5202"); else argv+=(-t none); fi
+                argv+=("$holder")
+                ;;
         esac
     }
     gateway() { case $1 in pasta) echo 192.0.2.1 ;; *) echo 10.0.2.2 ;; esac; }
+
+    # splice_out: pasta's other path to the host, the namespace's own 127.0.0.1:5201
+    # forwarded to the host's by -T (spliced, no tap). Prints Gbit/s.
+    splice_out() {
+        new_holder
+        "${as_user[@]}" timeout 60 pasta -f -q --config-net -t none -u none -T 5201 -U none \
+            "$holder" >/dev/null 2>"$work/helper.err" &
+        local helper=$!
+        python3 "$py" ready "$holder"
+        "${as_user[@]}" timeout 30 iperf3 -s -1 -B 127.0.0.1 -p 5201 </dev/null >/dev/null &
+        local server=$!
+        sleep 0.3
+        in_ns "$holder" timeout 30 iperf3 -c 127.0.0.1 -p 5201 -t "$secs" -J >"$work/iperf.json"
+        wait "$server" || true
+        kill "$helper" "$holder" 2>/dev/null || true
+        wait "$helper" "$holder" 2>/dev/null || true
+        python3 "$py" gbits "$work/iperf.json"
+    }
 
     new_holder() {
         "${as_user[@]}" unshare -rn sleep 120 </dev/null >/dev/null &
@@ -165,7 +207,7 @@ PY
         python3 "$py" gbits "$out"
     }
 
-    names=(slirp4netns-65520 slirp4netns-1500 pasta)
+    names=(slirp4netns-65520 slirp4netns-1500 slirp4netns-mm pasta pasta-mm)
     declare -A setup ns_out fwd_in
     for name in "${names[@]}"; do
         times=()
@@ -185,6 +227,9 @@ PY
         fwd_in[$name]=$(python3 "$py" median "${rates[@]}")
         echo "done: $name" >&2
     done
+    rates=()
+    for _ in $(seq "$truns"); do rates+=("$(splice_out)"); done
+    splice=$(python3 "$py" median "${rates[@]}")
     # The host's own loopback, as the ceiling.
     "${as_user[@]}" timeout 30 iperf3 -s -1 -B 127.0.0.1 -p 5201 </dev/null >/dev/null &
     sleep 0.3
@@ -199,14 +244,18 @@ PY
         read -r im imin imax <<<"${fwd_in[$name]}"
         printf '%-20s %-24s %-22s %-22s\n' "$name" "$sm ($smin-$smax)" "$om ($omin-$omax)" "$im ($imin-$imax)"
     done
+    echo "pasta -T 5201, the namespace's 127.0.0.1 spliced to the host's: ${splice%% *} Gbit/s"
     echo "host loopback (iperf3 127.0.0.1 -> 127.0.0.1): $loopback Gbit/s"
-    for base in slirp4netns-65520 slirp4netns-1500; do
-        python3 - "$base" "${setup[pasta]%% *}" "${setup[$base]%% *}" "${ns_out[pasta]%% *}" \
-            "${ns_out[$base]%% *}" "${fwd_in[pasta]%% *}" "${fwd_in[$base]%% *}" <<'PY'
+    for pasta in pasta pasta-mm; do
+        for base in slirp4netns-65520 slirp4netns-1500 slirp4netns-mm; do
+            python3 - "$pasta" "$base" "${setup[$pasta]%% *}" "${setup[$base]%% *}" \
+                "${ns_out[$pasta]%% *}" "${ns_out[$base]%% *}" "${fwd_in[$pasta]%% *}" \
+                "${fwd_in[$base]%% *}" <<'PY'
 import sys
-b, ps, ss, po, so, pi, si = sys.argv[1], *map(float, sys.argv[2:])
-print(f"pasta / {b}: setup {ps / ss:.2f}, ns->host {po / so:.2f}, host->ns {pi / si:.2f}")
+p, b, ps, ss, po, so, pi, si = *sys.argv[1:3], *map(float, sys.argv[3:])
+print(f"{p} / {b}: setup {ps / ss:.2f}, ns->host {po / so:.2f}, host->ns {pi / si:.2f}")
 PY
+        done
     done
     exit 0
 fi

@@ -10,6 +10,7 @@ pub mod host;
 pub mod idmap;
 pub mod image;
 pub mod machine;
+pub mod network;
 pub mod plan;
 pub mod runtime;
 pub mod signal;

@@ -1,0 +1,3 @@
+//! Machine networking: links, addresses, firewall rules.
+
+pub mod rootless;
