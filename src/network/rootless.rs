@@ -166,8 +166,8 @@ pub enum RootlessNetError {
     #[error("{TOOL} was not ready within {} s{}", timeout.as_secs(), tail(stderr))]
     TimedOut { timeout: Duration, stderr: String },
     #[error(
-        "cannot forward {forward}: host port {} ({}) is already in use; stop what \
-         listens there or forward another port", forward.host(), forward.proto
+        "cannot forward {forward}: the host port is already in use; stop what listens \
+         there or forward another port"
     )]
     PortInUse { forward: Forward },
     #[error(
