@@ -5,3 +5,4 @@ pub mod ipam;
 pub mod netlink;
 pub mod nft;
 pub mod ports;
+pub mod rootless;
