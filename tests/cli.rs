@@ -38,10 +38,7 @@ fn list_shows_valid_and_invalid_definitions_and_which_files_win() {
     let broken = &listed[names.iter().position(|n| *n == "broken").unwrap()];
     assert_eq!(broken["state"], "invalid");
     assert!(
-        broken["problem"]
-            .as_str()
-            .unwrap()
-            .contains("TOML syntax"),
+        broken["problem"].as_str().unwrap().contains("TOML syntax"),
         "{broken}"
     );
     let web = &listed[names.iter().position(|n| *n == "web").unwrap()];

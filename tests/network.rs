@@ -448,34 +448,99 @@ fn after_a_killed_supervisor_the_next_mm_command_takes_the_network_away() {
     net.ok(&machines, &["stop", "k"]);
 }
 
+/// `command` (a test user's `mm`) in the test's host namespace.
+fn in_netns(ns: &str, command: &Command) -> Command {
+    let mut wrapped = Command::new("nsenter");
+    wrapped
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env_clear();
+    for (key, value) in command.get_envs() {
+        if let Some(value) = value {
+            wrapped.env(key, value);
+        }
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
+}
+
 #[test]
-fn a_rootless_veth_machine_is_refused_with_the_reason() {
+fn a_rootless_veth_machine_gets_nat_and_forwards_through_slirp4netns() {
+    if !netns_ready("a_rootless_veth_machine_gets_nat_and_forwards") {
+        return;
+    }
+    let net = Net::new(1500);
+    let user = test_user("mm-test", Some(300_000));
     let dir = shared_tempdir();
     let machines = dir.path().join("machines");
     std::fs::create_dir_all(&machines).unwrap();
+    let image = busybox();
     std::fs::write(
-        machines.join("rl.toml"),
+        machines.join("rlweb.toml"),
         format!(
-            "[image]\nsource = \"oci:{}:latest\"\n[network]\nmode = \"veth\"\n",
-            busybox().display()
+            "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = [\"/bin/httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/srv\"]\n\
+             [network]\nmode = \"veth\"\nports = [\"127.0.0.1:18080:80\"]\n",
+            image.display()
         ),
     )
     .unwrap();
-    if is_root() {
-        let user = test_user("mm-test", Some(300_000));
-        user.give(dir.path());
-        let (out, _, stderr) = run(user.mm(dir.path(), &["plan", "rl"]));
-        assert_eq!(out.status.code(), Some(69), "{stderr}");
-        assert!(
-            stderr.contains("an ordinary user may not make links"),
-            "{stderr}"
-        );
-    } else {
-        let (out, _, stderr) = run(mm(dir.path(), &["plan", "rl"]));
-        assert_eq!(out.status.code(), Some(69), "{stderr}");
-        assert!(
-            stderr.contains("an ordinary user may not make links"),
-            "{stderr}"
-        );
-    }
+    std::fs::write(
+        machines.join("rlzone.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[network]\nzone = \"z\"\n",
+            image.display()
+        ),
+    )
+    .unwrap();
+    user.give(dir.path());
+    let as_user = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command.env("MM_ROOT", dir.path().join("state"));
+        run(in_netns(&net.host, &command))
+    };
+    let (out, _, stderr) = as_user(&["plan", "rlzone"]);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("rootless zones are not available yet"),
+        "{stderr}"
+    );
+
+    let (out, stdout, stderr) = as_user(&["start", "rlweb"]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let body = host_fetch(&mut net.in_host(&[
+        "timeout",
+        "5",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:18080/",
+    ]));
+    let (_, inside, _) = as_user(&["exec", "rlweb", "--", "ip", "addr", "show", "tap0"]);
+    let (_, outside, _) = as_user(&[
+        "exec",
+        "rlweb",
+        "--",
+        "timeout",
+        "5",
+        "wget",
+        "-qO-",
+        &format!("http://{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}/hello"),
+    ]);
+    let (out, _, stderr) = as_user(&["stop", "rlweb"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(body.contains("Hello from an mm machine"), "{body}");
+    assert!(inside.contains("inet 10.0.2.100/24"), "{inside}");
+    assert!(outside.contains("hello from outside"), "{outside}");
+    let helpers = Command::new("pgrep")
+        .args(["-u", "mm-test", "slirp4netns"])
+        .output()
+        .unwrap();
+    assert!(
+        helpers.stdout.is_empty(),
+        "slirp4netns is left: {:?}",
+        helpers
+    );
 }

@@ -74,7 +74,7 @@ fn every_example_plans_as_recorded() {
 }
 
 #[test]
-fn examples_run_as_root_and_the_dev_machine_runs_rootless() {
+fn examples_run_as_root_and_all_but_zones_run_rootless() {
     for path in examples() {
         let def = Definition::load(&path).unwrap();
         assert!(
@@ -82,11 +82,15 @@ fn examples_run_as_root_and_the_dev_machine_runs_rootless() {
             "{}",
             def.name
         );
-        assert!(
-            plan::compile(&def, &host("rootless-v2-delegated"), plan::Known::default()).is_ok(),
-            "{}",
-            def.name
-        );
+        let rootless = plan::compile(&def, &host("rootless-v2-delegated"), plan::Known::default());
+        match &def.network.mode {
+            // A zone's bridge is the host's: not for an ordinary user (yet).
+            mm::definition::NetworkMode::Zone(_) => {
+                let e = rootless.unwrap_err().to_string();
+                assert!(e.contains("rootless zones are not available yet"), "{e}");
+            }
+            _ => assert!(rootless.is_ok(), "{}", def.name),
+        }
     }
     let dev = Definition::load(&repo().join("machines/dev.toml")).unwrap();
     assert!(plan::compile(&dev, &host("rootless-hybrid"), plan::Known::default()).is_ok());

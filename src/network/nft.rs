@@ -39,12 +39,7 @@ const IFNAMSIZ: usize = 16;
 /// How often a change starts again after the ruleset changed under it.
 const TRIES: u32 = 8;
 
-/// A transport protocol of a port forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
+pub use super::addr::Proto;
 
 /// A port forward: connections to `host_port` on the host (on `host_address`, or on any
 /// local address) go to `address:port`.

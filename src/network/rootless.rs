@@ -56,27 +56,7 @@ const STDERR_KEPT: usize = 8192;
 /// How many of its last lines an error shows.
 const STDERR_LINES: usize = 10;
 
-/// A transport protocol of a port forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use super::addr::Proto;
 
 /// A host port forwarded to a port of the machine (at its address, [`addresses`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +340,7 @@ impl Helper {
         let request = serde_json::json!({
             "execute": "add_hostfwd",
             "arguments": {
-                "proto": forward.proto.as_str(),
+                "proto": forward.proto.name(),
                 "host_addr": forward.host().ip().to_string(),
                 "host_port": forward.host_port,
                 "guest_port": forward.port,

@@ -257,6 +257,22 @@ pub enum Network {
     /// A network namespace with loopback and a veth pair to the host: alone, or with its
     /// host side in a zone's bridge; NAT to the world and the port forwards (root).
     Link(Link),
+    /// Rootless: a network namespace whose tap device a user-mode helper (slirp4netns)
+    /// serves, with NAT to the world and the port forwards.
+    UserMode(UserMode),
+}
+
+/// A rootless machine's network, through a helper process the supervisor owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserMode {
+    pub helper: String,
+    pub interface: String,
+    pub mtu: u32,
+    /// The machine's address, with its subnet; the helper's gateway and name server.
+    pub address: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub dns: Ipv4Addr,
+    pub forwards: Vec<PortForward>,
 }
 
 impl Network {

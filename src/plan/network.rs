@@ -4,10 +4,12 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use super::{Address, Link, Mount, Network, Zone};
+use super::{Address, Link, Mount, Network, UserMode, Zone};
 use crate::definition::{Definition, Diagnostic, NetworkMode};
 use crate::host::Host;
+use crate::network::addr::Ipv4Net;
 use crate::network::ipam::{self, LinkKey, Record, Want};
+use crate::network::rootless;
 
 /// The name the machine's end of its veth pair has, as with systemd-nspawn.
 pub const MACHINE_SIDE: &str = "host0";
@@ -72,14 +74,7 @@ pub(super) fn network(
         NetworkMode::Zone(zone) => Some(zone),
     };
     if !host.is_root() {
-        return Err(def
-            .file
-            .error(
-                "a rootless machine cannot have a veth pair: an ordinary user may not make \
-                 links in the host's network namespace",
-            )
-            .key("network.mode")
-            .help("run it as root, or use `mode = \"private\"` (loopback only) or `\"host\"`"));
+        return user_mode(def, zone.is_some());
     }
     let name = def.name.as_str();
     let want = wanted(def).expect("a veth or zone machine wants a link");
@@ -127,6 +122,55 @@ pub(super) fn network(
         forwards: def.network.ports.iter().map(|p| p.value).collect(),
     };
     Ok((Network::Link(link), mounts))
+}
+
+/// A rootless machine's network: an ordinary user may not make links in the host's
+/// namespace, so slirp4netns serves the machine's own (as podman's rootless networks).
+fn user_mode(def: &Definition, zone: bool) -> Result<(Network, Vec<Mount>), Diagnostic> {
+    if zone {
+        return Err(def
+            .file
+            .error(
+                "rootless zones are not available yet: a zone's bridge would live in the \
+                 host's network namespace, where an ordinary user may not make links",
+            )
+            .key("network.zone")
+            .help("run the zone's machines as root, or give each `mode = \"veth\"` (a network of its own through slirp4netns)"));
+    }
+    let mtu = def.network.mtu.unwrap_or(rootless::DEFAULT_MTU);
+    if mtu > rootless::MAX_MTU {
+        return Err(def
+            .file
+            .error(format!(
+                "a rootless machine's MTU is at most {} ({} says so), not {mtu}",
+                rootless::MAX_MTU,
+                rootless::TOOL
+            ))
+            .key("network.mtu"));
+    }
+    let a = rootless::addresses();
+    let address = Ipv4Net {
+        address: a.machine,
+        prefix: a.prefix_len,
+    };
+    let mode = UserMode {
+        helper: rootless::TOOL.to_owned(),
+        interface: rootless::INTERFACE.to_owned(),
+        mtu,
+        address,
+        gateway: a.gateway,
+        dns: a.dns,
+        forwards: def.network.ports.iter().map(|p| p.value).collect(),
+    };
+    let resolv = Mount::File {
+        target: "/etc/resolv.conf".to_owned(),
+        content: format!(
+            "# Written by mm: {}'s name server, which asks the host's\nnameserver {}\n",
+            rootless::TOOL,
+            a.dns
+        ),
+    };
+    Ok((Network::UserMode(mode), vec![resolv]))
 }
 
 /// `PREFIX` and the machine's name, as an interface name: cut to 15 bytes, with a hash of

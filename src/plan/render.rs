@@ -154,6 +154,7 @@ fn network(network: &Network) -> Step {
             );
         }
         Network::Link(link) => link,
+        Network::UserMode(mode) => return user_mode(mode),
     };
     let mut lines = Vec::new();
     let host_end = match &link.zone {
@@ -206,6 +207,36 @@ fn network(network: &Network) -> Step {
         format!(
             "Network: veth pair {} ↔ {} (MTU {})",
             link.host_side, link.machine_side, link.mtu
+        ),
+        lines,
+    )
+}
+
+fn user_mode(mode: &super::UserMode) -> Step {
+    let mut lines = vec![
+        format!(
+            "{} serves {} (MTU {}): {}, gateway {}, name server {}; NAT to the world, the \
+             host's loopback closed",
+            mode.helper, mode.interface, mode.mtu, mode.address, mode.gateway, mode.dns
+        ),
+        format!(
+            "{} runs as the user, beside the supervisor, and ends with it",
+            mode.helper
+        ),
+    ];
+    for forward in &mode.forwards {
+        let from = forward
+            .host_address
+            .map_or("any of the host's addresses".to_owned(), |a| a.to_string());
+        lines.push(format!(
+            "forward {} port {} ({from}) → {}:{}",
+            forward.proto, forward.host_ports, mode.address.address, forward.ports
+        ));
+    }
+    (
+        format!(
+            "Network: private namespace with a user-mode network ({})",
+            mode.helper
         ),
         lines,
     )

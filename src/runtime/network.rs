@@ -22,25 +22,28 @@ use crate::network::addr::Ipv4Net;
 use crate::network::netlink::Netlink;
 use crate::network::nft;
 use crate::network::ports::{self, Held};
+use crate::network::rootless;
 use crate::plan::{Address, Link, Network, Plan, Zone, zone_hosts};
 
-/// What the supervisor holds for the machine's network while it runs.
+/// What the supervisor holds for the machine's network while it runs; dropped, the
+/// rootless helper is killed and reaped.
 #[derive(Debug, Default)]
 pub struct Holding {
     /// The forwarded host ports.
     _ports: Vec<Held>,
+    helper: Option<rootless::Helper>,
 }
 
 fn link(plan: &Plan) -> Option<&Link> {
     match &plan.network {
         Network::Link(link) => Some(link),
-        Network::Host | Network::Private => None,
+        Network::Host | Network::Private | Network::UserMode(_) => None,
     }
 }
 
 /// Whether PID 1 waits for the supervisor to set the network up before it goes on.
 pub fn pid1_waits(plan: &Plan) -> bool {
-    link(plan).is_some()
+    matches!(plan.network, Network::Link(_) | Network::UserMode(_))
 }
 
 fn failed(what: impl Into<String>) -> impl FnOnce(String) -> StepFailure {
@@ -84,15 +87,52 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
             members.push((plan.machine.name.to_string(), address.address));
         })?;
     }
-    Ok(Holding { _ports: held })
+    Ok(Holding {
+        _ports: held,
+        helper: None,
+    })
 }
 
-/// Once PID 1 is in its network namespace: the links, addresses, routes and rules. Returns
-/// the host's side (its interface index), for machined.
-pub fn attach(plan: &Plan, leader: Pid) -> Result<Vec<u32>, StepFailure> {
-    let Some(link) = link(plan) else {
-        return Ok(Vec::new());
-    };
+/// Once PID 1 is in its network namespace: the links, addresses, routes and rules, or
+/// the rootless helper (held in `holding`). Returns the host's side of the machine's
+/// network (interface indexes), for machined.
+pub fn attach(plan: &Plan, leader: Pid, holding: &mut Holding) -> Result<Vec<u32>, StepFailure> {
+    match &plan.network {
+        Network::Host | Network::Private => Ok(Vec::new()),
+        Network::Link(link) => attach_link(plan, link, leader),
+        Network::UserMode(mode) => {
+            let forwards: Vec<rootless::Forward> = mode
+                .forwards
+                .iter()
+                .flat_map(|f| {
+                    f.pairs().map(move |(host_port, port)| rootless::Forward {
+                        proto: f.proto,
+                        host_address: f.host_address,
+                        host_port,
+                        port,
+                    })
+                })
+                .collect();
+            let options = rootless::Options {
+                pid: leader.as_raw(),
+                mtu: mode.mtu,
+                forwards: &forwards,
+            };
+            let helper = rootless::start(&options).map_err(|e| {
+                StepFailure::other(
+                    Step::Network {
+                        what: format!("start {}", mode.helper),
+                    },
+                    e.to_string(),
+                )
+            })?;
+            holding.helper = Some(helper);
+            Ok(Vec::new())
+        }
+    }
+}
+
+fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFailure> {
     let (address, gateway) = assigned(link)?;
     let netns_path = PathBuf::from(format!("/proc/{}/ns/net", leader.as_raw()));
     let netns = File::open(&netns_path).step(|| Step::Network {
@@ -140,10 +180,7 @@ pub fn attach(plan: &Plan, leader: Pid) -> Result<Vec<u32>, StepFailure> {
         .iter()
         .flat_map(|f| {
             f.pairs().map(move |(host_port, port)| nft::Forward {
-                proto: match f.proto {
-                    crate::network::addr::Proto::Tcp => nft::Proto::Tcp,
-                    crate::network::addr::Proto::Udp => nft::Proto::Udp,
-                },
+                proto: f.proto,
                 host_address: f.host_address,
                 host_port,
                 address: address.address,

@@ -313,7 +313,7 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         Registration::Machined(machine) => Some(Registrar::spawn(machine)),
         Registration::Skip { .. } => None,
     };
-    let holding = network::before(plan)?;
+    let mut holding = network::before(plan)?;
     let userns = userns::create(&plan.ids)?;
     prepare_root(plan, &userns)?;
     let (console, master) = open_console(launch)?;
@@ -340,7 +340,7 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
     let _ = waitpid(spawner, None);
     let mut interfaces = Vec::new();
     if let (Some(leader), None) = (reports.leader, &reports.failure) {
-        let attached = network::attach(plan, leader).and_then(|attached| {
+        let attached = network::attach(plan, leader, &mut holding).and_then(|attached| {
             if network::pid1_waits(plan) {
                 go_w.write_all(b"n").step(|| Step::WaitNetwork)?;
             }
