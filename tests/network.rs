@@ -544,3 +544,89 @@ fn a_rootless_veth_machine_gets_nat_and_forwards_through_slirp4netns() {
         helpers
     );
 }
+
+#[test]
+fn a_host_firewall_that_drops_forwarded_packets_is_named_with_the_fix() {
+    if !netns_ready("a_host_firewall_that_drops_forwarded_packets") {
+        return;
+    }
+    let net = Net::new(1500);
+    let status = net
+        .in_host(&["nft", "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut machines = Machines::new();
+    machines.define(
+        "fw",
+        "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nmode = \"veth\"\n",
+    );
+    let (out, stdout, stderr) = net.mm(&machines, &["start", "fw"]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "the host's firewall drops forwarded packets (table ip filter, chain FORWARD)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("iptables -I FORWARD -i ve-fw -j ACCEPT"),
+        "{stderr}"
+    );
+    net.ok(&machines, &["stop", "fw"]);
+}
+
+#[test]
+fn machined_shows_the_machines_address() {
+    if !netns_ready("machined_shows_the_machines_address") {
+        return;
+    }
+    if let Err(why) = system_bus_with_machined() {
+        panic!("the system bus and machined: {why}");
+    }
+    let net = Net::new(1500);
+    let mut machines = Machines::new();
+    machines.define(
+        "mdnet",
+        "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nmode = \"veth\"\n",
+    );
+    net.ok(&machines, &["start", "mdnet"]);
+    // What `machinectl status` shows (machinectl and busctl want systemd as PID 1): the
+    // addresses machined reads in the machine's namespace, and the host's interface.
+    let ask = |args: &[&str]| {
+        let out = Command::new("dbus-send")
+            .args([
+                "--system",
+                "--print-reply",
+                "--dest=org.freedesktop.machine1",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let addresses = ask(&[
+        "/org/freedesktop/machine1",
+        "org.freedesktop.machine1.Manager.GetMachineAddresses",
+        "string:mdnet",
+    ]);
+    let interfaces = ask(&[
+        "/org/freedesktop/machine1/machine/mdnet",
+        "org.freedesktop.DBus.Properties.Get",
+        "string:org.freedesktop.machine1.Machine",
+        "string:NetworkInterfaces",
+    ]);
+    let index = net.link("ve-mdnet").unwrap()["ifindex"].clone();
+    net.ok(&machines, &["stop", "mdnet"]);
+    // AF_INET (2), 10.123.0.2 as bytes.
+    assert!(
+        addresses.contains("int32 2 array of bytes [ 0a 7b 00 02 ]"),
+        "{addresses}"
+    );
+    assert!(
+        interfaces.contains(&format!("array [ int32 {index} ]")),
+        "{interfaces}"
+    );
+}

@@ -32,6 +32,8 @@ pub struct Holding {
     /// The forwarded host ports.
     _ports: Vec<Held>,
     helper: Option<rootless::Helper>,
+    /// What the user should know: a host firewall that drops forwarded packets.
+    pub notice: Option<String>,
 }
 
 fn link(plan: &Plan) -> Option<&Link> {
@@ -90,6 +92,7 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
     Ok(Holding {
         _ports: held,
         helper: None,
+        notice: None,
     })
 }
 
@@ -99,7 +102,11 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
 pub fn attach(plan: &Plan, leader: Pid, holding: &mut Holding) -> Result<Vec<u32>, StepFailure> {
     match &plan.network {
         Network::Host | Network::Private => Ok(Vec::new()),
-        Network::Link(link) => attach_link(plan, link, leader),
+        Network::Link(link) => {
+            let interfaces = attach_link(plan, link, leader)?;
+            holding.notice = firewall_notice(link);
+            Ok(interfaces)
+        }
         Network::UserMode(mode) => {
             let forwards: Vec<rootless::Forward> = mode
                 .forwards
@@ -198,6 +205,26 @@ fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFa
     })
     .map_err(|e| failed("add the machine's rules to nft table ip mm")(e.to_string()))?;
     Ok(vec![bridge.unwrap_or(index)])
+}
+
+/// A host firewall (docker's, firewalld's) whose forward chain drops what it does not
+/// know drops the machine's traffic too, whatever mm's table accepts: say so, with the fix.
+fn firewall_notice(link: &Link) -> Option<String> {
+    let chains = nft::dropping_forward_chains().ok()?;
+    if chains.is_empty() {
+        return None;
+    }
+    let host_end = link
+        .zone
+        .as_ref()
+        .map_or(link.host_side.as_str(), |z| z.bridge.as_str());
+    Some(format!(
+        "the host's firewall drops forwarded packets ({}): the machine cannot reach the world \
+         or take forwards until it lets {host_end} through, e.g. `iptables -I FORWARD -i \
+         {host_end} -j ACCEPT; iptables -I FORWARD -o {host_end} -j ACCEPT` (docker: the \
+         DOCKER-USER chain; firewalld: a trusted zone for {host_end})",
+        chains.join("; ")
+    ))
 }
 
 /// The zone's bridge, made (with the zone's first address, up) if it is not there yet.

@@ -124,7 +124,12 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     };
     let leader = begun.leader;
     let console = begun.console;
-    let (registered, notice) = register(plan, leader, begun.registrar, &begun.interfaces);
+    let (registered, registration) = register(plan, leader, begun.registrar, &begun.interfaces);
+    let notices: Vec<String> = registration
+        .into_iter()
+        .chain(begun.network.notice.clone())
+        .collect();
+    let notice = (!notices.is_empty()).then(|| notices.join("\nmm: "));
     let machine = Machine {
         launch,
         paths,
