@@ -316,6 +316,7 @@ pub fn rm(machine: &str) -> Result<ExitCode, Error> {
     let state_dir = host.dirs.machines.join(&name);
     if host.is_root() {
         Allocator::new(&host.dirs.machines).release(&name)?;
+        mm::network::ipam::Ipam::new(&host.dirs.machines).release(&name)?;
     }
     let mut removed = Vec::new();
     for dir in ["upper", "work"].map(|d| state_dir.join(d)) {

@@ -165,6 +165,19 @@ impl Ipam {
     }
 }
 
+impl Ipam {
+    /// `mm rm`: the machine's address is free again.
+    pub fn release(&self, machine: &str) -> Result<(), IpamError> {
+        let path = self.path(machine);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(IpamError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The zone's subnet, if a machine of it has an address.
 pub fn zone_subnet(zone: &str, others: &[(String, Record)]) -> Option<Ipv4Net> {
     others
@@ -359,8 +372,11 @@ mod tests {
             .allocate("c", &at("db", "172.20.0.5/24"), &[net("172.16.0.0/12")])
             .unwrap_err();
         assert!(e.to_string().contains("the host's route"), "{e}");
-        // A changed definition gets a new address.
+        // A changed definition gets a new address; a removed machine frees its own.
         let moved = ipam.allocate("a", &want(LinkKey::Veth), &[]).unwrap();
         assert_eq!(moved.link, LinkKey::Veth);
+        ipam.release("b").unwrap();
+        ipam.release("b").unwrap();
+        assert!(ipam.recorded("b").unwrap().is_none());
     }
 }

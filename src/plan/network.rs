@@ -137,6 +137,20 @@ fn user_mode(def: &Definition, zone: bool) -> Result<(Network, Vec<Mount>), Diag
             .key("network.zone")
             .help("run the zone's machines as root, or give each `mode = \"veth\"` (a network of its own through slirp4netns)"));
     }
+    if let Some(address) = &def.network.address {
+        return Err(def
+            .file
+            .error_at(
+                &address.span,
+                format!(
+                    "a rootless machine's address is {}'s: every one gets {}",
+                    rootless::TOOL,
+                    rootless::addresses().machine
+                ),
+            )
+            .key("network.address")
+            .help("remove `address`, or run the machine as root"));
+    }
     let mtu = def.network.mtu.unwrap_or(rootless::DEFAULT_MTU);
     if mtu > rootless::MAX_MTU {
         return Err(def
