@@ -43,6 +43,13 @@ fn link(plan: &Plan) -> Option<&Link> {
     }
 }
 
+/// Where the machine meets the host: its veth's host end, or its zone's bridge.
+fn host_end(link: &Link) -> &str {
+    link.zone
+        .as_ref()
+        .map_or(link.host_side.as_str(), |z| z.bridge.as_str())
+}
+
 /// Whether PID 1 waits for the supervisor to set the network up before it goes on.
 pub fn pid1_waits(plan: &Plan) -> bool {
     matches!(plan.network, Network::Link(_) | Network::UserMode(_))
@@ -51,6 +58,17 @@ pub fn pid1_waits(plan: &Plan) -> bool {
 fn failed(what: impl Into<String>) -> impl FnOnce(String) -> StepFailure {
     let what = what.into();
     move |message| StepFailure::other(Step::Network { what }, message)
+}
+
+/// A netlink, nfnetlink or helper error as the failure of the network step `what`.
+trait NetStep<T> {
+    fn net(self, what: impl FnOnce() -> String) -> Result<T, StepFailure>;
+}
+
+impl<T, E: std::fmt::Display> NetStep<T> for Result<T, E> {
+    fn net(self, what: impl FnOnce() -> String) -> Result<T, StepFailure> {
+        self.map_err(|e| failed(what())(e.to_string()))
+    }
 }
 
 fn lock(plan: &Plan) -> Result<File, StepFailure> {
@@ -125,14 +143,7 @@ pub fn attach(plan: &Plan, leader: Pid, holding: &mut Holding) -> Result<Vec<u32
                 mtu: mode.mtu,
                 forwards: &forwards,
             };
-            let helper = rootless::start(&options).map_err(|e| {
-                StepFailure::other(
-                    Step::Network {
-                        what: format!("start {}", mode.helper),
-                    },
-                    e.to_string(),
-                )
-            })?;
+            let helper = rootless::start(&options).net(|| format!("start {}", mode.helper))?;
             holding.helper = Some(helper);
             Ok(Vec::new())
         }
@@ -145,8 +156,7 @@ fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFa
     let netns = File::open(&netns_path).step(|| Step::Network {
         what: format!("open {}", netns_path.display()),
     })?;
-    let nl = |what: &str| failed(what.to_owned());
-    let mut host = Netlink::open().map_err(|e| nl("open a netlink socket")(e.to_string()))?;
+    let mut host = Netlink::open().net(|| "open a netlink socket".to_owned())?;
     let _lock = lock(plan)?;
     let bridge = match &link.zone {
         Some(zone) => Some(bridge(&mut host, zone, link.mtu, gateway, address.prefix)?),
@@ -158,28 +168,23 @@ fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFa
     }
     let index = host
         .add_veth(&link.host_side, &link.machine_side, netns.as_fd(), link.mtu)
-        .map_err(|e| {
-            nl(&format!(
+        .net(|| {
+            format!(
                 "make the veth pair {} ↔ {}",
                 link.host_side, link.machine_side
-            ))(e.to_string())
+            )
         })?;
     match bridge {
-        Some(bridge) => host.set_master(index, bridge).map_err(|e| {
-            nl(&format!("put {} in its zone's bridge", link.host_side))(e.to_string())
-        })?,
+        Some(bridge) => host
+            .set_master(index, bridge)
+            .net(|| format!("put {} in its zone's bridge", link.host_side))?,
         None => host
             .add_address4(index, gateway, address.prefix)
-            .map_err(|e| {
-                nl(&format!("give {} the address {gateway}", link.host_side))(e.to_string())
-            })?,
+            .net(|| format!("give {} the address {gateway}", link.host_side))?,
     }
     host.set_up(index)
-        .map_err(|e| nl(&format!("bring {} up", link.host_side))(e.to_string()))?;
-    let host_end = link
-        .zone
-        .as_ref()
-        .map_or(link.host_side.as_str(), |z| z.bridge.as_str());
+        .net(|| format!("bring {} up", link.host_side))?;
+    let host_end = host_end(link);
     inside(&netns, link, address, gateway)?;
     forwarding(host_end)?;
     let forwards: Vec<nft::Forward> = link
@@ -203,7 +208,7 @@ fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFa
         subnet: (subnet.address, subnet.prefix),
         forwards: &forwards,
     })
-    .map_err(|e| failed("add the machine's rules to nft table ip mm")(e.to_string()))?;
+    .net(|| "add the machine's rules to nft table ip mm".to_owned())?;
     Ok(vec![bridge.unwrap_or(index)])
 }
 
@@ -214,10 +219,7 @@ fn firewall_notice(link: &Link) -> Option<String> {
     if chains.is_empty() {
         return None;
     }
-    let host_end = link
-        .zone
-        .as_ref()
-        .map_or(link.host_side.as_str(), |z| z.bridge.as_str());
+    let host_end = host_end(link);
     Some(format!(
         "the host's firewall drops forwarded packets ({}): the machine cannot reach the world \
          or take forwards until it lets {host_end} through, e.g. `iptables -I FORWARD -i \
@@ -235,20 +237,14 @@ fn bridge(
     gateway: Ipv4Addr,
     prefix: u8,
 ) -> Result<u32, StepFailure> {
-    let what = |w: &str| failed(format!("{w} the zone's bridge {}", zone.bridge));
-    if let Some(existing) = host
-        .link(&zone.bridge)
-        .map_err(|e| what("look for")(e.to_string()))?
-    {
+    let what = |w: &'static str| move || format!("{w} the zone's bridge {}", zone.bridge);
+    if let Some(existing) = host.link(&zone.bridge).net(what("look for"))? {
         return Ok(existing.index);
     }
-    let index = host
-        .add_bridge(&zone.bridge, mtu)
-        .map_err(|e| what("make")(e.to_string()))?;
+    let index = host.add_bridge(&zone.bridge, mtu).net(what("make"))?;
     host.add_address4(index, gateway, prefix)
-        .map_err(|e| what("address")(e.to_string()))?;
-    host.set_up(index)
-        .map_err(|e| what("bring up")(e.to_string()))?;
+        .net(what("give an address to"))?;
+    host.set_up(index).net(what("bring up"))?;
     Ok(index)
 }
 
@@ -260,26 +256,24 @@ fn inside(
     address: Ipv4Net,
     gateway: Ipv4Addr,
 ) -> Result<(), StepFailure> {
-    let what = |w: String| failed(format!("{w} inside the machine"));
-    let mut nl = Netlink::open_in(netns.as_fd())
-        .map_err(|e| what("open a netlink socket".into())(e.to_string()))?;
+    let inside = |what: String| move || format!("{what} inside the machine");
+    let mut nl = Netlink::open_in(netns.as_fd()).net(inside("open a netlink socket".into()))?;
     let side = &link.machine_side;
     for name in ["lo", side.as_str()] {
-        let found = nl
-            .link(name)
-            .map_err(|e| what(format!("find {name}"))(e.to_string()))?;
-        let Some(found) = found else {
-            return Err(what(format!("find {name}"))("it is not there".to_owned()));
+        let Some(found) = nl.link(name).net(inside(format!("find {name}")))? else {
+            return Err(failed(inside(format!("find {name}"))())(
+                "it is not there".to_owned(),
+            ));
         };
         if name == side {
             nl.add_address4(found.index, address.address, address.prefix)
-                .map_err(|e| what(format!("give {side} the address {address}"))(e.to_string()))?;
+                .net(inside(format!("give {side} the address {address}")))?;
         }
         nl.set_up(found.index)
-            .map_err(|e| what(format!("bring {name} up"))(e.to_string()))?;
+            .net(inside(format!("bring {name} up")))?;
         if name == side {
             nl.add_default_route4(gateway, found.index)
-                .map_err(|e| what(format!("route through {gateway}"))(e.to_string()))?;
+                .net(inside(format!("route through {gateway}")))?;
         }
     }
     Ok(())
