@@ -309,6 +309,18 @@ fn a_forward_reaches_the_machine_from_the_host_localhost_and_the_outside() {
          [network]\nmode = \"veth\"\nports = [\"8080:80\"]\n",
     );
     net.ok(&machines, &["start", "web"]);
+    let status = net.ok(&machines, &["status", "web"]);
+    assert!(
+        status
+            .contains("address 10.123.0.2/30 on host0 (ve-web on the host); forwards 8080:80/tcp"),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&net.ok(&machines, &["status", "web", "--json"])).unwrap();
+    assert_eq!(
+        json["network"]["address"]["address"], "10.123.0.2/30",
+        "{json}"
+    );
     let url = |host: &str| format!("http://{host}:8080/");
     let wget = |host: &str| {
         ["timeout", "5", "busybox", "wget", "-qO-"]

@@ -233,30 +233,73 @@ struct StatusReport<'a> {
     runtime_dir: PathBuf,
     /// The systemd unit it runs or ran as.
     unit: Option<String>,
+    /// While it runs: its network as its plan has it (mode, links, address, forwards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<mm::plan::Network>,
 }
 
 pub fn status(machine: &str, json: bool) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
     reconciled(&paths)?;
     let status = state::status(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
-    let unit = state::read(&paths)
-        .map_err(|e| RuntimeError::io(&paths.state(), e))?
-        .and_then(|r| r.unit().map(str::to_owned));
+    let recorded = state::read(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
+    let unit = recorded.as_ref().and_then(|r| r.unit().map(str::to_owned));
+    let network = match (&status, recorded) {
+        (Status::Running { .. }, Some(state::Recorded::Running { launch, .. })) => {
+            Some(launch.plan.network)
+        }
+        _ => None,
+    };
     if json {
         print_json(&StatusReport {
             name: &name,
             status: &status,
             runtime_dir: paths.dir.clone(),
             unit,
+            network,
         })?;
     } else {
         let unit = unit.map(|u| format!(" as {u}")).unwrap_or_default();
-        print(&format!("{name}: {}{unit}\n", describe(&status)))?;
+        let network = network.as_ref().and_then(network_line).unwrap_or_default();
+        print(&format!("{name}: {}{unit}\n{network}", describe(&status)))?;
     }
     Ok(match status {
         Status::Running { .. } | Status::Starting => ExitCode::Ok,
         Status::Stopped { .. } => ExitCode::NotRunning,
     })
+}
+
+/// `mm status`'s line for a machine with a network of its own: its address and forwards.
+fn network_line(network: &mm::plan::Network) -> Option<String> {
+    use mm::plan::{Address, Network};
+    let (address, on, forwards) = match network {
+        Network::Link(link) => {
+            let Address::Assigned { address, .. } = &link.address else {
+                return None;
+            };
+            let on = match &link.zone {
+                Some(zone) => format!(
+                    "{}, zone {} ({})",
+                    link.machine_side, zone.name, zone.bridge
+                ),
+                None => format!("{} ({} on the host)", link.machine_side, link.host_side),
+            };
+            (address.to_string(), on, &link.forwards)
+        }
+        Network::UserMode(mode) => (
+            mode.address.to_string(),
+            format!("{} ({})", mode.interface, mode.helper),
+            &mode.forwards,
+        ),
+        Network::Host | Network::Private => return None,
+    };
+    let mut line = format!("  address {address} on {on}");
+    if !forwards.is_empty() {
+        let list: Vec<String> = forwards.iter().map(ToString::to_string).collect();
+        line.push_str(&format!("; forwards {}", list.join(", ")));
+    }
+    line.push('\n');
+    Some(line)
 }
 
 /// One line for `mm status` and `mm list`.
