@@ -109,7 +109,7 @@ fn address_exit_code(e: &crate::network::ipam::IpamError) -> ExitCode {
     match e {
         IpamError::Io { .. } => ExitCode::Io,
         IpamError::Corrupt { .. } | IpamError::Taken(_) => ExitCode::InvalidDefinition,
-        IpamError::Exhausted { .. } => ExitCode::HostCannot,
+        IpamError::Exhausted { .. } | IpamError::ZoneFull { .. } => ExitCode::HostCannot,
     }
 }
 

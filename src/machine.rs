@@ -162,7 +162,11 @@ pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
         let def = Definition::load(path)?;
         if let Some(want) = plan::wanted(&def) {
             let routes: Vec<_> = host.network.routes.iter().map(|r| r.destination).collect();
-            Ipam::new(&host.dirs.machines).allocate(def.name.as_str(), &want, &routes)?;
+            let around = crate::network::ipam::Around {
+                routes: &routes,
+                pools: &host.network.pools.pools,
+            };
+            Ipam::new(&host.dirs.machines).allocate(def.name.as_str(), &want, around)?;
             plan = compile(path, host)?;
         }
     }

@@ -642,3 +642,30 @@ fn machined_shows_the_machines_address() {
         "{interfaces}"
     );
 }
+
+#[test]
+fn the_hosts_network_toml_moves_the_pools_and_a_bad_one_is_named() {
+    if !netns_ready("the_hosts_network_toml_moves_the_pools") {
+        return;
+    }
+    let net = Net::new(1500);
+    let mut machines = Machines::new();
+    machines.define(
+        "pool",
+        "[exec]\ncommand = [\"/bin/sleep\", \"600\"]\n[network]\nmode = \"veth\"\n",
+    );
+    let config = machines.state_dir().join("network.toml");
+    std::fs::create_dir_all(machines.state_dir()).unwrap();
+    std::fs::write(&config, "pools = [\"10.200.0.0/16\"]\n").unwrap();
+    net.ok(&machines, &["start", "pool"]);
+    let status = net.ok(&machines, &["status", "pool"]);
+    net.ok(&machines, &["stop", "pool"]);
+    assert!(status.contains("address 10.200.0.2/30"), "{status}");
+    std::fs::write(&config, "pools = [\"10.200.0.0/33\"]\n").unwrap();
+    let (out, _, stderr) = net.mm(&machines, &["start", "pool"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("network.toml:1: pools: `33` is not a prefix length"),
+        "{stderr}"
+    );
+}

@@ -12,6 +12,10 @@ use crate::network::addr::Ipv4Net;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkFacts {
     pub uplink: Option<Uplink>,
+    /// Where root machines' subnets come from: mm's defaults, or `pools` of the host's
+    /// network.toml.
+    #[serde(default)]
+    pub pools: Pools,
     /// The main table's IPv4 routes (their destinations and devices).
     pub routes: Vec<Route>,
     pub resolvers: Resolvers,
@@ -42,6 +46,85 @@ pub struct Resolvers {
     pub missing: Option<String>,
 }
 
+/// The pools, and the file that named them (`None`: mm's defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pools {
+    pub from: Option<PathBuf>,
+    pub pools: Vec<Ipv4Net>,
+    /// What is wrong with the file, which machines with a link then refuse to start with.
+    pub problem: Option<String>,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Self {
+            from: None,
+            pools: crate::network::ipam::default_pools(),
+            problem: None,
+        }
+    }
+}
+
+/// The host's network settings for mm: `/etc/mm/network.toml`, or `$MM_ROOT/network.toml`.
+pub fn config_path() -> PathBuf {
+    match std::env::var_os(super::ENV_ROOT).filter(|v| !v.is_empty()) {
+        Some(root) => PathBuf::from(root).join("network.toml"),
+        None => PathBuf::from("/etc/mm/network.toml"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    pools: Vec<toml::Spanned<String>>,
+}
+
+/// The pools of `path`, when it exists: each an IPv4 subnet of /8 to /24 (a zone takes a
+/// /24 of it).
+pub fn read_pools(path: &Path) -> Pools {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Pools::default(),
+        Err(e) => {
+            return Pools {
+                problem: Some(format!("{}: {e}", path.display())),
+                ..Pools::default()
+            };
+        }
+    };
+    let fail = |why: String| Pools {
+        from: Some(path.to_owned()),
+        problem: Some(why),
+        ..Pools::default()
+    };
+    let config: Config = match toml::from_str(&text) {
+        Ok(config) => config,
+        Err(e) => return fail(format!("{}: {}", path.display(), e.message())),
+    };
+    let mut pools = Vec::new();
+    for raw in &config.pools {
+        let line = text[..raw.span().start].lines().count().max(1);
+        match raw.get_ref().parse::<Ipv4Net>() {
+            Ok(net) if (8..=24).contains(&net.prefix) && net == net.network() => pools.push(net),
+            Ok(net) => {
+                return fail(format!(
+                    "{}:{line}: pools: {net} is not a subnet of /8 to /24 written as its first address",
+                    path.display()
+                ));
+            }
+            Err(why) => return fail(format!("{}:{line}: pools: {why}", path.display())),
+        }
+    }
+    if pools.is_empty() {
+        return fail(format!("{}: pools is empty", path.display()));
+    }
+    Pools {
+        from: Some(path.to_owned()),
+        pools,
+        problem: None,
+    }
+}
+
 /// A local stub resolver's list of the servers it forwards to (systemd-resolved's).
 const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
 
@@ -66,6 +149,7 @@ impl NetworkFacts {
         let resolvers = resolvers(Path::new("/etc/resolv.conf"), Path::new(RESOLVED_UPSTREAM));
         Self {
             uplink,
+            pools: read_pools(&config_path()),
             routes: routes.into_iter().map(|(r, _)| r).collect(),
             resolvers,
         }
@@ -178,6 +262,31 @@ mod tests {
         assert_eq!(routes[0].0.destination.to_string(), "0.0.0.0/0");
         assert_eq!(routes[1].0.destination.to_string(), "192.168.0.0/24");
         assert_eq!(routes[1].0.device, "eth0");
+    }
+
+    #[test]
+    fn pools_come_from_the_file_or_mm_and_a_bad_one_says_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("network.toml");
+        assert_eq!(read_pools(&path), Pools::default());
+        std::fs::write(&path, "pools = [\"10.200.0.0/16\"]\n").unwrap();
+        let pools = read_pools(&path);
+        assert_eq!(pools.pools, ["10.200.0.0/16".parse::<Ipv4Net>().unwrap()]);
+        assert!(pools.problem.is_none());
+        std::fs::write(
+            &path,
+            "pools = [\n  \"10.200.0.0/16\",\n  \"10.201.0.5/16\",\n]\n",
+        )
+        .unwrap();
+        let problem = read_pools(&path).problem.unwrap();
+        assert!(problem.ends_with("network.toml:3: pools: 10.201.0.5/16 is not a subnet of /8 to /24 written as its first address"), "{problem}");
+        std::fs::write(&path, "pool = []\n").unwrap();
+        assert!(
+            read_pools(&path)
+                .problem
+                .unwrap()
+                .contains("unknown field `pool`")
+        );
     }
 
     #[test]

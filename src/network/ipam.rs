@@ -14,9 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use super::addr::Ipv4Net;
 
-/// Where subnets come from, in order: blocks that meet one of the host's routes are
-/// skipped, as docker and podman skip theirs.
+/// Where subnets come from unless the host's network.toml says otherwise, in order: blocks
+/// that meet one of the host's routes are skipped, as docker and podman skip theirs.
 pub const POOLS: [&str; 3] = ["10.123.0.0/16", "172.30.0.0/16", "192.168.247.0/24"];
+
+pub fn default_pools() -> Vec<Ipv4Net> {
+    POOLS.iter().filter_map(|p| p.parse().ok()).collect()
+}
 const VETH_PREFIX: u8 = 30;
 const ZONE_PREFIX: u8 = 24;
 
@@ -73,10 +77,11 @@ pub enum IpamError {
     #[error("{0}")]
     Taken(String),
     #[error(
-        "no free subnet of /{prefix} is left in mm's pools ({}): machines or the host's routes hold them all",
-        POOLS.join(", ")
+        "no free subnet of /{prefix} is left in mm's pools ({pools}): machines or the host's routes hold them all"
     )]
-    Exhausted { prefix: u8 },
+    Exhausted { prefix: u8, pools: String },
+    #[error("zone `{zone}`'s subnet {subnet} has no free address left")]
+    ZoneFull { zone: String, subnet: Ipv4Net },
 }
 
 pub struct Ipam {
@@ -144,7 +149,7 @@ impl Ipam {
         &self,
         machine: &str,
         want: &Want,
-        routes: &[Ipv4Net],
+        around: Around<'_>,
     ) -> Result<Record, IpamError> {
         std::fs::create_dir_all(&self.machines).map_err(io(&self.machines))?;
         let lock = self.machines.join(".address.lock");
@@ -155,7 +160,7 @@ impl Ipam {
             return Ok(record);
         }
         let others = self.others(machine)?;
-        let record = choose(want, &others, routes)?;
+        let record = choose(want, &others, around)?;
         let path = self.path(machine);
         let dir = path.parent().unwrap_or(&self.machines);
         std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -186,12 +191,20 @@ pub fn zone_subnet(zone: &str, others: &[(String, Record)]) -> Option<Ipv4Net> {
         .map(|(_, r)| r.subnet())
 }
 
-/// The address `want` gets, given the other machines' records and the host's routes.
+/// What is around the machines' subnets: the host's routes, and the pools to take from.
+#[derive(Debug, Clone, Copy)]
+pub struct Around<'a> {
+    pub routes: &'a [Ipv4Net],
+    pub pools: &'a [Ipv4Net],
+}
+
+/// The address `want` gets, given the other machines' records and what is around.
 pub fn choose(
     want: &Want,
     others: &[(String, Record)],
-    routes: &[Ipv4Net],
+    around: Around<'_>,
 ) -> Result<Record, IpamError> {
+    let routes = around.routes;
     let ours: Vec<Ipv4Net> = others.iter().map(|(_, r)| r.subnet()).collect();
     let theirs: Vec<Ipv4Net> = routes
         .iter()
@@ -240,8 +253,9 @@ pub fn choose(
                     prefix: subnet.prefix,
                 })
             })
-            .ok_or(IpamError::Exhausted {
-                prefix: subnet.prefix,
+            .ok_or_else(|| IpamError::ZoneFull {
+                zone: zone.clone(),
+                subnet,
             });
     }
     if let Some(address) = want.address {
@@ -263,7 +277,7 @@ pub fn choose(
         LinkKey::Veth => VETH_PREFIX,
         LinkKey::Zone(_) => ZONE_PREFIX,
     };
-    for pool in POOLS.iter().filter_map(|p| p.parse::<Ipv4Net>().ok()) {
+    for &pool in around.pools.iter().filter(|p| p.prefix <= prefix) {
         let blocks = 1u32 << (prefix - pool.prefix);
         let size = 1u32 << (32 - prefix);
         for n in 0..blocks {
@@ -281,7 +295,11 @@ pub fn choose(
             }
         }
     }
-    Err(IpamError::Exhausted { prefix })
+    let pools: Vec<String> = around.pools.iter().map(ToString::to_string).collect();
+    Err(IpamError::Exhausted {
+        prefix,
+        pools: pools.join(", "),
+    })
 }
 
 #[cfg(test)]
@@ -290,6 +308,14 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
+    }
+
+    fn around(routes: &[Ipv4Net]) -> Around<'_> {
+        static POOLS: std::sync::OnceLock<Vec<Ipv4Net>> = std::sync::OnceLock::new();
+        Around {
+            routes,
+            pools: POOLS.get_or_init(default_pools),
+        }
     }
 
     fn want(link: LinkKey) -> Want {
@@ -304,7 +330,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ipam = Ipam::new(dir.path());
         let routes = [net("0.0.0.0/0"), net("10.123.0.0/29")];
-        let a = ipam.allocate("a", &want(LinkKey::Veth), &routes).unwrap();
+        let a = ipam
+            .allocate("a", &want(LinkKey::Veth), around(&routes))
+            .unwrap();
         assert_eq!(
             a.address,
             net("10.123.0.10/30"),
@@ -312,13 +340,16 @@ mod tests {
         );
         assert_eq!(a.gateway().to_string(), "10.123.0.9");
         assert_eq!(
-            ipam.allocate("a", &want(LinkKey::Veth), &routes).unwrap(),
+            ipam.allocate("a", &want(LinkKey::Veth), around(&routes))
+                .unwrap(),
             a,
             "stable"
         );
         // The route to a's own link does not push a's next neighbour away.
         let routes = [net("10.123.0.0/29"), net("10.123.0.8/30")];
-        let b = ipam.allocate("b", &want(LinkKey::Veth), &routes).unwrap();
+        let b = ipam
+            .allocate("b", &want(LinkKey::Veth), around(&routes))
+            .unwrap();
         assert_eq!(b.address, net("10.123.0.14/30"));
     }
 
@@ -327,15 +358,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ipam = Ipam::new(dir.path());
         let zone = || want(LinkKey::Zone("app".into()));
-        let a = ipam.allocate("a", &zone(), &[]).unwrap();
-        let b = ipam.allocate("b", &zone(), &[]).unwrap();
+        let a = ipam.allocate("a", &zone(), around(&[])).unwrap();
+        let b = ipam.allocate("b", &zone(), around(&[])).unwrap();
         assert_eq!(a.address, net("10.123.0.2/24"));
         assert_eq!(b.address, net("10.123.0.3/24"));
         let other = ipam
-            .allocate("c", &want(LinkKey::Zone("db".into())), &[])
+            .allocate("c", &want(LinkKey::Zone("db".into())), around(&[]))
             .unwrap();
         assert_eq!(other.address, net("10.123.1.2/24"));
-        let veth = ipam.allocate("d", &want(LinkKey::Veth), &[]).unwrap();
+        let veth = ipam
+            .allocate("d", &want(LinkKey::Veth), around(&[]))
+            .unwrap();
         assert_eq!(veth.address, net("10.123.2.2/30"));
     }
 
@@ -347,33 +380,39 @@ mod tests {
             link: LinkKey::Zone(zone.into()),
             address: Some(net(a)),
         };
-        ipam.allocate("a", &at("app", "192.168.50.10/24"), &[])
+        ipam.allocate("a", &at("app", "192.168.50.10/24"), around(&[]))
             .unwrap();
         let b = ipam
-            .allocate("b", &want(LinkKey::Zone("app".into())), &[])
+            .allocate("b", &want(LinkKey::Zone("app".into())), around(&[]))
             .unwrap();
         assert_eq!(b.address, net("192.168.50.2/24"));
         let e = ipam
-            .allocate("c", &at("app", "192.168.51.3/24"), &[])
+            .allocate("c", &at("app", "192.168.51.3/24"), around(&[]))
             .unwrap_err();
         assert!(
             e.to_string().contains("has the subnet 192.168.50.0/24"),
             "{e}"
         );
         let e = ipam
-            .allocate("c", &at("app", "192.168.50.10/24"), &[])
+            .allocate("c", &at("app", "192.168.50.10/24"), around(&[]))
             .unwrap_err();
         assert!(e.to_string().contains("machine `a`"), "{e}");
         let e = ipam
-            .allocate("c", &at("db", "192.168.50.20/28"), &[])
+            .allocate("c", &at("db", "192.168.50.20/28"), around(&[]))
             .unwrap_err();
         assert!(e.to_string().contains("overlaps"), "{e}");
         let e = ipam
-            .allocate("c", &at("db", "172.20.0.5/24"), &[net("172.16.0.0/12")])
+            .allocate(
+                "c",
+                &at("db", "172.20.0.5/24"),
+                around(&[net("172.16.0.0/12")]),
+            )
             .unwrap_err();
         assert!(e.to_string().contains("the host's route"), "{e}");
         // A changed definition gets a new address; a removed machine frees its own.
-        let moved = ipam.allocate("a", &want(LinkKey::Veth), &[]).unwrap();
+        let moved = ipam
+            .allocate("a", &want(LinkKey::Veth), around(&[]))
+            .unwrap();
         assert_eq!(moved.link, LinkKey::Veth);
         ipam.release("b").unwrap();
         ipam.release("b").unwrap();

@@ -51,7 +51,11 @@ pub(super) fn address_taken(
         return None;
     }
     let routes: Vec<_> = host.network.routes.iter().map(|r| r.destination).collect();
-    match ipam::choose(&want, known.others, &routes) {
+    let around = ipam::Around {
+        routes: &routes,
+        pools: &host.network.pools.pools,
+    };
+    match ipam::choose(&want, known.others, around) {
         Ok(_) => None,
         Err(e) => Some(
             def.file
@@ -75,6 +79,16 @@ pub(super) fn network(
     };
     if !host.is_root() {
         return user_mode(def, zone.is_some());
+    }
+    if let Some(problem) = &host.network.pools.problem {
+        return Err(def
+            .file
+            .error(format!("the host's address pools: {problem}"))
+            .key("network.mode")
+            .help(format!(
+                "fix it, or remove it to use mm's pools ({})",
+                ipam::POOLS.join(", ")
+            )));
     }
     let name = def.name.as_str();
     let want = wanted(def).expect("a veth or zone machine wants a link");
