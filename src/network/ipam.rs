@@ -204,83 +204,107 @@ pub fn choose(
     others: &[(String, Record)],
     around: Around<'_>,
 ) -> Result<Record, IpamError> {
-    let routes = around.routes;
-    let ours: Vec<Ipv4Net> = others.iter().map(|(_, r)| r.subnet()).collect();
-    let theirs: Vec<Ipv4Net> = routes
-        .iter()
-        .copied()
-        .filter(|r| r.prefix > 0 && !ours.contains(&r.network()))
-        .collect();
-    let free = |subnet: Ipv4Net| {
-        !ours.iter().any(|o| o.overlaps(subnet)) && !theirs.iter().any(|r| r.overlaps(subnet))
-    };
-    let record = |address| Record {
-        link: want.link.clone(),
-        address,
-    };
-    if let LinkKey::Zone(zone) = &want.link
+    let address = if let LinkKey::Zone(zone) = &want.link
         && let Some(subnet) = zone_subnet(zone, others)
     {
-        let used: Vec<Ipv4Addr> = others
-            .iter()
-            .filter(|(_, r)| r.subnet() == subnet)
-            .map(|(_, r)| r.address.address)
-            .collect();
-        if let Some(address) = want.address {
-            if address.network() != subnet {
-                return Err(IpamError::Taken(format!(
-                    "zone `{zone}` has the subnet {subnet}, and {address} is not in it"
-                )));
-            }
-            if let Some((machine, _)) = others
-                .iter()
-                .find(|(_, r)| r.address.address == address.address)
-            {
-                return Err(IpamError::Taken(format!(
-                    "{} is machine `{machine}`'s address",
-                    address.address
-                )));
-            }
-            return Ok(record(address));
+        in_zone(zone, subnet, want.address, others)?
+    } else {
+        let taken = Taken::new(others, around.routes);
+        match want.address {
+            Some(address) => taken.check(address.network()).map(|()| address)?,
+            None => first_free(&want.link, &taken, around.pools)?,
         }
-        let gateway = subnet.nth(1);
-        return subnet
-            .host_addresses()
-            .find(|a| Some(*a) != gateway && !used.contains(a))
-            .map(|a| {
-                record(Ipv4Net {
-                    address: a,
-                    prefix: subnet.prefix,
-                })
-            })
-            .ok_or_else(|| IpamError::ZoneFull {
-                zone: zone.clone(),
-                subnet,
-            });
+    };
+    Ok(Record {
+        link: want.link.clone(),
+        address,
+    })
+}
+
+/// An address in a zone that has its subnet: the one asked for, if it is free, or the
+/// first free one.
+fn in_zone(
+    zone: &str,
+    subnet: Ipv4Net,
+    wanted: Option<Ipv4Net>,
+    others: &[(String, Record)],
+) -> Result<Ipv4Net, IpamError> {
+    let holder = |a: Ipv4Addr| others.iter().find(|(_, r)| r.address.address == a);
+    if let Some(address) = wanted {
+        if address.network() != subnet {
+            return Err(IpamError::Taken(format!(
+                "zone `{zone}` has the subnet {subnet}, and {address} is not in it"
+            )));
+        }
+        if let Some((machine, _)) = holder(address.address) {
+            return Err(IpamError::Taken(format!(
+                "{} is machine `{machine}`'s address",
+                address.address
+            )));
+        }
+        return Ok(address);
     }
-    if let Some(address) = want.address {
-        let subnet = address.network();
-        if let Some((machine, r)) = others.iter().find(|(_, r)| r.subnet().overlaps(subnet)) {
+    let gateway = subnet.nth(1);
+    subnet
+        .host_addresses()
+        .find(|a| Some(*a) != gateway && holder(*a).is_none())
+        .map(|address| Ipv4Net {
+            address,
+            prefix: subnet.prefix,
+        })
+        .ok_or_else(|| IpamError::ZoneFull {
+            zone: zone.to_owned(),
+            subnet,
+        })
+}
+
+/// The subnets a new one must not meet: the other machines', and the host's routes (but
+/// those to the machines' own subnets, which are theirs).
+struct Taken<'a> {
+    others: &'a [(String, Record)],
+    routes: Vec<Ipv4Net>,
+}
+
+impl<'a> Taken<'a> {
+    fn new(others: &'a [(String, Record)], routes: &[Ipv4Net]) -> Self {
+        let ours: Vec<Ipv4Net> = others.iter().map(|(_, r)| r.subnet()).collect();
+        let routes = routes
+            .iter()
+            .copied()
+            .filter(|r| r.prefix > 0 && !ours.contains(&r.network()))
+            .collect();
+        Self { others, routes }
+    }
+
+    fn check(&self, subnet: Ipv4Net) -> Result<(), IpamError> {
+        if let Some((machine, r)) = self
+            .others
+            .iter()
+            .find(|(_, r)| r.subnet().overlaps(subnet))
+        {
             return Err(IpamError::Taken(format!(
                 "{subnet} overlaps {}, the subnet of machine `{machine}`",
                 r.subnet()
             )));
         }
-        if let Some(route) = theirs.iter().find(|r| r.overlaps(subnet)) {
+        if let Some(route) = self.routes.iter().find(|r| r.overlaps(subnet)) {
             return Err(IpamError::Taken(format!(
                 "{subnet} overlaps the host's route to {route}"
             )));
         }
-        return Ok(record(address));
+        Ok(())
     }
-    let prefix = match want.link {
+}
+
+/// The second address of the first free block of the link's size in the pools.
+fn first_free(link: &LinkKey, taken: &Taken<'_>, pools: &[Ipv4Net]) -> Result<Ipv4Net, IpamError> {
+    let prefix = match link {
         LinkKey::Veth => VETH_PREFIX,
         LinkKey::Zone(_) => ZONE_PREFIX,
     };
-    for &pool in around.pools.iter().filter(|p| p.prefix <= prefix) {
-        let blocks = 1u32 << (prefix - pool.prefix);
-        let size = 1u32 << (32 - prefix);
-        for n in 0..blocks {
+    let size = 1u32 << (32 - prefix);
+    for &pool in pools.iter().filter(|p| p.prefix <= prefix) {
+        for n in 0..1u32 << (prefix - pool.prefix) {
             let Some(start) = pool.nth(n * size) else {
                 break;
             };
@@ -288,14 +312,14 @@ pub fn choose(
                 address: start,
                 prefix,
             };
-            if free(block)
+            if taken.check(block).is_ok()
                 && let Some(address) = block.nth(2)
             {
-                return Ok(record(Ipv4Net { address, prefix }));
+                return Ok(Ipv4Net { address, prefix });
             }
         }
     }
-    let pools: Vec<String> = around.pools.iter().map(ToString::to_string).collect();
+    let pools: Vec<String> = pools.iter().map(ToString::to_string).collect();
     Err(IpamError::Exhausted {
         prefix,
         pools: pools.join(", "),
