@@ -223,7 +223,8 @@ EOF
         args=()
         for i in $(shuf -e "${indexes[@]}"); do args+=(-n "${names[$i]}" "${commands[$i]}"); done
         timeout 300 hyperfine -N --warmup 1 --runs "$per_round" \
-            --export-json "$work/start-$round.json" "${args[@]}" </dev/null >/dev/null
+            --export-json "$work/start-$round.json" "${args[@]}" </dev/null >/dev/null 2>>"$work/hyperfine.err" ||
+            { cat "$work/hyperfine.err" >&2; exit 1; }
         jsons+=("$work/start-$round.json")
     done
     timeout 20 "$mm" stop start-keeper --timeout 2 >/dev/null
