@@ -153,6 +153,11 @@ pub fn add(rules: &MachineRules<'_>) -> Result<(), NftError> {
 /// Idempotent (no table → Ok). A rule without an mm tag (someone's own) keeps the table.
 pub fn remove(machine: &str) -> Result<(), NftError> {
     change(machine, |listing, batch| {
+        // No table: nothing to send (the kernel's refusal of a batch costs a grace period,
+        // 7 to 25 ms, and every start cleans up first).
+        if listing.chains.is_empty() && listing.rules.is_empty() {
+            return;
+        }
         let (mine, others): (Vec<_>, Vec<_>) = listing
             .rules
             .iter()
