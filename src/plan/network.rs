@@ -145,8 +145,9 @@ fn user_mode(def: &Definition, zone: bool) -> Result<(Network, Vec<Mount>), Diag
         return Err(def
             .file
             .error(
-                "rootless zones are not available yet: a zone's bridge would live in the \
-                 host's network namespace, where an ordinary user may not make links",
+                "rootless zones are not available yet: a veth pair between two machines' \
+                 network namespaces takes CAP_NET_ADMIN in both of their user namespaces, \
+                 which no process of an ordinary user holds (docs/network.md, \"Rootless\")",
             )
             .key("network.zone")
             .help("run the zone's machines as root, or give each `mode = \"veth\"` (a network of its own through slirp4netns)"));
