@@ -304,19 +304,19 @@ fn a_forward_reaches_the_machine_from_the_host_localhost_and_the_outside() {
     let net = Net::new(1500);
     let mut machines = Machines::new();
     machines.define(
-        "web",
+        "fwd",
         "[exec]\ncommand = [\"/bin/httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/srv\"]\n\
          [network]\nmode = \"veth\"\nports = [\"8080:80\"]\n",
     );
-    net.ok(&machines, &["start", "web"]);
-    let status = net.ok(&machines, &["status", "web"]);
+    net.ok(&machines, &["start", "fwd"]);
+    let status = net.ok(&machines, &["status", "fwd"]);
     assert!(
         status
-            .contains("address 10.123.0.2/30 on host0 (ve-web on the host); forwards 8080:80/tcp"),
+            .contains("address 10.123.0.2/30 on host0 (ve-fwd on the host); forwards 8080:80/tcp"),
         "{status}"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&net.ok(&machines, &["status", "web", "--json"])).unwrap();
+        serde_json::from_str(&net.ok(&machines, &["status", "fwd", "--json"])).unwrap();
     assert_eq!(
         json["network"]["address"]["address"], "10.123.0.2/30",
         "{json}"
@@ -348,7 +348,7 @@ fn a_forward_reaches_the_machine_from_the_host_localhost_and_the_outside() {
     // The machine's own connections to a port 8080 elsewhere are not caught by it.
     let ruleset = net.ruleset();
     assert!(ruleset.contains("dport 8080"), "{ruleset}");
-    net.ok(&machines, &["stop", "web"]);
+    net.ok(&machines, &["stop", "fwd"]);
     assert!(!net.ruleset().contains("table ip mm"));
 }
 

@@ -340,24 +340,35 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
     };
     drop(inherited);
     let mut go_w = File::from(go_w);
-    let mut reports = Reports::new(File::from(report_r), go(spawner, cgroup, &mut go_w).err());
-    reports.until_leader();
-    let _ = waitpid(spawner, None);
+    let went = go(spawner, cgroup, &mut go_w);
+    let mut reports = Reports::new(File::from(report_r), None);
     let mut interfaces = Vec::new();
-    if let (Some(leader), None) = (reports.leader, &reports.failure) {
-        let attached = network::attach(plan, leader, &mut holding).and_then(|attached| {
-            if network::pid1_waits(plan) {
-                go_w.write_all(b"n").step(|| Step::WaitNetwork)?;
+    match went {
+        // The spawner, still waiting for its go-ahead, reads the end of the pipe and leaves.
+        Err(failure) => {
+            drop(go_w);
+            reports.fail(failure);
+            let _ = waitpid(spawner, None);
+        }
+        Ok(()) => {
+            reports.until_leader();
+            let _ = waitpid(spawner, None);
+            if let (Some(leader), None) = (reports.leader, &reports.failure) {
+                let attached = network::attach(plan, leader, &mut holding).and_then(|attached| {
+                    if network::pid1_waits(plan) {
+                        go_w.write_all(b"n").step(|| Step::WaitNetwork)?;
+                    }
+                    Ok(attached)
+                });
+                match attached {
+                    Ok(attached) => interfaces = attached,
+                    Err(failure) => reports.fail(failure),
+                }
             }
-            Ok(attached)
-        });
-        match attached {
-            Ok(attached) => interfaces = attached,
-            Err(failure) => reports.fail(failure),
+            // PID 1, if it still waits, reads the end of the pipe: the supervisor gave up.
+            drop(go_w);
         }
     }
-    // PID 1, if it still waits, reads the end of the pipe: the supervisor gave up.
-    drop(go_w);
     let leader = reports.rest()?;
     Ok(Begun {
         leader,
