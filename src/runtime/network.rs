@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::unistd::Pid;
 
@@ -71,13 +71,9 @@ impl<T, E: std::fmt::Display> NetStep<T> for Result<T, E> {
     }
 }
 
+/// `RUNTIME/.network.lock`, beside the machines' runtime directories.
 fn lock(plan: &Plan) -> Result<File, StepFailure> {
-    let dir = plan
-        .machine
-        .runtime_dir
-        .parent()
-        .unwrap_or(Path::new("/run/mm"));
-    let path = dir.join(".network.lock");
+    let path = plan.machine.runtime_dir.with_file_name(".network.lock");
     crate::state::lock(&path, true).step(|| Step::Network {
         what: format!("take the lock {}", path.display()),
     })
@@ -312,12 +308,16 @@ fn uplink_device() -> Option<String> {
 /// the zone's bridge when no machine of the zone is left. Safe to call again.
 pub fn release(plan: &Plan) {
     let Some(link) = link(plan) else { return };
-    let Ok(_lock) = lock(plan) else { return };
+    let _lock = match lock(plan) {
+        Ok(lock) => lock,
+        Err(failure) => return eprintln!("mm: {failure}"),
+    };
     if let Err(e) = nft::remove(plan.machine.name.as_str()) {
         eprintln!("mm: {e}");
     }
-    let Ok(mut host) = Netlink::open() else {
-        return;
+    let mut host = match Netlink::open() {
+        Ok(host) => host,
+        Err(e) => return eprintln!("mm: taking {}'s network down: {e}", plan.machine.name),
     };
     if let Ok(Some(veth)) = host.link(&link.host_side) {
         let _ = host.delete_link(veth.index);
