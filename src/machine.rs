@@ -157,18 +157,11 @@ pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
         }
     }
     if let plan::Network::Link(link) = &plan.network
-        && let plan::Address::Allocate { .. } = link.address
+        && let Some(want) = plan::unallocated(link)
     {
-        let def = Definition::load(path)?;
-        if let Some(want) = plan::wanted(&def) {
-            let routes: Vec<_> = host.network.routes.iter().map(|r| r.destination).collect();
-            let around = crate::network::ipam::Around {
-                routes: &routes,
-                pools: &host.network.pools.pools,
-            };
-            Ipam::new(&host.dirs.machines).allocate(def.name.as_str(), &want, around)?;
-            plan = compile(path, host)?;
-        }
+        let name = plan.machine.name.as_str();
+        Ipam::new(&host.dirs.machines).allocate(name, &want, &host.network.around())?;
+        plan = compile(path, host)?;
     }
     if let Upper::Persistent { upper, work } = &plan.root.upper {
         let owner = match &plan.ids.uid {

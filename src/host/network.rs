@@ -129,56 +129,61 @@ pub fn read_pools(path: &Path) -> Pools {
 const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
 
 impl NetworkFacts {
-    /// Reads the routes from /proc/net/route and the uplink's MTU over netlink (both are
-    /// this process's network namespace's; /sys/class/net may show another's).
+    /// Reads the routes from /proc/net/route and the uplink over netlink (both are this
+    /// process's network namespace's; /sys/class/net may show another's).
     pub fn probe() -> Self {
         let routes = std::fs::read_to_string("/proc/net/route")
             .map(|text| parse_routes(&text))
             .unwrap_or_default();
-        let uplink = routes
-            .iter()
-            .find(|(r, _)| r.destination.prefix == 0)
-            .and_then(|(r, _)| {
-                let mut nl = crate::network::netlink::Netlink::open().ok()?;
-                let link = nl.link(&r.device).ok()??;
-                Some(Uplink {
-                    device: r.device.clone(),
-                    mtu: link.mtu,
-                })
-            });
         let resolvers = resolvers(Path::new("/etc/resolv.conf"), Path::new(RESOLVED_UPSTREAM));
         Self {
-            uplink,
+            uplink: uplink(),
             pools: read_pools(&config_path()),
-            routes: routes.into_iter().map(|(r, _)| r).collect(),
+            routes,
             resolvers,
         }
     }
 }
 
-/// `/proc/net/route`'s lines: each route and its metric.
-fn parse_routes(text: &str) -> Vec<(Route, u32)> {
+impl NetworkFacts {
+    /// What a new subnet must stay clear of and where it comes from.
+    pub fn around(&self) -> crate::network::ipam::Around<'_> {
+        crate::network::ipam::Around {
+            routes: self.routes.iter().map(|r| r.destination).collect(),
+            pools: &self.pools.pools,
+        }
+    }
+}
+
+/// The device of the IPv4 default route and its MTU, now (`None` without one, or when
+/// netlink cannot say).
+pub fn uplink() -> Option<Uplink> {
+    let link = crate::network::netlink::Netlink::open()
+        .ok()?
+        .uplink()
+        .ok()??;
+    Some(Uplink {
+        device: link.name,
+        mtu: link.mtu,
+    })
+}
+
+/// `/proc/net/route`'s routes.
+fn parse_routes(text: &str) -> Vec<Route> {
     let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
-    let mut routes: Vec<(Route, u32)> = text
-        .lines()
+    text.lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let (device, destination, metric, mask) =
-                (f.first()?, hex(f.get(1)?)?, f.get(6)?, hex(f.get(7)?)?);
+            let (device, destination, mask) = (f.first()?, hex(f.get(1)?)?, hex(f.get(7)?)?);
             let prefix = u8::try_from(mask.count_ones()).ok()?;
             let destination = Ipv4Net::new(Ipv4Addr::from(destination), prefix)?;
-            Some((
-                Route {
-                    destination,
-                    device: (*device).to_owned(),
-                },
-                metric.parse().ok()?,
-            ))
+            Some(Route {
+                destination,
+                device: (*device).to_owned(),
+            })
         })
-        .collect();
-    routes.sort_by_key(|(r, metric)| (r.destination.prefix, *metric));
-    routes
+        .collect()
 }
 
 /// The host's name servers as a machine behind NAT can use them: those of `main`, or, when
@@ -259,9 +264,9 @@ mod tests {
             eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
             eth0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
         let routes = parse_routes(text);
-        assert_eq!(routes[0].0.destination.to_string(), "0.0.0.0/0");
-        assert_eq!(routes[1].0.destination.to_string(), "192.168.0.0/24");
-        assert_eq!(routes[1].0.device, "eth0");
+        assert_eq!(routes[0].destination.to_string(), "0.0.0.0/0");
+        assert_eq!(routes[1].destination.to_string(), "192.168.0.0/24");
+        assert_eq!(routes[1].device, "eth0");
     }
 
     #[test]

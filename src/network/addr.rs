@@ -135,12 +135,9 @@ pub struct Ports {
 }
 
 impl Ports {
-    pub fn len(self) -> u32 {
+    /// How many ports: never 0.
+    fn count(self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
-    }
-
-    pub fn is_empty(self) -> bool {
-        false
     }
 
     pub fn iter(self) -> impl Iterator<Item = u16> {
@@ -243,15 +240,15 @@ impl FromStr for PortForward {
         };
         let host_ports: Ports = host.parse()?;
         let ports: Ports = inside.parse()?;
-        if host_ports.len() != ports.len() {
+        if host_ports.count() != ports.count() {
             return Err(format!(
                 "the host's range {host_ports} and the machine's {ports} differ in length"
             ));
         }
-        if host_ports.len() > MAX_FORWARD_PORTS {
+        if host_ports.count() > MAX_FORWARD_PORTS {
             return Err(format!(
                 "{host_ports} is {} ports; a forward carries at most {MAX_FORWARD_PORTS}",
-                host_ports.len()
+                host_ports.count()
             ));
         }
         Ok(Self {

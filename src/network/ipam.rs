@@ -149,7 +149,7 @@ impl Ipam {
         &self,
         machine: &str,
         want: &Want,
-        around: Around<'_>,
+        around: &Around<'_>,
     ) -> Result<Record, IpamError> {
         std::fs::create_dir_all(&self.machines).map_err(io(&self.machines))?;
         let lock = self.machines.join(".address.lock");
@@ -192,9 +192,9 @@ pub fn zone_subnet(zone: &str, others: &[(String, Record)]) -> Option<Ipv4Net> {
 }
 
 /// What is around the machines' subnets: the host's routes, and the pools to take from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Around<'a> {
-    pub routes: &'a [Ipv4Net],
+    pub routes: Vec<Ipv4Net>,
     pub pools: &'a [Ipv4Net],
 }
 
@@ -202,14 +202,14 @@ pub struct Around<'a> {
 pub fn choose(
     want: &Want,
     others: &[(String, Record)],
-    around: Around<'_>,
+    around: &Around<'_>,
 ) -> Result<Record, IpamError> {
     let address = if let LinkKey::Zone(zone) = &want.link
         && let Some(subnet) = zone_subnet(zone, others)
     {
         in_zone(zone, subnet, want.address, others)?
     } else {
-        let taken = Taken::new(others, around.routes);
+        let taken = Taken::new(others, &around.routes);
         match want.address {
             Some(address) => taken.check(address.network()).map(|()| address)?,
             None => first_free(&want.link, &taken, around.pools)?,
@@ -334,10 +334,10 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn around(routes: &[Ipv4Net]) -> Around<'_> {
+    fn around(routes: &[Ipv4Net]) -> Around<'static> {
         static POOLS: std::sync::OnceLock<Vec<Ipv4Net>> = std::sync::OnceLock::new();
         Around {
-            routes,
+            routes: routes.to_vec(),
             pools: POOLS.get_or_init(default_pools),
         }
     }
@@ -355,7 +355,7 @@ mod tests {
         let ipam = Ipam::new(dir.path());
         let routes = [net("0.0.0.0/0"), net("10.123.0.0/29")];
         let a = ipam
-            .allocate("a", &want(LinkKey::Veth), around(&routes))
+            .allocate("a", &want(LinkKey::Veth), &around(&routes))
             .unwrap();
         assert_eq!(
             a.address,
@@ -364,7 +364,7 @@ mod tests {
         );
         assert_eq!(a.gateway().to_string(), "10.123.0.9");
         assert_eq!(
-            ipam.allocate("a", &want(LinkKey::Veth), around(&routes))
+            ipam.allocate("a", &want(LinkKey::Veth), &around(&routes))
                 .unwrap(),
             a,
             "stable"
@@ -372,7 +372,7 @@ mod tests {
         // The route to a's own link does not push a's next neighbour away.
         let routes = [net("10.123.0.0/29"), net("10.123.0.8/30")];
         let b = ipam
-            .allocate("b", &want(LinkKey::Veth), around(&routes))
+            .allocate("b", &want(LinkKey::Veth), &around(&routes))
             .unwrap();
         assert_eq!(b.address, net("10.123.0.14/30"));
     }
@@ -382,16 +382,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ipam = Ipam::new(dir.path());
         let zone = || want(LinkKey::Zone("app".into()));
-        let a = ipam.allocate("a", &zone(), around(&[])).unwrap();
-        let b = ipam.allocate("b", &zone(), around(&[])).unwrap();
+        let a = ipam.allocate("a", &zone(), &around(&[])).unwrap();
+        let b = ipam.allocate("b", &zone(), &around(&[])).unwrap();
         assert_eq!(a.address, net("10.123.0.2/24"));
         assert_eq!(b.address, net("10.123.0.3/24"));
         let other = ipam
-            .allocate("c", &want(LinkKey::Zone("db".into())), around(&[]))
+            .allocate("c", &want(LinkKey::Zone("db".into())), &around(&[]))
             .unwrap();
         assert_eq!(other.address, net("10.123.1.2/24"));
         let veth = ipam
-            .allocate("d", &want(LinkKey::Veth), around(&[]))
+            .allocate("d", &want(LinkKey::Veth), &around(&[]))
             .unwrap();
         assert_eq!(veth.address, net("10.123.2.2/30"));
     }
@@ -404,38 +404,38 @@ mod tests {
             link: LinkKey::Zone(zone.into()),
             address: Some(net(a)),
         };
-        ipam.allocate("a", &at("app", "192.168.50.10/24"), around(&[]))
+        ipam.allocate("a", &at("app", "192.168.50.10/24"), &around(&[]))
             .unwrap();
         let b = ipam
-            .allocate("b", &want(LinkKey::Zone("app".into())), around(&[]))
+            .allocate("b", &want(LinkKey::Zone("app".into())), &around(&[]))
             .unwrap();
         assert_eq!(b.address, net("192.168.50.2/24"));
         let e = ipam
-            .allocate("c", &at("app", "192.168.51.3/24"), around(&[]))
+            .allocate("c", &at("app", "192.168.51.3/24"), &around(&[]))
             .unwrap_err();
         assert!(
             e.to_string().contains("has the subnet 192.168.50.0/24"),
             "{e}"
         );
         let e = ipam
-            .allocate("c", &at("app", "192.168.50.10/24"), around(&[]))
+            .allocate("c", &at("app", "192.168.50.10/24"), &around(&[]))
             .unwrap_err();
         assert!(e.to_string().contains("machine `a`"), "{e}");
         let e = ipam
-            .allocate("c", &at("db", "192.168.50.20/28"), around(&[]))
+            .allocate("c", &at("db", "192.168.50.20/28"), &around(&[]))
             .unwrap_err();
         assert!(e.to_string().contains("overlaps"), "{e}");
         let e = ipam
             .allocate(
                 "c",
                 &at("db", "172.20.0.5/24"),
-                around(&[net("172.16.0.0/12")]),
+                &around(&[net("172.16.0.0/12")]),
             )
             .unwrap_err();
         assert!(e.to_string().contains("the host's route"), "{e}");
         // A changed definition gets a new address; a removed machine frees its own.
         let moved = ipam
-            .allocate("a", &want(LinkKey::Veth), around(&[]))
+            .allocate("a", &want(LinkKey::Veth), &around(&[]))
             .unwrap();
         assert_eq!(moved.link, LinkKey::Veth);
         ipam.release("b").unwrap();

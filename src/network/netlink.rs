@@ -488,15 +488,15 @@ impl Netlink {
         Ok(replies.into_iter().filter_map(new_route4).collect())
     }
 
-    /// The MTU of the device of the IPv4 default route (lowest metric), if there is one.
-    pub fn uplink_mtu(&mut self) -> Result<Option<u32>, NetlinkError> {
+    /// The device of the IPv4 default route (lowest metric), if there is one.
+    pub fn uplink(&mut self) -> Result<Option<Link>, NetlinkError> {
         let default = self
             .routes4()?
             .into_iter()
             .filter(|r| r.prefix == 0)
             .min_by_key(|r| r.metric);
         match default.and_then(|r| r.oif) {
-            Some(index) => Ok(self.link_by_index(index)?.map(|link| link.mtu)),
+            Some(index) => self.link_by_index(index),
             None => Ok(None),
         }
     }

@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 pub use compile::compile;
 pub use known::{Known, Rejected};
-pub use network::{KnownAddresses, link_name, wanted, zone_hosts};
+pub use network::{KnownAddresses, link_name, unallocated, wanted, zone_hosts};
 
 use crate::definition::{Digest, ImageSource, MachineName};
 use crate::host::CgroupMode;

@@ -25,6 +25,22 @@ pub struct KnownAddresses<'a> {
     pub others: &'a [(String, Record)],
 }
 
+/// What a plan's link still needs allocated: its zone (or a veth of its own) and the
+/// definition's static address; `None` once it has an address.
+pub fn unallocated(link: &Link) -> Option<Want> {
+    let Address::Allocate { wanted } = link.address else {
+        return None;
+    };
+    let key = match &link.zone {
+        Some(zone) => LinkKey::Zone(zone.name.clone()),
+        None => LinkKey::Veth,
+    };
+    Some(Want {
+        link: key,
+        address: wanted,
+    })
+}
+
 /// What the definition's network asks of the machine's link, if it has one.
 pub fn wanted(def: &Definition) -> Option<Want> {
     let link = match &def.network.mode {
@@ -50,12 +66,7 @@ pub(super) fn address_taken(
     if known.own.is_some_and(|own| want.met_by(own)) {
         return None;
     }
-    let routes: Vec<_> = host.network.routes.iter().map(|r| r.destination).collect();
-    let around = ipam::Around {
-        routes: &routes,
-        pools: &host.network.pools.pools,
-    };
-    match ipam::choose(&want, known.others, around) {
+    match ipam::choose(&want, known.others, &host.network.around()) {
         Ok(_) => None,
         Err(e) => Some(
             def.file

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use nix::unistd::Pid;
 
 use super::launch::{Step, StepFailure, WithStep};
-use crate::network::addr::Ipv4Net;
+use crate::network::addr::{Ipv4Net, PortForward};
 use crate::network::netlink::Netlink;
 use crate::network::nft;
 use crate::network::ports::{self, Held};
@@ -41,6 +41,18 @@ fn link(plan: &Plan) -> Option<&Link> {
         Network::Link(link) => Some(link),
         Network::Host | Network::Private | Network::UserMode(_) => None,
     }
+}
+
+/// One of `make`'s per host port of `forwards` (a range forwards each of its ports).
+fn per_port<T>(forwards: &[PortForward], make: impl Fn(&PortForward, u16, u16) -> T) -> Vec<T> {
+    let make = &make;
+    forwards
+        .iter()
+        .flat_map(|f| {
+            f.pairs()
+                .map(move |(host_port, port)| make(f, host_port, port))
+        })
+        .collect()
 }
 
 /// Where the machine meets the host: its veth's host end, or its zone's bridge.
@@ -122,18 +134,12 @@ pub fn attach(plan: &Plan, leader: Pid, holding: &mut Holding) -> Result<Vec<u32
             Ok(interfaces)
         }
         Network::UserMode(mode) => {
-            let forwards: Vec<rootless::Forward> = mode
-                .forwards
-                .iter()
-                .flat_map(|f| {
-                    f.pairs().map(move |(host_port, port)| rootless::Forward {
-                        proto: f.proto,
-                        host_address: f.host_address,
-                        host_port,
-                        port,
-                    })
-                })
-                .collect();
+            let forwards = per_port(&mode.forwards, |f, host_port, port| rootless::Forward {
+                proto: f.proto,
+                host_address: f.host_address,
+                host_port,
+                port,
+            });
             let options = rootless::Options {
                 pid: leader.as_raw(),
                 mtu: mode.mtu,
@@ -183,19 +189,13 @@ fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFa
     let host_end = host_end(link);
     inside(&netns, link, address, gateway)?;
     forwarding(host_end)?;
-    let forwards: Vec<nft::Forward> = link
-        .forwards
-        .iter()
-        .flat_map(|f| {
-            f.pairs().map(move |(host_port, port)| nft::Forward {
-                proto: f.proto,
-                host_address: f.host_address,
-                host_port,
-                address: address.address,
-                port,
-            })
-        })
-        .collect();
+    let forwards = per_port(&link.forwards, |f, host_port, port| nft::Forward {
+        proto: f.proto,
+        host_address: f.host_address,
+        host_port,
+        address: address.address,
+        port,
+    });
     let subnet = address.network();
     nft::add(&nft::MachineRules {
         machine: plan.machine.name.as_str(),
@@ -282,8 +282,8 @@ fn forwarding(host_end: &str) -> Result<(), StepFailure> {
         (host_end.to_owned(), "forwarding"),
         (host_end.to_owned(), "route_localnet"),
     ];
-    if let Some(uplink) = uplink_device() {
-        settings.push((uplink, "forwarding"));
+    if let Some(uplink) = crate::host::uplink() {
+        settings.push((uplink.device, "forwarding"));
     }
     for (device, key) in settings {
         let path = format!("/proc/sys/net/ipv4/conf/{device}/{key}");
@@ -292,15 +292,6 @@ fn forwarding(host_end: &str) -> Result<(), StepFailure> {
         })?;
     }
     Ok(())
-}
-
-/// The device of the IPv4 default route, now.
-fn uplink_device() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/net/route").ok()?;
-    text.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.get(1) == Some(&"00000000") && f.get(7) == Some(&"00000000")).then(|| f[0].to_owned())
-    })
 }
 
 /// Takes everything of the machine's network off the host: its nft rules, its line in the

@@ -122,7 +122,7 @@ fn bridge_veth_master_up_address_route() {
             24
         )));
         assert_eq!(
-            nl.uplink_mtu().expect("uplink"),
+            nl.uplink().expect("uplink").map(|l| l.mtu),
             None,
             "no default route here"
         );
@@ -186,7 +186,7 @@ fn bridge_veth_master_up_address_route() {
                     && r.oif == Some(host0.index)),
             "{routes:?}"
         );
-        assert_eq!(peer.uplink_mtu().expect("uplink"), Some(1400));
+        assert_eq!(peer.uplink().expect("uplink").map(|l| l.mtu), Some(1400));
         let ip_routes = ip(Some(&ns.other), &["route", "show"]);
         let default = ip_routes
             .as_array()
@@ -276,7 +276,7 @@ fn delete_of_a_missing_link_is_ok() {
 fn uplink_mtu_follows_the_default_route() {
     in_netns("uplink_mtu_follows_the_default_route", |ns| {
         let mut nl = Netlink::open().expect("open");
-        assert_eq!(nl.uplink_mtu().expect("uplink"), None);
+        assert_eq!(nl.uplink().expect("uplink").map(|l| l.mtu), None);
         let up = nl
             .add_veth("up0", "up0p", ns.other.as_fd(), 1280)
             .expect("add veth");
@@ -285,9 +285,9 @@ fn uplink_mtu_follows_the_default_route() {
         nl.set_up(up).expect("up");
         nl.add_default_route4(Ipv4Addr::new(10, 97, 0, 1), up)
             .expect("default route");
-        assert_eq!(nl.uplink_mtu().expect("uplink"), Some(1280));
+        assert_eq!(nl.uplink().expect("uplink").map(|l| l.mtu), Some(1280));
         nl.set_mtu(up, 1300).expect("set mtu");
-        assert_eq!(nl.uplink_mtu().expect("uplink"), Some(1300));
+        assert_eq!(nl.uplink().expect("uplink").map(|l| l.mtu), Some(1300));
         assert_eq!(
             by_name(&ip(None, &["link", "show", "up0"]), "up0")["mtu"],
             1300
