@@ -1,9 +1,11 @@
 //! User and group id ranges: `/etc/subuid` and `/etc/subgid`, id maps, mm's root pool.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::state::{MachineRecords, RecordError};
 
 /// A contiguous range of ids on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -135,7 +137,7 @@ pub fn parse_subid(text: &str, user: &str, uid: u32) -> (Vec<IdRange>, Vec<Strin
 /// across restarts; a new block is chosen under `MACHINES/.ids.lock`, so that two machines
 /// never share an id however many `mm start` run at once.
 pub struct Allocator {
-    machines: PathBuf,
+    records: MachineRecords,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,81 +161,38 @@ pub enum AllocError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AllocError + '_ {
-    move |source| AllocError::Io {
-        path: path.to_owned(),
-        source,
+impl From<RecordError> for AllocError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Io { path, source } => Self::Io { path, source },
+            RecordError::Corrupt { path, why } => Self::Corrupt { path, why },
+        }
     }
 }
 
 impl Allocator {
     pub fn new(machines: impl Into<PathBuf>) -> Self {
         Self {
-            machines: machines.into(),
+            records: MachineRecords::new(machines, "ids.json", ".ids.lock"),
         }
-    }
-
-    fn record_path(&self, machine: &str) -> PathBuf {
-        self.machines.join(machine).join("ids.json")
     }
 
     /// The block recorded for `machine`, if it has one.
     pub fn recorded(&self, machine: &str) -> Result<Option<IdRange>, AllocError> {
-        let path = self.record_path(machine);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| AllocError::Corrupt {
-                        path,
-                        why: e.to_string(),
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(AllocError::Io { path, source }),
-        }
+        Ok(self.records.read(machine)?)
     }
 
     /// Every other machine's block, by machine name.
     pub fn others(&self, machine: &str) -> Result<Vec<(String, IdRange)>, AllocError> {
-        let mut all = Vec::new();
-        let entries = match std::fs::read_dir(&self.machines) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(all),
-            Err(source) => {
-                return Err(AllocError::Io {
-                    path: self.machines.clone(),
-                    source,
-                });
-            }
-        };
-        for entry in entries {
-            let entry = entry.map_err(io(&self.machines))?;
-            if !entry.file_type().map_err(io(&self.machines))?.is_dir() {
-                continue; // the lock file
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name != machine
-                && let Some(range) = self.recorded(&name)?
-            {
-                all.push((name, range));
-            }
-        }
-        Ok(all)
+        Ok(self.records.others(machine)?)
     }
 
     fn record(&self, machine: &str, range: IdRange) -> Result<(), AllocError> {
-        let path = self.record_path(machine);
-        let dir = path.parent().expect("a record has a directory");
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let bytes = serde_json::to_vec_pretty(&range).expect("a range serializes");
-        crate::state::write_atomically(&path, &bytes).map_err(io(&path))
+        Ok(self.records.write(machine, &range)?)
     }
 
     fn lock(&self) -> Result<std::fs::File, AllocError> {
-        std::fs::create_dir_all(&self.machines).map_err(io(&self.machines))?;
-        let path = self.machines.join(".ids.lock");
-        crate::state::lock(&path, true).map_err(io(&path))
+        Ok(self.records.lock()?)
     }
 
     /// `machine`'s block: the recorded one, or the lowest free block of the pool, recorded.
@@ -286,13 +245,7 @@ impl Allocator {
     /// Forgets `machine`'s block (when the machine is removed).
     pub fn release(&self, machine: &str) -> Result<(), AllocError> {
         let _lock = self.lock()?;
-        let path = self.record_path(machine);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(AllocError::Io { path, source: e })
-            }
-            _ => Ok(()),
-        }
+        Ok(self.records.remove(machine)?)
     }
 }
 

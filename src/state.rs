@@ -3,9 +3,11 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::FlockOperation;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, synced, then
 /// renamed over it: readers see the old content or the new, never a part.
@@ -45,6 +47,122 @@ pub fn lock(path: &Path, wait: bool) -> io::Result<File> {
     };
     rustix::fs::flock(&file, operation)?;
     Ok(file)
+}
+
+/// A JSON record that each machine may keep in its directory under MACHINES
+/// (`MACHINES/NAME/FILE`: its id block, its address), changed under `MACHINES/LOCK`.
+pub struct MachineRecords {
+    machines: PathBuf,
+    file: &'static str,
+    lock: &'static str,
+}
+
+/// Why a machine's record could not be read or written.
+#[derive(Debug)]
+pub enum RecordError {
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The file is there, but not a record.
+    Corrupt {
+        path: PathBuf,
+        why: String,
+    },
+}
+
+fn record_io(path: &Path) -> impl FnOnce(io::Error) -> RecordError + '_ {
+    move |source| RecordError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl MachineRecords {
+    pub fn new(machines: impl Into<PathBuf>, file: &'static str, lock: &'static str) -> Self {
+        Self {
+            machines: machines.into(),
+            file,
+            lock,
+        }
+    }
+
+    fn path(&self, machine: &str) -> PathBuf {
+        self.machines.join(machine).join(self.file)
+    }
+
+    /// The lock that changes take, made (with MACHINES) when missing.
+    pub fn lock(&self) -> Result<File, RecordError> {
+        std::fs::create_dir_all(&self.machines).map_err(record_io(&self.machines))?;
+        let path = self.machines.join(self.lock);
+        lock(&path, true).map_err(record_io(&path))
+    }
+
+    /// `machine`'s record, if it has one.
+    pub fn read<T: DeserializeOwned>(&self, machine: &str) -> Result<Option<T>, RecordError> {
+        let path = self.path(machine);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| RecordError::Corrupt {
+                        path,
+                        why: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RecordError::Io { path, source }),
+        }
+    }
+
+    /// Every other machine's record, by machine name, in name order.
+    pub fn others<T: DeserializeOwned>(
+        &self,
+        machine: &str,
+    ) -> Result<Vec<(String, T)>, RecordError> {
+        let mut all = Vec::new();
+        let entries = match std::fs::read_dir(&self.machines) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(all),
+            Err(e) => return Err(record_io(&self.machines)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(record_io(&self.machines))?;
+            // Directories only: the lock files sit beside them.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != machine
+                && entry
+                    .file_type()
+                    .map_err(record_io(&self.machines))?
+                    .is_dir()
+                && let Some(record) = self.read(&name)?
+            {
+                all.push((name, record));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
+    /// Replaces `machine`'s record (atomically), making its directory when missing.
+    pub fn write<T: Serialize>(&self, machine: &str, record: &T) -> Result<(), RecordError> {
+        let path = self.path(machine);
+        let dir = path.parent().unwrap_or(&self.machines);
+        std::fs::create_dir_all(dir).map_err(record_io(dir))?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| record_io(&path)(e.into()))?;
+        write_atomically(&path, &bytes).map_err(record_io(&path))
+    }
+
+    /// Removes `machine`'s record; none is fine.
+    pub fn remove(&self, machine: &str) -> Result<(), RecordError> {
+        let path = self.path(machine);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(RecordError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

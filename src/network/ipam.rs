@@ -8,11 +8,12 @@
 //! Both come from the first of [`POOLS`] that does not meet a route of the host.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::addr::Ipv4Net;
+use crate::state::{MachineRecords, RecordError};
 
 /// Where subnets come from unless the host's network.toml says otherwise, in order: blocks
 /// that meet one of the host's routes are skipped, as docker and podman skip theirs.
@@ -85,101 +86,57 @@ pub enum IpamError {
 }
 
 pub struct Ipam {
-    machines: PathBuf,
+    records: MachineRecords,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IpamError + '_ {
-    move |source| IpamError::Io {
-        path: path.to_owned(),
-        source,
+impl From<RecordError> for IpamError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Io { path, source } => Self::Io { path, source },
+            RecordError::Corrupt { path, why } => Self::Corrupt { path, why },
+        }
     }
 }
 
 impl Ipam {
     pub fn new(machines: impl Into<PathBuf>) -> Self {
         Self {
-            machines: machines.into(),
+            records: MachineRecords::new(machines, "address.json", ".address.lock"),
         }
-    }
-
-    fn path(&self, machine: &str) -> PathBuf {
-        self.machines.join(machine).join("address.json")
     }
 
     pub fn recorded(&self, machine: &str) -> Result<Option<Record>, IpamError> {
-        let path = self.path(machine);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| IpamError::Corrupt {
-                    path,
-                    why: e.to_string(),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(IpamError::Io { path, source }),
-        }
+        Ok(self.records.read(machine)?)
     }
 
     /// Every other machine's record, by name.
     pub fn others(&self, machine: &str) -> Result<Vec<(String, Record)>, IpamError> {
-        let mut all = Vec::new();
-        let entries = match std::fs::read_dir(&self.machines) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(all),
-            Err(e) => return Err(io(&self.machines)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io(&self.machines))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name != machine
-                && entry.file_type().map_err(io(&self.machines))?.is_dir()
-                && let Some(record) = self.recorded(&name)?
-            {
-                all.push((name, record));
-            }
-        }
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(all)
+        Ok(self.records.others(machine)?)
     }
 
     /// `machine`'s address: the recorded one if it still gives what `want` asks for, else
-    /// a new one, recorded. `routes` are the host's (those on mm's own links included:
-    /// a subnet of a machine's is skipped as taken anyway).
+    /// a new one, recorded. The host's routes in `around` include those to mm's own links:
+    /// a subnet of a machine's is skipped as taken anyway.
     pub fn allocate(
         &self,
         machine: &str,
         want: &Want,
         around: &Around<'_>,
     ) -> Result<Record, IpamError> {
-        std::fs::create_dir_all(&self.machines).map_err(io(&self.machines))?;
-        let lock = self.machines.join(".address.lock");
-        let _lock = crate::state::lock(&lock, true).map_err(io(&lock))?;
+        let _lock = self.records.lock()?;
         if let Some(record) = self.recorded(machine)?
             && want.met_by(&record)
         {
             return Ok(record);
         }
-        let others = self.others(machine)?;
-        let record = choose(want, &others, around)?;
-        let path = self.path(machine);
-        let dir = path.parent().unwrap_or(&self.machines);
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| io(&path)(e.into()))?;
-        crate::state::write_atomically(&path, &bytes).map_err(io(&path))?;
+        let record = choose(want, &self.others(machine)?, around)?;
+        self.records.write(machine, &record)?;
         Ok(record)
     }
-}
 
-impl Ipam {
     /// `mm rm`: the machine's address is free again.
     pub fn release(&self, machine: &str) -> Result<(), IpamError> {
-        let path = self.path(machine);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(IpamError::Io { path, source: e })
-            }
-            _ => Ok(()),
-        }
+        Ok(self.records.remove(machine)?)
     }
 }
 
