@@ -31,8 +31,8 @@ pub fn compile(path: &Path, host: &Host) -> Result<Plan, Error> {
     let ipam = Ipam::new(&host.dirs.machines);
     let name = def.name.as_str();
     let (own, others) = match plan::wanted(&def) {
-        Some(_) if host.is_root() => (ipam.recorded(name)?, ipam.others(name)?),
-        _ => (None, Vec::new()),
+        Some(_) => (ipam.recorded(name)?, ipam.others(name)?),
+        None => (None, Vec::new()),
     };
     let (ids, taken) = if host.is_root() {
         let allocator = crate::idmap::Allocator::new(&host.dirs.machines);

@@ -499,29 +499,18 @@ fn a_rootless_veth_machine_gets_nat_and_forwards_through_slirp4netns() {
         ),
     )
     .unwrap();
-    std::fs::write(
-        machines.join("rlzone.toml"),
-        format!(
-            "[image]\nsource = \"oci:{}:latest\"\n[network]\nzone = \"z\"\n",
-            image.display()
-        ),
-    )
-    .unwrap();
     user.give(dir.path());
     let as_user = |args: &[&str]| {
         let mut command = user.mm(dir.path(), args);
         command.env("MM_ROOT", dir.path().join("state"));
         run(in_netns(&net.host, &command))
     };
-    let (out, _, stderr) = as_user(&["plan", "rlzone"]);
-    assert_eq!(out.status.code(), Some(69), "{stderr}");
-    assert!(
-        stderr.contains("rootless zones are not available yet"),
-        "{stderr}"
-    );
-
     let (out, stdout, stderr) = as_user(&["start", "rlweb"]);
     assert!(out.status.success(), "{stdout}{stderr}");
+    let (_, status, _) = as_user(&["status", "rlweb", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    // This machine's helper: other tests' run as the same user meanwhile.
+    let helper = format!("slirp4netns .* {} tap0", status["leader"].as_i64().unwrap());
     let body = host_fetch(&mut net.in_host(&[
         "timeout",
         "5",
@@ -547,7 +536,7 @@ fn a_rootless_veth_machine_gets_nat_and_forwards_through_slirp4netns() {
     assert!(inside.contains("inet 10.0.2.100/24"), "{inside}");
     assert!(outside.contains("hello from outside"), "{outside}");
     let helpers = Command::new("pgrep")
-        .args(["-u", "mm-test", "slirp4netns"])
+        .args(["-u", "mm-test", "-f", &helper])
         .output()
         .unwrap();
     assert!(
@@ -555,6 +544,154 @@ fn a_rootless_veth_machine_gets_nat_and_forwards_through_slirp4netns() {
         "slirp4netns is left: {:?}",
         helpers
     );
+}
+
+#[test]
+fn a_rootless_zone_joins_its_machines_gives_nat_and_forwards_and_goes_with_the_last() {
+    if !netns_ready("a_rootless_zone_joins_its_machines") {
+        return;
+    }
+    let net = Net::new(1500);
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let machines = dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    let image = busybox();
+    let define = |name: &str, command: &str, ports: &str| {
+        std::fs::write(
+            machines.join(format!("{name}.toml")),
+            format!(
+                "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = {command}\n\
+                 [network]\nzone = \"rz\"\n{ports}",
+                image.display()
+            ),
+        )
+        .unwrap();
+    };
+    define(
+        "rzweb",
+        r#"["/bin/httpd", "-f", "-p", "80", "-h", "/srv"]"#,
+        "ports = [\"127.0.0.1:18081:80\"]\n",
+    );
+    define("rzcli", r#"["/bin/sleep", "600"]"#, "");
+    user.give(dir.path());
+    let as_user = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command.env("MM_ROOT", dir.path().join("state"));
+        run(in_netns(&net.host, &command))
+    };
+    let zone_dir = dir.path().join("state/run/.zones/rz");
+    for name in ["rzweb", "rzcli"] {
+        let (out, stdout, stderr) = as_user(&["start", name]);
+        assert!(out.status.success(), "{name}: {stdout}{stderr}");
+    }
+    let (_, by_name, e1) = as_user(&[
+        "exec",
+        "rzcli",
+        "--",
+        "timeout",
+        "5",
+        "wget",
+        "-qO-",
+        "http://rzweb/",
+    ]);
+    let (_, inside, _) = as_user(&["exec", "rzcli", "--", "ip", "addr", "show", "host0"]);
+    let (_, outside, e2) = as_user(&[
+        "exec",
+        "rzcli",
+        "--",
+        "timeout",
+        "5",
+        "wget",
+        "-qO-",
+        &format!("http://{OUTSIDE_ADDRESS}:{OUTSIDE_PORT}/hello"),
+    ]);
+    let forwarded = host_fetch(&mut net.in_host(&[
+        "timeout",
+        "5",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:18081/",
+    ]));
+    assert!(
+        by_name.contains("Hello from an mm machine"),
+        "{by_name}{e1}"
+    );
+    assert!(
+        inside.contains("inet 10.") && inside.contains("mtu 65520"),
+        "{inside}"
+    );
+    assert!(outside.contains("hello from outside"), "{outside}{e2}");
+    assert!(
+        forwarded.contains("Hello from an mm machine"),
+        "{forwarded}"
+    );
+
+    // The zone's namespaces, seen by root through its holder.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(zone_dir.join("keeper.json")).unwrap()).unwrap();
+    let holder = record["holder"].as_i64().unwrap().to_string();
+    let in_zone = |args: &[&str]| {
+        let out = Command::new("nsenter")
+            .args(["-t", &holder, "-U", "-n", "--"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let links = in_zone(&["ip", "-br", "link"]);
+    assert!(
+        links.contains("vz-rz") && links.contains("vb-rzweb") && links.contains("tap0"),
+        "{links}"
+    );
+
+    // A killed supervisor: the next mm command takes its machine out of the zone.
+    let (_, status, _) = as_user(&["status", "rzweb", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let supervisor = status["supervisor"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("rzweb's supervisor is gone", || !alive(supervisor));
+    let (out, _, _) = as_user(&["status", "rzweb"]);
+    assert_eq!(out.status.code(), Some(3));
+    let rules = in_zone(&["nft", "list", "ruleset"]);
+    assert!(
+        !rules.contains("mm:rzweb") && rules.contains("mm:rzcli"),
+        "{rules}"
+    );
+    assert!(!in_zone(&["ip", "-br", "link"]).contains("vb-rzweb"));
+    let hosts = std::fs::read_to_string(zone_dir.join("hosts")).unwrap();
+    assert!(
+        !hosts.contains("rzweb") && hosts.contains("rzcli"),
+        "{hosts}"
+    );
+
+    // The last machine ends the zone: keeper, slirp4netns and the zone's directory go.
+    let (out, _, stderr) = as_user(&["stop", "rzcli"]);
+    assert!(out.status.success(), "{stderr}");
+    // (Other tests run slirp4netns as the same user meanwhile: this zone's has its socket.)
+    let socket = zone_dir.join("slirp4netns.sock");
+    let left = Command::new("pgrep")
+        .args(["-u", "mm-test", "-f", &socket.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "slirp4netns is left: {left:?}");
+    // Ended (a zombie until whoever adopted it reaps it).
+    let running = |pid: i64| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    for who in ["keeper", "holder"] {
+        let pid = record[who].as_i64().unwrap();
+        eventually(&format!("the zone's {who} ends"), || !running(pid));
+    }
+    assert!(!zone_dir.exists(), "{} is left", zone_dir.display());
 }
 
 #[test]

@@ -74,7 +74,7 @@ fn every_example_plans_as_recorded() {
 }
 
 #[test]
-fn examples_run_as_root_and_all_but_zones_run_rootless() {
+fn examples_run_as_root_and_rootless() {
     for path in examples() {
         let def = Definition::load(&path).unwrap();
         assert!(
@@ -83,17 +83,48 @@ fn examples_run_as_root_and_all_but_zones_run_rootless() {
             def.name
         );
         let rootless = plan::compile(&def, &host("rootless-v2-delegated"), plan::Known::default());
-        match &def.network.mode {
-            // A zone's bridge is the host's: not for an ordinary user (yet).
-            mm::definition::NetworkMode::Zone(_) => {
-                let e = rootless.unwrap_err().to_string();
-                assert!(e.contains("rootless zones are not available yet"), "{e}");
-            }
-            _ => assert!(rootless.is_ok(), "{}", def.name),
-        }
+        assert!(rootless.is_ok(), "{}: {:?}", def.name, rootless.err());
     }
     let dev = Definition::load(&repo().join("machines/dev.toml")).unwrap();
     assert!(plan::compile(&dev, &host("rootless-hybrid"), plan::Known::default()).is_ok());
+}
+
+#[test]
+fn a_rootless_zone_shares_the_zones_user_namespace() {
+    let compile = |text: &str| {
+        let def = Definition::from_text(Path::new("machines/rz.toml"), text).unwrap();
+        plan::compile(&def, &host("rootless-hybrid"), plan::Known::default())
+    };
+    let zone = "[image]\nsource = \"docker://busybox\"\n[network]\nzone = \"app\"\n";
+    let plan = compile(zone).unwrap();
+    assert_eq!(plan.ids.writer, plan::MapWriter::Zone);
+    let plan::Network::Link(link) = &plan.network else {
+        panic!("{:?}", plan.network)
+    };
+    let own = link
+        .zone
+        .as_ref()
+        .and_then(|z| z.rootless.as_ref())
+        .unwrap();
+    assert_eq!(link.mtu, 65520);
+    assert!(own.dir.ends_with(".zones/app"), "{}", own.dir.display());
+    // Its ids are the zone's: no other range.
+    let e = compile(&format!(
+        "{zone}[users]\nrange = {{ base = 200000, size = 65536 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("users.range") && e.contains("share the zone's user namespace"),
+        "{e}"
+    );
+    let e = compile(&format!("{zone}mtu = 65535\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("network.mtu") && e.contains("at most 65521"),
+        "{e}"
+    );
 }
 
 #[test]

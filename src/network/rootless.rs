@@ -226,6 +226,11 @@ impl Helper {
         self.child.id() as i32
     }
 
+    /// Whether the helper has ended (it is reaped then).
+    pub fn ended(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the helper and reaps it.
     pub fn stop(self) {
         drop(self);
@@ -333,45 +338,134 @@ impl Helper {
         forward: &Forward,
         deadline: Instant,
     ) -> Result<(), RootlessNetError> {
-        let api = |source| RootlessNetError::Api {
-            path: path.to_owned(),
-            source,
-        };
-        let request = serde_json::json!({
+        if deadline <= Instant::now() {
+            return Err(self.timed_out());
+        }
+        add_hostfwd(path, forward, forward.port, deadline)
+    }
+}
+
+/// One request on the helper's API socket at `path`, and its answer, by `deadline`.
+fn request(
+    path: &Path,
+    request: &serde_json::Value,
+    deadline: Instant,
+) -> Result<Answer, RootlessNetError> {
+    let api = |source| RootlessNetError::Api {
+        path: path.to_owned(),
+        source,
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let left = left.max(Duration::from_millis(1));
+    let mut stream = UnixStream::connect(path).map_err(api)?;
+    stream.set_read_timeout(Some(left)).map_err(api)?;
+    stream.set_write_timeout(Some(left)).map_err(api)?;
+    // slirp4netns reads one request until end of file and answers it.
+    stream
+        .write_all(request.to_string().as_bytes())
+        .map_err(api)?;
+    stream.shutdown(Shutdown::Write).map_err(api)?;
+    let mut answer = Vec::new();
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut answer)
+        .map_err(api)?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    match serde_json::from_str::<Answer>(&text) {
+        // list_hostfwd answers its entries without `return` (slirp4netns 1.2).
+        Ok(answer @ (Answer { ok: Some(_), .. } | Answer { error: Some(_), .. })) => Ok(answer),
+        Ok(Answer { entries, .. }) if !entries.is_null() => Ok(Answer {
+            ok: Some(serde_json::json!({ "entries": entries })),
+            error: None,
+            entries: serde_json::Value::Null,
+        }),
+        _ => Err(RootlessNetError::ApiAnswer { answer: text }),
+    }
+}
+
+/// `add_hostfwd`: `forward`'s host port to `guest_port` at the helper's [`addresses`].
+fn add_hostfwd(
+    path: &Path,
+    forward: &Forward,
+    guest_port: u16,
+    deadline: Instant,
+) -> Result<(), RootlessNetError> {
+    let answer = request(
+        path,
+        &serde_json::json!({
             "execute": "add_hostfwd",
             "arguments": {
                 "proto": forward.proto.name(),
                 "host_addr": forward.host().ip().to_string(),
                 "host_port": forward.host_port,
-                "guest_port": forward.port,
+                "guest_port": guest_port,
             }
-        });
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(self.timed_out());
+        }),
+        deadline,
+    )?;
+    match answer.error {
+        Some(error) => Err(refused(forward, error.desc)),
+        None => Ok(()),
+    }
+}
+
+/// Forwards through a running helper's API socket (a zone's, [`start_serving`]): each
+/// host port to the same port at the helper's [`addresses`]`.machine`, where the namespace
+/// passes it on. Bounded by [`START_TIMEOUT`].
+pub fn add_forwards(api: &Path, forwards: &[Forward]) -> Result<(), RootlessNetError> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    for forward in forwards {
+        if forward.host_port == 0 {
+            return Err(RootlessNetError::ZeroPort(*forward));
         }
-        let mut stream = UnixStream::connect(path).map_err(api)?;
-        stream.set_read_timeout(Some(left)).map_err(api)?;
-        stream.set_write_timeout(Some(left)).map_err(api)?;
-        // slirp4netns reads one request until end of file and answers it.
-        stream
-            .write_all(request.to_string().as_bytes())
-            .map_err(api)?;
-        stream.shutdown(Shutdown::Write).map_err(api)?;
-        let mut answer = Vec::new();
-        stream
-            .take(64 * 1024)
-            .read_to_end(&mut answer)
-            .map_err(api)?;
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        match serde_json::from_str::<Answer>(&answer) {
-            Ok(Answer { ok: Some(_), .. }) => Ok(()),
-            Ok(Answer {
-                error: Some(error), ..
-            }) => Err(refused(forward, error.desc)),
-            _ => Err(RootlessNetError::ApiAnswer { answer }),
+        add_hostfwd(api, forward, forward.host_port, deadline)?;
+    }
+    Ok(())
+}
+
+/// Takes `forwards` (as [`add_forwards`] made them) off a running helper; those it does
+/// not have are skipped.
+pub fn remove_forwards(api: &Path, forwards: &[Forward]) -> Result<(), RootlessNetError> {
+    if forwards.is_empty() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    let listed = request(
+        api,
+        &serde_json::json!({ "execute": "list_hostfwd" }),
+        deadline,
+    )?;
+    let entries: Vec<HostFwd> = listed
+        .ok
+        .and_then(|v| v.get("entries").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    for entry in entries {
+        let ours = forwards.iter().any(|f| {
+            f.proto.name() == entry.proto
+                && f.host_port == entry.host_port
+                && f.host().ip().to_string() == entry.host_addr
+        });
+        if ours {
+            let request_ = serde_json::json!({
+                "execute": "remove_hostfwd",
+                "arguments": { "id": entry.id }
+            });
+            if let Some(error) = request(api, &request_, deadline)?.error {
+                return Err(RootlessNetError::ApiAnswer { answer: error.desc });
+            }
         }
     }
+    Ok(())
+}
+
+/// One of `list_hostfwd`'s entries.
+#[derive(serde::Deserialize)]
+struct HostFwd {
+    id: u64,
+    proto: String,
+    host_addr: String,
+    host_port: u16,
 }
 
 impl Drop for Helper {
@@ -388,6 +482,16 @@ impl Drop for Helper {
 /// are /dev/null and its standard error is kept for errors; it inherits no other descriptor
 /// than its ready pipe (everything else is made close-on-exec in the child).
 pub fn start(options: &Options<'_>) -> Result<Helper, RootlessNetError> {
+    start_with(options, None)
+}
+
+/// As [`start`], with the helper's API socket at `api` (whose directory must be private to
+/// the user), kept for [`add_forwards`] and [`remove_forwards`] while the helper runs.
+pub fn start_serving(options: &Options<'_>, api: &Path) -> Result<Helper, RootlessNetError> {
+    start_with(options, Some(api))
+}
+
+fn start_with(options: &Options<'_>, serving: Option<&Path>) -> Result<Helper, RootlessNetError> {
     let deadline = Instant::now() + START_TIMEOUT;
     if !(MIN_MTU..=MAX_MTU).contains(&options.mtu) {
         return Err(RootlessNetError::BadMtu(options.mtu));
@@ -400,12 +504,15 @@ pub fn start(options: &Options<'_>) -> Result<Helper, RootlessNetError> {
         return Err(RootlessNetError::ZeroPort(*forward));
     }
     check_tun()?;
-    let api_dir = if options.forwards.is_empty() {
+    let api_dir = if options.forwards.is_empty() || serving.is_some() {
         None
     } else {
         Some(private_dir().map_err(RootlessNetError::ApiDir)?)
     };
-    let api_socket = api_dir.as_ref().map(|dir| dir.path().join("api.sock"));
+    let api_socket = match serving {
+        Some(path) => Some(path.to_owned()),
+        None => api_dir.as_ref().map(|dir| dir.path().join("api.sock")),
+    };
 
     let (ready_r, ready_w) = pipe(PipeFlags::CLOEXEC).map_err(RootlessNetError::Spawn)?;
     let (stderr_r, stderr_w) =
@@ -527,6 +634,8 @@ struct Answer {
     #[serde(rename = "return")]
     ok: Option<serde_json::Value>,
     error: Option<AnswerError>,
+    #[serde(default)]
+    entries: serde_json::Value,
 }
 
 #[derive(serde::Deserialize)]

@@ -2,7 +2,7 @@
 //! subordinate ranges (rootless), or why the host cannot give them.
 
 use super::{IdMapping, Ids, MapWriter};
-use crate::definition::{Definition, Diagnostic, UserRange};
+use crate::definition::{Definition, Diagnostic, NetworkMode, UserRange};
 use crate::host::Host;
 use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
 
@@ -94,8 +94,13 @@ fn rootless_ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
         UserRange::Auto => subordinate_maps(def, host, how)?,
         UserRange::Explicit { base, size } => explicit_subordinate(def, host, base, size)?,
     };
+    // A zone's machines are children of the zone's user namespace (plan::RootlessZone).
+    let writer = match def.network.mode {
+        NetworkMode::Zone(_) => MapWriter::Zone,
+        _ => MapWriter::Newidmap,
+    };
     Ok(Ids {
-        writer: MapWriter::Newidmap,
+        writer,
         uid: IdMapping::Map { entries: uid },
         gid: IdMapping::Map { entries: gid },
     })

@@ -101,6 +101,10 @@ pub struct Ids {
 pub enum MapWriter {
     Direct,
     Newidmap,
+    /// Rootless, in a zone: the machine's user namespace is a child of the zone's (which
+    /// newuidmap mapped as `uid`/`gid` say); mm writes it as the identity of the zone's ids
+    /// from inside the zone's namespace.
+    Zone,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,6 +306,26 @@ pub struct Zone {
     pub bridge: String,
     /// The zone's machines by name, kept up to date as they come and go, on /etc/hosts.
     pub hosts: PathBuf,
+    /// An ordinary user's zone: its bridge lives in namespaces of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootless: Option<RootlessZone>,
+}
+
+/// An ordinary user's zone. No process of an ordinary user holds CAP_NET_ADMIN over two
+/// sibling user namespaces, so the zone's machines share one: mm's zone keeper holds a user
+/// namespace (the user's id maps) with a network namespace where the bridge is, reaching
+/// the world through slirp4netns; each machine's user namespace is a child of it, and its
+/// supervisor works from inside the zone's namespaces as root does on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootlessZone {
+    /// The keeper's record and slirp4netns's API socket: `RUNTIME/.zones/ZONE`.
+    pub dir: PathBuf,
+    /// The helper between the zone and the world.
+    pub helper: String,
+    /// Of the helper's tap device, the zone's bridge and veths.
+    pub mtu: u32,
+    /// The zone's address on the helper's network, where forwarded host ports arrive.
+    pub address: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use super::{Address, Link, Mount, Network, UserMode, Zone};
-use crate::definition::{Definition, Diagnostic, NetworkMode};
+use super::{Address, Link, Mount, Network, RootlessZone, UserMode, Zone};
+use crate::definition::{Definition, Diagnostic, NetworkMode, UserRange};
 use crate::host::Host;
 use crate::network::addr::Ipv4Net;
 use crate::network::ipam::{self, LinkKey, Record, Want};
@@ -88,8 +88,8 @@ pub(super) fn network(
         NetworkMode::Veth => None,
         NetworkMode::Zone(zone) => Some(zone),
     };
-    if !host.is_root() {
-        return user_mode(def, zone.is_some());
+    if !host.is_root() && zone.is_none() {
+        return user_mode(def);
     }
     if let Some(problem) = &host.network.pools.problem {
         return Err(def
@@ -112,19 +112,55 @@ pub(super) fn network(
             wanted: want.address,
         },
     };
-    let zone = zone.map(|zone| Zone {
-        name: zone.as_str().to_owned(),
-        bridge: format!("vz-{}", zone.as_str()),
-        hosts: host
-            .dirs
-            .runtime
-            .join(".zones")
-            .join(zone.as_str())
-            .join("hosts"),
+    let rootless = !host.is_root();
+    if rootless && def.users.value != UserRange::Auto {
+        return Err(def
+            .file
+            .error_at(
+                &def.users.span,
+                "the machines of an ordinary user's zone share the zone's user namespace, \
+                 which has all of your subordinate ids: `users.range` cannot choose others",
+            )
+            .key("users.range")
+            .help("remove `users.range`, or give the machine `mode = \"veth\"`"));
+    }
+    let mtu = match def.network.mtu {
+        Some(mtu) if rootless && mtu > rootless::MAX_MTU => {
+            return Err(def
+                .file
+                .error(format!(
+                    "a rootless zone's MTU is at most {} ({} says so), not {mtu}",
+                    rootless::MAX_MTU,
+                    rootless::TOOL
+                ))
+                .key("network.mtu"));
+        }
+        Some(mtu) => mtu,
+        None if rootless => rootless::DEFAULT_MTU,
+        None => host.network.uplink.as_ref().map_or(1500, |u| u.mtu),
+    };
+    let zone = zone.map(|zone| {
+        let dir = host.dirs.runtime.join(".zones").join(zone.as_str());
+        Zone {
+            name: zone.as_str().to_owned(),
+            bridge: format!("vz-{}", zone.as_str()),
+            hosts: dir.join("hosts"),
+            rootless: rootless.then(|| RootlessZone {
+                dir: dir.clone(),
+                helper: rootless::TOOL.to_owned(),
+                mtu,
+                address: rootless::addresses().machine,
+            }),
+        }
     });
+    let resolv = if rootless {
+        helper_resolv_conf()
+    } else {
+        resolv_conf(host)
+    };
     let mut mounts = vec![Mount::File {
         target: "/etc/resolv.conf".to_owned(),
-        content: resolv_conf(host),
+        content: resolv,
     }];
     if let Some(zone) = &zone {
         mounts.push(Mount::Bind {
@@ -138,11 +174,7 @@ pub(super) fn network(
         host_side: link_name(if zone.is_some() { "vb-" } else { "ve-" }, name),
         machine_side: MACHINE_SIDE.to_owned(),
         zone,
-        mtu: def
-            .network
-            .mtu
-            .or(host.network.uplink.as_ref().map(|u| u.mtu))
-            .unwrap_or(1500),
+        mtu,
         address,
         forwards: def.network.ports.iter().map(|p| p.value).collect(),
     };
@@ -151,18 +183,7 @@ pub(super) fn network(
 
 /// A rootless machine's network: an ordinary user may not make links in the host's
 /// namespace, so slirp4netns serves the machine's own (as podman's rootless networks).
-fn user_mode(def: &Definition, zone: bool) -> Result<(Network, Vec<Mount>), Diagnostic> {
-    if zone {
-        return Err(def
-            .file
-            .error(
-                "rootless zones are not available yet: a veth pair between two machines' \
-                 network namespaces takes CAP_NET_ADMIN in both of their user namespaces, \
-                 which no process of an ordinary user holds (docs/network.md, \"Rootless\")",
-            )
-            .key("network.zone")
-            .help("run the zone's machines as root, or give each `mode = \"veth\"` (a network of its own through slirp4netns)"));
-    }
+fn user_mode(def: &Definition) -> Result<(Network, Vec<Mount>), Diagnostic> {
     if let Some(address) = &def.network.address {
         return Err(def
             .file
@@ -204,13 +225,19 @@ fn user_mode(def: &Definition, zone: bool) -> Result<(Network, Vec<Mount>), Diag
     };
     let resolv = Mount::File {
         target: "/etc/resolv.conf".to_owned(),
-        content: format!(
-            "# Written by mm: {}'s name server, which asks the host's\nnameserver {}\n",
-            rootless::TOOL,
-            a.dns
-        ),
+        content: helper_resolv_conf(),
     };
     Ok((Network::UserMode(mode), vec![resolv]))
+}
+
+/// A rootless machine's /etc/resolv.conf: the helper's name server, which asks the host's
+/// (the host's own may be on its loopback, which the helper does not let machines reach).
+fn helper_resolv_conf() -> String {
+    format!(
+        "# Written by mm: {}'s name server, which asks the host's\nnameserver {}\n",
+        rootless::TOOL,
+        rootless::addresses().dns
+    )
 }
 
 /// `PREFIX` and the machine's name, as an interface name: cut to 15 bytes, with a hash of

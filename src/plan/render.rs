@@ -159,9 +159,27 @@ fn network(network: &Network) -> Step {
     let mut lines = Vec::new();
     let host_end = match &link.zone {
         Some(zone) => {
+            if let Some(own) = &zone.rootless {
+                lines.push(format!(
+                    "zone {}: mm's zone keeper holds its user and network namespaces (made \
+                     with its first machine, ended with its last), state in {}; {} gives \
+                     them {} ({}/{}, MTU {}) and NAT to the world, the host's loopback closed",
+                    zone.name,
+                    own.dir.display(),
+                    own.helper,
+                    crate::network::rootless::INTERFACE,
+                    own.address,
+                    crate::network::rootless::addresses().prefix_len,
+                    own.mtu
+                ));
+            }
+            let place = if zone.rootless.is_some() {
+                "in the zone's namespace"
+            } else {
+                "made with the zone's first machine, removed with its last"
+            };
             lines.push(format!(
-                "zone {}: bridge {} (made with the zone's first machine, removed with its last), \
-                 MTU {}",
+                "zone {}: bridge {} ({place}), MTU {}",
                 zone.name, zone.bridge, link.mtu
             ));
             lines.push(format!("{} joins {}", link.host_side, zone.bridge));
@@ -188,14 +206,26 @@ fn network(network: &Network) -> Step {
         "route inside: default via {gateway} dev {}",
         link.machine_side
     ));
+    let rootless = link.zone.as_ref().and_then(|z| z.rootless.as_ref());
+    let out = match rootless {
+        Some(_) => "the zone's namespace",
+        None => "the host",
+    };
     lines.push(format!(
-        "forwarding on {host_end}; nft table ip mm: masquerade {machine} out of the host"
+        "forwarding on {host_end}; nft table ip mm: masquerade {machine} out of {out}"
     ));
     for forward in &link.forwards {
         let from = forward.host_address.map_or(
             "any of the host's addresses, localhost too".to_owned(),
             |a| a.to_string(),
         );
+        let from = match rootless {
+            Some(own) => format!(
+                "{from}, by {} to {}:{}",
+                own.helper, own.address, forward.host_ports
+            ),
+            None => from,
+        };
         lines.push(format!(
             "forward {} port {} ({from}) → {machine}:{}",
             forward.proto.name(),
@@ -347,6 +377,9 @@ fn ids_title(ids: &Ids) -> String {
     match ids.writer {
         MapWriter::Direct => "User ids: maps written by mm".to_owned(),
         MapWriter::Newidmap => "User ids: maps written by newuidmap and newgidmap".to_owned(),
+        MapWriter::Zone => "User ids: a child of the zone's user namespace (mapped by \
+                            newuidmap and newgidmap), the same ids, written by mm"
+            .to_owned(),
     }
 }
 

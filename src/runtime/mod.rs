@@ -21,6 +21,7 @@ pub mod step;
 pub mod supervisor;
 mod sys;
 mod userns;
+pub mod zone;
 
 use std::io;
 use std::path::{Path, PathBuf};

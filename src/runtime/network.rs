@@ -18,12 +18,13 @@ use std::path::PathBuf;
 use nix::unistd::Pid;
 
 use super::launch::{Step, StepFailure, WithStep};
+use super::zone::{self, Reach};
 use crate::network::addr::{Ipv4Net, PortForward};
 use crate::network::netlink::Netlink;
 use crate::network::nft;
 use crate::network::ports::{self, Held};
 use crate::network::rootless;
-use crate::plan::{Address, Link, Network, Plan, Zone, zone_hosts};
+use crate::plan::{Address, Link, Network, Plan, RootlessZone, Zone, zone_hosts};
 
 /// What the supervisor holds for the machine's network while it runs; dropped, the
 /// rootless helper is killed and reaped.
@@ -41,6 +42,23 @@ fn link(plan: &Plan) -> Option<&Link> {
         Network::Link(link) => Some(link),
         Network::Host | Network::Private | Network::UserMode(_) => None,
     }
+}
+
+/// An ordinary user's zone, whose namespaces the supervisor works in.
+fn rootless_zone(link: &Link) -> Option<&RootlessZone> {
+    link.zone.as_ref()?.rootless.as_ref()
+}
+
+/// In an ordinary user's zone: joins the zone's user and network namespaces, its keeper
+/// started first if the zone has none, so that what follows happens there (the machine's
+/// user namespace is made as a child of the zone's). Nothing elsewhere.
+pub fn enter(plan: &Plan) -> Result<(), StepFailure> {
+    let Some(own) = link(plan).and_then(rootless_zone) else {
+        return Ok(());
+    };
+    let _lock = lock(plan)?;
+    let record = zone::ensure(own, &plan.ids)?;
+    zone::join(&record)
 }
 
 /// One of `make`'s per host port of `forwards` (a range forwards each of its ports).
@@ -106,8 +124,12 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
         return Ok(Holding::default());
     };
     let (address, _) = assigned(link)?;
-    let held = ports::hold(&link.forwards)
-        .map_err(|e| StepFailure::other(Step::HoldPort, e.to_string()))?;
+    // A rootless zone's forwards are slirp4netns's to hold.
+    let held = match rootless_zone(link) {
+        Some(_) => Vec::new(),
+        None => ports::hold(&link.forwards)
+            .map_err(|e| StepFailure::other(Step::HoldPort, e.to_string()))?,
+    };
     if let Some(zone) = &link.zone {
         let _lock = lock(plan)?;
         edit_hosts(zone, |members| {
@@ -130,7 +152,9 @@ pub fn attach(plan: &Plan, leader: Pid, holding: &mut Holding) -> Result<Vec<u32
         Network::Host | Network::Private => Ok(Vec::new()),
         Network::Link(link) => {
             let interfaces = attach_link(plan, link, leader)?;
-            holding.notice = firewall_notice(link);
+            if rootless_zone(link).is_none() {
+                holding.notice = firewall_notice(link);
+            }
             Ok(interfaces)
         }
         Network::UserMode(mode) => {
@@ -189,9 +213,16 @@ fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFa
     let host_end = host_end(link);
     inside(&netns, link, address, gateway)?;
     forwarding(host_end)?;
+    let rootless = rootless_zone(link);
     let forwards = per_port(&link.forwards, |f, host_port, port| nft::Forward {
         proto: f.proto,
-        host_address: f.host_address,
+        // In a rootless zone, slirp4netns listens on the host's address; here the
+        // forward arrives at the zone's.
+        host_address: if rootless.is_some() {
+            None
+        } else {
+            f.host_address
+        },
         host_port,
         address: address.address,
         port,
@@ -205,7 +236,24 @@ fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFa
         forwards: &forwards,
     })
     .net(|| "add the machine's rules to nft table ip mm".to_owned())?;
-    Ok(vec![bridge.unwrap_or(index)])
+    let Some(own) = rootless else {
+        return Ok(vec![bridge.unwrap_or(index)]);
+    };
+    let api = zone::api_socket(own);
+    rootless::add_forwards(&api, &helper_forwards(link))
+        .net(|| format!("forward the host's ports through {}", own.helper))?;
+    // The zone's interfaces are not the host's: nothing for machined.
+    Ok(Vec::new())
+}
+
+/// A rootless zone's forwards as slirp4netns takes them, per host port.
+fn helper_forwards(link: &Link) -> Vec<rootless::Forward> {
+    per_port(&link.forwards, |f, host_port, port| rootless::Forward {
+        proto: f.proto,
+        host_address: f.host_address,
+        host_port,
+        port,
+    })
 }
 
 /// A host firewall (docker's, firewalld's) whose forward chain drops what it does not
@@ -296,38 +344,68 @@ fn forwarding(host_end: &str) -> Result<(), StepFailure> {
 
 /// Takes everything of the machine's network off the host: its nft rules, its line in the
 /// zone's hosts file, its veth (gone with its namespace, unless something holds that), and
-/// the zone's bridge when no machine of the zone is left. Safe to call again.
+/// the zone's bridge when no machine of the zone is left. Safe to call again. In an
+/// ordinary user's zone this happens in the zone's namespaces (from outside them, through
+/// `mm __zone-release`), and the zone's last machine ends its keeper instead.
 pub fn release(plan: &Plan) {
     let Some(link) = link(plan) else { return };
+    let rootless = rootless_zone(link);
+    let reach = rootless.map(zone::reach);
+    if reach == Some(Reach::Outside) {
+        return zone::release_from_outside(plan);
+    }
     let _lock = match lock(plan) {
         Ok(lock) => lock,
         Err(failure) => return eprintln!("mm: {failure}"),
     };
-    if let Err(e) = nft::remove(plan.machine.name.as_str()) {
-        eprintln!("mm: {e}");
+    let mut host = None;
+    if reach != Some(Reach::Gone) {
+        if let Err(e) = nft::remove(plan.machine.name.as_str()) {
+            eprintln!("mm: {e}");
+        }
+        match Netlink::open() {
+            Ok(mut nl) => {
+                if let Ok(Some(veth)) = nl.link(&link.host_side) {
+                    let _ = nl.delete_link(veth.index);
+                }
+                host = Some(nl);
+            }
+            Err(e) => eprintln!("mm: taking {}'s network down: {e}", plan.machine.name),
+        }
     }
-    let mut host = match Netlink::open() {
-        Ok(host) => host,
-        Err(e) => return eprintln!("mm: taking {}'s network down: {e}", plan.machine.name),
-    };
-    if let Ok(Some(veth)) = host.link(&link.host_side) {
-        let _ = host.delete_link(veth.index);
+    let Some(zone) = &link.zone else { return };
+    let mut left = 0;
+    if edit_hosts(zone, |members| {
+        members.retain(|(name, _)| name != plan.machine.name.as_str());
+        left = members.len();
+    })
+    .is_err()
+    {
+        return;
     }
-    if let Some(zone) = &link.zone {
-        let mut left = 0;
-        let edited = edit_hosts(zone, |members| {
-            members.retain(|(name, _)| name != plan.machine.name.as_str());
-            left = members.len();
-        });
-        if edited.is_ok() && left == 0 {
-            if let Ok(Some(bridge)) = host.link(&zone.bridge) {
+    if left > 0 {
+        if let Some(own) = rootless
+            && reach == Some(Reach::Inside)
+            && let Err(e) =
+                rootless::remove_forwards(&zone::api_socket(own), &helper_forwards(link))
+        {
+            eprintln!("mm: taking {}'s forwards down: {e}", plan.machine.name);
+        }
+        return;
+    }
+    match rootless {
+        Some(own) => zone::stop(own),
+        None => {
+            if let Some(host) = &mut host
+                && let Ok(Some(bridge)) = host.link(&zone.bridge)
+            {
                 let _ = host.delete_link(bridge.index);
             }
-            let _ = std::fs::remove_file(&zone.hosts);
-            if let Some(dir) = zone.hosts.parent() {
-                let _ = std::fs::remove_dir(dir);
-            }
         }
+    }
+    let _ = std::fs::remove_file(&zone.hosts);
+    if let Some(dir) = zone.hosts.parent() {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

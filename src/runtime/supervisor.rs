@@ -318,6 +318,7 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         Registration::Machined(machine) => Some(Registrar::spawn(machine)),
         Registration::Skip { .. } => None,
     };
+    network::enter(plan)?;
     let mut holding = network::before(plan)?;
     let userns = userns::create(&plan.ids)?;
     prepare_root(plan, &userns)?;
@@ -425,6 +426,7 @@ fn open_console(launch: &Launch) -> Result<Consoles, StepFailure> {
     // The machine's root must be able to open its console.
     if let IdMapping::Map { entries } = &launch.plan.ids.uid
         && let Some(root) = entries.first()
+        && launch.plan.ids.writer == crate::plan::MapWriter::Direct
         && nix::unistd::geteuid().is_root()
     {
         let id = Some(root.outside);

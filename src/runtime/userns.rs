@@ -14,7 +14,7 @@ use nix::unistd::{ForkResult, fork};
 use serde::{Deserialize, Serialize};
 
 use super::launch::{Step, StepFailure, WithStep};
-use crate::idmap::{IdKind, MapError, write_map};
+use crate::idmap::{IdKind, IdMapEntry, MapError, write_map};
 use crate::plan::{IdMapping, Ids, MapWriter};
 
 /// From the holder to the supervisor: whether it has its own user namespace.
@@ -53,7 +53,12 @@ pub fn create(ids: &Ids) -> Result<OwnedFd, StepFailure> {
         let pid = holder.as_raw() as u32;
         let tool = ids.writer == MapWriter::Newidmap;
         for (kind, entries) in [(IdKind::Uid, &uids), (IdKind::Gid, &gids)] {
-            write_map(pid, kind, entries, tool).map_err(|e| map_failed(kind, &e))?;
+            // In a zone, the supervisor is in the zone's user namespace, whose ids are these.
+            let entries = match ids.writer {
+                MapWriter::Zone => identity(entries),
+                MapWriter::Direct | MapWriter::Newidmap => entries.clone(),
+            };
+            write_map(pid, kind, &entries, tool).map_err(|e| map_failed(kind, &e))?;
         }
         let path = format!("/proc/{pid}/ns/user");
         File::open(&path).map(OwnedFd::from).step(|| Step::Open {
@@ -63,6 +68,17 @@ pub fn create(ids: &Ids) -> Result<OwnedFd, StepFailure> {
     drop(done_w);
     let _ = waitpid(holder, None);
     result
+}
+
+/// The same ids inside as in the namespace above.
+fn identity(entries: &[IdMapEntry]) -> Vec<IdMapEntry> {
+    entries
+        .iter()
+        .map(|e| IdMapEntry {
+            outside: e.inside,
+            ..*e
+        })
+        .collect()
 }
 
 /// In the holder: unshare, say how it went, wait for the supervisor to be done.
