@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
     // So must the processes that hold and join an ordinary user's zone.
     match std::env::args_os().nth(1) {
         Some(a) if a == mm::runtime::zone::KEEPER_ARG => mm::runtime::zone::keeper_main(),
-        Some(a) if a == mm::runtime::zone::RELEASE_ARG => mm::runtime::zone::release_main(),
+        Some(a) if a == mm::runtime::zone::RELEASE_ARG => mm::runtime::zone_release_main(),
         _ => {}
     }
     // The supervisor, too, must start single-threaded.

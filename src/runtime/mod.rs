@@ -30,6 +30,11 @@ pub use launch::{Console, Launch, StepFailure};
 
 use crate::exit::ExitCode;
 
+/// `mm __zone-release` (see [`zone`]): a machine's network released inside its rootless zone.
+pub fn zone_release_main() -> ! {
+    zone::release_main(network::release)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("machine {name} is already running (see `mm status {name}`)")]

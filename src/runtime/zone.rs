@@ -15,7 +15,7 @@
 //! and says so on its standard output. It ends, and the namespaces with it, when the zone's
 //! last machine sends it SIGTERM (or when its holder or helper dies).
 //!
-//! `mm __zone-release` takes a machine's share of the zone down from outside (after its
+//! `mm __zone-release` (`runtime::zone_release_main`) takes a machine's share of the zone down from outside (after its
 //! supervisor was killed): it joins the zone's namespaces, which a process with threads
 //! cannot, and releases the machine's network there.
 
@@ -279,9 +279,9 @@ pub fn release_from_outside(plan: &Plan) {
     }
 }
 
-/// `mm __zone-release`: reads a plan on standard input, joins its zone and releases the
+/// `mm __zone-release`: reads a plan on standard input, joins its zone and `release`s the
 /// machine's network there. Must run before any thread starts.
-pub fn release_main() -> ! {
+pub fn release_main(release: fn(&Plan)) -> ! {
     let mut text = Vec::new();
     let plan: Option<Plan> = std::io::stdin()
         .read_to_end(&mut text)
@@ -303,7 +303,7 @@ pub fn release_main() -> ! {
             eprintln!("mm: {failure}");
             std::process::exit(1)
         }
-        super::network::release(&plan);
+        release(&plan);
     }
     std::process::exit(0)
 }
