@@ -136,7 +136,11 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
         ImageError::Unsupported(_) | ImageError::Rootless(_) | ImageError::Registry(_) => {
             ExitCode::HostCannot
         }
-        ImageError::InPlace => ExitCode::Usage,
+        ImageError::InPlace
+        | ImageError::Exists(_)
+        | ImageError::Commit { .. }
+        | ImageError::Export { .. } => ExitCode::Usage,
+        ImageError::Pack(_) => ExitCode::Io,
         ImageError::Worker(failure) => ExitCode::from_code(failure.code),
         _ => ExitCode::InvalidDefinition,
     }

@@ -2,6 +2,7 @@
 //! compiled into a pure [`plan::Plan`], which the launcher then executes.
 
 pub mod check;
+pub mod commit;
 pub mod definition;
 pub mod digest;
 pub mod error;

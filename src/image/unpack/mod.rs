@@ -29,6 +29,7 @@ use error::sys;
 pub use error::{EntryError, Step, UnpackError};
 use header::timestamps;
 pub use pending::Pending;
+pub use whiteout::{OPAQUE, WHITEOUT};
 use resolve::Through;
 
 /// How this unpack may treat ownership, devices and overlay metadata.
