@@ -7,6 +7,7 @@ pub mod definition;
 pub mod digest;
 pub mod error;
 pub mod exit;
+pub mod export;
 pub mod host;
 pub mod idmap;
 pub mod image;
