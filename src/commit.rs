@@ -14,7 +14,6 @@ use crate::image::{ImageError, ImageRecord, Store};
 use crate::machine::{compile, machine_paths, reconciled};
 use crate::plan::{IdMapping, Layers, Upper};
 use crate::runtime::RuntimeError;
-use crate::runtime::state;
 
 /// Commits `machine`'s writable layer as `mm:TAG` (default: the machine's name).
 pub fn commit(
@@ -46,9 +45,6 @@ pub fn commit(
     } else {
         None
     };
-    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
-        return Err(RuntimeError::AlreadyRunning { name }.into());
-    }
     let plan = compile(&path, host)?;
     let upper = match &plan.root.upper {
         Upper::Persistent { upper, .. } => upper.clone(),

@@ -122,8 +122,11 @@ pub fn export(
                 for name in ["oci-layout", "index.json"] {
                     tar.append_path_with_name(layout.join(name), name)?;
                 }
-                for blob in std::iter::once(&config).chain(&layers) {
-                    let name = format!("blobs/sha256/{}", blob.digest.hex());
+                let digests = std::iter::once(&exported.manifest)
+                    .chain(std::iter::once(&config.digest))
+                    .chain(layers.iter().map(|l| &l.digest));
+                for digest in digests {
+                    let name = format!("blobs/sha256/{}", digest.hex());
                     tar.append_path_with_name(layout.join(&name), &name)?;
                 }
                 Ok(())

@@ -290,16 +290,17 @@ impl<W: Write> Packer<'_, W> {
         let mut header = tar::Header::new_gnu();
         header.set_mode(stat.st_mode & 0o7777);
         header.set_mtime(u64::try_from(stat.st_mtime).unwrap_or(0));
+        header.set_size(0);
+        if kind == FileType::CharacterDevice && stat.st_rdev == 0 {
+            // overlayfs makes whiteouts as the mounter, whose ids the machine need not have:
+            // a whiteout's owner means nothing. Its name, as bytes, is the hidden file's.
+            let mut bytes = super::unpack::WHITEOUT.as_bytes().to_vec();
+            bytes.extend_from_slice(name.as_bytes());
+            return self.whiteout(&dir.join(OsStr::from_bytes(&bytes)), &shown);
+        }
         header.set_uid(self.owner(&shown, "uid", stat.st_uid, |o| &o.uids)?);
         header.set_gid(self.owner(&shown, "gid", stat.st_gid, |o| &o.gids)?);
-        header.set_size(0);
         match kind {
-            FileType::CharacterDevice if stat.st_rdev == 0 => {
-                // The name as bytes: a whiteout's name is the hidden file's, whatever it is.
-                let mut bytes = super::unpack::WHITEOUT.as_bytes().to_vec();
-                bytes.extend_from_slice(name.as_bytes());
-                return self.whiteout(&dir.join(OsStr::from_bytes(&bytes)), &shown);
-            }
             FileType::Directory => {
                 let fd = rustix::fs::openat(
                     parent,
