@@ -57,7 +57,9 @@ pub fn commit(
             .into());
         }
         Upper::ReadOnly => {
-            return Err(cannot("it has no writable layer (its root is read-only)".to_owned()).into());
+            return Err(
+                cannot("it has no writable layer (its root is read-only)".to_owned()).into(),
+            );
         }
     };
     if !upper.is_dir() {

@@ -114,7 +114,10 @@ fn list(setting: &Setting, machine: &str, json: bool) -> Result<ExitCode, Error>
         print(&format!("Nothing exported from {machine}.\n"))?;
         return Ok(ExitCode::Ok);
     }
-    let mut out = format!("{:<4} {:<20} {:<28} {}\n", "KIND", "NAME", "PROGRAM", "LAUNCHER");
+    let mut out = format!(
+        "{:<4} {:<20} {:<28} {}\n",
+        "KIND", "NAME", "PROGRAM", "LAUNCHER"
+    );
     for e in &all {
         let kind = match e.kind {
             Kind::Bin => "bin",
@@ -145,7 +148,9 @@ fn read_entry(machine: &str, id: &str) -> Result<String, Error> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
     if !valid {
-        return Err(bad("an app ID is a desktop file's name, such as org.gnome.gedit".to_owned()).into());
+        return Err(
+            bad("an app ID is a desktop file's name, such as org.gnome.gedit".to_owned()).into(),
+        );
     }
     let (_, paths) = mm::machine::machine_paths(machine)?;
     if !mm::runtime::state::supervised(&paths).unwrap_or(false) {
@@ -197,10 +202,7 @@ pub fn unexport(
         },
         (None, Some(id), _) => Which::One {
             kind: Kind::App,
-            name: format!(
-                "mm-{name}-{}",
-                id.strip_suffix(".desktop").unwrap_or(&id)
-            ),
+            name: format!("mm-{name}-{}", id.strip_suffix(".desktop").unwrap_or(&id)),
         },
         _ => Which::All,
     };

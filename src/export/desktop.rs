@@ -161,7 +161,10 @@ fn exec_args(exec: &str) -> Result<(Vec<String>, Option<String>), String> {
                 if c == ' ' {
                     break;
                 }
-                if matches!(c, '"' | '\'' | '`' | '$' | '\\' | '>' | '<' | '|' | ';' | '&') {
+                if matches!(
+                    c,
+                    '"' | '\'' | '`' | '$' | '\\' | '>' | '<' | '|' | ';' | '&'
+                ) {
                     return Err(format!("Exec has `{c}` outside quotes"));
                 }
                 arg.push(c);
@@ -208,7 +211,10 @@ fn exec_quote(arg: &str) -> String {
 /// The host's entry: the kept keys, `Name` marked with the machine, and `Exec` running
 /// `launcher` with the entry's field code.
 pub fn host_entry(entry: &Entry, marker: &str, machine: &str, launcher: &str) -> String {
-    let mut s = format!("{}{marker}\n[Desktop Entry]\nType=Application\n", super::launcher::MARKER);
+    let mut s = format!(
+        "{}{marker}\n[Desktop Entry]\nType=Application\n",
+        super::launcher::MARKER
+    );
     for (key, value) in &entry.keys {
         if *key == "Name" {
             s.push_str(&format!("Name={value} ({machine})\n"));
@@ -240,10 +246,16 @@ mod tests {
         assert_eq!(entry.field.as_deref(), Some("%U"));
         assert_eq!(
             entry.keys,
-            [("Name", "Edit".to_owned()), ("Terminal", "false".to_owned())]
+            [
+                ("Name", "Edit".to_owned()),
+                ("Terminal", "false".to_owned())
+            ]
         );
         let host = host_entry(&entry, "{}", "dev", "/home/u/.local/bin/mm dev-edit");
-        assert!(host.contains("Exec=\"/home/u/.local/bin/mm dev-edit\" %U\n"), "{host}");
+        assert!(
+            host.contains("Exec=\"/home/u/.local/bin/mm dev-edit\" %U\n"),
+            "{host}"
+        );
         assert!(host.contains("Name=Edit (dev)\n"));
         assert!(!host.contains("evil"));
     }

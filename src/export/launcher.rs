@@ -74,7 +74,14 @@ mod tests {
 
     #[test]
     fn quoting_survives_a_shell() {
-        for text in ["plain", "", "it's", "a b", "$HOME `x` \\ \"q\"", "new\nline"] {
+        for text in [
+            "plain",
+            "",
+            "it's",
+            "a b",
+            "$HOME `x` \\ \"q\"",
+            "new\nline",
+        ] {
             let out = std::process::Command::new("sh")
                 .args(["-c", &format!("printf %s {}", quote(text))])
                 .output()

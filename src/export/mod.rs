@@ -61,7 +61,9 @@ pub enum ExportError {
     Exists(PathBuf),
     #[error("{} was not written by mm export (it has no marker line for it); mm leaves it alone", .0.display())]
     Foreign(PathBuf),
-    #[error("machine {machine} has no exported {kind} `{name}`; `mm export --list {machine}` shows what it has")]
+    #[error(
+        "machine {machine} has no exported {kind} `{name}`; `mm export --list {machine}` shows what it has"
+    )]
     NotExported {
         machine: String,
         kind: &'static str,
@@ -283,7 +285,11 @@ pub enum Which {
 
 /// Removes exports, each file only if it still carries its marker: the files removed.
 /// A file that is already gone is fine; one that is not mm's stops the removal.
-pub fn unexport(setting: &Setting, machine: &str, which: &Which) -> Result<Vec<PathBuf>, ExportError> {
+pub fn unexport(
+    setting: &Setting,
+    machine: &str,
+    which: &Which,
+) -> Result<Vec<PathBuf>, ExportError> {
     let mut all = list(setting, machine)?;
     let chosen: Vec<Exported> = match which {
         Which::All => all.clone(),

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use serde_json::{Value, json};
 
 use super::digest::Digest;
@@ -118,8 +117,13 @@ pub(super) fn pack_dir(
     let tmp = into.join(format!("pack.{}.{}", std::process::id(), unique()));
     let packed = if host.is_root() {
         let file = std::fs::File::create_new(&tmp).at(&tmp)?;
-        pack(dir, std::io::BufWriter::new(file), owners, OverlayXattrs::Trusted)
-            .map_err(ImageError::from)
+        pack(
+            dir,
+            std::io::BufWriter::new(file),
+            owners,
+            OverlayXattrs::Trusted,
+        )
+        .map_err(ImageError::from)
     } else {
         worker::pack(
             host,

@@ -50,7 +50,8 @@ impl Target {
             }),
             ImageSource::DockerArchive { path } => Ok(Self::DockerArchive { file: path }),
             _ => Err(bad(
-                "mm writes oci:DIR[:TAG], oci-archive:FILE[:TAG] and docker-archive:FILE".to_owned(),
+                "mm writes oci:DIR[:TAG], oci-archive:FILE[:TAG] and docker-archive:FILE"
+                    .to_owned(),
             )),
         }
     }
@@ -143,7 +144,8 @@ pub fn export(
                 .map(|l| format!("{}.tar", l.digest.hex()))
                 .collect();
             let config_name = format!("{}.json", config.digest.hex());
-            let manifest = json!([{"Config": config_name, "RepoTags": tags, "Layers": layer_names}]);
+            let manifest =
+                json!([{"Config": config_name, "RepoTags": tags, "Layers": layer_names}]);
             let manifest_file = stage.path().join("manifest.json");
             std::fs::write(&manifest_file, manifest.to_string()).at(&manifest_file)?;
             archive(file, &stage.path().join("archive.tar"), |tar| {
@@ -216,8 +218,14 @@ fn config(store: &Store, record: &ImageRecord, diff_ids: &[Digest]) -> Result<Ve
     let object = config
         .as_object_mut()
         .ok_or_else(|| bad("it is not a JSON object".to_owned()))?;
-    let ids: Vec<Value> = diff_ids.iter().map(|d| Value::String(d.to_string())).collect();
-    object.insert("rootfs".to_owned(), json!({"type": "layers", "diff_ids": ids}));
+    let ids: Vec<Value> = diff_ids
+        .iter()
+        .map(|d| Value::String(d.to_string()))
+        .collect();
+    object.insert(
+        "rootfs".to_owned(),
+        json!({"type": "layers", "diff_ids": ids}),
+    );
     serde_json::to_vec(&config).map_err(|e| bad(e.to_string()))
 }
 

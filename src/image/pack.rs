@@ -150,7 +150,10 @@ fn io_at<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(io::Error) -> Pa
     }
 }
 
-fn sys_at<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(rustix::io::Errno) -> PackError + 'p {
+fn sys_at<'p>(
+    path: &'p Path,
+    what: &'static str,
+) -> impl FnOnce(rustix::io::Errno) -> PackError + 'p {
     move |e| PackError::Io {
         path: path.to_owned(),
         what,
@@ -204,7 +207,8 @@ pub fn pack(
     )
     .map_err(sys_at(dir, "open the directory"))?;
     // The gzip header has no name and a zero time, so the same tree gives the same blob.
-    let gzip = flate2::GzBuilder::new().write(HashingWriter::new(out), flate2::Compression::default());
+    let gzip =
+        flate2::GzBuilder::new().write(HashingWriter::new(out), flate2::Compression::default());
     let mut builder = tar::Builder::new(HashingWriter::new(gzip));
     builder.mode(tar::HeaderMode::Complete);
     let mut packer = Packer {
@@ -226,7 +230,9 @@ pub fn pack(
         packer.whiteout(Path::new(super::unpack::OPAQUE), dir)?;
     }
     packer.directory(&root, Path::new(""))?;
-    let Packer { tar, mut packed, .. } = packer;
+    let Packer {
+        tar, mut packed, ..
+    } = packer;
     let written = |e| PackError::Io {
         path: dir.to_owned(),
         what: "write the layer",
@@ -267,7 +273,9 @@ impl<W: Write> Packer<'_, W> {
         )
         .map_err(sys_at(&shown, "list the directory"))?;
         let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&listing).map_err(sys_at(&shown, "list the directory"))? {
+        for entry in
+            rustix::fs::Dir::read_from(&listing).map_err(sys_at(&shown, "list the directory"))?
+        {
             let entry = entry.map_err(sys_at(&shown, "list the directory"))?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {

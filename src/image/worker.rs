@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use super::error::{ImageError, WorkerFailure, WorkerStep};
 use super::install::install_layers;
 use super::opened::LayerJob;
+use super::pack::{self, OverlayXattrs, Owners, Packed};
 use super::progress::Progress;
 use super::store::{Installed, Store};
 use super::unpack::UnpackMode;
 use crate::host::Host;
-use super::pack::{self, OverlayXattrs, Owners, Packed};
 use crate::idmap::{IdKind, IdMapEntry, rootless_map, write_map};
 
 /// The hidden argument that runs the worker.

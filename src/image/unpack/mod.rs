@@ -29,8 +29,8 @@ use error::sys;
 pub use error::{EntryError, Step, UnpackError};
 use header::timestamps;
 pub use pending::Pending;
-pub use whiteout::{OPAQUE, WHITEOUT};
 use resolve::Through;
+pub use whiteout::{OPAQUE, WHITEOUT};
 
 /// How this unpack may treat ownership, devices and overlay metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
