@@ -30,7 +30,7 @@ fn setting(bin_dir: Option<PathBuf>, apps_dir: Option<PathBuf>) -> Result<Settin
         .map(|name| {
             let value = std::env::var_os(name).filter(|v| !v.is_empty()).map(|v| {
                 std::env::split_paths(&v)
-                    .map(|p| absolute(p))
+                    .map(&absolute)
                     .map(|p| p.to_string_lossy().into_owned())
                     .collect::<Vec<_>>()
                     .join(":")
