@@ -160,6 +160,81 @@ pub enum Command {
     },
     /// Remove a stopped machine's writable layer and state (its definition stays)
     Rm { machine: String },
+    /// Put a launcher on the host for a program (or a desktop app) inside a machine
+    ///
+    /// `mm export dev --bin /usr/bin/rg` writes ~/.local/bin/rg (as root: /usr/local/bin/rg),
+    /// a shell script that runs /usr/bin/rg inside dev through `mm exec`: with the caller's
+    /// arguments exactly (spaces, quotes, empty ones, `--`), standard streams, working
+    /// directory and environment, and its exit status (128+N when signal N ended it). When
+    /// the machine is stopped, the launcher starts it first (`mm start`) and then runs the
+    /// program. The launcher keeps MM_ROOT and MM_PATH as they are now and names mm by its
+    /// absolute path. `--app ID` reads ID.desktop from the running machine's
+    /// /usr/share/applications (only its Name, Comment, Icon, Terminal, Categories,
+    /// MimeType and Exec keys; nothing in it runs on the host), writes a launcher
+    /// mm-MACHINE-ID and ~/.local/share/applications/mm-MACHINE-ID.desktop whose Exec is
+    /// that launcher. An existing file is an error unless --force. `mm unexport` removes them.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["bin", "app", "list"])))]
+    Export {
+        machine: String,
+        /// The program's absolute path inside the machine
+        #[arg(long, value_name = "PATH")]
+        bin: Option<String>,
+        /// A desktop entry of the machine's /usr/share/applications (ID or ID.desktop)
+        #[arg(long, value_name = "ID")]
+        app: Option<String>,
+        /// List the machine's exports instead
+        #[arg(long)]
+        list: bool,
+        /// With --list: as JSON
+        #[arg(long, requires = "list")]
+        json: bool,
+        /// The launcher's file name (default: the program's; for an app, mm-MACHINE-ID)
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Replace a file already at the launcher's (or entry's) path
+        #[arg(long)]
+        force: bool,
+        /// Where launchers go (default: ~/.local/bin; as root /usr/local/bin)
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// Where desktop entries go (default: ~/.local/share/applications; as root
+        /// /usr/local/share/applications)
+        #[arg(long, value_name = "DIR")]
+        apps_dir: Option<PathBuf>,
+    },
+    /// Remove launchers and desktop entries `mm export` wrote for a machine
+    ///
+    /// Only files that still carry mm's marker line are removed; any other file at their
+    /// place is left alone, with an error.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["bin", "app", "all"])))]
+    Unexport {
+        machine: String,
+        /// A launcher's name, as `mm export --list` shows it
+        #[arg(long, value_name = "NAME")]
+        bin: Option<String>,
+        /// An app's ID
+        #[arg(long, value_name = "ID")]
+        app: Option<String>,
+        /// Every export of the machine
+        #[arg(long)]
+        all: bool,
+    },
+    /// Turn a stopped machine's writable layer into a new image of the store
+    ///
+    /// The image is the machine's image with one more layer: what the machine added,
+    /// changed and deleted (deletions as OCI whiteouts), owned as the machine sees it. It is
+    /// named mm:TAG (default: mm:MACHINE); a definition starts from it with
+    /// `source = "mm:TAG"`, and `mm image export mm:TAG oci-archive:FILE` shares it. The
+    /// machine must be stopped (mm stop MACHINE); it stays stopped while mm reads it.
+    Commit {
+        machine: String,
+        /// The image's name in the store, written mm:TAG in definitions
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
+        /// Replace an image of that name
+        #[arg(long)]
+        force: bool,
+    },
     /// Bring images into mm's store, list, extract and remove them
     #[command(subcommand)]
     Image(ImageCommand),
@@ -222,6 +297,19 @@ pub enum ImageCommand {
         tls_verify: bool,
         /// A directory to create; it must not exist
         dir: PathBuf,
+    },
+    /// Write an image of the store for podman, skopeo and docker
+    ///
+    /// TARGET is oci:DIR[:TAG] (an OCI image layout, made or added to), oci-archive:FILE[:TAG]
+    /// (a tarball of one; `podman load -i FILE` reads it) or docker-archive:FILE (as
+    /// `docker save` writes); TAG defaults to latest. Layers made by `mm commit` are written
+    /// as committed; imported layers, which the store keeps unpacked only, are packed
+    /// again (same files, new digests).
+    Export {
+        /// An image as `mm image list` shows it, such as mm:dev
+        image: String,
+        /// Where to write it
+        target: String,
     },
     /// Remove images from the store (their layers go at the next `mm image gc`)
     Rm {

@@ -48,6 +48,9 @@ pub enum Error {
     /// The service manager failed to start or stop a machine's unit.
     #[error("{0}")]
     Service(String),
+    /// A launcher or desktop entry could not be exported or removed.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     /// Something the user asked to see does not exist (a machine's console log).
     #[error("{0}")]
     Missing(String),
@@ -81,6 +84,7 @@ impl Error {
             Self::Systemd(_) | Self::Service(_) => ExitCode::System,
             Self::Missing(_) => ExitCode::NotFound,
             Self::NoSystemd(_) => ExitCode::HostCannot,
+            Self::Export(e) => export_exit_code(e),
         }
     }
 
@@ -91,6 +95,17 @@ impl Error {
             Self::Invalid(d) | Self::HostCannot(d) => d.to_string(),
             other => format!("error: {other}"),
         }
+    }
+}
+
+fn export_exit_code(e: &crate::export::ExportError) -> ExitCode {
+    use crate::export::ExportError;
+    match e {
+        ExportError::Io { .. } | ExportError::Record { .. } => ExitCode::Io,
+        ExportError::Exists(_) | ExportError::Foreign(_) => ExitCode::Busy,
+        ExportError::NotExported { .. } => ExitCode::NotFound,
+        ExportError::BadName(_) | ExportError::BadProgram(_) => ExitCode::Usage,
+        ExportError::Desktop { .. } => ExitCode::InvalidDefinition,
     }
 }
 
@@ -136,7 +151,11 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
         ImageError::Unsupported(_) | ImageError::Rootless(_) | ImageError::Registry(_) => {
             ExitCode::HostCannot
         }
-        ImageError::InPlace => ExitCode::Usage,
+        ImageError::InPlace
+        | ImageError::Exists(_)
+        | ImageError::Commit { .. }
+        | ImageError::Export { .. } => ExitCode::Usage,
+        ImageError::Pack(_) => ExitCode::Io,
         ImageError::Worker(failure) => ExitCode::from_code(failure.code),
         _ => ExitCode::InvalidDefinition,
     }

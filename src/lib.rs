@@ -2,10 +2,12 @@
 //! compiled into a pure [`plan::Plan`], which the launcher then executes.
 
 pub mod check;
+pub mod commit;
 pub mod definition;
 pub mod digest;
 pub mod error;
 pub mod exit;
+pub mod export;
 pub mod host;
 pub mod idmap;
 pub mod image;

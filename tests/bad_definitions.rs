@@ -235,6 +235,9 @@ fn rows() -> Vec<Row> {
         bad("registry repository in uppercase", "[image]\nsource = \"docker://Busybox\"\n")
             .key("image.source").at(2, 10, "\"docker://Busybox\"")
             .message("`library/Busybox` is not a valid repository name"),
+        bad("a committed image with a bad name", "[image]\nsource = \"mm:bad/name\"\n")
+            .key("image.source").at(2, 10, "\"mm:bad/name\"")
+            .message("`bad/name` is not a valid tag"),
         bad("bad tag on an OCI layout", "[image]\nsource = \"oci:./img:bad!tag\"\n")
             .key("image.source").at(2, 10, "\"oci:./img:bad!tag\"")
             .message("`bad!tag` is not a valid tag"),

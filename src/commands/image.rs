@@ -58,6 +58,31 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 ))?;
             }
         }
+        ImageCommand::Export { image, target } => {
+            let cwd = std::env::current_dir().map_err(|source| mm::image::ImageError::Io {
+                path: Path::new("the working directory").to_owned(),
+                source,
+            })?;
+            let target = mm::image::export::Target::parse(&target, &cwd)?;
+            // As `mm image list` names it, or as a source relative to here.
+            let record = match store.image(&image)? {
+                Some(record) => record,
+                None => {
+                    let name = parse_source(&image)?.to_string();
+                    store
+                        .image(&name)?
+                        .ok_or(mm::image::ImageError::NotInStore(image))?
+                }
+            };
+            let exported = mm::image::export::export(&host, &store, &record, &target)?;
+            print(&format!(
+                "{} → manifest {} ({} layers, {} packed again from the store)\n",
+                record.name,
+                exported.manifest,
+                exported.layers.len(),
+                exported.repacked
+            ))?;
+        }
         ImageCommand::Rm { names } => {
             for name in names {
                 store.remove_image(&name)?;

@@ -9,6 +9,7 @@ use mm::error::{Error, ExitCode};
 use crate::cli::{Cli, Command};
 
 mod definitions;
+mod export;
 mod image;
 mod machine;
 mod output;
@@ -40,6 +41,38 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         } => machine::exec(&machine, user.as_deref(), command),
         Command::Shell { machine, user } => machine::shell(&machine, &user),
         Command::Rm { machine } => machine::rm(&machine),
+        Command::Export {
+            machine,
+            bin,
+            app,
+            list,
+            json,
+            name,
+            force,
+            bin_dir,
+            apps_dir,
+        } => export::export(export::Asked {
+            machine,
+            bin,
+            app,
+            list,
+            json,
+            name,
+            force,
+            bin_dir,
+            apps_dir,
+        }),
+        Command::Unexport {
+            machine,
+            bin,
+            app,
+            all,
+        } => export::unexport(&machine, bin, app, all),
+        Command::Commit {
+            machine,
+            tag,
+            force,
+        } => export::commit(&machine, tag.as_deref(), force),
         Command::Logs {
             machine,
             follow,

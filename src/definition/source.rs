@@ -23,6 +23,8 @@ pub enum ImageSource {
     Tar { path: PathBuf },
     /// A plain directory used as the root filesystem's only lower layer.
     Rootfs { path: PathBuf },
+    /// An image `mm commit` made in the store: `mm:NAME`.
+    Store { name: String },
 }
 
 /// The transports a user may write, for errors and suggestions.
@@ -33,6 +35,7 @@ pub const TRANSPORTS: &[&str] = &[
     "docker",
     "tar",
     "rootfs",
+    "mm",
 ];
 
 impl ImageSource {
@@ -62,6 +65,12 @@ impl ImageSource {
             "docker-archive" => Ok(Self::DockerArchive { path: local(rest)? }),
             "tar" => Ok(Self::Tar { path: local(rest)? }),
             "rootfs" => Ok(Self::Rootfs { path: local(rest)? }),
+            "mm" => {
+                validate_tag(rest)?;
+                Ok(Self::Store {
+                    name: rest.to_owned(),
+                })
+            }
             "docker" => {
                 let rest = rest.strip_prefix("//").ok_or(SourceError::DockerSlashes)?;
                 RegistryReference::parse(rest).map(Self::Docker)
@@ -78,7 +87,7 @@ impl ImageSource {
             | Self::DockerArchive { path }
             | Self::Tar { path }
             | Self::Rootfs { path } => Some(path),
-            Self::Docker(_) => None,
+            Self::Docker(_) | Self::Store { .. } => None,
         }
     }
 
@@ -109,6 +118,7 @@ impl fmt::Display for ImageSource {
             Self::Docker(reference) => write!(f, "docker://{reference}"),
             Self::Tar { path } => write!(f, "tar:{}", path.display()),
             Self::Rootfs { path } => write!(f, "rootfs:{}", path.display()),
+            Self::Store { name } => write!(f, "mm:{name}"),
         }
     }
 }

@@ -161,7 +161,7 @@ fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<
             ) {
                 d.help.push(
                     "sources: oci:PATH[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH, \
-                     docker://REGISTRY/REPO[:TAG|@DIGEST], tar:PATH, rootfs:PATH"
+                     docker://REGISTRY/REPO[:TAG|@DIGEST], tar:PATH, rootfs:PATH, mm:NAME (made by `mm commit`)"
                         .to_owned(),
                 );
             }

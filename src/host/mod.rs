@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bus::{BusFacts, MACHINED, Probe};
 pub use cgroup::{CgroupFacts, CgroupMode, V1Hierarchy};
-pub use dirs::{Dirs, ENV_PATH, ENV_ROOT};
+pub use dirs::{Dirs, ENV_PATH, ENV_ROOT, home};
 pub use network::{NetworkFacts, Pools, Resolvers, Route, Uplink, uplink};
 
 use crate::idmap::{IdRange, parse_subid};

@@ -92,6 +92,17 @@ pub enum ImageError {
     Credentials { file: PathBuf, why: String },
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
+    /// A directory could not be packed into a layer.
+    #[error(transparent)]
+    Pack(#[from] super::pack::PackError),
+    #[error("the store already has an image {0}; choose another --tag, or --force to replace it")]
+    Exists(String),
+    /// What `mm commit` cannot commit, and why.
+    #[error("cannot commit machine {machine}: {why}")]
+    Commit { machine: String, why: String },
+    /// What `mm image export` cannot write, and why.
+    #[error("cannot export to {target}: {why}")]
+    Export { target: String, why: String },
     /// An error inside the rootless worker: its step, errno and exit code.
     #[error("{0}")]
     Worker(WorkerFailure),
@@ -130,6 +141,9 @@ pub enum WorkerStep {
         store: PathBuf,
     },
     Remove,
+    Pack {
+        dir: PathBuf,
+    },
 }
 
 impl std::fmt::Display for WorkerStep {
@@ -139,6 +153,7 @@ impl std::fmt::Display for WorkerStep {
             Self::ReadJob => f.write_str("read its job"),
             Self::Install { store } => write!(f, "install layers into {}", store.display()),
             Self::Remove => f.write_str("remove files"),
+            Self::Pack { dir } => write!(f, "pack {} into a layer", dir.display()),
         }
     }
 }

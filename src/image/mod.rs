@@ -4,13 +4,16 @@
 //! hashers and the decompressor into `unpack`, which writes it safely inside a temporary
 //! directory that `store` renames into place only when both digests matched.
 
+pub mod commit;
 pub mod digest;
 pub mod error;
+pub mod export;
 pub mod import;
 mod install;
 pub mod layout;
 pub mod oci;
 pub mod opened;
+pub mod pack;
 pub mod progress;
 pub mod registry;
 pub mod sources;

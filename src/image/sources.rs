@@ -50,6 +50,9 @@ pub fn open(source: &ImageSource, options: &Options<'_>) -> Result<Opened, Image
             super::registry::pull(reference, options, new_scratch(scratch_in, "pull.")?)
         }
         ImageSource::Rootfs { .. } => Err(ImageError::InPlace),
+        ImageSource::Store { name } => Err(ImageError::NotInStore(format!(
+            "mm:{name} (such images are made by `mm commit MACHINE --tag {name}`)"
+        ))),
     }
 }
 

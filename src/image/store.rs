@@ -253,6 +253,8 @@ impl Store {
             keep.insert(image.config_digest.hex().to_owned());
             for layer in &image.layers {
                 keep.insert(layer.diff_id.hex().to_owned());
+                // A committed layer's blob (imported layers' blobs are not kept).
+                keep.insert(layer.blob.hex().to_owned());
             }
         }
         let mut unused = Vec::new();

@@ -16,11 +16,12 @@ use serde::{Deserialize, Serialize};
 use super::error::{ImageError, WorkerFailure, WorkerStep};
 use super::install::install_layers;
 use super::opened::LayerJob;
+use super::pack::{self, OverlayXattrs, Owners, Packed};
 use super::progress::Progress;
 use super::store::{Installed, Store};
 use super::unpack::UnpackMode;
 use crate::host::Host;
-use crate::idmap::{IdKind, rootless_map, write_map};
+use crate::idmap::{IdKind, IdMapEntry, rootless_map, write_map};
 
 /// The hidden argument that runs the worker.
 pub const WORKER_ARG: &str = "__worker";
@@ -34,6 +35,13 @@ pub enum Job {
     Remove {
         paths: Vec<PathBuf>,
     },
+    /// A directory in overlayfs form packed into the layer blob `out` (created).
+    Pack {
+        dir: PathBuf,
+        out: PathBuf,
+        owners: Owners,
+        overlay: OverlayXattrs,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,11 +49,40 @@ enum FromWorker {
     Ready,
     Installed(Vec<Installed>),
     Removed,
+    Packed(Packed),
     Failed(WorkerFailure),
 }
 
 /// Runs `job` in a worker inside a user namespace mapped like a rootless machine's.
 pub fn run(host: &Host, job: &Job) -> Result<Option<Vec<Installed>>, ImageError> {
+    match start(host, job)? {
+        FromWorker::Installed(installed) => Ok(Some(installed)),
+        FromWorker::Removed => Ok(None),
+        _ => Err(ImageError::Rootless(
+            "the unpack worker answered another job".to_owned(),
+        )),
+    }
+}
+
+/// Runs a [`Job::Pack`] in a worker: the blob's digests.
+pub fn pack(host: &Host, job: &Job) -> Result<Packed, ImageError> {
+    match start(host, job)? {
+        FromWorker::Packed(packed) => Ok(packed),
+        _ => Err(ImageError::Rootless(
+            "the unpack worker answered another job".to_owned(),
+        )),
+    }
+}
+
+/// The worker's uid and gid maps (inside: what it sees; outside: the host's ids).
+pub fn maps(host: &Host) -> (Vec<IdMapEntry>, Vec<IdMapEntry>) {
+    (
+        rootless_map(host.uid, &host.subuid),
+        rootless_map(host.gid, &host.subgid),
+    )
+}
+
+fn start(host: &Host, job: &Job) -> Result<FromWorker, ImageError> {
     if host.subuid.is_empty() || host.subgid.is_empty() {
         return Err(ImageError::Rootless(format!(
             "user `{}` has no subordinate id range in /etc/subuid and /etc/subgid, which unpacking needs; \
@@ -70,12 +107,11 @@ pub fn run(host: &Host, job: &Job) -> Result<Option<Vec<Installed>>, ImageError>
         .wait()
         .map_err(|e| ImageError::Rootless(format!("waiting for the unpack worker: {e}")))?;
     match result? {
-        FromWorker::Installed(installed) => Ok(Some(installed)),
-        FromWorker::Removed => Ok(None),
         FromWorker::Failed(failure) => Err(ImageError::Worker(failure)),
         FromWorker::Ready => Err(ImageError::Rootless(format!(
             "the unpack worker said Ready twice ({status})"
         ))),
+        answer => Ok(answer),
     }
 }
 
@@ -93,12 +129,9 @@ fn drive(
         _ => return Err(broken("did not start as expected")),
     }
     let pid = child.id();
-    for (kind, own, ranges) in [
-        (IdKind::Uid, host.uid, &host.subuid),
-        (IdKind::Gid, host.gid, &host.subgid),
-    ] {
-        write_map(pid, kind, &rootless_map(own, ranges), true)
-            .map_err(|e| ImageError::Rootless(e.to_string()))?;
+    let (uids, gids) = maps(host);
+    for (kind, map) in [(IdKind::Uid, uids), (IdKind::Gid, gids)] {
+        write_map(pid, kind, &map, true).map_err(|e| ImageError::Rootless(e.to_string()))?;
     }
     let line = serde_json::to_string(job).expect("a job serializes");
     writeln!(stdin, "{line}").map_err(|e| broken(&format!("did not take its job: {e}")))?;
@@ -154,6 +187,7 @@ pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
                     store: store.clone(),
                 },
                 Job::Remove { .. } => WorkerStep::Remove,
+                Job::Pack { dir, .. } => WorkerStep::Pack { dir: dir.clone() },
             };
             match work(job) {
                 Ok(reply) => reply,
@@ -186,6 +220,19 @@ fn work(job: Job) -> Result<FromWorker, ImageError> {
                 removed.map_err(|source| ImageError::Io { path, source })?;
             }
             Ok(FromWorker::Removed)
+        }
+        Job::Pack {
+            dir,
+            out,
+            owners,
+            overlay,
+        } => {
+            let file = std::fs::File::create_new(&out).map_err(|source| ImageError::Io {
+                path: out.clone(),
+                source,
+            })?;
+            let packed = pack::pack(&dir, std::io::BufWriter::new(file), &owners, overlay)?;
+            Ok(FromWorker::Packed(packed))
         }
     }
 }

@@ -30,6 +30,7 @@ pub use error::{EntryError, Step, UnpackError};
 use header::timestamps;
 pub use pending::Pending;
 use resolve::Through;
+pub use whiteout::{OPAQUE, WHITEOUT};
 
 /// How this unpack may treat ownership, devices and overlay metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
