@@ -20,6 +20,9 @@
 #        mm rootless, forward    as the ordinary user mmbench-net: mm's slirp4netns, host
 #                                port 15201 forwarded to the machine's 5201, client to
 #                                127.0.0.1:15201
+#        mm rootless zone, fwd   as mmbench-net, a machine of a rootless zone (mm's zone
+#                                keeper; slirp4netns forward 15203 to the zone, the zone's
+#                                DNAT to the machine's 5201), client to 127.0.0.1:15203
 #        slirp4netns by hand     as mm runs it (MTU 65520, --disable-host-loopback,
 #                                --enable-sandbox, --enable-seccomp), a namespace from
 #                                `unshare -rn`, add_hostfwd 0.0.0.0:15202 → 5201 on its
@@ -56,7 +59,7 @@ if [ "${1:-}" = --inside ]; then
     pids=()
     cleanup_inside() {
         for m in tp-veth tp-zone start-keeper; do timeout 20 "$mm" stop "$m" --timeout 2 >/dev/null 2>&1 || true; done
-        timeout 20 "${as_user[@]}" "$mm" stop tp-rootless --timeout 2 >/dev/null 2>&1 || true
+        for m in tp-rootless tp-rzone; do timeout 20 "${as_user[@]}" "$mm" stop "$m" --timeout 2 >/dev/null 2>&1 || true; done
         for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
         wait 2>/dev/null || true
     }
@@ -177,6 +180,7 @@ elif cmd == "tput-report":
     ratio("mm veth, forward", "mm veth, direct", 0.9)
     ratio("mm zone", "bare veth", None)
     ratio("mm rootless, forward", "slirp4netns by hand", None)
+    ratio("mm rootless zone, fwd", "slirp4netns by hand", None)
 PY
     chmod 644 "$py"
 
@@ -261,14 +265,18 @@ EOF
     iperf_machine "$work/machines" tp-zone 'zone = "mmtp"'
     mkdir -p "$work/user/machines" "$work/home"
     iperf_machine "$work/user/machines" tp-rootless $'mode = "veth"\nports = ["15201:5201"]' "$iperf_root-user"
+    iperf_machine "$work/user/machines" tp-rzone $'zone = "mmrz"\nports = ["15203:5201"]' "$iperf_root-user"
     chown -R "$user" "$work/user" "$work/home"
 
     leader() { python3 "$py" field leader; }
     for m in tp-veth tp-zone; do
         timeout 30 "$mm" start --no-systemd "$m" >/dev/null || { echo "mm start $m failed" >&2; exit 1; }
     done
-    timeout 30 "${as_user[@]}" "$mm" start --no-systemd tp-rootless >/dev/null ||
-        { echo "mm start tp-rootless (as $user) failed" >&2; exit 1; }
+    for m in tp-rootless tp-rzone; do
+        timeout 30 "${as_user[@]}" "$mm" start --no-systemd "$m" >/dev/null ||
+            { echo "mm start $m (as $user) failed" >&2; exit 1; }
+    done
+    rzone_leader=$(timeout 10 "${as_user[@]}" "$mm" status tp-rzone --json | leader)
     veth_leader=$(timeout 10 "$mm" status tp-veth --json | leader)
     zone_leader=$(timeout 10 "$mm" status tp-zone --json | leader)
     rootless_leader=$(timeout 10 "${as_user[@]}" "$mm" status tp-rootless --json | leader)
@@ -301,11 +309,12 @@ EOF
     python3 "$py" listening "$veth_leader" 5201
     python3 "$py" listening "$zone_leader" 5201
     python3 "$py" listening "$rootless_leader" 5201
+    python3 "$py" listening "$rzone_leader" 5201
     python3 "$py" listening "$bare_server" 5201
     python3 "$py" listening "$holder" 5201
 
     cases=("mm veth, direct" "mm veth, forward" "mm zone" "bare veth"
-        "mm rootless, forward" "slirp4netns by hand")
+        "mm rootless, forward" "mm rootless zone, fwd" "slirp4netns by hand")
     client() { # CASE: the client's command
         case $1 in
             "mm veth, direct") echo "iperf3 -c $veth_addr -p 5201" ;;
@@ -313,6 +322,7 @@ EOF
             "mm zone") echo "iperf3 -c $zone_addr -p 5201" ;;
             "bare veth") echo "iperf3 -c 198.19.0.2 -p 5201" ;;
             "mm rootless, forward") echo "setpriv --reuid $user --regid users --init-groups -- iperf3 -c 127.0.0.1 -p 15201" ;;
+            "mm rootless zone, fwd") echo "setpriv --reuid $user --regid users --init-groups -- iperf3 -c 127.0.0.1 -p 15203" ;;
             "slirp4netns by hand") echo "setpriv --reuid $user --regid users --init-groups -- iperf3 -c 127.0.0.1 -p 15202" ;;
         esac
     }
