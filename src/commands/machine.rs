@@ -352,15 +352,26 @@ pub fn shell(machine: &str, user: &str) -> Result<ExitCode, Error> {
 pub fn rm(machine: &str) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
     reconciled(&paths)?;
-    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
-        return Err(RuntimeError::AlreadyRunning { name }.into());
-    }
+    // Held to the end: a start of the machine meanwhile waits for none of it, and fails
+    // as "already running" instead of finding its files half gone.
+    let _lock = if paths.lock().exists() {
+        match mm::state::lock(&paths.lock(), false) {
+            Ok(lock) => Some(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(RuntimeError::AlreadyRunning { name }.into());
+            }
+            Err(e) => return Err(RuntimeError::io(&paths.lock(), e).into()),
+        }
+    } else {
+        None
+    };
     let host = Host::probe();
     let state_dir = host.dirs.machines.join(&name);
     if host.is_root() {
         Allocator::new(&host.dirs.machines).release(&name)?;
-        mm::network::ipam::Ipam::new(&host.dirs.machines).release(&name)?;
     }
+    // Root's machines and rootless zones' have recorded addresses.
+    mm::network::ipam::Ipam::new(&host.dirs.machines).release(&name)?;
     let mut removed = Vec::new();
     for dir in ["upper", "work"].map(|d| state_dir.join(d)) {
         if dir.exists() {

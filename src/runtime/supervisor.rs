@@ -88,8 +88,10 @@ pub fn main(detach: bool, launch_fd: Option<std::os::fd::RawFd>) -> ! {
 
 /// A detached supervisor answers `mm start` with one line on its standard output.
 fn tell(started: &Started) {
+    // The caller may be gone (killed, or its pipe closed): the machine goes on without it.
     if let Ok(line) = serde_json::to_string(started) {
-        println!("{line}");
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
     }
 }
 
