@@ -63,8 +63,37 @@ struct CgroupMount {
 }
 
 /// The cgroup mounts in mountinfo text (proc(5)): mount point is field 5, and the file
-/// system type and super options follow the ` - ` separator.
+/// system type and super options follow the ` - ` separator. Each hierarchy once: a
+/// second mount of one (a second sysfs or cgroup mount, as nested environments and test
+/// harnesses make) is left out, or takes the first's place when it is mounted over it or
+/// is the one under /sys/fs/cgroup (mounting a hierarchy twice into a machine is EBUSY).
 fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    let mut once: Vec<CgroupMount> = Vec::new();
+    for mount in all_cgroup_mounts(mountinfo) {
+        let identity = |m: &CgroupMount| {
+            let mut options: Vec<String> = m
+                .options
+                .iter()
+                .filter(|o| !matches!(o.as_str(), "rw" | "ro"))
+                .cloned()
+                .collect();
+            options.sort();
+            (m.version2, if m.version2 { Vec::new() } else { options })
+        };
+        let standard = |m: &CgroupMount| m.path.starts_with("/sys/fs/cgroup");
+        match once.iter_mut().find(|m| identity(m) == identity(&mount)) {
+            Some(first) => {
+                if first.path == mount.path || (standard(&mount) && !standard(first)) {
+                    *first = mount;
+                }
+            }
+            None => once.push(mount),
+        }
+    }
+    once
+}
+
+fn all_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -241,6 +270,18 @@ mod tests {
         assert_eq!(facts.controllers, ["cpu", "cpuacct", "memory"]);
         assert_eq!(facts.v1[0].options, ["xattr", "name=systemd"]);
         assert_eq!(facts.v1[1].options, ["cpu", "cpuacct"]);
+    }
+
+    #[test]
+    fn a_hierarchy_mounted_twice_is_taken_once() {
+        let twice = format!(
+            "{HYBRID}99 24 0:40 / /tmp/harness/cgroup/memory rw - cgroup cgroup rw,memory\n\
+             98 24 0:41 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+        );
+        let once = CgroupFacts::from_mounts(&cgroup_mounts(HYBRID), Some("/".into()), 0);
+        let facts = CgroupFacts::from_mounts(&cgroup_mounts(&twice), Some("/".into()), 0);
+        assert_eq!(facts.v1, once.v1);
+        assert_eq!(facts.unified, once.unified);
     }
 
     #[test]
