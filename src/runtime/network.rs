@@ -56,9 +56,28 @@ pub fn enter(plan: &Plan) -> Result<(), StepFailure> {
     let Some(own) = link(plan).and_then(rootless_zone) else {
         return Ok(());
     };
+    let zone = link(plan).and_then(|l| l.zone.as_ref());
     let _lock = lock(plan)?;
     let record = zone::ensure(own, &plan.ids)?;
-    zone::join(&record)
+    zone::join(&record)?;
+    // A member from now on (under the same lock): the zone's last machine, stopping
+    // meanwhile, must not end the zone under this one.
+    match zone {
+        Some(zone) => join_hosts(plan, zone),
+        None => Ok(()),
+    }
+}
+
+/// The machine's line in its zone's hosts file.
+fn join_hosts(plan: &Plan, zone: &Zone) -> Result<(), StepFailure> {
+    let Some(link) = link(plan) else {
+        return Ok(());
+    };
+    let (address, _) = assigned(link)?;
+    edit_hosts(zone, |members| {
+        members.retain(|(name, _)| name != plan.machine.name.as_str());
+        members.push((plan.machine.name.to_string(), address.address));
+    })
 }
 
 /// One of `make`'s per host port of `forwards` (a range forwards each of its ports).
@@ -123,7 +142,7 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
     let Some(link) = link(plan) else {
         return Ok(Holding::default());
     };
-    let (address, _) = assigned(link)?;
+    assigned(link)?;
     // A rootless zone's forwards are slirp4netns's to hold.
     let held = match rootless_zone(link) {
         Some(_) => Vec::new(),
@@ -132,10 +151,7 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
     };
     if let Some(zone) = &link.zone {
         let _lock = lock(plan)?;
-        edit_hosts(zone, |members| {
-            members.retain(|(name, _)| name != plan.machine.name.as_str());
-            members.push((plan.machine.name.to_string(), address.address));
-        })?;
+        join_hosts(plan, zone)?;
     }
     Ok(Holding {
         _ports: held,
