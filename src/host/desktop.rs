@@ -127,11 +127,7 @@ impl Places {
 
 impl DesktopFacts {
     /// Probes from the environment `env` and the files under `places`.
-    pub fn probe(
-        env: &dyn Fn(&str) -> Option<OsString>,
-        home: &Path,
-        places: &Places,
-    ) -> Self {
+    pub fn probe(env: &dyn Fn(&str) -> Option<OsString>, home: &Path, places: &Places) -> Self {
         let runtime = env("XDG_RUNTIME_DIR").map(PathBuf::from);
         Self {
             wayland: wayland(env, runtime.as_deref()),
@@ -161,7 +157,9 @@ fn socket(path: PathBuf, from: &str) -> Probed<PathBuf> {
 fn in_runtime_dir(runtime: Option<&Path>, name: &str, what: &str) -> Probed<PathBuf> {
     match runtime {
         Some(dir) => socket(dir.join(name), &format!("$XDG_RUNTIME_DIR/{name}")),
-        None => Probed::missing(format!("XDG_RUNTIME_DIR is not set, so {what} is not found")),
+        None => Probed::missing(format!(
+            "XDG_RUNTIME_DIR is not set, so {what} is not found"
+        )),
     }
 }
 
@@ -289,9 +287,9 @@ fn session_bus(env: &dyn Fn(&str) -> Option<OsString>, runtime: Option<&Path>) -
         None => match runtime {
             Some(dir) => match socket(dir.join("bus"), "$XDG_RUNTIME_DIR/bus") {
                 Probed::Found(path) => Probed::Found(path),
-                Probed::Missing(why) => Probed::missing(format!(
-                    "DBUS_SESSION_BUS_ADDRESS is not set, and {why}"
-                )),
+                Probed::Missing(why) => {
+                    Probed::missing(format!("DBUS_SESSION_BUS_ADDRESS is not set, and {why}"))
+                }
             },
             None => Probed::missing("DBUS_SESSION_BUS_ADDRESS and XDG_RUNTIME_DIR are not set"),
         },
@@ -508,7 +506,10 @@ mod tests {
         let Probed::Missing(why) = &facts.x11 else {
             panic!()
         };
-        assert!(why.contains("DISPLAY=remote:0 is not a local display"), "{why}");
+        assert!(
+            why.contains("DISPLAY=remote:0 is not a local display"),
+            "{why}"
+        );
         assert!(matches!(facts.gpu, Probed::Missing(_)));
         assert!(matches!(facts.nvidia, Probed::Missing(_)));
         drop(listener);

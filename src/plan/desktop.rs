@@ -61,10 +61,7 @@ pub(super) fn desktop(def: &Definition, host: &Host) -> Result<Compiled, Vec<Dia
 }
 
 fn refused(def: &Definition, on: &Located<Passthrough>, why: String) -> Diagnostic {
-    let d = def
-        .file
-        .error_at(&on.span, why)
-        .key(&on.value.to_string());
+    let d = def.file.error_at(&on.span, why).key(on.value.to_string());
     match on.value {
         Passthrough::Gpu | Passthrough::Nvidia => d.help("this host has no such device: turn the key off"),
         _ => d.help(
@@ -188,7 +185,10 @@ fn x11(mut passed: Passed, host: &Host) -> Result<Passed, String> {
 
 fn group_note(host: &Host, nodes: &[&DeviceNode], group: Option<&str>) -> Option<String> {
     let node = nodes.iter().find(|n| n.mode & 0o006 != 0o006)?;
-    let group = group.map_or_else(|| format!("gid {}", node.gid), |g| format!("`{g}` (gid {})", node.gid));
+    let group = group.map_or_else(
+        || format!("gid {}", node.gid),
+        |g| format!("`{g}` (gid {})", node.gid),
+    );
     let who = if host.is_root() {
         "the machine's ids are not the host's, so its users reach them only when the mode lets others"
     } else {
@@ -234,10 +234,7 @@ fn nvidia(mut passed: Passed, host: &Host) -> Result<Passed, String> {
             .map(|hook| format!("the spec's hook is not run: {hook}")),
     );
     let nodes: Vec<&DeviceNode> = nvidia.devices.iter().map(|(n, _)| n).collect();
-    passed
-        .summary
-        .notes
-        .extend(group_note(host, &nodes, None));
+    passed.summary.notes.extend(group_note(host, &nodes, None));
     Ok(passed)
 }
 

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::Checker;
+use crate::definition::Located;
 use crate::definition::desktop::Passthrough;
 use crate::definition::raw::RawDesktop;
-use crate::definition::Located;
 
 pub(super) fn desktop(
     c: &mut Checker<'_>,
@@ -35,7 +35,7 @@ pub(super) fn desktop(
         ssh_agent,
         session_bus,
     ];
-    let on: Vec<Located<Passthrough>> = Passthrough::ALL
+    let mut on: Vec<Located<Passthrough>> = Passthrough::ALL
         .into_iter()
         .zip(keys)
         .filter_map(|(which, key)| {
@@ -46,6 +46,8 @@ pub(super) fn desktop(
             })
         })
         .collect();
+    // In the file's order, as its diagnostics are.
+    on.sort_by_key(|p| p.span.start);
     for (name, _) in env.into_iter().flatten() {
         let Some(which) = on
             .iter()

@@ -148,7 +148,11 @@ fn edits(spec: Spec) -> CdiEdits {
     all.add(spec.container_edits);
     let (every, named_all): (Vec<Device>, Vec<Device>) =
         spec.devices.into_iter().partition(|d| d.name != "all");
-    for device in if named_all.is_empty() { every } else { named_all } {
+    for device in if named_all.is_empty() {
+        every
+    } else {
+        named_all
+    } {
         all.add(device.container_edits);
     }
     all
