@@ -431,6 +431,19 @@ fn rows() -> Vec<Row> {
             .message("`all`")
             .unwanted("CAP_KILL"),
 
+        // ---- [desktop] ---------------------------------------------------------------------
+        bad("unknown key in [desktop]", with_image!("[desktop]\nwayand = true\n"))
+            .key("desktop.wayand").at(4, 1, "wayand")
+            .message("unknown key `wayand` in [desktop]")
+            .help("did you mean `wayland`?"),
+        bad("a passthrough as a string", with_image!("[desktop]\nx11 = \"yes\"\n"))
+            .key("desktop.x11").at(4, 7, "\"yes\"")
+            .message("expected a boolean"),
+        bad("a variable a passthrough sets, set in [exec] env too", with_image!("[exec]\nenv = { DISPLAY = \":1\" }\n[desktop]\nx11 = true\n"))
+            .key("exec.env.DISPLAY").at(4, 9, "DISPLAY")
+            .message("`DISPLAY` is set by `desktop.x11`")
+            .help("turn `desktop.x11` off"),
+
         // ---- the file's name ---------------------------------------------------------------
         bad("machine name with an underscore", with_image!(""))
             .path("/tmp/x/my_web.toml")

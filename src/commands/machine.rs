@@ -16,6 +16,7 @@ use mm::error::{Error, ExitCode};
 use mm::host::Host;
 use mm::idmap::Allocator;
 use mm::machine::{launch, machine_paths, own_unit, ready_to_boot, reconciled, supervisor_command};
+use mm::runtime::caller::Caller;
 use mm::runtime::launch::Started;
 use mm::runtime::state::{self, Paths, Recorded, Status};
 use mm::runtime::supervisor::{Reply, Request as ToSupervisor};
@@ -332,6 +333,7 @@ pub fn exec(machine: &str, user: Option<&str>, argv: Vec<String>) -> Result<Exit
         argv,
         user,
         login: false,
+        caller: Caller::current(),
     };
     let code = enter::run(&name, &paths, &command)?;
     let _ = std::io::stdout().flush();
@@ -344,6 +346,7 @@ pub fn shell(machine: &str, user: &str) -> Result<ExitCode, Error> {
         argv: vec![],
         user: Some(user),
         login: true,
+        caller: Caller::current(),
     };
     let code = enter::run(&name, &paths, &command)?;
     std::process::exit(code)

@@ -5,6 +5,7 @@
 //! `discovery` finds definition files by name on the search path.
 
 pub mod capability;
+pub mod desktop;
 pub mod diagnostic;
 pub mod discovery;
 pub mod name;
@@ -38,6 +39,8 @@ pub struct Definition {
     pub network: Network,
     pub resources: Located<Resources>,
     pub security: Security,
+    /// `[desktop]`: the passthroughs turned on, in [`desktop::Passthrough::ALL`]'s order.
+    pub desktop: Vec<Located<desktop::Passthrough>>,
 }
 
 /// A value with the byte span it was written at.

@@ -25,6 +25,8 @@ pub struct RawDefinition {
     pub resources: Option<Spanned<RawResources>>,
     #[serde(default)]
     pub security: RawSecurity,
+    #[serde(default)]
+    pub desktop: RawDesktop,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +122,20 @@ pub struct RawSecurity {
     pub read_only: Option<bool>,
 }
 
+/// `[desktop]`: each passthrough a boolean of its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDesktop {
+    pub wayland: Option<Spanned<bool>>,
+    pub x11: Option<Spanned<bool>>,
+    pub pipewire: Option<Spanned<bool>>,
+    pub pulseaudio: Option<Spanned<bool>>,
+    pub gpu: Option<Spanned<bool>>,
+    pub nvidia: Option<Spanned<bool>>,
+    pub ssh_agent: Option<Spanned<bool>>,
+    pub session_bus: Option<Spanned<bool>>,
+}
+
 /// The keys each table accepts, for suggestions and the "valid keys" help line.
 pub const SCHEMA: &[(&str, &[&str])] = &[
     (
@@ -133,6 +149,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "network",
             "resources",
             "security",
+            "desktop",
         ],
     ),
     ("image", &["source", "digest"]),
@@ -150,6 +167,19 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "drop_capabilities",
             "no_new_privileges",
             "read_only",
+        ],
+    ),
+    (
+        "desktop",
+        &[
+            "wayland",
+            "x11",
+            "pipewire",
+            "pulseaudio",
+            "gpu",
+            "nvidia",
+            "ssh_agent",
+            "session_bus",
         ],
     ),
 ];

@@ -5,6 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 
+mod desktop;
 mod exec;
 mod network;
 
@@ -19,6 +20,7 @@ use super::{
     Bind, BindSource, CapabilityDrop, Definition, Image, Located, MachineName, Resources, Security,
     Storage, UserRange,
 };
+use desktop::desktop;
 use exec::exec;
 use network::network;
 
@@ -52,6 +54,7 @@ pub fn validate(file: SourceFile, raw: RawDefinition) -> Result<Definition, Diag
     };
     let name = machine_name(&mut c);
     let image = image(&mut c, raw.image.into_inner(), &base);
+    let desktop = desktop(&mut c, raw.desktop, raw.exec.env.as_ref());
     let exec = exec(&mut c, raw.exec, &image);
     let storage = storage(&mut c, raw.storage, &base);
     let users = users(&mut c, raw.users.range, exec.boot);
@@ -76,6 +79,7 @@ pub fn validate(file: SourceFile, raw: RawDefinition) -> Result<Definition, Diag
         network,
         resources,
         security,
+        desktop,
     })
 }
 

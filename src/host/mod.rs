@@ -5,6 +5,7 @@
 
 mod bus;
 mod cgroup;
+mod desktop;
 mod dirs;
 mod network;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bus::{BusFacts, MACHINED, Probe};
 pub use cgroup::{CgroupFacts, CgroupMode, V1Hierarchy};
+pub use desktop::{DesktopFacts, DeviceNode, Gpu, Nvidia, Places, Probed, X11, local_display};
 pub use dirs::{Dirs, ENV_PATH, ENV_ROOT, home};
 pub use network::{NetworkFacts, Pools, Resolvers, Route, Uplink, uplink};
 
@@ -41,6 +43,9 @@ pub struct Host {
     /// Its IPv4 routes, uplink and name servers (for machines with a network of their own).
     #[serde(default)]
     pub network: NetworkFacts,
+    /// The caller's desktop sockets and the host's GPU devices, for `[desktop]`.
+    #[serde(default)]
+    pub desktop: DesktopFacts,
     /// The OCI name of this machine's architecture (`amd64`, `arm64`, …), to pick images.
     pub arch: String,
     /// Things noticed while probing that the user may want to know.
@@ -82,6 +87,7 @@ impl Host {
         let subgid = subids("/etc/subgid");
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let dirs = Dirs::from_env(uid, &home, &cwd, |k| std::env::var_os(k));
+        let desktop = DesktopFacts::probe(&|k| std::env::var_os(k), &home, &Places::system());
         Self {
             uid,
             gid,
@@ -95,6 +101,7 @@ impl Host {
             systemd_pid1: std::path::Path::new("/run/systemd/system").is_dir(),
             unit_cgroup: None,
             network: NetworkFacts::probe(),
+            desktop,
             arch: oci_arch(std::env::consts::ARCH).to_owned(),
             notes,
         }

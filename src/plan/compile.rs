@@ -13,6 +13,7 @@ use crate::definition::{
 use crate::host::{CgroupMode, Host};
 use crate::image::{ImageRecord, Store};
 
+use super::desktop::{desktop, device_rules};
 use super::ids::ids;
 use super::known::{Known, Rejected, ids_taken, no_command};
 use super::mounts::mounts;
@@ -52,7 +53,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
             gid: IdMapping::Map { entries: vec![] },
         }
     });
-    let cgroup = cgroup(def, host).unwrap_or_else(|d| {
+    let mut cgroup = cgroup(def, host).unwrap_or_else(|d| {
         problems.push(d);
         Cgroup::Inherit { why: String::new() }
     });
@@ -60,15 +61,21 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         problems.push(d);
         (Network::Private, Vec::new())
     });
-    let mounts = mounts(def, host, network_mounts).unwrap_or_else(|d| {
+    let mut mounts = mounts(def, host, network_mounts).unwrap_or_else(|d| {
         problems.push(d);
         Vec::new()
+    });
+    let desktop = desktop(def, host).unwrap_or_else(|d| {
+        problems.extend(d);
+        super::desktop::Compiled::default()
     });
     if !problems.is_empty() {
         return Err(Rejected::HostCannot(Diagnostics(problems)));
     }
+    mounts.extend(desktop.mounts);
+    device_rules(&mut cgroup, &desktop.devices, host);
     let root = root_fs(def, host, &runtime_dir, &state_dir);
-    let process = process(def, &image, known.image);
+    let process = process(def, &image, known.image, desktop.env);
     Ok(Plan {
         machine: Machine {
             name: def.name.clone(),
@@ -89,6 +96,7 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         security: security(def, private_net),
         process,
         stop: stop(def),
+        desktop: desktop.desktop,
     })
 }
 

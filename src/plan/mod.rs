@@ -5,6 +5,7 @@
 //! same plan, byte for byte. The launcher walks the plan and decides nothing itself.
 
 mod compile;
+mod desktop;
 mod ids;
 mod known;
 mod mounts;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use compile::compile;
+pub use desktop::INSIDE as DESKTOP_INSIDE;
 pub use known::{Known, Rejected};
 pub use network::{KnownAddresses, link_name, unallocated, wanted, zone_hosts};
 
@@ -47,6 +49,19 @@ pub struct Plan {
     pub security: Security,
     pub process: Process,
     pub stop: Stop,
+    /// `[desktop]`'s passthroughs, each with the variables it sets (in `process`'s
+    /// environment too) and what the user should know; their binds are in `mounts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub desktop: Vec<Desktop>,
+}
+
+/// One passthrough of `[desktop]`, as compiled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Desktop {
+    pub passthrough: crate::definition::desktop::Passthrough,
+    /// `KEY=VALUE`, also passed by `mm exec` and `mm shell`.
+    pub env: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

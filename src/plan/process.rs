@@ -16,9 +16,16 @@ const INIT: &str = "/sbin/init";
 
 /// PID 1 and its command; resolved when the image's config is known (in the store, or a
 /// directory source, which has none).
-pub(super) fn process(def: &Definition, image: &Image, stored: Option<&ImageRecord>) -> Process {
+pub(super) fn process(
+    def: &Definition,
+    image: &Image,
+    stored: Option<&ImageRecord>,
+    desktop: BTreeMap<String, String>,
+) -> Process {
     let exec = &def.exec;
-    let env = definition_env(def);
+    let mut env = definition_env(def);
+    // Validation refused a definition that sets one of these itself.
+    env.extend(desktop);
     let argv = if exec.boot {
         Some(vec![INIT.to_owned()])
     } else if exec.command.is_empty() {

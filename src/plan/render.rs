@@ -38,6 +38,9 @@ pub fn render(plan: &Plan) -> String {
     steps.push(format!("Hostname: {}", plan.process.hostname), vec![]);
     steps.push_step(security(plan));
     steps.push_step(registration(&plan.registration));
+    if !plan.desktop.is_empty() {
+        steps.push_step(desktop(plan));
+    }
     steps.push_step(pid1(plan));
     steps.push(
         format!(
@@ -53,6 +56,27 @@ pub fn render(plan: &Plan) -> String {
 
 /// A step's title and its detail lines.
 type Step = (String, Vec<String>);
+
+/// The passthroughs, their variables (also given to `mm exec` and `mm shell`) and notes.
+fn desktop(plan: &Plan) -> Step {
+    let keys: Vec<String> = plan
+        .desktop
+        .iter()
+        .map(|d| d.passthrough.to_string())
+        .collect();
+    let mut lines = Vec::new();
+    for d in &plan.desktop {
+        lines.extend(d.env.iter().map(|kv| format!("{}: {kv}", d.passthrough)));
+        lines.extend(d.notes.iter().map(|n| format!("{}: {n}", d.passthrough)));
+    }
+    (
+        format!(
+            "Desktop: {} (bound above; their variables go to PID 1, mm exec and mm shell)",
+            keys.join(", ")
+        ),
+        lines,
+    )
+}
 
 /// The machine's name, definition, description and the plan's hash.
 fn heading(plan: &Plan) -> String {

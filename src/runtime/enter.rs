@@ -10,6 +10,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use rustix::thread::LinkNameSpaceType;
 
+use super::caller::Caller;
 use super::cgroup::MachineCgroup;
 use super::launch::{Launch, Step, StepFailure, WithStep};
 use super::state::{self, Paths};
@@ -25,6 +26,8 @@ pub struct Command<'a> {
     /// shell from /etc/passwd runs with `-l`. Otherwise the command gets a terminal only
     /// where ours are terminals (see `stdio.rs`).
     pub login: bool,
+    /// The caller's terminal and locale variables and working directory.
+    pub caller: Caller,
 }
 
 /// The namespaces to join, user first (it owns the others).
@@ -81,6 +84,8 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
             nix::unistd::setresuid(zero, zero, zero).step(|| Step::BecomeRootUid)?;
         }
     }
+    // Where the caller is, as the machine sees it (the plan's binds are host paths).
+    let start_in = command.caller.inside_dir(&launch.plan.mounts);
     nix::unistd::fchdir(&root).step(|| Step::EnterRoot)?;
     nix::unistd::chroot(".").step(|| Step::EnterRoot)?;
     // Never the caller's terminal: a pty from the machine's own /dev/ptmx, or pipes.
@@ -89,7 +94,7 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     match unsafe { fork() }.step(|| Step::Fork { argv: vec![] })? {
         ForkResult::Child => {
             let failure = match streams.attach() {
-                Ok(()) => in_machine(launch, command, streams.has_terminal()),
+                Ok(()) => in_machine(launch, command, streams.has_terminal(), start_in),
                 Err(e) => StepFailure::io(Step::AttachStreams, &e),
             };
             eprintln!("mm: {}: {}", failure.step, failure.message);
@@ -111,7 +116,12 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
 }
 
 /// In the forked child, inside the machine: returns only on failure.
-fn in_machine(launch: &Launch, command: &Command<'_>, terminal: bool) -> StepFailure {
+fn in_machine(
+    launch: &Launch,
+    command: &Command<'_>,
+    terminal: bool,
+    start_in: Option<String>,
+) -> StepFailure {
     let user = match security::machine_user(command.user.unwrap_or(&launch.user)) {
         Ok(user) => user,
         Err(failure) => return failure,
@@ -123,11 +133,14 @@ fn in_machine(launch: &Launch, command: &Command<'_>, terminal: bool) -> StepFai
         return failure;
     }
     let mut env = launch.env.clone();
-    if terminal {
-        // The terminal is the caller's kind of terminal, relayed (podman exec -t: xterm).
-        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".to_owned());
-        env.retain(|kv| !kv.starts_with("TERM="));
-        env.push(format!("TERM={term}"));
+    // The caller's terminal and locale, over the machine's, as a host shell passes them.
+    let key = |kv: &String| kv.split('=').next().unwrap_or_default().to_owned();
+    let theirs: Vec<String> = command.caller.env.iter().map(key).collect();
+    env.retain(|kv| !theirs.contains(&key(kv)));
+    env.extend(command.caller.env.iter().cloned());
+    if terminal && !theirs.iter().any(|k| k == "TERM") {
+        // A relayed terminal with no TERM of the caller's: what podman exec -t says.
+        env.push("TERM=xterm-256color".to_owned());
     }
     let mut argv = command.argv.clone();
     let mut workdir = launch.workdir.as_str();
@@ -146,6 +159,14 @@ fn in_machine(launch: &Launch, command: &Command<'_>, terminal: bool) -> StepFai
             env.push(format!("LOGNAME={}", a.name));
         }
         workdir = home;
+    }
+    if let Some(dir) = start_in {
+        match std::env::set_current_dir(&dir) {
+            Ok(()) => return exec::exec(&argv, &env),
+            Err(e) => {
+                eprintln!("mm: cannot start in {dir}, where you are ({e}); starting in {workdir}")
+            }
+        }
     }
     if let Err(e) = std::env::set_current_dir(workdir) {
         // A login without its home starts in `/`, as login(1) does, and says so.

@@ -8,6 +8,7 @@ use nix::pty::Winsize;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios::{self, SetArg};
+use nix::unistd::Pid;
 
 pub struct Pty {
     pub master: OwnedFd,
@@ -64,20 +65,34 @@ impl Drop for RawMode<'_> {
     }
 }
 
-/// Window size changes, as a descriptor to poll: SIGWINCH is blocked for as long as
-/// this lives, and arrives through a signalfd instead.
-pub struct Winch {
+/// The signals `mm exec` and `mm shell` pass on to their command, as a host shell's
+/// command would get them: an interrupt, a hang-up, a termination request, the user's.
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Window size changes and the [`FORWARDED`] signals, as a descriptor to poll: they are
+/// blocked for as long as this lives, and arrive through a signalfd instead.
+pub struct Signals {
     signals: SignalFd,
     old: SigSet,
 }
 
-impl Winch {
+impl Signals {
     pub fn new() -> io::Result<Self> {
-        let mut winch = SigSet::empty();
-        winch.add(Signal::SIGWINCH);
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGWINCH);
+        for signal in FORWARDED {
+            set.add(signal);
+        }
         let mut old = SigSet::empty();
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&winch), Some(&mut old))?;
-        match SignalFd::with_flags(&winch, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))?;
+        match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
             Ok(signals) => Ok(Self { signals, old }),
             Err(e) => {
                 let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
@@ -90,16 +105,29 @@ impl Winch {
         self.signals.as_fd()
     }
 
-    /// After the descriptor was readable: gives `master` the window size of `ours`.
-    pub fn follow(&self, ours: BorrowedFd<'_>, master: BorrowedFd<'_>) {
-        while let Ok(Some(_)) = self.signals.read_signal() {}
-        if let Some(size) = window_size(ours) {
+    /// After the descriptor was readable: gives `master` (if any) the window size of
+    /// `ours` on SIGWINCH, and sends every other signal that came to `child`.
+    pub fn follow(&self, ours: BorrowedFd<'_>, master: Option<BorrowedFd<'_>>, child: Pid) {
+        let mut resized = false;
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGWINCH) => resized = true,
+                Ok(signal) => {
+                    let _ = nix::sys::signal::kill(child, signal);
+                }
+                Err(_) => {}
+            }
+        }
+        if resized
+            && let Some(master) = master
+            && let Some(size) = window_size(ours)
+        {
             set_window_size(master, &size);
         }
     }
 }
 
-impl Drop for Winch {
+impl Drop for Signals {
     fn drop(&mut self) {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
     }

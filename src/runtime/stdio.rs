@@ -132,7 +132,6 @@ impl Streams {
         let [input, output, error] = streams;
         let [our_in, our_out, our_err] = ours;
         let mut sources = Vec::new();
-        let mut winch = None;
         let mut raw = None;
         let mut to_machine = None;
         let mut master = None;
@@ -149,7 +148,6 @@ impl Streams {
                 raw = RawMode::enter(our_in);
                 to_machine = Some(Sink::Terminal(m.try_clone()?));
             }
-            winch = Some(pty::Winch::new()?);
             master = Some(m);
         }
         if let Stream::Pipe { ours, .. } = input {
@@ -164,12 +162,18 @@ impl Streams {
             rustix::process::Pid::from_raw(child.as_raw()).ok_or(io::ErrorKind::InvalidInput)?,
             rustix::process::PidfdFlags::empty(),
         )?;
+        // Blocked only now, in the parent: the command was forked with our mask.
+        let signals = pty::Signals::new()?;
         let result = pump(
             &mut sources,
             to_machine,
             our_in,
             pidfd.as_fd(),
-            winch.as_ref().zip(master.as_ref()),
+            Forward {
+                signals: &signals,
+                master: master.as_ref(),
+                child,
+            },
         );
         drop(raw);
         result
@@ -251,13 +255,20 @@ fn forward_input(input: &mut File, to_machine: &mut Option<Sink>, buf: &mut [u8]
     }
 }
 
+/// Signals for the command: a window size for its terminal, the others to it.
+struct Forward<'a> {
+    signals: &'a pty::Signals,
+    master: Option<&'a File>,
+    child: Pid,
+}
+
 /// The relay's loop: until the command has exited (then what it wrote is passed on).
 fn pump(
     sources: &mut Vec<Source>,
     mut to_machine: Option<Sink>,
     our_in: BorrowedFd<'_>,
     exited: BorrowedFd<'_>,
-    winch: Option<(&pty::Winch, &File)>,
+    forward: Forward<'_>,
 ) -> io::Result<()> {
     let mut buf = [0u8; 16384];
     let mut input = File::from(our_in.try_clone_to_owned()?);
@@ -268,9 +279,7 @@ fn pump(
             .collect();
         let n_sources = fds.len();
         fds.push(PollFd::new(exited, PollFlags::POLLIN));
-        if let Some((w, _)) = winch {
-            fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
-        }
+        fds.push(PollFd::new(forward.signals.fd(), PollFlags::POLLIN));
         let input_at = to_machine.is_some().then(|| {
             fds.push(PollFd::new(input.as_fd(), PollFlags::POLLIN));
             fds.len() - 1
@@ -282,10 +291,9 @@ fn pump(
         }
         let ready: Vec<bool> = fds.iter().map(readable).collect();
         drop(fds);
-        if let Some((w, master)) = winch
-            && ready[n_sources + 1]
-        {
-            w.follow(our_in, master.as_fd());
+        if ready[n_sources + 1] {
+            let master = forward.master.map(|m| m.as_fd());
+            forward.signals.follow(our_in, master, forward.child);
         }
         if let Some(at) = input_at
             && ready[at]
@@ -307,10 +315,25 @@ fn pump(
             return Ok(());
         }
         if sources.is_empty() && to_machine.is_none() {
-            // Nothing left to move: wait for the exit alone.
-            let mut fds = [PollFd::new(exited, PollFlags::POLLIN)];
-            while let Err(nix::errno::Errno::EINTR) = poll(&mut fds, PollTimeout::NONE) {}
-            return Ok(());
+            // Nothing left to move: wait for the exit alone, passing signals on.
+            loop {
+                let mut fds = [
+                    PollFd::new(exited, PollFlags::POLLIN),
+                    PollFd::new(forward.signals.fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                    Ok(_) => {}
+                }
+                let (exit, signal) = (readable(&fds[0]), readable(&fds[1]));
+                if signal {
+                    forward.signals.follow(our_in, None, forward.child);
+                }
+                if exit {
+                    return Ok(());
+                }
+            }
         }
     }
 }
