@@ -17,10 +17,10 @@ use super::error::{ImageError, WorkerFailure, WorkerStep};
 use super::install::install_layers;
 use super::opened::LayerJob;
 use super::progress::Progress;
-use super::store::{Installed, Store};
+use super::store::{Installed, Layout, Store};
 use super::unpack::UnpackMode;
 use crate::host::Host;
-use crate::idmap::{IdKind, rootless_map, write_map};
+use crate::idmap::{IdKind, keep_id_map, rootless_map, write_map};
 
 /// The hidden argument that runs the worker.
 pub const WORKER_ARG: &str = "__worker";
@@ -30,6 +30,9 @@ pub enum Job {
     Install {
         store: PathBuf,
         layers: Vec<LayerJob>,
+        /// The owners' layout; the worker's maps are the ones a machine of it has.
+        #[serde(default)]
+        layout: Layout,
     },
     Remove {
         paths: Vec<PathBuf>,
@@ -93,12 +96,22 @@ fn drive(
         _ => return Err(broken("did not start as expected")),
     }
     let pid = child.id();
+    let layout = match job {
+        Job::Install { layout, .. } => *layout,
+        Job::Remove { .. } => Layout::Default,
+    };
     for (kind, own, ranges) in [
         (IdKind::Uid, host.uid, &host.subuid),
         (IdKind::Gid, host.gid, &host.subgid),
     ] {
-        write_map(pid, kind, &rootless_map(own, ranges), true)
-            .map_err(|e| ImageError::Rootless(e.to_string()))?;
+        let map = match layout {
+            Layout::Default => rootless_map(own, ranges),
+            Layout::KeepId { uid, gid } => {
+                let keep = if kind == IdKind::Uid { uid } else { gid };
+                keep_id_map(own, keep, ranges)
+            }
+        };
+        write_map(pid, kind, &map, true).map_err(|e| ImageError::Rootless(e.to_string()))?;
     }
     let line = serde_json::to_string(job).expect("a job serializes");
     writeln!(stdin, "{line}").map_err(|e| broken(&format!("did not take its job: {e}")))?;
@@ -167,9 +180,14 @@ pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
 
 fn work(job: Job) -> Result<FromWorker, ImageError> {
     match job {
-        Job::Install { store, layers } => {
+        Job::Install {
+            store,
+            layers,
+            layout,
+        } => {
             let installed = install_layers(
                 &Store::new(store),
+                layout,
                 &layers,
                 UnpackMode::ROOTLESS,
                 &Progress::new(),
