@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use rustix::thread::LinkNameSpaceType;
 
 use super::launch::{Launch, Report, Step, StepFailure, WithStep};
-use super::{exec, init, rootfs, security, sys};
+use super::{account, exec, init, rootfs, security, sys};
 use crate::plan::Namespace;
 
 /// What the forked stages inherit from the supervisor.
@@ -124,6 +124,10 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {
         name: plan.process.hostname.clone(),
     })?;
+    // As the machine's root, inside its root: nothing of the host is reachable any more.
+    if let Some(keep) = &plan.keep_id {
+        account::write(keep)?;
+    }
     if super::network::pid1_waits(plan) {
         // The supervisor sets up the links, addresses and routes meanwhile.
         let mut byte = [0u8];

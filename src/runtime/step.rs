@@ -187,6 +187,14 @@ pub enum Step {
     ReadMachineFile {
         path: String,
     },
+    /// Writing the keep-id user's entry into one of the machine's files.
+    WriteUserFile {
+        path: String,
+    },
+    /// Copying the image's /etc/skel into the keep-id user's empty machine home.
+    SeedHome {
+        path: String,
+    },
     FindUser {
         spec: String,
     },
@@ -360,6 +368,8 @@ impl std::fmt::Display for Step {
                 write!(f, "drop {capability} from the bounding set")
             }
             Self::ReadMachineFile { path } => write!(f, "read the machine's {path}"),
+            Self::WriteUserFile { path } => write!(f, "write the keep-id user into {path}"),
+            Self::SeedHome { path } => write!(f, "seed the home {path} from /etc/skel"),
             Self::FindUser { spec } => write!(f, "find the user {spec}"),
             Self::SetGroups { groups } => {
                 let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
