@@ -359,9 +359,13 @@ fn keep_id(
     };
     let Some(who) = who else {
         if let Some(home) = &home {
-            c.at(home, "users.home", "`home` is the keep_id user's home, and keep_id is not set")
-                .help
-                .push("add `keep_id = true` to [users], or remove `home`".to_owned());
+            c.at(
+                home,
+                "users.home",
+                "`home` is the keep_id user's home, and keep_id is not set",
+            )
+            .help
+            .push("add `keep_id = true` to [users], or remove `home`".to_owned());
         }
         return None;
     };

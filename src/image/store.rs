@@ -65,7 +65,10 @@ pub struct LayerInfo {
 pub enum Layout {
     #[default]
     Default,
-    KeepId { uid: u32, gid: u32 },
+    KeepId {
+        uid: u32,
+        gid: u32,
+    },
 }
 
 impl Layout {
@@ -143,7 +146,14 @@ impl Store {
     /// included, which no other user may run from here.
     pub fn create(&self) -> Result<(), ImageError> {
         crate::state::private_dir(&self.root).at(&self.root)?;
-        for dir in ["blobs/sha256", "layers", "layouts", "images", "tmp", "locks"] {
+        for dir in [
+            "blobs/sha256",
+            "layers",
+            "layouts",
+            "images",
+            "tmp",
+            "locks",
+        ] {
             let path = self.root.join(dir);
             crate::state::private_dir(&path).at(&path)?;
         }

@@ -69,10 +69,16 @@ fn carve(def: &Definition, ids: Ids, keep: &KeepId) -> Result<Ids, Diagnostic> {
         .into_iter()
         .chain(gids.iter().map(|(g, _)| ("gid", *g)))
     {
-        if block.contains(&IdRange { start: id, count: 1 }) {
+        if block.contains(&IdRange {
+            start: id,
+            count: 1,
+        }) {
             return Err(range_error(
                 def,
-                format!("the machine's ids {block} hold `{}`'s {what} {id}", keep.name),
+                format!(
+                    "the machine's ids {block} hold `{}`'s {what} {id}",
+                    keep.name
+                ),
             )
             .help("pick a range clear of the user's ids, or `range = \"auto\"`"));
         }

@@ -28,7 +28,8 @@ pub(super) fn keep_id(
         (KeepWho::Me, true) => {
             return Err(at_keep_id(
                 def,
-                "as root, `keep_id = true` would be root itself: keep_id names a host user".to_owned(),
+                "as root, `keep_id = true` would be root itself: keep_id names a host user"
+                    .to_owned(),
             )
             .help("write the user's name, e.g. `keep_id = \"alice\"`"));
         }

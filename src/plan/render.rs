@@ -119,7 +119,7 @@ fn image(plan: &Plan) -> Step {
 /// What mm writes into the machine for the keep-id user, as its root, inside its root.
 fn keep_id(keep: &KeepId) -> Step {
     let mut lines = vec![format!(
-        "/etc/passwd: {}:x:{}:{}::{}:<the first of {}>",
+        "/etc/passwd: {}:*:{}:{}::{}:<the first of {}>",
         keep.name,
         keep.uid,
         keep.gid,
@@ -137,9 +137,15 @@ fn keep_id(keep: &KeepId) -> Step {
         ));
     }
     for g in &keep.left_out {
-        lines.push(format!("left out: group `{}` ({}): {}", g.name, g.gid, g.why));
+        lines.push(format!(
+            "left out: group `{}` ({}): {}",
+            g.name, g.gid, g.why
+        ));
     }
-    lines.push(format!("{}: {} ALL=(ALL:ALL) NOPASSWD: ALL", keep.sudoers, keep.name));
+    lines.push(format!(
+        "{}: {} ALL=(ALL:ALL) NOPASSWD: ALL",
+        keep.sudoers, keep.name
+    ));
     lines.push(match &keep.home_from {
         HomeFrom::Machine { dir } => format!(
             "home {}: the machine's own, {} (kept across restarts; seeded from /etc/skel while empty)",

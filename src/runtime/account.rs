@@ -26,8 +26,12 @@ pub fn write(keep: &KeepId) -> Result<(), StepFailure> {
         let path = path.to_owned();
         move |e: Errno| StepFailure::io(Step::WriteUserFile { path }, &e.into())
     };
-    let root = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(fail("/"))?;
+    let root = rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("/"))?;
     let etc = dir_in_root(root.as_fd(), "etc", true).map_err(fail("/etc"))?;
     let shell = keep
         .shells
@@ -35,11 +39,15 @@ pub fn write(keep: &KeepId) -> Result<(), StepFailure> {
         .find(|s| is_file_in_root(root.as_fd(), s))
         .map_or("/bin/sh", String::as_str);
     let passwd = read_regular(etc.as_fd(), "passwd").map_err(fail("/etc/passwd"))?;
-    replace(etc.as_fd(), "passwd", &edit_passwd(&passwd, keep, shell), 0o644)
-        .map_err(fail("/etc/passwd"))?;
+    replace(
+        etc.as_fd(),
+        "passwd",
+        &edit_passwd(&passwd, keep, shell),
+        0o644,
+    )
+    .map_err(fail("/etc/passwd"))?;
     let group = read_regular(etc.as_fd(), "group").map_err(fail("/etc/group"))?;
-    replace(etc.as_fd(), "group", &edit_group(&group, keep), 0o644)
-        .map_err(fail("/etc/group"))?;
+    replace(etc.as_fd(), "group", &edit_group(&group, keep), 0o644).map_err(fail("/etc/group"))?;
     let (dir, name) = keep
         .sudoers
         .rsplit_once('/')
@@ -91,9 +99,15 @@ fn dir_in_root(root: BorrowedFd<'_>, path: &str, create: bool) -> Result<OwnedFd
 fn is_file_in_root(root: BorrowedFd<'_>, path: &str) -> bool {
     let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     let flags = OFlags::PATH | OFlags::CLOEXEC;
-    rustix::fs::openat2(root, path.trim_start_matches('/'), flags, Mode::empty(), how)
-        .and_then(|fd| rustix::fs::fstat(&fd))
-        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+    rustix::fs::openat2(
+        root,
+        path.trim_start_matches('/'),
+        flags,
+        Mode::empty(),
+        how,
+    )
+    .and_then(|fd| rustix::fs::fstat(&fd))
+    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
 }
 
 /// The text of `dir/name` when it is a regular file; empty when it is missing or is not
@@ -146,8 +160,10 @@ pub fn edit_passwd(old: &str, keep: &KeepId, shell: &str) -> String {
             out.push('\n');
         }
     }
+    // `*`: no password, and none in /etc/shadow to look for (with `x`, pam_unix's account
+    // check fails for want of a shadow entry, and sudo with it).
     out.push_str(&format!(
-        "{}:x:{}:{}::{}:{}\n",
+        "{}:*:{}:{}::{}:{}\n",
         keep.name, keep.uid, keep.gid, keep.home, shell
     ));
     out
@@ -209,7 +225,12 @@ pub fn edit_group(old: &str, keep: &KeepId) -> String {
 
 /// Whether the directory has no entries.
 fn is_empty(dir: BorrowedFd<'_>) -> Result<bool, Errno> {
-    let fd = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut entries = rustix::fs::Dir::read_from(&fd)?;
     while let Some(entry) = entries.next() {
         let name = entry?.file_name().to_bytes().to_owned();
@@ -222,7 +243,12 @@ fn is_empty(dir: BorrowedFd<'_>) -> Result<bool, Errno> {
 
 /// Copies the tree `from` into `to`, owned by the user; symlinks are copied as links,
 /// never followed; anything but files, directories and links is left out.
-fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>, keep: &KeepId, depth: usize) -> Result<(), Errno> {
+fn copy_tree(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    keep: &KeepId,
+    depth: usize,
+) -> Result<(), Errno> {
     if depth > SKEL_DEPTH {
         return Ok(());
     }
@@ -230,7 +256,12 @@ fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>, keep: &KeepId, depth: usi
         Some(rustix::fs::Uid::from_raw(keep.uid)),
         Some(rustix::fs::Gid::from_raw(keep.gid)),
     );
-    let listing = rustix::fs::openat(from, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let listing = rustix::fs::openat(
+        from,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut entries = rustix::fs::Dir::read_from(&listing)?;
     while let Some(entry) = entries.next() {
         let entry = entry?;
@@ -242,12 +273,22 @@ fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>, keep: &KeepId, depth: usi
         let mode = Mode::from_raw_mode(st.st_mode & 0o7777 & !0o6000);
         match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => {
-                let src = rustix::fs::openat(from, name.as_c_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?;
-                let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let src = rustix::fs::openat(
+                    from,
+                    name.as_c_str(),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let flags = OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::WRONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
                 let dst = rustix::fs::openat(to, name.as_c_str(), flags, mode)?;
                 rustix::fs::fchown(&dst, uid, gid)?;
                 let (mut src, mut dst) = (std::fs::File::from(src), std::fs::File::from(dst));
-                std::io::copy(&mut src, &mut dst).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+                std::io::copy(&mut src, &mut dst)
+                    .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
             }
             FileType::Directory => {
                 match rustix::fs::mkdirat(to, name.as_c_str(), mode) {
@@ -308,12 +349,12 @@ mod tests {
         let new = edit_passwd(old, &alice(), "/bin/bash");
         assert_eq!(
             new,
-            "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
+            "root:x:0:0:root:/root:/bin/bash\nalice:*:1000:1000::/home/alice:/bin/bash\n"
         );
         assert_eq!(edit_passwd(&new, &alice(), "/bin/bash"), new, "idempotent");
         assert_eq!(
             edit_passwd("", &alice(), "/bin/sh"),
-            "alice:x:1000:1000::/home/alice:/bin/sh\n"
+            "alice:*:1000:1000::/home/alice:/bin/sh\n"
         );
     }
 

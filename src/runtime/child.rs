@@ -107,6 +107,13 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     sys::parent_death_signal(rustix::process::Signal::KILL).step(|| Step::DeathSignal)?;
     sys::set_name("mm-init");
     let plan = &launch.plan;
+    // Rootless, a machine whose root inside is not the user (keep-id: a subordinate id)
+    // made PID 1 non-dumpable when it became that root, which would keep the user's own
+    // `mm exec` out of /proc/PID/ns and /proc/PID/root. The default map never changes
+    // PID 1's host uid, so this is how every rootless PID 1 is.
+    if !plan.root.idmapped_lowers {
+        nix::sys::prctl::set_dumpable(true).step(|| Step::Dumpable)?;
+    }
     nix::mount::mount(
         None::<&str>,
         "/",

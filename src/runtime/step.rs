@@ -145,6 +145,8 @@ pub enum Step {
     },
     ClonePid1,
     DeathSignal,
+    /// Rootless: PID 1 made dumpable again after it became the machine's root.
+    Dumpable,
     KeepMounts,
     Hostname {
         name: String,
@@ -253,6 +255,7 @@ impl std::fmt::Display for Step {
             Self::BecomeRootUid => f.write_str("become uid 0 in the machine"),
             Self::ClonePid1 => f.write_str("clone the machine's PID 1"),
             Self::DeathSignal => f.write_str("ask to die with the supervisor"),
+            Self::Dumpable => f.write_str("make PID 1 dumpable"),
             Self::KeepMounts => f.write_str("keep the machine's mounts from the host"),
             Self::Loopback => f.write_str("bring the loopback interface up"),
             Self::WriteFile { target } => write!(f, "write {target} on a tmpfs of its own"),
