@@ -231,8 +231,8 @@ fn is_empty(dir: BorrowedFd<'_>) -> Result<bool, Errno> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut entries = rustix::fs::Dir::read_from(&fd)?;
-    while let Some(entry) = entries.next() {
+    let entries = rustix::fs::Dir::read_from(&fd)?;
+    for entry in entries {
         let name = entry?.file_name().to_bytes().to_owned();
         if name != b"." && name != b".." {
             return Ok(false);
@@ -262,8 +262,8 @@ fn copy_tree(
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut entries = rustix::fs::Dir::read_from(&listing)?;
-    while let Some(entry) = entries.next() {
+    let entries = rustix::fs::Dir::read_from(&listing)?;
+    for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_owned();
         if name.to_bytes() == b"." || name.to_bytes() == b".." {
