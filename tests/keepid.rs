@@ -144,7 +144,11 @@ fn as_root_keep_id_maps_a_named_user_and_its_homes() {
     write(
         dir,
         "onpath",
-        &debian(&tar, &proj, "keep_id = \"mm-test\"\nhome = \"elsewhere\""),
+        &debian(
+            &tar,
+            &proj,
+            "keep_id = \"mm-test\"\nhome = \"../elsewhere\"",
+        ),
     );
     let mm = |args: &[&str]| support::mm(dir, args);
     let _stop = OnDrop(|| {
@@ -258,8 +262,8 @@ fn a_symlinked_etc_passwd_never_makes_mm_write_outside_the_machine() {
         std::fs::write(etc.join("shadow"), "root:*:1::::::\n").unwrap();
         let _ = std::fs::remove_file(etc.join("passwd"));
         std::os::unix::fs::symlink(target, etc.join("passwd")).unwrap();
-        // A sudoers.d that climbs out of the root, too.
-        std::os::unix::fs::symlink("../../../../../etc/sudoers.d", etc.join("sudoers.d")).unwrap();
+        // A sudoers.d that climbs out of the root, too: it lands in the machine's /bin.
+        std::os::unix::fs::symlink("../../../../../bin", etc.join("sudoers.d")).unwrap();
         write(
             dir,
             name,
@@ -291,8 +295,8 @@ fn a_symlinked_etc_passwd_never_makes_mm_write_outside_the_machine() {
         ]));
         let parts: Vec<&str> = inside.split("--\n").collect();
         assert_eq!(
-            parts[0], "mm-test:*:1001:100::/home/mm-test:/bin/sh\n",
-            "{name} ({target}): the symlink is replaced by a file of mm's"
+            parts[0], "root:x:0:0:root:/root:/bin/sh\nmm-test:*:1001:100::/home/mm-test:/bin/sh\n",
+            "{name} ({target}): the symlink is replaced by a file of mm's, with a root"
         );
         assert_eq!(
             parts[1], "root:*:1::::::\n",

@@ -149,8 +149,13 @@ fn replace(dir: BorrowedFd<'_>, name: &str, content: &str, mode: u32) -> Result<
 }
 
 /// `/etc/passwd` with the keep-id user's line, in place of any of the same name or uid.
+/// A machine always has its root: one is written where the file has none (a hostile
+/// image's symlink, read as no file).
 pub fn edit_passwd(old: &str, keep: &KeepId, shell: &str) -> String {
     let mut out = String::new();
+    if !old.lines().any(|l| l.split(':').nth(2) == Some("0")) {
+        out.push_str("root:x:0:0:root:/root:/bin/sh\n");
+    }
     for line in old.lines() {
         let fields: Vec<&str> = line.split(':').collect();
         let ours = fields.first() == Some(&keep.name.as_str())
@@ -186,6 +191,12 @@ pub fn edit_group(old: &str, keep: &KeepId) -> String {
                 .collect();
             *members = kept.join(",");
         }
+    }
+    if !lines.iter().any(|f| f.get(2).is_some_and(|g| g == "0")) {
+        lines.insert(
+            0,
+            vec!["root".into(), "x".into(), "0".into(), String::new()],
+        );
     }
     let named = |lines: &[Vec<String>], name: &str| lines.iter().position(|f| f[0] == name);
     let gid = keep.gid.to_string();
@@ -354,7 +365,8 @@ mod tests {
         assert_eq!(edit_passwd(&new, &alice(), "/bin/bash"), new, "idempotent");
         assert_eq!(
             edit_passwd("", &alice(), "/bin/sh"),
-            "alice:*:1000:1000::/home/alice:/bin/sh\n"
+            "root:x:0:0:root:/root:/bin/sh\nalice:*:1000:1000::/home/alice:/bin/sh\n",
+            "a machine always has its root"
         );
     }
 
@@ -368,10 +380,11 @@ mod tests {
         );
         assert_eq!(edit_group(&new, &alice()), new, "idempotent");
         // The primary gid is the image's group where it has one; a taken name is not reused.
-        let old = "users:x:1000:\nalice:x:7:\n";
+        let old = "root:x:0:\nusers:x:1000:\nalice:x:7:\n";
         assert_eq!(
             edit_group(old, &alice()),
-            "users:x:1000:\nalice:x:7:\naudio:x:29:alice\ndocker:x:999:alice\n"
+            "root:x:0:\nusers:x:1000:\nalice:x:7:\naudio:x:29:alice\ndocker:x:999:alice\n"
         );
+        assert!(edit_group("", &alice()).starts_with("root:x:0:\n"));
     }
 }
