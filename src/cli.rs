@@ -124,9 +124,12 @@ pub enum Command {
     /// Open an interactive login shell inside a running machine
     Shell {
         machine: String,
-        /// Log in as this user of the machine (default: root)
-        #[arg(long, short, default_value = "root")]
-        user: String,
+        /// Log in as this user of the machine (default: the keep_id user, else root)
+        #[arg(long, short)]
+        user: Option<String>,
+        /// Run this command line with the user's shell (`SHELL -c LINE`), as `sh -c` does
+        #[arg(short = 'c', value_name = "LINE")]
+        command: Option<String>,
     },
     /// Show a machine's console output
     ///

@@ -36,6 +36,8 @@ pub enum Error {
     /// A root machine's address could not be read, chosen or recorded.
     #[error(transparent)]
     Address(#[from] crate::network::ipam::IpamError),
+    #[error(transparent)]
+    Account(#[from] crate::host::account::AccountError),
     #[error("`{text}` is not an image source: {why}")]
     BadSource { text: String, why: String },
     #[error(transparent)]
@@ -81,7 +83,7 @@ impl Error {
             Self::BadSource { .. } => ExitCode::Usage,
             Self::Image(e) => image_exit_code(e),
             Self::Runtime(e) => e.exit_code(),
-            Self::Systemd(_) | Self::Service(_) => ExitCode::System,
+            Self::Systemd(_) | Self::Service(_) | Self::Account(_) => ExitCode::System,
             Self::Missing(_) => ExitCode::NotFound,
             Self::NoSystemd(_) => ExitCode::HostCannot,
             Self::Export(e) => export_exit_code(e),

@@ -97,6 +97,100 @@ pub fn rootless_map(own: u32, ranges: &[IdRange]) -> Vec<IdMapEntry> {
     entries
 }
 
+/// A rootless keep-id map: inside `keep` is the user outside (`own`), and every other
+/// inside id below 65536 comes from the subordinate ranges, in file order, skipping
+/// `keep`: inside 0..keep-1 are the first subordinate ids, keep+1.. the next ones. The
+/// same number of subordinate ids as [`rootless_map`] uses, laid out around the user.
+pub fn keep_id_map(own: u32, keep: u32, ranges: &[IdRange]) -> Vec<IdMapEntry> {
+    let mut entries = Vec::new();
+    let mut next = 0u32;
+    let mut kept = false;
+    for range in ranges {
+        let mut outside = u64::from(range.start);
+        let mut left = range.count;
+        while left > 0 && next < MACHINE_IDS {
+            if next == keep {
+                entries.push(IdMapEntry {
+                    inside: keep,
+                    outside: own,
+                    count: 1,
+                });
+                kept = true;
+                next += 1;
+                continue;
+            }
+            let stop = if keep > next {
+                keep.min(MACHINE_IDS)
+            } else {
+                MACHINE_IDS
+            };
+            let count = left.min(stop - next);
+            entries.push(IdMapEntry {
+                inside: next,
+                outside: outside as u32,
+                count,
+            });
+            next += count;
+            outside += u64::from(count);
+            left -= count;
+        }
+    }
+    if !kept {
+        entries.push(IdMapEntry {
+            inside: keep,
+            outside: own,
+            count: 1,
+        });
+    }
+    entries.sort_by_key(|e| e.inside);
+    entries
+}
+
+/// Root's keep-id map: the machine's block (inside n is `block.start + n`) with each
+/// `(inside, outside)` of `carve` cut out of it, so that those inside ids are the given
+/// host ids (the named user, its groups). Carved ids beyond the block are added after it.
+pub fn carved_map(block: IdRange, carve: &[(u32, u32)]) -> Vec<IdMapEntry> {
+    let mut cuts: Vec<(u32, u32)> = carve.to_vec();
+    cuts.sort();
+    cuts.dedup_by_key(|c| c.0);
+    let mut entries = Vec::new();
+    let mut next = 0u32;
+    for &(inside, outside) in &cuts {
+        if inside < block.count && inside > next {
+            entries.push(IdMapEntry {
+                inside: next,
+                outside: block.start + next,
+                count: inside - next,
+            });
+        }
+        entries.push(IdMapEntry {
+            inside,
+            outside,
+            count: 1,
+        });
+        if inside < block.count {
+            next = inside + 1;
+        }
+    }
+    if next < block.count {
+        entries.push(IdMapEntry {
+            inside: next,
+            outside: block.start + next,
+            count: block.count - next,
+        });
+    }
+    entries.sort_by_key(|e| e.inside);
+    entries
+}
+
+/// The host id that inside id `inside` is under `entries`, if it is mapped.
+pub fn outside_of(entries: &[IdMapEntry], inside: u32) -> Option<u32> {
+    entries.iter().find_map(|e| {
+        (inside >= e.inside && u64::from(inside) < u64::from(e.inside) + u64::from(e.count))
+            .then(|| e.outside + (inside - e.inside))
+    })
+}
+
 /// The ranges `/etc/subuid` or `/etc/subgid` grants a user (by name or by uid), in file
 /// order. Lines that do not parse are reported, as shadow's tools would skip them.
 pub fn parse_subid(text: &str, user: &str, uid: u32) -> (Vec<IdRange>, Vec<String>) {
@@ -385,6 +479,94 @@ mod tests {
         );
         assert_eq!(problems.len(), 2);
         assert!(problems[0].starts_with("line 5"));
+    }
+
+    #[test]
+    fn keep_id_maps_carve_the_user_out_of_the_subordinate_ids() {
+        let sub = [IdRange {
+            start: 100_000,
+            count: 65536,
+        }];
+        let map = keep_id_map(1000, 1000, &sub);
+        assert_eq!(
+            map,
+            [
+                IdMapEntry {
+                    inside: 0,
+                    outside: 100_000,
+                    count: 1000
+                },
+                IdMapEntry {
+                    inside: 1000,
+                    outside: 1000,
+                    count: 1
+                },
+                IdMapEntry {
+                    inside: 1001,
+                    outside: 101_000,
+                    count: 64535
+                },
+            ]
+        );
+        let mapped: u32 = map.iter().map(|e| e.count).sum();
+        assert_eq!(mapped, MACHINE_IDS, "as many ids as the default map");
+        assert_eq!(outside_of(&map, 0), Some(100_000));
+        assert_eq!(outside_of(&map, 999), Some(100_999));
+        assert_eq!(outside_of(&map, 1000), Some(1000));
+        assert_eq!(outside_of(&map, 1001), Some(101_000));
+        assert_eq!(outside_of(&map, 65535), Some(165_534));
+        assert_eq!(outside_of(&map, 65536), None);
+        // Split ranges fill in order; a uid above the machine's ids is added alone.
+        let split = [
+            IdRange {
+                start: 200_000,
+                count: 10,
+            },
+            IdRange {
+                start: 300_000,
+                count: 100,
+            },
+        ];
+        let map = keep_id_map(70_000, 5, &split);
+        assert_eq!(outside_of(&map, 4), Some(200_004));
+        assert_eq!(outside_of(&map, 5), Some(70_000));
+        assert_eq!(outside_of(&map, 6), Some(200_005));
+        assert_eq!(outside_of(&map, 10), Some(200_009));
+        assert_eq!(outside_of(&map, 11), Some(300_000));
+        let high = keep_id_map(70_000, 70_000, &sub);
+        assert_eq!(outside_of(&high, 65535), Some(165_535));
+        assert_eq!(outside_of(&high, 70_000), Some(70_000));
+    }
+
+    #[test]
+    fn root_keep_id_maps_carve_users_and_groups_out_of_the_block() {
+        let block = IdRange {
+            start: ROOT_POOL.start,
+            count: MACHINE_IDS,
+        };
+        let map = carved_map(block, &[(1000, 1000), (27, 27), (100_000, 100_000)]);
+        assert_eq!(outside_of(&map, 0), Some(ROOT_POOL.start));
+        assert_eq!(outside_of(&map, 26), Some(ROOT_POOL.start + 26));
+        assert_eq!(outside_of(&map, 27), Some(27));
+        assert_eq!(outside_of(&map, 28), Some(ROOT_POOL.start + 28));
+        assert_eq!(outside_of(&map, 1000), Some(1000));
+        assert_eq!(outside_of(&map, 1001), Some(ROOT_POOL.start + 1001));
+        assert_eq!(outside_of(&map, 65535), Some(ROOT_POOL.start + 65535));
+        assert_eq!(outside_of(&map, 100_000), Some(100_000));
+        assert_eq!(map.len(), 6);
+        let inside: Vec<u32> = map.iter().map(|e| e.inside).collect();
+        let mut sorted = inside.clone();
+        sorted.sort();
+        assert_eq!(inside, sorted, "in inside order, root first");
+        // Nothing to carve: the block as one entry.
+        assert_eq!(
+            carved_map(block, &[]),
+            [IdMapEntry {
+                inside: 0,
+                outside: ROOT_POOL.start,
+                count: MACHINE_IDS
+            }]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::check;
 use crate::definition::discovery;
-use crate::definition::{Definition, MachineName};
+use crate::definition::{Definition, KeepWho, MachineName};
 use crate::error::Error;
 use crate::host::{Dirs, Host};
 use crate::idmap::{Allocator, IdRange};
@@ -46,6 +46,11 @@ pub fn compile(path: &Path, host: &Host) -> Result<Plan, Error> {
     } else {
         (None, Vec::new())
     };
+    let account = match def.keep_id.as_ref().map(|k| &k.value.who) {
+        Some(KeepWho::Named(name)) => crate::host::account::lookup(name)?,
+        Some(KeepWho::Me) => crate::host::account::lookup(&host.user)?,
+        None => None,
+    };
     let known = plan::Known {
         image: stored.as_ref(),
         ids,
@@ -54,6 +59,7 @@ pub fn compile(path: &Path, host: &Host) -> Result<Plan, Error> {
             own: own.as_ref(),
             others: &others,
         },
+        account: account.as_ref(),
     };
     Ok(plan::compile(&def, host, known)?)
 }
@@ -117,14 +123,23 @@ pub fn reconciled(paths: &Paths) -> Result<(), Error> {
 /// the writable layer made. Compiles again after each, so the plan says what is.
 pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
     let mut plan = compile(path, host)?;
-    if matches!(plan.image.layers, Layers::Unresolved) {
+    let store = Store::new(&host.dirs.store);
+    // A stored image whose layers this plan's layout lacks (a keep-id machine's first
+    // start) is opened again and unpacked once more, in that layout, from its blobs.
+    let missing = match &plan.image.layers {
+        Layers::Unresolved => true,
+        Layers::Stored { layers, .. } => layers.iter().any(|l| !l.dir.is_dir()),
+        Layers::Directory { .. } => false,
+    };
+    if missing {
         let request = Request {
             source: &plan.image.source,
             pin: plan.image.pinned.as_ref(),
             host,
             tls_verify: true,
+            layout: plan.image.layout,
         };
-        crate::image::import(&request, &Store::new(&host.dirs.store), &Progress::new())?;
+        crate::image::import(&request, &store, &Progress::new())?;
         plan = compile(path, host)?;
     }
     if host.is_root() {
@@ -138,11 +153,14 @@ pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
                 plan = compile(path, host)?;
             }
             IdMapping::Map { entries } => {
-                if let [e] = entries.as_slice() {
-                    let range = IdRange {
+                let single = match entries.as_slice() {
+                    [e] => Some(IdRange {
                         start: e.outside,
                         count: e.count,
-                    };
+                    }),
+                    _ => None,
+                };
+                if let Some(range) = plan.ids.block.or(single) {
                     match allocator.claim(name, range) {
                         // Another machine claimed them since this one compiled: compiling
                         // again points at `users.range`.
@@ -181,7 +199,34 @@ pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
             made.map_err(|e| RuntimeError::io(dir, e))?;
         }
     }
+    if let Some(keep) = &plan.keep_id
+        && let plan::HomeFrom::Machine { dir } = &keep.home_from
+    {
+        make_home(host, &plan.machine.state_dir, dir, keep)?;
+    }
     Ok(plan)
+}
+
+/// The keep-id user's machine home, in the machine's state directory: made once, the
+/// user's (as root, the named user's host ids, which are its ids inside too).
+fn make_home(host: &Host, state_dir: &Path, dir: &Path, keep: &plan::KeepId) -> Result<(), Error> {
+    crate::state::private_dir(state_dir).map_err(|e| RuntimeError::io(state_dir, e))?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(RuntimeError::io(dir, e).into()),
+    }
+    let owned = if host.is_root() {
+        std::os::unix::fs::chown(dir, Some(keep.uid), Some(keep.gid))
+    } else {
+        Ok(())
+    };
+    owned
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        })
+        .map_err(|e| RuntimeError::io(dir, e).into())
 }
 
 /// How the supervisor is told which descriptor holds its launch: `--launch-fd=N`.

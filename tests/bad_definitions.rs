@@ -335,6 +335,28 @@ fn rows() -> Vec<Row> {
         bad("boot with fewer than 65536 ids", with_image!("[exec]\nboot = true\n[users]\nrange = { base = 524288, size = 1000 }\n"))
             .key("users.range.size").line(6).column(9)
             .message("at least 65536 ids"),
+        bad("users.keep_id that is not a user name", with_image!("[users]\nkeep_id = \"al ice\"\n"))
+            .key("users.keep_id").at(4, 11, "\"al ice\"")
+            .message("`al ice` is not a user name")
+            .help("keep_id = \"alice\""),
+        bad("users.keep_id of the wrong form", with_image!("[users]\nkeep_id = 1000\n"))
+            .key("users.keep_id").at(4, 11, "1000")
+            .message("wrong form"),
+        bad("users.home without keep_id", with_image!("[users]\nhome = \"host\"\n"))
+            .key("users.home").at(4, 8, "\"host\"")
+            .message("keep_id is not set")
+            .help("keep_id = true"),
+        bad("users.home with keep_id = false", with_image!("[users]\nkeep_id = false\nhome = \"machine\"\n"))
+            .key("users.home").at(5, 8, "\"machine\"")
+            .message("keep_id is not set"),
+        bad("users.home empty", with_image!("[users]\nkeep_id = true\nhome = \"\"\n"))
+            .key("users.home").at(5, 8, "\"\"")
+            .message("the home is empty")
+            .help("\"machine\", \"host\""),
+        bad("users.home in another user's home", with_image!("[users]\nkeep_id = true\nhome = \"~bob/dev\"\n"))
+            .key("users.home").at(5, 8, "\"~bob/dev\"")
+            .message("only `~/`")
+            .help("absolute path"),
 
         // ---- [network] ---------------------------------------------------------------------
         bad("unknown network mode", with_image!("[network]\nmode = \"privat\"\n"))

@@ -118,6 +118,10 @@ fn a_rootless_zone_shares_the_zones_user_namespace() {
         e.contains("users.range") && e.contains("share the zone's user namespace"),
         "{e}"
     );
+    let e = compile(&format!("{zone}[users]\nkeep_id = true\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("users.keep_id"), "{e}");
     let e = compile(&format!("{zone}mtu = 65535\n"))
         .unwrap_err()
         .to_string();
@@ -301,6 +305,7 @@ fn every_example_mounts_as_recorded_as_root_and_rootless() {
                 }),
                 taken: &[],
                 addresses: plan::KnownAddresses::default(),
+                account: None,
             };
             let name = format!("{}@{host_name}.mounts", def.name);
             let text = match plan::compile(&def, &host(host_name), known) {
@@ -495,4 +500,115 @@ fn a_launch_takes_its_command_from_the_plan_and_refuses_an_unresolved_one() {
         ("app", "/srv")
     );
     assert!(!launch.boot);
+}
+
+/// Alice as the host's name service gives her: in `audio` (29), `docker` (999) and `root`.
+fn alice() -> mm::host::HostAccount {
+    serde_json::from_value(serde_json::json!({
+        "name": "alice", "uid": 1000, "gid": 1000, "group": "alice",
+        "home": "/home/alice", "shell": "/usr/bin/zsh",
+        "groups": [
+            {"name": "audio", "gid": 29},
+            {"name": "docker", "gid": 999},
+            {"name": "root", "gid": 0}
+        ]
+    }))
+    .unwrap()
+}
+
+/// A keep-id machine: as root (keep_id names alice; her ids carved out of the machine's
+/// block, her groups mapped but root's) and rootless (alice herself; the keep-id map and
+/// the store's keep-id layout, her other groups left out), each with its machine home,
+/// in text, JSON and its mounts.
+#[test]
+fn a_keep_id_machine_plans_as_recorded() {
+    let settings = settings();
+    for (host_name, who) in [
+        ("root-hybrid", "\"alice\""),
+        ("rootless-v2-delegated", "true"),
+    ] {
+        let text = format!(
+            "[image]\nsource = \"oci:../images/debian:12\"\n[exec]\ncommand = [\"sleep\", \"infinity\"]\n\
+             [storage]\npersistent = false\nbinds = [{{ source = \"~/src\", target = \"/home/alice/src\" }}]\n\
+             [users]\nkeep_id = {who}\n"
+        );
+        let def = Definition::from_text(&repo().join("machines/devbox.toml"), &text).unwrap();
+        let record = stored_image_of(&def.image.source.value.to_string(), &['1']);
+        let account = alice();
+        let known = plan::Known {
+            image: Some(&record),
+            ids: Some(mm::idmap::IdRange {
+                start: 589_824,
+                count: 65_536,
+            }),
+            account: Some(&account),
+            ..Default::default()
+        };
+        let plan = plan::compile(&def, &host(host_name), known).unwrap();
+        let mounts = mm::runtime::rootfs::sequence(&plan).unwrap().join("\n") + "\n";
+        let json = serde_json::to_string_pretty(&plan.hashed()).unwrap();
+        settings.bind(|| {
+            insta::assert_snapshot!(format!("keep-id@{host_name}"), plan.render());
+            insta::assert_snapshot!(format!("keep-id@{host_name}.json"), json);
+            insta::assert_snapshot!(format!("keep-id@{host_name}.mounts"), mounts);
+        });
+        // The same user inside: the keep-id uid and gid are alice's host ids.
+        let (plan::IdMapping::Map { entries: uids }, plan::IdMapping::Map { entries: gids }) =
+            (&plan.ids.uid, &plan.ids.gid)
+        else {
+            panic!("{:?}", plan.ids);
+        };
+        assert_eq!(mm::idmap::outside_of(uids, 1000), Some(1000));
+        assert_eq!(mm::idmap::outside_of(gids, 1000), Some(1000));
+        let keep = plan.keep_id.as_ref().unwrap();
+        assert_eq!(keep.shells, ["/usr/bin/zsh", "/bin/bash", "/bin/sh"]);
+        assert_eq!(keep.home, "/home/alice");
+        if host_name.starts_with("root-") {
+            assert_eq!(mm::idmap::outside_of(uids, 0), Some(589_824));
+            assert_eq!(mm::idmap::outside_of(gids, 29), Some(29));
+            assert_eq!(mm::idmap::outside_of(gids, 0), Some(589_824));
+            assert_eq!(plan.image.layout, mm::image::Layout::Default);
+        } else {
+            assert_ne!(mm::idmap::outside_of(uids, 0), Some(1000));
+            assert!(keep.groups.is_empty() && keep.left_out.len() == 3);
+            assert_eq!(
+                plan.image.layout,
+                mm::image::Layout::KeepId {
+                    uid: 1000,
+                    gid: 1000
+                }
+            );
+        }
+    }
+}
+
+/// What keep_id cannot be on a host: `true` as root, another user rootless, a user the
+/// host does not have.
+#[test]
+fn keep_id_that_the_host_cannot_give_is_refused_at_its_line() {
+    let with = |who: &str| {
+        let text = format!(
+            "[image]\nsource = \"docker://debian\"\n[exec]\ncommand = [\"sh\"]\n[users]\nkeep_id = {who}\n"
+        );
+        Definition::from_text(Path::new("machines/devbox.toml"), &text).unwrap()
+    };
+    let account = alice();
+    let reject = |who: &str, host_name: &str, account: Option<&mm::host::HostAccount>| {
+        let known = plan::Known {
+            account,
+            ..Default::default()
+        };
+        let rejected = plan::compile(&with(who), &host(host_name), known).unwrap_err();
+        let d = &rejected.diagnostics().0[0];
+        assert_eq!(d.key.as_deref(), Some("users.keep_id"), "{rejected}");
+        assert_eq!(d.location.as_ref().map(|l| l.line), Some(6), "{rejected}");
+        rejected.to_string()
+    };
+    let root_true = reject("true", "root-hybrid", Some(&account));
+    assert!(root_true.contains("names a host user"), "{root_true}");
+    assert!(root_true.contains("keep_id = \"alice\""), "{root_true}");
+    let other = reject("\"bob\"", "rootless-v2-delegated", Some(&account));
+    assert!(other.contains("not you (`alice`)"), "{other}");
+    let missing = reject("\"carol\"", "root-hybrid", None);
+    assert!(missing.contains("no host user `carol`"), "{missing}");
 }

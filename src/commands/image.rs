@@ -28,6 +28,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 pin: digest.as_ref(),
                 host: &host,
                 tls_verify,
+                layout: mm::image::Layout::Default,
             };
             let record = mm::image::import(&request, &store, &Progress::new())?;
             print(&format!("{} {}\n", record.manifest, record.name))?;
@@ -44,6 +45,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 pin: None,
                 host: &host,
                 tls_verify,
+                layout: mm::image::Layout::Default,
             };
             let stats = mm::image::extract(&request, &dir, &Progress::new())?;
             print(&format!(

@@ -340,11 +340,11 @@ pub fn exec(machine: &str, user: Option<&str>, argv: Vec<String>) -> Result<Exit
     std::process::exit(code)
 }
 
-pub fn shell(machine: &str, user: &str) -> Result<ExitCode, Error> {
+pub fn shell(machine: &str, user: Option<&str>, line: Option<String>) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
     let command = enter::Command {
-        argv: vec![],
-        user: Some(user),
+        argv: line.into_iter().collect(),
+        user,
         login: true,
         caller: Caller::current(),
     };
@@ -376,7 +376,7 @@ pub fn rm(machine: &str) -> Result<ExitCode, Error> {
     // Root's machines and rootless zones' have recorded addresses.
     mm::network::ipam::Ipam::new(&host.dirs.machines).release(&name)?;
     let mut removed = Vec::new();
-    for dir in ["upper", "work"].map(|d| state_dir.join(d)) {
+    for dir in ["upper", "work", "home"].map(|d| state_dir.join(d)) {
         if dir.exists() {
             removed.push(dir);
         }

@@ -39,7 +39,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             user,
             command,
         } => machine::exec(&machine, user.as_deref(), command),
-        Command::Shell { machine, user } => machine::shell(&machine, &user),
+        Command::Shell {
+            machine,
+            user,
+            command,
+        } => machine::shell(&machine, user.as_deref(), command),
         Command::Rm { machine } => machine::rm(&machine),
         Command::Export {
             machine,

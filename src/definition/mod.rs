@@ -36,6 +36,8 @@ pub struct Definition {
     pub exec: Exec,
     pub storage: Storage,
     pub users: Located<UserRange>,
+    /// `[users] keep_id`: your own user inside, and its home.
+    pub keep_id: Option<Located<KeepId>>,
     pub network: Network,
     pub resources: Located<Resources>,
     pub security: Security,
@@ -99,6 +101,36 @@ pub enum UserRange {
         base: u32,
         size: u32,
     },
+}
+
+/// `[users] keep_id` and `home`: a host user, with the same ids, name, groups, home path
+/// and shell inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepId {
+    pub who: KeepWho,
+    pub home: Home,
+    /// Where `home` was written, if it was.
+    pub home_span: std::ops::Range<usize>,
+}
+
+/// Which host user `keep_id` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepWho {
+    /// `true`: the user mm runs as (rootless).
+    Me,
+    /// `"NAME"`: a named host user (as root; rootless, only yourself).
+    Named(String),
+}
+
+/// `[users] home`: where the keep-id user's home comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Home {
+    /// The machine's own persistent home, seeded from the image's /etc/skel.
+    Machine,
+    /// The user's home on the host, bound.
+    Host,
+    /// A host directory, bound (`~/` kept as written: the home is a host fact).
+    Path(BindSource),
 }
 
 /// The machine's network: `[network]`.

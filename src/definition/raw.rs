@@ -67,6 +67,16 @@ pub struct RawBind {
 #[serde(deny_unknown_fields)]
 pub struct RawUsers {
     pub range: Option<Spanned<RawRange>>,
+    pub keep_id: Option<Spanned<RawKeepId>>,
+    pub home: Option<Spanned<String>>,
+}
+
+/// `keep_id = true` (yourself) or `keep_id = "NAME"` (a named host user, as root).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawKeepId {
+    Flag(bool),
+    Name(String),
 }
 
 /// `range = "auto"` or `range = { base = 524288, size = 65536 }`.
@@ -156,7 +166,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     ("exec", &["boot", "command", "env", "user", "workdir"]),
     ("storage", &["persistent", "binds"]),
     ("storage.binds", &["source", "target", "readonly"]),
-    ("users", &["range"]),
+    ("users", &["range", "keep_id", "home"]),
     ("users.range", &["base", "size"]),
     ("network", &["mode", "zone", "address", "ports", "mtu"]),
     ("resources", &["memory", "cpus", "pids"]),

@@ -12,13 +12,13 @@ mod network;
 use super::capability;
 use super::diagnostic::{Diagnostic, Diagnostics, SourceFile, closest};
 use super::raw::{
-    RawBind, RawDefinition, RawRange, RawResources, RawSecurity, RawSize, RawStorage,
+    RawBind, RawDefinition, RawKeepId, RawRange, RawResources, RawSecurity, RawSize, RawStorage,
 };
 use super::source::{Digest, ImageSource, SourceError, TRANSPORTS};
 use super::units::{parse_cpus, parse_size};
 use super::{
-    Bind, BindSource, CapabilityDrop, Definition, Image, Located, MachineName, Resources, Security,
-    Storage, UserRange,
+    Bind, BindSource, CapabilityDrop, Definition, Home, Image, KeepId, KeepWho, Located,
+    MachineName, Resources, Security, Storage, UserRange,
 };
 use desktop::desktop;
 use exec::exec;
@@ -57,6 +57,7 @@ pub fn validate(file: SourceFile, raw: RawDefinition) -> Result<Definition, Diag
     let desktop = desktop(&mut c, raw.desktop, raw.exec.env.as_ref());
     let exec = exec(&mut c, raw.exec, &image);
     let storage = storage(&mut c, raw.storage, &base);
+    let keep_id = keep_id(&mut c, raw.users.keep_id, raw.users.home, &base);
     let users = users(&mut c, raw.users.range, exec.boot);
     let network = network(&mut c, raw.network);
     let resources = resources(&mut c, raw.resources);
@@ -76,6 +77,7 @@ pub fn validate(file: SourceFile, raw: RawDefinition) -> Result<Definition, Diag
         exec,
         storage,
         users,
+        keep_id,
         network,
         resources,
         security,
@@ -326,6 +328,85 @@ fn users(c: &mut Checker<'_>, raw: Option<Spanned<RawRange>>, boot: bool) -> Loc
         }
     };
     Located { value, span }
+}
+
+/// A host user name as shadow's tools accept it: letters, digits, `_`, `-` and `.`, not
+/// starting with `-`, at most 32 bytes.
+fn user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn keep_id(
+    c: &mut Checker<'_>,
+    raw: Option<Spanned<RawKeepId>>,
+    home: Option<Spanned<String>>,
+    base: &Path,
+) -> Option<Located<KeepId>> {
+    let who = match raw.as_ref().map(|r| (r, r.get_ref())) {
+        None | Some((_, RawKeepId::Flag(false))) => None,
+        Some((_, RawKeepId::Flag(true))) => Some(KeepWho::Me),
+        Some((_, RawKeepId::Name(name))) if user_name(name) => Some(KeepWho::Named(name.clone())),
+        Some((raw, RawKeepId::Name(name))) => {
+            c.at(raw, "users.keep_id", format!("`{name}` is not a user name"))
+                .help
+                .push(
+                    "write `true` (yourself) or a host user's name, e.g. `keep_id = \"alice\"`"
+                        .to_owned(),
+                );
+            return None;
+        }
+    };
+    let Some(who) = who else {
+        if let Some(home) = &home {
+            c.at(
+                home,
+                "users.home",
+                "`home` is the keep_id user's home, and keep_id is not set",
+            )
+            .help
+            .push("add `keep_id = true` to [users], or remove `home`".to_owned());
+        }
+        return None;
+    };
+    let span = raw.as_ref().map_or(0..0, Spanned::span);
+    let home_span = home.as_ref().map_or(0..0, Spanned::span);
+    let home = match home.as_ref().map(|h| (h, h.get_ref().as_str())) {
+        None | Some((_, "machine")) => Home::Machine,
+        Some((_, "host")) => Home::Host,
+        Some((h, "")) => {
+            c.at(h, "users.home", "the home is empty")
+                .help
+                .push("write \"machine\", \"host\" or a host directory".to_owned());
+            return None;
+        }
+        Some((_, "~")) => Home::Path(BindSource::Home(PathBuf::new())),
+        Some((_, text)) if text.starts_with("~/") => {
+            Home::Path(BindSource::Home(PathBuf::from(&text[2..])))
+        }
+        Some((h, text)) if text.starts_with('~') => {
+            c.at(h, "users.home", "only `~/` (your own home) is understood")
+                .help
+                .push("write the absolute path of another user's directory".to_owned());
+            return None;
+        }
+        Some((_, text)) => Home::Path(BindSource::Path(super::source::absolute(
+            base,
+            Path::new(text),
+        ))),
+    };
+    Some(Located {
+        value: KeepId {
+            who,
+            home,
+            home_span,
+        },
+        span,
+    })
 }
 
 fn resources(c: &mut Checker<'_>, raw: Option<Spanned<RawResources>>) -> Located<Resources> {

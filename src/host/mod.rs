@@ -3,6 +3,7 @@
 //! The plan compiler takes a [`Host`] as a plain value and never looks at the system
 //! itself, so tests compile plans for fixed root and rootless hosts.
 
+pub mod account;
 mod bus;
 mod cgroup;
 mod desktop;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use account::{HostAccount, HostGroup};
 pub use bus::{BusFacts, MACHINED, Probe};
 pub use cgroup::{CgroupFacts, CgroupMode, V1Hierarchy};
 pub use desktop::{DesktopFacts, DeviceNode, Gpu, Nvidia, Places, Probed, X11, local_display};

@@ -19,7 +19,7 @@ use super::oci::{self, Compression, Descriptor, ImageConfig};
 use super::opened::LayerJob;
 use super::pack::{OverlayXattrs, Owners, Packed, pack};
 use super::progress::Progress;
-use super::store::{ImageRecord, LayerRef, Store};
+use super::store::{ImageRecord, LayerRef, Layout, Store};
 use super::unpack::UnpackMode;
 use super::worker;
 use crate::host::Host;
@@ -58,7 +58,7 @@ pub fn commit(
         let identity = Owners::identity();
         (identity.uids, identity.gids)
     } else {
-        worker::maps(host)
+        worker::maps(host, Layout::Default)
     };
     let owners = Owners::through((&reader.0, &reader.1), request.map);
     let tmp = store.root().join("tmp");
@@ -152,12 +152,19 @@ fn unique() -> u64 {
 
 fn install(host: &Host, store: &Store, job: LayerJob) -> Result<(), ImageError> {
     if host.is_root() {
-        install_layers(store, &[job], UnpackMode::ROOT, &Progress::new())?;
+        install_layers(
+            store,
+            Layout::Default,
+            &[job],
+            UnpackMode::ROOT,
+            &Progress::new(),
+        )?;
     } else {
         worker::run(
             host,
             &worker::Job::Install {
                 store: store.root().to_owned(),
+                layout: Layout::Default,
                 layers: vec![job],
             },
         )?;

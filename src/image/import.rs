@@ -9,7 +9,7 @@ use super::install::{install_layers, unpack_job};
 use super::opened::{Opened, Options};
 use super::progress::Progress;
 use super::sources;
-use super::store::{ImageRecord, LayerRef, Store};
+use super::store::{ImageRecord, LayerRef, Layout, Store};
 use super::unpack::{Pending, Stats, UnpackMode};
 use super::worker;
 use crate::definition::ImageSource;
@@ -25,6 +25,9 @@ pub struct Request<'a> {
     pub host: &'a Host,
     /// Registries: plain HTTP only when false (`--tls-verify=false`).
     pub tls_verify: bool,
+    /// Which owners' layout the layers are unpacked in (a rootless keep-id machine's, or
+    /// the default).
+    pub layout: Layout,
 }
 
 /// Opens the request's source, and checks the digest pin.
@@ -66,18 +69,19 @@ pub fn import(
     let opened = open(
         request,
         &store.root().join("tmp"),
-        &|diff_id| store.has_layer(diff_id),
+        &|diff_id| store.has_layer_in(request.layout, diff_id),
         progress,
     )?;
     let jobs = &opened.layers;
     if request.host.is_root() {
-        install_layers(store, jobs, UnpackMode::ROOT, progress)?;
+        install_layers(store, request.layout, jobs, UnpackMode::ROOT, progress)?;
     } else {
         worker::run(
             request.host,
             &worker::Job::Install {
                 store: store.root().to_owned(),
                 layers: jobs.clone(),
+                layout: request.layout,
             },
         )?;
     }

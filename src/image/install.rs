@@ -9,12 +9,13 @@ use super::error::ImageError;
 use super::oci::{Compression, Descriptor};
 use super::opened::LayerJob;
 use super::progress::{Counting, Item, Progress};
-use super::store::{Installed, Store};
+use super::store::{Installed, Layout, Store};
 use super::unpack::{self, Pending, Stats, UnpackMode};
 
-/// Installs layers in parallel, up to one per core; the first error wins.
+/// Installs layers in `layout`, in parallel, up to one per core; the first error wins.
 pub fn install_layers(
     store: &Store,
+    layout: Layout,
     jobs: &[LayerJob],
     mode: UnpackMode,
     progress: &Progress,
@@ -33,7 +34,7 @@ pub fn install_layers(
                         let Some(job) = jobs.get(i) else {
                             return Ok(done);
                         };
-                        done.push((i, install_layer(store, job, mode, progress)?));
+                        done.push((i, install_layer(store, layout, job, mode, progress)?));
                     }
                 })
             })
@@ -53,12 +54,13 @@ pub fn install_layers(
 
 fn install_layer(
     store: &Store,
+    layout: Layout,
     job: &LayerJob,
     mode: UnpackMode,
     progress: &Progress,
 ) -> Result<Installed, ImageError> {
     let item = progress.item(format!("layer {}", job.desc.digest.short()), job.desc.size);
-    let installed = store.install_layer(&job.diff_id, |root| {
+    let installed = store.install_layer(layout, &job.diff_id, |root| {
         let mut pending = Pending::default();
         let stats = unpack_job(job, &item, root, mode, &mut pending)?;
         pending.apply(root)?;

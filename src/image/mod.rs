@@ -24,5 +24,5 @@ pub mod worker;
 pub use digest::Digest;
 pub use error::ImageError;
 pub use import::{Request, extract, import, remove};
-pub use store::{ImageRecord, Store};
+pub use store::{ImageRecord, Layout, Store};
 pub use unpack::UnpackMode;

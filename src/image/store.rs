@@ -54,6 +54,46 @@ pub struct LayerInfo {
     pub stats: Stats,
 }
 
+/// How a layer's files are owned in the store. The default layout is the one rootless
+/// machines map by default (inside 0 is the user); a rootless keep-id machine maps inside
+/// `uid` to the user instead, so its layers are unpacked once more, straight from the
+/// verified blob, with owners laid out for that map: no chown copy, shared by every
+/// keep-id machine of the user. Root's store has only the default layout (its machines
+/// see it through id-mapped mounts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Layout {
+    #[default]
+    Default,
+    KeepId {
+        uid: u32,
+        gid: u32,
+    },
+}
+
+impl Layout {
+    pub fn is_default(&self) -> bool {
+        *self == Self::Default
+    }
+
+    /// The layout's directory under `layouts/`, and the suffix of its locks and
+    /// temporary directories; `None` for the default layout.
+    pub fn name(&self) -> Option<String> {
+        match self {
+            Self::Default => None,
+            Self::KeepId { uid, gid } => Some(format!("keep-id-{uid}-{gid}")),
+        }
+    }
+
+    /// The key of a layer in this layout: its diff_id's hex, then the layout's name.
+    fn key(&self, diff_id: &Digest) -> String {
+        match self.name() {
+            None => diff_id.hex().to_owned(),
+            Some(name) => format!("{}-{name}", diff_id.hex()),
+        }
+    }
+}
+
 /// Whether a layer had to be unpacked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Installed {
@@ -71,12 +111,23 @@ impl Store {
     }
 
     pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
-        self.root.join("layers").join(diff_id.hex())
+        self.layer_dir_in(Layout::Default, diff_id)
     }
 
-    fn layer_info_path(&self, diff_id: &Digest) -> PathBuf {
-        self.root
-            .join("layers")
+    /// The directory of a layer in `layout`: `layers/HEX`, or `layouts/NAME/HEX`.
+    pub fn layer_dir_in(&self, layout: Layout, diff_id: &Digest) -> PathBuf {
+        self.layout_dir(layout).join(diff_id.hex())
+    }
+
+    fn layout_dir(&self, layout: Layout) -> PathBuf {
+        match layout.name() {
+            None => self.root.join("layers"),
+            Some(name) => self.root.join("layouts").join(name),
+        }
+    }
+
+    fn layer_info_path(&self, layout: Layout, diff_id: &Digest) -> PathBuf {
+        self.layout_dir(layout)
             .join(format!("{}.json", diff_id.hex()))
     }
 
@@ -95,7 +146,14 @@ impl Store {
     /// included, which no other user may run from here.
     pub fn create(&self) -> Result<(), ImageError> {
         crate::state::private_dir(&self.root).at(&self.root)?;
-        for dir in ["blobs/sha256", "layers", "images", "tmp", "locks"] {
+        for dir in [
+            "blobs/sha256",
+            "layers",
+            "layouts",
+            "images",
+            "tmp",
+            "locks",
+        ] {
             let path = self.root.join(dir);
             crate::state::private_dir(&path).at(&path)?;
         }
@@ -103,7 +161,11 @@ impl Store {
     }
 
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
-        self.layer_dir(diff_id).is_dir()
+        self.has_layer_in(Layout::Default, diff_id)
+    }
+
+    pub fn has_layer_in(&self, layout: Layout, diff_id: &Digest) -> bool {
+        self.layer_dir_in(layout, diff_id).is_dir()
     }
 
     /// Installs a layer, unless it is already there: under the layer's lock, `unpack` fills
@@ -111,21 +173,25 @@ impl Store {
     /// Leftovers of an earlier, killed attempt are removed first.
     pub fn install_layer(
         &self,
+        layout: Layout,
         diff_id: &Digest,
         unpack: impl FnOnce(&OwnedFd) -> Result<Stats, ImageError>,
     ) -> Result<Installed, ImageError> {
-        if self.has_layer(diff_id) {
+        if self.has_layer_in(layout, diff_id) {
             return Ok(Installed::AlreadyThere);
         }
-        let _lock = self.lock(diff_id.hex(), true)?;
-        if self.has_layer(diff_id) {
+        let key = layout.key(diff_id);
+        let _lock = self.lock(&key, true)?;
+        if self.has_layer_in(layout, diff_id) {
             return Ok(Installed::AlreadyThere);
         }
-        self.remove_stale(diff_id.hex())?;
+        self.remove_stale(&key)?;
+        let layout_dir = self.layout_dir(layout);
+        crate::state::private_dir(&layout_dir).at(&layout_dir)?;
         let tmp = self
             .root
             .join("tmp")
-            .join(format!("{}.{}", diff_id.hex(), std::process::id()));
+            .join(format!("{key}.{}", std::process::id()));
         std::fs::create_dir(&tmp).at(&tmp)?;
         let result = rustix::fs::open(
             &tmp,
@@ -149,10 +215,10 @@ impl Store {
             stats: stats.clone(),
         };
         write_atomically(
-            &self.layer_info_path(diff_id),
+            &self.layer_info_path(layout, diff_id),
             &serde_json::to_vec_pretty(&info).expect("serializable"),
         )?;
-        let dest = self.layer_dir(diff_id);
+        let dest = self.layer_dir_in(layout, diff_id);
         std::fs::rename(&tmp, &dest).at(&dest)?;
         Ok(Installed::Unpacked(stats))
     }
@@ -232,7 +298,7 @@ impl Store {
     }
 
     pub fn layer_info(&self, diff_id: &Digest) -> Option<LayerInfo> {
-        let bytes = std::fs::read(self.layer_info_path(diff_id)).ok()?;
+        let bytes = std::fs::read(self.layer_info_path(Layout::Default, diff_id)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -258,8 +324,11 @@ impl Store {
             }
         }
         let mut unused = Vec::new();
-        for sub in ["layers", "blobs/sha256"] {
-            let dir = self.root.join(sub);
+        let mut dirs = vec![self.root.join("layers"), self.root.join("blobs/sha256")];
+        if let Ok(layouts) = std::fs::read_dir(self.root.join("layouts")) {
+            dirs.extend(layouts.flatten().map(|e| e.path()));
+        }
+        for dir in dirs {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };

@@ -18,10 +18,10 @@ use super::install::install_layers;
 use super::opened::LayerJob;
 use super::pack::{self, OverlayXattrs, Owners, Packed};
 use super::progress::Progress;
-use super::store::{Installed, Store};
+use super::store::{Installed, Layout, Store};
 use super::unpack::UnpackMode;
 use crate::host::Host;
-use crate::idmap::{IdKind, IdMapEntry, rootless_map, write_map};
+use crate::idmap::{IdKind, IdMapEntry, keep_id_map, rootless_map, write_map};
 
 /// The hidden argument that runs the worker.
 pub const WORKER_ARG: &str = "__worker";
@@ -31,6 +31,9 @@ pub enum Job {
     Install {
         store: PathBuf,
         layers: Vec<LayerJob>,
+        /// The owners' layout; the worker's maps are the ones a machine of it has.
+        #[serde(default)]
+        layout: Layout,
     },
     Remove {
         paths: Vec<PathBuf>,
@@ -75,11 +78,17 @@ pub fn pack(host: &Host, job: &Job) -> Result<Packed, ImageError> {
 }
 
 /// The worker's uid and gid maps (inside: what it sees; outside: the host's ids).
-pub fn maps(host: &Host) -> (Vec<IdMapEntry>, Vec<IdMapEntry>) {
-    (
-        rootless_map(host.uid, &host.subuid),
-        rootless_map(host.gid, &host.subgid),
-    )
+pub fn maps(host: &Host, layout: Layout) -> (Vec<IdMapEntry>, Vec<IdMapEntry>) {
+    match layout {
+        Layout::Default => (
+            rootless_map(host.uid, &host.subuid),
+            rootless_map(host.gid, &host.subgid),
+        ),
+        Layout::KeepId { uid, gid } => (
+            keep_id_map(host.uid, uid, &host.subuid),
+            keep_id_map(host.gid, gid, &host.subgid),
+        ),
+    }
 }
 
 fn start(host: &Host, job: &Job) -> Result<FromWorker, ImageError> {
@@ -129,7 +138,11 @@ fn drive(
         _ => return Err(broken("did not start as expected")),
     }
     let pid = child.id();
-    let (uids, gids) = maps(host);
+    let layout = match job {
+        Job::Install { layout, .. } => *layout,
+        Job::Remove { .. } | Job::Pack { .. } => Layout::Default,
+    };
+    let (uids, gids) = maps(host, layout);
     for (kind, map) in [(IdKind::Uid, uids), (IdKind::Gid, gids)] {
         write_map(pid, kind, &map, true).map_err(|e| ImageError::Rootless(e.to_string()))?;
     }
@@ -201,9 +214,14 @@ pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
 
 fn work(job: Job) -> Result<FromWorker, ImageError> {
     match job {
-        Job::Install { store, layers } => {
+        Job::Install {
+            store,
+            layers,
+            layout,
+        } => {
             let installed = install_layers(
                 &Store::new(store),
+                layout,
                 &layers,
                 UnpackMode::ROOTLESS,
                 &Progress::new(),

@@ -15,6 +15,7 @@ use crate::image::{ImageRecord, Store};
 
 use super::desktop::{desktop, device_rules};
 use super::ids::ids;
+use super::keepid::{home_mount, keep_id};
 use super::known::{Known, Rejected, ids_taken, no_command};
 use super::mounts::mounts;
 use super::network::{address_taken, network};
@@ -28,7 +29,15 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// none in [exec], ids another machine has), or where the host cannot do what it asks (no
 /// subordinate ids, no delegated cgroup for limits, …).
 pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, Rejected> {
-    let image = image(def, host, known.image);
+    let layout = match &def.keep_id {
+        // Rootless, the layers' owners are laid out for the keep-id map (see Layout).
+        Some(_) if !host.is_root() => crate::image::Layout::KeepId {
+            uid: host.uid,
+            gid: host.gid,
+        },
+        _ => crate::image::Layout::Default,
+    };
+    let image = image(def, host, known.image, layout);
     let invalid: Vec<Diagnostic> = [
         no_command(def, &image, known.image),
         ids_taken(def, host, known.taken),
@@ -45,12 +54,17 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
     let name = def.name.as_str();
     let runtime_dir = host.dirs.runtime.join(name);
     let state_dir = host.dirs.machines.join(name);
-    let ids = ids(def, host, known.ids).unwrap_or_else(|d| {
+    let keep = keep_id(def, host, known.account, &state_dir).unwrap_or_else(|d| {
+        problems.push(d);
+        None
+    });
+    let ids = ids(def, host, known.ids, keep.as_ref()).unwrap_or_else(|d| {
         problems.push(d);
         Ids {
             writer: MapWriter::Direct,
             uid: IdMapping::Map { entries: vec![] },
             gid: IdMapping::Map { entries: vec![] },
+            block: None,
         }
     });
     let mut cgroup = cgroup(def, host).unwrap_or_else(|d| {
@@ -61,7 +75,8 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         problems.push(d);
         (Network::Private, Vec::new())
     });
-    let mut mounts = mounts(def, host, network_mounts).unwrap_or_else(|d| {
+    let home = keep.as_ref().map(home_mount);
+    let mut mounts = mounts(def, host, network_mounts, home).unwrap_or_else(|d| {
         problems.push(d);
         Vec::new()
     });
@@ -97,10 +112,16 @@ pub fn compile(def: &Definition, host: &Host, known: Known<'_>) -> Result<Plan, 
         process,
         stop: stop(def),
         desktop: desktop.desktop,
+        keep_id: keep,
     })
 }
 
-fn image(def: &Definition, host: &Host, stored: Option<&ImageRecord>) -> Image {
+fn image(
+    def: &Definition,
+    host: &Host,
+    stored: Option<&ImageRecord>,
+    layout: crate::image::Layout,
+) -> Image {
     let source = def.image.source.value.clone();
     let pin = def.image.digest.as_ref();
     let layers = match (&source, stored) {
@@ -115,7 +136,7 @@ fn image(def: &Definition, host: &Host, stored: Option<&ImageRecord>) -> Image {
                     .iter()
                     .map(|l| StoredLayer {
                         diff_id: l.diff_id.clone(),
-                        dir: store.layer_dir(&l.diff_id),
+                        dir: store.layer_dir_in(layout, &l.diff_id),
                     })
                     .collect(),
             }
@@ -126,6 +147,7 @@ fn image(def: &Definition, host: &Host, stored: Option<&ImageRecord>) -> Image {
         source,
         pinned: def.image.digest.clone(),
         layers,
+        layout,
     }
 }
 

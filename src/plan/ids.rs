@@ -1,21 +1,98 @@
 //! The machine's id maps: a block from mm's pool (root) or the user's own id and
 //! subordinate ranges (rootless), or why the host cannot give them.
 
-use super::{IdMapping, Ids, MapWriter};
+use super::{IdMapping, Ids, KeepId, MapWriter};
 use crate::definition::{Definition, Diagnostic, NetworkMode, UserRange};
 use crate::host::Host;
-use crate::idmap::{IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, rootless_map};
+use crate::idmap::{
+    IdMapEntry, IdRange, MACHINE_IDS, ROOT_POOL, carved_map, keep_id_map, rootless_map,
+};
 
-/// The id maps for `def` on `host`; `recorded` is root's block from an earlier start.
+/// The id maps for `def` on `host`; `recorded` is root's block from an earlier start;
+/// `keep` the keep-id user, whose ids are the same inside as outside.
 pub(super) fn ids(
     def: &Definition,
     host: &Host,
     recorded: Option<IdRange>,
+    keep: Option<&KeepId>,
 ) -> Result<Ids, Diagnostic> {
-    if host.is_root() {
-        return root_ids(def, recorded);
+    let ids = if host.is_root() {
+        root_ids(def, recorded)?
+    } else {
+        rootless_ids(def, host)?
+    };
+    match keep {
+        None => Ok(ids),
+        Some(keep) if host.is_root() => carve(def, ids, keep),
+        Some(keep) => Ok(Ids {
+            uid: keep_map(&ids.uid, host.uid, keep.uid),
+            gid: keep_map(&ids.gid, host.gid, keep.gid),
+            ..ids
+        }),
     }
-    rootless_ids(def, host)
+}
+
+/// Rootless keep-id: the subordinate ids the default map gives, laid out around the user.
+fn keep_map(mapping: &IdMapping, own: u32, keep: u32) -> IdMapping {
+    let IdMapping::Map { entries } = mapping else {
+        return mapping.clone();
+    };
+    let ranges: Vec<IdRange> = entries
+        .iter()
+        .filter(|e| !(e.inside == 0 && e.outside == own && e.count == 1))
+        .map(|e| IdRange {
+            start: e.outside,
+            count: e.count,
+        })
+        .collect();
+    IdMapping::Map {
+        entries: keep_id_map(own, keep, &ranges),
+    }
+}
+
+/// Root keep-id: the machine's block with the user's uid, gid and groups cut out of it;
+/// while the block is still to allocate, the plan says so and carves at the next compile.
+fn carve(def: &Definition, ids: Ids, keep: &KeepId) -> Result<Ids, Diagnostic> {
+    let IdMapping::Map { entries } = &ids.uid else {
+        return Ok(ids);
+    };
+    let [whole] = entries.as_slice() else {
+        return Ok(ids);
+    };
+    let block = IdRange {
+        start: whole.outside,
+        count: whole.count,
+    };
+    let mut gids = vec![(keep.gid, keep.gid)];
+    gids.extend(keep.groups.iter().map(|g| (g.gid, g.gid)));
+    for (what, id) in [("uid", keep.uid)]
+        .into_iter()
+        .chain(gids.iter().map(|(g, _)| ("gid", *g)))
+    {
+        if block.contains(&IdRange {
+            start: id,
+            count: 1,
+        }) {
+            return Err(range_error(
+                def,
+                format!(
+                    "the machine's ids {block} hold `{}`'s {what} {id}",
+                    keep.name
+                ),
+            )
+            .help("pick a range clear of the user's ids, or `range = \"auto\"`"));
+        }
+    }
+    Ok(Ids {
+        uid: IdMapping::Map {
+            entries: carved_map(block, &[(keep.uid, keep.uid)]),
+        },
+        gid: IdMapping::Map {
+            entries: carved_map(block, &gids),
+        },
+        block: Some(block),
+        writer: ids.writer,
+    })
 }
 
 /// An error at `users.range`; where it is not written, the problem is the file's as a whole.
@@ -71,6 +148,7 @@ fn root_ids(def: &Definition, recorded: Option<IdRange>) -> Result<Ids, Diagnost
         writer: MapWriter::Direct,
         uid: mapping.clone(),
         gid: mapping,
+        block: None,
     })
 }
 
@@ -103,6 +181,7 @@ fn rootless_ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
         writer,
         uid: IdMapping::Map { entries: uid },
         gid: IdMapping::Map { entries: gid },
+        block: None,
     })
 }
 

@@ -19,6 +19,9 @@ pub struct Known<'a> {
     pub taken: &'a [(String, IdRange)],
     /// Root: the addresses recorded for this machine and the others.
     pub addresses: super::network::KnownAddresses<'a>,
+    /// `[users] keep_id`: the host account it names, looked up by the command (`None`:
+    /// there is no such user).
+    pub account: Option<&'a crate::host::HostAccount>,
 }
 
 /// Why a definition does not compile: it asks for what cannot be, given what mm holds

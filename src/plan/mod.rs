@@ -7,6 +7,7 @@
 mod compile;
 mod desktop;
 mod ids;
+mod keepid;
 mod known;
 mod mounts;
 mod network;
@@ -26,8 +27,9 @@ pub use known::{Known, Rejected};
 pub use network::{KnownAddresses, link_name, unallocated, wanted, zone_hosts};
 
 use crate::definition::{Digest, ImageSource, MachineName};
-use crate::host::CgroupMode;
+use crate::host::{CgroupMode, HostGroup};
 use crate::idmap::{IdMapEntry, IdRange};
+pub use crate::image::Layout;
 use crate::network::addr::{Ipv4Net, PortForward};
 
 /// The version of the JSON schema of `mm plan --json`; it changes when a field changes
@@ -53,6 +55,9 @@ pub struct Plan {
     /// environment too) and what the user should know; their binds are in `mounts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub desktop: Vec<Desktop>,
+    /// `[users] keep_id`: the host user the machine gets, written into it at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_id: Option<KeepId>,
 }
 
 /// One passthrough of `[desktop]`, as compiled.
@@ -62,6 +67,62 @@ pub struct Desktop {
     /// `KEY=VALUE`, also passed by `mm exec` and `mm shell`.
     pub env: Vec<String>,
     pub notes: Vec<String>,
+}
+
+/// The keep-id user: mm writes its `/etc/passwd` and `/etc/group` entries and a sudoers
+/// drop-in into the machine at every start (idempotently, as the machine's root, inside
+/// its root), and seeds a machine home from `/etc/skel` while it is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepId {
+    pub name: String,
+    /// The same inside as on the host.
+    pub uid: u32,
+    pub gid: u32,
+    /// The host's name of the primary group, given to it when the image has no group of
+    /// that gid.
+    pub group: String,
+    /// Supplementary groups the map carries: joined by name where the image has the
+    /// group, else created with the host's gid.
+    pub groups: Vec<HostGroup>,
+    /// The user's other host groups, not mapped, so not inside.
+    pub left_out: Vec<LeftOut>,
+    /// The home's path inside: the host's home path.
+    pub home: String,
+    pub home_from: HomeFrom,
+    /// Login shells, by preference: the first the image has is the user's.
+    pub shells: Vec<String>,
+    /// The sudoers drop-in that lets the user run anything as root without a password.
+    pub sudoers: String,
+}
+
+/// A host group the machine does not get, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftOut {
+    pub name: String,
+    pub gid: u32,
+    pub why: String,
+}
+
+/// Where the keep-id user's home comes from (it is a bind in the plan's mounts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HomeFrom {
+    /// The machine's own, kept in its state directory across restarts (a non-persistent
+    /// machine's too), removed by `mm rm`; seeded from the image's /etc/skel while empty.
+    Machine { dir: PathBuf },
+    /// The user's home on the host.
+    Host { dir: PathBuf },
+    /// A host directory.
+    Path { dir: PathBuf },
+}
+
+impl HomeFrom {
+    /// The host directory bound on the home.
+    pub fn dir(&self) -> &std::path::Path {
+        match self {
+            Self::Machine { dir } | Self::Host { dir } | Self::Path { dir } => dir,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +142,10 @@ pub struct Image {
     /// A manifest digest the image must match.
     pub pinned: Option<Digest>,
     pub layers: Layers,
+    /// How the store lays out the layers' owners: rootless keep-id machines have a
+    /// layout of their own (see docs/devenv.md); otherwise the default one.
+    #[serde(default, skip_serializing_if = "Layout::is_default")]
+    pub layout: Layout,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +174,9 @@ pub struct Ids {
     pub writer: MapWriter,
     pub uid: IdMapping,
     pub gid: IdMapping,
+    /// Root keep-id: the machine's block, which the maps carve the user's ids out of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<IdRange>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,11 +8,12 @@ use crate::host::{CgroupMode, Host};
 
 /// The mounts, in order: the kernel's file systems, /dev, what is hidden or read-only, the
 /// network's (the host's resolver with the host's network; `network` with one of its own),
-/// then the definition's binds.
+/// then the keep-id user's home, then the definition's binds.
 pub(super) fn mounts(
     def: &Definition,
     host: &Host,
     network: Vec<Mount>,
+    home: Option<Mount>,
 ) -> Result<Vec<Mount>, Diagnostic> {
     let private_net = def.network.private();
     let mut all = kernel_fs(def, host, private_net)?;
@@ -28,6 +29,7 @@ pub(super) fn mounts(
         ));
     }
     all.extend(network);
+    all.extend(home);
     all.extend(binds(def, host));
     Ok(all)
 }

@@ -124,6 +124,18 @@ pub(super) fn network(
             .key("users.range")
             .help("remove `users.range`, or give the machine `mode = \"veth\"`"));
     }
+    if rootless && let Some(keep) = &def.keep_id {
+        return Err(def
+            .file
+            .error_at(
+                &keep.span,
+                "the machines of an ordinary user's zone share the zone's user namespace and \
+                 its id maps: `keep_id`, which maps your own uid elsewhere, cannot be one of them \
+                 yet",
+            )
+            .key("users.keep_id")
+            .help("give the machine `mode = \"veth\"` (or `mode = \"host\"`), or run the zone as root"));
+    }
     let mtu = match def.network.mtu {
         Some(mtu) if rootless && mtu > rootless::MAX_MTU => {
             return Err(def

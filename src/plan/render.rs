@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    Address, Cgroup, Command, IdMapping, Ids, Layers, LimitWrite, Machined, MapWriter, Mount,
-    Network, Pid1, Plan, Registration, Upper,
+    Address, Cgroup, Command, HomeFrom, IdMapping, Ids, KeepId, Layers, Layout, LimitWrite,
+    Machined, MapWriter, Mount, Network, Pid1, Plan, Registration, Upper,
 };
 use crate::definition::units::format_size;
 use crate::host::CgroupMode;
@@ -14,7 +14,17 @@ pub fn render(plan: &Plan) -> String {
     let mut steps = Steps::default();
     steps.push_step(image(plan));
     steps.push_step(state(plan));
-    steps.push(ids_title(&plan.ids), ids_lines(&plan.ids));
+    let mut id_lines = ids_lines(&plan.ids);
+    if let Some(keep) = &plan.keep_id {
+        id_lines.push(format!(
+            "keep-id: inside uid {} and gid {} are `{}`'s on the host",
+            keep.uid, keep.gid, keep.name
+        ));
+        if let Some(block) = &plan.ids.block {
+            id_lines.push(format!("carved out of the machine's block {block}"));
+        }
+    }
+    steps.push(ids_title(&plan.ids), id_lines);
     steps.push_step(namespaces(plan));
     steps.push_step(cgroup(&plan.cgroup));
     steps.push(
@@ -37,6 +47,9 @@ pub fn render(plan: &Plan) -> String {
     steps.push_step(network(&plan.network));
     steps.push(format!("Hostname: {}", plan.process.hostname), vec![]);
     steps.push_step(security(plan));
+    if let Some(keep) = &plan.keep_id {
+        steps.push_step(keep_id(keep));
+    }
     steps.push_step(registration(&plan.registration));
     if !plan.desktop.is_empty() {
         steps.push_step(desktop(plan));
@@ -117,7 +130,59 @@ fn image(plan: &Plan) -> Step {
             vec![format!("one lower layer: the directory {}", path.display())]
         }
     };
+    let mut lines = lines;
+    if let Layout::KeepId { uid, gid } = plan.image.layout {
+        lines.push(format!(
+            "store layout keep-id-{uid}-{gid}: the layers unpacked once more from their blobs, \
+             owners laid out for the keep-id map (no chown copy)"
+        ));
+    }
     (image, lines)
+}
+
+/// What mm writes into the machine for the keep-id user, as its root, inside its root.
+fn keep_id(keep: &KeepId) -> Step {
+    let mut lines = vec![format!(
+        "/etc/passwd: {}:*:{}:{}::{}:<the first of {}>",
+        keep.name,
+        keep.uid,
+        keep.gid,
+        keep.home,
+        keep.shells.join(", ")
+    )];
+    lines.push(format!(
+        "/etc/group: gid {} (`{}` where the image has no group of that gid)",
+        keep.gid, keep.group
+    ));
+    for g in &keep.groups {
+        lines.push(format!(
+            "/etc/group: member of `{}` (created with gid {} where the image has none)",
+            g.name, g.gid
+        ));
+    }
+    for g in &keep.left_out {
+        lines.push(format!(
+            "left out: group `{}` ({}): {}",
+            g.name, g.gid, g.why
+        ));
+    }
+    lines.push(format!(
+        "{}: {} ALL=(ALL:ALL) NOPASSWD: ALL",
+        keep.sudoers, keep.name
+    ));
+    lines.push(match &keep.home_from {
+        HomeFrom::Machine { dir } => format!(
+            "home {}: the machine's own, {} (kept across restarts; seeded from /etc/skel while empty)",
+            keep.home,
+            dir.display()
+        ),
+        HomeFrom::Host { dir } => format!("home {}: the host's {}", keep.home, dir.display()),
+        HomeFrom::Path { dir } => format!("home {}: the host directory {}", keep.home, dir.display()),
+    });
+    (
+        format!("User `{}` inside, written at every start", keep.name),
+        lines,
+    )
 }
 
 fn state(plan: &Plan) -> Step {

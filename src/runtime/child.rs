@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use rustix::thread::LinkNameSpaceType;
 
 use super::launch::{Launch, Report, Step, StepFailure, WithStep};
-use super::{exec, init, rootfs, security, sys};
+use super::{account, exec, init, rootfs, security, sys};
 use crate::plan::Namespace;
 
 /// What the forked stages inherit from the supervisor.
@@ -107,6 +107,13 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     sys::parent_death_signal(rustix::process::Signal::KILL).step(|| Step::DeathSignal)?;
     sys::set_name("mm-init");
     let plan = &launch.plan;
+    // Rootless, a machine whose root inside is not the user (keep-id: a subordinate id)
+    // made PID 1 non-dumpable when it became that root, which would keep the user's own
+    // `mm exec` out of /proc/PID/ns and /proc/PID/root. The default map never changes
+    // PID 1's host uid, so this is how every rootless PID 1 is.
+    if !plan.root.idmapped_lowers {
+        nix::sys::prctl::set_dumpable(true).step(|| Step::Dumpable)?;
+    }
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -124,6 +131,10 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {
         name: plan.process.hostname.clone(),
     })?;
+    // As the machine's root, inside its root: nothing of the host is reachable any more.
+    if let Some(keep) = &plan.keep_id {
+        account::write(keep)?;
+    }
     if super::network::pid1_waits(plan) {
         // The supervisor sets up the links, addresses and routes meanwhile.
         let mut byte = [0u8];

@@ -20,11 +20,12 @@ use super::{RuntimeError, exec, security, sys};
 /// What to run and how.
 pub struct Command<'a> {
     pub argv: Vec<String>,
-    /// `None`: the machine's own user.
+    /// `None`: the machine's keep-id user if it has one, else its own user.
     pub user: Option<&'a str>,
-    /// A login shell on a new pseudo-terminal (`mm shell`): `argv` is ignored; the user's
-    /// shell from /etc/passwd runs with `-l`. Otherwise the command gets a terminal only
-    /// where ours are terminals (see `stdio.rs`).
+    /// A login shell on a new pseudo-terminal (`mm shell`): the user's shell from
+    /// /etc/passwd runs with `-l`, or with `-c ARGV[0]` when `argv` is not empty.
+    /// Otherwise the command gets a terminal only where ours are terminals (see
+    /// `stdio.rs`).
     pub login: bool,
     /// The caller's terminal and locale variables and working directory.
     pub caller: Caller,
@@ -89,7 +90,9 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     nix::unistd::fchdir(&root).step(|| Step::EnterRoot)?;
     nix::unistd::chroot(".").step(|| Step::EnterRoot)?;
     // Never the caller's terminal: a pty from the machine's own /dev/ptmx, or pipes.
-    let streams = Streams::open(command.login).step(|| Step::OpenStreams)?;
+    // `mm shell -c LINE` is a command: a terminal only where ours are terminals.
+    let interactive = command.login && command.argv.is_empty();
+    let streams = Streams::open(interactive).step(|| Step::OpenStreams)?;
     // SAFETY: single-threaded (see the module comment); the child sets itself up and execs.
     match unsafe { fork() }.step(|| Step::Fork { argv: vec![] })? {
         ForkResult::Child => {
@@ -122,7 +125,10 @@ fn in_machine(
     terminal: bool,
     start_in: Option<String>,
 ) -> StepFailure {
-    let user = match security::machine_user(command.user.unwrap_or(&launch.user)) {
+    let keep = launch.plan.keep_id.as_ref().map(|k| k.name.as_str());
+    let own = if command.login { "root" } else { &launch.user };
+    let spec = command.user.or(keep).unwrap_or(own);
+    let user = match security::machine_user(spec) {
         Ok(user) => user,
         Err(failure) => return failure,
     };
@@ -144,20 +150,32 @@ fn in_machine(
     }
     let mut argv = command.argv.clone();
     let mut workdir = launch.workdir.as_str();
-    if command.login {
-        let account = user.account.as_ref();
-        let home = account.map_or("/", |a| a.home.as_str());
-        let shell = account
-            .map(|a| a.shell.as_str())
-            .filter(|s| Path::new(s).exists())
-            .unwrap_or("/bin/sh");
-        argv = vec![shell.to_owned(), "-l".to_owned()];
+    let account = user.account.as_ref();
+    let home = account.map_or("/", |a| a.home.as_str());
+    let shell = account
+        .map(|a| a.shell.as_str())
+        .filter(|s| Path::new(s).exists())
+        .unwrap_or("/bin/sh");
+    // A login, or any command of the keep-id user, gets the user's variables.
+    let as_keep_id = keep.is_some_and(|k| account.is_some_and(|a| a.name == k));
+    if command.login || as_keep_id {
+        env.retain(|kv| {
+            !["HOME=", "SHELL=", "USER=", "LOGNAME="]
+                .iter()
+                .any(|k| kv.starts_with(k))
+        });
         env.push(format!("HOME={home}"));
         env.push(format!("SHELL={shell}"));
         if let Some(a) = account {
             env.push(format!("USER={}", a.name));
             env.push(format!("LOGNAME={}", a.name));
         }
+    }
+    if command.login {
+        argv = match command.argv.first() {
+            Some(line) => vec![shell.to_owned(), "-c".to_owned(), line.clone()],
+            None => vec![shell.to_owned(), "-l".to_owned()],
+        };
         workdir = home;
     }
     if let Some(dir) = start_in {

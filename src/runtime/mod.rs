@@ -1,6 +1,7 @@
 //! Executing a plan: the supervisor, the machine's PID 1, mm's init, and entering a
 //! running machine. See docs/architecture.md ("Launch") for the stages.
 
+mod account;
 pub mod caller;
 pub mod cgroup;
 mod cgroupfs;

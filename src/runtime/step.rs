@@ -145,6 +145,8 @@ pub enum Step {
     },
     ClonePid1,
     DeathSignal,
+    /// Rootless: PID 1 made dumpable again after it became the machine's root.
+    Dumpable,
     KeepMounts,
     Hostname {
         name: String,
@@ -185,6 +187,14 @@ pub enum Step {
     ClearAmbientCapabilities,
     ClearInheritableCapabilities,
     ReadMachineFile {
+        path: String,
+    },
+    /// Writing the keep-id user's entry into one of the machine's files.
+    WriteUserFile {
+        path: String,
+    },
+    /// Copying the image's /etc/skel into the keep-id user's empty machine home.
+    SeedHome {
         path: String,
     },
     FindUser {
@@ -245,6 +255,7 @@ impl std::fmt::Display for Step {
             Self::BecomeRootUid => f.write_str("become uid 0 in the machine"),
             Self::ClonePid1 => f.write_str("clone the machine's PID 1"),
             Self::DeathSignal => f.write_str("ask to die with the supervisor"),
+            Self::Dumpable => f.write_str("make PID 1 dumpable"),
             Self::KeepMounts => f.write_str("keep the machine's mounts from the host"),
             Self::Loopback => f.write_str("bring the loopback interface up"),
             Self::WriteFile { target } => write!(f, "write {target} on a tmpfs of its own"),
@@ -360,6 +371,8 @@ impl std::fmt::Display for Step {
                 write!(f, "drop {capability} from the bounding set")
             }
             Self::ReadMachineFile { path } => write!(f, "read the machine's {path}"),
+            Self::WriteUserFile { path } => write!(f, "write the keep-id user into {path}"),
+            Self::SeedHome { path } => write!(f, "seed the home {path} from /etc/skel"),
             Self::FindUser { spec } => write!(f, "find the user {spec}"),
             Self::SetGroups { groups } => {
                 let groups: Vec<String> = groups.iter().map(u32::to_string).collect();
