@@ -111,14 +111,17 @@ pub enum Command {
     },
     /// Run a command inside a running machine; its exit code becomes mm's
     ///
-    /// For example: mm exec web -- ls -l /srv
+    /// For example: mm exec web ls -l /srv (as `podman exec`). mm's options go before the
+    /// command; everything from the command on is the command's, options included. A `--`
+    /// before the command is allowed (mm exec web -- ls -l /srv), and needed only for a
+    /// command whose name starts with `-`.
     Exec {
         machine: String,
         /// Run as this user of the machine (NAME, UID or UID:GID; default: the machine's)
         #[arg(long, short)]
         user: Option<String>,
         /// The command and its arguments
-        #[arg(last = true, required = true, value_name = "COMMAND")]
+        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
     /// Open an interactive login shell inside a running machine
