@@ -93,12 +93,39 @@ pub enum Command {
         #[arg(long, value_name = "S")]
         timeout: Option<u32>,
     },
-    /// Send a signal to a machine's PID 1 (mm's init passes it on to the command)
+    /// Send a signal to a machine's PID 1 (the default), or to every process in it
+    ///
+    /// As `machinectl kill NAME --kill-whom=leader|all`, with another default: machinectl
+    /// signals all processes unless told `--kill-whom=leader`; mm signals PID 1 alone
+    /// unless told --all. PID 1 is mm's init (which passes the signal on to the command)
+    /// or, for a booted machine, its init (SIGRTMIN+3 asks systemd to shut down). --all
+    /// finds the machine's processes as `mm ps` does (its cgroup, else its PID namespace);
+    /// mm's init is left out, since it passes each signal on: the command gets it once.
     Kill {
         machine: String,
         /// A name (TERM, SIGHUP, RTMIN+3) or a number
         #[arg(long, short, default_value = "SIGTERM")]
         signal: mm::signal::Signal,
+        /// Every process of the machine (machinectl's `--kill-whom=all`)
+        #[arg(long, conflicts_with = "leader")]
+        all: bool,
+        /// PID 1 only, the default (machinectl's `--kill-whom=leader`)
+        #[arg(long)]
+        leader: bool,
+    },
+    /// Show a running machine's processes, as a tree
+    ///
+    /// Each with its pid on the host (HPID) and in the machine (PID), its user in the
+    /// machine and its command line, as `podman top NAME hpid pid user args` and the tree
+    /// of `machinectl status`. The processes are those of the machine's cgroup (and the
+    /// cgroups below it), or, without one, of its PID namespace; `mm exec` and `mm shell`
+    /// sessions among them.
+    #[command(visible_alias = "top")]
+    Ps {
+        machine: String,
+        /// Print the processes as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Show whether a machine is running, its PID 1, supervisor and how it last ended
     ///
