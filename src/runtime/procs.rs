@@ -262,11 +262,13 @@ fn tree_order(processes: Vec<Process>) -> Vec<Process> {
     ordered
 }
 
-/// Sends signal `number` to each of `processes` (by their pidfds); those that ended
-/// meanwhile are passed over. The number signalled.
+/// Sends signal `number` to each of `processes` (by their pidfds), in reverse tree order:
+/// children before their parents, so that a parent the signal ends (PID 1 among them:
+/// the kernel then kills the rest with SIGKILL) cannot take a child with it before the
+/// child got the signal. Those that ended meanwhile are passed over. The number signalled.
 pub fn signal(processes: &[Process], number: i32) -> Result<usize, RuntimeError> {
     let mut sent = 0;
-    for p in processes {
+    for p in processes.iter().rev() {
         // SAFETY: pidfd_send_signal with a pidfd we own, a signal number, no siginfo.
         let r = unsafe {
             libc::syscall(
