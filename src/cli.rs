@@ -57,10 +57,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Boot a machine in the foreground, like systemd-nspawn; Ctrl-C stops it
+    /// Boot a machine in the foreground, like systemd-nspawn; ^] three times within 1s kills it
     ///
     /// The machine's console is this terminal (or, from a pipe, the standard streams as
-    /// they are). Exits with PID 1's status: the command's, or 128+N if signal N ended it.
+    /// they are). On a terminal every key goes to the machine: Ctrl-C is the console's
+    /// (it ends a command that takes it, and a booted machine's init ignores it). To leave,
+    /// press ^] (Ctrl-]) three times within a second, as in systemd-nspawn: mm kills the
+    /// machine, as nspawn does, and exits 137; `mm stop NAME` from another terminal stops
+    /// it cleanly. Exits with PID 1's status: the command's, or 128+N if signal N ended it.
     Run {
         /// A machine name or a path to a .toml file
         machine: String,

@@ -340,3 +340,61 @@ fn list_json_gives_a_running_machines_addresses_unit_and_plan_hash() {
     m.ok(&["start", "vb-unlisted", "--no-systemd"]);
     assert_eq!(entry("vb-unlisted")["addresses"], serde_json::json!([]));
 }
+
+#[test]
+fn three_escapes_on_the_console_kill_the_machine_as_nspawn_does() {
+    let (_, help, _) = run(mm_bare(&["run", "--help"]));
+    assert!(help.contains("^] three times within 1s"), "{help}");
+    if !ready("three_escapes_on_the_console_kill_the_machine_as_nspawn_does") {
+        return;
+    }
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let mut m = Machines::new();
+    m.define("vb-escape", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]");
+    m.define("vb-noescape", "[exec]\ncommand = [\"/bin/true\"]");
+    // Not on a terminal: no banner.
+    let (out, _, stderr) = m.mm(&["run", "vb-noescape"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("^]"), "{stderr}");
+
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = || std::fs::File::from(pty.slave.try_clone().unwrap());
+    let mut command = m.command(&["run", "vb-escape"]);
+    command.stdin(slave()).stdout(slave()).stderr(slave());
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    drop(pty.slave);
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let mut master = std::fs::File::from(pty.master);
+    let mut reader = master.try_clone().unwrap();
+    let sink = printed.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let text = || String::from_utf8_lossy(&printed.lock().unwrap()).into_owned();
+    eventually("the banner is on the terminal", || {
+        text().contains("Press ^] three times within 1s to kill the machine.")
+    });
+    eventually("the machine runs", || {
+        m.status("vb-escape")["state"] == "running"
+    });
+    master.write_all(b"\x1d\x1d\x1d").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "mm run still runs: {}", text());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(137), "{}", text());
+    let after = m.status("vb-escape");
+    assert_eq!(after["state"], "stopped", "{after}");
+    assert_eq!(after["exit_status"], 137, "{after}");
+}

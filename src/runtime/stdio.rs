@@ -52,6 +52,11 @@ fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd).unwrap_or(false)
 }
 
+/// Whether our standard input is a terminal (then `mm run` relays the keys typed on it).
+pub fn stdin_is_terminal() -> bool {
+    is_terminal(standard()[0])
+}
+
 /// Whether any of our standard streams is a terminal: then a machine's console must be
 /// a pseudo-terminal of its own (`mm run`), never ours passed on.
 pub fn any_terminal() -> bool {
