@@ -57,10 +57,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Boot a machine in the foreground, like systemd-nspawn; Ctrl-C stops it
+    /// Boot a machine in the foreground, like systemd-nspawn; ^] three times within 1s kills it
     ///
     /// The machine's console is this terminal (or, from a pipe, the standard streams as
-    /// they are). Exits with PID 1's status: the command's, or 128+N if signal N ended it.
+    /// they are). On a terminal every key goes to the machine: Ctrl-C is the console's
+    /// (it ends a command that takes it, and a booted machine's init ignores it). To leave,
+    /// press ^] (Ctrl-]) three times within a second, as in systemd-nspawn: mm kills the
+    /// machine, as nspawn does, and exits 137; `mm stop NAME` from another terminal stops
+    /// it cleanly. Exits with PID 1's status: the command's, or 128+N if signal N ended it.
     Run {
         /// A machine name or a path to a .toml file
         machine: String,
@@ -93,12 +97,39 @@ pub enum Command {
         #[arg(long, value_name = "S")]
         timeout: Option<u32>,
     },
-    /// Send a signal to a machine's PID 1 (mm's init passes it on to the command)
+    /// Send a signal to a machine's PID 1 (the default), or to every process in it
+    ///
+    /// As `machinectl kill NAME --kill-whom=leader|all`, with another default: machinectl
+    /// signals all processes unless told `--kill-whom=leader`; mm signals PID 1 alone
+    /// unless told --all. PID 1 is mm's init (which passes the signal on to the command)
+    /// or, for a booted machine, its init (SIGRTMIN+3 asks systemd to shut down). --all
+    /// finds the machine's processes as `mm ps` does (its cgroup, else its PID namespace);
+    /// mm's init is left out, since it passes each signal on: the command gets it once.
     Kill {
         machine: String,
         /// A name (TERM, SIGHUP, RTMIN+3) or a number
         #[arg(long, short, default_value = "SIGTERM")]
         signal: mm::signal::Signal,
+        /// Every process of the machine (machinectl's `--kill-whom=all`)
+        #[arg(long, conflicts_with = "leader")]
+        all: bool,
+        /// PID 1 only, the default (machinectl's `--kill-whom=leader`)
+        #[arg(long)]
+        leader: bool,
+    },
+    /// Show a running machine's processes, as a tree
+    ///
+    /// Each with its pid on the host (HPID) and in the machine (PID), its user in the
+    /// machine and its command line, as `podman top NAME hpid pid user args` and the tree
+    /// of `machinectl status`. The processes are those of the machine's cgroup (and the
+    /// cgroups below it), or, without one, of its PID namespace; `mm exec` and `mm shell`
+    /// sessions among them.
+    #[command(visible_alias = "top")]
+    Ps {
+        machine: String,
+        /// Print the processes as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Show whether a machine is running, its PID 1, supervisor and how it last ended
     ///
@@ -111,14 +142,17 @@ pub enum Command {
     },
     /// Run a command inside a running machine; its exit code becomes mm's
     ///
-    /// For example: mm exec web -- ls -l /srv
+    /// For example: mm exec web ls -l /srv (as `podman exec`). mm's options go before the
+    /// command; everything from the command on is the command's, options included. A `--`
+    /// before the command is allowed (mm exec web -- ls -l /srv), and needed only for a
+    /// command whose name starts with `-`.
     Exec {
         machine: String,
         /// Run as this user of the machine (NAME, UID or UID:GID; default: the machine's)
         #[arg(long, short)]
         user: Option<String>,
         /// The command and its arguments
-        #[arg(last = true, required = true, value_name = "COMMAND")]
+        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
     /// Open an interactive login shell inside a running machine

@@ -107,6 +107,46 @@ struct Listed {
     /// Whether it runs, with its PID 1 and supervisor; `None` for an invalid definition
     /// or an unknown state.
     status: Option<mm::runtime::state::Status>,
+    /// While it runs: the details `mm status --json` gives, as `machinectl list` has them.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    running: Option<Running>,
+}
+
+/// What `mm list --json` says of a running machine beyond its status.
+#[derive(Serialize)]
+struct Running {
+    /// The machine's own IPv4 addresses (none with the host's network or only loopback).
+    addresses: Vec<std::net::Ipv4Addr>,
+    /// The systemd unit it runs as (`mm@NAME.service`), if any.
+    unit: Option<String>,
+    /// The hash of the plan it was started from (`mm plan NAME --json` has the current one).
+    plan_hash: String,
+}
+
+/// The running details of the machine whose runtime files are `paths`, if it runs.
+fn running(paths: &mm::runtime::state::Paths) -> Option<Running> {
+    use mm::plan::{Address, Network};
+    let Ok(Some((_, launch))) = mm::runtime::state::running(paths) else {
+        return None;
+    };
+    let Ok(Some(mm::runtime::state::Recorded::Running { plan_hash, .. })) =
+        mm::runtime::state::read(paths)
+    else {
+        return None;
+    };
+    let addresses = match &launch.plan.network {
+        Network::Link(link) => match link.address {
+            Address::Assigned { address, .. } => vec![address.address],
+            Address::Allocate { .. } => vec![],
+        },
+        Network::UserMode(mode) => vec![mode.address.address],
+        Network::Host | Network::Private => vec![],
+    };
+    Some(Running {
+        addresses,
+        unit: launch.unit,
+        plan_hash,
+    })
 }
 
 pub fn list(json: bool) -> Result<ExitCode, Error> {
@@ -180,10 +220,14 @@ fn listed(found: Found, runtime: &Path) -> Listed {
             (state, Some(status), problem)
         }
     };
+    let running = matches!(status, Some(mm::runtime::state::Status::Running { .. }))
+        .then(|| running(&paths))
+        .flatten();
     Listed {
         name: found.name,
         state,
         status,
+        running,
         image: def.as_ref().map(|d| d.image.source.value.to_string()),
         description: def.and_then(|d| d.description),
         definition: found.path,

@@ -1,4 +1,4 @@
-//! The machine verbs: run, start, stop, kill, status, exec, shell, rm.
+//! The machine verbs: run, start, stop, kill, status, exec, shell, rm (`ps` has its own file).
 //!
 //! `run` and `start` prepare everything that needs no namespace (the image in the store,
 //! the id block, the writable layer), then hand a [`Launch`] to a fresh `mm __supervise`.
@@ -20,7 +20,7 @@ use mm::runtime::caller::Caller;
 use mm::runtime::launch::Started;
 use mm::runtime::state::{self, Paths, Recorded, Status};
 use mm::runtime::supervisor::{Reply, Request as ToSupervisor};
-use mm::runtime::{RuntimeError, enter};
+use mm::runtime::{RuntimeError, enter, procs};
 use mm::signal::Signal;
 
 use super::output::{print, print_json};
@@ -210,13 +210,21 @@ fn ask_to_stop(
     Err(RuntimeError::StopRefused { name, why }.into())
 }
 
-pub fn kill(machine: &str, signal: Signal) -> Result<ExitCode, Error> {
+/// `mm kill`: PID 1, or with `all` every process of the machine but mm's init.
+pub fn kill(machine: &str, signal: Signal, all: bool) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
     reconciled(&paths)?;
     let number = signal.number();
-    let (leader, _) = state::running(&paths)
+    let (leader, launch) = state::running(&paths)
         .map_err(|e| RuntimeError::io(&paths.state(), e))?
         .ok_or_else(|| not_running(&name))?;
+    if all {
+        let mut processes = procs::list(&name, leader, &launch)?;
+        // mm's init passes every signal on to the command, which would get it twice.
+        processes.retain(|p| launch.boot || p.pid != 1);
+        procs::signal(&processes, number)?;
+        return Ok(ExitCode::Ok);
+    }
     // By number: real-time signals have no nix `Signal`.
     // SAFETY: kill with a pid and a signal number.
     if unsafe { libc::kill(leader, number) } != 0 {

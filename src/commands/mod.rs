@@ -13,6 +13,7 @@ mod export;
 mod image;
 mod machine;
 mod output;
+mod ps;
 mod unit;
 
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
@@ -32,7 +33,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             no_systemd,
         } => machine::start(&machine, !no_systemd),
         Command::Stop { machine, timeout } => machine::stop(&machine, timeout),
-        Command::Kill { machine, signal } => machine::kill(&machine, signal),
+        Command::Kill {
+            machine,
+            signal,
+            all,
+            leader: _,
+        } => machine::kill(&machine, signal, all),
+        Command::Ps { machine, json } => ps::ps(&machine, json),
         Command::Status { machine, json } => machine::status(&machine, json),
         Command::Exec {
             machine,

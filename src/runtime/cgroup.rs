@@ -250,6 +250,27 @@ impl MachineCgroup {
         Ok(all)
     }
 
+    /// Every process in the machine's cgroup and in the cgroups below it (a booted init's).
+    pub fn all_pids(&self) -> Result<Vec<i32>, CgroupError> {
+        let mut dirs = Vec::new();
+        for dir in self.dirs.iter().filter(|d| d.exists()) {
+            below(dir, &mut dirs);
+        }
+        let mut all = Vec::new();
+        for dir in &dirs {
+            match procs(dir) {
+                Ok(pids) => all.extend(pids),
+                // A cgroup the machine's init removed meanwhile.
+                Err(CgroupError::Read { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
     /// SIGKILLs every process in the cgroup and waits (up to 5 s) until none is left.
     pub fn kill_all(&self) -> Result<(), CgroupError> {
         let deadline = Instant::now() + Duration::from_secs(5);

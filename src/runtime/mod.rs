@@ -12,6 +12,7 @@ mod exec;
 mod init;
 pub mod launch;
 mod network;
+pub mod procs;
 pub mod pty;
 mod registrar;
 pub mod rootfs;

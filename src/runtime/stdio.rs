@@ -8,7 +8,12 @@
 //!   pseudo-terminal from the machine's own devpts: the command's output terminal, with
 //!   our window size, relayed; standard input goes through it too when it is a terminal
 //!   (ours then in raw mode, so that ^C travels as a byte to the machine's terminal);
-//! - every other stream by a pipe, relayed.
+//! - every other stream by a pipe, relayed. Standard input that is not a terminal is a
+//!   pipe even for a login shell (as ssh without `-t`): its end is the pipe's end, which
+//!   every program sees. Through the terminal it would be a ^D, and a ^D typed ahead is
+//!   lost when a line editor takes the terminal out of canonical mode (the line
+//!   discipline turns it into a NUL byte, which busybox's and bash's editors ignore):
+//!   `mm shell NAME < /dev/null` waited for ever.
 //!
 //! The relay ends once the command has exited and what it wrote is passed on.
 
@@ -47,6 +52,11 @@ fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd).unwrap_or(false)
 }
 
+/// Whether our standard input is a terminal (then `mm run` relays the keys typed on it).
+pub fn stdin_is_terminal() -> bool {
+    is_terminal(standard()[0])
+}
+
 /// Whether any of our standard streams is a terminal: then a machine's console must be
 /// a pseudo-terminal of its own (`mm run`), never ours passed on.
 pub fn any_terminal() -> bool {
@@ -64,15 +74,21 @@ fn pipe(ours_reads: bool) -> io::Result<Stream> {
 }
 
 impl Streams {
-    /// Opens the streams for the command; `login`: all three on a pseudo-terminal, as a
-    /// login shell wants, whatever ours are. Call it inside the machine's root.
+    /// Opens the streams for the command; `login`: output and error on a pseudo-terminal,
+    /// as a login shell wants, whatever ours are, and input too when ours is a terminal.
+    /// Call it inside the machine's root.
     pub fn open(login: bool) -> io::Result<Self> {
         Self::open_for(standard(), login)
     }
 
     /// [`Streams::open`] for the streams `ours` (input, output, error).
     fn open_for(ours: [BorrowedFd<'_>; 3], login: bool) -> io::Result<Self> {
-        let terminal = ours.map(|fd| login || is_terminal(fd));
+        let [input, output, error] = ours;
+        let terminal = [
+            is_terminal(input),
+            login || is_terminal(output),
+            login || is_terminal(error),
+        ];
         let pty = if terminal[1] || terminal[2] {
             Some(pty::open(ours.into_iter().find(|fd| is_terminal(*fd)))?)
         } else {
@@ -393,7 +409,10 @@ mod tests {
     fn a_login_shell_gets_a_terminal_with_the_size_and_input_relayed() {
         let (input_r, input_w) = nix::unistd::pipe().unwrap();
         File::from(input_w)
-            .write_all(b"stty size; tty; echo he''llo; exit 3\n")
+            .write_all(
+                b"stty size </dev/tty; readlink /proc/self/fd/1; [ -p /proc/self/fd/0 ] && \
+                  echo input is a pipe; echo he''llo; exit 3\n",
+            )
             .unwrap();
         let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
         let ours = [input_r.as_fd(), out.as_fd(), err.as_fd()];
@@ -413,6 +432,20 @@ mod tests {
         let text = text(out);
         assert!(text.contains("33 101"), "{text}");
         assert!(text.contains("/dev/pts/"), "{text}");
+        assert!(text.contains("input is a pipe"), "{text}");
         assert!(text.contains("hello"), "{text}");
+    }
+
+    #[test]
+    fn a_login_shell_whose_input_is_empty_reads_its_end_and_exits() {
+        // As `mm shell NAME < /dev/null`: an interactive shell that waits for a line.
+        let (input_r, input_w) = nix::unistd::pipe().unwrap();
+        drop(input_w);
+        let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        let ours = [input_r.as_fd(), out.as_fd(), err.as_fd()];
+        let streams = Streams::open_for(ours, true).unwrap();
+        let script = "read line; echo \"read: $? [$line]\"; exec /bin/sh -i";
+        assert_eq!(run(streams, script, ours), 0);
+        assert!(text(out).contains("read: 1 []"));
     }
 }

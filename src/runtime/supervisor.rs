@@ -598,8 +598,16 @@ fn run_loop(
     console: Option<(OwnedFd, Option<File>)>,
     detach: bool,
 ) -> i32 {
+    if console.is_some() && !detach && super::stdio::stdin_is_terminal() {
+        eprintln!(
+            "mm: the console of {}. {}",
+            machine.launch.plan.machine.name,
+            super::console::ESCAPE_HINT
+        );
+    }
     let mut relay = console.map(|(master, log)| super::console::Relay::new(master, detach, log));
     let mut deadline: Option<Instant> = None;
+    let mut escaped = false;
     sys::release_clean_file_pages();
     loop {
         if let Some(code) = reap(machine.leader, machine.launch.boot) {
@@ -621,6 +629,11 @@ fn run_loop(
         let stop_with = control.stop_requests(&machine.launch.plan);
         if let Some(r) = &mut relay {
             r.pump();
+            if r.escaped() && !escaped {
+                // As systemd-nspawn: the escape kills the machine.
+                escaped = true;
+                let _ = kill(machine.leader, Signal::SIGKILL);
+            }
         }
         stop(machine, stop_with, &mut deadline);
     }
