@@ -263,9 +263,11 @@ pub enum Command {
 pub enum ImageCommand {
     /// Import an image into the store, verifying every blob against its sha256 digest
     ///
-    /// SOURCE is written as in a definition: oci:PATH[:TAG] (an OCI image layout, as made
-    /// by skopeo, umoci or buildah), oci-archive:PATH[:TAG] (a tarball of one),
-    /// docker-archive:PATH (from `docker save` or skopeo), tar:PATH (a rootfs tarball,
+    /// SOURCE is written as in a definition: oci:PATH[:REF] (an OCI image layout, as made
+    /// by skopeo, umoci or buildah; REF is a tag or, as podman writes it, a whole
+    /// reference), oci-archive:PATH[:REF] (a tarball of one),
+    /// docker-archive:PATH[:REF|:@INDEX] (from `docker save`, `podman save -m` or skopeo;
+    /// which image, when it holds several), tar:PATH (a rootfs tarball,
     /// plain, gzip or zstd), or docker://REGISTRY/REPO[:TAG|@DIGEST] (credentials from
     /// `podman login` or `docker login`). Layers already in the store are shared, not unpacked again.
     /// As an ordinary user, files are owned by your subordinate ids (/etc/subuid).

@@ -142,6 +142,7 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
     match e {
         ImageError::NotALayout(_)
         | ImageError::NoSuchTag { .. }
+        | ImageError::NoSuchIndex { .. }
         | ImageError::WhichImage { .. }
         | ImageError::NoPlatform { .. }
         | ImageError::MissingBlob { .. }

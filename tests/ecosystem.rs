@@ -122,3 +122,185 @@ fn an_image_without_passwd_runs_as_0_0_and_a_named_user_says_which_file_is_missi
         .env("XDG_DATA_HOME", &data);
     let _ = run(rm);
 }
+
+/// `podman ARGS` as root, in a store of its own under `dir`.
+fn podman(dir: &Path, args: &[&str]) {
+    let root = dir.join("podman");
+    let (store, run) = (root.join("root"), root.join("run"));
+    let mut all = vec![
+        "--root",
+        store.to_str().unwrap(),
+        "--runroot",
+        run.to_str().unwrap(),
+        "--storage-driver",
+        "vfs",
+    ];
+    all.extend_from_slice(args);
+    tool("podman", &all);
+}
+
+#[test]
+fn archives_are_named_as_podman_and_skopeo_write_them() {
+    let test = "archives_are_named_as_podman_and_skopeo_write_them";
+    if !ready(test) {
+        return;
+    }
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let scratch = scratch_image(d);
+    let busybox = busybox();
+    // podman writes the whole reference as the OCI ref.name, and `save -m` one
+    // docker-archive with several images.
+    for (layout, name) in [
+        (&busybox, "localhost/clbox:latest"),
+        (&scratch, "localhost/scratch:latest"),
+    ] {
+        let store = format!(
+            "containers-storage:[vfs@{}+{}]{name}",
+            d.join("podman/root").display(),
+            d.join("podman/run").display()
+        );
+        let from = format!("oci:{}:latest", layout.display());
+        tool("skopeo", &["copy", "-q", &from, &store]);
+    }
+    let (clbox, multi) = (d.join("clbox.tar"), d.join("multi.tar"));
+    podman(
+        d,
+        &[
+            "save",
+            "-q",
+            "--format",
+            "oci-archive",
+            "-o",
+            clbox.to_str().unwrap(),
+            "localhost/clbox:latest",
+        ],
+    );
+    podman(
+        d,
+        &[
+            "save",
+            "-q",
+            "-m",
+            "-o",
+            multi.to_str().unwrap(),
+            "localhost/clbox:latest",
+            "localhost/scratch:latest",
+        ],
+    );
+    // skopeo names an oci-archive's image as it is told.
+    let copied = d.join("skopeo.tar");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            &format!("oci:{}:latest", busybox.display()),
+            &format!("oci-archive:{}:localhost/sk:1.0", copied.display()),
+        ],
+    );
+    set_tree_readable(d);
+
+    let mm = |args: &[&str]| run(support::mm(d, args));
+    for source in [
+        format!("oci-archive:{}:localhost/clbox:latest", clbox.display()),
+        format!("oci-archive:{}:localhost/sk:1.0", copied.display()),
+        format!("docker-archive:{}:@0", multi.display()),
+        format!(
+            "docker-archive:{}:localhost/scratch:latest",
+            multi.display()
+        ),
+    ] {
+        let (out, stdout, stderr) = mm(&["image", "import", &source]);
+        assert!(out.status.success(), "{source}: {stdout}{stderr}");
+        assert!(stdout.contains(&source), "{stdout}");
+    }
+    let scratch_dir = d.join("state");
+    let never_scratch = |stderr: &str| {
+        assert!(
+            !stderr.contains(&scratch_dir.display().to_string()),
+            "errors name the user's archive, never mm's scratch directory: {stderr}"
+        );
+    };
+    // A missing name: the user's archive, and what it has.
+    let (out, _, stderr) = mm(&[
+        "image",
+        "import",
+        &format!("oci-archive:{}:latest", clbox.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} has no tag `latest`; tags here: localhost/clbox:latest",
+            clbox.display()
+        )),
+        "{stderr}"
+    );
+    never_scratch(&stderr);
+    let (out, _, stderr) = mm(&[
+        "image",
+        "import",
+        &format!("docker-archive:{}:localhost/gone:1", multi.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} has no tag `localhost/gone:1`; tags here: localhost/clbox:latest, localhost/scratch:latest",
+            multi.display()
+        )),
+        "{stderr}"
+    );
+    never_scratch(&stderr);
+    let (out, _, stderr) = mm(&[
+        "image",
+        "import",
+        &format!("docker-archive:{}", multi.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} holds several images (@0 localhost/clbox:latest, @1 localhost/scratch:latest)",
+            multi.display()
+        )),
+        "{stderr}"
+    );
+    never_scratch(&stderr);
+    let (out, _, stderr) = mm(&[
+        "image",
+        "import",
+        &format!("docker-archive:{}:@2", multi.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} holds 2 image(s) (@0 to @1), not @2",
+            multi.display()
+        )),
+        "{stderr}"
+    );
+
+    // The chosen image is the one that runs.
+    let mut m = Machines {
+        dir,
+        names: Vec::new(),
+    };
+    let machines = m.dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    for (name, image) in [("first", "@0"), ("second", "@1")] {
+        std::fs::write(
+            machines.join(format!("{name}.toml")),
+            format!(
+                "[image]\nsource = \"docker-archive:{}:{image}\"\n[exec]\ncommand = [\"/busybox\", \"sh\", \"-c\", \"echo scratch\"]\n",
+                multi.display()
+            ),
+        )
+        .unwrap();
+        m.names.push(name.to_owned());
+    }
+    let (_, stdout, stderr) = m.mm(&["run", "first"]);
+    assert!(
+        !stdout.contains("scratch"),
+        "busybox has no /busybox: {stdout}{stderr}"
+    );
+    assert_eq!(m.ok(&["run", "second"]).trim(), "scratch");
+}

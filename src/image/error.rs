@@ -21,9 +21,17 @@ pub enum ImageError {
         tag: String,
         available: Vec<String>,
     },
-    #[error("{} holds several images ({}); name one with :TAG", path.display(), list(available))]
+    #[error("{} holds several images ({}); name one with :REFERENCE", path.display(), list(available))]
     WhichImage {
         path: PathBuf,
+        available: Vec<String>,
+    },
+    /// A multi-image docker-archive, asked for an image by a place it does not have.
+    #[error("{} holds {count} image(s) (@0 to @{}), not @{index}; images here: {}", path.display(), count.saturating_sub(1), list(available))]
+    NoSuchIndex {
+        path: PathBuf,
+        index: usize,
+        count: usize,
         available: Vec<String>,
     },
     #[error("no image for {wanted} in this index; it has: {}", list(available))]
