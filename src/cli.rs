@@ -68,6 +68,10 @@ pub enum Command {
         /// cgroup goes below the unit's, and the unit is told READY=1 once PID 1 runs
         #[arg(long)]
         keep_unit: bool,
+        /// Registry logins from FILE only, when the image must be pulled (default: as
+        /// podman, $REGISTRY_AUTH_FILE or the files of containers-auth.json(5))
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
     },
     /// Boot a machine in the background; returns once its PID 1 runs
     ///
@@ -82,6 +86,10 @@ pub enum Command {
         /// Start the supervisor directly, even where systemd could run mm@NAME.service
         #[arg(long)]
         no_systemd: bool,
+        /// Registry logins from FILE only, when the image must be pulled (default: as
+        /// podman, $REGISTRY_AUTH_FILE or the files of containers-auth.json(5))
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
     },
     /// Stop a running machine: its stop signal to PID 1, then SIGKILL to all after a timeout
     ///
@@ -269,7 +277,8 @@ pub enum ImageCommand {
     /// docker-archive:PATH[:REF|:@INDEX] (from `docker save`, `podman save -m` or skopeo;
     /// which image, when it holds several), tar:PATH (a rootfs tarball,
     /// plain, gzip or zstd), or docker://REGISTRY/REPO[:TAG|@DIGEST] (credentials from
-    /// `podman login` or `docker login`). Layers already in the store are shared, not unpacked again.
+    /// `podman login` or `docker login`, and their credential helpers; mirrors, plain-HTTP
+    /// and blocked registries from registries.conf, as podman reads it). Layers already in the store are shared, not unpacked again.
     /// As an ordinary user, files are owned by your subordinate ids (/etc/subuid).
     #[command(visible_alias = "pull")]
     Import {
@@ -282,6 +291,10 @@ pub enum ImageCommand {
         /// plain-HTTP registry, as with skopeo and podman)
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
         tls_verify: bool,
+        /// Registries: logins from FILE only (default: as podman, $REGISTRY_AUTH_FILE or
+        /// the files of containers-auth.json(5))
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
     },
     /// List the images in the store
     #[command(visible_alias = "ls")]
@@ -297,6 +310,9 @@ pub enum ImageCommand {
         /// Registries: `--tls-verify=false` for a plain-HTTP registry
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
         tls_verify: bool,
+        /// Registries: logins from FILE only
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
         /// A directory to create; it must not exist
         dir: PathBuf,
     },

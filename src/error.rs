@@ -149,9 +149,10 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
         | ImageError::NotInStore(_)
         | ImageError::RegistryNotFound(_) => ExitCode::NotFound,
         ImageError::Io { .. } => ExitCode::Io,
-        ImageError::Unsupported(_) | ImageError::Rootless(_) | ImageError::Registry(_) => {
-            ExitCode::HostCannot
-        }
+        ImageError::Unsupported(_)
+        | ImageError::Rootless(_)
+        | ImageError::Registry(_)
+        | ImageError::Blocked { .. } => ExitCode::HostCannot,
         ImageError::InPlace
         | ImageError::Exists(_)
         | ImageError::Commit { .. }

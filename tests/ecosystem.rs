@@ -304,3 +304,256 @@ fn archives_are_named_as_podman_and_skopeo_write_them() {
     );
     assert_eq!(m.ok(&["run", "second"]).trim(), "scratch");
 }
+
+/// A port nothing listens on (bound, noted, released): a mirror that is down.
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn registries_conf_gives_mirrors_insecure_and_blocked_registries_and_mm_run_pulls_through_it() {
+    let test =
+        "registries_conf_gives_mirrors_insecure_and_blocked_registries_and_mm_run_pulls_through_it";
+    if !ready(test) {
+        return;
+    }
+    let (mirror, origin) = match (LocalRegistry::start(), LocalRegistry::start()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(why), _) | (_, Err(why)) => return skip(test, &why),
+    };
+    let image = format!("oci:{}:latest", busybox().display());
+    mirror.push(&image, "copy/busybox:latest");
+    let m = Machines::new();
+    let d = m.dir.path();
+    let conf = d.join("registries.conf");
+    // The origin holds nothing: the image comes from the second mirror, after the first
+    // (down) failed. Everything is plain HTTP, allowed by `insecure`.
+    std::fs::write(
+        &conf,
+        format!(
+            r#"unqualified-search-registries = []
+[[registry]]
+prefix = "images.mm.test/team"
+location = "{origin}/nothing"
+insecure = true
+[[registry.mirror]]
+location = "127.0.0.1:{dead}/down"
+insecure = true
+[[registry.mirror]]
+location = "{mirror}/copy"
+insecure = true
+
+[[registry]]
+location = "{mirror}"
+insecure = true
+
+[[registry]]
+prefix = "*.blocked.mm.test"
+blocked = true
+"#,
+            origin = origin.address,
+            mirror = mirror.address,
+            dead = dead_port()
+        ),
+    )
+    .unwrap();
+    let home = d.join("home");
+    std::fs::create_dir(&home).unwrap();
+    let mm = |args: &[&str]| {
+        let mut command = m.command(args);
+        command
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .env("HOME", &home)
+            .env("REGISTRY_AUTH_FILE", d.join("no-auth.json"));
+        run(command)
+    };
+    let machines = d.join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("mirrored.toml"),
+        "[image]\nsource = \"docker://images.mm.test/team/busybox:latest\"\n[exec]\ncommand = [\"/bin/sh\", \"-c\", \"echo pulled\"]\n",
+    )
+    .unwrap();
+    let (out, stdout, stderr) = mm(&["run", "mirrored"]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "pulled", "{stderr}");
+
+    // `insecure` is enough for plain HTTP: no --tls-verify=false.
+    let direct = format!("docker://{}/copy/busybox:latest", mirror.address);
+    let (out, _, stderr) = mm(&["image", "pull", &direct]);
+    assert!(out.status.success(), "{stderr}");
+
+    // Blocked: refused before anything is sent, with the file that blocks it.
+    let (out, _, stderr) = mm(&["image", "pull", "docker://quay.blocked.mm.test/a/b:1"]);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "quay.blocked.mm.test/a/b:1 is blocked by the [[registry]] with prefix `*.blocked.mm.test` in {}",
+            conf.display()
+        )),
+        "{stderr}"
+    );
+
+    // A mirror that lacks the image, and an origin that lacks it: both are said.
+    std::fs::write(
+        machines.join("missing.toml"),
+        "[image]\nsource = \"docker://images.mm.test/team/gone:latest\"\n[exec]\ncommand = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let (out, _, stderr) = mm(&["run", "missing"]);
+    assert_eq!(out.status.code(), Some(66), "{:?} {stderr}", out.status);
+    assert!(
+        stderr.contains(&format!("{}/v2/nothing/gone", origin.address))
+            && stderr.contains("mirrors tried first")
+            && stderr.contains(&format!("{}/v2/copy/gone", mirror.address)),
+        "{stderr}"
+    );
+
+    // A registries.conf mm cannot read is an error naming it.
+    std::fs::write(&conf, "[[registry]]\nlocaton = \"x\"\n").unwrap();
+    let (out, _, stderr) = mm(&["image", "pull", &direct]);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("registries.conf {}:", conf.display()))
+            && stderr.contains("locaton"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn logins_come_from_authfile_auth_json_and_credential_helpers_as_root_and_rootless() {
+    let test = "logins_come_from_authfile_auth_json_and_credential_helpers_as_root_and_rootless";
+    if !ready(test) {
+        return;
+    }
+    let registry = match LocalRegistry::start_with_login("mm", "secret") {
+        Ok(registry) => registry,
+        Err(why) => return skip(test, &why),
+    };
+    let image = format!("oci:{}:latest", busybox().display());
+    let source = registry.push_as(&image, "private/busybox:latest", Some("mm:secret"));
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let conf = d.join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            registry.address
+        ),
+    )
+    .unwrap();
+    // "mm:secret", as podman login writes it.
+    let auths = |auth: &str| {
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.address
+        )
+    };
+    let good = d.join("good.json");
+    std::fs::write(&good, auths("bW06c2VjcmV0")).unwrap();
+    let wrong = d.join("wrong.json");
+    // "mm:wrong"
+    std::fs::write(&wrong, auths("bW06d3Jvbmc=")).unwrap();
+    // docker's helper protocol: the registry on stdin, a JSON login on stdout.
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-mmtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nr=$(cat)\n[ \"$r\" = \"{}\" ] || {{ echo credentials not found in native keychain; exit 1; }}\necho '{{\"ServerURL\":\"'\"$r\"'\",\"Username\":\"mm\",\"Secret\":\"secret\"}}'\n",
+            registry.address
+        ),
+    )
+    .unwrap();
+    set_mode(&helper, 0o755);
+    let helped = d.join("helped.json");
+    std::fs::write(
+        &helped,
+        format!(r#"{{"credHelpers":{{"{}":"mmtest"}}}}"#, registry.address),
+    )
+    .unwrap();
+    set_tree_readable(d);
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let pull = |state: &str, env: &[(&str, &Path)], args: &[&str]| {
+        let mut command = support::mm(d, &["image", "pull", &source]);
+        command
+            .args(args)
+            .env("MM_ROOT", d.join(state))
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .env("HOME", d.join("home"))
+            .env("PATH", &path)
+            .env_remove("REGISTRY_AUTH_FILE");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        run(command)
+    };
+    let none = d.join("none.json");
+    let (out, _, stderr) = pull("s0", &[("REGISTRY_AUTH_FILE", &none)], &[]);
+    assert!(!out.status.success());
+    assert!(stderr.contains("asks for a login"), "{stderr}");
+    let (out, _, stderr) = pull("s1", &[], &["--authfile", good.to_str().unwrap()]);
+    assert!(out.status.success(), "--authfile: {stderr}");
+    // --authfile is the only file read: $REGISTRY_AUTH_FILE's good login does not count.
+    let (out, _, stderr) = pull(
+        "s2",
+        &[("REGISTRY_AUTH_FILE", &good)],
+        &["--authfile", wrong.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    let (out, _, stderr) = pull("s3", &[("REGISTRY_AUTH_FILE", &helped)], &[]);
+    assert!(out.status.success(), "credHelpers: {stderr}");
+    // ~/.docker/config.json, after an XDG_CONFIG_HOME file without an entry for it (root's
+    // primary file, /run/containers/0/auth.json, is left out of this by DOCKER_CONFIG's
+    // files coming last: it has no entry for a loopback registry of this test).
+    let config_home = d.join("config");
+    std::fs::create_dir_all(config_home.join("containers")).unwrap();
+    std::fs::write(
+        config_home.join("containers/auth.json"),
+        r#"{"auths":{"elsewhere.example":{"auth":"bW06c2VjcmV0"}}}"#,
+    )
+    .unwrap();
+    let docker = d.join("docker");
+    std::fs::create_dir(&docker).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{}}}},"credsStore":"mmtest"}}"#,
+            registry.address
+        ),
+    )
+    .unwrap();
+    let (out, _, stderr) = pull(
+        "s4",
+        &[
+            ("XDG_CONFIG_HOME", &config_home),
+            ("DOCKER_CONFIG", &docker),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "credsStore: {stderr}");
+
+    // An ordinary user: its $XDG_RUNTIME_DIR/containers/auth.json, as rootless podman login
+    // writes it.
+    let user = test_user("mm-test", Some(300_000));
+    let (runtime, state, home) = (d.join("runtime"), d.join("user-state"), d.join("user-home"));
+    std::fs::create_dir_all(runtime.join("containers")).unwrap();
+    std::fs::copy(&good, runtime.join("containers/auth.json")).unwrap();
+    for p in [&runtime, &state, &home] {
+        user.give(p);
+    }
+    let mut command = user.mm(d, &["image", "pull", &source]);
+    command
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("MM_ROOT", &state)
+        .env("HOME", &home)
+        .env("CONTAINERS_REGISTRIES_CONF", &conf);
+    let (out, _, stderr) = run(command);
+    assert!(out.status.success(), "rootless: {stderr}");
+}

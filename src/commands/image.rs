@@ -21,6 +21,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             source,
             digest,
             tls_verify,
+            authfile,
         } => {
             let source = parse_source(&source)?;
             let request = Request {
@@ -28,6 +29,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 pin: digest.as_ref(),
                 host: &host,
                 tls_verify,
+                authfile: authfile.as_deref(),
             };
             let record = mm::image::import(&request, &store, &Progress::new())?;
             print(&format!("{} {}\n", record.manifest, record.name))?;
@@ -37,6 +39,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             source,
             dir,
             tls_verify,
+            authfile,
         } => {
             let source = parse_source(&source)?;
             let request = Request {
@@ -44,6 +47,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 pin: None,
                 host: &host,
                 tls_verify,
+                authfile: authfile.as_deref(),
             };
             let stats = mm::image::extract(&request, &dir, &Progress::new())?;
             print(&format!(

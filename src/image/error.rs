@@ -98,6 +98,16 @@ pub enum ImageError {
     /// A registry credentials file (auth.json, docker's config.json) mm cannot use.
     #[error("registry credentials in {}: {why}", file.display())]
     Credentials { file: PathBuf, why: String },
+    /// A registries.conf (containers-registries.conf(5)) mm cannot use.
+    #[error("registries.conf {}: {why}", file.display())]
+    RegistriesConf { file: PathBuf, why: String },
+    /// An image whose registry a registries.conf blocks.
+    #[error("registry: {reference} is blocked by the [[registry]] with prefix `{prefix}` in {}", file.display())]
+    Blocked {
+        reference: String,
+        prefix: String,
+        file: PathBuf,
+    },
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
     /// A directory could not be packed into a layer.

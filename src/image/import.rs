@@ -25,6 +25,8 @@ pub struct Request<'a> {
     pub host: &'a Host,
     /// Registries: plain HTTP only when false (`--tls-verify=false`).
     pub tls_verify: bool,
+    /// Registries: `--authfile FILE`, read instead of the usual auth files.
+    pub authfile: Option<&'a Path>,
 }
 
 /// Opens the request's source, and checks the digest pin.
@@ -38,6 +40,7 @@ fn open(
         arch: &request.host.arch,
         scratch_in,
         tls_verify: request.tls_verify,
+        authfile: request.authfile,
         have,
         progress,
     };
