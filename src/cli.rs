@@ -72,6 +72,10 @@ pub enum Command {
         /// cgroup goes below the unit's, and the unit is told READY=1 once PID 1 runs
         #[arg(long)]
         keep_unit: bool,
+        /// Registry logins from FILE only, when the image must be pulled (default: as
+        /// podman, $REGISTRY_AUTH_FILE or the files of containers-auth.json(5))
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
     },
     /// Boot a machine in the background; returns once its PID 1 runs
     ///
@@ -86,6 +90,10 @@ pub enum Command {
         /// Start the supervisor directly, even where systemd could run mm@NAME.service
         #[arg(long)]
         no_systemd: bool,
+        /// Registry logins from FILE only, when the image must be pulled (default: as
+        /// podman, $REGISTRY_AUTH_FILE or the files of containers-auth.json(5))
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
     },
     /// Stop a running machine: its stop signal to PID 1, then SIGKILL to all after a timeout
     ///
@@ -300,11 +308,14 @@ pub enum Command {
 pub enum ImageCommand {
     /// Import an image into the store, verifying every blob against its sha256 digest
     ///
-    /// SOURCE is written as in a definition: oci:PATH[:TAG] (an OCI image layout, as made
-    /// by skopeo, umoci or buildah), oci-archive:PATH[:TAG] (a tarball of one),
-    /// docker-archive:PATH (from `docker save` or skopeo), tar:PATH (a rootfs tarball,
+    /// SOURCE is written as in a definition: oci:PATH[:REF] (an OCI image layout, as made
+    /// by skopeo, umoci or buildah; REF is a tag or, as podman writes it, a whole
+    /// reference), oci-archive:PATH[:REF] (a tarball of one),
+    /// docker-archive:PATH[:REF|:@INDEX] (from `docker save`, `podman save -m` or skopeo;
+    /// which image, when it holds several), tar:PATH (a rootfs tarball,
     /// plain, gzip or zstd), or docker://REGISTRY/REPO[:TAG|@DIGEST] (credentials from
-    /// `podman login` or `docker login`). Layers already in the store are shared, not unpacked again.
+    /// `podman login` or `docker login`, and their credential helpers; mirrors, plain-HTTP
+    /// and blocked registries from registries.conf, as podman reads it). Layers already in the store are shared, not unpacked again.
     /// As an ordinary user, files are owned by your subordinate ids (/etc/subuid).
     #[command(visible_alias = "pull")]
     Import {
@@ -317,6 +328,10 @@ pub enum ImageCommand {
         /// plain-HTTP registry, as with skopeo and podman)
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
         tls_verify: bool,
+        /// Registries: logins from FILE only (default: as podman, $REGISTRY_AUTH_FILE or
+        /// the files of containers-auth.json(5))
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
     },
     /// List the images in the store
     #[command(visible_alias = "ls")]
@@ -332,6 +347,9 @@ pub enum ImageCommand {
         /// Registries: `--tls-verify=false` for a plain-HTTP registry
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
         tls_verify: bool,
+        /// Registries: logins from FILE only
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
         /// A directory to create; it must not exist
         dir: PathBuf,
     },

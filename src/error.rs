@@ -144,15 +144,17 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
     match e {
         ImageError::NotALayout(_)
         | ImageError::NoSuchTag { .. }
+        | ImageError::NoSuchIndex { .. }
         | ImageError::WhichImage { .. }
         | ImageError::NoPlatform { .. }
         | ImageError::MissingBlob { .. }
         | ImageError::NotInStore(_)
         | ImageError::RegistryNotFound(_) => ExitCode::NotFound,
         ImageError::Io { .. } => ExitCode::Io,
-        ImageError::Unsupported(_) | ImageError::Rootless(_) | ImageError::Registry(_) => {
-            ExitCode::HostCannot
-        }
+        ImageError::Unsupported(_)
+        | ImageError::Rootless(_)
+        | ImageError::Registry(_)
+        | ImageError::Blocked { .. } => ExitCode::HostCannot,
         ImageError::InPlace
         | ImageError::Exists(_)
         | ImageError::Commit { .. }

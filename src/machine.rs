@@ -89,14 +89,14 @@ pub fn own_unit(host: &Host) -> Result<(String, String), Error> {
 
 /// Finds and prepares a machine that is not running: after cleaning up what a killed
 /// supervisor left, its plan made concrete.
-pub fn ready_to_boot(machine: &str, host: &Host) -> Result<(PathBuf, Plan), Error> {
+pub fn ready_to_boot(machine: &str, host: &Host, pull: &Pull) -> Result<(PathBuf, Plan), Error> {
     let path = discovery::resolve(machine, &host.dirs.search)?;
     let (name, paths) = machine_paths(&path.to_string_lossy())?;
     reconciled(&paths)?;
     if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
         return Err(RuntimeError::AlreadyRunning { name }.into());
     }
-    let plan = prepare(&path, host)?;
+    let plan = prepare(&path, host, pull)?;
     Ok((path, plan))
 }
 
@@ -119,9 +119,16 @@ pub fn reconciled(paths: &Paths) -> Result<(), Error> {
         .map_err(|e| RuntimeError::io(&paths.state(), e).into())
 }
 
+/// How `mm run` and `mm start` pull an image the store does not have yet.
+#[derive(Debug, Clone, Default)]
+pub struct Pull {
+    /// `--authfile FILE`: the only registry auth file read (else containers-auth.json(5)'s).
+    pub authfile: Option<PathBuf>,
+}
+
 /// Compiles the plan, then makes it concrete: the image imported, the id block allocated,
 /// the writable layer made. Compiles again after each, so the plan says what is.
-pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
+pub fn prepare(path: &Path, host: &Host, pull: &Pull) -> Result<Plan, Error> {
     let mut plan = compile(path, host)?;
     let store = Store::new(&host.dirs.store);
     // A stored image whose layers this plan's layout lacks (a keep-id machine's first
@@ -138,6 +145,7 @@ pub fn prepare(path: &Path, host: &Host) -> Result<Plan, Error> {
             host,
             tls_verify: true,
             layout: plan.image.layout,
+            authfile: pull.authfile.as_deref(),
         };
         crate::image::import(&request, &store, &Progress::new())?;
         plan = compile(path, host)?;

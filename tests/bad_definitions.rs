@@ -225,7 +225,7 @@ fn rows() -> Vec<Row> {
         bad("source with no transport", "[image]\nsource = \"busybox\"\n")
             .key("image.source").at(2, 10, "\"busybox\"")
             .message("no transport")
-            .help("sources: oci:PATH[:TAG]"),
+            .help("sources: oci:PATH[:REF]"),
         bad("source with no transport, CRLF line ends", "[image]\r\nsource = \"busybox\"\r\n")
             .key("image.source").at(2, 10, "\"busybox\"")
             .message("no transport"),
@@ -238,9 +238,15 @@ fn rows() -> Vec<Row> {
         bad("a committed image with a bad name", "[image]\nsource = \"mm:bad/name\"\n")
             .key("image.source").at(2, 10, "\"mm:bad/name\"")
             .message("`bad/name` is not a valid tag"),
-        bad("bad tag on an OCI layout", "[image]\nsource = \"oci:./img:bad!tag\"\n")
+        bad("bad reference on an OCI layout", "[image]\nsource = \"oci:./img:bad!tag\"\n")
             .key("image.source").at(2, 10, "\"oci:./img:bad!tag\"")
-            .message("`bad!tag` is not a valid tag"),
+            .message("`bad!tag` is not an image reference"),
+        bad("bad reference in a docker-archive", "[image]\nsource = \"docker-archive:all.tar:a//b\"\n")
+            .key("image.source").at(2, 10, "\"docker-archive:all.tar:a//b\"")
+            .message("`a//b` is not an image reference"),
+        bad("bad source index in a docker-archive", "[image]\nsource = \"docker-archive:all.tar:@first\"\n")
+            .key("image.source").at(2, 10, "\"docker-archive:all.tar:@first\"")
+            .message("`@first` is not a source index"),
         bad("empty tag on a registry image", "[image]\nsource = \"docker://busybox:\"\n")
             .key("image.source").line(2).column(10)
             .message("is not a valid tag"),

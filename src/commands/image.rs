@@ -21,6 +21,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             source,
             digest,
             tls_verify,
+            authfile,
         } => {
             let source = parse_source(&source)?;
             let request = Request {
@@ -29,6 +30,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 host: &host,
                 tls_verify,
                 layout: mm::image::Layout::Default,
+                authfile: authfile.as_deref(),
             };
             let record = mm::image::import(&request, &store, &Progress::new())?;
             print(&format!("{} {}\n", record.manifest, record.name))?;
@@ -38,6 +40,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
             source,
             dir,
             tls_verify,
+            authfile,
         } => {
             let source = parse_source(&source)?;
             let request = Request {
@@ -46,6 +49,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 host: &host,
                 tls_verify,
                 layout: mm::image::Layout::Default,
+                authfile: authfile.as_deref(),
             };
             let stats = mm::image::extract(&request, &dir, &Progress::new())?;
             print(&format!(

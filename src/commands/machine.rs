@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use mm::error::{Error, ExitCode};
 use mm::host::Host;
 use mm::idmap::Allocator;
-use mm::machine::{launch, machine_paths, own_unit, ready_to_boot, reconciled, supervisor_command};
+use mm::machine::{
+    Pull, launch, machine_paths, own_unit, ready_to_boot, reconciled, supervisor_command,
+};
 use mm::runtime::caller::Caller;
 use mm::runtime::launch::Started;
 use mm::runtime::state::{self, Paths, Recorded, Status};
@@ -27,7 +29,7 @@ use super::output::{print, print_json};
 use super::unit;
 
 /// `mm run`: the supervisor takes this process's place, in the foreground.
-pub fn run(machine: &str, keep_unit: bool) -> Result<ExitCode, Error> {
+pub fn run(machine: &str, keep_unit: bool, pull: &Pull) -> Result<ExitCode, Error> {
     let mut host = Host::probe();
     let unit = if keep_unit {
         let (unit, cgroup) = own_unit(&host)?;
@@ -36,7 +38,7 @@ pub fn run(machine: &str, keep_unit: bool) -> Result<ExitCode, Error> {
     } else {
         None
     };
-    let (_, plan) = ready_to_boot(machine, &host)?;
+    let (_, plan) = ready_to_boot(machine, &host, pull)?;
     let mut launch = launch(plan, false)?;
     launch.unit = unit;
     let (mut supervisor, _file) = supervisor_command(&launch, false)?;
@@ -46,9 +48,9 @@ pub fn run(machine: &str, keep_unit: bool) -> Result<ExitCode, Error> {
 
 /// `mm start`: through systemd (`mm@NAME.service`) when it can, else a supervisor that
 /// detaches by itself.
-pub fn start(machine: &str, use_systemd: bool) -> Result<ExitCode, Error> {
+pub fn start(machine: &str, use_systemd: bool, pull: &Pull) -> Result<ExitCode, Error> {
     let host = Host::probe();
-    let (path, plan) = ready_to_boot(machine, &host)?;
+    let (path, plan) = ready_to_boot(machine, &host, pull)?;
     if use_systemd {
         match unit::start(&host, &path, &plan)? {
             unit::Via::Systemd => return Ok(ExitCode::Ok),

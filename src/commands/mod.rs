@@ -27,11 +27,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::List { json } => definitions::list(json),
         Command::Host { json } => definitions::host(json),
         Command::Image(command) => image::run(command),
-        Command::Run { machine, keep_unit } => machine::run(&machine, keep_unit),
+        Command::Run {
+            machine,
+            keep_unit,
+            authfile,
+        } => machine::run(&machine, keep_unit, &mm::machine::Pull { authfile }),
         Command::Start {
             machine,
             no_systemd,
-        } => machine::start(&machine, !no_systemd),
+            authfile,
+        } => machine::start(&machine, !no_systemd, &mm::machine::Pull { authfile }),
         Command::Stop { machine, timeout } => machine::stop(&machine, timeout),
         Command::Kill {
             machine,

@@ -11,12 +11,19 @@ pub use crate::digest::Digest;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "transport", rename_all = "kebab-case")]
 pub enum ImageSource {
-    /// An OCI image layout directory (skopeo, umoci, buildah), with an optional tag.
+    /// An OCI image layout directory (skopeo, umoci, buildah), with an optional reference:
+    /// the `org.opencontainers.image.ref.name` of one of its images, a tag (`latest`) or a
+    /// whole reference as podman writes it (`localhost/clbox:latest`).
     Oci { path: PathBuf, tag: Option<String> },
-    /// A tarball of an OCI image layout.
+    /// A tarball of an OCI image layout, with an optional reference as for `oci:`.
     OciArchive { path: PathBuf, tag: Option<String> },
-    /// A tarball made by `docker save`.
-    DockerArchive { path: PathBuf },
+    /// A tarball made by `docker save`, `podman save` (also `-m`, several images) or
+    /// skopeo; which of its images, when it holds several.
+    DockerArchive {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<ArchiveImage>,
+    },
     /// An image in a registry.
     Docker(RegistryReference),
     /// A tarball of a root filesystem, as one layer.
@@ -25,6 +32,27 @@ pub enum ImageSource {
     Rootfs { path: PathBuf },
     /// An image `mm commit` made in the store: `mm:NAME`.
     Store { name: String },
+}
+
+/// One image of a multi-image `docker-archive:` (containers-transports(5):
+/// `docker-archive:PATH[:{reference|@source-index}]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveImage {
+    /// The image one of whose `RepoTags` is this reference (`localhost/clbox:latest`;
+    /// `busybox:latest` as docker writes docker.io's names).
+    Reference(String),
+    /// The image at this place in the archive's manifest.json, from 0.
+    Index(usize),
+}
+
+impl fmt::Display for ArchiveImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Reference(reference) => f.write_str(reference),
+            Self::Index(index) => write!(f, "@{index}"),
+        }
+    }
 }
 
 /// The transports a user may write, for errors and suggestions.
@@ -54,7 +82,7 @@ impl ImageSource {
         };
         match transport {
             "oci" | "oci-archive" => {
-                let (path, tag) = split_tag(rest)?;
+                let (path, tag) = split_reference(rest)?;
                 let path = local(path)?;
                 Ok(if transport == "oci" {
                     Self::Oci { path, tag }
@@ -62,7 +90,25 @@ impl ImageSource {
                     Self::OciArchive { path, tag }
                 })
             }
-            "docker-archive" => Ok(Self::DockerArchive { path: local(rest)? }),
+            "docker-archive" => {
+                let (path, image) = match rest.split_once(':') {
+                    Some((path, index)) if index.starts_with('@') => {
+                        let index = index[1..]
+                            .parse()
+                            .map_err(|_| SourceError::BadSourceIndex(index.to_owned()))?;
+                        (path, Some(ArchiveImage::Index(index)))
+                    }
+                    Some((path, reference)) => {
+                        validate_reference(reference)?;
+                        (path, Some(ArchiveImage::Reference(reference.to_owned())))
+                    }
+                    None => (rest, None),
+                };
+                Ok(Self::DockerArchive {
+                    path: local(path)?,
+                    image,
+                })
+            }
             "tar" => Ok(Self::Tar { path: local(rest)? }),
             "rootfs" => Ok(Self::Rootfs { path: local(rest)? }),
             "mm" => {
@@ -84,7 +130,7 @@ impl ImageSource {
         match self {
             Self::Oci { path, .. }
             | Self::OciArchive { path, .. }
-            | Self::DockerArchive { path }
+            | Self::DockerArchive { path, .. }
             | Self::Tar { path }
             | Self::Rootfs { path } => Some(path),
             Self::Docker(_) | Self::Store { .. } => None,
@@ -114,7 +160,13 @@ impl fmt::Display for ImageSource {
         match self {
             Self::Oci { path, tag } => tagged(f, "oci", path, tag),
             Self::OciArchive { path, tag } => tagged(f, "oci-archive", path, tag),
-            Self::DockerArchive { path } => write!(f, "docker-archive:{}", path.display()),
+            Self::DockerArchive { path, image } => {
+                write!(f, "docker-archive:{}", path.display())?;
+                match image {
+                    Some(image) => write!(f, ":{image}"),
+                    None => Ok(()),
+                }
+            }
             Self::Docker(reference) => write!(f, "docker://{reference}"),
             Self::Tar { path } => write!(f, "tar:{}", path.display()),
             Self::Rootfs { path } => write!(f, "rootfs:{}", path.display()),
@@ -123,16 +175,36 @@ impl fmt::Display for ImageSource {
     }
 }
 
-/// `PATH[:TAG]`: a colon after the last slash starts the tag.
-fn split_tag(rest: &str) -> Result<(&str, Option<String>), SourceError> {
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    match rest[last_slash..].rfind(':') {
-        Some(i) => {
-            let (path, tag) = (&rest[..last_slash + i], &rest[last_slash + i + 1..]);
-            validate_tag(tag)?;
-            Ok((path, Some(tag.to_owned())))
+/// `PATH[:REFERENCE]`: as in containers-transports(5), the first colon ends the path, so
+/// that the reference may be a whole one (`oci-archive:x.tar:localhost/clbox:latest`).
+fn split_reference(rest: &str) -> Result<(&str, Option<String>), SourceError> {
+    match rest.split_once(':') {
+        Some((path, reference)) => {
+            validate_reference(reference)?;
+            Ok((path, Some(reference.to_owned())))
         }
         None => Ok((rest, None)),
+    }
+}
+
+/// An image's name in a layout or archive: what the OCI image spec allows for
+/// `org.opencontainers.image.ref.name` (letters and digits, separated by one of `-._:@/+`).
+fn validate_reference(reference: &str) -> Result<(), SourceError> {
+    let separator = |b: &u8| b"-._:@/+".contains(b);
+    let bytes = reference.as_bytes();
+    let ok = (1..=255).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || separator(b))
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && !bytes
+            .windows(2)
+            .any(|w| separator(&w[0]) && separator(&w[1]));
+    if ok {
+        Ok(())
+    } else {
+        Err(SourceError::BadReference(reference.to_owned()))
     }
 }
 
@@ -249,6 +321,14 @@ pub enum SourceError {
     BadRepository(String),
     #[error("`{0}` is not a valid tag (up to 128 letters, digits, `_`, `.`, `-`)")]
     BadTag(String),
+    #[error(
+        "`{0}` is not an image reference (letters and digits, separated by one of `-._:@/+`, as in `latest` or `localhost/app:1.0`)"
+    )]
+    BadReference(String),
+    #[error(
+        "`{0}` is not a source index (`@` and a number from 0, as in `docker-archive:all.tar:@1`)"
+    )]
+    BadSourceIndex(String),
     #[error("`{0}` is not a sha256 digest (`sha256:` and 64 lowercase hex digits)")]
     BadDigest(String),
 }
@@ -289,6 +369,48 @@ mod tests {
         );
     }
 
+    /// As podman and skopeo write them: the first colon ends the path.
+    #[test]
+    fn archives_name_their_images_as_podman_and_skopeo_do() {
+        assert_eq!(
+            parse("oci-archive:clbox.tar:localhost/clbox:latest").unwrap(),
+            ImageSource::OciArchive {
+                path: "/defs/clbox.tar".into(),
+                tag: Some("localhost/clbox:latest".into())
+            }
+        );
+        assert_eq!(
+            parse("oci:dir:localhost:5000/a/b:1.2").unwrap(),
+            ImageSource::Oci {
+                path: "/defs/dir".into(),
+                tag: Some("localhost:5000/a/b:1.2".into())
+            }
+        );
+        assert_eq!(
+            parse("docker-archive:all.tar:@1").unwrap(),
+            ImageSource::DockerArchive {
+                path: "/defs/all.tar".into(),
+                image: Some(ArchiveImage::Index(1))
+            }
+        );
+        let named = parse("docker-archive:all.tar:localhost/b:latest").unwrap();
+        assert_eq!(
+            named,
+            ImageSource::DockerArchive {
+                path: "/defs/all.tar".into(),
+                image: Some(ArchiveImage::Reference("localhost/b:latest".into()))
+            }
+        );
+        assert_eq!(
+            named.to_string(),
+            "docker-archive:/defs/all.tar:localhost/b:latest"
+        );
+        assert_eq!(
+            parse("docker-archive:all.tar").unwrap().to_string(),
+            "docker-archive:/defs/all.tar"
+        );
+    }
+
     #[test]
     fn registry_references_get_docker_defaults() {
         let ImageSource::Docker(r) = parse("docker://busybox").unwrap() else {
@@ -320,7 +442,11 @@ mod tests {
         ));
         assert!(matches!(
             parse("oci:x:bad tag"),
-            Err(SourceError::BadTag(_))
+            Err(SourceError::BadReference(_))
+        ));
+        assert!(matches!(
+            parse("docker-archive:x.tar:@one"),
+            Err(SourceError::BadSourceIndex(_))
         ));
         assert!(matches!(
             parse("docker://a@sha256:12"),

@@ -21,9 +21,17 @@ pub enum ImageError {
         tag: String,
         available: Vec<String>,
     },
-    #[error("{} holds several images ({}); name one with :TAG", path.display(), list(available))]
+    #[error("{} holds several images ({}); name one with :REFERENCE", path.display(), list(available))]
     WhichImage {
         path: PathBuf,
+        available: Vec<String>,
+    },
+    /// A multi-image docker-archive, asked for an image by a place it does not have.
+    #[error("{} holds {count} image(s) (@0 to @{}), not @{index}; images here: {}", path.display(), count.saturating_sub(1), list(available))]
+    NoSuchIndex {
+        path: PathBuf,
+        index: usize,
+        count: usize,
         available: Vec<String>,
     },
     #[error("no image for {wanted} in this index; it has: {}", list(available))]
@@ -90,6 +98,16 @@ pub enum ImageError {
     /// A registry credentials file (auth.json, docker's config.json) mm cannot use.
     #[error("registry credentials in {}: {why}", file.display())]
     Credentials { file: PathBuf, why: String },
+    /// A registries.conf (containers-registries.conf(5)) mm cannot use.
+    #[error("registries.conf {}: {why}", file.display())]
+    RegistriesConf { file: PathBuf, why: String },
+    /// An image whose registry a registries.conf blocks.
+    #[error("registry: {reference} is blocked by the [[registry]] with prefix `{prefix}` in {}", file.display())]
+    Blocked {
+        reference: String,
+        prefix: String,
+        file: PathBuf,
+    },
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
     /// A directory could not be packed into a layer.

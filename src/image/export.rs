@@ -48,7 +48,9 @@ impl Target {
                 file: path,
                 tag: tag(t),
             }),
-            ImageSource::DockerArchive { path } => Ok(Self::DockerArchive { file: path }),
+            ImageSource::DockerArchive { path, image: None } => {
+                Ok(Self::DockerArchive { file: path })
+            }
             _ => Err(bad(
                 "mm writes oci:DIR[:TAG], oci-archive:FILE[:TAG] and docker-archive:FILE"
                     .to_owned(),

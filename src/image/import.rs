@@ -28,6 +28,8 @@ pub struct Request<'a> {
     /// Which owners' layout the layers are unpacked in (a rootless keep-id machine's, or
     /// the default).
     pub layout: Layout,
+    /// Registries: `--authfile FILE`, read instead of the usual auth files.
+    pub authfile: Option<&'a Path>,
 }
 
 /// Opens the request's source, and checks the digest pin.
@@ -41,6 +43,7 @@ fn open(
         arch: &request.host.arch,
         scratch_in,
         tls_verify: request.tls_verify,
+        authfile: request.authfile,
         have,
         progress,
     };

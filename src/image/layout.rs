@@ -25,17 +25,28 @@ pub struct Resolved {
     pub blobs: Vec<(Digest, Vec<u8>)>,
 }
 
+/// An OCI image layout directory.
 pub struct Layout {
     dir: PathBuf,
+    /// What errors name: the directory, or the archive the user gave that it was unpacked
+    /// from (never mm's scratch directory).
+    shown: PathBuf,
 }
 
 impl Layout {
+    /// The layout in `dir`.
     pub fn open(dir: &Path) -> Result<Self, ImageError> {
+        Self::open_as(dir, dir)
+    }
+
+    /// The layout in `dir`, unpacked from `shown` (an `oci-archive:`), which errors name.
+    pub fn open_as(dir: &Path, shown: &Path) -> Result<Self, ImageError> {
         if !dir.join("oci-layout").is_file() || !dir.join("index.json").is_file() {
-            return Err(ImageError::NotALayout(dir.to_owned()));
+            return Err(ImageError::NotALayout(shown.to_owned()));
         }
         Ok(Self {
             dir: dir.to_owned(),
+            shown: shown.to_owned(),
         })
     }
 
@@ -49,7 +60,7 @@ impl Layout {
         File::open(&path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ImageError::MissingBlob {
                 digest: digest.clone(),
-                path: self.dir.clone(),
+                path: self.shown.clone(),
             },
             _ => ImageError::Io { path, source },
         })
@@ -90,7 +101,10 @@ impl Layout {
         Ok((value, bytes))
     }
 
-    /// The image named `tag` (or the only one) for `arch` on Linux.
+    /// The image named `tag` (or the only one, or the one named `latest`) for `arch` on
+    /// Linux. `tag` is matched against each image's `org.opencontainers.image.ref.name`,
+    /// which podman writes as a whole reference (`localhost/clbox:latest`) and skopeo, umoci
+    /// and buildah as whatever they were given.
     pub fn resolve(&self, tag: Option<&str>, arch: &str) -> Result<Resolved, ImageError> {
         let index_path = self.dir.join("index.json");
         let text = std::fs::read(&index_path).at(&index_path)?;
@@ -110,7 +124,7 @@ impl Layout {
                 .iter()
                 .find(|d| d.tag() == Some(tag))
                 .ok_or_else(|| ImageError::NoSuchTag {
-                    path: self.dir.clone(),
+                    path: self.shown.clone(),
                     tag: tag.to_owned(),
                     available: tags.clone(),
                 })?,
@@ -121,7 +135,7 @@ impl Layout {
                     .iter()
                     .find(|d| d.tag() == Some("latest"))
                     .ok_or_else(|| ImageError::WhichImage {
-                        path: self.dir.clone(),
+                        path: self.shown.clone(),
                         available: tags.clone(),
                     })?,
             },

@@ -4,6 +4,7 @@
 //! hashers and the decompressor into `unpack`, which writes it safely inside a temporary
 //! directory that `store` renames into place only when both digests matched.
 
+pub mod auth;
 pub mod commit;
 pub mod digest;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod oci;
 pub mod opened;
 pub mod pack;
 pub mod progress;
+pub mod registries_conf;
 pub mod registry;
 pub mod sources;
 pub mod store;

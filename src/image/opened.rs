@@ -78,8 +78,11 @@ pub struct Options<'a> {
     pub arch: &'a str,
     /// Where archives are unpacked and registry layers downloaded (then removed).
     pub scratch_in: &'a Path,
-    /// Registries: plain HTTP is used only when this is false.
+    /// Registries: plain HTTP is used only when this is false (or registries.conf says
+    /// `insecure = true`).
     pub tls_verify: bool,
+    /// Registries: `--authfile FILE`, the only auth file then read.
+    pub authfile: Option<&'a Path>,
     /// Layers (by diff_id) the destination has already: not downloaded again.
     pub have: &'a dyn Fn(&Digest) -> bool,
     pub progress: &'a Progress,

@@ -1,21 +1,24 @@
 //! Pulling from a registry (the OCI distribution API): manifest or index → the manifest for
 //! this host's platform → config → layers. Every byte is verified against its digest;
 //! layers stream to files on disk, so memory stays bounded whatever their size; layers
-//! already in the store are not downloaded at all.
+//! already in the store are not downloaded at all. Where to pull from (mirrors first, plain
+//! HTTP or not, blocked) is registries.conf's word (`registries_conf.rs`); logins are the
+//! auth files' (`auth.rs`).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
+use super::auth::AuthEnv;
 use super::digest::{self, Digest, HashingReader};
 use super::error::{ImageError, IoContext};
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
 use super::opened::{LayerJob, Opened, Options, Scratch};
 use super::progress::{Counting, Progress};
+use super::registries_conf::{ConfEnv, Endpoint, RegistriesConf};
 use crate::definition::source::RegistryReference;
 
 /// What mm accepts for a manifest, in order of preference.
@@ -24,10 +27,24 @@ application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docke
 /// The most mm reads into memory for a manifest, index or config.
 const JSON_LIMIT: u64 = 4 << 20;
 
+/// How a registry is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTPS with a certificate that verifies.
+    Verified,
+    /// registries.conf's `insecure = true`: HTTPS without verifying the certificate, and
+    /// plain HTTP when HTTPS cannot be spoken there (as podman does).
+    Insecure,
+    /// `--tls-verify=false`: plain HTTP.
+    PlainHttp,
+}
+
 /// A registry session for one repository.
 pub struct Registry {
     agent: ureq::Agent,
     base: String,
+    /// For an insecure registry reached over HTTPS: the plain-HTTP base to fall back to.
+    fallback: Option<String>,
     repository: String,
     credentials: Option<String>,
     /// `Authorization` header value once a challenge has been answered.
@@ -39,29 +56,42 @@ fn network(what: String, e: impl std::fmt::Display) -> ImageError {
 }
 
 impl Registry {
-    /// A session for `reference`; plain HTTP only when `tls_verify` is false (as skopeo
-    /// and podman spell it).
-    pub fn new(reference: &RegistryReference, tls_verify: bool) -> Result<Self, ImageError> {
+    /// A session for `reference`, reached as `transport` says, logged in with
+    /// `credentials` (base64 `user:password`) if the registry asks.
+    pub fn new(
+        reference: &RegistryReference,
+        transport: Transport,
+        credentials: Option<String>,
+    ) -> Self {
         let host = if reference.registry == "docker.io" {
             "registry-1.docker.io"
         } else {
             reference.registry.as_str()
         };
-        let scheme = if tls_verify { "https" } else { "http" };
+        let base = |scheme: &str| format!("{scheme}://{host}/v2/{}", reference.repository);
+        let tls = ureq::tls::TlsConfig::builder()
+            .disable_verification(transport == Transport::Insecure)
+            .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .user_agent(concat!("mm/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(Self {
+        Self {
             agent,
-            base: format!("{scheme}://{host}/v2/{}", reference.repository),
+            base: base(if transport == Transport::PlainHttp {
+                "http"
+            } else {
+                "https"
+            }),
+            fallback: (transport == Transport::Insecure).then(|| base("http")),
             repository: reference.repository.clone(),
-            credentials: credentials(&auth_files(), &reference.registry)?,
+            credentials,
             authorization: None,
-        })
+        }
     }
 
     /// GET `path` under the repository, answering one auth challenge if the registry asks.
@@ -70,8 +100,10 @@ impl Registry {
         path: &str,
         accept: Option<&str>,
     ) -> Result<ureq::http::Response<ureq::Body>, ImageError> {
-        let url = format!("{}/{path}", self.base);
-        for attempt in 0..2 {
+        // At most: HTTPS given up for plain HTTP, a challenge answered, the answer used.
+        let mut answered = false;
+        for _ in 0..3 {
+            let url = format!("{}/{path}", self.base);
             let mut request = self.agent.get(&url);
             if let Some(accept) = accept {
                 request = request.header("Accept", accept);
@@ -79,17 +111,28 @@ impl Registry {
             if let Some(authorization) = &self.authorization {
                 request = request.header("Authorization", authorization);
             }
-            let response = request.call().map_err(|e| {
-                let hint = if url.starts_with("https:") {
-                    " (if this registry speaks plain HTTP, add --tls-verify=false)"
-                } else {
-                    ""
-                };
-                network(format!("GET {url}"), format!("{e}{hint}"))
-            })?;
+            let response = match request.call() {
+                Ok(response) => response,
+                // An insecure registry that does not speak TLS: plain HTTP from now on.
+                Err(_) if self.fallback.is_some() => {
+                    self.base = self.fallback.take().unwrap_or_default();
+                    continue;
+                }
+                Err(e) => {
+                    let hint = if url.starts_with("https:") {
+                        " (if this registry speaks plain HTTP, add --tls-verify=false, or mark \
+                         it `insecure = true` in registries.conf)"
+                    } else {
+                        ""
+                    };
+                    return Err(network(format!("GET {url}"), format!("{e}{hint}")));
+                }
+            };
+            self.fallback = None;
             match response.status().as_u16() {
                 200 => return Ok(response),
-                401 if attempt == 0 => {
+                401 if !answered => {
+                    answered = true;
                     let challenge = response
                         .headers()
                         .get("www-authenticate")
@@ -107,7 +150,10 @@ impl Registry {
                 status => return Err(ImageError::Registry(format!("GET {url}: HTTP {status}"))),
             }
         }
-        unreachable!("the loop returns")
+        Err(ImageError::Registry(format!(
+            "GET {}/{path}: no answer over HTTPS nor plain HTTP",
+            self.base
+        )))
     }
 
     /// The `Authorization` header for a `WWW-Authenticate` challenge: Basic with the
@@ -245,15 +291,68 @@ impl Registry {
     }
 }
 
-/// Pulls `reference`: documents into memory (verified), the layers the destination does not
-/// have yet into the scratch directory `dir`, which the result keeps.
+/// Pulls `reference` from where registries.conf says (its mirrors in order, then its
+/// location; the first that has it wins): documents into memory (verified), the layers the
+/// destination does not have yet into the scratch directory `dir`, which the result keeps.
 pub fn pull(
     reference: &RegistryReference,
     options: &Options<'_>,
     dir: tempfile::TempDir,
 ) -> Result<Opened, ImageError> {
+    let conf = RegistriesConf::load(&ConfEnv::from_process())?;
+    let endpoints = conf.endpoints(reference)?;
+    let auth_files = AuthEnv::from_process(options.authfile).files();
+    let mut failed: Vec<String> = Vec::new();
+    let last = endpoints.len() - 1;
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let transport = match (options.tls_verify, endpoint.insecure) {
+            (false, _) => Transport::PlainHttp,
+            (true, true) => Transport::Insecure,
+            (true, false) => Transport::Verified,
+        };
+        let Endpoint {
+            reference: from, ..
+        } = endpoint;
+        let credentials = super::auth::credentials(&auth_files, &from.registry, &from.repository)?;
+        let registry = Registry::new(from, transport, credentials);
+        match pull_from(registry, reference, options, &dir) {
+            Ok(mut opened) => {
+                opened.scratch = Some(Scratch::new(dir));
+                return Ok(opened);
+            }
+            Err(ImageError::Registry(why)) if i < last => failed.push(why),
+            Err(ImageError::RegistryNotFound(why)) if i < last => {
+                failed.push(format!("{why}: no such image or blob"));
+            }
+            Err(ImageError::Registry(why)) if !failed.is_empty() => {
+                return Err(ImageError::Registry(format!(
+                    "{why} (mirrors tried first: {})",
+                    failed.join("; ")
+                )));
+            }
+            Err(ImageError::RegistryNotFound(why)) if !failed.is_empty() => {
+                return Err(ImageError::RegistryNotFound(format!(
+                    "{why} (mirrors tried first: {})",
+                    failed.join("; ")
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ImageError::Registry(format!(
+        "no registry to pull {reference} from"
+    )))
+}
+
+/// Pulls `reference` (as the user wrote it: its digest pin holds whatever mirror serves it)
+/// through `registry`.
+fn pull_from(
+    mut registry: Registry,
+    reference: &RegistryReference,
+    options: &Options<'_>,
+    dir: &tempfile::TempDir,
+) -> Result<Opened, ImageError> {
     let (arch, have, progress) = (options.arch, options.have, options.progress);
-    let mut registry = Registry::new(reference, options.tls_verify)?;
     let target = match (&reference.digest, &reference.tag) {
         (Some(digest), _) => digest.to_string(),
         (None, Some(tag)) => tag.clone(),
@@ -323,7 +422,7 @@ pub fn pull(
         config,
         layers,
         blobs,
-        scratch: Some(Scratch::new(dir)),
+        scratch: None,
     })
 }
 
@@ -359,125 +458,9 @@ fn challenge_params(text: &str) -> BTreeMap<String, String> {
     params
 }
 
-/// The files podman and docker users keep credentials in, in the order mm reads them:
-/// `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.docker/config.json`.
-fn auth_files() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE") {
-        files.push(PathBuf::from(file));
-    }
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-        files.push(PathBuf::from(dir).join("containers/auth.json"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        files.push(PathBuf::from(home).join(".docker/config.json"));
-    }
-    files
-}
-
-/// `user:password` (base64) for `registry` from the first of `files` that has an entry for
-/// it. A missing file is skipped; one that cannot be read or parsed, or an entry that is
-/// not base64 of `user:password`, is an error (not a silent anonymous pull).
-fn credentials(files: &[PathBuf], registry: &str) -> Result<Option<String>, ImageError> {
-    #[derive(Deserialize)]
-    struct AuthFile {
-        #[serde(default)]
-        auths: BTreeMap<String, Entry>,
-    }
-    #[derive(Deserialize)]
-    struct Entry {
-        auth: Option<String>,
-    }
-    let names = [
-        registry.to_owned(),
-        format!("https://{registry}"),
-        if registry == "docker.io" {
-            "https://index.docker.io/v1/".to_owned()
-        } else {
-            String::new()
-        },
-    ];
-    for file in files {
-        let text = match std::fs::read(file) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(ImageError::Io {
-                    path: file.clone(),
-                    source,
-                });
-            }
-        };
-        let bad = |why: String| ImageError::Credentials {
-            file: file.clone(),
-            why,
-        };
-        let parsed: AuthFile =
-            serde_json::from_slice(&text).map_err(|e| bad(format!("not an auth file ({e})")))?;
-        let Some((name, auth)) = names
-            .iter()
-            .find_map(|name| Some((name, parsed.auths.get(name)?.auth.clone()?)))
-        else {
-            continue;
-        };
-        let usable = base64::engine::general_purpose::STANDARD
-            .decode(&auth)
-            .is_ok_and(|raw| raw.contains(&b':'));
-        if !usable {
-            return Err(bad(format!(
-                "the `auth` of `{name}` is not base64 of USER:PASSWORD"
-            )));
-        }
-        return Ok(Some(auth));
-    }
-    Ok(None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_come_from_the_first_file_that_has_them_and_bad_files_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path
-        };
-        // "u:p"
-        let good = file("good.json", r#"{"auths":{"r.example":{"auth":"dTpw"}}}"#);
-        let other = file("other.json", r#"{"auths":{"elsewhere":{"auth":"dTpw"}}}"#);
-        let absent = dir.path().join("absent.json");
-        let files = [absent.clone(), other.clone(), good.clone()];
-        assert_eq!(
-            credentials(&files, "r.example").unwrap().as_deref(),
-            Some("dTpw")
-        );
-        assert_eq!(credentials(&[absent, other], "r.example").unwrap(), None);
-
-        let broken = file("broken.json", "{not json");
-        let e = credentials(&[broken.clone(), good.clone()], "r.example").unwrap_err();
-        assert!(
-            e.to_string().starts_with(&format!(
-                "registry credentials in {}: not an auth file (",
-                broken.display()
-            )),
-            "{e}"
-        );
-        let garbled = file(
-            "garbled.json",
-            r#"{"auths":{"r.example":{"auth":"bm9jb2xvbg=="}}}"#,
-        );
-        let e = credentials(&[garbled.clone(), good], "r.example").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "registry credentials in {}: the `auth` of `r.example` is not base64 of USER:PASSWORD",
-                garbled.display()
-            )
-        );
-    }
 
     #[test]
     fn challenges_parse() {

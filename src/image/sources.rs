@@ -19,6 +19,7 @@ use super::layout::Layout;
 use super::oci::{self, Compression, Descriptor, ImageConfig, RootFs};
 use super::opened::{LayerJob, Opened, Options, Scratch, safe_relative};
 use crate::definition::ImageSource;
+use crate::definition::source::{ArchiveImage, RegistryReference};
 
 /// Opens `source`: archives are unpacked and registry layers downloaded into a scratch
 /// directory, removed when the returned value is dropped.
@@ -31,19 +32,25 @@ pub fn open(source: &ImageSource, options: &Options<'_>) -> Result<Opened, Image
         ImageSource::OciArchive { path, tag } => {
             let scratch = unpack_archive(path, scratch_in)?;
             from_layout(
-                &Layout::open(scratch.path())?,
+                &Layout::open_as(scratch.path(), path)?,
                 tag.as_deref(),
                 arch,
                 Some(scratch),
             )
         }
-        ImageSource::DockerArchive { path } => {
+        ImageSource::DockerArchive { path, image } => {
             let scratch = unpack_archive(path, scratch_in)?;
-            if scratch.path().join("oci-layout").is_file() {
-                // Docker 25 and later save an OCI layout (with a manifest.json beside it).
-                return from_layout(&Layout::open(scratch.path())?, None, arch, Some(scratch));
+            if image.is_none() && scratch.path().join("oci-layout").is_file() {
+                // Docker 25 and later save an OCI layout (with a manifest.json beside it,
+                // which names the images when one is chosen).
+                return from_layout(
+                    &Layout::open_as(scratch.path(), path)?,
+                    None,
+                    arch,
+                    Some(scratch),
+                );
             }
-            from_docker_save(scratch)
+            from_docker_save(scratch, path, image.as_ref())
         }
         ImageSource::Tar { path } => from_rootfs_tarball(path, arch),
         ImageSource::Docker(reference) => {
@@ -84,8 +91,14 @@ fn from_layout(
     })
 }
 
-/// The classic `docker save` format: manifest.json names a config and layer tarballs.
-fn from_docker_save(scratch: Scratch) -> Result<Opened, ImageError> {
+/// The classic `docker save` format: manifest.json names a config and layer tarballs, for
+/// one image or (`podman save -m`) several, of which `image` chooses; `archive` is the
+/// user's file, which errors name.
+fn from_docker_save(
+    scratch: Scratch,
+    archive: &Path,
+    image: Option<&ArchiveImage>,
+) -> Result<Opened, ImageError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Entry {
@@ -96,19 +109,49 @@ fn from_docker_save(scratch: Scratch) -> Result<Opened, ImageError> {
     }
     let dir = scratch.path();
     let manifest_path = dir.join("manifest.json");
-    let text = std::fs::read(&manifest_path).map_err(|_| ImageError::NotALayout(dir.to_owned()))?;
+    let text =
+        std::fs::read(&manifest_path).map_err(|_| ImageError::NotALayout(archive.to_owned()))?;
     let entries: Vec<Entry> = serde_json::from_slice(&text).map_err(|e| ImageError::BadJson {
         what: "manifest.json",
         digest: Digest::of(&text),
         why: e.to_string(),
     })?;
-    let entry = match entries.as_slice() {
-        [only] => only,
-        _ => {
+    let available = || -> Vec<String> {
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match e.repo_tags.as_slice() {
+                [] => format!("@{i}"),
+                tags => format!("@{i} {}", tags.join(" ")),
+            })
+            .collect()
+    };
+    let entry = match (image, entries.as_slice()) {
+        (None, [only]) => only,
+        (None, _) => {
             return Err(ImageError::WhichImage {
-                path: manifest_path,
-                available: entries.iter().flat_map(|e| e.repo_tags.clone()).collect(),
+                path: archive.to_owned(),
+                available: available(),
             });
+        }
+        (Some(ArchiveImage::Index(index)), _) => {
+            entries.get(*index).ok_or_else(|| ImageError::NoSuchIndex {
+                path: archive.to_owned(),
+                index: *index,
+                count: entries.len(),
+                available: available(),
+            })?
+        }
+        (Some(ArchiveImage::Reference(wanted)), _) => {
+            let wanted = normalized(wanted);
+            entries
+                .iter()
+                .find(|e| e.repo_tags.iter().any(|t| normalized(t) == wanted))
+                .ok_or_else(|| ImageError::NoSuchTag {
+                    path: archive.to_owned(),
+                    tag: wanted.clone(),
+                    available: entries.iter().flat_map(|e| e.repo_tags.clone()).collect(),
+                })?
         }
     };
     let config_path = scratch.member(&entry.config)?;
@@ -160,6 +203,21 @@ fn from_docker_save(scratch: Scratch) -> Result<Opened, ImageError> {
         layers,
         Some(scratch),
     ))
+}
+
+/// A reference as docker normalizes it, to compare a user's with an archive's `RepoTags`
+/// (docker writes `busybox:latest` for `docker.io/library/busybox:latest`); `:latest` when
+/// it has no tag. What does not parse as a reference is compared as written.
+fn normalized(reference: &str) -> String {
+    match RegistryReference::parse(reference) {
+        Ok(mut parsed) => {
+            if parsed.tag.is_none() && parsed.digest.is_none() {
+                parsed.tag = Some("latest".to_owned());
+            }
+            parsed.to_string()
+        }
+        Err(_) => reference.to_owned(),
+    }
 }
 
 /// A rootfs tarball (plain, gzip or zstd) as a one-layer image with a written config.

@@ -1,5 +1,6 @@
 //! What PID 1 executes, as whom, where and with which environment: the definition's, else
-//! the stored image config's, else mm's defaults; and how the machine is stopped.
+//! the stored image config's, else mm's defaults (user `0:0`, `/`); and how the machine is
+//! stopped.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,9 @@ use crate::signal::Signal;
 
 /// The PATH a machine's processes get unless the definition sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Who PID 1 runs as when neither the definition nor the image config names a user: numbers,
+/// which need no /etc/passwd in the image (runc, crun and podman run such images as 0:0).
+const DEFAULT_USER: &str = "0:0";
 /// What a booted machine executes as PID 1.
 const INIT: &str = "/sbin/init";
 
@@ -95,7 +99,7 @@ fn resolve(
             .user
             .clone()
             .or_else(|| from_image(config.and_then(|c| c.user.as_ref())))
-            .unwrap_or_else(|| "root".to_owned()),
+            .unwrap_or_else(|| DEFAULT_USER.to_owned()),
         workdir: exec
             .workdir
             .clone()

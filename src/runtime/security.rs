@@ -74,11 +74,11 @@ pub struct Account {
 /// Resolves `spec` against the machine's /etc/passwd and /etc/group; for a process that
 /// is already inside the machine's root.
 pub fn machine_user(spec: &str) -> Result<User, StepFailure> {
-    // An image may have no /etc/passwd (numeric users need none); an unreadable one is an
-    // error, not an empty file.
+    // An image may have no /etc/passwd (numeric users need none: a `FROM scratch` image);
+    // an unreadable one is an error, not an empty file.
     let read = |path: &str| match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StepFailure::io(
             Step::ReadMachineFile {
                 path: path.to_owned(),
@@ -86,7 +86,8 @@ pub fn machine_user(spec: &str) -> Result<User, StepFailure> {
             &e,
         )),
     };
-    resolve_user(spec, &read("/etc/passwd")?, &read("/etc/group")?).map_err(|e| {
+    let (passwd, group) = (read("/etc/passwd")?, read("/etc/group")?);
+    resolve_user(spec, passwd.as_deref(), group.as_deref()).map_err(|e| {
         StepFailure::other(
             Step::FindUser {
                 spec: spec.to_owned(),
@@ -96,14 +97,17 @@ pub fn machine_user(spec: &str) -> Result<User, StepFailure> {
     })
 }
 
-/// Resolves `root`, `NAME[:GROUP]` or `UID[:GID]` against the machine's files (read after
-/// `pivot_root`, so they are the image's).
-pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
+/// Resolves `NAME[:GROUP]` or `UID[:GID]` against the machine's files (read after
+/// `pivot_root`, so they are the image's; `None`: the image has no such file). Numbers
+/// need no file (as runc and crun run `0:0` in a `FROM scratch` image); a name that
+/// cannot be found says which file was missing or lacked it.
+pub fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<User, String> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let entry = passwd
+        .unwrap_or_default()
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.len() > 3 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
@@ -124,9 +128,15 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, Strin
         (Ok(uid), Some(f)) => (uid, id(f, 3, "gid")?, Some(f[0])),
         (Ok(uid), None) => (uid, uid, None),
         (Err(_), Some(f)) => (id(f, 2, "uid")?, id(f, 3, "gid")?, Some(f[0])),
+        (Err(_), None) if passwd.is_none() => {
+            return Err(format!(
+                "user `{user}` cannot be found: the machine has no /etc/passwd (a numeric UID[:GID] needs none)"
+            ));
+        }
         (Err(_), None) => return Err(format!("user `{user}` is not in the machine's /etc/passwd")),
     };
     let groups_of = group
+        .unwrap_or_default()
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .filter(|f| f.len() > 3);
@@ -134,10 +144,15 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<User, Strin
         gid = match g.parse() {
             Ok(gid) => gid,
             Err(_) => {
-                let f = groups_of
-                    .clone()
-                    .find(|f| f[0] == g)
-                    .ok_or_else(|| format!("group `{g}` is not in the machine's /etc/group"))?;
+                let f = groups_of.clone().find(|f| f[0] == g).ok_or_else(|| {
+                    if group.is_none() {
+                        format!(
+                            "group `{g}` cannot be found: the machine has no /etc/group (a numeric GID needs none)"
+                        )
+                    } else {
+                        format!("group `{g}` is not in the machine's /etc/group")
+                    }
+                })?;
                 f[2].parse().map_err(|_| {
                     format!(
                         "the machine's /etc/group gives `{g}` the gid `{}`, which is not a number",
@@ -186,7 +201,7 @@ mod tests {
 
     #[test]
     fn users_resolve_by_name_number_and_group() {
-        let user = |spec| resolve_user(spec, PASSWD, GROUP);
+        let user = |spec| resolve_user(spec, Some(PASSWD), Some(GROUP));
         assert_eq!(
             user("root").unwrap(),
             User {
@@ -228,6 +243,37 @@ mod tests {
         assert!(user("www:nogroup").unwrap_err().contains("/etc/group"));
     }
 
+    /// A `FROM scratch` image has neither file: numbers work, names say which file is missing.
+    #[test]
+    fn without_passwd_and_group_numbers_resolve_and_names_say_what_is_missing() {
+        assert_eq!(
+            resolve_user("0:0", None, None).unwrap(),
+            User {
+                uid: 0,
+                gid: 0,
+                groups: vec![0],
+                account: None
+            }
+        );
+        assert_eq!(resolve_user("1000", None, None).unwrap().gid, 1000);
+        assert_eq!(
+            resolve_user("root", None, None).unwrap_err(),
+            "user `root` cannot be found: the machine has no /etc/passwd (a numeric UID[:GID] needs none)"
+        );
+        assert_eq!(
+            resolve_user("0:wheel", Some(PASSWD), None).unwrap_err(),
+            "group `wheel` cannot be found: the machine has no /etc/group (a numeric GID needs none)"
+        );
+        assert_eq!(
+            resolve_user("0:0", Some(PASSWD), Some(GROUP))
+                .unwrap()
+                .account
+                .map(|a| a.name),
+            Some("root".to_owned()),
+            "the numeric default still finds root's home and shell for a login"
+        );
+    }
+
     /// Every capability a definition may name is one the bounding set can keep.
     #[test]
     fn every_capability_a_definition_names_is_known_here() {
@@ -243,7 +289,7 @@ mod tests {
         let group = "root:x:0:\nstaff:x:fifty:\n";
         for spec in ["app", "1000"] {
             assert_eq!(
-                resolve_user(spec, passwd, group),
+                resolve_user(spec, Some(passwd), Some(group)),
                 Err(
                     "the machine's /etc/passwd gives `app` the gid `staff`, which is not a number"
                         .to_owned()
@@ -252,7 +298,7 @@ mod tests {
             );
         }
         assert_eq!(
-            resolve_user("root:staff", passwd, group),
+            resolve_user("root:staff", Some(passwd), Some(group)),
             Err(
                 "the machine's /etc/group gives `staff` the gid `fifty`, which is not a number"
                     .to_owned()

@@ -434,6 +434,18 @@ pub struct LocalRegistry {
 impl LocalRegistry {
     /// Starts one, or says why it cannot (the package is missing, or it never came up).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(None)
+    }
+
+    /// One that asks for a login (`htpasswd -B` from apache2-utils: `user`, `password`).
+    pub fn start_with_login(user: &str, password: &str) -> Result<Self, String> {
+        if !Path::new("/usr/bin/htpasswd").exists() {
+            return Err("htpasswd is not installed (Debian package apache2-utils)".into());
+        }
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Result<Self, String> {
         if !Path::new("/usr/bin/docker-registry").exists() {
             return Err("docker-registry is not installed (Debian package docker-registry)".into());
         }
@@ -442,7 +454,7 @@ impl LocalRegistry {
         // another port.
         let mut why = String::new();
         for _ in 0..5 {
-            match Self::start_on_a_free_port()? {
+            match Self::start_on_a_free_port(login)? {
                 Ok(registry) => return Ok(registry),
                 Err(exited) => why = exited,
             }
@@ -451,8 +463,29 @@ impl LocalRegistry {
     }
 
     /// The registry, listening; or (inner `Err`) how it exited before it listened.
-    fn start_on_a_free_port() -> Result<Result<Self, String>, String> {
+    fn start_on_a_free_port(login: Option<(&str, &str)>) -> Result<Result<Self, String>, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let auth = match login {
+            Some((user, password)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "htpasswd: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, &out.stdout).map_err(|e| e.to_string())?;
+                format!(
+                    "auth:\n  htpasswd:\n    realm: mm-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
         // A free port: bind port 0, note it, release it for the registry.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -461,7 +494,7 @@ impl LocalRegistry {
         let address = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
         let text = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n{auth}",
             dir.path().join("data").display()
         );
         std::fs::write(&config, text).map_err(|e| e.to_string())?;
@@ -510,11 +543,18 @@ impl LocalRegistry {
 
     /// Copies an OCI layout image into the registry with skopeo.
     pub fn push(&self, from: &str, to_repo: &str) -> String {
+        self.push_as(from, to_repo, None)
+    }
+
+    /// Copies an image into the registry with skopeo, logged in as `user:password` if given.
+    pub fn push_as(&self, from: &str, to_repo: &str, creds: Option<&str>) -> String {
         let target = format!("docker://{}/{to_repo}", self.address);
-        let status = Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false", from, &target])
-            .status()
-            .expect("skopeo runs");
+        let mut command = Command::new("skopeo");
+        command.args(["copy", "-q", "--dest-tls-verify=false"]);
+        if let Some(creds) = creds {
+            command.args(["--dest-creds", creds]);
+        }
+        let status = command.args([from, &target]).status().expect("skopeo runs");
         assert!(status.success(), "skopeo copy {from} {target}");
         target
     }
