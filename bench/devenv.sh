@@ -61,7 +61,7 @@ useradd --create-home --shell /bin/bash "$user"
 home=$(getent passwd "$user" | cut -d: -f6)
 uid=$(id -u "$user")
 grep -q "^$user:" /etc/subuid || usermod --add-subuids 600000-665535 --add-subgids 600000-665535 "$user"
-mkdir -p "$work/run" "$work/mm" "$home/.config/containers"
+mkdir -p "$work/run" "$work/mm" "$work/out" "$home/.config/containers"
 cat >"$home/.config/containers/containers.conf" <<'EOF'
 [engine]
 runtime = "runc"
@@ -69,7 +69,7 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 EOF
 printf '[storage]\ndriver = "overlay"\n' >"$home/.config/containers/storage.conf"
-chown -R "$user": "$work/run" "$work/mm" "$home/.config"
+chown -R "$user": "$work/run" "$work/mm" "$work/out" "$home/.config"
 chmod 700 "$work/run"
 cp "$mm" "$work/mm-bin"
 chmod 755 "$work/mm-bin"
@@ -101,6 +101,12 @@ u skopeo copy -q oci:"$checkout"/images/debian:12 containers-storage:"$image" >/
 local_share=$home/.local/share
 chmod 711 "$home" "$home/.local" "$local_share" "$local_share/containers" \
     "$local_share/containers/storage" "$local_share/containers/storage/overlay"
+# toolbox first: its first command runs `podman system migrate`, which stops every
+# running container of the user.
+echo "==> toolbox: bench-toolbox" >&2
+u toolbox create --image "$image" bench-toolbox >/dev/null 2>&1
+u toolbox run -c bench-toolbox true >"$work/toolbox-first.log" 2>&1 ||
+    { tail -n 20 "$work/toolbox-first.log" >&2; echo "toolbox run failed" >&2; exit 1; }
 u podman run -d --name bench-podman "$image" >/dev/null
 echo "==> mm: dev, its image imported first" >&2
 u "$mm" image import oci:"$checkout"/images/debian:12 >/dev/null 2>&1
@@ -110,20 +116,21 @@ u distrobox create --image "$image" --name bench-distrobox --yes >/dev/null 2>&1
 u distrobox enter bench-distrobox -- true >"$work/distrobox-first.log" 2>&1 ||
     { tail -n 20 "$work/distrobox-first.log" >&2; echo "distrobox enter failed" >&2; exit 1; }
 u podman commit -q bench-distrobox localhost/mm-debian-distrobox:12 >/dev/null
-echo "==> toolbox: bench-toolbox" >&2
-u toolbox create --image "$image" bench-toolbox >/dev/null 2>&1
-u toolbox run -c bench-toolbox true >"$work/toolbox-first.log" 2>&1 ||
-    { tail -n 20 "$work/toolbox-first.log" >&2; echo "toolbox run failed" >&2; exit 1; }
 
 names=("mm exec" "mm exec, login shell" "podman exec" "distrobox enter" "toolbox run")
 commands=("$mm exec dev -- true" "$mm exec dev -- bash -lc true" "podman exec bench-podman true"
     "distrobox enter bench-distrobox -- true" "toolbox run -c bench-toolbox true")
+# Each once first, so that a failing one is named with what it said.
+for i in "${!names[@]}"; do
+    u sh -c "${commands[$i]}" </dev/null >"$work/check.log" 2>&1 ||
+        { cat "$work/check.log" >&2; echo "${names[$i]} fails: ${commands[$i]}" >&2; exit 1; }
+done
 per_round=$(((runs + rounds - 1) / rounds))
 echo "==> entering: $rounds rounds of $per_round runs" >&2
 for round in $(seq "$rounds"); do
     args=()
     for i in $(shuf -e "${!names[@]}"); do args+=(-n "${names[$i]}" "${commands[$i]}"); done
-    u hyperfine -N --warmup 1 --runs "$per_round" --export-json "$work/enter-$round.json" \
+    u hyperfine -N --warmup 1 --runs "$per_round" --export-json "$work/out/enter-$round.json" \
         "${args[@]}" </dev/null >/dev/null 2>>"$work/hyperfine.err" ||
         { cat "$work/hyperfine.err" >&2; exit 1; }
 done
@@ -142,11 +149,11 @@ for round in $(seq "$first"); do
     for i in $(shuf -e "${!fnames[@]}"); do
         args+=(--prepare "${fprepare[$i]} >/dev/null 2>&1 || true" -n "${fnames[$i]}" "${fcommands[$i]} >/dev/null 2>&1")
     done
-    u hyperfine --runs 1 --export-json "$work/first-$round.json" "${args[@]}" \
+    u hyperfine --runs 1 --export-json "$work/out/first-$round.json" "${args[@]}" \
         </dev/null >/dev/null 2>>"$work/hyperfine.err" || { cat "$work/hyperfine.err" >&2; exit 1; }
 done
 
-python3 - "$work" "$rounds" "$first" <<'PY'
+python3 - "$work/out" "$rounds" "$first" <<'PY'
 import glob, json, statistics, sys
 work, rounds, first = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def medians(pattern):
@@ -154,7 +161,9 @@ def medians(pattern):
     for path in sorted(glob.glob(f"{work}/{pattern}")):
         for r in json.load(open(path))["results"]:
             times.setdefault(r["command"], []).extend(r["times"])
-    return {k: statistics.median(v) * 1000 for k, v in times.items()}, min(len(v) for v in times.values())
+    return {k: statistics.median(times[k]) * 1000 for k in order if k in times}, min(len(v) for v in times.values())
+order = ["mm exec", "mm exec, login shell", "podman exec", "distrobox enter", "toolbox run",
+         "mm", "distrobox", "distrobox, prepared"]
 enter, n = medians("enter-*.json")
 print(f"entering a running environment, median of {n} interleaved runs each:")
 for name, ms in enter.items():
