@@ -370,6 +370,10 @@ pub fn copy_examples(dir: &Path) {
         std::fs::copy(&path, machines.join(path.file_name().unwrap())).unwrap();
     }
     if default_image_built() {
+        // The `dev` example's image: `mm validate` of every example needs it.
+        if let Err(why) = debian_image() {
+            panic!("{why}");
+        }
         let status = Command::new("cp")
             .args(["-a", "--no-preserve=ownership"])
             .arg(repo().join("images"))
@@ -422,6 +426,43 @@ pub fn limits_refused_here() -> Option<String> {
 /// The default image must exist for validation of the examples: `scripts/setup` builds it.
 pub fn default_image_built() -> bool {
     repo().join("images/busybox/index.json").exists()
+}
+
+/// The Debian 12 image of the `dev` example, `images/debian` (tag `12`), built by
+/// `scripts/build-debian-image` (mmdebstrap, from Debian's mirror, about a minute) when it
+/// is missing, once per test binary, as `scripts/test` does before the tests.
+/// `Err` says why it cannot be had: mmdebstrap is not installed, or the build failed.
+pub fn debian_image() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let layout = repo().join("images/debian");
+            if layout.join("index.json").exists() {
+                return Ok(layout);
+            }
+            if !debian_image_buildable() {
+                return Err(format!(
+                    "{} is missing and mmdebstrap is not installed (Debian package mmdebstrap; \
+                     ./scripts/setup installs it and builds the image)",
+                    layout.display()
+                ));
+            }
+            eprintln!("building {} (scripts/build-debian-image)", layout.display());
+            let status = Command::new(repo().join("scripts/build-debian-image"))
+                .stdin(Stdio::null())
+                .status()
+                .map_err(|e| format!("scripts/build-debian-image: {e}"))?;
+            if !status.success() {
+                return Err(format!("scripts/build-debian-image failed: {status}"));
+            }
+            Ok(layout)
+        })
+        .clone()
+}
+
+/// Whether `scripts/build-debian-image` can run here: mmdebstrap is installed.
+pub fn debian_image_buildable() -> bool {
+    Path::new("/usr/bin/mmdebstrap").exists()
 }
 
 /// A real registry (Debian's `docker-registry`) on a loopback port, stopped when dropped.
