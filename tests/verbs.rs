@@ -89,6 +89,43 @@ fn exec_needs_no_separator_and_gives_the_command_the_options_after_it() {
 }
 
 #[test]
+fn an_exec_into_a_machine_that_stops_under_it_says_so() {
+    if !ready("an_exec_into_a_machine_that_stops") {
+        return;
+    }
+    let mut m = Machines::new();
+    m.define("vb-gone", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]");
+    m.ok(&["start", "vb-gone"]);
+    let exec = m
+        .command(&["exec", "vb-gone", "sleep", "600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The exec'd sleep is in the machine before it stops.
+    eventually("the exec'd sleep runs", || {
+        m.ok(&["ps", "vb-gone", "--json"]).contains("600")
+    });
+    m.ok(&["stop", "vb-gone", "--timeout", "1"]);
+    let out = exec.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code().is_some_and(|c| c > 128),
+        "{:?} {stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("machine vb-gone stopped while the command ran"),
+        "{stderr}"
+    );
+    // And once it is stopped, an exec says that it is not running.
+    let (out, _, stderr) = m.mm(&["exec", "vb-gone", "true"]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(stderr.contains("not running"), "{stderr}");
+}
+
+#[test]
 fn shell_reads_the_end_of_its_input_and_exits() {
     if !ready("shell_reads_the_end_of_its_input_and_exits") {
         return;

@@ -49,7 +49,20 @@ pub fn run(name: &str, paths: &Paths, command: &Command<'_>) -> Result<i32, Runt
         .ok_or_else(|| RuntimeError::NotRunning {
             name: name.to_owned(),
         })?;
-    enter(leader, &launch, command).map_err(RuntimeError::Step)
+    let gone = || !std::path::Path::new(&format!("/proc/{leader}")).exists();
+    match enter(leader, &launch, command) {
+        // The machine stopped under the command: say so, beside the status it ended with.
+        Ok(code) if code > 128 && gone() => {
+            eprintln!("mm: machine {name} stopped while the command ran");
+            Ok(code)
+        }
+        Ok(code) => Ok(code),
+        // Its namespaces went while mm joined them.
+        Err(_) if gone() => Err(RuntimeError::NotRunning {
+            name: name.to_owned(),
+        }),
+        Err(failure) => Err(RuntimeError::Step(failure)),
+    }
 }
 
 fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, StepFailure> {
