@@ -19,35 +19,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::Digest as _;
 use support::*;
-
-/// The client packages of the machines' Debian image.
-const CLIENTS: &str = "x11-utils,wayland-utils,pulseaudio-utils,openssh-client,dbus";
 
 const ALL_ON: &str = "[desktop]\nwayland = true\nx11 = true\npulseaudio = true\nssh_agent = true\n";
 
-/// A Debian 12 rootfs tarball with [`CLIENTS`], built by mmdebstrap once and kept in
-/// /var/tmp under a name that hashes the package list.
+/// The Debian 12 image of the `dev` example (scripts/build-debian-image), which has the
+/// clients: x11-utils, wayland-utils, pulseaudio-utils, openssh-client, dbus.
 fn client_image() -> PathBuf {
-    let key: String = sha2::Sha256::digest(CLIENTS.as_bytes())
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let dest = PathBuf::from(format!("/var/tmp/mm-test-desktop-{key}.tar"));
-    let status = Command::new(repo().join("tests/fixtures/debian/make-client-tar.sh"))
-        .arg(&dest)
-        .arg(CLIENTS)
-        .status()
-        .unwrap();
-    assert!(status.success(), "make-client-tar.sh {}", dest.display());
-    dest
+    debian_image().unwrap_or_else(|why| panic!("the Debian image: {why}"))
 }
 
 fn definition(image: &Path, desktop: &str) -> String {
     format!(
-        "[image]\nsource = \"tar:{}\"\n[exec]\ncommand = [\"sleep\", \"infinity\"]\n{desktop}",
+        "[image]\nsource = \"oci:{}:12\"\n[exec]\ncommand = [\"sleep\", \"infinity\"]\n{desktop}",
         image.display()
     )
 }
@@ -395,6 +379,82 @@ fn real_clients_reach_the_hosts_servers_rootless() {
         (out.status.success(), format!("{stdout}{stderr}"))
     };
     clients_reach_their_servers(&session, &exec);
+}
+
+#[test]
+fn the_session_bus_answers_a_keep_id_user_inside_rootless() {
+    let test = "the_session_bus_answers_a_keep_id_user_inside_rootless";
+    if !is_root() {
+        return skip(test, "creating the test user needs root");
+    }
+    let image = client_image();
+    let user = test_user("mm-test", Some(300_000));
+    let gid = nix::unistd::Group::from_name("users")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    let dir = shared_tempdir();
+    let machines = dir.path().join("machines");
+    std::fs::create_dir(&machines).unwrap();
+    // dbus-daemon's EXTERNAL check compares the client's uid with the socket owner's: the
+    // same uid inside as outside (keep_id) is what makes it pass.
+    std::fs::write(
+        machines.join("bus.toml"),
+        definition(
+            &image,
+            "[users]\nkeep_id = true\n[desktop]\nsession_bus = true\n",
+        ),
+    )
+    .unwrap();
+    let bus_dir = dir.path().join("bus");
+    user.give(dir.path());
+    std::fs::create_dir(&bus_dir).unwrap();
+    user.give(&bus_dir);
+    let address = format!("unix:path={}", bus_dir.join("socket").display());
+    let mut daemon = as_user(user.uid, gid, "dbus-daemon")
+        .args([
+            "--session",
+            "--nofork",
+            "--nopidfile",
+            &format!("--address={address}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = OnDrop(|| {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    });
+    eventually("the session bus listens", || {
+        bus_dir.join("socket").exists()
+    });
+    let mm = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command.env("DBUS_SESSION_BUS_ADDRESS", &address);
+        command
+    };
+    let _stop = OnDrop(|| {
+        let _ = mm(&["stop", "bus", "--timeout", "1"]).output();
+        let _ = mm(&["rm", "bus"]).output();
+    });
+    let (out, stdout, stderr) = run(mm(&["start", "bus"]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let (out, stdout, stderr) = run(mm(&[
+        "exec",
+        "bus",
+        "--",
+        "dbus-send",
+        "--session",
+        "--print-reply",
+        "--dest=org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.ListNames",
+    ]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("\"org.freedesktop.DBus\""), "{stdout}");
 }
 
 // ---- plan level -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! `[users] keep_id`: the host user inside a machine, as root (keep_id names the harness's
 //! test user) and rootless (the test user itself), on a real Debian 12 with sudo and bash
-//! (tests/fixtures/debian/make-devtar.sh): its ids, groups, name, home and shell; sudo
+//! (images/debian, scripts/build-debian-image): its ids, groups, name, home and shell; sudo
 //! without a password; files in binds owned by it outside; the image's root files still
 //! root's; the machine home across stop/start; `home = "host"` and `home = PATH`; and a
 //! hostile image whose /etc/passwd is a symlink. Needs root; skips with the reason.
@@ -13,22 +13,16 @@ use std::process::Command;
 
 use support::*;
 
-/// The Debian tar with sudo and bash, built once (mmdebstrap, about half a minute) and
-/// kept between runs.
+/// The Debian 12 image of the `dev` example (scripts/build-debian-image), with sudo and
+/// bash.
 fn debian_tar() -> PathBuf {
-    let dest = PathBuf::from("/var/tmp/mm-test-debian-dev.tar");
-    let status = Command::new(repo().join("tests/fixtures/debian/make-devtar.sh"))
-        .arg(&dest)
-        .status()
-        .unwrap();
-    assert!(status.success(), "make-devtar.sh {}", dest.display());
-    dest
+    debian_image().unwrap_or_else(|why| panic!("the Debian image: {why}"))
 }
 
 /// A Debian keep-id machine's definition: `users` is the rest of its [users] table.
 fn debian(tar: &Path, bind: &Path, users: &str) -> String {
     format!(
-        "[image]\nsource = \"tar:{}\"\n[exec]\ncommand = [\"sleep\", \"infinity\"]\n\
+        "[image]\nsource = \"oci:{}:12\"\n[exec]\ncommand = [\"sleep\", \"infinity\"]\n\
          [storage]\npersistent = false\nbinds = [{{ source = \"{}\", target = \"/proj\" }}]\n\
          [network]\nmode = \"host\"\n[users]\n{users}\n",
         tar.display(),
