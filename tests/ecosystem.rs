@@ -1,6 +1,6 @@
 //! Images and registries as podman and skopeo users have them (docs/ecosystem.md): images
 //! without /etc/passwd, the names podman and skopeo write (`oci-archive:FILE:REF`,
-//! multi-image `docker-archive:`), logins in auth.json and credential helpers, and
+//! multi-image `docker-archive:`), skopeo's `dir:` layout, logins in auth.json and credential helpers, and
 //! registries.conf (insecure, mirrors, blocked, short names). Every test has its own
 //! MM_ROOT, its own registries on loopback ports and its own registries.conf and auth file
 //! (`$CONTAINERS_REGISTRIES_CONF`, `$REGISTRY_AUTH_FILE`, HOME), so none reads /etc's.
@@ -303,6 +303,102 @@ fn archives_are_named_as_podman_and_skopeo_write_them() {
         "busybox has no /busybox: {stdout}{stderr}"
     );
     assert_eq!(m.ok(&["run", "second"]).trim(), "scratch");
+}
+
+/// The manifest digest `mm image list --json` gives for the image named `name`.
+fn listed_manifest(d: &Path, name: &str) -> String {
+    let (out, stdout, stderr) = run(support::mm(d, &["image", "list", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {stdout}"))["manifest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_skopeo_dir_copy_imports_as_the_oci_image_it_came_from_and_runs() {
+    let test = "a_skopeo_dir_copy_imports_as_the_oci_image_it_came_from_and_runs";
+    if !ready(test) {
+        return;
+    }
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let busybox = busybox();
+    let copied = d.join("copied");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            &format!("oci:{}:latest", busybox.display()),
+            &format!("dir:{}", copied.display()),
+        ],
+    );
+    set_tree_readable(d);
+    let mm = |args: &[&str]| run(support::mm(d, args));
+    let oci = format!("oci:{}:latest", busybox.display());
+    let from_dir = format!("dir:{}", copied.display());
+    for source in [&oci, &from_dir] {
+        let (out, stdout, stderr) = mm(&["image", "import", source]);
+        assert!(out.status.success(), "{source}: {stdout}{stderr}");
+    }
+    // The same manifest, so the same config and layer digests (the layer is not unpacked
+    // again: the store has it by its diff_id).
+    assert_eq!(listed_manifest(d, &from_dir), listed_manifest(d, &oci));
+
+    // A directory that is not skopeo's layout says so; a blob that does not match its
+    // digest is refused.
+    let (out, _, stderr) = mm(&["image", "import", &format!("dir:{}", busybox.display())]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is not a skopeo dir: image", busybox.display())),
+        "{stderr}"
+    );
+    let broken = d.join("broken");
+    tool(
+        "cp",
+        &[
+            "-r",
+            &copied.display().to_string(),
+            &broken.display().to_string(),
+        ],
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(broken.join("manifest.json")).unwrap()).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let config_file = broken.join(config.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&config_file).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&config_file, bytes).unwrap();
+    let (out, _, stderr) = mm(&["image", "import", &format!("dir:{}", broken.display())]);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("config {config} does not match its digest")),
+        "{stderr}"
+    );
+
+    // A definition whose source is the dir: copy runs.
+    let mut m = Machines {
+        dir,
+        names: Vec::new(),
+    };
+    let machines = m.dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("copied.toml"),
+        format!(
+            "[image]\nsource = \"{from_dir}\"\n[exec]\ncommand = [\"/bin/sh\", \"-c\", \"echo from-dir\"]\n"
+        ),
+    )
+    .unwrap();
+    m.names.push("copied".to_owned());
+    assert_eq!(m.ok(&["run", "copied"]).trim(), "from-dir");
 }
 
 /// A port nothing listens on (bound, noted, released): a mirror that is down.

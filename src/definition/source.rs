@@ -15,6 +15,9 @@ pub enum ImageSource {
     /// the `org.opencontainers.image.ref.name` of one of its images, a tag (`latest`) or a
     /// whole reference as podman writes it (`localhost/clbox:latest`).
     Oci { path: PathBuf, tag: Option<String> },
+    /// A directory in skopeo's `dir:` layout: `manifest.json`, `version`, and each blob
+    /// named by its digest's hex digits.
+    Dir { path: PathBuf },
     /// A tarball of an OCI image layout, with an optional reference as for `oci:`.
     OciArchive { path: PathBuf, tag: Option<String> },
     /// A tarball made by `docker save`, `podman save` (also `-m`, several images) or
@@ -59,6 +62,7 @@ impl fmt::Display for ArchiveImage {
 pub const TRANSPORTS: &[&str] = &[
     "oci",
     "oci-archive",
+    "dir",
     "docker-archive",
     "docker",
     "tar",
@@ -109,6 +113,7 @@ impl ImageSource {
                     image,
                 })
             }
+            "dir" => Ok(Self::Dir { path: local(rest)? }),
             "tar" => Ok(Self::Tar { path: local(rest)? }),
             "rootfs" => Ok(Self::Rootfs { path: local(rest)? }),
             "mm" => {
@@ -130,6 +135,7 @@ impl ImageSource {
         match self {
             Self::Oci { path, .. }
             | Self::OciArchive { path, .. }
+            | Self::Dir { path }
             | Self::DockerArchive { path, .. }
             | Self::Tar { path }
             | Self::Rootfs { path } => Some(path),
@@ -144,7 +150,10 @@ impl ImageSource {
 
     /// Whether the local path must be a directory (as opposed to a file).
     pub fn wants_directory(&self) -> bool {
-        matches!(self, Self::Oci { .. } | Self::Rootfs { .. })
+        matches!(
+            self,
+            Self::Oci { .. } | Self::Dir { .. } | Self::Rootfs { .. }
+        )
     }
 }
 
@@ -168,6 +177,7 @@ impl fmt::Display for ImageSource {
                 }
             }
             Self::Docker(reference) => write!(f, "docker://{reference}"),
+            Self::Dir { path } => write!(f, "dir:{}", path.display()),
             Self::Tar { path } => write!(f, "tar:{}", path.display()),
             Self::Rootfs { path } => write!(f, "rootfs:{}", path.display()),
             Self::Store { name } => write!(f, "mm:{name}"),
@@ -363,6 +373,14 @@ mod tests {
                 path: "/defs/root.tar.gz".into()
             }
         );
+        assert_eq!(
+            parse("dir:copied").unwrap(),
+            ImageSource::Dir {
+                path: "/defs/copied".into()
+            }
+        );
+        // skopeo's dir: takes the whole rest as the path, colons included.
+        assert_eq!(parse("dir:a:b").unwrap().to_string(), "dir:/defs/a:b");
         assert_eq!(
             parse("oci-archive:../a.tar:v1").unwrap().to_string(),
             "oci-archive:/a.tar:v1"

@@ -15,6 +15,8 @@ pub enum ImageError {
     },
     #[error("{} is not an OCI image layout (no oci-layout file or index.json)", .0.display())]
     NotALayout(PathBuf),
+    #[error("{} is not a skopeo dir: image (no `version` file saying `Directory Transport Version: 1.x`, or no manifest.json)", .0.display())]
+    NotADir(PathBuf),
     #[error("{} has no tag `{tag}`; tags here: {}", path.display(), list(available))]
     NoSuchTag {
         path: PathBuf,

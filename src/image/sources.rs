@@ -29,6 +29,11 @@ pub fn open(source: &ImageSource, options: &Options<'_>) -> Result<Opened, Image
         ImageSource::Oci { path, tag } => {
             from_layout(&Layout::open(path)?, tag.as_deref(), arch, None)
         }
+        ImageSource::Dir { path } => {
+            let layout = Layout::open_dir(path)?;
+            let resolved = layout.resolve_dir(arch)?;
+            Ok(from_resolved(&layout, resolved, None))
+        }
         ImageSource::OciArchive { path, tag } => {
             let scratch = unpack_archive(path, scratch_in)?;
             from_layout(
@@ -70,6 +75,15 @@ fn from_layout(
     scratch: Option<Scratch>,
 ) -> Result<Opened, ImageError> {
     let resolved = layout.resolve(tag, arch)?;
+    Ok(from_resolved(layout, resolved, scratch))
+}
+
+/// What a layout resolved to, with its layers' blobs in `layout`.
+fn from_resolved(
+    layout: &Layout,
+    resolved: super::layout::Resolved,
+    scratch: Option<Scratch>,
+) -> Opened {
     let layers = resolved
         .layers
         .iter()
@@ -80,7 +94,7 @@ fn from_layout(
             diff_id: diff_id.clone(),
         })
         .collect();
-    Ok(Opened {
+    Opened {
         manifest: resolved.manifest.digest,
         index: None,
         config_digest: resolved.config_digest,
@@ -88,7 +102,7 @@ fn from_layout(
         layers,
         blobs: resolved.blobs,
         scratch,
-    })
+    }
 }
 
 /// The classic `docker save` format: manifest.json names a config and layer tarballs, for
