@@ -144,6 +144,8 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
     match e {
         ImageError::NotALayout(_)
         | ImageError::NotADir(_)
+        | ImageError::NotAStore { .. }
+        | ImageError::NotInPodmanStore { .. }
         | ImageError::NoSuchTag { .. }
         | ImageError::NoSuchIndex { .. }
         | ImageError::WhichImage { .. }
