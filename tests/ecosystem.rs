@@ -589,6 +589,81 @@ fn images_in_podmans_store_are_read_from_tar_split_verified_and_never_written() 
     assert_eq!(m.ok(&["run", "built"]).trim(), "built-by-podman\n600\nsame");
 }
 
+#[test]
+fn rootless_mm_reads_the_users_own_podman_store_and_runs_its_image() {
+    let test = "rootless_mm_reads_the_users_own_podman_store_and_runs_its_image";
+    if !ready(test) {
+        return;
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let image = d.join("busybox");
+    tool(
+        "cp",
+        &["-r", busybox().to_str().unwrap(), image.to_str().unwrap()],
+    );
+    set_tree_readable(d);
+    let machines = d.join("machines");
+    std::fs::create_dir(&machines).unwrap();
+    std::fs::write(
+        machines.join("fromstore.toml"),
+        "[image]\nsource = \"containers-storage:localhost/x:1\"\n[exec]\ncommand = [\"/bin/sh\", \"-c\", \"echo from-podman; id -u\"]\n",
+    )
+    .unwrap();
+    let (runtime, data) = (d.join("runtime"), d.join("data"));
+    for path in [&runtime, &data] {
+        std::fs::create_dir(path).unwrap();
+        user.give(path);
+    }
+    // The user's own store, where rootless podman and skopeo keep it
+    // ($XDG_DATA_HOME/containers/storage), filled by skopeo as the user.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "mm-test",
+            "--regid",
+            "users",
+            "--init-groups",
+            "--",
+        ])
+        .args(["skopeo", "copy", "-q"])
+        .arg(format!("oci:{}:latest", image.display()))
+        .arg("containers-storage:localhost/x:1")
+        .current_dir(d)
+        .env_clear()
+        .env("HOME", &user.home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("XDG_DATA_HOME", &data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo as mm-test: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data.join("containers/storage").is_dir());
+    let as_user = |args: &[&str]| {
+        let mut command = user.mm(d, args);
+        command
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_DATA_HOME", &data);
+        run(command)
+    };
+    let (out, stdout, stderr) = as_user(&["image", "import", "containers-storage:localhost/x:1"]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("verified and unpacked"), "{stderr}");
+    let (out, stdout, stderr) = as_user(&["run", "fromstore"]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["from-podman", "0"],
+        "{stdout}{stderr}"
+    );
+    let _ = as_user(&["rm", "fromstore"]);
+}
+
 /// A port nothing listens on (bound, noted, released): a mirror that is down.
 fn dead_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

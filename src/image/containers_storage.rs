@@ -434,7 +434,17 @@ fn rebuild(
                     Mode::empty(),
                     ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
                 )
-                .map_err(|e| fail(format!("`{shown}` in {}: {e}", diff.display())))?;
+                .map_err(|e| {
+                    let hint = if e == rustix::io::Errno::ACCESS
+                        && !rustix::process::geteuid().is_root()
+                    {
+                        " (a file of one of your subordinate ids that only it may read: mm reads \
+                         podman's store as you, outside podman's user namespace)"
+                    } else {
+                        ""
+                    };
+                    fail(format!("`{shown}` in {}: {e}{hint}", diff.display()))
+                })?;
                 let mut content = File::from(fd).take(wanted);
                 let mut copied = 0u64;
                 loop {
