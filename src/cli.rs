@@ -310,7 +310,9 @@ pub enum ImageCommand {
     ///
     /// SOURCE is written as in a definition: oci:PATH[:REF] (an OCI image layout, as made
     /// by skopeo, umoci or buildah; REF is a tag or, as podman writes it, a whole
-    /// reference), oci-archive:PATH[:REF] (a tarball of one),
+    /// reference), oci-archive:PATH[:REF] (a tarball of one), dir:PATH (skopeo's
+    /// directory layout), containers-storage:[STORE]IMAGE (an image in podman's store, read
+    /// and never written, each layer rebuilt from podman's tar-split data and verified),
     /// docker-archive:PATH[:REF|:@INDEX] (from `docker save`, `podman save -m` or skopeo;
     /// which image, when it holds several), tar:PATH (a rootfs tarball,
     /// plain, gzip or zstd), or docker://REGISTRY/REPO[:TAG|@DIGEST] (credentials from

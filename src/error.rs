@@ -143,6 +143,9 @@ impl From<crate::plan::Rejected> for Error {
 pub fn image_exit_code(e: &ImageError) -> ExitCode {
     match e {
         ImageError::NotALayout(_)
+        | ImageError::NotADir(_)
+        | ImageError::NotAStore { .. }
+        | ImageError::NotInPodmanStore { .. }
         | ImageError::NoSuchTag { .. }
         | ImageError::NoSuchIndex { .. }
         | ImageError::WhichImage { .. }

@@ -235,6 +235,9 @@ fn rows() -> Vec<Row> {
         bad("registry repository in uppercase", "[image]\nsource = \"docker://Busybox\"\n")
             .key("image.source").at(2, 10, "\"docker://Busybox\"")
             .message("`library/Busybox` is not a valid repository name"),
+        bad("a containers-storage: store without its closing bracket", "[image]\nsource = \"containers-storage:[overlay@/s localhost/x:1\"\n")
+            .key("image.source").at(2, 10, "\"containers-storage:[overlay@/s localhost/x:1\"")
+            .message("is not a containers-storage store"),
         bad("a committed image with a bad name", "[image]\nsource = \"mm:bad/name\"\n")
             .key("image.source").at(2, 10, "\"mm:bad/name\"")
             .message("`bad/name` is not a valid tag"),

@@ -1,6 +1,6 @@
 //! Images and registries as podman and skopeo users have them (docs/ecosystem.md): images
 //! without /etc/passwd, the names podman and skopeo write (`oci-archive:FILE:REF`,
-//! multi-image `docker-archive:`), logins in auth.json and credential helpers, and
+//! multi-image `docker-archive:`), skopeo's `dir:` layout, podman's store (`containers-storage:`), logins in auth.json and credential helpers, and
 //! registries.conf (insecure, mirrors, blocked, short names). Every test has its own
 //! MM_ROOT, its own registries on loopback ports and its own registries.conf and auth file
 //! (`$CONTAINERS_REGISTRIES_CONF`, `$REGISTRY_AUTH_FILE`, HOME), so none reads /etc's.
@@ -303,6 +303,365 @@ fn archives_are_named_as_podman_and_skopeo_write_them() {
         "busybox has no /busybox: {stdout}{stderr}"
     );
     assert_eq!(m.ok(&["run", "second"]).trim(), "scratch");
+}
+
+/// The manifest digest `mm image list --json` gives for the image named `name`.
+fn listed_manifest(d: &Path, name: &str) -> String {
+    let (out, stdout, stderr) = run(support::mm(d, &["image", "list", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {stdout}"))["manifest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_skopeo_dir_copy_imports_as_the_oci_image_it_came_from_and_runs() {
+    let test = "a_skopeo_dir_copy_imports_as_the_oci_image_it_came_from_and_runs";
+    if !ready(test) {
+        return;
+    }
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let busybox = busybox();
+    let copied = d.join("copied");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            &format!("oci:{}:latest", busybox.display()),
+            &format!("dir:{}", copied.display()),
+        ],
+    );
+    set_tree_readable(d);
+    let mm = |args: &[&str]| run(support::mm(d, args));
+    let oci = format!("oci:{}:latest", busybox.display());
+    let from_dir = format!("dir:{}", copied.display());
+    for source in [&oci, &from_dir] {
+        let (out, stdout, stderr) = mm(&["image", "import", source]);
+        assert!(out.status.success(), "{source}: {stdout}{stderr}");
+    }
+    // The same manifest, so the same config and layer digests (the layer is not unpacked
+    // again: the store has it by its diff_id).
+    assert_eq!(listed_manifest(d, &from_dir), listed_manifest(d, &oci));
+
+    // A directory that is not skopeo's layout says so; a blob that does not match its
+    // digest is refused.
+    let (out, _, stderr) = mm(&["image", "import", &format!("dir:{}", busybox.display())]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is not a skopeo dir: image", busybox.display())),
+        "{stderr}"
+    );
+    let broken = d.join("broken");
+    tool(
+        "cp",
+        &[
+            "-r",
+            &copied.display().to_string(),
+            &broken.display().to_string(),
+        ],
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(broken.join("manifest.json")).unwrap()).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let config_file = broken.join(config.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&config_file).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&config_file, bytes).unwrap();
+    let (out, _, stderr) = mm(&["image", "import", &format!("dir:{}", broken.display())]);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("config {config} does not match its digest")),
+        "{stderr}"
+    );
+
+    // A definition whose source is the dir: copy runs.
+    let mut m = Machines {
+        dir,
+        names: Vec::new(),
+    };
+    let machines = m.dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("copied.toml"),
+        format!(
+            "[image]\nsource = \"{from_dir}\"\n[exec]\ncommand = [\"/bin/sh\", \"-c\", \"echo from-dir\"]\n"
+        ),
+    )
+    .unwrap();
+    m.names.push("copied".to_owned());
+    assert_eq!(m.ok(&["run", "copied"]).trim(), "from-dir");
+}
+
+/// Every file of a tree with its size, mode and modification time: to see that mm wrote
+/// nothing in podman's store.
+fn tree_state(dir: &Path) -> String {
+    let out = Command::new("find")
+        .arg(dir)
+        .args(["-printf", "%P %y %s %m %T@\n"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<_> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+#[test]
+fn images_in_podmans_store_are_read_from_tar_split_verified_and_never_written() {
+    let test = "images_in_podmans_store_are_read_from_tar_split_verified_and_never_written";
+    if !ready(test) {
+        return;
+    }
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let (root, runroot) = (d.join("store"), d.join("runroot"));
+    let spec = format!("[overlay@{}+{}]", root.display(), runroot.display());
+    let podman_store = |args: &[&str]| {
+        let mut all = vec![
+            "--root",
+            root.to_str().unwrap(),
+            "--runroot",
+            runroot.to_str().unwrap(),
+            "--storage-driver",
+            "overlay",
+        ];
+        all.extend_from_slice(args);
+        let out = Command::new("podman").args(&all).output().unwrap();
+        assert!(
+            out.status.success(),
+            "podman {all:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "-q",
+            &format!("oci:{}:latest", busybox().display()),
+            &format!("containers-storage:{spec}localhost/x:1"),
+        ],
+    );
+    // A layer podman made: a file only root may read, a symlink, a hard link, an empty file.
+    let context = d.join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Containerfile"),
+        "FROM localhost/x:1\nRUN echo built-by-podman > /hello && chmod 0600 /hello && ln -s /hello /link && ln /hello /hard && touch /empty\n",
+    )
+    .unwrap();
+    // chroot isolation: the build needs no cgroup of its own.
+    let id = podman_store(&[
+        "build",
+        "-q",
+        "--pull=never",
+        "--isolation",
+        "chroot",
+        "-t",
+        "localhost/built:1",
+        context.to_str().unwrap(),
+    ]);
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 64, "{id}");
+    let before = tree_state(&root);
+
+    let mm = |args: &[&str]| run(support::mm(d, args));
+    // The store's image first, on a fresh store: its layer is rebuilt and verified; the
+    // oci: image it was copied from then has the same layer (by diff_id) already.
+    let x = format!("containers-storage:{spec}localhost/x:1");
+    let (out, stdout, stderr) = mm(&["image", "import", &x]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("verified and unpacked"), "{stderr}");
+    let oci = format!("oci:{}:latest", busybox().display());
+    let (out, _, stderr) = mm(&["image", "import", &oci]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("already in the store"), "{stderr}");
+    assert!(!stderr.contains("verified and unpacked"), "{stderr}");
+    // By id, and by a name docker-normalized.
+    for source in [
+        format!("containers-storage:{spec}{id}"),
+        format!("containers-storage:{spec}localhost/built:1@{id}"),
+    ] {
+        let (out, stdout, stderr) = mm(&["image", "import", &source]);
+        assert!(out.status.success(), "{source}: {stdout}{stderr}");
+    }
+    let (out, _, stderr) = mm(&[
+        "image",
+        "import",
+        &format!("containers-storage:{spec}localhost/gone:1"),
+    ]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "no image `localhost/gone:1` in the containers-storage store {}; images there: ",
+            root.display()
+        )) && stderr.contains("localhost/built:1"),
+        "{stderr}"
+    );
+    assert_eq!(before, tree_state(&root), "mm wrote in podman's store");
+
+    // A file changed behind podman's back (same size): the rebuilt stream is refused.
+    let copy = d.join("copy");
+    tool(
+        "cp",
+        &["-a", root.to_str().unwrap(), copy.to_str().unwrap()],
+    );
+    let layers: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.join("overlay-images/images.json")).unwrap())
+            .unwrap();
+    let top = layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .unwrap()["layer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        copy.join("overlay").join(&top).join("diff/hello"),
+        "built-by-someone\n",
+    )
+    .unwrap();
+    let fresh = d.join("fresh");
+    let mut import = support::mm(
+        &fresh,
+        &[
+            "image",
+            "import",
+            &format!("containers-storage:[overlay@{}]{id}", copy.display()),
+        ],
+    );
+    import.env("MM_ROOT", fresh.join("state"));
+    let (out, _, stderr) = run(import);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("its uncompressed content does not match the config's diff_id"),
+        "{stderr}"
+    );
+    // Without tar-split data, no stream: said, not guessed.
+    std::fs::remove_file(copy.join(format!("overlay-layers/{top}.tar-split.gz"))).unwrap();
+    let mut import = support::mm(
+        &fresh,
+        &[
+            "image",
+            "import",
+            &format!("containers-storage:[overlay@{}]{id}", copy.display()),
+        ],
+    );
+    import.env("MM_ROOT", fresh.join("state"));
+    let (out, _, stderr) = run(import);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("without tar-split data the exact tar stream cannot be rebuilt"),
+        "{stderr}"
+    );
+
+    // `mm run` of the image podman just built.
+    let mut m = Machines {
+        dir,
+        names: Vec::new(),
+    };
+    let machines = m.dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("built.toml"),
+        format!(
+            "[image]\nsource = \"containers-storage:{spec}localhost/built:1\"\n[exec]\ncommand = [\"/bin/sh\", \"-c\", \"cat /link; stat -c %a /hello; test /hard -ef /hello && echo same\"]\n"
+        ),
+    )
+    .unwrap();
+    m.names.push("built".to_owned());
+    assert_eq!(m.ok(&["run", "built"]).trim(), "built-by-podman\n600\nsame");
+}
+
+#[test]
+fn rootless_mm_reads_the_users_own_podman_store_and_runs_its_image() {
+    let test = "rootless_mm_reads_the_users_own_podman_store_and_runs_its_image";
+    if !ready(test) {
+        return;
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let d = dir.path();
+    let image = d.join("busybox");
+    tool(
+        "cp",
+        &["-r", busybox().to_str().unwrap(), image.to_str().unwrap()],
+    );
+    set_tree_readable(d);
+    let machines = d.join("machines");
+    std::fs::create_dir(&machines).unwrap();
+    std::fs::write(
+        machines.join("fromstore.toml"),
+        "[image]\nsource = \"containers-storage:localhost/x:1\"\n[exec]\ncommand = [\"/bin/sh\", \"-c\", \"echo from-podman; id -u\"]\n",
+    )
+    .unwrap();
+    let (runtime, data) = (d.join("runtime"), d.join("data"));
+    for path in [&runtime, &data] {
+        std::fs::create_dir(path).unwrap();
+        user.give(path);
+    }
+    // The user's own store, where rootless podman and skopeo keep it
+    // ($XDG_DATA_HOME/containers/storage), filled by skopeo as the user.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "mm-test",
+            "--regid",
+            "users",
+            "--init-groups",
+            "--",
+        ])
+        .args(["skopeo", "copy", "-q"])
+        .arg(format!("oci:{}:latest", image.display()))
+        .arg("containers-storage:localhost/x:1")
+        .current_dir(d)
+        .env_clear()
+        .env("HOME", &user.home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("XDG_DATA_HOME", &data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo as mm-test: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data.join("containers/storage").is_dir());
+    let as_user = |args: &[&str]| {
+        let mut command = user.mm(d, args);
+        command
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_DATA_HOME", &data);
+        run(command)
+    };
+    let (out, stdout, stderr) = as_user(&["image", "import", "containers-storage:localhost/x:1"]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("verified and unpacked"), "{stderr}");
+    let (out, stdout, stderr) = as_user(&["run", "fromstore"]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["from-podman", "0"],
+        "{stdout}{stderr}"
+    );
+    let _ = as_user(&["rm", "fromstore"]);
 }
 
 /// A port nothing listens on (bound, noted, released): a mirror that is down.

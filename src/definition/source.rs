@@ -15,6 +15,19 @@ pub enum ImageSource {
     /// the `org.opencontainers.image.ref.name` of one of its images, a tag (`latest`) or a
     /// whole reference as podman writes it (`localhost/clbox:latest`).
     Oci { path: PathBuf, tag: Option<String> },
+    /// A directory in skopeo's `dir:` layout: `manifest.json`, `version`, and each blob
+    /// named by its digest's hex digits.
+    Dir { path: PathBuf },
+    /// An image in podman's (containers/storage's) store, read and never written:
+    /// `containers-storage:[[DRIVER@]ROOT[+RUNROOT][:OPTIONS]]IMAGE`.
+    ContainersStorage {
+        /// The store; without it, the user's (root: /var/lib/containers/storage).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        store: Option<StoreSpec>,
+        /// A reference (`localhost/x:1`, `busybox` as docker normalizes it) or an image id
+        /// (64 hex digits, or a reference followed by `@ID`).
+        image: String,
+    },
     /// A tarball of an OCI image layout, with an optional reference as for `oci:`.
     OciArchive { path: PathBuf, tag: Option<String> },
     /// A tarball made by `docker save`, `podman save` (also `-m`, several images) or
@@ -32,6 +45,68 @@ pub enum ImageSource {
     Rootfs { path: PathBuf },
     /// An image `mm commit` made in the store: `mm:NAME`.
     Store { name: String },
+}
+
+/// A containers/storage store as containers-transports(5) spells it in brackets:
+/// `[DRIVER@]ROOT[+RUNROOT][:OPTIONS]`. The run root and options are kept as written; mm
+/// reads only the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreSpec {
+    /// `overlay` or `vfs`; without it, the driver whose image list the root holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    pub root: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_root: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
+}
+
+impl StoreSpec {
+    /// Parses what is between the brackets; relative paths are taken relative to `base`.
+    fn parse(text: &str, base: &Path) -> Result<Self, SourceError> {
+        let bad = || SourceError::BadStore(text.to_owned());
+        let (driver, rest) = match text.split_once('@') {
+            Some((driver, rest)) => (Some(driver), rest),
+            None => (None, text),
+        };
+        let (paths, options) = match rest.split_once(':') {
+            Some((paths, options)) => (paths, Some(options.to_owned())),
+            None => (rest, None),
+        };
+        let (root, run_root) = match paths.split_once('+') {
+            Some((root, run_root)) => (root, Some(run_root)),
+            None => (paths, None),
+        };
+        if root.is_empty()
+            || run_root.is_some_and(str::is_empty)
+            || driver.is_some_and(|d| d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(bad());
+        }
+        Ok(Self {
+            driver: driver.map(str::to_owned),
+            root: absolute(base, Path::new(root)),
+            run_root: run_root.map(|r| absolute(base, Path::new(r))),
+            options,
+        })
+    }
+}
+
+impl fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(driver) = &self.driver {
+            write!(f, "{driver}@")?;
+        }
+        write!(f, "{}", self.root.display())?;
+        if let Some(run_root) = &self.run_root {
+            write!(f, "+{}", run_root.display())?;
+        }
+        if let Some(options) = &self.options {
+            write!(f, ":{options}")?;
+        }
+        Ok(())
+    }
 }
 
 /// One image of a multi-image `docker-archive:` (containers-transports(5):
@@ -59,6 +134,8 @@ impl fmt::Display for ArchiveImage {
 pub const TRANSPORTS: &[&str] = &[
     "oci",
     "oci-archive",
+    "dir",
+    "containers-storage",
     "docker-archive",
     "docker",
     "tar",
@@ -109,6 +186,28 @@ impl ImageSource {
                     image,
                 })
             }
+            "dir" => Ok(Self::Dir { path: local(rest)? }),
+            "containers-storage" => {
+                let (store, image) = match rest.strip_prefix('[') {
+                    Some(inner) => {
+                        let (spec, image) = inner
+                            .split_once(']')
+                            .ok_or_else(|| SourceError::BadStore(rest.to_owned()))?;
+                        (Some(StoreSpec::parse(spec, base)?), image)
+                    }
+                    None => (None, rest),
+                };
+                if image.is_empty() {
+                    return Err(SourceError::EmptyPath {
+                        transport: transport.to_owned(),
+                    });
+                }
+                validate_reference(image)?;
+                Ok(Self::ContainersStorage {
+                    store,
+                    image: image.to_owned(),
+                })
+            }
             "tar" => Ok(Self::Tar { path: local(rest)? }),
             "rootfs" => Ok(Self::Rootfs { path: local(rest)? }),
             "mm" => {
@@ -130,10 +229,11 @@ impl ImageSource {
         match self {
             Self::Oci { path, .. }
             | Self::OciArchive { path, .. }
+            | Self::Dir { path }
             | Self::DockerArchive { path, .. }
             | Self::Tar { path }
             | Self::Rootfs { path } => Some(path),
-            Self::Docker(_) | Self::Store { .. } => None,
+            Self::Docker(_) | Self::Store { .. } | Self::ContainersStorage { .. } => None,
         }
     }
 
@@ -144,7 +244,10 @@ impl ImageSource {
 
     /// Whether the local path must be a directory (as opposed to a file).
     pub fn wants_directory(&self) -> bool {
-        matches!(self, Self::Oci { .. } | Self::Rootfs { .. })
+        matches!(
+            self,
+            Self::Oci { .. } | Self::Dir { .. } | Self::Rootfs { .. }
+        )
     }
 }
 
@@ -168,6 +271,11 @@ impl fmt::Display for ImageSource {
                 }
             }
             Self::Docker(reference) => write!(f, "docker://{reference}"),
+            Self::Dir { path } => write!(f, "dir:{}", path.display()),
+            Self::ContainersStorage { store, image } => match store {
+                Some(store) => write!(f, "containers-storage:[{store}]{image}"),
+                None => write!(f, "containers-storage:{image}"),
+            },
             Self::Tar { path } => write!(f, "tar:{}", path.display()),
             Self::Rootfs { path } => write!(f, "rootfs:{}", path.display()),
             Self::Store { name } => write!(f, "mm:{name}"),
@@ -329,6 +437,10 @@ pub enum SourceError {
         "`{0}` is not a source index (`@` and a number from 0, as in `docker-archive:all.tar:@1`)"
     )]
     BadSourceIndex(String),
+    #[error(
+        "`{0}` is not a containers-storage store: `[DRIVER@]ROOT[+RUNROOT][:OPTIONS]` in brackets, as in containers-transports(5)"
+    )]
+    BadStore(String),
     #[error("`{0}` is not a sha256 digest (`sha256:` and 64 lowercase hex digits)")]
     BadDigest(String),
 }
@@ -363,6 +475,46 @@ mod tests {
                 path: "/defs/root.tar.gz".into()
             }
         );
+        assert_eq!(
+            parse("dir:copied").unwrap(),
+            ImageSource::Dir {
+                path: "/defs/copied".into()
+            }
+        );
+        // skopeo's dir: takes the whole rest as the path, colons included.
+        assert_eq!(parse("dir:a:b").unwrap().to_string(), "dir:/defs/a:b");
+        assert_eq!(
+            parse("containers-storage:[overlay@st+/run/x]localhost/x:1").unwrap(),
+            ImageSource::ContainersStorage {
+                store: Some(StoreSpec {
+                    driver: Some("overlay".into()),
+                    root: "/defs/st".into(),
+                    run_root: Some("/run/x".into()),
+                    options: None,
+                }),
+                image: "localhost/x:1".into()
+            }
+        );
+        assert_eq!(
+            parse("containers-storage:[/s:o=1]busybox")
+                .unwrap()
+                .to_string(),
+            "containers-storage:[/s:o=1]busybox"
+        );
+        assert_eq!(
+            parse("containers-storage:localhost/x:1")
+                .unwrap()
+                .to_string(),
+            "containers-storage:localhost/x:1"
+        );
+        assert!(matches!(
+            parse("containers-storage:[overlay@]x"),
+            Err(SourceError::BadStore(_))
+        ));
+        assert!(matches!(
+            parse("containers-storage:[/s"),
+            Err(SourceError::BadStore(_))
+        ));
         assert_eq!(
             parse("oci-archive:../a.tar:v1").unwrap().to_string(),
             "oci-archive:/a.tar:v1"

@@ -166,7 +166,7 @@ fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<
                 SourceError::UnknownTransport(_) | SourceError::NoTransport
             ) {
                 d.help.push(
-                    "sources: oci:PATH[:REF], oci-archive:PATH[:REF], docker-archive:PATH[:REF|:@INDEX], \
+                    "sources: oci:PATH[:REF], oci-archive:PATH[:REF], dir:PATH, containers-storage:[STORE]IMAGE, docker-archive:PATH[:REF|:@INDEX], \
                      docker://REGISTRY/REPO[:TAG|@DIGEST], tar:PATH, rootfs:PATH, mm:NAME (made by `mm commit`)"
                         .to_owned(),
                 );

@@ -15,6 +15,18 @@ pub enum ImageError {
     },
     #[error("{} is not an OCI image layout (no oci-layout file or index.json)", .0.display())]
     NotALayout(PathBuf),
+    #[error("{} is not a skopeo dir: image (no `version` file saying `Directory Transport Version: 1.x`, or no manifest.json)", .0.display())]
+    NotADir(PathBuf),
+    #[error("{} is not a containers-storage store mm can read: {why}", root.display())]
+    NotAStore { root: PathBuf, why: String },
+    #[error("no image `{image}` in the containers-storage store {}; images there: {}", root.display(), list(available))]
+    NotInPodmanStore {
+        image: String,
+        root: PathBuf,
+        available: Vec<String>,
+    },
+    #[error("layer {layer} of the containers-storage store: cannot rebuild its tar stream: {why}")]
+    TarSplit { layer: String, why: String },
     #[error("{} has no tag `{tag}`; tags here: {}", path.display(), list(available))]
     NoSuchTag {
         path: PathBuf,

@@ -142,7 +142,7 @@ pub fn extract(
             source: std::io::Error::from_raw_os_error(libc::EEXIST),
         });
     }
-    let scratch = sources::new_scratch(scratch_in, ".mm-extract.")?;
+    let scratch = super::opened::new_scratch(scratch_in, ".mm-extract.")?;
     let tree = scratch.path().join("rootfs");
     std::fs::create_dir(&tree).at(&tree)?;
     let result = flatten(&opened, &tree, mode, progress).and_then(|total| {

@@ -1,5 +1,6 @@
-//! Reading an OCI image layout directory: index → (index →) manifest → config, each blob
-//! verified against its digest and size before it is trusted.
+//! Reading an OCI image layout directory (index → (index →) manifest → config) and
+//! skopeo's `dir:` layout (manifest.json → config, blobs named by their digest's hex), each
+//! blob verified against its digest and size before it is trusted.
 
 use std::fs::File;
 use std::io::Read;
@@ -25,9 +26,15 @@ pub struct Resolved {
     pub blobs: Vec<(Digest, Vec<u8>)>,
 }
 
-/// An OCI image layout directory.
+/// The first line of a skopeo `dir:` layout's `version` file, before the version number.
+const DIR_VERSION: &str = "Directory Transport Version: 1.";
+
+/// An OCI image layout directory, or a skopeo `dir:` one.
 pub struct Layout {
     dir: PathBuf,
+    /// Where blobs are, each named by its digest's hex: `blobs/sha256` in an OCI layout,
+    /// the directory itself in a `dir:` one.
+    blobs: PathBuf,
     /// What errors name: the directory, or the archive the user gave that it was unpacked
     /// from (never mm's scratch directory).
     shown: PathBuf,
@@ -46,12 +53,34 @@ impl Layout {
         }
         Ok(Self {
             dir: dir.to_owned(),
+            blobs: dir.join("blobs/sha256"),
             shown: shown.to_owned(),
         })
     }
 
+    /// The skopeo `dir:` layout in `dir` (containers-transports(5)): a `version` file,
+    /// `manifest.json`, and the blobs beside them.
+    pub fn open_dir(dir: &Path) -> Result<Self, ImageError> {
+        let not = || ImageError::NotADir(dir.to_owned());
+        let version = dir.join("version");
+        let mut head = Vec::new();
+        File::open(&version)
+            .map_err(|_| not())?
+            .take(64)
+            .read_to_end(&mut head)
+            .at(&version)?;
+        if !head.starts_with(DIR_VERSION.as_bytes()) || !dir.join("manifest.json").is_file() {
+            return Err(not());
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            blobs: dir.to_owned(),
+            shown: dir.to_owned(),
+        })
+    }
+
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join("blobs/sha256").join(digest.hex())
+        self.blobs.join(digest.hex())
     }
 
     /// Opens a blob for streaming; the caller verifies while reading.
@@ -72,6 +101,17 @@ impl Layout {
         what: &'static str,
         desc: &Descriptor,
     ) -> Result<(T, Vec<u8>), ImageError> {
+        let path = self.blob_path(&desc.digest);
+        self.read_json_at(what, desc, &path)
+    }
+
+    /// Reads, verifies and parses a small JSON blob at `path`, which `desc` describes.
+    fn read_json_at<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        desc: &Descriptor,
+        path: &Path,
+    ) -> Result<(T, Vec<u8>), ImageError> {
         if desc.size > JSON_LIMIT {
             return Err(ImageError::TooLarge {
                 what,
@@ -80,12 +120,19 @@ impl Layout {
                 limit: JSON_LIMIT,
             });
         }
-        let file = self.open_blob(&desc.digest)?;
+        let file = File::open(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ImageError::MissingBlob {
+                digest: desc.digest.clone(),
+                path: self.shown.clone(),
+            },
+            _ => ImageError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
         let mut reader = HashingReader::new(file.take(JSON_LIMIT + 1));
         let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .at(self.blob_path(&desc.digest))?;
+        reader.read_to_end(&mut bytes).at(path)?;
         digest::verify(reader.finish(), &desc.digest, Some(desc.size)).map_err(|mismatch| {
             ImageError::Corrupt {
                 what,
@@ -150,6 +197,82 @@ impl Layout {
         };
         let (manifest, bytes): (Manifest, _) = self.read_json("manifest", &manifest_desc)?;
         blobs.push((manifest_desc.digest.clone(), bytes));
+        self.resolve_manifest(manifest_desc, manifest, blobs)
+    }
+
+    /// The image of a `dir:` layout (opened with [`Layout::open_dir`]) for `arch` on Linux:
+    /// its manifest.json, or, when skopeo copied a whole index there (`--all`), the
+    /// platform's manifest from `HEX.manifest.json`.
+    pub fn resolve_dir(&self, arch: &str) -> Result<Resolved, ImageError> {
+        let path = self.dir.join("manifest.json");
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .at(&path)?
+            .take(JSON_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .at(&path)?;
+        let digest = Digest::of(&bytes);
+        let size = bytes.len() as u64;
+        if size > JSON_LIMIT {
+            return Err(ImageError::TooLarge {
+                what: "manifest",
+                digest,
+                size,
+                limit: JSON_LIMIT,
+            });
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Kind {
+            #[serde(default)]
+            media_type: String,
+            manifests: Option<Vec<Descriptor>>,
+        }
+        let bad = |e: serde_json::Error| ImageError::BadJson {
+            what: "manifest",
+            digest: digest.clone(),
+            why: e.to_string(),
+        };
+        let kind: Kind = serde_json::from_slice(&bytes).map_err(bad)?;
+        let mut blobs = Vec::new();
+        let (manifest_desc, manifest, bytes) = match kind.manifests {
+            Some(manifests) => {
+                blobs.push((digest, bytes));
+                let chosen = pick_platform(&manifests, arch)?.clone();
+                let path = self
+                    .dir
+                    .join(format!("{}.manifest.json", chosen.digest.hex()));
+                let (manifest, bytes): (Manifest, _) =
+                    self.read_json_at("manifest", &chosen, &path)?;
+                (chosen, manifest, bytes)
+            }
+            None => {
+                let manifest: Manifest = serde_json::from_slice(&bytes).map_err(bad)?;
+                let media_type = match kind.media_type.as_str() {
+                    "" => super::oci::MANIFEST.to_owned(),
+                    other => other.to_owned(),
+                };
+                let desc = Descriptor {
+                    media_type,
+                    digest,
+                    size,
+                    annotations: Default::default(),
+                    platform: None,
+                };
+                (desc, manifest, bytes)
+            }
+        };
+        blobs.push((manifest_desc.digest.clone(), bytes));
+        self.resolve_manifest(manifest_desc, manifest, blobs)
+    }
+
+    /// The config and layers of a manifest, read and verified.
+    fn resolve_manifest(
+        &self,
+        manifest_desc: Descriptor,
+        manifest: Manifest,
+        mut blobs: Vec<(Digest, Vec<u8>)>,
+    ) -> Result<Resolved, ImageError> {
         let (config, bytes): (ImageConfig, _) = self.read_json("config", &manifest.config)?;
         blobs.push((manifest.config.digest.clone(), bytes));
         if config.rootfs.diff_ids.len() != manifest.layers.len() {

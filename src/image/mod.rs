@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod commit;
+mod containers_storage;
 pub mod digest;
 pub mod error;
 pub mod export;

@@ -1,5 +1,6 @@
 //! What opening an image source gives (its manifest, config and layer jobs, and the
-//! scratch directory they may live in), shared by the local sources and the registry.
+//! scratch directory they may live in), and the helpers the sources share to make it
+//! (scratch directories, a written manifest, docker's name normalization).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -8,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
 use super::error::ImageError;
-use super::oci::{Descriptor, ImageConfig};
+use super::error::IoContext;
+use super::oci::{self, Descriptor, ImageConfig};
 use super::progress::Progress;
+use crate::definition::source::RegistryReference;
 
 /// One layer to install: where its blob is, what it must hash to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,4 +108,59 @@ pub(super) fn safe_relative(path: &Path) -> Option<PathBuf> {
         }
     }
     (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// A reference as docker normalizes it, to compare a user's with an archive's `RepoTags`
+/// (docker writes `busybox:latest` for `docker.io/library/busybox:latest`); `:latest` when
+/// it has no tag. What does not parse as a reference is compared as written.
+pub(super) fn normalized(reference: &str) -> String {
+    match RegistryReference::parse(reference) {
+        Ok(mut parsed) => {
+            if parsed.tag.is_none() && parsed.digest.is_none() {
+                parsed.tag = Some("latest".to_owned());
+            }
+            parsed.to_string()
+        }
+        Err(_) => reference.to_owned(),
+    }
+}
+
+/// Writes the OCI manifest a source did not come with.
+pub(super) fn with_manifest(
+    config_digest: Digest,
+    config_bytes: Vec<u8>,
+    config: ImageConfig,
+    layers: Vec<LayerJob>,
+    scratch: Option<Scratch>,
+) -> Opened {
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config_bytes.len(),
+        },
+        "layers": layers.iter().map(|l| serde_json::to_value(&l.desc).expect("a descriptor serializes")).collect::<Vec<_>>(),
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
+    let manifest = Digest::of(&manifest_bytes);
+    Opened {
+        manifest: manifest.clone(),
+        index: None,
+        config_digest: config_digest.clone(),
+        config,
+        layers,
+        blobs: vec![(manifest, manifest_bytes), (config_digest, config_bytes)],
+        scratch,
+    }
+}
+
+/// A new scratch directory in `parent` (made if missing), removed when dropped.
+pub(super) fn new_scratch(parent: &Path, prefix: &str) -> Result<tempfile::TempDir, ImageError> {
+    std::fs::create_dir_all(parent).at(parent)?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .at(parent)
 }

@@ -16,10 +16,12 @@ use serde::Deserialize;
 use super::digest::{Digest, HashingReader};
 use super::error::{ImageError, IoContext};
 use super::layout::Layout;
-use super::oci::{self, Compression, Descriptor, ImageConfig, RootFs};
-use super::opened::{LayerJob, Opened, Options, Scratch, safe_relative};
+use super::oci::{Compression, Descriptor, ImageConfig, RootFs};
+use super::opened::{
+    LayerJob, Opened, Options, Scratch, new_scratch, normalized, safe_relative, with_manifest,
+};
 use crate::definition::ImageSource;
-use crate::definition::source::{ArchiveImage, RegistryReference};
+use crate::definition::source::ArchiveImage;
 
 /// Opens `source`: archives are unpacked and registry layers downloaded into a scratch
 /// directory, removed when the returned value is dropped.
@@ -28,6 +30,11 @@ pub fn open(source: &ImageSource, options: &Options<'_>) -> Result<Opened, Image
     match source {
         ImageSource::Oci { path, tag } => {
             from_layout(&Layout::open(path)?, tag.as_deref(), arch, None)
+        }
+        ImageSource::Dir { path } => {
+            let layout = Layout::open_dir(path)?;
+            let resolved = layout.resolve_dir(arch)?;
+            Ok(from_resolved(&layout, resolved, None))
         }
         ImageSource::OciArchive { path, tag } => {
             let scratch = unpack_archive(path, scratch_in)?;
@@ -52,6 +59,9 @@ pub fn open(source: &ImageSource, options: &Options<'_>) -> Result<Opened, Image
             }
             from_docker_save(scratch, path, image.as_ref())
         }
+        ImageSource::ContainersStorage { store, image } => {
+            super::containers_storage::open(store.as_ref(), image, options)
+        }
         ImageSource::Tar { path } => from_rootfs_tarball(path, arch),
         ImageSource::Docker(reference) => {
             super::registry::pull(reference, options, new_scratch(scratch_in, "pull.")?)
@@ -70,6 +80,15 @@ fn from_layout(
     scratch: Option<Scratch>,
 ) -> Result<Opened, ImageError> {
     let resolved = layout.resolve(tag, arch)?;
+    Ok(from_resolved(layout, resolved, scratch))
+}
+
+/// What a layout resolved to, with its layers' blobs in `layout`.
+fn from_resolved(
+    layout: &Layout,
+    resolved: super::layout::Resolved,
+    scratch: Option<Scratch>,
+) -> Opened {
     let layers = resolved
         .layers
         .iter()
@@ -80,7 +99,7 @@ fn from_layout(
             diff_id: diff_id.clone(),
         })
         .collect();
-    Ok(Opened {
+    Opened {
         manifest: resolved.manifest.digest,
         index: None,
         config_digest: resolved.config_digest,
@@ -88,7 +107,7 @@ fn from_layout(
         layers,
         blobs: resolved.blobs,
         scratch,
-    })
+    }
 }
 
 /// The classic `docker save` format: manifest.json names a config and layer tarballs, for
@@ -205,21 +224,6 @@ fn from_docker_save(
     ))
 }
 
-/// A reference as docker normalizes it, to compare a user's with an archive's `RepoTags`
-/// (docker writes `busybox:latest` for `docker.io/library/busybox:latest`); `:latest` when
-/// it has no tag. What does not parse as a reference is compared as written.
-fn normalized(reference: &str) -> String {
-    match RegistryReference::parse(reference) {
-        Ok(mut parsed) => {
-            if parsed.tag.is_none() && parsed.digest.is_none() {
-                parsed.tag = Some("latest".to_owned());
-            }
-            parsed.to_string()
-        }
-        Err(_) => reference.to_owned(),
-    }
-}
-
 /// A rootfs tarball (plain, gzip or zstd) as a one-layer image with a written config.
 fn from_rootfs_tarball(path: &Path, arch: &str) -> Result<Opened, ImageError> {
     let (desc, compression) = describe(path)?;
@@ -246,37 +250,6 @@ fn from_rootfs_tarball(path: &Path, arch: &str) -> Result<Opened, ImageError> {
         layers,
         None,
     ))
-}
-
-/// Writes the OCI manifest a source did not come with.
-fn with_manifest(
-    config_digest: Digest,
-    config_bytes: Vec<u8>,
-    config: ImageConfig,
-    layers: Vec<LayerJob>,
-    scratch: Option<Scratch>,
-) -> Opened {
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": oci::MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest.to_string(),
-            "size": config_bytes.len(),
-        },
-        "layers": layers.iter().map(|l| serde_json::to_value(&l.desc).expect("a descriptor serializes")).collect::<Vec<_>>(),
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
-    let manifest = Digest::of(&manifest_bytes);
-    Opened {
-        manifest: manifest.clone(),
-        index: None,
-        config_digest: config_digest.clone(),
-        config,
-        layers,
-        blobs: vec![(manifest, manifest_bytes), (config_digest, config_bytes)],
-        scratch,
-    }
 }
 
 /// A layer descriptor for a tarball file (digest, size, media type from its first bytes),
@@ -307,14 +280,6 @@ fn diff_id_of(path: &Path, compression: Compression) -> Result<Digest, ImageErro
     let mut reader = HashingReader::new(compression.decoder(file).at(path)?);
     reader.drain().at(path)?;
     Ok(reader.finish().0)
-}
-
-pub(super) fn new_scratch(parent: &Path, prefix: &str) -> Result<tempfile::TempDir, ImageError> {
-    std::fs::create_dir_all(parent).at(parent)?;
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(parent)
-        .at(parent)
 }
 
 /// Unpacks an image archive (plain, gzip or zstd tar) into a new scratch directory. Only
