@@ -398,3 +398,27 @@ fn three_escapes_on_the_console_kill_the_machine_as_nspawn_does() {
     assert_eq!(after["state"], "stopped", "{after}");
     assert_eq!(after["exit_status"], 137, "{after}");
 }
+
+#[test]
+fn host_root_copies_into_a_running_machines_tmpfs_as_machined_does() {
+    if !ready("host_root_copies_into_a_running_machines_tmpfs_as_machined_does") {
+        return;
+    }
+    let mut m = Machines::new();
+    m.define("vb-copyto", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]");
+    m.ok(&["start", "vb-copyto"]);
+    let leader = m.status("vb-copyto")["leader"].as_i64().unwrap();
+    // machined's CopyTo writes as host root through /proc/PID/root: on a tmpfs made in the
+    // machine's user namespace that was EOVERFLOW (host uid 0 maps to nothing there).
+    for dir in ["/tmp", "/run", "/dev/shm"] {
+        let host = format!("/proc/{leader}/root{dir}/copied");
+        std::fs::write(&host, format!("into {dir}\n"))
+            .unwrap_or_else(|e| panic!("writing {host} as host root: {e}"));
+        let inside = m.ok(&["exec", "vb-copyto", "cat", &format!("{dir}/copied")]);
+        assert_eq!(inside, format!("into {dir}\n"));
+        // The tmpfs' root is the machine's root's, so the machine still writes to it.
+        m.ok(&["exec", "vb-copyto", "touch", &format!("{dir}/made-inside")]);
+        let owner = m.ok(&["exec", "vb-copyto", "stat", "-c", "%u", dir]);
+        assert_eq!(owner.trim(), "0", "{dir} belongs to the machine's root");
+    }
+}
