@@ -87,3 +87,72 @@ fn a_booted_systemd_reaches_running_and_stops_cleanly() {
         std::fs::read_to_string(m.state_dir().join("run/debian/console.log")).unwrap_or_default();
     assert!(console.contains("Halting system"), "{console}");
 }
+
+/// The boots a busybox init logged in `shared/boots`: one line per boot, `down` per
+/// shutdown.
+fn boots(shared: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(shared.join("boots"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn reboot_inside_a_booted_machine_starts_it_again_and_poweroff_stops_it() {
+    if !ready("reboot_inside_a_booted_machine_starts_it_again_and_poweroff_stops_it") {
+        return;
+    }
+    let mut m = Machines::new();
+    let shared = m.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    // The machine's root is not host root: it may write here.
+    set_mode(&shared, 0o777);
+    let inittab = m.dir.path().join("inittab");
+    std::fs::write(
+        &inittab,
+        "::sysinit:/bin/sh -c 'echo boot >> /shared/boots'\n\
+         ::shutdown:/bin/sh -c 'echo down >> /shared/boots'\n",
+    )
+    .unwrap();
+    m.define(
+        "bt-reboot",
+        &format!(
+            "[exec]\nboot = true\n[storage]\npersistent = true\n\
+             binds = [{{ source = \"{}\", target = \"/shared\" }}, \
+             {{ source = \"{}\", target = \"/etc/inittab\", readonly = true }}]\n",
+            shared.display(),
+            inittab.display()
+        ),
+    );
+    m.ok(&["start", "bt-reboot"]);
+    eventually("the first boot", || boots(&shared) == ["boot"]);
+    let first = m.status("bt-reboot")["leader"].as_i64().unwrap();
+    // A file in the writable layer outlives the reboot.
+    m.ok(&["exec", "bt-reboot", "touch", "/kept"]);
+    // busybox's reboot signals init, which runs its shutdown and calls reboot(2).
+    m.ok(&["exec", "bt-reboot", "reboot"]);
+    eventually("the second boot", || {
+        boots(&shared) == ["boot", "down", "boot"]
+    });
+    let status = m.status("bt-reboot");
+    assert_eq!(status["state"], "running", "{status}");
+    let second = status["leader"].as_i64().unwrap();
+    assert_ne!(second, first, "a new PID 1");
+    assert!(!alive(first));
+    assert!(alive(second));
+    assert_eq!(
+        m.ok(&["exec", "bt-reboot", "cat", "/proc/1/comm"]).trim(),
+        "init"
+    );
+    m.ok(&["exec", "bt-reboot", "ls", "/kept"]);
+    // Power-off ends it: stopped, status 0, no third boot.
+    m.ok(&["exec", "bt-reboot", "poweroff"]);
+    eventually("the machine stopped", || {
+        m.status("bt-reboot")["state"] == "stopped"
+    });
+    let after = m.status("bt-reboot");
+    assert_eq!(after["exit_status"], 0, "{after}");
+    assert!(!alive(second));
+    assert_eq!(boots(&shared), ["boot", "down", "boot", "down"]);
+}
