@@ -125,6 +125,23 @@ pub enum Command {
         #[arg(long)]
         leader: bool,
     },
+    /// Bind a host path into a running machine
+    ///
+    /// As `machinectl bind NAME SRC DST`, which refuses machines with a user namespace
+    /// (`systemd-nspawn -U`): mm binds a copy of SRC's mount (recursively) on DST, a
+    /// path inside the machine that must exist, resolved inside the machine's root. The
+    /// bind lasts until the machine stops. When the kernel refuses (an ordinary user's
+    /// machine may not take a mount made in the host's namespaces), mm says so.
+    Bind {
+        machine: String,
+        /// The host path
+        source: std::path::PathBuf,
+        /// Where it shows in the machine (it must exist)
+        target: String,
+        /// Bind it read-only
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Show a running machine's processes, as a tree
     ///
     /// Each with its pid on the host (HPID) and in the machine (PID), its user in the

@@ -422,3 +422,45 @@ fn host_root_copies_into_a_running_machines_tmpfs_as_machined_does() {
         assert_eq!(owner.trim(), "0", "{dir} belongs to the machine's root");
     }
 }
+
+#[test]
+fn bind_puts_a_host_directory_into_a_running_machine() {
+    if !ready("bind_puts_a_host_directory_into_a_running_machine") {
+        return;
+    }
+    let mut m = Machines::new();
+    m.define("vb-bind", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]");
+    m.ok(&["start", "vb-bind"]);
+    let src = m.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file"), "from the host\n").unwrap();
+    let src = src.to_str().unwrap();
+    m.ok(&["bind", "vb-bind", src, "/srv"]);
+    assert_eq!(
+        m.ok(&["exec", "vb-bind", "cat", "/srv/file"]),
+        "from the host\n"
+    );
+    // Read-only on request; the host sees what the machine sees.
+    m.ok(&["exec", "vb-bind", "mkdir", "/ro"]);
+    m.ok(&["bind", "vb-bind", src, "/ro", "--read-only"]);
+    let (out, _, stderr) = m.mm(&["exec", "vb-bind", "touch", "/ro/new"]);
+    assert!(!out.status.success(), "wrote into a read-only bind");
+    assert!(stderr.contains("Read-only"), "{stderr}");
+    // A symlink in the machine cannot aim the bind at the host: it resolves inside.
+    m.ok(&["exec", "vb-bind", "ln", "-s", "/", "/escape"]);
+    m.ok(&["exec", "vb-bind", "mkdir", "/inside"]);
+    m.ok(&["bind", "vb-bind", src, "/escape/inside"]);
+    assert_eq!(
+        m.ok(&["exec", "vb-bind", "cat", "/inside/file"]),
+        "from the host\n"
+    );
+    // A target the machine does not have is named, with the step.
+    let (out, _, stderr) = m.mm(&["bind", "vb-bind", src, "/nosuch"]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains("/nosuch") && stderr.contains("find the target in the machine"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = m.mm(&["bind", "vb-stopped", src, "/srv"]);
+    assert!(!out.status.success(), "{stderr}");
+}
