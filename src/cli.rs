@@ -129,9 +129,10 @@ pub enum Command {
     ///
     /// As `machinectl bind NAME SRC DST`, which refuses machines with a user namespace
     /// (`systemd-nspawn -U`): mm binds a copy of SRC's mount (recursively) on DST, a
-    /// path inside the machine that must exist, resolved inside the machine's root. The
-    /// bind lasts until the machine stops. When the kernel refuses (an ordinary user's
-    /// machine may not take a mount made in the host's namespaces), mm says so.
+    /// path inside the machine that must exist, resolved inside the machine's root (a
+    /// symlink there cannot aim it at the host). The bind lasts until the machine stops.
+    /// Works as root and for an ordinary user's machine; when the kernel refuses, mm
+    /// names the step and the reason.
     Bind {
         machine: String,
         /// The host path

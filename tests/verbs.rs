@@ -464,3 +464,77 @@ fn bind_puts_a_host_directory_into_a_running_machine() {
     let (out, _, stderr) = m.mm(&["bind", "vb-stopped", src, "/srv"]);
     assert!(!out.status.success(), "{stderr}");
 }
+
+#[test]
+fn bind_into_a_rootless_machine_works_as_its_user() {
+    let test = "bind_into_a_rootless_machine_works_as_its_user";
+    if !is_root() {
+        return skip(test, "creating users needs root");
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let image = dir.path().join("images/busybox");
+    std::fs::write(
+        dir.path().join("machines/vb-rbind.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = [\"/bin/sleep\", \"1000\"]\n\
+             [network]\nmode = \"host\"\n",
+            image.display()
+        ),
+    )
+    .unwrap();
+    let runtime = dir.path().join("runtime");
+    let data = dir.path().join("data");
+    let src = dir.path().join("src");
+    for path in [&runtime, &data, &src] {
+        std::fs::create_dir(path).unwrap();
+        user.give(path);
+    }
+    std::fs::write(src.join("file"), "from the host\n").unwrap();
+    user.give(&src);
+    let mm = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_DATA_HOME", &data);
+        command
+    };
+    let _stop = OnDrop(|| {
+        let _ = mm(&["stop", "vb-rbind", "--timeout", "1"]).output();
+        let _ = mm(&["rm", "vb-rbind"]).output();
+    });
+    let (out, _, stderr) = run(mm(&["start", "vb-rbind"]));
+    assert!(out.status.success(), "{stderr}");
+    let (out, _, stderr) = run(mm(&["bind", "vb-rbind", src.to_str().unwrap(), "/srv"]));
+    assert!(out.status.success(), "{stderr}");
+    let (_, inside, stderr) = run(mm(&["exec", "vb-rbind", "cat", "/srv/file"]));
+    assert_eq!(inside, "from the host\n", "{stderr}");
+    let (out, _, stderr) = run(mm(&[
+        "bind",
+        "vb-rbind",
+        src.to_str().unwrap(),
+        "/mnt",
+        "--read-only",
+    ]));
+    // busybox has no /mnt: named, with the step.
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains("find the target in the machine"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = run(mm(&[
+        "bind",
+        "vb-rbind",
+        src.to_str().unwrap(),
+        "/srv",
+        "--read-only",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    // On top of the first: the machine now sees a read-only copy there.
+    let (out, _, stderr) = run(mm(&["exec", "vb-rbind", "touch", "/srv/new"]));
+    assert!(
+        !out.status.success(),
+        "wrote into a read-only bind: {stderr}"
+    );
+}

@@ -1,15 +1,15 @@
 //! `mm bind NAME SRC DST`: a host path bound into a running machine, as `machinectl bind`
 //! does for nspawn machines without a user namespace.
 //!
-//! The host side takes a detached copy of SRC (`open_tree(OPEN_TREE_CLONE)`) and opens the
-//! machine's namespaces from its leader. A forked child (single-threaded, so it may
-//! change namespaces) joins the machine's user namespace when mm is not root (root keeps
-//! its own: it already holds every capability there), then its mount namespace, which
-//! makes the machine's root its own root; it resolves DST there with `openat2`
-//! (`RESOLVE_IN_ROOT`, no magic links), so no symlink of the machine reaches the host,
-//! and attaches the copy with `move_mount`. The child only makes system calls on what
-//! was prepared before the fork, and reports the step that failed and its errno over a
-//! pipe.
+//! A forked child (single-threaded, so it may change namespaces) does it with system
+//! calls on what was prepared before the fork. As root, the host side copies SRC's mount
+//! first (`open_tree(OPEN_TREE_CLONE)`, recursive). Rootless, the child joins the
+//! machine's user namespace, makes a mount namespace of its own there (where it holds
+//! `CAP_SYS_ADMIN`) and copies SRC in it. Then it makes the copy read-only if asked,
+//! joins the machine's mount namespace (which makes the machine's root its own root),
+//! resolves DST there with `openat2` (`RESOLVE_IN_ROOT`, no magic links), so no symlink
+//! of the machine reaches the host, and attaches the copy with `move_mount`. It reports
+//! the step that failed and its errno over a pipe.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -34,8 +34,11 @@ pub struct BindError {
 }
 
 /// The child's steps, in order, as it reports them.
-const STEPS: [&str; 5] = [
+const STEPS: [&str; 8] = [
     "join the machine's user namespace",
+    "make a mount namespace in the machine's user namespace",
+    "copy the source's mount (open_tree)",
+    "make the copy read-only",
     "join the machine's mount namespace",
     "open the machine's root",
     "find the target in the machine (it must exist)",
@@ -59,16 +62,6 @@ pub fn bind(
         step,
         source: e,
     };
-    let tree = super::sys::open_tree(None, source, true)
-        .map_err(|e| fail("copy the source's mount (open_tree)", e))?;
-    if readonly {
-        super::sys::set_attributes(
-            std::os::fd::AsFd::as_fd(&tree),
-            super::sys::MOUNT_ATTR_RDONLY,
-            true,
-        )
-        .map_err(|e| fail("make the copy read-only", e))?;
-    }
     let ns = |kind: &str| {
         let path = format!("/proc/{leader}/ns/{kind}");
         File::open(&path).map(OwnedFd::from)
@@ -79,6 +72,21 @@ pub fn bind(
     } else {
         Some(ns("user").map_err(|e| fail("open the machine's user namespace", e))?)
     };
+    // Root copies the source here; rootless, the child does, once it holds capabilities
+    // (in a mount namespace of the machine's user namespace).
+    let tree = match user {
+        Some(_) => None,
+        None => Some(
+            super::sys::open_tree(None, source, true)
+                .map_err(|e| fail("copy the source's mount (open_tree)", e))?,
+        ),
+    };
+    let source_c = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|e| {
+        fail(
+            "name the source",
+            io::Error::new(io::ErrorKind::InvalidInput, e),
+        )
+    })?;
     let relative = target.trim_start_matches('/');
     let target_c = CString::new(if relative.is_empty() { "." } else { relative }).map_err(|e| {
         fail(
@@ -93,13 +101,15 @@ pub fn bind(
     // then _exit()s: nothing it does needs another thread or the allocator.
     match unsafe { fork() }.map_err(|e| fail("fork the binding process", e.into()))? {
         ForkResult::Child => {
-            let (step, errno) = attach(
-                user.as_ref().map(AsRawFd::as_raw_fd),
-                mnt.as_raw_fd(),
-                root_c.as_ptr(),
-                target_c.as_ptr(),
-                tree.as_raw_fd(),
-            );
+            let (step, errno) = attach(&Prepared {
+                user: user.as_ref().map(AsRawFd::as_raw_fd),
+                mnt: mnt.as_raw_fd(),
+                root: root_c.as_ptr(),
+                source: source_c.as_ptr(),
+                target: target_c.as_ptr(),
+                tree: tree.as_ref().map(AsRawFd::as_raw_fd),
+                readonly,
+            });
             let mut message = [0u8; 8];
             message[..4].copy_from_slice(&step.to_ne_bytes());
             message[4..].copy_from_slice(&errno.to_ne_bytes());
@@ -138,29 +148,68 @@ pub fn bind(
     }
 }
 
-/// The child's part: raw system calls only. Returns the failed step (0: none) and errno.
-fn attach(
+/// What the child works on, all made before the fork.
+struct Prepared {
+    /// The machine's user namespace, to join first (rootless only).
     user: Option<libc::c_int>,
     mnt: libc::c_int,
     root: *const libc::c_char,
+    source: *const libc::c_char,
     target: *const libc::c_char,
-    tree: libc::c_int,
-) -> (i32, i32) {
+    /// The source's copy, when made before the fork (as root).
+    tree: Option<libc::c_int>,
+    readonly: bool,
+}
+
+/// The child's part: raw system calls only. Returns the failed step (0: none, else its
+/// place in [`STEPS`] plus one) and errno.
+fn attach(p: &Prepared) -> (i32, i32) {
     let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
     // SAFETY: system calls on valid descriptors and NUL-terminated strings that outlive
-    // them; `how` is a correctly laid out `struct open_how` passed with its size.
+    // them; `how` and `attr` are correctly laid out kernel structures passed with their
+    // sizes.
     unsafe {
-        if let Some(user) = user
-            && libc::setns(user, libc::CLONE_NEWUSER) != 0
-        {
-            return (1, errno());
+        let tree = match (p.user, p.tree) {
+            (_, Some(tree)) => tree,
+            (Some(user), None) => {
+                if libc::setns(user, libc::CLONE_NEWUSER) != 0 {
+                    return (1, errno());
+                }
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return (2, errno());
+                }
+                let flags = libc::OPEN_TREE_CLONE
+                    | libc::O_CLOEXEC as libc::c_uint
+                    | libc::AT_RECURSIVE as libc::c_uint;
+                let tree = libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, p.source, flags);
+                if tree < 0 {
+                    return (3, errno());
+                }
+                tree as libc::c_int
+            }
+            (None, None) => return (3, libc::EINVAL),
+        };
+        if p.readonly {
+            let mut attr: libc::mount_attr = std::mem::zeroed();
+            attr.attr_set = libc::MOUNT_ATTR_RDONLY;
+            if libc::syscall(
+                libc::SYS_mount_setattr,
+                tree,
+                c"".as_ptr(),
+                (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            ) != 0
+            {
+                return (4, errno());
+            }
         }
-        if libc::setns(mnt, libc::CLONE_NEWNS) != 0 {
-            return (2, errno());
+        if libc::setns(p.mnt, libc::CLONE_NEWNS) != 0 {
+            return (5, errno());
         }
-        let root_fd = libc::open(root, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        let root_fd = libc::open(p.root, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
         if root_fd < 0 {
-            return (3, errno());
+            return (6, errno());
         }
         let mut how: libc::open_how = std::mem::zeroed();
         how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
@@ -168,12 +217,12 @@ fn attach(
         let at = libc::syscall(
             libc::SYS_openat2,
             root_fd,
-            target,
+            p.target,
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
         );
         if at < 0 {
-            return (4, errno());
+            return (7, errno());
         }
         let flags = 0x0000_0004 | 0x0000_0040; // MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
         if libc::syscall(
@@ -185,7 +234,7 @@ fn attach(
             flags as libc::c_uint,
         ) != 0
         {
-            return (5, errno());
+            return (8, errno());
         }
     }
     (0, 0)
