@@ -156,3 +156,74 @@ fn reboot_inside_a_booted_machine_starts_it_again_and_poweroff_stops_it() {
     assert!(!alive(second));
     assert_eq!(boots(&shared), ["boot", "down", "boot", "down"]);
 }
+
+#[test]
+fn reboot_restarts_a_rootless_booted_machine() {
+    let test = "reboot_restarts_a_rootless_booted_machine";
+    if !is_root() {
+        return skip(test, "creating users needs root");
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let shared = dir.path().join("shared");
+    let runtime = dir.path().join("runtime");
+    let data = dir.path().join("data");
+    for path in [&runtime, &data, &shared] {
+        std::fs::create_dir(path).unwrap();
+        user.give(path);
+    }
+    set_mode(&shared, 0o777);
+    let inittab = dir.path().join("inittab");
+    std::fs::write(
+        &inittab,
+        "::sysinit:/bin/sh -c 'echo boot >> /shared/boots'\n",
+    )
+    .unwrap();
+    set_mode(&inittab, 0o644);
+    std::fs::write(
+        dir.path().join("machines/bt-rreboot.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[exec]\nboot = true\n[network]\nmode = \"host\"\n\
+             [storage]\nbinds = [{{ source = \"{}\", target = \"/shared\" }}, \
+             {{ source = \"{}\", target = \"/etc/inittab\", readonly = true }}]\n",
+            dir.path().join("images/busybox").display(),
+            shared.display(),
+            inittab.display()
+        ),
+    )
+    .unwrap();
+    let mm = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_DATA_HOME", &data);
+        command
+    };
+    let _stop = OnDrop(|| {
+        let _ = mm(&["stop", "bt-rreboot", "--timeout", "1"]).output();
+        let _ = mm(&["rm", "bt-rreboot"]).output();
+    });
+    let ok = |args: &[&str]| {
+        let (out, stdout, stderr) = run(mm(args));
+        assert!(out.status.success(), "mm {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    // `mm status` of a stopped machine exits 3: only its JSON counts here.
+    let leader = || {
+        let (_, stdout, _) = run(mm(&["status", "bt-rreboot", "--json"]));
+        let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        status["leader"].as_i64()
+    };
+    ok(&["start", "bt-rreboot"]);
+    eventually("the first boot", || boots(&shared) == ["boot"]);
+    let first = leader().unwrap();
+    ok(&["exec", "bt-rreboot", "reboot"]);
+    eventually("the second boot", || boots(&shared) == ["boot", "boot"]);
+    let second = leader().unwrap();
+    assert_ne!(second, first);
+    assert!(alive(second));
+    ok(&["exec", "bt-rreboot", "poweroff"]);
+    eventually("the machine stopped", || leader().is_none());
+    assert_eq!(boots(&shared), ["boot", "boot"]);
+}
