@@ -227,3 +227,67 @@ fn reboot_restarts_a_rootless_booted_machine() {
     eventually("the machine stopped", || leader().is_none());
     assert_eq!(boots(&shared), ["boot", "boot"]);
 }
+
+#[test]
+fn a_booted_systemd_reboots_in_place() {
+    if !ready("a_booted_systemd_reboots_in_place") {
+        return;
+    }
+    let rootfs = debian_rootfs();
+    let mut m = Machines::new();
+    let machines = m.dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("debian-rb.toml"),
+        format!(
+            "[image]\nsource = \"rootfs:{}\"\n[exec]\nboot = true\n[network]\nmode = \"private\"\n",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    m.names.push("debian-rb".to_owned());
+    m.ok(&["start", "debian-rb"]);
+    let booted = || {
+        let (_, out, _) = m.mm(&[
+            "exec",
+            "debian-rb",
+            "--",
+            "systemctl",
+            "is-system-running",
+            "--wait",
+        ]);
+        matches!(out.trim(), "running" | "degraded")
+    };
+    let wait_boot = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !booted() {
+            assert!(Instant::now() < deadline, "systemd did not finish {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_boot("booting");
+    let first = m.status("debian-rb")["leader"].as_i64().unwrap();
+    // systemctl reboot returns before systemd is gone.
+    m.mm(&["exec", "debian-rb", "--", "systemctl", "reboot"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let status = m.status("debian-rb");
+        assert_ne!(
+            status["state"], "stopped",
+            "the reboot stopped it: {status}"
+        );
+        if let Some(leader) = status["leader"].as_i64().filter(|l| *l != first) {
+            break leader;
+        }
+        assert!(Instant::now() < deadline, "no new PID 1: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!alive(first));
+    wait_boot("booting again");
+    assert_eq!(m.status("debian-rb")["leader"].as_i64(), Some(second));
+    let out = m.ok(&["stop", "debian-rb", "--timeout", "30"]);
+    assert!(out.contains("status 0"), "a clean shutdown: {out}");
+    let console = std::fs::read_to_string(m.state_dir().join("run/debian-rb/console.log"))
+        .unwrap_or_default();
+    assert!(console.contains("Rebooting"), "{console}");
+}

@@ -48,8 +48,17 @@ pub enum Reply {
     Refused { why: String },
 }
 
-/// `mm __supervise [--detach] --launch-fd=N`: never returns.
-pub fn main(detach: bool, launch_fd: Option<std::os::fd::RawFd>) -> ! {
+/// How a supervisor that executes itself again on a reboot hands its (locked) machine
+/// lock to the new image: `--lock-fd=N`, so that no other mm command finds the machine
+/// unlocked meanwhile and cleans it up.
+pub const LOCK_FD_ARG: &str = "--lock-fd=";
+
+/// `mm __supervise [--detach] --launch-fd=N [--lock-fd=N]`: never returns.
+pub fn main(
+    detach: bool,
+    launch_fd: Option<std::os::fd::RawFd>,
+    lock_fd: Option<std::os::fd::RawFd>,
+) -> ! {
     sys::set_name("mm-supervise");
     let launch: Result<Launch, String> = match launch_fd {
         // Only `mm start`/`mm run` start a supervisor; without the argument it has no launch.
@@ -65,8 +74,21 @@ pub fn main(detach: bool, launch_fd: Option<std::os::fd::RawFd>) -> ! {
                 .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()))
         }
     };
+    // SAFETY: descriptor `lock_fd` is the machine's lock, handed over by this supervisor's
+    // previous image (`reexec`), and nothing else in this process owns it.
+    let lock = lock_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
+    // Close-on-exec again: no child of this supervisor may hold it.
+    if let Some(lock) = &lock
+        && let Err(e) = nix::fcntl::fcntl(
+            lock,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+    {
+        eprintln!("error: the supervisor cannot keep its lock to itself: {e}");
+        std::process::exit(crate::error::ExitCode::System as i32);
+    }
     let code = match launch {
-        Ok(launch) => match supervise(&launch, detach) {
+        Ok(launch) => match supervise(&launch, detach, lock) {
             Ok(code) => code,
             Err(e) => {
                 let started = e.to_started();
@@ -107,10 +129,10 @@ struct Machine<'l> {
     _network: network::Holding,
 }
 
-fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
+fn supervise(launch: &Launch, detach: bool, held: Option<File>) -> Result<i32, RuntimeError> {
     let plan = &launch.plan;
     let paths = Paths::new(&plan.machine.runtime_dir);
-    let _lock = take(&paths, plan)?;
+    let lock = take(&paths, plan, held)?;
     let cgroup = machine_cgroup(launch)?;
     let begun = match start(launch, cgroup.as_ref()) {
         Ok(begun) => begun,
@@ -162,7 +184,7 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
         detach,
     ) {
         Ended::Exited(code) => finish(machine, code),
-        Ended::Rebooted => restart(machine, control, detach),
+        Ended::Rebooted => restart(machine, control, detach, &lock),
     }
 }
 
@@ -183,7 +205,12 @@ enum Ended {
 /// writable layer, ids and definition, registered again. systemd-nspawn exits 133
 /// instead and lets its unit restart it. Returns only if that cannot be done, with the
 /// machine stopped.
-fn restart(machine: Machine<'_>, control: Control, detach: bool) -> Result<i32, RuntimeError> {
+fn restart(
+    machine: Machine<'_>,
+    control: Control,
+    detach: bool,
+    lock: &File,
+) -> Result<i32, RuntimeError> {
     let launch = machine.launch;
     let paths = machine.paths.clone();
     let _ = notify(&format!(
@@ -197,16 +224,16 @@ fn restart(machine: Machine<'_>, control: Control, detach: bool) -> Result<i32, 
     // The new image opens its own: the control socket is made again, the signals that
     // arrive meanwhile wait, blocked (exec keeps the mask).
     drop(control);
-    let e = reexec(launch, detach);
+    let e = reexec(launch, detach, lock);
     let path = Path::new("mm __supervise");
     record_stopped(&paths, launch, 0)?;
     Err(RuntimeError::io(path, e))
 }
 
 /// Executes `mm __supervise` again in this process with `launch` on a fresh descriptor;
-/// returns only on failure. The machine's lock (close-on-exec) is released by the exec
-/// and taken again by the new image.
-fn reexec(launch: &Launch, detach: bool) -> std::io::Error {
+/// returns only on failure. The machine's lock stays held: its descriptor goes to the new
+/// image ([`LOCK_FD_ARG`]).
+fn reexec(launch: &Launch, detach: bool, lock: &File) -> std::io::Error {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let mut file = match tempfile::tempfile() {
@@ -225,9 +252,12 @@ fn reexec(launch: &Launch, detach: bool) -> std::io::Error {
         Err(e) => return e,
     };
     let fd = file.as_raw_fd();
-    // SAFETY: only clears close-on-exec on the file above, which this function owns.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
-        return std::io::Error::last_os_error();
+    for keep in [fd, lock.as_raw_fd()] {
+        // SAFETY: only clears close-on-exec on the launch file above and the lock, both
+        // meant for the new image.
+        if unsafe { libc::fcntl(keep, libc::F_SETFD, 0) } < 0 {
+            return std::io::Error::last_os_error();
+        }
     }
     let mut command = std::process::Command::new(exe);
     command.arg("__supervise");
@@ -235,15 +265,21 @@ fn reexec(launch: &Launch, detach: bool) -> std::io::Error {
         command.arg("--detach");
     }
     command.arg(format!("--launch-fd={fd}"));
+    command.arg(format!("{LOCK_FD_ARG}{}", lock.as_raw_fd()));
     command.exec()
 }
 
-/// Takes the machine's lock (it is not running elsewhere), cleans up after a supervisor
-/// that was killed, and makes this one the reaper of the machine's orphans.
-fn take(paths: &Paths, plan: &Plan) -> Result<std::fs::File, RuntimeError> {
+/// Takes the machine's lock (it is not running elsewhere), or keeps the one `held` from
+/// this supervisor's image before a reboot, cleans up after a supervisor that was killed,
+/// and makes this one the reaper of the machine's orphans.
+fn take(paths: &Paths, plan: &Plan, held: Option<File>) -> Result<std::fs::File, RuntimeError> {
     // Private: the machine's root is mounted below it (in the supervisor's namespace).
     crate::state::private_dir(&paths.dir).map_err(|e| RuntimeError::io(&paths.dir, e))?;
-    let lock = match crate::state::lock(&paths.lock(), false) {
+    let taken = match held {
+        Some(held) => Ok(held),
+        None => crate::state::lock(&paths.lock(), false),
+    };
+    let lock = match taken {
         Ok(lock) => lock,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             return Err(RuntimeError::AlreadyRunning {
