@@ -125,6 +125,24 @@ pub enum Command {
         #[arg(long)]
         leader: bool,
     },
+    /// Bind a host path into a running machine
+    ///
+    /// As `machinectl bind NAME SRC DST`, which refuses machines with a user namespace
+    /// (`systemd-nspawn -U`): mm binds a copy of SRC's mount (recursively) on DST, a
+    /// path inside the machine that must exist, resolved inside the machine's root (a
+    /// symlink there cannot aim it at the host). The bind lasts until the machine stops.
+    /// Works as root and for an ordinary user's machine; when the kernel refuses, mm
+    /// names the step and the reason.
+    Bind {
+        machine: String,
+        /// The host path
+        source: std::path::PathBuf,
+        /// Where it shows in the machine (it must exist)
+        target: String,
+        /// Bind it read-only
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Show a running machine's processes, as a tree
     ///
     /// Each with its pid on the host (HPID) and in the machine (PID), its user in the

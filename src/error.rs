@@ -42,6 +42,9 @@ pub enum Error {
     BadSource { text: String, why: String },
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// `mm bind` could not bind the path into the machine.
+    #[error(transparent)]
+    Bind(#[from] crate::runtime::bind::BindError),
     #[error(transparent)]
     Systemd(#[from] crate::systemd::SystemdError),
     /// What needs a service manager where none runs.
@@ -83,6 +86,8 @@ impl Error {
             Self::BadSource { .. } => ExitCode::Usage,
             Self::Image(e) => image_exit_code(e),
             Self::Runtime(e) => e.exit_code(),
+            Self::Bind(e) if e.source.kind() == std::io::ErrorKind::NotFound => ExitCode::NotFound,
+            Self::Bind(_) => ExitCode::HostCannot,
             Self::Systemd(_) | Self::Service(_) | Self::Account(_) => ExitCode::System,
             Self::Missing(_) => ExitCode::NotFound,
             Self::NoSystemd(_) => ExitCode::HostCannot,

@@ -30,7 +30,11 @@ fn main() -> std::process::ExitCode {
             .iter()
             .find_map(|a| a.strip_prefix(mm::machine::LAUNCH_FD_ARG))
             .and_then(|n| n.parse().ok());
-        mm::runtime::supervisor::main(detach, fd);
+        let lock = args
+            .iter()
+            .find_map(|a| a.strip_prefix(mm::runtime::supervisor::LOCK_FD_ARG))
+            .and_then(|n| n.parse().ok());
+        mm::runtime::supervisor::main(detach, fd, lock);
     }
     let cli = cli::Cli::parse();
     let code = match commands::run(cli) {

@@ -37,6 +37,16 @@ impl Machines {
         self.names.push(name.to_owned());
     }
 
+    /// A busybox machine of the given body.
+    fn define_body(&mut self, name: &str, body: &str) {
+        let text = format!(
+            "[image]\nsource = \"oci:{}:latest\"\n{body}\n",
+            repo().join("images/busybox").display()
+        );
+        std::fs::write(self.dir.path().join(format!("machines/{name}.toml")), text).unwrap();
+        self.names.push(name.to_owned());
+    }
+
     fn mm(&self, args: &[&str]) -> (Output, String, String) {
         run(mm(self.dir.path(), args))
     }
@@ -122,15 +132,19 @@ fn machine_property(object: &str, property: &str) -> String {
 /// machinectl insists on a systemd-booted host (`/run/systemd/system`): it gets one in a
 /// private mount namespace, never on the host.
 fn machinectl(args: &[&str]) -> String {
+    String::from_utf8_lossy(&machinectl_output(args).stdout).into_owned()
+}
+
+/// `machinectl ARGS` as [`machinectl`] runs it, with its status and both outputs.
+fn machinectl_output(args: &[&str]) -> Output {
     let script = format!(
         "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && exec machinectl {}",
         args.join(" ")
     );
-    let out = Command::new("unshare")
+    Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .output()
-        .expect("unshare runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .expect("unshare runs")
 }
 
 #[test]
@@ -427,4 +441,87 @@ fn a_registration_the_bus_refuses_says_the_step_and_errno() {
         "{stderr}"
     );
     assert_eq!(machines.status("sd-refused")["state"], "running");
+}
+
+/// Waits (up to 30 s) until `done` holds.
+fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn machinectl_reboot_restarts_a_booted_machine_and_copy_to_reaches_its_tmp() {
+    let test = "machinectl_reboot_restarts_a_booted_machine_and_copy_to_reaches_its_tmp";
+    if !ready(test) {
+        return;
+    }
+    let mut machines = Machines::new();
+    let shared = machines.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    set_mode(&shared, 0o777);
+    let inittab = machines.dir.path().join("inittab");
+    // machinectl reboot sends SIGINT to the leader: busybox init's ctrlaltdel.
+    std::fs::write(
+        &inittab,
+        "::sysinit:/bin/sh -c 'echo boot >> /shared/boots'\n\
+         ::ctrlaltdel:/bin/reboot\n",
+    )
+    .unwrap();
+    machines.define_body(
+        "sd-reboot",
+        &format!(
+            "[exec]\nboot = true\n[storage]\n\
+             binds = [{{ source = \"{}\", target = \"/shared\" }}, \
+             {{ source = \"{}\", target = \"/etc/inittab\", readonly = true }}]",
+            shared.display(),
+            inittab.display()
+        ),
+    );
+    let boots = || std::fs::read_to_string(shared.join("boots")).unwrap_or_default();
+    machines.ok(&["start", "sd-reboot"]);
+    until("the first boot", || boots() == "boot\n");
+    let first = machines.status("sd-reboot")["leader"].as_i64().unwrap();
+    let object = machined_object("sd-reboot").expect("machined has the machine");
+    assert_eq!(machine_property(&object, "Leader"), format!("u {first}"));
+
+    let out = machinectl_output(&["reboot", "sd-reboot"]);
+    assert!(out.status.success(), "machinectl reboot: {out:?}");
+    until("the second boot", || boots() == "boot\nboot\n");
+    let second = machines.status("sd-reboot")["leader"].as_i64().unwrap();
+    assert_ne!(second, first);
+    // Registered again, with the new leader.
+    until("machined has the new leader", || {
+        machined_object("sd-reboot")
+            .is_some_and(|o| machine_property(&o, "Leader") == format!("u {second}"))
+    });
+
+    // machined's CopyTo, as host root through /proc/LEADER/root, into the machine's tmpfs.
+    let file = machines.dir.path().join("copied");
+    std::fs::write(&file, "copied in\n").unwrap();
+    for dir in ["/tmp", "/run", "/dev/shm"] {
+        let to = format!("{dir}/copied");
+        let out = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &format!(
+                    "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && \
+                     exec machinectl copy-to sd-reboot {} {to}",
+                    file.display()
+                ),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "machinectl copy-to {to}: {out:?}");
+        let (inside, _) = machines.ok(&["exec", "sd-reboot", "cat", &to]);
+        assert_eq!(inside, "copied in\n");
+    }
+    machines.ok(&["stop", "sd-reboot", "--timeout", "1"]);
+    assert_eq!(machined_object("sd-reboot"), None);
 }

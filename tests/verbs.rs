@@ -435,3 +435,143 @@ fn three_escapes_on_the_console_kill_the_machine_as_nspawn_does() {
     assert_eq!(after["state"], "stopped", "{after}");
     assert_eq!(after["exit_status"], 137, "{after}");
 }
+
+#[test]
+fn host_root_copies_into_a_running_machines_tmpfs_as_machined_does() {
+    if !ready("host_root_copies_into_a_running_machines_tmpfs_as_machined_does") {
+        return;
+    }
+    let mut m = Machines::new();
+    m.define("vb-copyto", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]");
+    m.ok(&["start", "vb-copyto"]);
+    let leader = m.status("vb-copyto")["leader"].as_i64().unwrap();
+    // machined's CopyTo writes as host root through /proc/PID/root: on a tmpfs made in the
+    // machine's user namespace that was EOVERFLOW (host uid 0 maps to nothing there).
+    for dir in ["/tmp", "/run", "/dev/shm"] {
+        let host = format!("/proc/{leader}/root{dir}/copied");
+        std::fs::write(&host, format!("into {dir}\n"))
+            .unwrap_or_else(|e| panic!("writing {host} as host root: {e}"));
+        let inside = m.ok(&["exec", "vb-copyto", "cat", &format!("{dir}/copied")]);
+        assert_eq!(inside, format!("into {dir}\n"));
+        // The tmpfs' root is the machine's root's, so the machine still writes to it.
+        m.ok(&["exec", "vb-copyto", "touch", &format!("{dir}/made-inside")]);
+        let owner = m.ok(&["exec", "vb-copyto", "stat", "-c", "%u", dir]);
+        assert_eq!(owner.trim(), "0", "{dir} belongs to the machine's root");
+    }
+}
+
+#[test]
+fn bind_puts_a_host_directory_into_a_running_machine() {
+    if !ready("bind_puts_a_host_directory_into_a_running_machine") {
+        return;
+    }
+    let mut m = Machines::new();
+    m.define("vb-bind", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]");
+    m.ok(&["start", "vb-bind"]);
+    let src = m.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file"), "from the host\n").unwrap();
+    let src = src.to_str().unwrap();
+    m.ok(&["bind", "vb-bind", src, "/srv"]);
+    assert_eq!(
+        m.ok(&["exec", "vb-bind", "cat", "/srv/file"]),
+        "from the host\n"
+    );
+    // Read-only on request; the host sees what the machine sees.
+    m.ok(&["exec", "vb-bind", "mkdir", "/ro"]);
+    m.ok(&["bind", "vb-bind", src, "/ro", "--read-only"]);
+    let (out, _, stderr) = m.mm(&["exec", "vb-bind", "touch", "/ro/new"]);
+    assert!(!out.status.success(), "wrote into a read-only bind");
+    assert!(stderr.contains("Read-only"), "{stderr}");
+    // A symlink in the machine cannot aim the bind at the host: it resolves inside.
+    m.ok(&["exec", "vb-bind", "ln", "-s", "/", "/escape"]);
+    m.ok(&["exec", "vb-bind", "mkdir", "/inside"]);
+    m.ok(&["bind", "vb-bind", src, "/escape/inside"]);
+    assert_eq!(
+        m.ok(&["exec", "vb-bind", "cat", "/inside/file"]),
+        "from the host\n"
+    );
+    // A target the machine does not have is named, with the step.
+    let (out, _, stderr) = m.mm(&["bind", "vb-bind", src, "/nosuch"]);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains("/nosuch") && stderr.contains("find the target in the machine"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = m.mm(&["bind", "vb-stopped", src, "/srv"]);
+    assert!(!out.status.success(), "{stderr}");
+}
+
+#[test]
+fn bind_into_a_rootless_machine_works_as_its_user() {
+    let test = "bind_into_a_rootless_machine_works_as_its_user";
+    if !is_root() {
+        return skip(test, "creating users needs root");
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    copy_examples(dir.path());
+    let image = dir.path().join("images/busybox");
+    std::fs::write(
+        dir.path().join("machines/vb-rbind.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = [\"/bin/sleep\", \"1000\"]\n\
+             [network]\nmode = \"host\"\n",
+            image.display()
+        ),
+    )
+    .unwrap();
+    let runtime = dir.path().join("runtime");
+    let data = dir.path().join("data");
+    let src = dir.path().join("src");
+    for path in [&runtime, &data, &src] {
+        std::fs::create_dir(path).unwrap();
+        user.give(path);
+    }
+    std::fs::write(src.join("file"), "from the host\n").unwrap();
+    user.give(&src);
+    let mm = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_DATA_HOME", &data);
+        command
+    };
+    let _stop = OnDrop(|| {
+        let _ = mm(&["stop", "vb-rbind", "--timeout", "1"]).output();
+        let _ = mm(&["rm", "vb-rbind"]).output();
+    });
+    let (out, _, stderr) = run(mm(&["start", "vb-rbind"]));
+    assert!(out.status.success(), "{stderr}");
+    let (out, _, stderr) = run(mm(&["bind", "vb-rbind", src.to_str().unwrap(), "/srv"]));
+    assert!(out.status.success(), "{stderr}");
+    let (_, inside, stderr) = run(mm(&["exec", "vb-rbind", "cat", "/srv/file"]));
+    assert_eq!(inside, "from the host\n", "{stderr}");
+    let (out, _, stderr) = run(mm(&[
+        "bind",
+        "vb-rbind",
+        src.to_str().unwrap(),
+        "/mnt",
+        "--read-only",
+    ]));
+    // busybox has no /mnt: named, with the step.
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains("find the target in the machine"),
+        "{stderr}"
+    );
+    let (out, _, stderr) = run(mm(&[
+        "bind",
+        "vb-rbind",
+        src.to_str().unwrap(),
+        "/srv",
+        "--read-only",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    // On top of the first: the machine now sees a read-only copy there.
+    let (out, _, stderr) = run(mm(&["exec", "vb-rbind", "touch", "/srv/new"]));
+    assert!(
+        !out.status.success(),
+        "wrote into a read-only bind: {stderr}"
+    );
+}

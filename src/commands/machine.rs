@@ -236,6 +236,17 @@ pub fn kill(machine: &str, signal: Signal, all: bool) -> Result<ExitCode, Error>
     Ok(ExitCode::Ok)
 }
 
+/// `mm bind NAME SRC DST [--read-only]`.
+pub fn bind(machine: &str, source: &Path, target: &str, readonly: bool) -> Result<ExitCode, Error> {
+    let (name, paths) = machine_paths(machine)?;
+    reconciled(&paths)?;
+    let (leader, _) = state::running(&paths)
+        .map_err(|e| RuntimeError::io(&paths.state(), e))?
+        .ok_or_else(|| not_running(&name))?;
+    mm::runtime::bind::bind(&name, leader, source, target, readonly)?;
+    Ok(ExitCode::Ok)
+}
+
 #[derive(serde::Serialize)]
 struct StatusReport<'a> {
     name: &'a str,

@@ -45,6 +45,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             leader: _,
         } => machine::kill(&machine, signal, all),
         Command::Ps { machine, json } => ps::ps(&machine, json),
+        Command::Bind {
+            machine,
+            source,
+            target,
+            read_only,
+        } => machine::bind(&machine, &source, &target, read_only),
         Command::Status { machine, json } => machine::status(&machine, json),
         Command::Exec {
             machine,

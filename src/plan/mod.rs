@@ -268,6 +268,15 @@ pub enum Mount {
         target: String,
         options: Vec<String>,
     },
+    /// A tmpfs the supervisor mounts as host root, owned by the machine's root (`uid=`,
+    /// `gid=` of its first mapped id), then bound into the machine: its super block
+    /// belongs to the host's user namespace, so host root can create files in it (what
+    /// machined's CopyTo does through `/proc/PID/root`), as in systemd-nspawn `-U`. Only
+    /// as root; rootless machines mount their tmpfs in their own user namespace.
+    HostTmpfs {
+        target: String,
+        options: Vec<String>,
+    },
     /// A host path made visible inside.
     Bind {
         source: PathBuf,

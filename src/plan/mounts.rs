@@ -18,7 +18,7 @@ pub(super) fn mounts(
     let private_net = def.network.private();
     let mut all = kernel_fs(def, host, private_net)?;
     all.extend(dev());
-    all.extend(scratch());
+    all.extend(scratch(host.is_root()));
     all.extend(hidden());
     if !private_net {
         all.push(host_bind(
@@ -145,13 +145,25 @@ fn dev() -> Vec<Mount> {
     all
 }
 
-/// The tmpfs and mqueue file systems a machine writes to.
-fn scratch() -> Vec<Mount> {
+/// The tmpfs and mqueue file systems a machine writes to. As root, the tmpfs are made by
+/// host root (see [`Mount::HostTmpfs`]), as systemd-nspawn `-U` makes them, so that
+/// `machinectl copy-to` can write into /tmp, /run and /dev/shm.
+fn scratch(as_root: bool) -> Vec<Mount> {
+    let tmpfs = |target: &str, options: &str| {
+        if as_root {
+            Mount::HostTmpfs {
+                target: target.to_owned(),
+                options: options.split(',').map(str::to_owned).collect(),
+            }
+        } else {
+            fs("tmpfs", target, options)
+        }
+    };
     vec![
-        fs("tmpfs", "/dev/shm", "nosuid,nodev,mode=1777"),
+        tmpfs("/dev/shm", "nosuid,nodev,mode=1777"),
         fs("mqueue", "/dev/mqueue", "nosuid,nodev,noexec"),
-        fs("tmpfs", "/run", "nosuid,nodev,mode=755"),
-        fs("tmpfs", "/tmp", "nosuid,nodev,mode=1777"),
+        tmpfs("/run", "nosuid,nodev,mode=755"),
+        tmpfs("/tmp", "nosuid,nodev,mode=1777"),
     ]
 }
 

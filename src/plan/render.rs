@@ -533,6 +533,10 @@ fn mount_line(mount: &Mount) -> String {
             target,
             options,
         } => format!("Mount {fstype} on {target} ({})", options.join(",")),
+        Mount::HostTmpfs { target, options } => format!(
+            "Mount tmpfs on {target} ({}), made by host root and owned by the machine's root",
+            options.join(",")
+        ),
         Mount::Bind {
             source,
             target,

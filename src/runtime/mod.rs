@@ -2,6 +2,7 @@
 //! running machine. See docs/architecture.md ("Launch") for the stages.
 
 mod account;
+pub mod bind;
 pub mod caller;
 pub mod cgroup;
 mod cgroupfs;

@@ -48,8 +48,17 @@ pub enum Reply {
     Refused { why: String },
 }
 
-/// `mm __supervise [--detach] --launch-fd=N`: never returns.
-pub fn main(detach: bool, launch_fd: Option<std::os::fd::RawFd>) -> ! {
+/// How a supervisor that executes itself again on a reboot hands its (locked) machine
+/// lock to the new image: `--lock-fd=N`, so that no other mm command finds the machine
+/// unlocked meanwhile and cleans it up.
+pub const LOCK_FD_ARG: &str = "--lock-fd=";
+
+/// `mm __supervise [--detach] --launch-fd=N [--lock-fd=N]`: never returns.
+pub fn main(
+    detach: bool,
+    launch_fd: Option<std::os::fd::RawFd>,
+    lock_fd: Option<std::os::fd::RawFd>,
+) -> ! {
     sys::set_name("mm-supervise");
     let launch: Result<Launch, String> = match launch_fd {
         // Only `mm start`/`mm run` start a supervisor; without the argument it has no launch.
@@ -65,8 +74,21 @@ pub fn main(detach: bool, launch_fd: Option<std::os::fd::RawFd>) -> ! {
                 .and_then(|_| serde_json::from_str(&text).map_err(|e| e.to_string()))
         }
     };
+    // SAFETY: descriptor `lock_fd` is the machine's lock, handed over by this supervisor's
+    // previous image (`reexec`), and nothing else in this process owns it.
+    let lock = lock_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
+    // Close-on-exec again: no child of this supervisor may hold it.
+    if let Some(lock) = &lock
+        && let Err(e) = nix::fcntl::fcntl(
+            lock,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+    {
+        eprintln!("error: the supervisor cannot keep its lock to itself: {e}");
+        std::process::exit(crate::error::ExitCode::System as i32);
+    }
     let code = match launch {
-        Ok(launch) => match supervise(&launch, detach) {
+        Ok(launch) => match supervise(&launch, detach, lock) {
             Ok(code) => code,
             Err(e) => {
                 let started = e.to_started();
@@ -107,10 +129,10 @@ struct Machine<'l> {
     _network: network::Holding,
 }
 
-fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
+fn supervise(launch: &Launch, detach: bool, held: Option<File>) -> Result<i32, RuntimeError> {
     let plan = &launch.plan;
     let paths = Paths::new(&plan.machine.runtime_dir);
-    let _lock = take(&paths, plan)?;
+    let lock = take(&paths, plan, held)?;
     let cgroup = machine_cgroup(launch)?;
     let begun = match start(launch, cgroup.as_ref()) {
         Ok(begun) => begun,
@@ -155,21 +177,109 @@ fn supervise(launch: &Launch, detach: bool) -> Result<i32, RuntimeError> {
     };
     record_running(&machine)?;
     announce(&machine, notice, detach);
-    let code = run_loop(
+    match run_loop(
         &machine,
         &control,
         console.map(|master| (master, log)),
         detach,
-    );
-    finish(machine, code)
+    ) {
+        Ended::Exited(code) => finish(machine, code),
+        Ended::Rebooted => restart(machine, control, detach, &lock),
+    }
 }
 
-/// Takes the machine's lock (it is not running elsewhere), cleans up after a supervisor
-/// that was killed, and makes this one the reaper of the machine's orphans.
-fn take(paths: &Paths, plan: &Plan) -> Result<std::fs::File, RuntimeError> {
+/// How PID 1 ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// It exited (or a signal ended it, or a booted init powered off): the status.
+    Exited(i32),
+    /// A booted init rebooted (reboot(2) ended the PID namespace with SIGHUP), and no stop
+    /// was asked for: the machine starts again.
+    Rebooted,
+}
+
+/// A booted init rebooted: takes the machine down as at its end (its processes, cgroup,
+/// mounts, network and registration go), keeps the record `running`, and executes the
+/// supervisor again in place with the same launch (the same process, so the same
+/// `MainPID` for a unit), which starts the machine afresh: a new PID 1 on the same
+/// writable layer, ids and definition, registered again. systemd-nspawn exits 133
+/// instead and lets its unit restart it. Returns only if that cannot be done, with the
+/// machine stopped.
+fn restart(
+    machine: Machine<'_>,
+    control: Control,
+    detach: bool,
+    lock: &File,
+) -> Result<i32, RuntimeError> {
+    let launch = machine.launch;
+    let paths = machine.paths.clone();
+    let _ = notify(&format!(
+        "RELOADING=1\nSTATUS={} reboots",
+        launch.plan.machine.name
+    ));
+    if !detach {
+        eprintln!("mm: {} reboots", launch.plan.machine.name);
+    }
+    tear_down(machine)?;
+    // The new image opens its own: the control socket is made again, the signals that
+    // arrive meanwhile wait, blocked (exec keeps the mask).
+    drop(control);
+    let e = reexec(launch, detach, lock);
+    let path = Path::new("mm __supervise");
+    record_stopped(&paths, launch, 0)?;
+    Err(RuntimeError::io(path, e))
+}
+
+/// Executes `mm __supervise` again in this process with `launch` on a fresh descriptor;
+/// returns only on failure. The machine's lock stays held: its descriptor goes to the new
+/// image ([`LOCK_FD_ARG`]).
+fn reexec(launch: &Launch, detach: bool, lock: &File) -> std::io::Error {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut file = match tempfile::tempfile() {
+        Ok(file) => file,
+        Err(e) => return e,
+    };
+    let written = serde_json::to_vec(launch)
+        .map_err(std::io::Error::from)
+        .and_then(|json| file.write_all(&json))
+        .and_then(|()| std::io::Seek::rewind(&mut file));
+    if let Err(e) = written {
+        return e;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return e,
+    };
+    let fd = file.as_raw_fd();
+    for keep in [fd, lock.as_raw_fd()] {
+        // SAFETY: only clears close-on-exec on the launch file above and the lock, both
+        // meant for the new image.
+        if unsafe { libc::fcntl(keep, libc::F_SETFD, 0) } < 0 {
+            return std::io::Error::last_os_error();
+        }
+    }
+    let mut command = std::process::Command::new(exe);
+    command.arg("__supervise");
+    if detach {
+        command.arg("--detach");
+    }
+    command.arg(format!("--launch-fd={fd}"));
+    command.arg(format!("{LOCK_FD_ARG}{}", lock.as_raw_fd()));
+    command.exec()
+}
+
+/// Takes the machine's lock (it is not running elsewhere), or keeps the one `held` from
+/// this supervisor's image before a reboot, cleans up after a supervisor that was killed,
+/// and makes this one the reaper of the machine's orphans.
+fn take(paths: &Paths, plan: &Plan, held: Option<File>) -> Result<std::fs::File, RuntimeError> {
     // Private: the machine's root is mounted below it (in the supervisor's namespace).
     crate::state::private_dir(&paths.dir).map_err(|e| RuntimeError::io(&paths.dir, e))?;
-    let lock = match crate::state::lock(&paths.lock(), false) {
+    let taken = match held {
+        Some(held) => Ok(held),
+        None => crate::state::lock(&paths.lock(), false),
+    };
+    let lock = match taken {
         Ok(lock) => lock,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             return Err(RuntimeError::AlreadyRunning {
@@ -591,13 +701,14 @@ fn answer(stream: &UnixStream, plan: &Plan) -> Option<u32> {
     timeout
 }
 
-/// Waits for PID 1 to end, stopping it when asked; returns its exit status.
+/// Waits for PID 1 to end, stopping it when asked; returns how it ended (a reboot asked
+/// for while the machine stops is an end).
 fn run_loop(
     machine: &Machine<'_>,
     control: &Control,
     console: Option<(OwnedFd, Option<File>)>,
     detach: bool,
-) -> i32 {
+) -> Ended {
     if console.is_some() && !detach && super::stdio::stdin_is_terminal() {
         eprintln!(
             "mm: the console of {}. {}",
@@ -610,12 +721,15 @@ fn run_loop(
     let mut escaped = false;
     sys::release_clean_file_pages();
     loop {
-        if let Some(code) = reap(machine.leader, machine.launch.boot) {
+        if let Some(ended) = reap(machine.leader, machine.launch.boot) {
             // What the machine wrote last is still in the console.
             if let Some(r) = &mut relay {
                 r.pump();
             }
-            return code;
+            return match ended {
+                Ended::Rebooted if deadline.is_some() || escaped => Ended::Exited(0),
+                ended => ended,
+            };
         }
         let mut fds = vec![
             PollFd::new(control.signals.as_fd(), PollFlags::POLLIN),
@@ -672,20 +786,22 @@ fn stop(machine: &Machine<'_>, stop_with: Option<u32>, deadline: &mut Option<Ins
     }
 }
 
-/// The exit status of PID 1 if it has ended; reaps every other child too. A booted init
-/// that powers off or reboots calls reboot(2), which in a PID namespace ends it with
-/// SIGINT or SIGHUP: that is a clean shutdown, status 0 (as systemd-nspawn reports it).
-fn reap(leader: Pid, boot: bool) -> Option<i32> {
+/// How PID 1 ended, if it has; reaps every other child too. A booted init that powers
+/// off, halts or reboots calls reboot(2), which in a PID namespace ends it with SIGINT
+/// (power-off, halt: a clean shutdown, status 0, as systemd-nspawn reports it) or SIGHUP
+/// (reboot: the machine starts again).
+fn reap(leader: Pid, boot: bool) -> Option<Ended> {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == leader => return Some(code),
-            Ok(WaitStatus::Signaled(pid, Signal::SIGINT | Signal::SIGHUP, _))
-                if pid == leader && boot =>
-            {
-                return Some(0);
+            Ok(WaitStatus::Exited(pid, code)) if pid == leader => return Some(Ended::Exited(code)),
+            Ok(WaitStatus::Signaled(pid, Signal::SIGINT, _)) if pid == leader && boot => {
+                return Some(Ended::Exited(0));
+            }
+            Ok(WaitStatus::Signaled(pid, Signal::SIGHUP, _)) if pid == leader && boot => {
+                return Some(Ended::Rebooted);
             }
             Ok(WaitStatus::Signaled(pid, signal, _)) if pid == leader => {
-                return Some(128 + signal as i32);
+                return Some(Ended::Exited(128 + signal as i32));
             }
             Ok(WaitStatus::StillAlive) | Err(_) => return None,
             Ok(_) => {}
@@ -696,6 +812,16 @@ fn reap(leader: Pid, boot: bool) -> Option<i32> {
 /// After PID 1 ended: kill stragglers, remove the cgroup and mounts, unregister, record
 /// the status.
 fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
+    let launch = machine.launch;
+    let paths = machine.paths.clone();
+    tear_down(machine)?;
+    record_stopped(&paths, launch, code)?;
+    Ok(code)
+}
+
+/// Kills what is left of the machine, removes its cgroup, mounts and control socket,
+/// releases its network and unregisters it.
+fn tear_down(machine: Machine<'_>) -> Result<(), RuntimeError> {
     let _ = std::fs::remove_file(machine.paths.control());
     let launch = machine.launch;
     if let Some(cgroup) = machine.cgroup {
@@ -707,14 +833,16 @@ fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
     if machine.registered {
         unregister(&launch.plan, machine.leader.as_raw());
     }
+    Ok(())
+}
+
+fn record_stopped(paths: &Paths, launch: &Launch, code: i32) -> Result<(), RuntimeError> {
     let stopped = Recorded::Stopped {
         exit_status: Some(code),
         stopped: state::now(),
         unit: launch.unit.clone(),
     };
-    state::write(&machine.paths, &stopped)
-        .map_err(|e| RuntimeError::io(&machine.paths.state(), e))?;
-    Ok(code)
+    state::write(paths, &stopped).map_err(|e| RuntimeError::io(&paths.state(), e))
 }
 
 /// Removes the machine from systemd-machined, if it has it with this leader.

@@ -250,6 +250,13 @@ fn stage(m: &mut dyn Mounter, plan: &Plan, root_id: u32) -> Result<(), StepFailu
             attach(source, &staged_source(index), *readonly, *recursive, false)?;
         }
     }
+    for (index, mount) in plan.mounts.iter().enumerate() {
+        if let Mount::HostTmpfs { options, .. } = mount {
+            let (flags, data) = ms_flags(options);
+            let owned = format!("{data},uid={root_id},gid={root_id}");
+            tmpfs(m, &stage.join(staged_source(index)), flags, &owned)?;
+        }
+    }
     Ok(())
 }
 
@@ -340,6 +347,23 @@ fn apply(
                 fstype: fstype.to_string(),
                 target: target.to_string(),
                 options: options.clone(),
+            })
+        }
+        Mount::HostTmpfs { target, .. } => {
+            // The supervisor mounted it in the stage; without a stage there is none.
+            let Some(from) = staged.as_deref() else {
+                return Err(StepFailure::other(
+                    Step::Bind {
+                        source: PathBuf::from("tmpfs"),
+                        target: target.to_string(),
+                    },
+                    "a tmpfs made by host root needs the stage (mm runs as root)",
+                ));
+            };
+            let at = mount_point(m, root, target, Kind::Dir)?;
+            bind(m, At::Path(from), &at, false, false).step(|| Step::Bind {
+                source: from.to_owned(),
+                target: target.to_string(),
             })
         }
         Mount::Bind {
