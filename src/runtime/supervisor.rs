@@ -85,7 +85,7 @@ pub fn main(
         )
     {
         eprintln!("error: the supervisor cannot keep its lock to itself: {e}");
-        std::process::exit(crate::error::ExitCode::System as i32);
+        std::process::exit(crate::exit::ExitCode::System as i32);
     }
     let code = match launch {
         Ok(launch) => match supervise(&launch, detach, lock) {
