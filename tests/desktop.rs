@@ -382,6 +382,71 @@ fn real_clients_reach_the_hosts_servers_rootless() {
 }
 
 #[test]
+fn pipewire_answers_a_client_inside_rootless() {
+    let test = "pipewire_answers_a_client_inside_rootless";
+    if !is_root() {
+        return skip(test, "creating the test user needs root");
+    }
+    if !std::path::Path::new("/usr/bin/pipewire").exists() {
+        panic!(
+            "{test}: pipewire is not installed (Debian package pipewire; scripts/setup installs it)"
+        );
+    }
+    let image = client_image();
+    let user = test_user("mm-test", Some(300_000));
+    let gid = nix::unistd::Group::from_name("users")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    let dir = shared_tempdir();
+    let machines = dir.path().join("machines");
+    std::fs::create_dir(&machines).unwrap();
+    std::fs::write(
+        machines.join("pw.toml"),
+        definition(&image, "[desktop]\npipewire = true\n"),
+    )
+    .unwrap();
+    user.give(dir.path());
+    // The user's runtime directory, where pipewire makes its socket pipewire-0.
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    set_mode(&runtime, 0o700);
+    user.give(&runtime);
+    let mut server = as_user(user.uid, gid, "pipewire")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = OnDrop(|| {
+        let _ = server.kill();
+        let _ = server.wait();
+    });
+    eventually("pipewire listens", || runtime.join("pipewire-0").exists());
+    let mm = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command.env("XDG_RUNTIME_DIR", &runtime);
+        command
+    };
+    let _stop = OnDrop(|| {
+        let _ = mm(&["stop", "pw", "--timeout", "1"]).output();
+        let _ = mm(&["rm", "pw"]).output();
+    });
+    let (out, stdout, stderr) = run(mm(&["start", "pw"]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let (out, stdout, stderr) = run(mm(&["exec", "pw", "--", "pw-cli", "info", "0"]));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("PipeWire:Interface:Core"),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
 fn the_session_bus_answers_a_keep_id_user_inside_rootless() {
     let test = "the_session_bus_answers_a_keep_id_user_inside_rootless";
     if !is_root() {
