@@ -180,42 +180,19 @@ fn config(
     packed: &Packed,
     created_by: &str,
 ) -> Result<(Digest, Vec<u8>), ImageError> {
-    let mut config: Value = match std::fs::read(store.blob_path(&base.config_digest)) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ImageError::BadJson {
-            what: "config",
-            digest: base.config_digest.clone(),
-            why: e.to_string(),
-        })?,
-        Err(_) => serde_json::to_value(&base.config).map_err(|e| ImageError::BadJson {
-            what: "config",
-            digest: base.config_digest.clone(),
-            why: e.to_string(),
-        })?,
-    };
-    let now = rfc3339(std::time::SystemTime::now());
-    let Some(object) = config.as_object_mut() else {
-        return Err(ImageError::BadJson {
-            what: "config",
-            digest: base.config_digest.clone(),
-            why: "it is not a JSON object".to_owned(),
-        });
-    };
-    let diff_ids: Vec<Value> = base
+    let diff_ids: Vec<Digest> = base
         .layers
         .iter()
-        .map(|l| &l.diff_id)
-        .chain([&packed.diff_id])
-        .map(|d| Value::String(d.to_string()))
+        .map(|l| l.diff_id.clone())
+        .chain([packed.diff_id.clone()])
         .collect();
-    object.insert(
-        "rootfs".to_owned(),
-        json!({"type": "layers", "diff_ids": diff_ids}),
-    );
+    let mut object = store.config_with_layers(base, &diff_ids)?;
+    let now = rfc3339(std::time::SystemTime::now());
     object.insert("created".to_owned(), Value::String(now.clone()));
     if let Some(Value::Array(history)) = object.get_mut("history") {
         history.push(json!({"created": now, "created_by": created_by, "comment": "mm commit"}));
     }
-    let bytes = serde_json::to_vec(&config).map_err(|e| ImageError::BadJson {
+    let bytes = serde_json::to_vec(&object).map_err(|e| ImageError::BadJson {
         what: "config",
         digest: base.config_digest.clone(),
         why: e.to_string(),

@@ -207,28 +207,12 @@ fn layer_blobs(
 
 /// The stored config, every field kept, with the diff_ids of the exported layers.
 fn config(store: &Store, record: &ImageRecord, diff_ids: &[Digest]) -> Result<Vec<u8>, ImageError> {
-    let bad = |why: String| ImageError::BadJson {
+    let object = store.config_with_layers(record, diff_ids)?;
+    serde_json::to_vec(&object).map_err(|e| ImageError::BadJson {
         what: "config",
         digest: record.config_digest.clone(),
-        why,
-    };
-    let path = store.blob_path(&record.config_digest);
-    let mut config: Value = match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?,
-        Err(_) => serde_json::to_value(&record.config).map_err(|e| bad(e.to_string()))?,
-    };
-    let object = config
-        .as_object_mut()
-        .ok_or_else(|| bad("it is not a JSON object".to_owned()))?;
-    let ids: Vec<Value> = diff_ids
-        .iter()
-        .map(|d| Value::String(d.to_string()))
-        .collect();
-    object.insert(
-        "rootfs".to_owned(),
-        json!({"type": "layers", "diff_ids": ids}),
-    );
-    serde_json::to_vec(&config).map_err(|e| bad(e.to_string()))
+        why: e.to_string(),
+    })
 }
 
 fn descriptor(blob: &Blob) -> Value {

@@ -131,6 +131,37 @@ impl Store {
             .join(format!("{}.json", diff_id.hex()))
     }
 
+    /// `record`'s config as it was written (every field kept; from the record where its blob
+    /// is not in the store), with `rootfs` naming `diff_ids`: the base of a committed or
+    /// exported image's config.
+    pub fn config_with_layers(
+        &self,
+        record: &ImageRecord,
+        diff_ids: &[Digest],
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ImageError> {
+        let bad = |why: String| ImageError::BadJson {
+            what: "config",
+            digest: record.config_digest.clone(),
+            why,
+        };
+        let config = match std::fs::read(self.blob_path(&record.config_digest)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?,
+            Err(_) => serde_json::to_value(&record.config).map_err(|e| bad(e.to_string()))?,
+        };
+        let serde_json::Value::Object(mut object) = config else {
+            return Err(bad("it is not a JSON object".to_owned()));
+        };
+        let ids: Vec<serde_json::Value> = diff_ids
+            .iter()
+            .map(|d| serde_json::Value::String(d.to_string()))
+            .collect();
+        object.insert(
+            "rootfs".to_owned(),
+            serde_json::json!({"type": "layers", "diff_ids": ids}),
+        );
+        Ok(object)
+    }
+
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(digest.hex())
     }
