@@ -375,6 +375,21 @@ impl Network {
     pub fn private(&self) -> bool {
         !matches!(self, Self::Host)
     }
+
+    /// The ordinary user's zone the machine is in, if it is in one.
+    pub fn rootless_zone(&self) -> Option<&RootlessZone> {
+        match self {
+            Self::Link(link) => link.rootless_zone(),
+            Self::Host | Self::Private | Self::UserMode(_) => None,
+        }
+    }
+}
+
+impl Link {
+    /// The ordinary user's zone this link is in, whose namespaces the supervisor works in.
+    pub fn rootless_zone(&self) -> Option<&RootlessZone> {
+        self.zone.as_ref()?.rootless.as_ref()
+    }
 }
 
 /// A machine's veth pair, its address and what the host forwards to it.

@@ -24,7 +24,7 @@ use crate::network::netlink::Netlink;
 use crate::network::nft;
 use crate::network::ports::{self, Held};
 use crate::network::rootless;
-use crate::plan::{Address, Link, Network, Plan, RootlessZone, Zone, zone_hosts};
+use crate::plan::{Address, Link, Network, Plan, Zone, zone_hosts};
 
 /// What the supervisor holds for the machine's network while it runs; dropped, the
 /// rootless helper is killed and reaped.
@@ -44,16 +44,11 @@ fn link(plan: &Plan) -> Option<&Link> {
     }
 }
 
-/// An ordinary user's zone, whose namespaces the supervisor works in.
-fn rootless_zone(link: &Link) -> Option<&RootlessZone> {
-    link.zone.as_ref()?.rootless.as_ref()
-}
-
 /// In an ordinary user's zone: joins the zone's user and network namespaces, its keeper
 /// started first if the zone has none, so that what follows happens there (the machine's
 /// user namespace is made as a child of the zone's). Nothing elsewhere.
 pub fn enter(plan: &Plan) -> Result<(), StepFailure> {
-    let Some(own) = link(plan).and_then(rootless_zone) else {
+    let Some(own) = plan.network.rootless_zone() else {
         return Ok(());
     };
     let zone = link(plan).and_then(|l| l.zone.as_ref());
@@ -144,7 +139,7 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
     };
     assigned(link)?;
     // A rootless zone's forwards are slirp4netns's to hold.
-    let held = match rootless_zone(link) {
+    let held = match link.rootless_zone() {
         Some(_) => Vec::new(),
         None => ports::hold(&link.forwards)
             .map_err(|e| StepFailure::other(Step::HoldPort, e.to_string()))?,
@@ -168,7 +163,7 @@ pub fn attach(plan: &Plan, leader: Pid, holding: &mut Holding) -> Result<Vec<u32
         Network::Host | Network::Private => Ok(Vec::new()),
         Network::Link(link) => {
             let interfaces = attach_link(plan, link, leader)?;
-            if rootless_zone(link).is_none() {
+            if link.rootless_zone().is_none() {
                 holding.notice = firewall_notice(link);
             }
             Ok(interfaces)
@@ -229,7 +224,7 @@ fn attach_link(plan: &Plan, link: &Link, leader: Pid) -> Result<Vec<u32>, StepFa
     let host_end = host_end(link);
     inside(&netns, link, address, gateway)?;
     forwarding(host_end)?;
-    let rootless = rootless_zone(link);
+    let rootless = link.rootless_zone();
     let forwards = per_port(&link.forwards, |f, host_port, port| nft::Forward {
         proto: f.proto,
         // In a rootless zone, slirp4netns listens on the host's address; here the
@@ -365,7 +360,7 @@ fn forwarding(host_end: &str) -> Result<(), StepFailure> {
 /// `mm __zone-release`), and the zone's last machine ends its keeper instead.
 pub fn release(plan: &Plan) {
     let Some(link) = link(plan) else { return };
-    let rootless = rootless_zone(link);
+    let rootless = link.rootless_zone();
     let reach = rootless.map(zone::reach);
     if reach == Some(Reach::Outside) {
         return zone::release_from_outside(plan);

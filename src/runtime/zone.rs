@@ -279,23 +279,27 @@ pub fn release_from_outside(plan: &Plan) {
     }
 }
 
+/// What the parent asked of `mm __zone-keeper` or `mm __zone-release`: JSON on standard
+/// input, to its end.
+fn request<T: serde::de::DeserializeOwned>() -> Result<T, String> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut text)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&text).map_err(|e| e.to_string())
+}
+
 /// `mm __zone-release`: reads a plan on standard input, joins its zone and `release`s the
 /// machine's network there. Must run before any thread starts.
 pub fn release_main(release: fn(&Plan)) -> ! {
-    let mut text = Vec::new();
-    let plan: Option<Plan> = std::io::stdin()
-        .read_to_end(&mut text)
-        .ok()
-        .and_then(|_| serde_json::from_slice(&text).ok());
-    let Some(plan) = plan else {
-        eprintln!("mm {RELEASE_ARG}: no plan on standard input");
-        std::process::exit(2)
+    let plan: Plan = match request() {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("mm {RELEASE_ARG}: no plan on standard input: {e}");
+            std::process::exit(2)
+        }
     };
-    let zone = match &plan.network {
-        crate::plan::Network::Link(link) => link.zone.as_ref().and_then(|z| z.rootless.as_ref()),
-        _ => None,
-    };
-    if let Some(zone) = zone
+    if let Some(zone) = plan.network.rootless_zone()
         && let Some(record) = Record::read(&zone.dir)
         && record.alive()
     {
@@ -311,12 +315,7 @@ pub fn release_main(release: fn(&Plan)) -> ! {
 /// `mm __zone-keeper`: reads its [`Spec`] on standard input, says [`FromKeeper`] on its
 /// standard output, then keeps the zone until SIGTERM. Must run before any thread starts.
 pub fn keeper_main() -> ! {
-    let mut text = Vec::new();
-    let spec = std::io::stdin()
-        .read_to_end(&mut text)
-        .map_err(|e| e.to_string())
-        .and_then(|_| serde_json::from_slice::<Spec>(&text).map_err(|e| e.to_string()));
-    let said = match spec {
+    let said = match request::<Spec>() {
         Ok(spec) => match keep(&spec) {
             Ok(kept) => {
                 let record = kept.record.clone();
