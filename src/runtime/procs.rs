@@ -86,19 +86,15 @@ fn read_status(pid: i32) -> io::Result<Status> {
     })
 }
 
-/// The command line of `pid`, or `[name]` when it has none.
-fn argv(pid: i32, name: &str) -> Vec<String> {
+/// The command line of `pid`; `None` when it has none (a kernel thread, a zombie).
+fn argv(pid: i32) -> Option<Vec<String>> {
     let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let argv: Vec<String> = bytes
         .split(|b| *b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    if argv.is_empty() {
-        vec![format!("[{name}]")]
-    } else {
-        argv
-    }
+    (!argv.is_empty()).then_some(argv)
 }
 
 fn pid_namespace(pid: i32) -> io::Result<PathBuf> {
@@ -201,16 +197,21 @@ pub fn list(name: &str, leader: i32, launch: &Launch) -> Result<Vec<Process>, Ru
         else {
             continue;
         };
+        // The command line before the status: a process seen after its execve(2) was
+        // seen with the credentials it exec'd with (set before it), never those of the
+        // fork that became it.
+        let argv = argv(host_pid);
         let Ok(status) = read_status(host_pid) else {
             continue;
         };
+        let argv = argv.unwrap_or_else(|| vec![format!("[{}]", status.name)]);
         let same = pid_namespace(host_pid).is_ok_and(|ns| ns == namespace);
         let below = cgroup.is_some() && status.nspid.len() > levels;
         if !(same || below) {
             continue;
         }
         let uid = inside(&map, status.euid);
-        found.push((status, host_pid, pidfd, uid));
+        found.push((status, host_pid, pidfd, uid, argv));
     }
     let machine_pid: BTreeMap<i32, i32> = found
         .iter()
@@ -218,13 +219,13 @@ pub fn list(name: &str, leader: i32, launch: &Launch) -> Result<Vec<Process>, Ru
         .collect();
     let mut processes: Vec<Process> = found
         .into_iter()
-        .map(|(status, host_pid, pidfd, uid)| Process {
+        .map(|(status, host_pid, pidfd, uid, argv)| Process {
             host_pid,
             pid: status.nspid[levels - 1],
             ppid: machine_pid.get(&status.ppid).copied(),
             uid,
             user: uid.and_then(|u| users.get(&u).cloned()),
-            argv: argv(host_pid, &status.name),
+            argv,
             depth: 0,
             pidfd,
         })
