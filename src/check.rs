@@ -29,6 +29,26 @@ pub fn paths(def: &Definition, host: &Host) -> Result<(), Diagnostics> {
             problems.push(d);
         }
     }
+    if let crate::definition::ImageSource::Name(name) = &source.value
+        && name.qualified().is_none()
+        && let Some(dir) = def.file.path().parent()
+        && dir.join(&name.name).exists()
+    {
+        problems.push(
+            def.file
+                .error_at(
+                    &source.span,
+                    format!(
+                        "`{name}` is a path beside the definition, and without a transport it \
+                         names an image in a registry, as in podman"
+                    ),
+                )
+                .key("image.source")
+                .help(format!(
+                    "write `oci:{name}` for the image layout there, or `docker://{name}` for Docker Hub's"
+                )),
+        );
+    }
     for (i, bind) in def.storage.binds.iter().enumerate() {
         let path = match &bind.value.source {
             BindSource::Path(path) => path.clone(),

@@ -335,7 +335,11 @@ pub enum ImageCommand {
     /// which image, when it holds several), tar:PATH (a rootfs tarball,
     /// plain, gzip or zstd), or docker://REGISTRY/REPO[:TAG|@DIGEST] (credentials from
     /// `podman login` or `docker login`, and their credential helpers; mirrors, plain-HTTP
-    /// and blocked registries from registries.conf, as podman reads it). Layers already in the store are shared, not unpacked again.
+    /// and blocked registries from registries.conf, as podman reads it), or, as podman
+    /// takes it, a name with no transport: quay.io/x/y:1, or a short name such as
+    /// fedora:40, found through registries.conf's aliases and unqualified-search-registries
+    /// (never by asking: with several registries and short-name-mode enforcing, mm
+    /// refuses and says how to choose). Layers already in the store are shared, not unpacked again.
     /// As an ordinary user, files are owned by your subordinate ids (/etc/subuid).
     #[command(visible_alias = "pull")]
     Import {

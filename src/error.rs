@@ -162,7 +162,8 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
         ImageError::Unsupported(_)
         | ImageError::Rootless(_)
         | ImageError::Registry(_)
-        | ImageError::Blocked { .. } => ExitCode::HostCannot,
+        | ImageError::Blocked { .. }
+        | ImageError::ShortName { .. } => ExitCode::HostCannot,
         ImageError::InPlace
         | ImageError::Exists(_)
         | ImageError::Commit { .. }

@@ -222,12 +222,12 @@ fn rows() -> Vec<Row> {
             .key("image.source").at(2, 10, "\"ocii:./img\"")
             .message("unknown transport `ocii:`")
             .help("did you mean `oci:`?"),
-        bad("source with no transport", "[image]\nsource = \"busybox\"\n")
-            .key("image.source").at(2, 10, "\"busybox\"")
+        bad("source with no transport", "[image]\nsource = \"./busybox\"\n")
+            .key("image.source").at(2, 10, "\"./busybox\"")
             .message("no transport")
             .help("sources: oci:PATH[:REF]"),
-        bad("source with no transport, CRLF line ends", "[image]\r\nsource = \"busybox\"\r\n")
-            .key("image.source").at(2, 10, "\"busybox\"")
+        bad("source with no transport, CRLF line ends", "[image]\r\nsource = \"./busybox\"\r\n")
+            .key("image.source").at(2, 10, "\"./busybox\"")
             .message("no transport"),
         bad("docker: without //", "[image]\nsource = \"docker:busybox\"\n")
             .key("image.source").at(2, 10, "\"docker:busybox\"")

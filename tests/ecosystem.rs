@@ -783,6 +783,142 @@ blocked = true
 }
 
 #[test]
+fn short_names_resolve_through_aliases_and_search_registries_as_podman_does() {
+    let test = "short_names_resolve_through_aliases_and_search_registries_as_podman_does";
+    if !ready(test) {
+        return;
+    }
+    let registry = match LocalRegistry::start() {
+        Ok(registry) => registry,
+        Err(why) => return skip(test, &why),
+    };
+    registry.push(
+        &format!("oci:{}:latest", busybox().display()),
+        "team/shortbox:latest",
+    );
+    let m = Machines::new();
+    let d = m.dir.path();
+    let conf = d.join("registries.conf");
+    let dead = format!("127.0.0.1:{}", dead_port());
+    let write_conf = |mode: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                r#"unqualified-search-registries = ["{dead}", "{at}"]
+{mode}
+[aliases]
+"mm-test-alias" = "{at}/team/shortbox"
+
+[[registry]]
+location = "{dead}"
+insecure = true
+
+[[registry]]
+location = "{at}"
+insecure = true
+"#,
+                at = registry.address
+            ),
+        )
+        .unwrap()
+    };
+    write_conf("short-name-mode = \"permissive\"");
+    let home = d.join("home");
+    std::fs::create_dir(&home).unwrap();
+    let mm = |args: &[&str]| {
+        let mut command = m.command(args);
+        command
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .env("HOME", &home)
+            .env("REGISTRY_AUTH_FILE", d.join("no-auth.json"));
+        run(command)
+    };
+    let machines = d.join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("short.toml"),
+        "[image]\nsource = \"team/shortbox:latest\"\n[exec]\ncommand = [\"/bin/sh\", \"-c\", \"echo short\"]\n",
+    )
+    .unwrap();
+    // Permissive: the first search registry (down) fails, the second has it; each try is said.
+    let (out, stdout, stderr) = mm(&["run", "short"]);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "short", "{stderr}");
+    let tried = |at: &str| {
+        format!(
+            "team/shortbox:latest: trying {at}/team/shortbox:latest (unqualified-search-registries in {})",
+            conf.display()
+        )
+    };
+    assert!(
+        stderr.contains(&tried(&dead)) && stderr.contains(&tried(&registry.address)),
+        "{stderr}"
+    );
+    let (out, stdout, stderr) = mm(&["image", "ls", "--json"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("\"team/shortbox:latest\""), "{stdout}");
+
+    // An alias is taken before any search, with the short name's tag.
+    let (out, _, stderr) = mm(&["image", "pull", "mm-test-alias:latest"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "trying {}/team/shortbox:latest (an alias in {})",
+            registry.address,
+            conf.display()
+        )),
+        "{stderr}"
+    );
+
+    // Enforcing, podman's default: two registries to choose from, and mm does not guess.
+    write_conf("");
+    let (out, _, stderr) = mm(&["image", "pull", "team/other:1"]);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "short name `team/other:1`: it may be any of {dead}/team/other:1, {}/team/other:1",
+            registry.address
+        )) && stderr.contains("short-name-mode is enforcing (the default)"),
+        "{stderr}"
+    );
+
+    // A short name that is also a directory beside the definition is refused, with both
+    // spellings that would say which was meant.
+    std::fs::create_dir_all(machines.join("layouts/box")).unwrap();
+    std::fs::write(
+        machines.join("ambiguous.toml"),
+        "[image]\nsource = \"layouts/box\"\n[exec]\ncommand = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let (out, _, stderr) = mm(&["validate", "ambiguous"]);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains("`layouts/box` is a path beside the definition")
+            && stderr.contains("oci:layouts/box"),
+        "{stderr}"
+    );
+
+    // An ordinary user's pull resolves the same way (its layers owned by its own ids).
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let (state, user_home) = (dir.path().join("state"), dir.path().join("home"));
+    for p in [&state, &user_home] {
+        std::fs::create_dir_all(p).unwrap();
+        user.give(p);
+    }
+    set_tree_readable(d);
+    let mut command = user.mm(dir.path(), &["image", "pull", "mm-test-alias:latest"]);
+    command
+        .env("MM_ROOT", &state)
+        .env("HOME", &user_home)
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .env("REGISTRY_AUTH_FILE", d.join("no-auth.json"));
+    let (out, _, stderr) = run(command);
+    assert!(out.status.success(), "rootless: {stderr}");
+    assert!(stderr.contains("(an alias in "), "rootless: {stderr}");
+}
+
+#[test]
 fn logins_come_from_authfile_auth_json_and_credential_helpers_as_root_and_rootless() {
     let test = "logins_come_from_authfile_auth_json_and_credential_helpers_as_root_and_rootless";
     if !ready(test) {

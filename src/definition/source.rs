@@ -45,6 +45,62 @@ pub enum ImageSource {
     Rootfs { path: PathBuf },
     /// An image `mm commit` made in the store: `mm:NAME`.
     Store { name: String },
+    /// An image name as podman takes it, with no transport: fully qualified
+    /// (`quay.io/x/y:1`), or a short name (`fedora:40`) that registries.conf's aliases and
+    /// unqualified-search-registries resolve when it is pulled.
+    Name(ImageName),
+}
+
+/// A registry image's name as the user wrote it, without a transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageName {
+    /// `[REGISTRY/]REPO[:TAG][@DIGEST]`, valid as a registry reference.
+    pub name: String,
+}
+
+impl ImageName {
+    pub fn parse(text: &str) -> Result<Self, SourceError> {
+        RegistryReference::parse(text)?;
+        Ok(Self {
+            name: text.to_owned(),
+        })
+    }
+
+    /// The reference it names when it names its registry (`localhost/x`, `quay.io/x`,
+    /// `127.0.0.1:5000/x`: a first component with a `.` or `:`, or `localhost`, as podman
+    /// tells them); `None` for a short name.
+    pub fn qualified(&self) -> Option<RegistryReference> {
+        let (first, _) = self.name.split_once('/')?;
+        let registry = first.contains(['.', ':']) || first == "localhost";
+        registry.then(|| RegistryReference::parse(&self.name).ok())?
+    }
+
+    /// The name without its tag or digest: what an alias is looked up by.
+    pub fn repository(&self) -> &str {
+        let end = self.name.find('@').unwrap_or(self.name.len());
+        let name = &self.name[..end];
+        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+        match name[last_slash..].rfind(':') {
+            Some(i) => &name[..last_slash + i],
+            None => name,
+        }
+    }
+
+    /// Its tag and digest as written (`:40`, `@sha256:…`, or empty).
+    pub fn pin(&self) -> &str {
+        &self.name[self.repository().len()..]
+    }
+
+    /// The short name in `registry` (`docker.io` adds `library/` to a one-word name).
+    pub fn in_registry(&self, registry: &str) -> Result<RegistryReference, SourceError> {
+        RegistryReference::parse(&format!("{registry}/{}", self.name))
+    }
+}
+
+impl fmt::Display for ImageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 /// A containers/storage store as containers-transports(5) spells it in brackets:
@@ -146,6 +202,13 @@ pub const TRANSPORTS: &[&str] = &[
 impl ImageSource {
     /// Parses `TRANSPORT:REST`; relative paths are taken relative to `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, SourceError> {
+        let transport = text.split_once(':').map(|(t, _)| t);
+        // `ocii:x` is a misspelt transport, and `fedora:40` a name with its tag.
+        let misspelt = transport
+            .is_some_and(|t| super::diagnostic::closest(t, TRANSPORTS.iter().copied()).is_some());
+        if !misspelt && Self::looks_like_a_name(text) {
+            return ImageName::parse(text).map(Self::Name);
+        }
         let Some((transport, rest)) = text.split_once(':') else {
             return Err(SourceError::NoTransport);
         };
@@ -224,6 +287,14 @@ impl ImageSource {
         }
     }
 
+    /// Whether `text`, which has no transport mm knows, is meant as an image name (podman's
+    /// `fedora:40`, `quay.io/x/y`) rather than a path (`./img`, `/srv/img`) or a misspelt
+    /// transport (`oic:images/x`: `oic:images` is no registry). A name that is also a
+    /// directory beside the definition is refused when the definition is checked.
+    fn looks_like_a_name(text: &str) -> bool {
+        !text.starts_with(['.', '/', '~']) && RegistryReference::parse(text).is_ok()
+    }
+
     /// The local file or directory this source reads, if it is local.
     pub fn local_path(&self) -> Option<&Path> {
         match self {
@@ -233,7 +304,10 @@ impl ImageSource {
             | Self::DockerArchive { path, .. }
             | Self::Tar { path }
             | Self::Rootfs { path } => Some(path),
-            Self::Docker(_) | Self::Store { .. } | Self::ContainersStorage { .. } => None,
+            Self::Docker(_)
+            | Self::Name(_)
+            | Self::Store { .. }
+            | Self::ContainersStorage { .. } => None,
         }
     }
 
@@ -279,6 +353,7 @@ impl fmt::Display for ImageSource {
             Self::Tar { path } => write!(f, "tar:{}", path.display()),
             Self::Rootfs { path } => write!(f, "rootfs:{}", path.display()),
             Self::Store { name } => write!(f, "mm:{name}"),
+            Self::Name(name) => write!(f, "{name}"),
         }
     }
 }
@@ -368,8 +443,27 @@ impl RegistryReference {
             Some(_) => (DEFAULT_REGISTRY.to_owned(), name.to_owned()),
             None => (DEFAULT_REGISTRY.to_owned(), format!("library/{name}")),
         };
+        // Docker Hub's official images live under `library/`, as docker and podman spell
+        // `docker.io/busybox`.
+        let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
         if registry.is_empty() || repository.is_empty() {
             return Err(SourceError::BadRepository(name.to_owned()));
+        }
+        let (host, port) = match registry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (registry.as_str(), None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if !(host_ok && port_ok) {
+            return Err(SourceError::BadRegistry(registry));
         }
         let component_ok = |c: &str| {
             !c.is_empty()
@@ -427,6 +521,8 @@ pub enum SourceError {
     DockerSlashes,
     #[error("`{0}` is not a valid repository name (lowercase letters, digits, `.`, `_`, `-`, `/`)")]
     BadRepository(String),
+    #[error("`{0}` is not a registry (a host name, and a port after a colon)")]
+    BadRegistry(String),
     #[error("`{0}` is not a valid tag (up to 128 letters, digits, `_`, `.`, `-`)")]
     BadTag(String),
     #[error(
@@ -581,8 +677,88 @@ mod tests {
     }
 
     #[test]
+    fn names_without_a_transport_are_podmans_image_names() {
+        let name = |text: &str| match parse(text).unwrap() {
+            ImageSource::Name(name) => name,
+            other => panic!("{text}: {other:?}"),
+        };
+        let short = name("fedora:40");
+        assert_eq!(short.qualified(), None);
+        assert_eq!((short.repository(), short.pin()), ("fedora", ":40"));
+        assert_eq!(
+            short.in_registry("docker.io").unwrap().to_string(),
+            "docker.io/library/fedora:40"
+        );
+        assert_eq!(
+            short.in_registry("127.0.0.1:5000").unwrap().to_string(),
+            "127.0.0.1:5000/fedora:40"
+        );
+        let pinned = format!("team/app@sha256:{}", "b".repeat(64));
+        let team = name(&pinned);
+        assert_eq!(team.repository(), "team/app");
+        assert_eq!(team.qualified(), None);
+        let full = name("quay.io/x/y:1");
+        assert_eq!(full.qualified().unwrap().to_string(), "quay.io/x/y:1");
+        assert_eq!(
+            name("localhost/clbox").qualified().unwrap().registry,
+            "localhost"
+        );
+        assert_eq!(
+            name("127.0.0.1:5000/a:2").qualified().unwrap().registry,
+            "127.0.0.1:5000"
+        );
+        assert_eq!(parse("fedora:40").unwrap().to_string(), "fedora:40");
+        // Docker Hub's one-word names are its official images, however written.
+        let ImageSource::Docker(hub) = parse("docker://docker.io/busybox").unwrap() else {
+            panic!()
+        };
+        assert_eq!(hub.repository, "library/busybox");
+    }
+
+    #[test]
+    fn common_image_names_are_not_taken_for_misspelt_transports() {
+        for name in [
+            "fedora:40",
+            "debian:12",
+            "ubuntu:24.04",
+            "alpine:3",
+            "nginx:1",
+            "node:22",
+            "python:3",
+            "golang:1",
+            "redis:7",
+            "postgres:16",
+            "busybox:1",
+            "mariadb:11",
+            "httpd:2",
+            "registry:2",
+            "rust:1",
+            "archlinux:base",
+            "centos:7",
+            "toolbox:40",
+            "distrobox:1",
+            "mysql:8",
+            "ocaml:5",
+            "dart:3",
+            "tomcat:10",
+            "oraclelinux:9",
+        ] {
+            assert!(
+                matches!(parse(name), Ok(ImageSource::Name(_))),
+                "{name}: {:?}",
+                parse(name)
+            );
+        }
+    }
+
+    #[test]
     fn bad_sources_say_why() {
-        assert_eq!(parse("images/busybox"), Err(SourceError::NoTransport));
+        assert_eq!(parse("./images/busybox"), Err(SourceError::NoTransport));
+        assert_eq!(parse("/srv/Images"), Err(SourceError::NoTransport));
+        assert_eq!(
+            parse("oic:images/busybox"),
+            Err(SourceError::UnknownTransport("oic".into()))
+        );
         assert_eq!(
             parse("ocı:x"),
             Err(SourceError::UnknownTransport("ocı".into()))

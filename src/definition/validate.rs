@@ -132,8 +132,7 @@ fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<
                         "a `rootfs:` directory has no manifest, so a digest pin cannot apply"
                             .to_owned(),
                     ),
-                    ImageSource::Docker(reference) => reference
-                        .digest
+                    ImageSource::Docker(_) | ImageSource::Name(_) => named_digest(&source)
                         .as_ref()
                         .filter(|in_source| *in_source != pin)
                         .map(|in_source| {
@@ -167,12 +166,25 @@ fn image(c: &mut Checker<'_>, raw: super::raw::RawImage, base: &Path) -> Option<
             ) {
                 d.help.push(
                     "sources: oci:PATH[:REF], oci-archive:PATH[:REF], dir:PATH, containers-storage:[STORE]IMAGE, docker-archive:PATH[:REF|:@INDEX], \
-                     docker://REGISTRY/REPO[:TAG|@DIGEST], tar:PATH, rootfs:PATH, mm:NAME (made by `mm commit`)"
+                     docker://REGISTRY/REPO[:TAG|@DIGEST], tar:PATH, rootfs:PATH, mm:NAME (made by `mm commit`), or an image name as podman takes it (quay.io/x/y:1, fedora:40)"
                         .to_owned(),
                 );
             }
             None
         }
+    }
+}
+
+/// The digest a registry source names in itself (`…@sha256:…`).
+fn named_digest(source: &ImageSource) -> Option<Digest> {
+    match source {
+        ImageSource::Docker(reference) => reference.digest.clone(),
+        ImageSource::Name(name) => {
+            crate::definition::source::RegistryReference::parse(&name.name)
+                .ok()?
+                .digest
+        }
+        _ => None,
     }
 }
 

@@ -120,6 +120,9 @@ pub enum ImageError {
         prefix: String,
         file: PathBuf,
     },
+    /// A short name (no registry) that registries.conf does not resolve to one place.
+    #[error("short name `{name}`: {why}")]
+    ShortName { name: String, why: String },
     #[error("unpacking as an ordinary user: {0}")]
     Rootless(String),
     /// A directory could not be packed into a layer.

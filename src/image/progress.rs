@@ -25,6 +25,16 @@ impl Progress {
         }
     }
 
+    /// A line of its own: above the bars on a terminal, on standard error otherwise.
+    pub fn note(&self, line: &str) {
+        match &self.bars {
+            Some(multi) => {
+                let _ = multi.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
     pub fn item(&self, label: String, total: u64) -> Item {
         let bar = self.bars.as_ref().map(|multi| {
             let style = ProgressStyle::with_template(

@@ -10,6 +10,14 @@
 //! (`host[:port][/namespace…]` or `*.domain`) gives where to pull from — its
 //! `[[registry.mirror]]`s in order, then its `location` — whether each may be reached over
 //! plain HTTP (`insecure`), or that the image is refused (`blocked`).
+//!
+//! A short name (`fedora:40`, a name without a registry and without a transport) is
+//! resolved as podman resolves it: an `[aliases]` entry, else each of
+//! `unqualified-search-registries`. With several of those, `short-name-mode = "enforcing"`
+//! (the default) asks podman's user to choose at a terminal and refuses without one; mm,
+//! whose definitions are read by units and scripts as well, never asks: it refuses and
+//! says how to choose (an alias, or the full name). `permissive` and `disabled` try each
+//! registry in order.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::ImageError;
-use crate::definition::source::RegistryReference;
+use crate::definition::source::{ImageName, RegistryReference};
 
 /// Where the configuration is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,12 +120,53 @@ pub struct Endpoint {
     pub insecure: bool,
 }
 
+/// What `short-name-mode` says to do when a short name could be in several registries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShortNameMode {
+    /// Refuse (podman asks at a terminal; mm never asks).
+    #[default]
+    Enforcing,
+    /// Try each of `unqualified-search-registries` in order.
+    Permissive,
+    /// The same as `permissive` for mm (podman neither asks nor records aliases).
+    Disabled,
+}
+
+/// A setting with the file that said it last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Said<T> {
+    pub value: T,
+    pub file: PathBuf,
+}
+
+impl<T> Said<T> {
+    fn new(value: T, file: &Path) -> Self {
+        Self {
+            value,
+            file: file.to_owned(),
+        }
+    }
+}
+
 /// The merged configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistriesConf {
     pub registries: Vec<Registry>,
+    /// `[aliases]`: a short name (without tag) to the image it means.
+    pub aliases: BTreeMap<String, Said<String>>,
+    pub search_registries: Option<Said<Vec<String>>>,
+    pub short_name_mode: Option<Said<ShortNameMode>>,
     /// The files that were read.
     pub files: Vec<PathBuf>,
+}
+
+/// Where a short name was resolved to, in the order to try, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub candidates: Vec<RegistryReference>,
+    /// How they were found, for the user: "an alias in FILE", "unqualified-search-registries
+    /// in FILE"; `None` for a name that named its registry.
+    pub how: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -193,16 +242,43 @@ impl RegistriesConf {
                 "credential-helpers {helpers:?}: mm reads the auth files (containers-auth.json) only"
             )));
         }
-        if let Some(mode) = &raw.short_name_mode
-            && !["enforcing", "permissive", "disabled"].contains(&mode.as_str())
-        {
-            return Err(bad(format!(
-                "short-name-mode `{mode}`: it is enforcing, permissive or disabled"
-            )));
+        if let Some(mode) = &raw.short_name_mode {
+            let mode = match mode.as_str() {
+                "enforcing" => ShortNameMode::Enforcing,
+                "permissive" => ShortNameMode::Permissive,
+                "disabled" => ShortNameMode::Disabled,
+                _ => {
+                    return Err(bad(format!(
+                        "short-name-mode `{mode}`: it is enforcing, permissive or disabled"
+                    )));
+                }
+            };
+            self.short_name_mode = Some(Said::new(mode, file));
         }
-        // Short names are not looked up by mm (a `docker://` name without a registry is
-        // docker.io's, as skopeo has it), so their tables are read and checked only.
-        let _ = (&raw.unqualified_search_registries, &raw.aliases);
+        if let Some(search) = raw.unqualified_search_registries {
+            if let Some(bad_one) = search.iter().find(|r| r.is_empty() || r.contains('/')) {
+                return Err(bad(format!(
+                    "unqualified-search-registries: `{bad_one}` is not a registry (a host, and a port after a colon)"
+                )));
+            }
+            self.search_registries = Some(Said::new(search, file));
+        }
+        for (short, target) in raw.aliases.unwrap_or_default() {
+            let qualified = ImageName::parse(&target)
+                .ok()
+                .and_then(|t| t.qualified().map(|_| t));
+            if ImageName::parse(&short).is_err() || short.contains([':', '@']) {
+                return Err(bad(format!(
+                    "alias `{short}`: an alias is a short name without a tag or digest"
+                )));
+            }
+            if qualified.is_none() {
+                return Err(bad(format!(
+                    "alias `{short}` = `{target}`: an alias names its registry (`docker.io/library/{short}`)"
+                )));
+            }
+            self.aliases.insert(short, Said::new(target, file));
+        }
         for r in raw.registry {
             let prefix = r
                 .prefix
@@ -261,6 +337,95 @@ impl RegistriesConf {
             })
             .max_by_key(|(len, _)| *len)
             .map(|(_, r)| r)
+    }
+
+    /// The references `name` may mean, in the order to try them (one, unless the mode lets
+    /// several registries be tried).
+    pub fn resolve(&self, name: &ImageName) -> Result<Resolved, ImageError> {
+        if let Some(reference) = name.qualified() {
+            return Ok(Resolved {
+                candidates: vec![reference],
+                how: None,
+            });
+        }
+        let refuse = |why: String| ImageError::ShortName {
+            name: name.to_string(),
+            why,
+        };
+        let files = || {
+            let read: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+            if read.is_empty() {
+                "no registries.conf was found".to_owned()
+            } else {
+                format!("read: {}", read.join(", "))
+            }
+        };
+        if let Some(alias) = self.aliases.get(name.repository()) {
+            let target = ImageName::parse(&alias.value).map_err(|e| refuse(e.to_string()))?;
+            let pinned = target.pin().is_empty();
+            let full = if pinned {
+                format!("{}{}", alias.value, name.pin())
+            } else if name.pin().is_empty() {
+                alias.value.clone()
+            } else {
+                return Err(refuse(format!(
+                    "its alias `{}` in {} has a tag or digest of its own",
+                    alias.value,
+                    alias.file.display()
+                )));
+            };
+            let reference = RegistryReference::parse(&full).map_err(|e| refuse(e.to_string()))?;
+            return Ok(Resolved {
+                candidates: vec![reference],
+                how: Some(format!("an alias in {}", alias.file.display())),
+            });
+        }
+        let search = self
+            .search_registries
+            .as_ref()
+            .filter(|s| !s.value.is_empty())
+            .ok_or_else(|| {
+                refuse(format!(
+                    "no alias and no unqualified-search-registries say where it is ({}); write the full name, as in `docker.io/library/{name}`",
+                    files()
+                ))
+            })?;
+        let candidates = search
+            .value
+            .iter()
+            .map(|registry| {
+                name.in_registry(registry)
+                    .map_err(|e| refuse(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mode = self
+            .short_name_mode
+            .as_ref()
+            .map(|m| m.value)
+            .unwrap_or_default();
+        if candidates.len() > 1 && mode == ShortNameMode::Enforcing {
+            let list: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+            let mode_file = self
+                .short_name_mode
+                .as_ref()
+                .map_or("the default".to_owned(), |m| {
+                    format!("set in {}", m.file.display())
+                });
+            return Err(refuse(format!(
+                "it may be any of {} (unqualified-search-registries in {}), and short-name-mode is enforcing ({mode_file}), which mm does not guess under; write the full name, or add an alias: `[aliases]` `\"{}\" = \"{}\"`",
+                list.join(", "),
+                search.file.display(),
+                name.repository(),
+                candidates[0].to_string().trim_end_matches(name.pin()),
+            )));
+        }
+        Ok(Resolved {
+            candidates,
+            how: Some(format!(
+                "unqualified-search-registries in {}",
+                search.file.display()
+            )),
+        })
     }
 
     /// Where to pull `reference` from, in order: the matching registry's mirrors, then its
@@ -373,6 +538,86 @@ location = "example.com"
             c.endpoints(&reference("elsewhere.org/x")).unwrap()[0].reference,
             reference("elsewhere.org/x")
         );
+    }
+
+    fn name(text: &str) -> ImageName {
+        ImageName::parse(text).unwrap()
+    }
+
+    fn candidates(c: &RegistriesConf, text: &str) -> Result<Vec<String>, String> {
+        c.resolve(&name(text))
+            .map(|r| r.candidates.iter().map(ToString::to_string).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn short_names_resolve_by_alias_then_search_registries_as_the_mode_allows() {
+        let mut c = conf(
+            r#"
+unqualified-search-registries = ["registry.fedoraproject.org", "docker.io"]
+[aliases]
+"box" = "quay.io/team/box"
+"pinned" = "quay.io/team/pinned:7"
+"#,
+        );
+        assert_eq!(candidates(&c, "box:1").unwrap(), ["quay.io/team/box:1"]);
+        assert_eq!(candidates(&c, "pinned").unwrap(), ["quay.io/team/pinned:7"]);
+        let twice = candidates(&c, "pinned:8").unwrap_err();
+        assert!(twice.contains("has a tag or digest of its own"), "{twice}");
+        // A name with its registry is never looked up.
+        assert_eq!(candidates(&c, "quay.io/a/b").unwrap(), ["quay.io/a/b"]);
+        // Enforcing (the default) with two registries: refused, with how to choose.
+        let why = candidates(&c, "fedora:40").unwrap_err();
+        assert!(
+            why.contains("registry.fedoraproject.org/fedora:40, docker.io/library/fedora:40")
+                && why.contains("short-name-mode is enforcing (the default)")
+                && why.contains(r#""fedora" = "registry.fedoraproject.org/fedora""#),
+            "{why}"
+        );
+        // A later file's mode and list replace the earlier's; its aliases add to them.
+        c.merge(
+            Path::new("/test/registries.conf.d/10-mode.conf"),
+            "short-name-mode = \"permissive\"\n[aliases]\n\"other\" = \"docker.io/library/busybox\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            candidates(&c, "fedora:40").unwrap(),
+            [
+                "registry.fedoraproject.org/fedora:40",
+                "docker.io/library/fedora:40"
+            ]
+        );
+        assert_eq!(candidates(&c, "box").unwrap(), ["quay.io/team/box"]);
+        let resolved = c.resolve(&name("other")).unwrap();
+        assert_eq!(
+            resolved.how.as_deref(),
+            Some("an alias in /test/registries.conf.d/10-mode.conf")
+        );
+        // One search registry is no choice at all, even when enforcing.
+        let one = conf("unqualified-search-registries = [\"127.0.0.1:5000\"]\n");
+        assert_eq!(candidates(&one, "app").unwrap(), ["127.0.0.1:5000/app"]);
+        let none = candidates(&conf(""), "app").unwrap_err();
+        assert!(
+            none.contains("no alias and no unqualified-search-registries"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn bad_short_name_tables_name_the_file() {
+        let mut c = RegistriesConf::default();
+        for (text, why) in [
+            ("[aliases]\n\"box:1\" = \"quay.io/box\"\n", "without a tag"),
+            ("[aliases]\n\"box\" = \"box\"\n", "names its registry"),
+            (
+                "unqualified-search-registries = [\"a.io/x\"]\n",
+                "`a.io/x` is not a registry",
+            ),
+        ] {
+            let e = c.merge(Path::new("/test/bad.conf"), text).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("/test/bad.conf") && e.contains(why), "{e}");
+        }
     }
 
     #[test]

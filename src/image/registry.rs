@@ -16,10 +16,10 @@ use super::auth::AuthEnv;
 use super::digest::{self, Digest, HashingReader};
 use super::error::{ImageError, IoContext};
 use super::oci::{self, Descriptor, ImageConfig, Index, Manifest};
-use super::opened::{LayerJob, Opened, Options, Scratch};
+use super::opened::{LayerJob, Opened, Options, Scratch, new_scratch};
 use super::progress::{Counting, Progress};
 use super::registries_conf::{ConfEnv, Endpoint, RegistriesConf};
-use crate::definition::source::RegistryReference;
+use crate::definition::source::{ImageName, RegistryReference};
 
 /// What mm accepts for a manifest, in order of preference.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
@@ -300,6 +300,58 @@ pub fn pull(
     dir: tempfile::TempDir,
 ) -> Result<Opened, ImageError> {
     let conf = RegistriesConf::load(&ConfEnv::from_process())?;
+    pull_with(&conf, reference, options, dir)
+}
+
+/// Pulls an image named as podman names them: a short name is resolved by registries.conf
+/// (an alias, or each search registry in turn, as its short-name-mode allows).
+pub fn pull_name(name: &ImageName, options: &Options<'_>) -> Result<Opened, ImageError> {
+    let conf = RegistriesConf::load(&ConfEnv::from_process())?;
+    let resolved = conf.resolve(name)?;
+    let Some((last, first)) = resolved.candidates.split_last() else {
+        return Err(ImageError::Registry(format!(
+            "no registry to pull {name} from"
+        )));
+    };
+    let say = |reference: &RegistryReference| {
+        if let Some(how) = &resolved.how {
+            options
+                .progress
+                .note(&format!("{name}: trying {reference} ({how})"));
+        }
+    };
+    let mut failed = Vec::new();
+    let scratch = || new_scratch(options.scratch_in, "pull.");
+    for reference in first {
+        say(reference);
+        match pull_with(&conf, reference, options, scratch()?) {
+            Ok(opened) => return Ok(opened),
+            Err(e @ (ImageError::Registry(_) | ImageError::RegistryNotFound(_))) => {
+                failed.push(format!("{reference}: {e}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    say(last);
+    pull_with(&conf, last, options, scratch()?).map_err(|e| match (e, failed.is_empty()) {
+        (e, true) => e,
+        (ImageError::RegistryNotFound(why), false) => {
+            ImageError::RegistryNotFound(format!("{why} (tried first: {})", failed.join("; ")))
+        }
+        (ImageError::Registry(why), false) => {
+            ImageError::Registry(format!("{why} (tried first: {})", failed.join("; ")))
+        }
+        (e, false) => e,
+    })
+}
+
+/// [`pull`] with registries.conf already read.
+fn pull_with(
+    conf: &RegistriesConf,
+    reference: &RegistryReference,
+    options: &Options<'_>,
+    dir: tempfile::TempDir,
+) -> Result<Opened, ImageError> {
     let endpoints = conf.endpoints(reference)?;
     let auth_files = AuthEnv::from_process(options.authfile).files();
     let mut failed: Vec<String> = Vec::new();

@@ -66,6 +66,7 @@ pub fn open(source: &ImageSource, options: &Options<'_>) -> Result<Opened, Image
         ImageSource::Docker(reference) => {
             super::registry::pull(reference, options, new_scratch(scratch_in, "pull.")?)
         }
+        ImageSource::Name(name) => super::registry::pull_name(name, options),
         ImageSource::Rootfs { .. } => Err(ImageError::InPlace),
         ImageSource::Store { name } => Err(ImageError::NotInStore(format!(
             "mm:{name} (such images are made by `mm commit MACHINE --tag {name}`)"
