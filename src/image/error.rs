@@ -174,6 +174,9 @@ pub enum WorkerStep {
     Pack {
         dir: PathBuf,
     },
+    Check {
+        store: PathBuf,
+    },
 }
 
 impl std::fmt::Display for WorkerStep {
@@ -184,6 +187,7 @@ impl std::fmt::Display for WorkerStep {
             Self::Install { store } => write!(f, "install layers into {}", store.display()),
             Self::Remove => f.write_str("remove files"),
             Self::Pack { dir } => write!(f, "pack {} into a layer", dir.display()),
+            Self::Check { store } => write!(f, "check the layers of {}", store.display()),
         }
     }
 }

@@ -1,0 +1,114 @@
+//! `mm image check`: a layer of the store changed after it was unpacked (a byte of a file,
+//! a file removed) is reported by its diff_id, removed with `--repair`, and unpacked again
+//! by the next import; a clean store reports OK. As root and as an ordinary user.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+/// The one layer directory of the busybox image in `store`.
+fn layer_dir(store: &Path) -> (String, PathBuf) {
+    let layers = store.join("layers");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let hex = dirs[0].file_name().unwrap().to_string_lossy().into_owned();
+    (format!("sha256:{hex}"), dirs[0].clone())
+}
+
+/// Runs the whole story with `mm` as `as_user` makes it (root, or a test user).
+fn story(test: &str, store: &Path, mm: &dyn Fn(&[&str]) -> Command) {
+    let image = format!("oci:{}:latest", busybox().display());
+    let (out, _, stderr) = run(mm(&["image", "import", &image]));
+    assert!(out.status.success(), "{stderr}");
+
+    let (out, stdout, stderr) = run(mm(&["image", "check"]));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("OK: 1 layers and 2 blobs checked, 0 damaged"),
+        "{stdout}"
+    );
+
+    let (diff_id, dir) = layer_dir(store);
+    // One byte of a file changed, another file removed (as root, whoever owns them).
+    let passwd = dir.join("etc/passwd");
+    let mut bytes = std::fs::read(&passwd).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&passwd, bytes).unwrap();
+    std::fs::remove_file(dir.join("srv/index.html")).unwrap();
+
+    let (out, stdout, stderr) = run(mm(&["image", "check"]));
+    assert_eq!(out.status.code(), Some(65), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("damaged layer {diff_id} at {}", dir.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  etc/passwd: contents changed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  srv/index.html: missing"), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let (out, stdout, stderr) = run(mm(&["image", "check", "--repair", "--json"]));
+    assert_eq!(out.status.code(), Some(65), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let damaged = report["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{stdout}");
+    assert_eq!(damaged[0]["what"], "layer");
+    assert_eq!(damaged[0]["digest"], diff_id.as_str());
+    assert_eq!(damaged[0]["removed"], true);
+    assert_eq!(damaged[0]["differences"].as_array().unwrap().len(), 2);
+    assert!(!dir.exists(), "--repair left {}", dir.display());
+
+    // Until the image is imported again, its layer is missing, and check says so.
+    let (out, stdout, _) = run(mm(&["image", "check"]));
+    assert_eq!(out.status.code(), Some(65), "{stdout}");
+    assert!(
+        stdout.contains(&format!("damaged missing layer {diff_id}")),
+        "{stdout}"
+    );
+
+    let (out, _, stderr) = run(mm(&["image", "import", &image]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("verified and unpacked"), "{stderr}");
+    let (out, stdout, stderr) = run(mm(&["image", "check"]));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(std::fs::read(&passwd).unwrap().starts_with(b"root:"));
+    eprintln!(
+        "{test}: 1 layer changed (1 byte, 1 file removed): reported, repaired, re-imported, OK"
+    );
+}
+
+#[test]
+fn a_damaged_layer_is_reported_repaired_and_imported_again_as_root() {
+    if !ready("a_damaged_layer_is_reported_repaired_and_imported_again_as_root") {
+        return;
+    }
+    let dir = shared_tempdir();
+    let state = dir.path().join("state");
+    story("root", &state.join("images"), &|args| mm(dir.path(), args));
+}
+
+#[test]
+fn a_damaged_layer_is_reported_repaired_and_imported_again_rootless() {
+    if !ready("a_damaged_layer_is_reported_repaired_and_imported_again_rootless") {
+        return;
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let state = dir.path().join("state");
+    user.give(&state);
+    story("rootless", &state.join("images"), &|args| {
+        let mut command = user.mm(dir.path(), args);
+        command.env("MM_ROOT", &state);
+        command
+    });
+}
