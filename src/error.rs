@@ -168,7 +168,7 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
         | ImageError::MissingBlob { .. }
         | ImageError::NotInStore(_)
         | ImageError::RegistryNotFound(_) => ExitCode::NotFound,
-        ImageError::Io { .. } => ExitCode::Io,
+        ImageError::Io { .. } | ImageError::StoreWrite { .. } => ExitCode::Io,
         ImageError::Unsupported(_)
         | ImageError::Rootless(_)
         | ImageError::Registry(_)

@@ -16,11 +16,28 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
+    // A temporary file in the same directory, renamed over `path` when complete: a reader
+    // sees the old file or the new one, never half of one. On any error it is removed (by
+    // its drop), and the error is the kernel's alone (the caller names `path`; the
+    // temporary's random name would only confuse).
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(kernel_error)?;
+    tmp.as_file_mut().write_all(bytes)?;
     tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The errno under an error `tempfile` wrapped with its temporary's path.
+fn kernel_error(e: io::Error) -> io::Error {
+    let errno = e
+        .get_ref()
+        .and_then(|inner| inner.source())
+        .and_then(|source| source.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error);
+    match errno.or(e.raw_os_error()) {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => e,
+    }
 }
 
 /// Makes `path` (and any missing parents) and leaves it mode 0700, also when it was

@@ -143,6 +143,21 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
                 "{name} stopped (PID 1 exited with status {exit_status})\n"
             ))?;
         }
+        // The supervisor stopped the machine but could not record it (a full disk): record
+        // it here, or say why not.
+        Ok(Some(running @ Recorded::Running { .. })) => {
+            let stopped = Recorded::Stopped {
+                exit_status: None,
+                stopped: state::now(),
+                unit: running.unit().map(str::to_owned),
+            };
+            state::write(&paths, &stopped).map_err(|source| RuntimeError::StopNotRecorded {
+                name: name.clone(),
+                path: paths.state(),
+                source,
+            })?;
+            print(&format!("{name} stopped\n"))?;
+        }
         _ => print(&format!("{name} stopped\n"))?,
     }
     Ok(ExitCode::Ok)

@@ -251,7 +251,7 @@ impl Store {
             Ok(done) => done,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                return Err(e);
+                return Err(self.store_write(e));
             }
         };
         let info = LayerInfo {
@@ -339,6 +339,24 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// An unpack error that is the store's file system refusing a write (no space, over
+    /// quota, read-only, an I/O error) says so, naming the store.
+    fn store_write(&self, e: ImageError) -> ImageError {
+        match e {
+            ImageError::Unpack(source)
+                if source.errno().is_some_and(|n| {
+                    [libc::ENOSPC, libc::EDQUOT, libc::EROFS, libc::EIO].contains(&n)
+                }) =>
+            {
+                ImageError::StoreWrite {
+                    store: self.root.clone(),
+                    source,
+                }
+            }
+            other => other,
+        }
     }
 
     /// Removes temporary directories left by killed imports of `hex` (the caller holds its lock).
