@@ -219,3 +219,134 @@ fn check_blobs(store: &Store, repair: bool) -> Result<Report, ImageError> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::unpack::Stats;
+
+    /// A store with one layer installed (and so recorded) as `install_layer` does it.
+    fn store_with_a_layer() -> (tempfile::TempDir, Store, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("store"));
+        store.create().unwrap();
+        let diff_id = Digest::of(b"a layer");
+        let tmp = store.root().join("tmp");
+        store
+            .install_layer(Layout::Default, &diff_id, |_| {
+                // The one directory in tmp/ is the layer being made.
+                let layer = std::fs::read_dir(&tmp)
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap()
+                    .path();
+                std::fs::create_dir(layer.join("etc")).unwrap();
+                std::fs::write(layer.join("etc/passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+                std::os::unix::fs::symlink("passwd", layer.join("etc/link")).unwrap();
+                Ok(Stats::default())
+            })
+            .unwrap();
+        (dir, store, diff_id)
+    }
+
+    #[test]
+    fn a_layer_is_recorded_when_installed_and_verifies() {
+        let (_dir, store, diff_id) = store_with_a_layer();
+        let dir = store.layer_dir(&diff_id);
+        let record = tree::read_record(&dir).unwrap().unwrap();
+        assert_eq!(record.diff_id, diff_id);
+        assert_eq!(record.entries.len(), 4, "{:#?}", record.entries);
+        let report = check_layout(&store, Layout::Default, false).unwrap();
+        assert_eq!(report.layers, 1);
+        assert!(report.is_clean(), "{report:#?}");
+        // What gc considers: every file of a layer no image uses, its record too.
+        let unused = store.unused().unwrap();
+        assert_eq!(unused.len(), 3, "{unused:?}");
+    }
+
+    #[test]
+    fn a_changed_layer_is_reported_and_repair_removes_it_whole() {
+        let (_dir, store, diff_id) = store_with_a_layer();
+        let dir = store.layer_dir(&diff_id);
+        std::fs::remove_file(dir.join("etc/link")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", dir.join("etc/link")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("etc/passwd"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        let report = check_layout(&store, Layout::Default, false).unwrap();
+        assert_eq!(report.damaged.len(), 1);
+        let damage = &report.damaged[0];
+        assert_eq!((damage.what, &damage.digest), (What::Layer, &diff_id));
+        let shown: Vec<(&str, &str)> = damage
+            .differences
+            .iter()
+            .map(|d| (d.path.as_str(), d.what.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("etc/link", "contents changed"),
+                ("etc/passwd", "mode 4755, unpacked 0644")
+            ]
+        );
+        assert!(dir.exists(), "a check without --repair changed the store");
+        let report = check_layout(&store, Layout::Default, true).unwrap();
+        assert!(report.damaged[0].removed);
+        assert!(!dir.exists());
+        assert!(!tree::record_path(&dir).exists());
+        assert!(store.layer_info(&diff_id).is_none());
+        assert!(
+            check_layout(&store, Layout::Default, false)
+                .unwrap()
+                .is_clean()
+        );
+    }
+
+    #[test]
+    fn a_layer_without_a_record_is_not_verifiable_but_not_damaged() {
+        let (_dir, store, diff_id) = store_with_a_layer();
+        std::fs::remove_file(tree::record_path(&store.layer_dir(&diff_id))).unwrap();
+        let report = check_layout(&store, Layout::Default, true).unwrap();
+        assert!(report.is_clean());
+        assert_eq!(report.unrecorded, [store.layer_dir(&diff_id)]);
+        assert!(
+            store.has_layer(&diff_id),
+            "repair removed an unrecorded layer"
+        );
+    }
+
+    #[test]
+    fn a_blob_that_does_not_hash_to_its_name_is_damaged() {
+        let (_dir, store, _) = store_with_a_layer();
+        let digest = Digest::of(b"{}");
+        store.put_blob(&digest, b"{}").unwrap();
+        let report = check(&store, false, |layout| check_layout(&store, layout, false)).unwrap();
+        assert!(report.is_clean(), "{report:#?}");
+        assert_eq!(report.blobs, 1);
+        std::fs::write(store.blob_path(&digest), b"{ }").unwrap();
+        let report = check(&store, true, |layout| check_layout(&store, layout, true)).unwrap();
+        assert_eq!(report.damaged.len(), 1);
+        assert_eq!(report.damaged[0].what, What::Blob);
+        assert!(
+            report.damaged[0].differences[0]
+                .what
+                .starts_with("its contents hash to sha256:")
+        );
+        assert!(!store.blob_path(&digest).exists());
+    }
+
+    #[test]
+    fn layouts_are_named_and_parsed_back() {
+        let layout = Layout::KeepId {
+            uid: 1000,
+            gid: 100,
+        };
+        assert_eq!(Layout::parse(&layout.name().unwrap()), Some(layout));
+        assert_eq!(Layout::parse("keep-id-x-1"), None);
+        assert_eq!(Layout::parse("other"), None);
+    }
+}
