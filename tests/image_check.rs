@@ -9,10 +9,10 @@ use std::process::Command;
 
 use support::*;
 
-/// The one layer directory of the busybox image in `store`.
-fn layer_dir(store: &Path) -> (String, PathBuf) {
-    let layers = store.join("layers");
-    let dirs: Vec<PathBuf> = std::fs::read_dir(&layers)
+/// The one layer directory of the busybox image in `layers` (a store's `layers/`, or a
+/// layout's directory).
+fn layer_dir(layers: &Path) -> (String, PathBuf) {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(layers)
         .unwrap()
         .flatten()
         .map(|e| e.path())
@@ -36,7 +36,7 @@ fn story(test: &str, store: &Path, mm: &dyn Fn(&[&str]) -> Command) {
         "{stdout}"
     );
 
-    let (diff_id, dir) = layer_dir(store);
+    let (diff_id, dir) = layer_dir(&store.join("layers"));
     // One byte of a file changed, another file removed (as root, whoever owns them).
     let passwd = dir.join("etc/passwd");
     let mut bytes = std::fs::read(&passwd).unwrap();
@@ -111,4 +111,81 @@ fn a_damaged_layer_is_reported_repaired_and_imported_again_rootless() {
         command.env("MM_ROOT", &state);
         command
     });
+}
+
+/// A rootless keep-id machine's image is unpacked in its own layout
+/// (`layouts/keep-id-UID-GID/`), whose owners only that layout's worker map reads back
+/// as recorded: its layer verifies, a change in it is reported there, and `--repair`
+/// removes it so that the next start unpacks it again.
+#[test]
+fn a_damaged_keep_id_layer_is_reported_and_unpacked_again_by_the_next_start() {
+    if !ready("a_damaged_keep_id_layer_is_reported_and_unpacked_again_by_the_next_start") {
+        return;
+    }
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let machines = dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join("kid.toml"),
+        format!(
+            "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = [\"/bin/sleep\", \"1000\"]\n[users]\nkeep_id = true\n",
+            busybox().display()
+        ),
+    )
+    .unwrap();
+    set_mode(&machines, 0o755);
+    let state = dir.path().join("state");
+    user.give(&state);
+    let mm = |args: &[&str]| {
+        let mut command = user.mm(dir.path(), args);
+        command.env("MM_ROOT", &state);
+        let (out, stdout, stderr) = run(command);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (out.status.code(), stdout, stderr)
+    };
+    let ok = |args: &[&str]| {
+        let (code, stdout, stderr) = mm(args);
+        assert_eq!(code, Some(0), "mm {args:?}:\n{stdout}{stderr}");
+        stdout
+    };
+    ok(&["start", "kid"]);
+    ok(&["stop", "kid"]);
+    let layouts = state.join("images/layouts");
+    let layout = std::fs::read_dir(&layouts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(
+        layout.file_name().unwrap().to_string_lossy(),
+        format!("keep-id-{}-100", user.uid)
+    );
+    let out = ok(&["image", "check"]);
+    assert!(out.contains("OK: 1 layers"), "{out}");
+
+    let (diff_id, layer) = layer_dir(&layout);
+    let passwd = layer.join("etc/passwd");
+    let mut bytes = std::fs::read(&passwd).unwrap();
+    bytes.extend_from_slice(b"intruder:x:0:0::/:/bin/sh\n");
+    std::fs::write(&passwd, bytes).unwrap();
+    let (code, stdout, _) = mm(&["image", "check", "--repair"]);
+    assert_eq!(code, Some(65), "{stdout}");
+    assert!(
+        stdout.contains(&format!("damaged layer {diff_id} at {}", layer.display()))
+            && stdout.contains("etc/passwd: contents changed"),
+        "{stdout}"
+    );
+    assert!(!layer.exists());
+    ok(&["start", "kid"]);
+    ok(&["stop", "kid"]);
+    let out = ok(&["image", "check"]);
+    assert!(out.contains("OK: 1 layers"), "{out}");
+    assert!(
+        !std::fs::read_to_string(&passwd)
+            .unwrap()
+            .contains("intruder")
+    );
+    eprintln!("keep-id layout: verified, a change reported, repaired, unpacked again by mm start");
 }

@@ -98,9 +98,14 @@ pub fn check(
             .map(|i| i.name.clone())
             .collect();
     }
+    // A layer is there if any layout has it: a rootless keep-id machine's image may be in
+    // its keep-id layout only.
+    let layouts = store.layouts();
     for image in &images {
         for layer in &image.layers {
-            if !store.has_layer(&layer.diff_id)
+            if !layouts
+                .iter()
+                .any(|l| store.has_layer_in(*l, &layer.diff_id))
                 && !report.damaged.iter().any(|d| d.digest == layer.diff_id)
             {
                 report.damaged.push(Damage {
