@@ -189,3 +189,46 @@ fn a_damaged_keep_id_layer_is_reported_and_unpacked_again_by_the_next_start() {
     );
     eprintln!("keep-id layout: verified, a change reported, repaired, unpacked again by mm start");
 }
+
+/// `--repair` does not pull a layer from under a running machine's overlay: it reports it,
+/// says why it stays, and removes it once the machine is stopped.
+#[test]
+fn repair_leaves_a_running_machines_layer_until_it_stops() {
+    if !ready("repair_leaves_a_running_machines_layer_until_it_stops") {
+        return;
+    }
+    let mut machines = Machines::new();
+    machines.define("web", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]\n");
+    machines.ok(&["start", "web"]);
+    let (diff_id, dir) = layer_dir(&machines.state_dir().join("images/layers"));
+    std::fs::remove_file(dir.join("srv/index.html")).unwrap();
+
+    let (out, stdout, _) = machines.mm(&["image", "check", "--repair"]);
+    assert_eq!(out.status.code(), Some(65), "{stdout}");
+    assert!(
+        stdout.contains(&format!("damaged layer {diff_id}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not removed: a running machine is made of it"),
+        "{stdout}"
+    );
+    assert!(dir.exists(), "--repair removed a running machine's layer");
+    assert_eq!(machines.status("web")["state"], "running");
+
+    machines.ok(&["stop", "web"]);
+    let (out, stdout, _) = machines.mm(&["image", "check", "--repair", "--json"]);
+    assert_eq!(out.status.code(), Some(65), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["damaged"][0]["removed"], true, "{stdout}");
+    assert!(!dir.exists());
+    // The next start imports it again.
+    machines.ok(&["start", "web"]);
+    assert!(dir.join("srv/index.html").exists());
+    machines.ok(&["stop", "web"]);
+    let out = machines.ok(&["image", "check"]);
+    assert!(out.contains("OK: 1 layers"), "{out}");
+    eprintln!(
+        "a running machine's damaged layer: kept while it ran, removed after, unpacked again by start"
+    );
+}

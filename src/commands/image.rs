@@ -113,7 +113,8 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
 
 /// `mm image check`: the report, and exit 65 when anything is damaged.
 fn check(host: &Host, store: &Store, repair: bool, json: bool) -> Result<ExitCode, Error> {
-    let report = mm::image::check(host, store, repair)?;
+    let in_use = mm::machine::layers_in_use(&host.dirs.runtime);
+    let report = mm::image::check(host, store, repair, &in_use)?;
     let code = if report.is_clean() {
         ExitCode::Ok
     } else {
@@ -145,6 +146,10 @@ fn check(host: &Host, store: &Store, repair: bool, json: bool) -> Result<ExitCod
         }
         if damage.removed {
             out.push_str("  removed: the next import of its image unpacks it again\n");
+        } else if damage.in_use && repair {
+            out.push_str(
+                "  not removed: a running machine is made of it; stop it, then repair again\n",
+            );
         } else if damage.what == What::MissingLayer {
             out.push_str("  import its image again to bring it back\n");
         }

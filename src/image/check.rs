@@ -67,12 +67,16 @@ pub struct Damage {
     pub differences: Vec<Difference>,
     /// Whether `--repair` removed it.
     pub removed: bool,
+    /// A layer `--repair` left because a running machine is made of it.
+    #[serde(default)]
+    pub in_use: bool,
     /// The images that use it.
     pub images: Vec<String>,
 }
 
 /// Checks the whole store (and repairs it, with `repair`); `layout` checks one layout's
-/// layers ([`check_layout`], run where that layout's owners can be read).
+/// layers ([`check_layout`], run where that layout's owners can be read). Repairs never
+/// remove a layer directory of `in_use` (running machines' overlays).
 pub fn check(
     store: &Store,
     repair: bool,
@@ -114,6 +118,7 @@ pub fn check(
                     path: store.layer_dir(&layer.diff_id),
                     differences: Vec::new(),
                     removed: false,
+                    in_use: false,
                     images: images
                         .iter()
                         .filter(|i| i.layers.iter().any(|l| l.diff_id == layer.diff_id))
@@ -126,8 +131,14 @@ pub fn check(
     Ok(report)
 }
 
-/// Checks one layout's layers, in this process (root, or the rootless worker).
-pub fn check_layout(store: &Store, layout: Layout, repair: bool) -> Result<Report, ImageError> {
+/// Checks one layout's layers, in this process (root, or the rootless worker); with
+/// `repair`, removes the damaged ones but those in `in_use`.
+pub fn check_layout(
+    store: &Store,
+    layout: Layout,
+    repair: bool,
+    in_use: &[PathBuf],
+) -> Result<Report, ImageError> {
     let mut report = Report::default();
     for diff_id in store.layers_in(layout)? {
         let dir = store.layer_dir_in(layout, &diff_id);
@@ -156,7 +167,8 @@ pub fn check_layout(store: &Store, layout: Layout, repair: bool) -> Result<Repor
         if differences.is_empty() {
             continue;
         }
-        if repair {
+        let used = in_use.contains(&dir);
+        if repair && !used {
             store.remove_layer(layout, &diff_id)?;
         }
         report.damaged.push(Damage {
@@ -164,7 +176,8 @@ pub fn check_layout(store: &Store, layout: Layout, repair: bool) -> Result<Repor
             digest: diff_id,
             path: dir,
             differences,
-            removed: repair,
+            removed: repair && !used,
+            in_use: used,
             images: Vec::new(),
         });
     }
@@ -219,6 +232,7 @@ fn check_blobs(store: &Store, repair: bool) -> Result<Report, ImageError> {
                 what,
             }],
             removed: repair,
+            in_use: false,
             images: Vec::new(),
         });
     }
@@ -262,7 +276,7 @@ mod tests {
         let record = tree::read_record(&dir).unwrap().unwrap();
         assert_eq!(record.diff_id, diff_id);
         assert_eq!(record.entries.len(), 4, "{:#?}", record.entries);
-        let report = check_layout(&store, Layout::Default, false).unwrap();
+        let report = check_layout(&store, Layout::Default, false, &[]).unwrap();
         assert_eq!(report.layers, 1);
         assert!(report.is_clean(), "{report:#?}");
         // What gc considers: every file of a layer no image uses, its record too.
@@ -282,7 +296,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o4755),
         )
         .unwrap();
-        let report = check_layout(&store, Layout::Default, false).unwrap();
+        let report = check_layout(&store, Layout::Default, false, &[]).unwrap();
         assert_eq!(report.damaged.len(), 1);
         let damage = &report.damaged[0];
         assert_eq!((damage.what, &damage.digest), (What::Layer, &diff_id));
@@ -299,13 +313,13 @@ mod tests {
             ]
         );
         assert!(dir.exists(), "a check without --repair changed the store");
-        let report = check_layout(&store, Layout::Default, true).unwrap();
+        let report = check_layout(&store, Layout::Default, true, &[]).unwrap();
         assert!(report.damaged[0].removed);
         assert!(!dir.exists());
         assert!(!tree::record_path(&dir).exists());
         assert!(store.layer_info(&diff_id).is_none());
         assert!(
-            check_layout(&store, Layout::Default, false)
+            check_layout(&store, Layout::Default, false, &[])
                 .unwrap()
                 .is_clean()
         );
@@ -315,7 +329,7 @@ mod tests {
     fn a_layer_without_a_record_is_not_verifiable_but_not_damaged() {
         let (_dir, store, diff_id) = store_with_a_layer();
         std::fs::remove_file(tree::record_path(&store.layer_dir(&diff_id))).unwrap();
-        let report = check_layout(&store, Layout::Default, true).unwrap();
+        let report = check_layout(&store, Layout::Default, true, &[]).unwrap();
         assert!(report.is_clean());
         assert_eq!(report.unrecorded, [store.layer_dir(&diff_id)]);
         assert!(
@@ -329,11 +343,17 @@ mod tests {
         let (_dir, store, _) = store_with_a_layer();
         let digest = Digest::of(b"{}");
         store.put_blob(&digest, b"{}").unwrap();
-        let report = check(&store, false, |layout| check_layout(&store, layout, false)).unwrap();
+        let report = check(&store, false, |layout| {
+            check_layout(&store, layout, false, &[])
+        })
+        .unwrap();
         assert!(report.is_clean(), "{report:#?}");
         assert_eq!(report.blobs, 1);
         std::fs::write(store.blob_path(&digest), b"{ }").unwrap();
-        let report = check(&store, true, |layout| check_layout(&store, layout, true)).unwrap();
+        let report = check(&store, true, |layout| {
+            check_layout(&store, layout, true, &[])
+        })
+        .unwrap();
         assert_eq!(report.damaged.len(), 1);
         assert_eq!(report.damaged[0].what, What::Blob);
         assert!(

@@ -221,11 +221,17 @@ pub fn remove(host: &Host, paths: Vec<std::path::PathBuf>) -> Result<(), ImageEr
 }
 
 /// `mm image check`: every layout's layers checked (rootless, each layout in a worker
-/// mapped as its machines are), then the blobs and the images' layers.
-pub fn check(host: &Host, store: &Store, repair: bool) -> Result<Report, ImageError> {
+/// mapped as its machines are), then the blobs and the images' layers. `--repair` leaves
+/// the layer directories of `in_use` (running machines') in place.
+pub fn check(
+    host: &Host,
+    store: &Store,
+    repair: bool,
+    in_use: &[std::path::PathBuf],
+) -> Result<Report, ImageError> {
     super::check::check(store, repair, |layout| {
         if host.is_root() {
-            return check_layout(store, layout, repair);
+            return check_layout(store, layout, repair, in_use);
         }
         worker::check(
             host,
@@ -233,6 +239,7 @@ pub fn check(host: &Host, store: &Store, repair: bool) -> Result<Report, ImageEr
                 store: store.root().to_owned(),
                 layout,
                 repair,
+                in_use: in_use.to_vec(),
             },
         )
     })

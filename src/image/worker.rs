@@ -51,6 +51,9 @@ pub enum Job {
         store: PathBuf,
         layout: Layout,
         repair: bool,
+        /// Layer directories running machines are made of: never removed.
+        #[serde(default)]
+        in_use: Vec<PathBuf>,
     },
 }
 
@@ -277,10 +280,12 @@ fn work(job: Job) -> Result<FromWorker, ImageError> {
             store,
             layout,
             repair,
+            in_use,
         } => Ok(FromWorker::Checked(check::check_layout(
             &Store::new(store),
             layout,
             repair,
+            &in_use,
         )?)),
     }
 }
