@@ -242,7 +242,10 @@ fn machine_names_with_unicode_separators_or_dot_dot_are_refused() {
             mm(dir.path(), &["exec", name, "/bin/true"]),
         ));
         for (what, command) in commands {
-            let o = tally.refused(&what, command, name);
+            // Control and bidirectional characters are shown escaped (`\u{202e}`).
+            let shown = name.escape_debug().to_string();
+            let o = tally.refused(&what, command, &shown);
+            assert!(!o.stderr.contains('\u{202e}'), "{what}: {}", o.stderr);
             assert!(
                 o.stderr.contains("is not a machine name") || o.stderr.contains("does not exist"),
                 "{what}: {}",

@@ -29,7 +29,7 @@ pub enum DiscoveryError {
     },
     #[error("{} does not exist", .0.display())]
     NoSuchFile(PathBuf),
-    #[error("`{arg}` is not a machine name: {why}")]
+    #[error("`{}` is not a machine name: {why}", arg.escape_debug())]
     BadName { arg: String, why: String },
 }
 
