@@ -244,6 +244,14 @@ fn story(test: &str, as_user: Option<TestUser>) {
         "{record}"
     );
     assert_eq!(temporaries(&caller.root), Vec::<PathBuf>::new());
+    // `mm status` still tells: stopped, with why its record is behind.
+    let (code, stdout, stderr) = caller.run(&["status", "web"]);
+    assert_eq!(code, Some(3), "{stdout}{stderr}");
+    assert!(stdout.starts_with("web: stopped"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("{}: No space left on device", state.display())),
+        "{stderr}"
+    );
     // A start on the full disk: refused, naming the file.
     let (code, _, stderr) = caller.run(&["start", "web"]);
     assert_eq!(code, Some(74), "{stderr}");

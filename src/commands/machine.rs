@@ -277,7 +277,12 @@ struct StatusReport<'a> {
 
 pub fn status(machine: &str, json: bool) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
-    reconciled(&paths)?;
+    // What is recorded can still be told when the cleanup after a dead supervisor cannot
+    // be recorded (a full disk): the status says stopped either way; the warning says why
+    // the record is behind.
+    if let Err(e) = reconciled(&paths) {
+        eprintln!("mm: {name}: the cleanup after its supervisor could not be recorded: {e}");
+    }
     let status = state::status(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     let recorded = state::read(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     let unit = recorded.as_ref().and_then(|r| r.unit().map(str::to_owned));
