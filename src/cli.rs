@@ -396,6 +396,22 @@ pub enum ImageCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Verify every stored layer and blob again, and report what does not match
+    ///
+    /// Each unpacked layer is walked and compared, entry by entry, with the tree recorded
+    /// when it was unpacked and verified against its diff_id (type, mode, owner, size, and
+    /// the sha256 of each file's contents); each blob is hashed against its digest; each
+    /// image's layers must be present. Exits 65 when anything is damaged (also after
+    /// --repair), 0 when the store is intact.
+    Check {
+        /// Remove the damaged layers and blobs, so that the next import of their images
+        /// unpacks them again (as `podman system check --repair`)
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove layers and blobs no image uses, and leftovers of interrupted imports
     Gc {
         /// Only show what would be removed

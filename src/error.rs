@@ -21,6 +21,9 @@ pub enum Error {
     /// The definition itself is wrong.
     #[error("{0}")]
     Invalid(Diagnostics),
+    /// A definition that is not a regular file, or too large to be one.
+    #[error(transparent)]
+    Load(LoadError),
     /// The definition is fine, but this host cannot run it as written.
     #[error("{0}")]
     HostCannot(Diagnostics),
@@ -56,6 +59,12 @@ pub enum Error {
     /// A launcher or desktop entry could not be exported or removed.
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
+    /// `MM_ROOT` names something that is not a directory.
+    #[error(
+        "MM_ROOT={} is not a directory; it must name the directory for mm's state (made if missing)",
+        .0.display()
+    )]
+    RootNotADir(PathBuf),
     /// Something the user asked to see does not exist (a machine's console log).
     #[error("{0}")]
     Missing(String),
@@ -66,6 +75,7 @@ impl From<LoadError> for Error {
         match e {
             LoadError::Read { path, source } => Self::Read { path, source },
             LoadError::Invalid(diagnostics) => Self::Invalid(diagnostics),
+            other => Self::Load(other),
         }
     }
 }
@@ -81,9 +91,9 @@ impl Error {
             Self::Read { .. } | Self::Output(_) => ExitCode::Io,
             Self::Ids(e) => ids_exit_code(e),
             Self::Address(e) => address_exit_code(e),
-            Self::Invalid(_) | Self::HostFile { .. } => ExitCode::InvalidDefinition,
+            Self::Invalid(_) | Self::HostFile { .. } | Self::Load(_) => ExitCode::InvalidDefinition,
             Self::HostCannot(_) => ExitCode::HostCannot,
-            Self::BadSource { .. } => ExitCode::Usage,
+            Self::BadSource { .. } | Self::RootNotADir(_) => ExitCode::Usage,
             Self::Image(e) => image_exit_code(e),
             Self::Runtime(e) => e.exit_code(),
             Self::Bind(e) if e.source.kind() == std::io::ErrorKind::NotFound => ExitCode::NotFound,
@@ -158,7 +168,7 @@ pub fn image_exit_code(e: &ImageError) -> ExitCode {
         | ImageError::MissingBlob { .. }
         | ImageError::NotInStore(_)
         | ImageError::RegistryNotFound(_) => ExitCode::NotFound,
-        ImageError::Io { .. } => ExitCode::Io,
+        ImageError::Io { .. } | ImageError::StoreWrite { .. } => ExitCode::Io,
         ImageError::Unsupported(_)
         | ImageError::Rootless(_)
         | ImageError::Registry(_)

@@ -460,6 +460,56 @@ pub fn write_map(
 mod tests {
     use super::*;
 
+    /// Malformed /etc/subuid lines (hostile or broken files): each is reported by its line
+    /// number and skipped, the good lines still count, and nothing panics.
+    #[test]
+    fn malformed_subid_lines_are_reported_and_skipped() {
+        let bytes: &[u8] = b"alice:abc:65536\nalice:100000\n\xff\xfe:1:2\nalice:4294967295:10\n\
+alice:-1:5\nalice:1:99999999999\n:::\nalice:100000:65536:extra\n\0\nalice:200000:10\r\n\
+alice: 300000 :5\nalice:400000:0\n";
+        // As Host::probe reads it: bytes, lossily.
+        let text = String::from_utf8_lossy(bytes);
+        let (ranges, problems) = parse_subid(&text, "alice", 1000);
+        // `alice:200000:10` (its CR trimmed) is the one good line of hers.
+        assert_eq!(
+            ranges,
+            [IdRange {
+                start: 200_000,
+                count: 10
+            }]
+        );
+        let lines: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(' ').nth(1).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            lines,
+            ["1", "2", "4", "5", "6", "7", "8", "9", "11", "12"],
+            "{problems:#?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.contains("is not `USER:START:COUNT`"))
+        );
+        // Arbitrary bytes: no panic.
+        for seed in 0u32..2000 {
+            let junk: Vec<u8> = (0..64u32)
+                .map(|i| (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 40_503) >> 13) as u8)
+                .map(|b| {
+                    if b % 7 == 0 {
+                        b':'
+                    } else if b % 11 == 0 {
+                        b'\n'
+                    } else {
+                        b
+                    }
+                })
+                .collect();
+            let _ = parse_subid(&String::from_utf8_lossy(&junk), "alice", 1000);
+        }
+    }
+
     #[test]
     fn subid_files_match_by_name_or_uid() {
         let text = "# comment\nalice:100000:65536\n1000:300000:1000\nbob:200000:65536\nbroken line\nx:1:0\n";

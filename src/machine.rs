@@ -276,6 +276,30 @@ pub fn supervisor_command(
 }
 
 /// A machine's name (a NAME or a path to NAME.toml) and its runtime files.
+/// The store layer directories that running machines' overlays are made of (read from
+/// each supervised machine's state under `runtime`): what `mm image check --repair` must
+/// not remove under them. A machine whose state cannot be read counts as using nothing.
+pub fn layers_in_use(runtime: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let Ok(entries) = std::fs::read_dir(runtime) else {
+        return dirs;
+    };
+    for entry in entries.flatten() {
+        let paths = Paths::new(&entry.path());
+        if !state::supervised(&paths).unwrap_or(false) {
+            continue;
+        }
+        if let Ok(Some(state::Recorded::Running { launch, .. })) = state::read(&paths)
+            && let Layers::Stored { layers, .. } = &launch.plan.image.layers
+        {
+            dirs.extend(layers.iter().map(|l| l.dir.clone()));
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 pub fn machine_paths(machine: &str) -> Result<(String, Paths), Error> {
     let stem = Path::new(machine)
         .file_stem()

@@ -10,17 +10,48 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, synced, then
-/// renamed over it: readers see the old content or the new, never a part.
+/// renamed over it: readers see the old content or the new, never a part. On any error
+/// the temporary is removed and the old file is as it was; the error is the kernel's
+/// alone (the caller names `path`; the temporary's name would only confuse).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_data()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
+    // `.tmp-NAME-PID-N`: made with O_EXCL, never followed, private until renamed.
+    let (tmp, mut file) = loop {
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        match File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Makes `path` (and any missing parents) and leaves it mode 0700, also when it was
@@ -189,5 +220,27 @@ mod tests {
             2,
             "no temporary file is left"
         );
+    }
+
+    /// A write that fails (here the rename: the target is a non-empty directory) leaves
+    /// the target as it was and no temporary, and the error is the kernel's alone.
+    #[test]
+    fn a_failed_write_leaves_no_temporary_and_names_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("state.json");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("kept"), b"").unwrap();
+        let e = write_atomically(&target, b"new").unwrap_err();
+        assert!(e.raw_os_error().is_some(), "{e:?}");
+        assert!(!e.to_string().contains(".tmp"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["state.json"]);
+        // The directory it could not make a temporary in is the kernel's error, too.
+        let e = write_atomically(&dir.path().join("missing/state.json"), b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e:?}");
+        assert!(!e.to_string().contains(".tmp"), "{e}");
     }
 }

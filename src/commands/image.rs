@@ -7,6 +7,7 @@ use serde::Serialize;
 use mm::definition::ImageSource;
 use mm::error::{Error, ExitCode};
 use mm::host::Host;
+use mm::image::check::What;
 use mm::image::progress::Progress;
 use mm::image::{Digest, ImageRecord, Request, Store};
 
@@ -95,6 +96,7 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
                 print(&format!("removed {name}\n"))?;
             }
         }
+        ImageCommand::Check { repair, json } => return check(&host, &store, repair, json),
         ImageCommand::Gc { dry_run } => {
             let unused = store.unused()?;
             if !dry_run && !unused.is_empty() {
@@ -107,6 +109,66 @@ pub fn run(command: ImageCommand) -> Result<ExitCode, Error> {
         }
     }
     Ok(ExitCode::Ok)
+}
+
+/// `mm image check`: the report, and exit 65 when anything is damaged.
+fn check(host: &Host, store: &Store, repair: bool, json: bool) -> Result<ExitCode, Error> {
+    let in_use = mm::machine::layers_in_use(&host.dirs.runtime);
+    let report = mm::image::check(host, store, repair, &in_use)?;
+    let code = if report.is_clean() {
+        ExitCode::Ok
+    } else {
+        ExitCode::InvalidDefinition
+    };
+    if json {
+        print_json(&report)?;
+        return Ok(code);
+    }
+    let mut out = String::new();
+    for damage in &report.damaged {
+        let what = match damage.what {
+            What::Layer => "layer",
+            What::Blob => "blob",
+            What::MissingLayer => "missing layer",
+        };
+        let users = if damage.images.is_empty() {
+            String::new()
+        } else {
+            format!(" (used by {})", damage.images.join(", "))
+        };
+        out.push_str(&format!(
+            "damaged {what} {} at {}{users}\n",
+            damage.digest,
+            damage.path.display()
+        ));
+        for difference in &damage.differences {
+            out.push_str(&format!("  {}: {}\n", difference.path, difference.what));
+        }
+        if damage.removed {
+            out.push_str("  removed: the next import of its image unpacks it again\n");
+        } else if damage.in_use && repair {
+            out.push_str(
+                "  not removed: a running machine is made of it; stop it, then repair again\n",
+            );
+        } else if damage.what == What::MissingLayer {
+            out.push_str("  import its image again to bring it back\n");
+        }
+    }
+    for dir in &report.unrecorded {
+        out.push_str(&format!(
+            "not verifiable: {} has no record of its tree (unpacked by an older mm; `mm image check --repair` does not touch it, `mm image gc` after removing its images does)\n",
+            dir.display()
+        ));
+    }
+    out.push_str(&format!(
+        "{}: {} layers and {} blobs checked, {} damaged\n",
+        if report.is_clean() { "OK" } else { "DAMAGED" },
+        report.layers,
+        report.blobs,
+        report.damaged.len()
+    ));
+    print(&out)?;
+    Ok(code)
 }
 
 /// A source on the command line: relative paths start at the working directory.

@@ -143,6 +143,21 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
                 "{name} stopped (PID 1 exited with status {exit_status})\n"
             ))?;
         }
+        // The supervisor stopped the machine but could not record it (a full disk): record
+        // it here, or say why not.
+        Ok(Some(running @ Recorded::Running { .. })) => {
+            let stopped = Recorded::Stopped {
+                exit_status: None,
+                stopped: state::now(),
+                unit: running.unit().map(str::to_owned),
+            };
+            state::write(&paths, &stopped).map_err(|source| RuntimeError::StopNotRecorded {
+                name: name.clone(),
+                path: paths.state(),
+                source,
+            })?;
+            print(&format!("{name} stopped\n"))?;
+        }
         _ => print(&format!("{name} stopped\n"))?,
     }
     Ok(ExitCode::Ok)
@@ -262,7 +277,12 @@ struct StatusReport<'a> {
 
 pub fn status(machine: &str, json: bool) -> Result<ExitCode, Error> {
     let (name, paths) = machine_paths(machine)?;
-    reconciled(&paths)?;
+    // What is recorded can still be told when the cleanup after a dead supervisor cannot
+    // be recorded (a full disk): the status says stopped either way; the warning says why
+    // the record is behind.
+    if let Err(e) = reconciled(&paths) {
+        eprintln!("mm: {name}: the cleanup after its supervisor could not be recorded: {e}");
+    }
     let status = state::status(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     let recorded = state::read(&paths).map_err(|e| RuntimeError::io(&paths.state(), e))?;
     let unit = recorded.as_ref().and_then(|r| r.unit().map(str::to_owned));

@@ -17,6 +17,9 @@ mod ps;
 mod unit;
 
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    if let Some(root) = mm::host::root_not_a_dir() {
+        return Err(Error::RootNotADir(root));
+    }
     match cli.command {
         Command::Validate { machines, json } => definitions::validate(&machines, json),
         Command::Plan {

@@ -29,7 +29,7 @@ pub enum DiscoveryError {
     },
     #[error("{} does not exist", .0.display())]
     NoSuchFile(PathBuf),
-    #[error("`{arg}` is not a machine name: {why}")]
+    #[error("`{}` is not a machine name: {why}", arg.escape_debug())]
     BadName { arg: String, why: String },
 }
 
@@ -55,7 +55,8 @@ pub fn is_path(arg: &str) -> bool {
 pub fn resolve(arg: &str, search: &[PathBuf]) -> Result<PathBuf, DiscoveryError> {
     if is_path(arg) {
         let path = PathBuf::from(arg);
-        return if path.is_file() {
+        // Anything there: loading it says why a FIFO or a directory is not a definition.
+        return if path.symlink_metadata().is_ok() {
             Ok(path)
         } else {
             Err(DiscoveryError::NoSuchFile(path))
@@ -69,7 +70,7 @@ pub fn resolve(arg: &str, search: &[PathBuf]) -> Result<PathBuf, DiscoveryError>
     if let Some(path) = search
         .iter()
         .map(|dir| dir.join(&file))
-        .find(|p| p.is_file())
+        .find(|p| p.symlink_metadata().is_ok())
     {
         return Ok(path);
     }
@@ -116,7 +117,8 @@ pub fn list(search: &[PathBuf]) -> Vec<Found> {
 }
 
 fn is_definition(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "toml") && path.is_file()
+    // Not only regular files: `mm list` shows why another kind is not a definition.
+    path.extension().is_some_and(|e| e == "toml") && path.symlink_metadata().is_ok()
 }
 
 #[cfg(test)]

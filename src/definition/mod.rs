@@ -240,16 +240,95 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Invalid(Diagnostics),
+    /// A FIFO, a directory, a device: never opened for reading, so never waited on.
+    #[error("{} is {kind}, not a regular file; a definition is a TOML file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "{} is {size} bytes, more than a definition may be ({limit} bytes); it was not read",
+        path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+}
+
+/// The most bytes of a definition mm reads (a definition is a few kilobytes at most).
+pub const SIZE_LIMIT: u64 = 1 << 20;
+
+/// What a file that is not a regular one is, as errors name it.
+fn kind_of(file_type: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_file() {
+        None
+    } else if file_type.is_dir() {
+        Some("a directory")
+    } else if file_type.is_fifo() {
+        Some("a FIFO")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_char_device() {
+        Some("a character device")
+    } else if file_type.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("not a file")
+    }
+}
+
+/// Reads a definition's text: a regular file (a FIFO or device is refused before it is
+/// opened, and opened non-blocking in case it was swapped in meanwhile) of at most
+/// [`SIZE_LIMIT`] bytes (refused from its size, before anything is read).
+fn read_text(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read = |source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let check = |meta: &std::fs::Metadata| {
+        if let Some(kind) = kind_of(meta.file_type()) {
+            return Err(LoadError::NotAFile {
+                path: path.to_owned(),
+                kind,
+            });
+        }
+        if meta.len() > SIZE_LIMIT {
+            return Err(LoadError::TooLarge {
+                path: path.to_owned(),
+                size: meta.len(),
+                limit: SIZE_LIMIT,
+            });
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).map_err(read)?)?;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read)?;
+    check(&file.metadata().map_err(read)?)?;
+    let mut text = String::new();
+    file.take(SIZE_LIMIT + 1)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    if text.len() as u64 > SIZE_LIMIT {
+        return Err(LoadError::TooLarge {
+            path: path.to_owned(),
+            size: text.len() as u64,
+            limit: SIZE_LIMIT,
+        });
+    }
+    Ok(text)
 }
 
 impl Definition {
     /// Reads, parses and validates the definition at `path`. The machine is named after the
     /// file's stem; relative paths inside are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::from_text(path, &text).map_err(LoadError::Invalid)
     }
 

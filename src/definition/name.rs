@@ -13,12 +13,15 @@ impl MachineName {
     /// Accepts a hostname label (RFC 1123): 1 to 63 ASCII letters, digits and hyphens,
     /// neither starting nor ending with a hyphen.
     pub fn new(name: &str) -> Result<Self, String> {
+        // Messages show the name with control and bidirectional characters escaped, so
+        // that a name cannot rewrite the terminal line it is printed on.
+        let shown = name.escape_debug();
         if name.is_empty() {
             return Err("a machine name cannot be empty".to_owned());
         }
         if name.len() > 63 {
             return Err(format!(
-                "`{name}` is {} characters long; a hostname label has at most 63",
+                "`{shown}` is {} characters long; a hostname label has at most 63",
                 name.len()
             ));
         }
@@ -26,13 +29,14 @@ impl MachineName {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
         {
+            let bad = bad.escape_debug();
             return Err(format!(
-                "`{name}` contains `{bad}`; a machine name is a hostname label: letters, digits and `-`"
+                "`{shown}` contains `{bad}`; a machine name is a hostname label: letters, digits and `-`"
             ));
         }
         if name.starts_with('-') || name.ends_with('-') {
             return Err(format!(
-                "`{name}` starts or ends with `-`, which a hostname label cannot"
+                "`{shown}` starts or ends with `-`, which a hostname label cannot"
             ));
         }
         Ok(Self(name.to_owned()))

@@ -91,6 +91,14 @@ impl Dirs {
     }
 }
 
+/// `MM_ROOT` when it names something that is there and is not a directory (a file, a
+/// FIFO): every command would fail on some path below it, so mm says so first, once.
+pub fn root_not_a_dir() -> Option<PathBuf> {
+    let root = PathBuf::from(std::env::var_os(ENV_ROOT).filter(|v| !v.is_empty())?);
+    let meta = std::fs::metadata(&root).ok()?;
+    (!meta.is_dir()).then_some(root)
+}
+
 /// `$HOME`, else the account's home directory, else `/`.
 pub fn home(uid: u32) -> PathBuf {
     std::env::var_os("HOME")

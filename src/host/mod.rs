@@ -18,7 +18,7 @@ pub use account::{HostAccount, HostGroup};
 pub use bus::{BusFacts, MACHINED, Probe};
 pub use cgroup::{CgroupFacts, CgroupMode, V1Hierarchy};
 pub use desktop::{DesktopFacts, DeviceNode, Gpu, Nvidia, Places, Probed, X11, local_display};
-pub use dirs::{Dirs, ENV_PATH, ENV_ROOT, home};
+pub use dirs::{Dirs, ENV_PATH, ENV_ROOT, home, root_not_a_dir};
 pub use network::{NetworkFacts, Pools, Resolvers, Route, Uplink, uplink};
 
 use crate::idmap::{IdRange, parse_subid};
@@ -73,8 +73,10 @@ impl Host {
             .or_else(|| account.as_ref().map(|a| a.dir.clone()))
             .unwrap_or_else(|| PathBuf::from("/"));
         let mut subids = |file: &str| {
-            let text = match std::fs::read_to_string(file) {
-                Ok(text) => text,
+            // Bytes, not UTF-8: one line of another encoding must not hide the others
+            // (shadow's tools skip only that line).
+            let text = match std::fs::read(file) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
                 Err(e) => {
                     notes.push(format!("cannot read {file}: {e}"));

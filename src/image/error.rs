@@ -93,6 +93,13 @@ pub enum ImageError {
     /// A layer the unpacker could not write: its entry, the step and the errno.
     #[error(transparent)]
     Unpack(#[from] super::unpack::UnpackError),
+    /// The store's file system refused a write while a layer was unpacked into it (full,
+    /// over quota, read-only, failing): the store's fault, not the image's.
+    #[error("could not write into the image store at {}: {source}", store.display())]
+    StoreWrite {
+        store: PathBuf,
+        source: super::unpack::UnpackError,
+    },
     #[error("no image {0} in the store; `mm image list` shows what is there")]
     NotInStore(String),
     #[error("image {name} is used by machine(s) {}; remove them first", machines.join(", "))]
@@ -177,6 +184,9 @@ pub enum WorkerStep {
     Pack {
         dir: PathBuf,
     },
+    Check {
+        store: PathBuf,
+    },
 }
 
 impl std::fmt::Display for WorkerStep {
@@ -187,6 +197,7 @@ impl std::fmt::Display for WorkerStep {
             Self::Install { store } => write!(f, "install layers into {}", store.display()),
             Self::Remove => f.write_str("remove files"),
             Self::Pack { dir } => write!(f, "pack {} into a layer", dir.display()),
+            Self::Check { store } => write!(f, "check the layers of {}", store.display()),
         }
     }
 }

@@ -1,8 +1,10 @@
-//! Bringing an image into the store (`import`) or onto disk as one tree (`extract`), and
-//! taking layers out of the store (`remove`).
+//! Bringing an image into the store (`import`) or onto disk as one tree (`extract`),
+//! taking layers out of the store (`remove`), and checking them (`check`): rootless, each
+//! in the unpack worker.
 
 use std::path::Path;
 
+use super::check::{Report, check_layout};
 use super::digest::Digest;
 use super::error::{ImageError, IoContext};
 use super::install::{install_layers, unpack_job};
@@ -216,4 +218,29 @@ pub fn remove(host: &Host, paths: Vec<std::path::PathBuf>) -> Result<(), ImageEr
         })?;
     }
     Ok(())
+}
+
+/// `mm image check`: every layout's layers checked (rootless, each layout in a worker
+/// mapped as its machines are), then the blobs and the images' layers. `--repair` leaves
+/// the layer directories of `in_use` (running machines') in place.
+pub fn check(
+    host: &Host,
+    store: &Store,
+    repair: bool,
+    in_use: &[std::path::PathBuf],
+) -> Result<Report, ImageError> {
+    super::check::check(store, repair, |layout| {
+        if host.is_root() {
+            return check_layout(store, layout, repair, in_use);
+        }
+        worker::check(
+            host,
+            &worker::Job::Check {
+                store: store.root().to_owned(),
+                layout,
+                repair,
+                in_use: in_use.to_vec(),
+            },
+        )
+    })
 }

@@ -5,6 +5,7 @@
 //! directory that `store` renames into place only when both digests matched.
 
 pub mod auth;
+pub mod check;
 pub mod commit;
 mod containers_storage;
 pub mod digest;
@@ -21,11 +22,12 @@ pub mod registries_conf;
 pub mod registry;
 pub mod sources;
 pub mod store;
+pub mod tree;
 pub mod unpack;
 pub mod worker;
 
 pub use digest::Digest;
 pub use error::ImageError;
-pub use import::{Request, extract, import, remove};
+pub use import::{Request, check, extract, import, remove};
 pub use store::{ImageRecord, Layout, Store};
 pub use unpack::UnpackMode;

@@ -85,6 +85,15 @@ impl Layout {
         }
     }
 
+    /// The layout a directory under `layouts/` is named for ([`Layout::name`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        let (uid, gid) = name.strip_prefix("keep-id-")?.split_once('-')?;
+        Some(Self::KeepId {
+            uid: uid.parse().ok()?,
+            gid: gid.parse().ok()?,
+        })
+    }
+
     /// The key of a layer in this layout: its diff_id's hex, then the layout's name.
     fn key(&self, diff_id: &Digest) -> String {
         match self.name() {
@@ -233,25 +242,121 @@ impl Store {
             path: tmp.clone(),
             source: e.into(),
         })
-        .and_then(|fd| unpack(&fd));
-        let stats = match result {
-            Ok(stats) => stats,
+        .and_then(|fd| {
+            let stats = unpack(&fd)?;
+            let entries = super::tree::walk(&fd, &tmp)?;
+            Ok((stats, entries))
+        });
+        let (stats, entries) = match result {
+            Ok(done) => done,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                return Err(e);
+                return Err(self.store_write(e));
             }
         };
         let info = LayerInfo {
             diff_id: diff_id.clone(),
             stats: stats.clone(),
         };
-        write_atomically(
+        if let Err(e) = write_atomically(
             &self.layer_info_path(layout, diff_id),
             &serde_json::to_vec_pretty(&info).expect("serializable"),
-        )?;
+        ) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         let dest = self.layer_dir_in(layout, diff_id);
-        std::fs::rename(&tmp, &dest).at(&dest)?;
+        let tree = super::tree::Tree {
+            diff_id: diff_id.clone(),
+            entries,
+        };
+        let written = write_atomically(
+            &super::tree::record_path(&dest),
+            &serde_json::to_vec(&tree).expect("serializable"),
+        )
+        .and_then(|()| std::fs::rename(&tmp, &dest).at(&dest));
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         Ok(Installed::Unpacked(stats))
+    }
+
+    /// The layouts the store holds layers in: the default one, and each `layouts/NAME`.
+    pub fn layouts(&self) -> Vec<Layout> {
+        let mut all = vec![Layout::Default];
+        if let Ok(entries) = std::fs::read_dir(self.root.join("layouts")) {
+            for entry in entries.flatten() {
+                if let Some(layout) = Layout::parse(&entry.file_name().to_string_lossy()) {
+                    all.push(layout);
+                }
+            }
+        }
+        all
+    }
+
+    /// The layers unpacked in `layout`: each directory named by a digest's hex.
+    pub fn layers_in(&self, layout: Layout) -> Result<Vec<Digest>, ImageError> {
+        let dir = self.layout_dir(layout);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(ImageError::Io { path: dir, source }),
+        };
+        let mut all = Vec::new();
+        for entry in entries {
+            let entry = entry.at(&dir)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(digest) = Digest::parse(&format!("sha256:{name}"))
+                && entry.file_type().at(entry.path())?.is_dir()
+            {
+                all.push(digest);
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// Removes a layer of `layout` (its directory, its info and its tree record) under its
+    /// lock, so that the next import unpacks it again.
+    pub fn remove_layer(&self, layout: Layout, diff_id: &Digest) -> Result<(), ImageError> {
+        let _lock = self.lock(&layout.key(diff_id), true)?;
+        let dir = self.layer_dir_in(layout, diff_id);
+        // The directory first: without it the layer is absent, whatever is left beside it.
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ImageError::Io { path: dir, source }),
+        }
+        for path in [
+            self.layer_info_path(layout, diff_id),
+            super::tree::record_path(&dir),
+        ] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(ImageError::Io { path, source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// An unpack error that is the store's file system refusing a write (no space, over
+    /// quota, read-only, an I/O error) says so, naming the store.
+    fn store_write(&self, e: ImageError) -> ImageError {
+        match e {
+            ImageError::Unpack(source)
+                if source.errno().is_some_and(|n| {
+                    [libc::ENOSPC, libc::EDQUOT, libc::EROFS, libc::EIO].contains(&n)
+                }) =>
+            {
+                ImageError::StoreWrite {
+                    store: self.root.clone(),
+                    source,
+                }
+            }
+            other => other,
+        }
     }
 
     /// Removes temporary directories left by killed imports of `hex` (the caller holds its lock).
@@ -370,7 +475,8 @@ impl Store {
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned();
-                let hex = name.trim_end_matches(".json");
+                // `HEX`, `HEX.json`, `HEX.tree.json`; a keep-id layout's `HEX-LAYOUT…`.
+                let hex = name.split(['.', '-']).next().unwrap_or_default();
                 if !keep.contains(hex) {
                     unused.push(path);
                 }

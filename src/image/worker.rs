@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use super::check::{self, Report};
 use super::error::{ImageError, WorkerFailure, WorkerStep};
 use super::install::install_layers;
 use super::opened::LayerJob;
@@ -45,6 +46,15 @@ pub enum Job {
         owners: Owners,
         overlay: OverlayXattrs,
     },
+    /// `mm image check` of one layout's layers (removing the damaged ones with `repair`).
+    Check {
+        store: PathBuf,
+        layout: Layout,
+        repair: bool,
+        /// Layer directories running machines are made of: never removed.
+        #[serde(default)]
+        in_use: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,6 +63,7 @@ enum FromWorker {
     Installed(Vec<Installed>),
     Removed,
     Packed(Packed),
+    Checked(Report),
     Failed(WorkerFailure),
 }
 
@@ -71,6 +82,16 @@ pub fn run(host: &Host, job: &Job) -> Result<Option<Vec<Installed>>, ImageError>
 pub fn pack(host: &Host, job: &Job) -> Result<Packed, ImageError> {
     match start(host, job)? {
         FromWorker::Packed(packed) => Ok(packed),
+        _ => Err(ImageError::Rootless(
+            "the unpack worker answered another job".to_owned(),
+        )),
+    }
+}
+
+/// Runs a [`Job::Check`] in a worker: what it found.
+pub fn check(host: &Host, job: &Job) -> Result<Report, ImageError> {
+    match start(host, job)? {
+        FromWorker::Checked(report) => Ok(report),
         _ => Err(ImageError::Rootless(
             "the unpack worker answered another job".to_owned(),
         )),
@@ -139,7 +160,7 @@ fn drive(
     }
     let pid = child.id();
     let layout = match job {
-        Job::Install { layout, .. } => *layout,
+        Job::Install { layout, .. } | Job::Check { layout, .. } => *layout,
         Job::Remove { .. } | Job::Pack { .. } => Layout::Default,
     };
     let (uids, gids) = maps(host, layout);
@@ -201,6 +222,9 @@ pub fn main(error_code: impl Fn(&ImageError) -> u8) -> ! {
                 },
                 Job::Remove { .. } => WorkerStep::Remove,
                 Job::Pack { dir, .. } => WorkerStep::Pack { dir: dir.clone() },
+                Job::Check { store, .. } => WorkerStep::Check {
+                    store: store.clone(),
+                },
             };
             match work(job) {
                 Ok(reply) => reply,
@@ -252,5 +276,16 @@ fn work(job: Job) -> Result<FromWorker, ImageError> {
             let packed = pack::pack(&dir, std::io::BufWriter::new(file), &owners, overlay)?;
             Ok(FromWorker::Packed(packed))
         }
+        Job::Check {
+            store,
+            layout,
+            repair,
+            in_use,
+        } => Ok(FromWorker::Checked(check::check_layout(
+            &Store::new(store),
+            layout,
+            repair,
+            &in_use,
+        )?)),
     }
 }

@@ -161,11 +161,15 @@ fn rootless_ids(def: &Definition, host: &Host) -> Result<Ids, Diagnostic> {
     );
     for (file, ranges) in [("/etc/subuid", &host.subuid), ("/etc/subgid", &host.subgid)] {
         if ranges.is_empty() {
-            return Err(range_error(
+            let mut error = range_error(
                 def,
                 format!("user `{}` has no subordinate id range in {file}", host.user),
-            )
-            .help(how.clone()));
+            );
+            // Lines of the file that did not parse may have been meant as the range.
+            for note in host.notes.iter().filter(|n| n.starts_with(file)) {
+                error = error.help(note.clone());
+            }
+            return Err(error.help(how.clone()));
         }
     }
     let (uid, gid) = match def.users.value {

@@ -60,6 +60,14 @@ pub enum RuntimeError {
     Remove { path: PathBuf, source: io::Error },
     #[error("the supervisor of {name} ended without starting it ({status})")]
     SupervisorEnded { name: String, status: String },
+    /// `mm stop`: the machine stopped, but neither its supervisor nor `mm stop` could
+    /// record that (its state's file system is full, say).
+    #[error("{name} stopped, but that could not be recorded in {}: {source}", path.display())]
+    StopNotRecorded {
+        name: String,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// `mm stop`: the supervisor said no, or answered nothing while it still runs.
     #[error("the supervisor of {name} did not take the stop request: {why}")]
     StopRefused { name: String, why: String },
@@ -86,7 +94,8 @@ impl RuntimeError {
             Self::Step(failure) => return Started::StepFailed(failure.clone()),
             Self::Io { path, source }
             | Self::Control { path, source }
-            | Self::Remove { path, source } => {
+            | Self::Remove { path, source }
+            | Self::StopNotRecorded { path, source, .. } => {
                 (FailureKind::File, Some(path.clone()), source.raw_os_error())
             }
             Self::Cgroup(e) => (FailureKind::Cgroup, Some(e.path().to_owned()), e.errno()),
@@ -117,7 +126,10 @@ impl RuntimeError {
         match self {
             Self::AlreadyRunning { .. } => ExitCode::Busy,
             Self::NotRunning { .. } => ExitCode::NotFound,
-            Self::Io { .. } | Self::Remove { .. } | Self::Control { .. } => ExitCode::Io,
+            Self::Io { .. }
+            | Self::Remove { .. }
+            | Self::Control { .. }
+            | Self::StopNotRecorded { .. } => ExitCode::Io,
             Self::Step(f) => match f.exec_failed() {
                 Some(true) => ExitCode::CommandNotFound,
                 Some(false) => ExitCode::CannotExecute,

@@ -21,6 +21,21 @@ pub enum UnpackError {
     Tar { layer: String, source: io::Error },
 }
 
+impl UnpackError {
+    /// The errno of the write or system call that failed, when that is what failed (not
+    /// the layer's own content).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Entry {
+                why:
+                    EntryError::Write(e) | EntryError::RemoveDir(e) | EntryError::Sys { source: e, .. },
+                ..
+            } => e.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
 /// What failed in one entry.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
