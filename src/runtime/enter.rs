@@ -49,7 +49,9 @@ pub fn run(name: &str, paths: &Paths, command: &Command<'_>) -> Result<i32, Runt
         .ok_or_else(|| RuntimeError::NotRunning {
             name: name.to_owned(),
         })?;
-    let gone = || !std::path::Path::new(&format!("/proc/{leader}")).exists();
+    // Gone, or ending: a PID 1 that exited is a zombie until its supervisor reaps it, and
+    // a zombie has no namespaces left to open. Its supervisor gone means the same.
+    let gone = || !alive(leader) || !state::supervised(paths).unwrap_or(false);
     match enter(leader, &launch, command) {
         // The machine stopped under the command: say so, beside the status it ended with.
         Ok(code) if code > 128 && gone() => {
@@ -57,12 +59,36 @@ pub fn run(name: &str, paths: &Paths, command: &Command<'_>) -> Result<i32, Runt
             Ok(code)
         }
         Ok(code) => Ok(code),
-        // Its namespaces went while mm joined them.
-        Err(_) if gone() => Err(RuntimeError::NotRunning {
+        // Its namespaces went while mm joined them: PID 1 ended, or is ending (an exiting
+        // process loses its namespaces before it becomes a zombie).
+        Err(failure) if gone() || leaving(leader, &failure) => Err(RuntimeError::NotRunning {
             name: name.to_owned(),
         }),
-        Err(failure) => Err(RuntimeError::Step(failure)),
+        Err(failure) => Err(RuntimeError::Enter {
+            name: name.to_owned(),
+            failure,
+        }),
     }
+}
+
+/// Whether `failure` is PID 1's namespaces or root vanishing under mm: they go only when
+/// it exits.
+fn leaving(leader: i32, failure: &StepFailure) -> bool {
+    let proc = format!("/proc/{leader}/");
+    matches!(&failure.step, Step::Open { path } if path.starts_with(&proc))
+        && matches!(failure.errno, Some(libc::ENOENT | libc::ESRCH))
+}
+
+/// Whether process `pid` exists and has not exited: not a zombie (`Z`) nor dead (`X`).
+fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold any byte.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, None | Some("Z" | "X" | "x"))
 }
 
 fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, StepFailure> {
@@ -82,11 +108,14 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     }
     let root_path = std::path::PathBuf::from(format!("{proc}/root"));
     let root = File::open(&root_path).step(|| Step::Open { path: root_path })?;
-    if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
-        cgroup
-            .add(std::process::id() as i32)
-            .map_err(|e| StepFailure::other(Step::EnterCgroup, e.to_string()))?;
-    }
+    // Only the command joins the machine's cgroup, never mm itself: the supervisor kills
+    // what is left in it when PID 1 ends, and mm must live to say that the machine stopped.
+    let cgroup_procs = match MachineCgroup::from_plan(&launch.plan.cgroup) {
+        Some(cgroup) => cgroup
+            .open_procs()
+            .map_err(|e| StepFailure::other(Step::EnterCgroup, e.to_string()))?,
+        None => Vec::new(),
+    };
     for (fd, flag, name) in &joins {
         sys::setns(fd.as_fd(), *flag).step(|| Step::JoinNamespace {
             name: (*name).to_owned(),
@@ -109,9 +138,12 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     // SAFETY: single-threaded (see the module comment); the child sets itself up and execs.
     match unsafe { fork() }.step(|| Step::Fork { argv: vec![] })? {
         ForkResult::Child => {
-            let failure = match streams.attach() {
-                Ok(()) => in_machine(launch, command, streams.has_terminal(), start_in),
-                Err(e) => StepFailure::io(Step::AttachStreams, &e),
+            let failure = match super::cgroup::join(&cgroup_procs) {
+                Err(e) => StepFailure::io(Step::EnterCgroup, &e),
+                Ok(()) => match streams.attach() {
+                    Ok(()) => in_machine(launch, command, streams.has_terminal(), start_in),
+                    Err(e) => StepFailure::io(Step::AttachStreams, &e),
+                },
             };
             eprintln!("mm: {}: {}", failure.step, failure.message);
             // SAFETY: leaving a forked child without running exit handlers.
