@@ -49,12 +49,28 @@ pub fn run(name: &str, paths: &Paths, command: &Command<'_>) -> Result<i32, Runt
         .ok_or_else(|| RuntimeError::NotRunning {
             name: name.to_owned(),
         })?;
-    // Gone, or ending: a PID 1 that exited is a zombie until its supervisor reaps it, and
-    // a zombie has no namespaces left to open. Its supervisor gone means the same.
-    let gone = || !alive(leader) || !state::supervised(paths).unwrap_or(false);
+    // Held by a pidfd from before mm enters: once in the machine's root, neither the host's
+    // /proc nor the machine's runtime files are in reach to ask whether PID 1 still runs.
+    let pidfd = rustix::process::Pid::from_raw(leader).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
+    let Some(pidfd) = pidfd else {
+        return Err(RuntimeError::NotRunning {
+            name: name.to_owned(),
+        });
+    };
+    // A pidfd turns readable when its process has exited (a zombie, not yet reaped, too).
+    let gone = || exited(&pidfd, None);
+    // The end of a PID namespace kills its processes with SIGKILL while its PID 1 is still
+    // exiting (it becomes a zombie only once they are gone): a command killed so waits
+    // for PID 1 a moment before it is taken for a kill of its own.
+    let stopped_under = |code: i32| {
+        code == 128 + libc::SIGKILL && exited(&pidfd, Some(std::time::Duration::from_secs(2)))
+            || code > 128 && gone()
+    };
     match enter(leader, &launch, command) {
         // The machine stopped under the command: say so, beside the status it ended with.
-        Ok(code) if code > 128 && gone() => {
+        Ok(code) if stopped_under(code) => {
             eprintln!("mm: machine {name} stopped while the command ran");
             Ok(code)
         }
@@ -79,16 +95,16 @@ fn leaving(leader: i32, failure: &StepFailure) -> bool {
         && matches!(failure.errno, Some(libc::ENOENT | libc::ESRCH))
 }
 
-/// Whether process `pid` exists and has not exited: not a zombie (`Z`) nor dead (`X`).
-fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
+/// Whether the process of `pidfd` has exited, or does within `wait`.
+fn exited(pidfd: &OwnedFd, wait: Option<std::time::Duration>) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let wait = wait.unwrap_or_default();
+    let timeout = rustix::time::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
     };
-    // The state follows the command name, which is in parentheses and may hold any byte.
-    let state = stat
-        .rfind(')')
-        .and_then(|end| stat[end + 1..].split_whitespace().next());
-    !matches!(state, None | Some("Z" | "X" | "x"))
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
 }
 
 fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, StepFailure> {
