@@ -100,19 +100,30 @@ pids = 64
 EOF
 done
 
-# running N ARG: how many processes run `/bin/sleep ARG` (each machine's PID 1).
+# running ARG: how many processes run `/bin/sleep ARG` (each machine's command).
 running() {
-    local n=0 f
-    for f in /proc/[0-9]*/cmdline; do
-        [ "$(tr '\0' ' ' <"$f" 2>/dev/null)" = "/bin/sleep $1 " ] && n=$((n + 1))
-    done
-    echo "$n"
+    python3 - "$1" <<'PY'
+import os, sys
+want = ["/bin/sleep", sys.argv[1]]
+n = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            n += f.read().split(b"\0")[:-1] == [w.encode() for w in want]
+    except OSError:
+        pass
+print(n)
+PY
 }
 # wait_up ARG: until COUNT machines run `/bin/sleep ARG` (300 s at most).
 wait_up() {
     local end=$((SECONDS + 300))
     until [ "$(running "$1")" -ge "$count" ]; do
-        [ "$SECONDS" -lt "$end" ] || { echo "only $(running "$1") of $count came up" >&2; return 1; }
+        [ "$SECONDS" -lt "$end" ] || {
+            echo "only $(running "$1") of $count came up" >&2
+            cat "$work"/*.start "$work"/nspawn-*.log 2>/dev/null | sort | uniq -c | head >&2
+            return 1
+        }
         sleep 0.05
     done
 }
@@ -174,8 +185,9 @@ for i in $(seq 1 "$count"); do
     scope=machine.slice/bench-many-$i.scope
     (
         for tree in "${trees[@]}"; do
+            # cpuset refuses a process until the cgroup has CPUs: it stays in its parent's.
             mkdir -p "$tree/$scope"
-            echo "$BASHPID" >"$tree/$scope/cgroup.procs"
+            echo "$BASHPID" >"$tree/$scope/cgroup.procs" 2>/dev/null || true
         done
         [ -e /sys/fs/cgroup/memory/cgroup.procs ] && echo $((32 << 20)) >"/sys/fs/cgroup/memory/$scope/memory.limit_in_bytes"
         [ -e /sys/fs/cgroup/pids/cgroup.procs ] && echo 64 >"/sys/fs/cgroup/pids/$scope/pids.max"
@@ -206,7 +218,7 @@ for name in "${names[@]}"; do
 done
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-echo "mm: all $count stopped in $(elapsed "$t0" "$(now)") s; $failed failed; left: $(running 1000042) PID 1, $(registered bm-) registered, $(ip -n "$ns" -o link | grep -c ' v[bz]-' || true) links, $(grep -c "$work" /proc/self/mountinfo || true) mounts"
+echo "mm: all $count stopped in $(elapsed "$t0" "$(now)") s; $failed failed; left: $(running 1000042) PID 1, $(registered bm-) registered, $(ip -n "$ns" -o link | grep -cE ' (vb-bm-|vz-bmm)' || true) links, $(grep -c "$work" /proc/self/mountinfo || true) mounts"
 t0=$(now)
 for pid in "${nspawn_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${nspawn_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
