@@ -52,7 +52,7 @@ pub fn start(machine: &str, use_systemd: bool, pull: &Pull) -> Result<ExitCode, 
     let host = Host::probe();
     let Ready { path, plan, lock } = ready_to_boot(machine, &host, pull)?;
     if !(use_systemd && unit::manager_here(&host)) {
-        return detached(plan, &lock);
+        return detached(plan, lock);
     }
     // The unit's supervisor takes the machine's lock itself.
     drop(lock);
@@ -64,20 +64,24 @@ pub fn start(machine: &str, use_systemd: bool, pull: &Pull) -> Result<ExitCode, 
     // Not through systemd after all: prepared again under the lock (another mm may have
     // changed the machine while it was not held), then a detached supervisor.
     let Ready { plan, lock, .. } = ready_to_boot(machine, &host, pull)?;
-    detached(plan, &lock)
+    detached(plan, lock)
 }
 
 /// A detached supervisor for a prepared machine whose lock the caller holds.
-fn detached(plan: mm::plan::Plan, lock: &std::fs::File) -> Result<ExitCode, Error> {
+fn detached(plan: mm::plan::Plan, lock: std::fs::File) -> Result<ExitCode, Error> {
     let name = plan.machine.name.to_string();
     let launch = launch(plan, true)?;
-    let (mut supervisor, file) = supervisor_command(&launch, true, lock)?;
+    let (mut supervisor, file) = supervisor_command(&launch, true, &lock)?;
     let mut child = supervisor
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| RuntimeError::io(Path::new("mm __supervise"), e))?;
     drop(file);
+    // The supervisor holds the lock now (the same open file, which stays locked while any
+    // descriptor of it is open): ours goes, so that a `mm stop` waiting for the lock waits
+    // for the supervisor only, not for this process too.
+    drop(lock);
     started(name, &mut child)
 }
 
