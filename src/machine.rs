@@ -20,6 +20,7 @@ use crate::image::{Request, Store};
 use crate::network::ipam::Ipam;
 use crate::plan::{self, IdMapping, Layers, Plan, Upper};
 use crate::runtime::state::{self, Paths};
+use crate::runtime::supervisor::LOCK_FD_ARG;
 use crate::runtime::{Console, Launch, RuntimeError};
 
 /// Loads, checks and compiles one definition: everything short of touching the system.
@@ -87,17 +88,33 @@ pub fn own_unit(host: &Host) -> Result<(String, String), Error> {
     }
 }
 
+/// A machine made ready to boot by [`ready_to_boot`].
+pub struct Ready {
+    /// Its definition.
+    pub path: PathBuf,
+    /// Its plan, made concrete.
+    pub plan: Plan,
+    /// The machine's lock, taken before anything was prepared: `mm rm`, `mm commit` and
+    /// another start find the machine busy until the supervisor (given this lock) ends.
+    pub lock: std::fs::File,
+}
+
 /// Finds and prepares a machine that is not running: after cleaning up what a killed
-/// supervisor left, its plan made concrete.
-pub fn ready_to_boot(machine: &str, host: &Host, pull: &Pull) -> Result<(PathBuf, Plan), Error> {
+/// supervisor left, its lock taken, its plan made concrete.
+pub fn ready_to_boot(machine: &str, host: &Host, pull: &Pull) -> Result<Ready, Error> {
     let path = discovery::resolve(machine, &host.dirs.search)?;
     let (name, paths) = machine_paths(&path.to_string_lossy())?;
     reconciled(&paths)?;
-    if state::supervised(&paths).map_err(|e| RuntimeError::io(&paths.lock(), e))? {
-        return Err(RuntimeError::AlreadyRunning { name }.into());
-    }
+    crate::state::private_dir(&paths.dir).map_err(|e| RuntimeError::io(&paths.dir, e))?;
+    let lock = match crate::state::lock(&paths.lock(), false) {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(RuntimeError::AlreadyRunning { name }.into());
+        }
+        Err(e) => return Err(RuntimeError::io(&paths.lock(), e).into()),
+    };
     let plan = prepare(&path, host, pull)?;
-    Ok((path, plan))
+    Ok(Ready { path, plan, lock })
 }
 
 /// The launch of a prepared plan: a pty console for `mm start` or when any of our
@@ -245,6 +262,7 @@ pub const LAUNCH_FD_ARG: &str = "--launch-fd=";
 pub fn supervisor_command(
     launch: &Launch,
     detach: bool,
+    lock: &std::fs::File,
 ) -> Result<(Command, std::fs::File), Error> {
     let io = |e| RuntimeError::io(Path::new("the launch file"), e);
     let mut file = tempfile::tempfile().map_err(io)?;
@@ -263,11 +281,17 @@ pub fn supervisor_command(
     // descriptors, so nothing may be moved over one of them (a dup2 onto 3 once did).
     let fd = file.as_raw_fd();
     command.arg(format!("{LAUNCH_FD_ARG}{fd}"));
-    // SAFETY: fcntl is async-signal-safe, and only clears close-on-exec on our own file.
+    // The machine's lock, which the caller took before preparing anything, goes to the
+    // supervisor as it is: no other mm finds the machine unlocked in between.
+    let lock_fd = lock.as_raw_fd();
+    command.arg(format!("{LOCK_FD_ARG}{lock_fd}"));
+    // SAFETY: fcntl is async-signal-safe, and only clears close-on-exec on our own files.
     unsafe {
         command.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
+            for keep in [fd, lock_fd] {
+                if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -275,7 +299,6 @@ pub fn supervisor_command(
     Ok((command, file))
 }
 
-/// A machine's name (a NAME or a path to NAME.toml) and its runtime files.
 /// The store layer directories that running machines' overlays are made of (read from
 /// each supervised machine's state under `runtime`): what `mm image check --repair` must
 /// not remove under them. A machine whose state cannot be read counts as using nothing.
@@ -300,6 +323,7 @@ pub fn layers_in_use(runtime: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// A machine's name (a NAME or a path to NAME.toml) and its runtime files.
 pub fn machine_paths(machine: &str) -> Result<(String, Paths), Error> {
     let stem = Path::new(machine)
         .file_stem()

@@ -16,7 +16,7 @@ use mm::error::{Error, ExitCode};
 use mm::host::Host;
 use mm::idmap::Allocator;
 use mm::machine::{
-    Pull, launch, machine_paths, own_unit, ready_to_boot, reconciled, supervisor_command,
+    Pull, Ready, launch, machine_paths, own_unit, ready_to_boot, reconciled, supervisor_command,
 };
 use mm::runtime::caller::Caller;
 use mm::runtime::launch::Started;
@@ -38,10 +38,10 @@ pub fn run(machine: &str, keep_unit: bool, pull: &Pull) -> Result<ExitCode, Erro
     } else {
         None
     };
-    let (_, plan) = ready_to_boot(machine, &host, pull)?;
-    let mut launch = launch(plan, false)?;
+    let ready = ready_to_boot(machine, &host, pull)?;
+    let mut launch = launch(ready.plan, false)?;
     launch.unit = unit;
-    let (mut supervisor, _file) = supervisor_command(&launch, false)?;
+    let (mut supervisor, _file) = supervisor_command(&launch, false, &ready.lock)?;
     let e = supervisor.exec();
     Err(RuntimeError::io(Path::new("mm __supervise"), e).into())
 }
@@ -50,23 +50,38 @@ pub fn run(machine: &str, keep_unit: bool, pull: &Pull) -> Result<ExitCode, Erro
 /// detaches by itself.
 pub fn start(machine: &str, use_systemd: bool, pull: &Pull) -> Result<ExitCode, Error> {
     let host = Host::probe();
-    let (path, plan) = ready_to_boot(machine, &host, pull)?;
-    if use_systemd {
-        match unit::start(&host, &path, &plan)? {
-            unit::Via::Systemd => return Ok(ExitCode::Ok),
-            unit::Via::Supervisor(None) => {}
-            unit::Via::Supervisor(Some(why)) => eprintln!("mm: {why}"),
-        }
+    let Ready { path, plan, lock } = ready_to_boot(machine, &host, pull)?;
+    if !(use_systemd && unit::manager_here(&host)) {
+        return detached(plan, lock);
     }
+    // The unit's supervisor takes the machine's lock itself.
+    drop(lock);
+    match unit::start(&host, &path, &plan)? {
+        unit::Via::Systemd => return Ok(ExitCode::Ok),
+        unit::Via::Supervisor(None) => {}
+        unit::Via::Supervisor(Some(why)) => eprintln!("mm: {why}"),
+    }
+    // Not through systemd after all: prepared again under the lock (another mm may have
+    // changed the machine while it was not held), then a detached supervisor.
+    let Ready { plan, lock, .. } = ready_to_boot(machine, &host, pull)?;
+    detached(plan, lock)
+}
+
+/// A detached supervisor for a prepared machine whose lock the caller holds.
+fn detached(plan: mm::plan::Plan, lock: std::fs::File) -> Result<ExitCode, Error> {
     let name = plan.machine.name.to_string();
     let launch = launch(plan, true)?;
-    let (mut supervisor, file) = supervisor_command(&launch, true)?;
+    let (mut supervisor, file) = supervisor_command(&launch, true, &lock)?;
     let mut child = supervisor
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| RuntimeError::io(Path::new("mm __supervise"), e))?;
     drop(file);
+    // The supervisor holds the lock now (the same open file, which stays locked while any
+    // descriptor of it is open): ours goes, so that a `mm stop` waiting for the lock waits
+    // for the supervisor only, not for this process too.
+    drop(lock);
     started(name, &mut child)
 }
 
@@ -200,7 +215,19 @@ fn ask_to_stop(
         timeout_secs: timeout,
     })
     .map_err(|e| io(e.into()))?;
-    writeln!(stream, "{request}").map_err(io)?;
+    // A supervisor that is ending (another stop reached it first) closes its socket
+    // under us: the machine stops all the same, and the caller waits for the lock.
+    let ending = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+        )
+    };
+    match writeln!(stream, "{request}") {
+        Ok(()) => {}
+        Err(e) if ending(&e) => return Ok(()),
+        Err(e) => return Err(io(e).into()),
+    }
     // A supervisor answers at once; one that does not within this is stuck.
     let patience = Duration::from_secs(5);
     stream.set_read_timeout(Some(patience)).map_err(io)?;
@@ -211,6 +238,7 @@ fn ask_to_stop(
         (_, Ok(Reply::Refused { why })) => why,
         // A supervisor that ended meanwhile has stopped the machine all the same.
         _ if !state::supervised(paths).map_err(io)? => return Ok(()),
+        (Err(e), _) if ending(&e) => return Ok(()),
         (Err(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
             format!(
                 "it did not answer within {} s (it may still stop the machine when it can)",

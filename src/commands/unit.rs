@@ -37,6 +37,11 @@ fn manager(host: &Host) -> Option<Manager> {
     Manager::find(bus)
 }
 
+/// Whether a service manager answers for this user here (`mm start` goes through it).
+pub fn manager_here(host: &Host) -> bool {
+    manager(host).is_some()
+}
+
 fn no_manager(host: &Host, verb: &str) -> Error {
     let bus = Bus::for_uid(host.uid);
     Error::NoSystemd(format!(

@@ -81,6 +81,16 @@ pub struct Usage {
     pub pids: Option<u64>,
 }
 
+/// Moves the calling process into the cgroup whose `cgroup.procs` files `procs` are
+/// ([`MachineCgroup::open_procs`]): `0` names the writer, in whatever PID namespace.
+pub fn join(procs: &[std::fs::File]) -> io::Result<()> {
+    use std::io::Write;
+    for mut file in procs {
+        file.write_all(b"0")?;
+    }
+    Ok(())
+}
+
 fn write(file: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(file, value).map_err(|source| CgroupError::Write {
         file: file.to_owned(),
@@ -237,6 +247,27 @@ impl MachineCgroup {
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// The cgroup's `cgroup.procs` in every hierarchy, opened for writing, for a process
+    /// that joins it later with [`join`] (after it has left the host's namespaces: the
+    /// kernel checks a migration against the credentials and cgroup namespace of whoever
+    /// opened the file).
+    pub fn open_procs(&self) -> Result<Vec<std::fs::File>, CgroupError> {
+        self.dirs
+            .iter()
+            .map(|dir| {
+                let file = dir.join("cgroup.procs");
+                std::fs::File::options()
+                    .write(true)
+                    .open(&file)
+                    .map_err(|source| CgroupError::Write {
+                        file,
+                        value: "a process".to_owned(),
+                        source,
+                    })
+            })
+            .collect()
     }
 
     /// Every process in the machine's cgroup.

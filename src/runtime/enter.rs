@@ -49,20 +49,62 @@ pub fn run(name: &str, paths: &Paths, command: &Command<'_>) -> Result<i32, Runt
         .ok_or_else(|| RuntimeError::NotRunning {
             name: name.to_owned(),
         })?;
-    let gone = || !std::path::Path::new(&format!("/proc/{leader}")).exists();
+    // Held by a pidfd from before mm enters: once in the machine's root, neither the host's
+    // /proc nor the machine's runtime files are in reach to ask whether PID 1 still runs.
+    let pidfd = rustix::process::Pid::from_raw(leader).and_then(|pid| {
+        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+    });
+    let Some(pidfd) = pidfd else {
+        return Err(RuntimeError::NotRunning {
+            name: name.to_owned(),
+        });
+    };
+    // A pidfd turns readable when its process has exited (a zombie, not yet reaped, too).
+    let gone = || exited(&pidfd, None);
+    // The end of a PID namespace kills its processes with SIGKILL while its PID 1 is still
+    // exiting (it becomes a zombie only once they are gone): a command killed so waits
+    // for PID 1 a moment before it is taken for a kill of its own.
+    let stopped_under = |code: i32| {
+        code == 128 + libc::SIGKILL && exited(&pidfd, Some(std::time::Duration::from_secs(2)))
+            || code > 128 && gone()
+    };
     match enter(leader, &launch, command) {
         // The machine stopped under the command: say so, beside the status it ended with.
-        Ok(code) if code > 128 && gone() => {
+        Ok(code) if stopped_under(code) => {
             eprintln!("mm: machine {name} stopped while the command ran");
             Ok(code)
         }
         Ok(code) => Ok(code),
-        // Its namespaces went while mm joined them.
-        Err(_) if gone() => Err(RuntimeError::NotRunning {
+        // Its namespaces went while mm joined them: PID 1 ended, or is ending (an exiting
+        // process loses its namespaces before it becomes a zombie).
+        Err(failure) if gone() || leaving(leader, &failure) => Err(RuntimeError::NotRunning {
             name: name.to_owned(),
         }),
-        Err(failure) => Err(RuntimeError::Step(failure)),
+        Err(failure) => Err(RuntimeError::Enter {
+            name: name.to_owned(),
+            failure,
+        }),
     }
+}
+
+/// Whether `failure` is PID 1's namespaces or root vanishing under mm: they go only when
+/// it exits.
+fn leaving(leader: i32, failure: &StepFailure) -> bool {
+    let proc = format!("/proc/{leader}/");
+    matches!(&failure.step, Step::Open { path } if path.starts_with(&proc))
+        && matches!(failure.errno, Some(libc::ENOENT | libc::ESRCH))
+}
+
+/// Whether the process of `pidfd` has exited, or does within `wait`.
+fn exited(pidfd: &OwnedFd, wait: Option<std::time::Duration>) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let wait = wait.unwrap_or_default();
+    let timeout = rustix::time::Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
 }
 
 fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, StepFailure> {
@@ -82,11 +124,14 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     }
     let root_path = std::path::PathBuf::from(format!("{proc}/root"));
     let root = File::open(&root_path).step(|| Step::Open { path: root_path })?;
-    if let Some(cgroup) = MachineCgroup::from_plan(&launch.plan.cgroup) {
-        cgroup
-            .add(std::process::id() as i32)
-            .map_err(|e| StepFailure::other(Step::EnterCgroup, e.to_string()))?;
-    }
+    // Only the command joins the machine's cgroup, never mm itself: the supervisor kills
+    // what is left in it when PID 1 ends, and mm must live to say that the machine stopped.
+    let cgroup_procs = match MachineCgroup::from_plan(&launch.plan.cgroup) {
+        Some(cgroup) => cgroup
+            .open_procs()
+            .map_err(|e| StepFailure::other(Step::EnterCgroup, e.to_string()))?,
+        None => Vec::new(),
+    };
     for (fd, flag, name) in &joins {
         sys::setns(fd.as_fd(), *flag).step(|| Step::JoinNamespace {
             name: (*name).to_owned(),
@@ -109,9 +154,12 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<i32, Ste
     // SAFETY: single-threaded (see the module comment); the child sets itself up and execs.
     match unsafe { fork() }.step(|| Step::Fork { argv: vec![] })? {
         ForkResult::Child => {
-            let failure = match streams.attach() {
-                Ok(()) => in_machine(launch, command, streams.has_terminal(), start_in),
-                Err(e) => StepFailure::io(Step::AttachStreams, &e),
+            let failure = match super::cgroup::join(&cgroup_procs) {
+                Err(e) => StepFailure::io(Step::EnterCgroup, &e),
+                Ok(()) => match streams.attach() {
+                    Ok(()) => in_machine(launch, command, streams.has_terminal(), start_in),
+                    Err(e) => StepFailure::io(Step::AttachStreams, &e),
+                },
             };
             eprintln!("mm: {}: {}", failure.step, failure.message);
             // SAFETY: leaving a forked child without running exit handlers.

@@ -47,6 +47,10 @@ pub enum RuntimeError {
     NotRunning { name: String },
     #[error("starting the machine failed: {}: {}", .0.step, .0.message)]
     Step(#[from] StepFailure),
+    /// `mm exec`/`mm shell`: a step of entering a running machine failed (the machine
+    /// itself still runs: one that stopped meanwhile is `NotRunning`).
+    #[error("entering machine {name} failed: {}: {}", .failure.step, .failure.message)]
+    Enter { name: String, failure: StepFailure },
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error("{}: {source}", path.display())]
@@ -91,7 +95,9 @@ impl RuntimeError {
         use launch::{FailureKind, Started, SupervisorFailure};
         let (kind, path, errno) = match self {
             Self::AlreadyRunning { .. } => return Started::AlreadyRunning,
-            Self::Step(failure) => return Started::StepFailed(failure.clone()),
+            Self::Step(failure) | Self::Enter { failure, .. } => {
+                return Started::StepFailed(failure.clone());
+            }
             Self::Io { path, source }
             | Self::Control { path, source }
             | Self::Remove { path, source }
@@ -130,7 +136,7 @@ impl RuntimeError {
             | Self::Remove { .. }
             | Self::Control { .. }
             | Self::StopNotRecorded { .. } => ExitCode::Io,
-            Self::Step(f) => match f.exec_failed() {
+            Self::Step(f) | Self::Enter { failure: f, .. } => match f.exec_failed() {
                 Some(true) => ExitCode::CommandNotFound,
                 Some(false) => ExitCode::CannotExecute,
                 None => ExitCode::System,

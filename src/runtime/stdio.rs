@@ -110,12 +110,16 @@ impl Streams {
         self.pty.is_some()
     }
 
-    /// In the forked child, before `exec`: the machine's ends become standard input,
-    /// output and error; the pseudo-terminal, if any, the controlling terminal of a new
-    /// session. Every other descriptor of ours is close-on-exec.
+    /// In the forked child, before `exec`: a session of its own (with the pseudo-terminal,
+    /// if any, as its controlling terminal); the machine's ends become standard input,
+    /// output and error. Every other descriptor of ours is close-on-exec.
+    ///
+    /// The new session holds with pipes too: a process group reaches across PID
+    /// namespaces, so in the caller's group `kill(0, SIGKILL)` from inside the machine
+    /// would kill mm and every host process of the caller's job.
     pub fn attach(&self) -> io::Result<()> {
+        nix::unistd::setsid()?;
         if let Some(pty) = &self.pty {
-            nix::unistd::setsid()?;
             sys::controlling_terminal(pty.slave.as_fd())?;
         }
         let [input, output, error] = &self.streams;
