@@ -280,11 +280,15 @@ fn an_ordinary_user_with_an_unwritable_mm_root_or_no_home_gets_clear_errors() {
         command.env("MM_ROOT", root);
         command
     };
-    for args in [&["start", "web"][..], &["image", "import", &image]] {
+    // A start takes the machine's lock (under run/) before it imports anything.
+    for (args, first) in [
+        (&["start", "web"][..], "run/web"),
+        (&["image", "import", &image], "images"),
+    ] {
         tally.refused(
             &format!("unwritable MM_ROOT: mm {}", args.join(" ")),
             as_user(&locked, args),
-            &format!("{}/images: Permission denied", locked.display()),
+            &format!("{}/{first}: Permission denied", locked.display()),
         );
     }
     // Reading needs nothing there.
