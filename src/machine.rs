@@ -3,9 +3,6 @@
 //! the writable layer), the launch, and the command that starts its supervisor; and
 //! finding a machine's runtime files by its name.
 
-use std::io::{Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -237,42 +234,15 @@ fn make_home(host: &Host, state_dir: &Path, dir: &Path, keep: &plan::KeepId) -> 
         .map_err(|e| RuntimeError::io(dir, e).into())
 }
 
-/// How the supervisor is told which descriptor holds its launch: `--launch-fd=N`.
-pub const LAUNCH_FD_ARG: &str = "--launch-fd=";
+pub use crate::runtime::launch::LAUNCH_FD_ARG;
 
-/// `mm __supervise [--detach] --launch-fd=N` with the launch, as JSON, on descriptor N.
-/// The file must live until the command has been spawned, so it is returned with it.
+/// `mm __supervise [--detach] --launch-fd=N` with the launch, as JSON, on descriptor N
+/// (see [`crate::runtime::launch::supervisor_command`]).
 pub fn supervisor_command(
     launch: &Launch,
     detach: bool,
 ) -> Result<(Command, std::fs::File), Error> {
-    let io = |e| RuntimeError::io(Path::new("the launch file"), e);
-    let mut file = tempfile::tempfile().map_err(io)?;
-    let json = serde_json::to_vec(launch).map_err(|e| io(e.into()))?;
-    file.write_all(&json).map_err(io)?;
-    file.rewind().map_err(io)?;
-    let exe =
-        std::env::current_exe().map_err(|e| RuntimeError::io(Path::new("/proc/self/exe"), e))?;
-    let mut command = Command::new(exe);
-    command.arg("__supervise");
-    if detach {
-        command.arg("--detach");
-    }
-    // The launch stays on its own descriptor, named on the command line: `mm run` executes
-    // the supervisor in place, from a process whose other threads (the bus probe's) own
-    // descriptors, so nothing may be moved over one of them (a dup2 onto 3 once did).
-    let fd = file.as_raw_fd();
-    command.arg(format!("{LAUNCH_FD_ARG}{fd}"));
-    // SAFETY: fcntl is async-signal-safe, and only clears close-on-exec on our own file.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok((command, file))
+    Ok(crate::runtime::launch::supervisor_command(launch, detach)?)
 }
 
 /// A machine's name (a NAME or a path to NAME.toml) and its runtime files.

@@ -51,6 +51,9 @@ pub(super) fn process(
     };
     Process {
         pid1: if exec.boot { Pid1::Boot } else { Pid1::MmInit },
+        rlimits: Vec::new(),
+        waits_for_start: false,
+        groups: Vec::new(),
         hostname: def.name.to_string(),
         command,
     }

@@ -18,27 +18,18 @@ pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
     if security.no_new_privileges {
         sys::no_new_privs().step(|| Step::NoNewPrivs)?;
     }
-    let filter = seccomp::Filter::by_name(&security.seccomp).ok_or_else(|| {
-        StepFailure::other(
-            Step::LoadSeccomp { filter: None },
-            format!("no filter named {}", security.seccomp),
-        )
-    })?;
-    seccomp::install(filter).step(|| Step::LoadSeccomp {
-        filter: Some(security.seccomp.to_string()),
-    })?;
-    let keep = security
-        .capabilities
-        .iter()
-        .map(|name| {
-            name.parse::<Capability>().map_err(|_| {
-                StepFailure::other(
-                    Step::CapabilityBoundingSet,
-                    format!("`{name}` is not a capability this system knows"),
-                )
-            })
-        })
-        .collect::<Result<HashSet<Capability>, _>>()?;
+    if security.seccomp != crate::plan::NO_SECCOMP {
+        let filter = seccomp::Filter::by_name(&security.seccomp).ok_or_else(|| {
+            StepFailure::other(
+                Step::LoadSeccomp { filter: None },
+                format!("no filter named {}", security.seccomp),
+            )
+        })?;
+        seccomp::install(filter).step(|| Step::LoadSeccomp {
+            filter: Some(security.seccomp.to_string()),
+        })?;
+    }
+    let keep = capability_set(&security.capabilities)?;
     let caps_err =
         |what: Step| move |e: caps::errors::CapsError| StepFailure::other(what, e.to_string());
     for cap in caps::all() {
@@ -49,8 +40,103 @@ pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
         }
     }
     caps::clear(None, CapSet::Ambient).map_err(caps_err(Step::ClearAmbientCapabilities))?;
-    caps::set(None, CapSet::Inheritable, &HashSet::new())
-        .map_err(caps_err(Step::ClearInheritableCapabilities))
+    caps::set(
+        None,
+        CapSet::Inheritable,
+        &capability_set(&security.inheritable)?,
+    )
+    .map_err(caps_err(Step::ClearInheritableCapabilities))
+}
+
+/// Raises the plan's ambient set (it needs each capability permitted and inheritable): the
+/// last step before an OCI process executes, after it became its user.
+pub fn raise_ambient(security: &Security) -> Result<(), StepFailure> {
+    if security.ambient.is_empty() {
+        return Ok(());
+    }
+    let wanted = capability_set(&security.ambient)?;
+    let inheritable = caps::read(None, CapSet::Inheritable)
+        .map_err(|e| StepFailure::other(Step::RaiseAmbientCapabilities, e.to_string()))?;
+    caps::set(
+        None,
+        CapSet::Inheritable,
+        &inheritable.union(&wanted).copied().collect(),
+    )
+    .map_err(|e| StepFailure::other(Step::RaiseAmbientCapabilities, e.to_string()))?;
+    for cap in wanted {
+        caps::raise(None, CapSet::Ambient, cap)
+            .map_err(|e| StepFailure::other(Step::RaiseAmbientCapabilities, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `UID:GID` with exactly `groups` as its supplementary groups (an OCI process's user,
+/// which names no account).
+pub fn numeric_user(spec: &str, groups: &[u32]) -> Result<User, StepFailure> {
+    let ids = spec
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
+    let Some((uid, gid)) = ids else {
+        return Err(StepFailure::other(
+            Step::SetGroups {
+                groups: groups.to_vec(),
+            },
+            format!("`{spec}` is not UID:GID"),
+        ));
+    };
+    Ok(User {
+        uid,
+        gid,
+        groups: groups.to_vec(),
+        account: None,
+    })
+}
+
+/// `setrlimit(2)` of one of the plan's limits.
+pub fn set_rlimit(limit: &crate::plan::Rlimit) -> Result<(), StepFailure> {
+    use nix::sys::resource::{Resource, setrlimit};
+    let step = || Step::SetRlimit {
+        resource: limit.resource.clone(),
+    };
+    let resource = match limit.resource.as_str() {
+        "RLIMIT_AS" => Resource::RLIMIT_AS,
+        "RLIMIT_CORE" => Resource::RLIMIT_CORE,
+        "RLIMIT_CPU" => Resource::RLIMIT_CPU,
+        "RLIMIT_DATA" => Resource::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => Resource::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => Resource::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => Resource::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => Resource::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => Resource::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => Resource::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => Resource::RLIMIT_NPROC,
+        "RLIMIT_RSS" => Resource::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => Resource::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => Resource::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => Resource::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => Resource::RLIMIT_STACK,
+        other => {
+            return Err(StepFailure::other(
+                step(),
+                format!("`{other}` is not a resource limit this system knows"),
+            ));
+        }
+    };
+    setrlimit(resource, limit.soft, limit.hard).step(step)
+}
+
+fn capability_set(names: &[String]) -> Result<HashSet<Capability>, StepFailure> {
+    names
+        .iter()
+        .map(|name| {
+            name.parse::<Capability>().map_err(|_| {
+                StepFailure::other(
+                    Step::CapabilityBoundingSet,
+                    format!("`{name}` is not a capability this system knows"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// A user inside the machine, resolved from its `/etc/passwd` and `/etc/group`.
