@@ -73,6 +73,12 @@ fn flag_words(flags: MsFlags) -> String {
         (MsFlags::MS_NOEXEC, "noexec"),
         (MsFlags::MS_SLAVE, "slave"),
         (MsFlags::MS_PRIVATE, "private"),
+        (MsFlags::MS_RELATIME, "relatime"),
+        (MsFlags::MS_STRICTATIME, "strictatime"),
+        (MsFlags::MS_NOATIME, "noatime"),
+        (MsFlags::MS_NODIRATIME, "nodiratime"),
+        (MsFlags::MS_SYNCHRONOUS, "sync"),
+        (MsFlags::MS_DIRSYNC, "dirsync"),
     ]
     .into_iter()
     .filter(|(flag, _)| flags.contains(*flag))
