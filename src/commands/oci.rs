@@ -26,9 +26,14 @@ pub fn run(args: OciArgs) -> Result<ExitCode, Error> {
 }
 
 fn verb(args: OciArgs) -> Result<ExitCode, Error> {
-    let options = Options {
-        state_root: state_root(args.root)?,
-        systemd_cgroup: args.systemd_cgroup,
+    let root = args.root;
+    let systemd_cgroup = args.systemd_cgroup;
+    // Only the verbs that touch containers need a state directory.
+    let options = move || -> Result<Options, Error> {
+        Ok(Options {
+            state_root: state_root(root)?,
+            systemd_cgroup,
+        })
     };
     match args.command {
         OciCommand::Create {
@@ -44,23 +49,23 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
                     "--console-socket: a terminal (process.terminal) is not supported by mm yet",
                 ));
             }
-            lifecycle::create(&options, &id, &bundle, pid_file.as_deref())?;
+            lifecycle::create(&options()?, &id, &bundle, pid_file.as_deref())?;
             Ok(ExitCode::Ok)
         }
         OciCommand::Start { id } => {
-            lifecycle::start(&options, &id)?;
+            lifecycle::start(&options()?, &id)?;
             Ok(ExitCode::Ok)
         }
         OciCommand::State { id } => {
-            print_json(&Container::new(&options.state_root, &id)?.state()?)?;
+            print_json(&Container::new(&options()?.state_root, &id)?.state()?)?;
             Ok(ExitCode::Ok)
         }
         OciCommand::Kill { all, id, signal } => {
-            lifecycle::kill(&options, &id, &signal, all)?;
+            lifecycle::kill(&options()?, &id, &signal, all)?;
             Ok(ExitCode::Ok)
         }
         OciCommand::Delete { force, id } => {
-            lifecycle::delete(&options, &id, force)?;
+            lifecycle::delete(&options()?, &id, force)?;
             Ok(ExitCode::Ok)
         }
         OciCommand::Run {
@@ -69,6 +74,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             detach,
             id,
         } => {
+            let options = options()?;
             lifecycle::create(&options, &id, &bundle, pid_file.as_deref())?;
             lifecycle::start(&options, &id)?;
             if detach {
@@ -107,7 +113,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
                 Some(path) => super::definitions::read_host(&path)?,
                 None => mm::host::Host::probe(),
             };
-            let plan = mm::oci::plan(&bundle, &id, &host, &options)?;
+            let plan = mm::oci::plan(&bundle, &id, &host, &options()?)?;
             if json {
                 print_json(&plan.hashed())?;
             } else {

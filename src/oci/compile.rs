@@ -511,6 +511,17 @@ fn mounts(
                     );
                     continue;
                 }
+                // Without a cgroup namespace of its own, a user namespace may not mount
+                // cgroup file systems: the host's tree is bound, read-only, as runc binds it.
+                if !linux.namespaces.iter().any(|n| n.kind == "cgroup") {
+                    all.push(Mount::Bind {
+                        source: PathBuf::from("/sys/fs/cgroup"),
+                        target,
+                        readonly: true,
+                        recursive: true,
+                    });
+                    continue;
+                }
                 match crate::plan::host_cgroup_tree(host, false) {
                     Some(tree) => all.push(tree),
                     None => errors.at(
