@@ -92,7 +92,6 @@ fn every_unsupported_field_is_named_with_its_path() {
             "linux.seccomp",
             "linux.sysctl",
             "process.apparmorProfile",
-            "process.user.umask",
         ]
     );
     assert!(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::fields::FieldError;
 use super::spec::{self, Spec};
-use crate::definition::{ImageSource, MachineName, Resources, capability};
+use crate::definition::{ImageSource, Resources, capability};
 use crate::host::Host;
 use crate::idmap::IdMapEntry;
 use crate::plan::{
@@ -66,7 +66,7 @@ impl Errors {
 pub fn compile(
     config: &Spec,
     bundle: &Path,
-    id: &MachineName,
+    id: &super::ContainerId,
     host: &Host,
     options: &Options,
 ) -> Result<Plan, Vec<FieldError>> {
@@ -94,7 +94,7 @@ pub fn compile(
     };
     Ok(Plan {
         machine: crate::plan::Machine {
-            name: id.clone(),
+            name: id.name().clone(),
             description: Some(format!("OCI bundle {}", bundle.display())),
             definition: bundle.join("config.json"),
             runtime_dir: runtime_dir.clone(),
@@ -281,7 +281,7 @@ fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
 
 fn cgroup(
     linux: &spec::Linux,
-    id: &MachineName,
+    id: &super::ContainerId,
     host: &Host,
     options: &Options,
     errors: &mut Errors,
@@ -606,7 +606,7 @@ fn mounts(
 /// The container's process and how it is locked down.
 fn process(
     config: &Spec,
-    id: &MachineName,
+    id: &super::ContainerId,
     namespaces: &[Namespace],
     errors: &mut Errors,
 ) -> (Process, Security) {
@@ -616,6 +616,7 @@ fn process(
             uid: 0,
             gid: 0,
             additional_gids: Vec::new(),
+            umask: None,
         },
         args: Vec::new(),
         env: Vec::new(),
@@ -646,6 +647,9 @@ fn process(
             format!("`{}` is not an absolute path", p.cwd),
         );
     }
+    if p.user.umask.is_some_and(|m| m > 0o777) {
+        errors.at("process.user.umask", "a umask is at most 0777 (511)");
+    }
     let mut rlimits = Vec::new();
     for (i, limit) in p.rlimits.iter().enumerate() {
         if !RLIMITS.contains(&limit.kind.as_str()) {
@@ -671,7 +675,7 @@ fn process(
             name.clone()
         }
         Some(name) => name.clone(),
-        None => id.to_string(),
+        None => id.name().to_string(),
     };
     let security = security(p, errors);
     let process = Process {
@@ -686,6 +690,7 @@ fn process(
         rlimits,
         waits_for_start: true,
         groups: p.user.additional_gids.clone(),
+        umask: p.user.umask,
     };
     (process, security)
 }

@@ -113,7 +113,7 @@ pub fn plan(
     host: &crate::host::Host,
     options: &Options,
 ) -> Result<crate::plan::Plan, OciError> {
-    let name = container_id(id)?;
+    let name = ContainerId::new(id)?;
     let bundle = std::path::absolute(bundle).map_err(|e| OciError::io(bundle, e))?;
     let spec = load(&bundle)?;
     compile(&spec, &bundle, &name, host, options).map_err(|errors| OciError::Config {
@@ -122,11 +122,80 @@ pub fn plan(
     })
 }
 
-/// A container id as mm takes it: a hostname label (what podman's and containerd's
-/// 64-hex-digit ids are), since it names the container's cgroup and state directory.
-pub fn container_id(id: &str) -> Result<crate::definition::MachineName, OciError> {
-    crate::definition::MachineName::new(id).map_err(|why| OciError::BadId {
-        id: id.to_owned(),
-        why,
-    })
+/// A container id as mm takes it: 1 to 200 letters, digits and `_ + - .`, not starting
+/// with a dot (runc's rule, bounded so that `mm-oci-ID.scope` is a file name); it names the
+/// container's state directory and cgroup. Podman's and containerd's ids are 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerId {
+    id: String,
+    /// The plan's machine name, a hostname label: the id itself when it is one, else the
+    /// id cut to 63 characters with other characters as `-`.
+    name: crate::definition::MachineName,
+}
+
+impl ContainerId {
+    pub fn new(id: &str) -> Result<Self, OciError> {
+        let bad = |why: &str| OciError::BadId {
+            id: id.to_owned(),
+            why: why.to_owned(),
+        };
+        if id.is_empty() || id.len() > 200 {
+            return Err(bad("it must have 1 to 200 characters"));
+        }
+        if id.starts_with('.') {
+            return Err(bad("it must not start with a dot"));
+        }
+        if !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'))
+        {
+            return Err(bad("it may hold only letters, digits and _ + - ."));
+        }
+        let label: String = id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(63)
+            .collect();
+        let name = crate::definition::MachineName::new(id)
+            .or_else(|_| crate::definition::MachineName::new(label.trim_matches('-')))
+            .map_err(|why| bad(&why))?;
+        Ok(Self {
+            id: id.to_owned(),
+            name,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.id
+    }
+
+    pub fn name(&self) -> &crate::definition::MachineName {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ContainerId;
+
+    #[test]
+    fn container_ids_of_engines_are_taken() {
+        let podman = "c38b54c92057ae6e91715414569c83a7d5f7f8089109419a20c1ded86d3cbc6d";
+        let id = ContainerId::new(podman).unwrap();
+        assert_eq!(id.as_str(), podman);
+        assert_eq!(id.name().as_str(), &podman[..63]);
+        assert_eq!(
+            ContainerId::new("web_1.x").unwrap().name().as_str(),
+            "web-1-x"
+        );
+        for bad in ["", "..", ".x", "a/b", "a b", &"x".repeat(201)] {
+            assert!(ContainerId::new(bad).is_err(), "{bad:?}");
+        }
+    }
 }

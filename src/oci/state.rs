@@ -75,7 +75,7 @@ pub struct Container {
 
 impl Container {
     pub fn new(root: &Path, id: &str) -> Result<Self, OciError> {
-        let name = super::container_id(id)?;
+        let name = super::ContainerId::new(id)?;
         let dir = root.join(name.as_str());
         Ok(Self {
             id: id.to_owned(),

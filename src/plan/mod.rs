@@ -510,6 +510,9 @@ pub struct Process {
     /// [`Pid1::Direct`]: the supplementary groups, exactly (the user is `UID:GID`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<u32>,
+    /// The file mode creation mask PID 1 sets before it executes (else the inherited one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
 }
 
 /// One `setrlimit(2)`, by the resource's name (`RLIMIT_NOFILE`).

@@ -54,6 +54,7 @@ pub(super) fn process(
         rlimits: Vec::new(),
         waits_for_start: false,
         groups: Vec::new(),
+        umask: None,
         hostname: def.name.to_string(),
         command,
     }

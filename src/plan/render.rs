@@ -66,6 +66,9 @@ pub fn render(plan: &Plan) -> String {
             limit.resource, limit.soft, limit.hard
         ));
     }
+    if let Some(umask) = plan.process.umask {
+        details.push(format!("umask {umask:04o}"));
+    }
     if plan.process.waits_for_start {
         details
             .push("waits, set up and locked down, until `mm oci start` lets it execute".to_owned());

@@ -171,6 +171,9 @@ fn direct(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
         for limit in &launch.plan.process.rlimits {
             security::set_rlimit(limit)?;
         }
+        if let Some(mask) = launch.plan.process.umask {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+        }
         security::become_user(&user)?;
         security::raise_ambient(&launch.plan.security)?;
         std::env::set_current_dir(&launch.workdir).step(|| Step::Chdir {
