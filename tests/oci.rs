@@ -92,9 +92,21 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
         &[
             "sh",
             "-c",
-            "echo ids $(id -u):$(id -g) in $(pwd) on $(hostname); grep CapEff /proc/self/status; ulimit -n; exec sleep 1000",
+            "echo ids $(id -u):$(id -g) in $(pwd) on $(hostname); grep CapEff /proc/self/status; ulimit -n; grep ' /shared ' /proc/self/mountinfo; exec sleep 1000",
         ],
     );
+    // A bind with runc's options: read-only, nosuid and noexec.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    edit_config(&bundle, |config| {
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/shared", "type": "bind", "source": shared,
+                "options": ["rbind", "ro", "nosuid", "noexec", "rprivate"]
+            }));
+    });
     let root = dir.path().join("state");
     let out = dir.path().join("container.out");
     let pid_file = dir.path().join("pid");
@@ -155,7 +167,7 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
     assert!(!ok && err.contains("is running"), "a second start: {err}");
     assert_eq!(state(&root, id)["status"], "running");
     eventually("the container wrote its line", || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() >= 3)
+        std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() >= 4)
     });
     let said = std::fs::read_to_string(&out).unwrap();
     println!("the container said: {said}");
@@ -163,6 +175,13 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
     // runc's default set: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
     assert!(said.contains("CapEff:\t0000000020000420"), "{said}");
     assert!(said.lines().any(|l| l == "1024"), "RLIMIT_NOFILE: {said}");
+    let bind = said
+        .lines()
+        .find(|l| l.contains(" /shared "))
+        .unwrap_or_default();
+    for flag in ["ro", "nosuid", "noexec"] {
+        assert!(bind.split([' ', ',']).any(|w| w == flag), "{flag}: {bind}");
+    }
     assert!(cmdline(pid).starts_with("sleep 1000"), "{}", cmdline(pid));
 
     let (ok, err) = oci(&root, &["delete", id], &out);

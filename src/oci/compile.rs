@@ -486,9 +486,13 @@ fn mounts(
                     continue;
                 };
                 let mut readonly = false;
+                let (mut nosuid, mut nodev, mut noexec) = (false, false, false);
                 for (j, o) in m.options.iter().enumerate() {
                     match o.as_str() {
                         "ro" => readonly = true,
+                        "nosuid" => nosuid = true,
+                        "nodev" => nodev = true,
+                        "noexec" => noexec = true,
                         "rw" | "bind" | "rbind" | "private" | "rprivate" => {}
                         other => errors.at(
                             format!("{at}.options[{j}]"),
@@ -498,10 +502,18 @@ fn mounts(
                 }
                 all.push(Mount::Bind {
                     source: bundle.join(source),
-                    target,
+                    target: target.clone(),
                     readonly,
                     recursive: m.options.iter().any(|o| o == "rbind"),
                 });
+                if nosuid || nodev || noexec {
+                    all.push(Mount::Restrict {
+                        target,
+                        nosuid,
+                        nodev,
+                        noexec,
+                    });
+                }
             }
             "cgroup" | "cgroup2" => {
                 if target != "/sys/fs/cgroup" {

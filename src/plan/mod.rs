@@ -303,6 +303,14 @@ pub enum Mount {
     ReadOnly {
         target: String,
     },
+    /// The mount on `target` (a bind made just before) and those below it made nosuid,
+    /// nodev or noexec (an OCI bind mount's options).
+    Restrict {
+        target: String,
+        nosuid: bool,
+        nodev: bool,
+        noexec: bool,
+    },
     /// The machine's console: a pseudo-terminal allocated at start.
     Console {
         target: String,

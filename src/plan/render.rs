@@ -594,6 +594,18 @@ fn mount_line(mount: &Mount) -> String {
             format!("Mask {target} with /dev/null or an empty read-only tmpfs, by its kind")
         }
         Mount::ReadOnly { target } => format!("Make {target} read-only"),
+        Mount::Restrict {
+            target,
+            nosuid,
+            nodev,
+            noexec,
+        } => {
+            let flags: Vec<&str> = [(*nosuid, "nosuid"), (*nodev, "nodev"), (*noexec, "noexec")]
+                .into_iter()
+                .filter_map(|(on, word)| on.then_some(word))
+                .collect();
+            format!("Make {target} {}", flags.join(","))
+        }
         Mount::Console { target } => format!("Bind a new pseudo-terminal on {target}"),
         Mount::CgroupTree { mode, hierarchies } => format!(
             "Mount the cgroup tree on /sys/fs/cgroup ({mode} layout){}",

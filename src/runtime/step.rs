@@ -192,6 +192,10 @@ pub enum Step {
     },
     /// An OCI container's process, waiting for `mm oci start`.
     WaitForStart,
+    /// nosuid, nodev or noexec on a bind.
+    Restrict {
+        target: String,
+    },
     ReadMachineFile {
         path: String,
     },
@@ -283,6 +287,7 @@ impl std::fmt::Display for Step {
             Self::RaiseAmbientCapabilities => f.write_str("raise the ambient capabilities"),
             Self::SetRlimit { resource } => write!(f, "set {resource}"),
             Self::WaitForStart => f.write_str("wait for `mm oci start`"),
+            Self::Restrict { target } => write!(f, "restrict the mount on {target}"),
             Self::Exec { argv } if argv.is_empty() => f.write_str("exec"),
             Self::EnterCgroup => f.write_str("join the machine's cgroup"),
             Self::EnterRoot => f.write_str("enter the machine's root"),

@@ -413,6 +413,27 @@ fn apply(
         }
         Mount::Mask { target, directory } => mask(m, root, target, Some(*directory)),
         Mount::MaskPath { target } => mask(m, root, target, None),
+        Mount::Restrict {
+            target,
+            nosuid,
+            nodev,
+            noexec,
+        } => {
+            let step = || Step::Restrict {
+                target: target.clone(),
+            };
+            let at = m.open_in_root(root, target, None).step(step)?;
+            let at = at.ok_or_else(|| StepFailure::other(step(), "it is missing"))?;
+            let attributes = [
+                (*nosuid, super::sys::MOUNT_ATTR_NOSUID),
+                (*nodev, super::sys::MOUNT_ATTR_NODEV),
+                (*noexec, super::sys::MOUNT_ATTR_NOEXEC),
+            ]
+            .into_iter()
+            .filter_map(|(on, flag)| on.then_some(flag))
+            .fold(0, |all, flag| all | flag);
+            m.set_attributes(at.as_fd(), attributes).step(step)
+        }
         Mount::ReadOnly { target } => {
             let Some(at) = m.open_in_root(root, target, None).step(|| Step::Open {
                 path: target.into(),

@@ -156,6 +156,13 @@ impl Mounter for Recorder {
         self.fd(format!("the file {name}"))
     }
 
+    fn set_attributes(&mut self, mount: BorrowedFd<'_>, attributes: u64) -> io::Result<()> {
+        self.say(format!(
+            "attributes {attributes:#x} on {} (recursive)",
+            self.name(mount)
+        ))
+    }
+
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
         let how = if recursive { " (recursive)" } else { "" };
         self.say(format!("read-only: {}{how}", self.name(tree)))
