@@ -75,6 +75,32 @@ fn state(root: &Path, id: &str) -> serde_json::Value {
     serde_json::from_str(&stdout).unwrap()
 }
 
+/// This test process as conmon and containerd's shim are: a subreaper, so that a
+/// container's process, re-parented when `mm oci create` exits, becomes its child.
+fn be_subreaper() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+}
+
+/// Waits for the container's process as its subreaper does: how it ended.
+fn reap(pid: i64) -> nix::sys::wait::WaitStatus {
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None)
+        .unwrap_or_else(|e| panic!("waitpid {pid}: {e} (the process is not ours)"));
+    assert!(!alive(pid));
+    status
+}
+
+fn killed(pid: i64) {
+    let status = reap(pid);
+    println!("the container's process, reaped by its subreaper: {status:?}");
+    assert!(
+        matches!(
+            status,
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+        ),
+        "{status:?}"
+    );
+}
+
 fn cmdline(pid: i64) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
@@ -86,6 +112,7 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
     if !ready("a_bundle_goes_through_create_start_kill_delete_as_root") {
         return;
     }
+    be_subreaper();
     let dir = shared_tempdir();
     let bundle = bundle(
         dir.path(),
@@ -204,7 +231,7 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
     );
     let left = mounts_anywhere(state_dir.to_str().unwrap());
     assert!(left.is_empty(), "mounts left: {left:?}");
-    assert!(!alive(pid));
+    killed(pid);
     // The bundle is as it was: delete never touches it.
     assert!(bundle.join("rootfs/bin/busybox").exists());
     let (out_, _, stderr) = run(mm_bare(&[
@@ -265,6 +292,7 @@ fn delete_force_removes_a_created_container() {
     if !ready("delete_force_removes_a_created_container") {
         return;
     }
+    be_subreaper();
     let dir = shared_tempdir();
     let bundle = bundle(dir.path(), &["true"]);
     let root = dir.path().join("state");
@@ -279,7 +307,7 @@ fn delete_force_removes_a_created_container() {
     let pid = state(&root, id)["pid"].as_i64().unwrap();
     let (ok, err) = oci(&root, &["delete", "--force", id], &out);
     assert!(ok, "delete --force: {err}");
-    assert!(!alive(pid));
+    killed(pid);
     assert!(!root.join(id).exists());
     let cgroups = cgroup_dirs(&format!("machine.slice/mm-oci-{id}.scope"));
     assert!(cgroups.iter().all(|d| !d.exists()), "{cgroups:?}");
@@ -369,7 +397,7 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
     let (ok, err) = oci_run(as_user(&["delete", "--force", id]), &out);
     assert!(ok, "delete --force: {err}");
     assert!(!root.join(id).exists());
-    assert!(!alive(pid));
+    killed(pid);
     println!(
         "rootless: created, started, said {:?}, deleted",
         std::fs::read_to_string(&out).unwrap().trim()

@@ -703,6 +703,7 @@ fn process(
         waits_for_start: true,
         groups: p.user.additional_gids.clone(),
         umask: p.user.umask,
+        reparented: true,
     };
     (process, security)
 }

@@ -121,19 +121,22 @@ fn spawn(launch: &Launch, id: &str) -> Result<i32, OciError> {
     Err(failed.into())
 }
 
-/// `run` without `--detach`: waits until the container's process has ended (its
-/// supervisor has cleaned up and released the lock); its exit status.
+/// `run` without `--detach`: waits until the container's process has ended and its
+/// supervisor has cleaned up; its exit status. The process is this one's child (a
+/// re-parented PID 1's parent is the one that created it), so its status is here.
 pub fn wait(options: &Options, id: &str) -> Result<Option<i32>, OciError> {
+    use nix::sys::wait::{WaitStatus, waitpid};
     let container = Container::new(&options.state_root, id)?;
+    let pid = container.read()?.map(|r| r.pid).unwrap_or_default();
+    let status = match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(WaitStatus::Exited(_, code)) => Some(code),
+        Ok(WaitStatus::Signaled(_, signal, _)) => Some(128 + signal as i32),
+        _ => None,
+    };
     while container.supervised()? {
         std::thread::sleep(Duration::from_millis(10));
     }
-    match crate::runtime::state::read(&container.paths)
-        .map_err(|e| OciError::io(&container.paths.state(), e))?
-    {
-        Some(crate::runtime::state::Recorded::Stopped { exit_status, .. }) => Ok(exit_status),
-        _ => Ok(None),
-    }
+    Ok(status)
 }
 
 /// `start`: lets a created container's process execute its command.

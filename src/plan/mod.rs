@@ -518,6 +518,12 @@ pub struct Process {
     /// [`Pid1::Direct`]: the supplementary groups, exactly (the user is `UID:GID`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<u32>,
+    /// PID 1 is the child of the process that started the supervisor (`mm oci create`),
+    /// not of the supervisor, and has no death signal: when that process exits, PID 1 is
+    /// re-parented to its subreaper (conmon, containerd's shim), which waits for it and
+    /// gets its exit status, as runc's init is. The supervisor watches it through a pidfd.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reparented: bool,
     /// The file mode creation mask PID 1 sets before it executes (else the inherited one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umask: Option<u32>,

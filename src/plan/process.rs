@@ -55,6 +55,7 @@ pub(super) fn process(
         waits_for_start: false,
         groups: Vec::new(),
         umask: None,
+        reparented: false,
         hostname: def.name.to_string(),
         command,
     }

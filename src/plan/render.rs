@@ -69,6 +69,13 @@ pub fn render(plan: &Plan) -> String {
     if let Some(umask) = plan.process.umask {
         details.push(format!("umask {umask:04o}"));
     }
+    if plan.process.reparented {
+        details.push(
+            "the child of the caller (its subreaper gets it and its exit status), watched by \
+             the supervisor"
+                .to_owned(),
+        );
+    }
     if plan.process.waits_for_start {
         details
             .push("waits, set up and locked down, until `mm oci start` lets it execute".to_owned());

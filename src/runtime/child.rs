@@ -107,7 +107,10 @@ fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
 }
 
 fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> {
-    sys::parent_death_signal(rustix::process::Signal::KILL).step(|| Step::DeathSignal)?;
+    // A re-parented PID 1's parent is the caller, which exits after `create`.
+    if !launch.plan.process.reparented {
+        sys::parent_death_signal(rustix::process::Signal::KILL).step(|| Step::DeathSignal)?;
+    }
     sys::set_name("mm-init");
     let plan = &launch.plan;
     // Rootless, a machine whose root inside is not the user (keep-id: a subordinate id)

@@ -172,6 +172,8 @@ struct Machine<'l> {
     _network: network::Holding,
     /// Write end of PID 1's wait for `mm oci start` (`waits_for_start`), until it is let go.
     barrier: std::cell::RefCell<Option<File>>,
+    /// A re-parented PID 1, readable once it has ended.
+    pidfd: Option<OwnedFd>,
 }
 
 fn supervise(
@@ -212,6 +214,7 @@ fn supervise(
         registered,
         _network: begun.network,
         barrier: std::cell::RefCell::new(begun.barrier),
+        pidfd: begun.pidfd,
     };
     // Without its signals and its socket nothing could stop the machine, and without its
     // log a started machine's output would be lost: either is a failed start.
@@ -222,7 +225,7 @@ fn supervise(
         Err(e) => {
             let _ = kill(machine.leader, Signal::SIGKILL);
             let _ = waitpid(machine.leader, None);
-            finish(machine, 128 + Signal::SIGKILL as i32)?;
+            finish(machine, Some(128 + Signal::SIGKILL as i32))?;
             return Err(e);
         }
     };
@@ -234,7 +237,8 @@ fn supervise(
         console.map(|master| (master, log)),
         detach,
     ) {
-        Ended::Exited(code) => finish(machine, code),
+        Ended::Exited(code) => finish(machine, Some(code)).map(|_| code),
+        Ended::Gone => finish(machine, None).map(|_| 0),
         Ended::Rebooted => restart(machine, control, detach, &lock),
     }
 }
@@ -247,6 +251,8 @@ enum Ended {
     /// A booted init rebooted (reboot(2) ended the PID namespace with SIGHUP), and no stop
     /// was asked for: the machine starts again.
     Rebooted,
+    /// A re-parented PID 1 ended; its parent has its exit status.
+    Gone,
 }
 
 /// A booted init rebooted: takes the machine down as at its end (its processes, cgroup,
@@ -277,7 +283,7 @@ fn restart(
     drop(control);
     let e = reexec(launch, detach, lock);
     let path = Path::new("mm __supervise");
-    record_stopped(&paths, launch, 0)?;
+    record_stopped(&paths, launch, Some(0))?;
     Err(RuntimeError::io(path, e))
 }
 
@@ -474,6 +480,8 @@ struct Begun {
     network: network::Holding,
     interfaces: Vec<u32>,
     barrier: Option<File>,
+    /// A re-parented PID 1, watched (it is not this supervisor's child).
+    pidfd: Option<OwnedFd>,
 }
 
 /// Starts PID 1 and, while it waits in its namespaces, sets up the machine's network.
@@ -505,8 +513,21 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         console,
         barrier: barrier_r,
     };
-    // SAFETY: the supervisor is single-threaded.
-    let spawner = match unsafe { fork() }.step(|| Step::ForkSpawner)? {
+    // Re-parented: the spawner, and so PID 1 (its CLONE_PARENT clone), are the children
+    // of the supervisor's parent.
+    let forked = if plan.process.reparented {
+        // SAFETY: the supervisor is single-threaded.
+        unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }.map(|pid| match pid {
+            0 => ForkResult::Child,
+            pid => ForkResult::Parent {
+                child: Pid::from_raw(pid),
+            },
+        })
+    } else {
+        // SAFETY: the supervisor is single-threaded.
+        unsafe { fork() }.map_err(std::io::Error::from)
+    };
+    let spawner = match forked.step(|| Step::ForkSpawner)? {
         ForkResult::Child => {
             drop((go_w, report_r, master, barrier_w));
             child::spawner(launch, inherited)
@@ -545,7 +566,24 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         }
     }
     let leader = reports.rest()?;
+    let pidfd = if plan.process.reparented {
+        match rustix::process::Pid::from_raw(leader.as_raw())
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                    .map_err(std::io::Error::from)
+            }) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                let _ = kill(leader, Signal::SIGKILL);
+                return Err(StepFailure::io(Step::WatchPid1, &e));
+            }
+        }
+    } else {
+        None
+    };
     Ok(Begun {
+        pidfd,
         leader,
         console: master,
         registrar,
@@ -810,7 +848,15 @@ fn run_loop(
     let mut escaped = false;
     sys::release_clean_file_pages();
     loop {
-        if let Some(ended) = reap(machine.leader, machine.launch.boot) {
+        let ended = match &machine.pidfd {
+            // Its exit status is its parent's; other children are still reaped here.
+            Some(pidfd) => {
+                let _ = reap(machine.leader, false);
+                ended(pidfd).then_some(Ended::Gone)
+            }
+            None => reap(machine.leader, machine.launch.boot),
+        };
+        if let Some(ended) = ended {
             // What the machine wrote last is still in the console.
             if let Some(r) = &mut relay {
                 r.pump();
@@ -824,6 +870,9 @@ fn run_loop(
             PollFd::new(control.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(control.listener.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(pidfd) = &machine.pidfd {
+            fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+        }
         if let Some(r) = &relay {
             r.poll_fds(&mut fds);
         }
@@ -875,6 +924,12 @@ fn stop(machine: &Machine<'_>, stop_with: Option<u32>, deadline: &mut Option<Ins
     }
 }
 
+/// Whether the process behind `pidfd` has ended.
+fn ended(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
 /// How PID 1 ended, if it has; reaps every other child too. A booted init that powers
 /// off, halts or reboots calls reboot(2), which in a PID namespace ends it with SIGINT
 /// (power-off, halt: a clean shutdown, status 0, as systemd-nspawn reports it) or SIGHUP
@@ -900,12 +955,11 @@ fn reap(leader: Pid, boot: bool) -> Option<Ended> {
 
 /// After PID 1 ended: kill stragglers, remove the cgroup and mounts, unregister, record
 /// the status.
-fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
+fn finish(machine: Machine<'_>, code: Option<i32>) -> Result<(), RuntimeError> {
     let launch = machine.launch;
     let paths = machine.paths.clone();
     tear_down(machine)?;
-    record_stopped(&paths, launch, code)?;
-    Ok(code)
+    record_stopped(&paths, launch, code)
 }
 
 /// Kills what is left of the machine, removes its cgroup, mounts and control socket,
@@ -925,9 +979,9 @@ fn tear_down(machine: Machine<'_>) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn record_stopped(paths: &Paths, launch: &Launch, code: i32) -> Result<(), RuntimeError> {
+fn record_stopped(paths: &Paths, launch: &Launch, code: Option<i32>) -> Result<(), RuntimeError> {
     let stopped = Recorded::Stopped {
-        exit_status: Some(code),
+        exit_status: code,
         stopped: state::now(),
         unit: launch.unit.clone(),
     };
