@@ -508,7 +508,8 @@ pub struct Process {
     pub hostname: String,
     /// What PID 1 (the init with `boot`, else the command mm's init runs) executes.
     pub command: Command,
-    /// Resource limits PID 1 sets on itself before it executes its command, in order.
+    /// Resource limits the supervisor sets on PID 1 (`prlimit`, with its own privilege)
+    /// while PID 1 waits for its start (`waits_for_start`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rlimits: Vec<Rlimit>,
     /// PID 1 waits, set up and locked down, before it executes its command, until the

@@ -171,9 +171,6 @@ fn direct(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
         let user = security::numeric_user(&launch.user, &launch.plan.process.groups)?;
         // Its own session, as runc gives its container's process.
         nix::unistd::setsid().step(|| Step::StartSession)?;
-        for limit in &launch.plan.process.rlimits {
-            security::set_rlimit(limit)?;
-        }
         if let Some(mask) = launch.plan.process.umask {
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
         }

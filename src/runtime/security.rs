@@ -92,29 +92,31 @@ pub fn numeric_user(spec: &str, groups: &[u32]) -> Result<User, StepFailure> {
     })
 }
 
-/// `setrlimit(2)` of one of the plan's limits.
-pub fn set_rlimit(limit: &crate::plan::Rlimit) -> Result<(), StepFailure> {
-    use nix::sys::resource::{Resource, setrlimit};
+/// `prlimit(2)` of one of the plan's limits on process `pid`: the supervisor sets them on
+/// PID 1 while it waits for `mm oci start`, with the supervisor's privilege (host root may
+/// raise a hard limit, which no process inside a user namespace may).
+pub fn set_rlimit(pid: i32, limit: &crate::plan::Rlimit) -> Result<(), StepFailure> {
+    use rustix::process::Resource;
     let step = || Step::SetRlimit {
         resource: limit.resource.clone(),
     };
     let resource = match limit.resource.as_str() {
-        "RLIMIT_AS" => Resource::RLIMIT_AS,
-        "RLIMIT_CORE" => Resource::RLIMIT_CORE,
-        "RLIMIT_CPU" => Resource::RLIMIT_CPU,
-        "RLIMIT_DATA" => Resource::RLIMIT_DATA,
-        "RLIMIT_FSIZE" => Resource::RLIMIT_FSIZE,
-        "RLIMIT_LOCKS" => Resource::RLIMIT_LOCKS,
-        "RLIMIT_MEMLOCK" => Resource::RLIMIT_MEMLOCK,
-        "RLIMIT_MSGQUEUE" => Resource::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => Resource::RLIMIT_NICE,
-        "RLIMIT_NOFILE" => Resource::RLIMIT_NOFILE,
-        "RLIMIT_NPROC" => Resource::RLIMIT_NPROC,
-        "RLIMIT_RSS" => Resource::RLIMIT_RSS,
-        "RLIMIT_RTPRIO" => Resource::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => Resource::RLIMIT_RTTIME,
-        "RLIMIT_SIGPENDING" => Resource::RLIMIT_SIGPENDING,
-        "RLIMIT_STACK" => Resource::RLIMIT_STACK,
+        "RLIMIT_AS" => Resource::As,
+        "RLIMIT_CORE" => Resource::Core,
+        "RLIMIT_CPU" => Resource::Cpu,
+        "RLIMIT_DATA" => Resource::Data,
+        "RLIMIT_FSIZE" => Resource::Fsize,
+        "RLIMIT_LOCKS" => Resource::Locks,
+        "RLIMIT_MEMLOCK" => Resource::Memlock,
+        "RLIMIT_MSGQUEUE" => Resource::Msgqueue,
+        "RLIMIT_NICE" => Resource::Nice,
+        "RLIMIT_NOFILE" => Resource::Nofile,
+        "RLIMIT_NPROC" => Resource::Nproc,
+        "RLIMIT_RSS" => Resource::Rss,
+        "RLIMIT_RTPRIO" => Resource::Rtprio,
+        "RLIMIT_RTTIME" => Resource::Rttime,
+        "RLIMIT_SIGPENDING" => Resource::Sigpending,
+        "RLIMIT_STACK" => Resource::Stack,
         other => {
             return Err(StepFailure::other(
                 step(),
@@ -122,7 +124,16 @@ pub fn set_rlimit(limit: &crate::plan::Rlimit) -> Result<(), StepFailure> {
             ));
         }
     };
-    setrlimit(resource, limit.soft, limit.hard).step(step)
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| StepFailure::other(step(), "no such process"))?;
+    let new = rustix::process::Rlimit {
+        current: Some(limit.soft),
+        maximum: Some(limit.hard),
+    };
+    rustix::process::prlimit(Some(pid), resource, new)
+        .map(drop)
+        .map_err(std::io::Error::from)
+        .step(step)
 }
 
 fn capability_set(names: &[String]) -> Result<HashSet<Capability>, StepFailure> {

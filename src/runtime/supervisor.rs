@@ -549,6 +549,16 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         Ok(()) => {
             reports.until_leader();
             let _ = waitpid(spawner, None);
+            // PID 1's limits, set with this supervisor's privilege while PID 1 cannot have
+            // executed yet (plans with limits wait for `mm oci start`).
+            if let (Some(leader), None) = (reports.leader, &reports.failure) {
+                for limit in &plan.process.rlimits {
+                    if let Err(failure) = super::security::set_rlimit(leader.as_raw(), limit) {
+                        reports.fail(failure);
+                        break;
+                    }
+                }
+            }
             if let (Some(leader), None) = (reports.leader, &reports.failure) {
                 let attached = network::attach(plan, leader, &mut holding).and_then(|attached| {
                     if network::pid1_waits(plan) {
