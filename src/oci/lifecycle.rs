@@ -29,7 +29,8 @@ pub fn create(
     pid_file: Option<&Path>,
 ) -> Result<i32, OciError> {
     let container = Container::new(&options.state_root, id)?;
-    let host = crate::host::Host::probe();
+    let host =
+        crate::host::Host::probe_without_buses("not asked: mm does not register OCI containers");
     let plan = super::plan(bundle, id, &host, options)?;
     let annotations = super::load(bundle)?.annotations;
     let root = &options.state_root;
