@@ -301,6 +301,11 @@ pub enum Command {
     /// Bring images into mm's store, list, extract and remove them
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run OCI bundles with runc's command line (podman --runtime, see docs/oci.md)
+    ///
+    /// Installed as /usr/bin/mm-runc (a symlink to mm), mm behaves as `mm oci`, so that
+    /// `podman --runtime /usr/bin/mm-runc` drives it.
+    Oci(OciArgs),
     /// Show what mm knows about this host: ids, subordinate ranges, cgroups, D-Bus, paths
     Host {
         /// Print the facts as JSON (usable with `mm plan --host-file`)
@@ -417,5 +422,112 @@ pub enum ImageCommand {
         /// Only show what would be removed
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+/// `mm oci`: runc's global flags, then the verb.
+#[derive(Debug, clap::Args)]
+pub struct OciArgs {
+    /// Where containers' state lives (default /run/mm-oci, or $XDG_RUNTIME_DIR/mm-oci)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Also write errors (and with --debug, each command) to this file
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// The log's format
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    pub log_format: OciLogFormat,
+    /// linux.cgroupsPath is SLICE:PREFIX:NAME (systemd's form)
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// Log each command to --log
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: OciCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OciLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OciCommand {
+    /// Create a container: its process set up and waiting for `start`
+    Create {
+        /// The bundle: a directory with config.json and the root file system
+        #[arg(short, long, default_value = ".", value_name = "DIR")]
+        bundle: PathBuf,
+        /// Write the container's pid here
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// Where to send the terminal's master side (not supported yet: refused)
+        #[arg(long, value_name = "SOCKET")]
+        console_socket: Option<PathBuf>,
+        /// Accepted as runc does: mm always pivots
+        #[arg(long)]
+        no_pivot: bool,
+        /// Accepted as runc does: mm makes no session keyring
+        #[arg(long)]
+        no_new_keyring: bool,
+        /// The container's id
+        id: String,
+    },
+    /// Let a created container's process execute its command
+    Start { id: String },
+    /// Print a container's state (runtime-spec JSON)
+    State { id: String },
+    /// Send a signal to a container's process (default SIGTERM)
+    Kill {
+        /// To every process in its cgroup
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Remove a stopped container and everything `create` made
+    Delete {
+        /// Kill it first if it still runs
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Create and start a container, then wait for it and delete it (unless --detach)
+    Run {
+        #[arg(short, long, default_value = ".", value_name = "DIR")]
+        bundle: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// Return once it runs
+        #[arg(short, long)]
+        detach: bool,
+        id: String,
+    },
+    /// Print what this runtime supports (runtime-spec features JSON)
+    Features,
+    /// Write a config.json that mm takes, for a rootfs/ beside it
+    Spec {
+        /// For an ordinary user: with a user namespace
+        #[arg(long)]
+        rootless: bool,
+        #[arg(short, long, default_value = ".", value_name = "DIR")]
+        bundle: PathBuf,
+    },
+    /// Show the plan a bundle compiles into (as `mm plan` shows a machine's)
+    Plan {
+        #[arg(short, long, default_value = ".", value_name = "DIR")]
+        bundle: PathBuf,
+        /// The container id the plan is for
+        #[arg(long, default_value = "bundle")]
+        id: String,
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
+        /// Compile against host facts saved by `mm host --json` instead of this host's
+        #[arg(long, value_name = "FILE")]
+        host_file: Option<PathBuf>,
     },
 }

@@ -56,6 +56,12 @@ pub fn commit(
             )
             .into());
         }
+        Upper::InPlace { .. } => {
+            return Err(cannot(
+                "it is an OCI container: its root is its bundle's directory".to_owned(),
+            )
+            .into());
+        }
         Upper::ReadOnly => {
             return Err(
                 cannot("it has no writable layer (its root is read-only)".to_owned()).into(),

@@ -68,6 +68,9 @@ pub enum Error {
     /// Something the user asked to see does not exist (a machine's console log).
     #[error("{0}")]
     Missing(String),
+    /// `mm oci`: a bundle mm cannot take, or a container in the wrong state.
+    #[error(transparent)]
+    Oci(#[from] crate::oci::OciError),
 }
 
 impl From<LoadError> for Error {
@@ -102,6 +105,7 @@ impl Error {
             Self::Missing(_) => ExitCode::NotFound,
             Self::NoSystemd(_) => ExitCode::HostCannot,
             Self::Export(e) => export_exit_code(e),
+            Self::Oci(e) => e.exit_code(),
         }
     }
 

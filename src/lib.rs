@@ -13,6 +13,7 @@ pub mod idmap;
 pub mod image;
 pub mod machine;
 pub mod network;
+pub mod oci;
 pub mod plan;
 pub mod runtime;
 pub mod signal;

@@ -3,9 +3,6 @@
 //! the writable layer), the launch, and the command that starts its supervisor; and
 //! finding a machine's runtime files by its name.
 
-use std::io::{Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,7 +17,6 @@ use crate::image::{Request, Store};
 use crate::network::ipam::Ipam;
 use crate::plan::{self, IdMapping, Layers, Plan, Upper};
 use crate::runtime::state::{self, Paths};
-use crate::runtime::supervisor::LOCK_FD_ARG;
 use crate::runtime::{Console, Launch, RuntimeError};
 
 /// Loads, checks and compiles one definition: everything short of touching the system.
@@ -254,49 +250,20 @@ fn make_home(host: &Host, state_dir: &Path, dir: &Path, keep: &plan::KeepId) -> 
         .map_err(|e| RuntimeError::io(dir, e).into())
 }
 
-/// How the supervisor is told which descriptor holds its launch: `--launch-fd=N`.
-pub const LAUNCH_FD_ARG: &str = "--launch-fd=";
+pub use crate::runtime::launch::LAUNCH_FD_ARG;
 
-/// `mm __supervise [--detach] --launch-fd=N` with the launch, as JSON, on descriptor N.
-/// The file must live until the command has been spawned, so it is returned with it.
+/// `mm __supervise [--detach] --launch-fd=N` with the launch, as JSON, on descriptor N
+/// (see [`crate::runtime::launch::supervisor_command`]).
 pub fn supervisor_command(
     launch: &Launch,
     detach: bool,
     lock: &std::fs::File,
 ) -> Result<(Command, std::fs::File), Error> {
-    let io = |e| RuntimeError::io(Path::new("the launch file"), e);
-    let mut file = tempfile::tempfile().map_err(io)?;
-    let json = serde_json::to_vec(launch).map_err(|e| io(e.into()))?;
-    file.write_all(&json).map_err(io)?;
-    file.rewind().map_err(io)?;
-    let exe =
-        std::env::current_exe().map_err(|e| RuntimeError::io(Path::new("/proc/self/exe"), e))?;
-    let mut command = Command::new(exe);
-    command.arg("__supervise");
-    if detach {
-        command.arg("--detach");
-    }
-    // The launch stays on its own descriptor, named on the command line: `mm run` executes
-    // the supervisor in place, from a process whose other threads (the bus probe's) own
-    // descriptors, so nothing may be moved over one of them (a dup2 onto 3 once did).
-    let fd = file.as_raw_fd();
-    command.arg(format!("{LAUNCH_FD_ARG}{fd}"));
-    // The machine's lock, which the caller took before preparing anything, goes to the
-    // supervisor as it is: no other mm finds the machine unlocked in between.
-    let lock_fd = lock.as_raw_fd();
-    command.arg(format!("{LOCK_FD_ARG}{lock_fd}"));
-    // SAFETY: fcntl is async-signal-safe, and only clears close-on-exec on our own files.
-    unsafe {
-        command.pre_exec(move || {
-            for keep in [fd, lock_fd] {
-                if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    Ok((command, file))
+    Ok(crate::runtime::launch::supervisor_command(
+        launch,
+        detach,
+        Some(lock),
+    )?)
 }
 
 /// The store layer directories that running machines' overlays are made of (read from

@@ -5,6 +5,9 @@ use clap::Parser;
 
 const SUPERVISOR_ARG: &str = "__supervise";
 
+/// The name under which mm is `mm oci` (docs/oci.md).
+const OCI_NAME: &str = "mm-runc";
+
 fn main() -> std::process::ExitCode {
     // The rootless unpack worker must unshare its user namespace while it has one thread.
     if std::env::args_os()
@@ -34,9 +37,24 @@ fn main() -> std::process::ExitCode {
             .iter()
             .find_map(|a| a.strip_prefix(mm::runtime::supervisor::LOCK_FD_ARG))
             .and_then(|n| n.parse().ok());
-        mm::runtime::supervisor::main(detach, fd, lock);
+        let answer = args
+            .iter()
+            .find_map(|a| a.strip_prefix(mm::runtime::supervisor::ANSWER_FD_ARG))
+            .and_then(|n| n.parse().ok());
+        mm::runtime::supervisor::main(detach, fd, lock, answer);
     }
-    let cli = cli::Cli::parse();
+    // Installed as mm-runc (a symlink to mm), mm is `mm oci`: podman, conmon and
+    // containerd's shim call their runtime with runc's global flags, then the verb.
+    let invoked = std::env::args_os().next().unwrap_or_default();
+    let cli = if std::path::Path::new(&invoked)
+        .file_name()
+        .is_some_and(|name| name == OCI_NAME)
+    {
+        let rest = std::env::args_os().skip(1);
+        cli::Cli::parse_from(["mm".into(), "oci".into()].into_iter().chain(rest))
+    } else {
+        cli::Cli::parse()
+    };
     let code = match commands::run(cli) {
         Ok(code) => code,
         Err(mm::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => mm::ExitCode::Ok,

@@ -26,7 +26,7 @@ pub fn plan(machine: &str, json: bool, host_file: Option<&Path>) -> Result<ExitC
     Ok(ExitCode::Ok)
 }
 
-fn read_host(path: &Path) -> Result<Host, Error> {
+pub fn read_host(path: &Path) -> Result<Host, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_owned(),
         source,

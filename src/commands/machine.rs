@@ -236,6 +236,7 @@ fn ask_to_stop(
     let why = match (read, serde_json::from_str::<Reply>(&reply)) {
         (_, Ok(Reply::Stopping)) => return Ok(()),
         (_, Ok(Reply::Refused { why })) => why,
+        (_, Ok(Reply::Started)) => "it answered a start request".to_owned(),
         // A supervisor that ended meanwhile has stopped the machine all the same.
         _ if !state::supervised(paths).map_err(io)? => return Ok(()),
         (Err(e), _) if ending(&e) => return Ok(()),

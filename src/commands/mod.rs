@@ -12,6 +12,7 @@ mod definitions;
 mod export;
 mod image;
 mod machine;
+mod oci;
 mod output;
 mod ps;
 mod unit;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::List { json } => definitions::list(json),
         Command::Host { json } => definitions::host(json),
         Command::Image(command) => image::run(command),
+        Command::Oci(args) => oci::run(args),
         Command::Run {
             machine,
             keep_unit,

@@ -42,6 +42,16 @@ pub struct BusFacts {
 }
 
 impl BusFacts {
+    /// The facts of a command that has no use for the buses (`mm oci`: an OCI container
+    /// is not registered by mm), which so neither waits for them nor starts zbus's thread.
+    pub fn not_probed(why: &str) -> Self {
+        Self {
+            system_bus: Probe::no(why),
+            machined: Probe::no(why),
+            user_bus: Probe::no(why),
+        }
+    }
+
     /// Connects to each bus and asks the system bus about machined. Connections are dropped
     /// before this returns.
     pub fn probe() -> Self {

@@ -61,6 +61,15 @@ impl Host {
 
     /// Probes the running system. Never fails: what cannot be read is noted and left empty.
     pub fn probe() -> Self {
+        Self::probe_with(BusFacts::probe)
+    }
+
+    /// As [`Host::probe`], without the buses (see [`BusFacts::not_probed`]).
+    pub fn probe_without_buses(why: &str) -> Self {
+        Self::probe_with(|| BusFacts::not_probed(why))
+    }
+
+    fn probe_with(bus: impl FnOnce() -> BusFacts) -> Self {
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();
         let mut notes = Vec::new();
@@ -101,7 +110,7 @@ impl Host {
             subgid,
             cgroup: CgroupFacts::probe(uid),
             dirs,
-            bus: BusFacts::probe(),
+            bus: bus(),
             systemd_pid1: std::path::Path::new("/run/systemd/system").is_dir(),
             unit_cgroup: None,
             network: NetworkFacts::probe(),

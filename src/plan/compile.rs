@@ -196,7 +196,7 @@ fn cgroup(def: &Definition, host: &Host) -> Result<Cgroup, Diagnostic> {
 /// `systemd-nspawn --keep-unit`), so that machined and systemd see it as the unit's;
 /// otherwise `machine.slice/mm-NAME.scope` (root) or `mm-NAME.scope` in the user's
 /// delegated subtree.
-fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> {
+pub fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> {
     let facts = &host.cgroup;
     let in_unit = host
         .unit_cgroup
@@ -205,8 +205,7 @@ fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> 
     let leaf = format!("mm-{name}.scope");
     if host.is_root() {
         let path = in_unit.unwrap_or_else(|| format!("machine.slice/{leaf}"));
-        let hierarchies = facts.v1.iter().map(|h| &h.path).chain(&facts.unified);
-        let dirs: Vec<PathBuf> = hierarchies.map(|h| h.join(&path)).collect();
+        let dirs = hierarchy_dirs(&path, host);
         return if dirs.is_empty() {
             Err("this host has no cgroup file system mounted".to_owned())
         } else {
@@ -240,8 +239,15 @@ fn placement(name: &str, host: &Host) -> Result<(String, Vec<PathBuf>), String> 
     Ok((path, vec![dir]))
 }
 
+/// Root: the directory of the cgroup `path` (relative) in each of the host's hierarchies.
+pub fn hierarchy_dirs(path: &str, host: &Host) -> Vec<PathBuf> {
+    let facts = &host.cgroup;
+    let hierarchies = facts.v1.iter().map(|h| &h.path).chain(&facts.unified);
+    hierarchies.map(|h| h.join(path)).collect()
+}
+
 /// The files to write for each limit, in the hierarchy that carries its controller.
-fn limit_writes(
+pub fn limit_writes(
     limits: &Resources,
     mode: CgroupMode,
     dirs: &[PathBuf],
@@ -372,5 +378,7 @@ fn security(def: &Definition, private_net: bool) -> Security {
         capabilities: caps.into_iter().map(str::to_owned).collect(),
         seccomp: "mm-default".to_owned(),
         no_new_privileges: sec.no_new_privileges,
+        inheritable: Vec::new(),
+        ambient: Vec::new(),
     }
 }

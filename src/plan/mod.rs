@@ -21,9 +21,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use compile::compile;
+pub use compile::{compile, hierarchy_dirs, limit_writes, placement};
 pub use desktop::INSIDE as DESKTOP_INSIDE;
 pub use known::{Known, Rejected};
+pub use mounts::host_cgroup_tree;
 pub use network::{KnownAddresses, link_name, unallocated, wanted, zone_hosts};
 
 use crate::definition::{Digest, ImageSource, MachineName};
@@ -257,6 +258,9 @@ pub enum Upper {
     Volatile { tmpfs: PathBuf },
     /// No writable layer: the root is mounted read-only.
     ReadOnly,
+    /// No overlay: the one lower directory ([`Layers::Directory`], an OCI bundle's
+    /// `rootfs`) is bound as the root and written in place, read-only when asked.
+    InPlace { readonly: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,9 +293,23 @@ pub enum Mount {
         target: String,
         directory: bool,
     },
+    /// A path hidden behind /dev/null or an empty read-only tmpfs, whichever its kind is
+    /// when it is mounted (OCI's `linux.maskedPaths`, which name paths under /proc and
+    /// /sys that only exist once those are mounted); nothing when it is missing.
+    MaskPath {
+        target: String,
+    },
     /// A path remounted read-only.
     ReadOnly {
         target: String,
+    },
+    /// The mount on `target` (a bind made just before) and those below it made nosuid,
+    /// nodev or noexec (an OCI bind mount's options).
+    Restrict {
+        target: String,
+        nosuid: bool,
+        nodev: bool,
+        noexec: bool,
     },
     /// The machine's console: a pseudo-terminal allocated at start.
     Console {
@@ -470,7 +488,19 @@ pub struct Security {
     /// The seccomp filter, by name (see docs/security.md).
     pub seccomp: String,
     pub no_new_privileges: bool,
+    /// The inheritable set PID 1 keeps (empty: cleared), by name; OCI's
+    /// `process.capabilities.inheritable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inheritable: Vec<String>,
+    /// The ambient set PID 1 raises before it executes its command (empty: cleared);
+    /// OCI's `process.capabilities.ambient`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ambient: Vec<String>,
 }
+
+/// The seccomp name of a plan with no filter at all (an OCI bundle without
+/// `linux.seccomp`, as the runtime-spec asks).
+pub const NO_SECCOMP: &str = "none";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Process {
@@ -478,6 +508,34 @@ pub struct Process {
     pub hostname: String,
     /// What PID 1 (the init with `boot`, else the command mm's init runs) executes.
     pub command: Command,
+    /// Resource limits the supervisor sets on PID 1 (`prlimit`, with its own privilege)
+    /// while PID 1 waits for its start (`waits_for_start`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<Rlimit>,
+    /// PID 1 waits, set up and locked down, before it executes its command, until the
+    /// supervisor is asked to let it go on (`mm oci start`: OCI's `created` state).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waits_for_start: bool,
+    /// [`Pid1::Direct`]: the supplementary groups, exactly (the user is `UID:GID`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<u32>,
+    /// PID 1 is the child of the process that started the supervisor (`mm oci create`),
+    /// not of the supervisor, and has no death signal: when that process exits, PID 1 is
+    /// re-parented to its subreaper (conmon, containerd's shim), which waits for it and
+    /// gets its exit status, as runc's init is. The supervisor watches it through a pidfd.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reparented: bool,
+    /// The file mode creation mask PID 1 sets before it executes (else the inherited one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
+}
+
+/// One `setrlimit(2)`, by the resource's name (`RLIMIT_NOFILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -487,6 +545,9 @@ pub enum Pid1 {
     Boot,
     /// mm's small init, reaping and forwarding signals to the command.
     MmInit,
+    /// The command itself, as its user, in its working directory (an OCI container's
+    /// process): no init between, as the runtime-spec has it.
+    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -69,8 +69,21 @@ fn kernel_fs(def: &Definition, host: &Host, private_net: bool) -> Result<Vec<Mou
 /// systemd finds what it expects: the host's hierarchies directly under /sys/fs/cgroup,
 /// with their options. Only the trees a booted init manages are writable, and only then.
 fn cgroup_tree(def: &Definition, host: &Host) -> Result<Mount, Diagnostic> {
+    host_cgroup_tree(host, def.exec.boot).ok_or_else(|| {
+        def.file
+            .error(format!(
+                "the host's cgroups are {}, and no cgroup hierarchy is mounted under \
+                 /sys/fs/cgroup to show the machine on its /sys/fs/cgroup",
+                host.cgroup.mode
+            ))
+            .help("mount the host's cgroup file systems (cgroup2 on /sys/fs/cgroup)")
+    })
+}
+
+/// The host's hierarchies as a machine's /sys/fs/cgroup shows them; `managed`: the trees a
+/// booted init manages are writable. `None`: the host has none under /sys/fs/cgroup.
+pub fn host_cgroup_tree(host: &Host, managed: bool) -> Option<Mount> {
     let facts = &host.cgroup;
-    let managed = def.exec.boot;
     let v2 = |dir: String| CgroupHierarchy {
         dir,
         fstype: CgroupFs::Cgroup2,
@@ -92,17 +105,7 @@ fn cgroup_tree(def: &Definition, host: &Host) -> Result<Mount, Diagnostic> {
         });
         unified.chain(v1).collect()
     };
-    if hierarchies.is_empty() {
-        return Err(def
-            .file
-            .error(format!(
-                "the host's cgroups are {}, and no cgroup hierarchy is mounted under \
-                 /sys/fs/cgroup to show the machine on its /sys/fs/cgroup",
-                facts.mode
-            ))
-            .help("mount the host's cgroup file systems (cgroup2 on /sys/fs/cgroup)"));
-    }
-    Ok(Mount::CgroupTree {
+    (!hierarchies.is_empty()).then_some(Mount::CgroupTree {
         mode: facts.mode,
         hierarchies,
     })

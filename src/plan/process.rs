@@ -51,6 +51,11 @@ pub(super) fn process(
     };
     Process {
         pid1: if exec.boot { Pid1::Boot } else { Pid1::MmInit },
+        rlimits: Vec::new(),
+        waits_for_start: false,
+        groups: Vec::new(),
+        umask: None,
+        reparented: false,
         hostname: def.name.to_string(),
         command,
     }

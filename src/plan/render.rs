@@ -29,7 +29,12 @@ pub fn render(plan: &Plan) -> String {
     steps.push_step(cgroup(&plan.cgroup));
     steps.push(
         format!(
-            "Root file system: overlay at {}",
+            "Root file system: {} at {}",
+            if matches!(plan.root.upper, Upper::InPlace { .. }) {
+                "bound"
+            } else {
+                "overlay"
+            },
             plan.root.mount_point.display()
         ),
         root_lines(plan),
@@ -54,7 +59,28 @@ pub fn render(plan: &Plan) -> String {
     if !plan.desktop.is_empty() {
         steps.push_step(desktop(plan));
     }
-    steps.push_step(pid1(plan));
+    let (title, mut details) = pid1(plan);
+    for limit in &plan.process.rlimits {
+        details.push(format!(
+            "limit {}: soft {}, hard {}",
+            limit.resource, limit.soft, limit.hard
+        ));
+    }
+    if let Some(umask) = plan.process.umask {
+        details.push(format!("umask {umask:04o}"));
+    }
+    if plan.process.reparented {
+        details.push(
+            "the child of the caller (its subreaper gets it and its exit status), watched by \
+             the supervisor"
+                .to_owned(),
+        );
+    }
+    if plan.process.waits_for_start {
+        details
+            .push("waits, set up and locked down, until `mm oci start` lets it execute".to_owned());
+    }
+    steps.push_step((title, details));
     steps.push(
         format!(
             "Stop: {} to PID 1, then kill every process after {} s",
@@ -369,11 +395,19 @@ fn security(plan: &Plan) -> Step {
             sec.seccomp,
             if sec.no_new_privileges { "on" } else { "off" }
         ),
-        vec![format!(
-            "capability bounding set ({}): {}",
-            sec.capabilities.len(),
-            short_caps(&sec.capabilities)
-        )],
+        {
+            let mut lines = vec![format!(
+                "capability bounding set ({}): {}",
+                sec.capabilities.len(),
+                short_caps(&sec.capabilities)
+            )];
+            for (set, caps) in [("inheritable", &sec.inheritable), ("ambient", &sec.ambient)] {
+                if !caps.is_empty() {
+                    lines.push(format!("{set} set ({}): {}", caps.len(), short_caps(caps)));
+                }
+            }
+            lines
+        },
     )
 }
 
@@ -404,6 +438,7 @@ fn pid1(plan: &Plan) -> Step {
     let p = &plan.process;
     let title = |argv: Option<&[String]>| match (p.pid1, argv) {
         (Pid1::Boot, Some(argv)) => format!("PID 1: boot the image's init, {}", argv.join(" ")),
+        (Pid1::Direct, Some(argv)) => format!("PID 1: the command itself, {}", shell_words(argv)),
         (_, Some(argv)) => format!("PID 1: mm's init, running {}", shell_words(argv)),
         (_, None) => "PID 1: mm's init, running the image's entrypoint and command".to_owned(),
     };
@@ -519,6 +554,12 @@ fn root_lines(plan: &Plan) -> Vec<String> {
             format!("upper: a tmpfs at {} (lost at stop)", tmpfs.display())
         }
         Upper::ReadOnly => "no upper: the root is read-only".to_owned(),
+        Upper::InPlace { readonly: false } => {
+            "no overlay: the directory is the root, written in place".to_owned()
+        }
+        Upper::InPlace { readonly: true } => {
+            "no overlay: the directory is the root, read-only".to_owned()
+        }
     });
     if !root.options.is_empty() {
         lines.push(format!("options: {}", root.options.join(",")));
@@ -556,7 +597,22 @@ fn mount_line(mount: &Mount) -> String {
             target,
             directory: true,
         } => format!("Mask {target} with an empty read-only tmpfs"),
+        Mount::MaskPath { target } => {
+            format!("Mask {target} with /dev/null or an empty read-only tmpfs, by its kind")
+        }
         Mount::ReadOnly { target } => format!("Make {target} read-only"),
+        Mount::Restrict {
+            target,
+            nosuid,
+            nodev,
+            noexec,
+        } => {
+            let flags: Vec<&str> = [(*nosuid, "nosuid"), (*nodev, "nodev"), (*noexec, "noexec")]
+                .into_iter()
+                .filter_map(|(on, word)| on.then_some(word))
+                .collect();
+            format!("Make {target} {}", flags.join(","))
+        }
         Mount::Console { target } => format!("Bind a new pseudo-terminal on {target}"),
         Mount::CgroupTree { mode, hierarchies } => format!(
             "Mount the cgroup tree on /sys/fs/cgroup ({mode} layout){}",

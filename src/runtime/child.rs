@@ -16,7 +16,7 @@ use rustix::thread::LinkNameSpaceType;
 
 use super::launch::{Launch, Report, Step, StepFailure, WithStep};
 use super::{account, exec, init, rootfs, security, sys};
-use crate::plan::Namespace;
+use crate::plan::{Namespace, Pid1};
 
 /// What the forked stages inherit from the supervisor.
 pub struct Inherited {
@@ -27,6 +27,8 @@ pub struct Inherited {
     pub userns: OwnedFd,
     /// The console's slave side and its path, when the machine has one.
     pub console: Option<(OwnedFd, PathBuf)>,
+    /// Read end, with `waits_for_start`: one byte when PID 1 may execute its command.
+    pub barrier: Option<OwnedFd>,
 }
 
 /// The spawner: never returns. In the clone it makes, it goes on as the machine's PID 1.
@@ -95,6 +97,7 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
 fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
     let failure = match setup(launch, &mut inherited) {
         Ok(()) if launch.boot => exec_init(launch, &inherited),
+        Ok(()) if launch.plan.process.pid1 == Pid1::Direct => direct(launch, &mut inherited),
         Ok(()) => init::run(launch, inherited.report),
         Err(failure) => failure,
     };
@@ -104,7 +107,10 @@ fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
 }
 
 fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> {
-    sys::parent_death_signal(rustix::process::Signal::KILL).step(|| Step::DeathSignal)?;
+    // A re-parented PID 1's parent is the caller, which exits after `create`.
+    if !launch.plan.process.reparented {
+        sys::parent_death_signal(rustix::process::Signal::KILL).step(|| Step::DeathSignal)?;
+    }
     sys::set_name("mm-init");
     let plan = &launch.plan;
     // Rootless, a machine whose root inside is not the user (keep-id: a subordinate id)
@@ -155,6 +161,46 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     // the machine's programs: everything above the standard streams closes on exec.
     sys::close_on_exec_from(3).step(|| Step::CloseOnExec)?;
     security::lock_down(&plan.security)
+}
+
+/// An OCI container's process: its limits, its user, its ambient capabilities and its
+/// working directory; then, when the plan says so, the wait for `mm oci start`; then its
+/// command. Returns only what failed.
+fn direct(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
+    let ready = (|| {
+        let user = security::numeric_user(&launch.user, &launch.plan.process.groups)?;
+        // Its own session, as runc gives its container's process.
+        nix::unistd::setsid().step(|| Step::StartSession)?;
+        if let Some(mask) = launch.plan.process.umask {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+        }
+        security::become_user(&user)?;
+        security::raise_ambient(&launch.plan.security)?;
+        std::env::set_current_dir(&launch.workdir).step(|| Step::Chdir {
+            path: launch.workdir.clone(),
+        })?;
+        if let Some(barrier) = inherited.barrier.take() {
+            // From here on the supervisor no longer reads reports: it has answered
+            // `mm oci create`, and the container is `created`.
+            Report::Waiting.send(&mut inherited.report);
+            let mut byte = [0u8];
+            if File::from(barrier)
+                .read(&mut byte)
+                .step(|| Step::WaitForStart)?
+                != 1
+            {
+                return Err(StepFailure::other(
+                    Step::WaitForStart,
+                    "the supervisor gave up",
+                ));
+            }
+        }
+        Ok(())
+    })();
+    match ready {
+        Ok(()) => exec::exec(&launch.argv, &launch.env),
+        Err(failure) => failure,
+    }
 }
 
 fn exec_init(launch: &Launch, inherited: &Inherited) -> StepFailure {

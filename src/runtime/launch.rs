@@ -4,6 +4,11 @@
 //! compiled from the definition and the stored image) to the supervisor as a [`Launch`]. The machine's
 //! child stages send [`Report`]s back over a pipe, one JSON line each.
 
+use std::io::{Seek as _, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{Command, Exec, Pid1, Plan};
@@ -78,6 +83,9 @@ pub enum Report {
     Leader {
         pid: i32,
     },
+    /// PID 1 is set up and waits for `mm oci start` (`waits_for_start`): the launch is
+    /// done, and later reports are not read.
+    Waiting,
     Failed(StepFailure),
 }
 
@@ -134,4 +142,54 @@ pub struct SupervisorFailure {
     pub path: Option<std::path::PathBuf>,
     pub errno: Option<i32>,
     pub message: String,
+}
+
+/// How the supervisor is told which descriptor holds its launch: `--launch-fd=N`.
+pub const LAUNCH_FD_ARG: &str = "--launch-fd=";
+
+pub const LOCK_FD_ARG: &str = "--lock-fd=";
+
+/// `mm __supervise [--detach] --launch-fd=N` with the launch, as JSON, on descriptor N.
+/// The file must live until the command has been spawned, so it is returned with it.
+pub fn supervisor_command(
+    launch: &Launch,
+    detach: bool,
+    lock: Option<&std::fs::File>,
+) -> Result<(std::process::Command, std::fs::File), super::RuntimeError> {
+    let io = |e| super::RuntimeError::io(Path::new("the launch file"), e);
+    let mut file = tempfile::tempfile().map_err(io)?;
+    let json = serde_json::to_vec(launch).map_err(|e| io(e.into()))?;
+    file.write_all(&json).map_err(io)?;
+    file.rewind().map_err(io)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| super::RuntimeError::io(Path::new("/proc/self/exe"), e))?;
+    let mut command = std::process::Command::new(exe);
+    command.arg("__supervise");
+    if detach {
+        command.arg("--detach");
+    }
+    // The launch stays on its own descriptor, named on the command line: `mm run` executes
+    // the supervisor in place, from a process whose other threads (the bus probe's) own
+    // descriptors, so nothing may be moved over one of them (a dup2 onto 3 once did).
+    let fd = file.as_raw_fd();
+    command.arg(format!("{LAUNCH_FD_ARG}{fd}"));
+    // The machine's lock, when the caller took it before preparing anything, goes to the
+    // supervisor as it is: no other mm finds the machine unlocked in between. Without
+    // one, the supervisor takes the lock itself.
+    let lock_fd = lock.map(|l| l.as_raw_fd());
+    if let Some(lock_fd) = lock_fd {
+        command.arg(format!("{}{lock_fd}", LOCK_FD_ARG));
+    }
+    // SAFETY: fcntl is async-signal-safe, and only clears close-on-exec on our own files.
+    unsafe {
+        command.pre_exec(move || {
+            for keep in std::iter::once(fd).chain(lock_fd) {
+                if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok((command, file))
 }

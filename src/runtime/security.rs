@@ -18,27 +18,18 @@ pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
     if security.no_new_privileges {
         sys::no_new_privs().step(|| Step::NoNewPrivs)?;
     }
-    let filter = seccomp::Filter::by_name(&security.seccomp).ok_or_else(|| {
-        StepFailure::other(
-            Step::LoadSeccomp { filter: None },
-            format!("no filter named {}", security.seccomp),
-        )
-    })?;
-    seccomp::install(filter).step(|| Step::LoadSeccomp {
-        filter: Some(security.seccomp.to_string()),
-    })?;
-    let keep = security
-        .capabilities
-        .iter()
-        .map(|name| {
-            name.parse::<Capability>().map_err(|_| {
-                StepFailure::other(
-                    Step::CapabilityBoundingSet,
-                    format!("`{name}` is not a capability this system knows"),
-                )
-            })
-        })
-        .collect::<Result<HashSet<Capability>, _>>()?;
+    if security.seccomp != crate::plan::NO_SECCOMP {
+        let filter = seccomp::Filter::by_name(&security.seccomp).ok_or_else(|| {
+            StepFailure::other(
+                Step::LoadSeccomp { filter: None },
+                format!("no filter named {}", security.seccomp),
+            )
+        })?;
+        seccomp::install(filter).step(|| Step::LoadSeccomp {
+            filter: Some(security.seccomp.to_string()),
+        })?;
+    }
+    let keep = capability_set(&security.capabilities)?;
     let caps_err =
         |what: Step| move |e: caps::errors::CapsError| StepFailure::other(what, e.to_string());
     for cap in caps::all() {
@@ -49,8 +40,114 @@ pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
         }
     }
     caps::clear(None, CapSet::Ambient).map_err(caps_err(Step::ClearAmbientCapabilities))?;
-    caps::set(None, CapSet::Inheritable, &HashSet::new())
-        .map_err(caps_err(Step::ClearInheritableCapabilities))
+    caps::set(
+        None,
+        CapSet::Inheritable,
+        &capability_set(&security.inheritable)?,
+    )
+    .map_err(caps_err(Step::ClearInheritableCapabilities))
+}
+
+/// Raises the plan's ambient set (it needs each capability permitted and inheritable): the
+/// last step before an OCI process executes, after it became its user.
+pub fn raise_ambient(security: &Security) -> Result<(), StepFailure> {
+    if security.ambient.is_empty() {
+        return Ok(());
+    }
+    let wanted = capability_set(&security.ambient)?;
+    let inheritable = caps::read(None, CapSet::Inheritable)
+        .map_err(|e| StepFailure::other(Step::RaiseAmbientCapabilities, e.to_string()))?;
+    caps::set(
+        None,
+        CapSet::Inheritable,
+        &inheritable.union(&wanted).copied().collect(),
+    )
+    .map_err(|e| StepFailure::other(Step::RaiseAmbientCapabilities, e.to_string()))?;
+    for cap in wanted {
+        caps::raise(None, CapSet::Ambient, cap)
+            .map_err(|e| StepFailure::other(Step::RaiseAmbientCapabilities, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `UID:GID` with exactly `groups` as its supplementary groups (an OCI process's user,
+/// which names no account).
+pub fn numeric_user(spec: &str, groups: &[u32]) -> Result<User, StepFailure> {
+    let ids = spec
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)));
+    let Some((uid, gid)) = ids else {
+        return Err(StepFailure::other(
+            Step::SetGroups {
+                groups: groups.to_vec(),
+            },
+            format!("`{spec}` is not UID:GID"),
+        ));
+    };
+    Ok(User {
+        uid,
+        gid,
+        groups: groups.to_vec(),
+        account: None,
+    })
+}
+
+/// `prlimit(2)` of one of the plan's limits on process `pid`: the supervisor sets them on
+/// PID 1 while it waits for `mm oci start`, with the supervisor's privilege (host root may
+/// raise a hard limit, which no process inside a user namespace may).
+pub fn set_rlimit(pid: i32, limit: &crate::plan::Rlimit) -> Result<(), StepFailure> {
+    use rustix::process::Resource;
+    let step = || Step::SetRlimit {
+        resource: limit.resource.clone(),
+    };
+    let resource = match limit.resource.as_str() {
+        "RLIMIT_AS" => Resource::As,
+        "RLIMIT_CORE" => Resource::Core,
+        "RLIMIT_CPU" => Resource::Cpu,
+        "RLIMIT_DATA" => Resource::Data,
+        "RLIMIT_FSIZE" => Resource::Fsize,
+        "RLIMIT_LOCKS" => Resource::Locks,
+        "RLIMIT_MEMLOCK" => Resource::Memlock,
+        "RLIMIT_MSGQUEUE" => Resource::Msgqueue,
+        "RLIMIT_NICE" => Resource::Nice,
+        "RLIMIT_NOFILE" => Resource::Nofile,
+        "RLIMIT_NPROC" => Resource::Nproc,
+        "RLIMIT_RSS" => Resource::Rss,
+        "RLIMIT_RTPRIO" => Resource::Rtprio,
+        "RLIMIT_RTTIME" => Resource::Rttime,
+        "RLIMIT_SIGPENDING" => Resource::Sigpending,
+        "RLIMIT_STACK" => Resource::Stack,
+        other => {
+            return Err(StepFailure::other(
+                step(),
+                format!("`{other}` is not a resource limit this system knows"),
+            ));
+        }
+    };
+    let pid = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| StepFailure::other(step(), "no such process"))?;
+    let new = rustix::process::Rlimit {
+        current: Some(limit.soft),
+        maximum: Some(limit.hard),
+    };
+    rustix::process::prlimit(Some(pid), resource, new)
+        .map(drop)
+        .map_err(std::io::Error::from)
+        .step(step)
+}
+
+fn capability_set(names: &[String]) -> Result<HashSet<Capability>, StepFailure> {
+    names
+        .iter()
+        .map(|name| {
+            name.parse::<Capability>().map_err(|_| {
+                StepFailure::other(
+                    Step::CapabilityBoundingSet,
+                    format!("`{name}` is not a capability this system knows"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// A user inside the machine, resolved from its `/etc/passwd` and `/etc/group`.

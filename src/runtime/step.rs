@@ -186,6 +186,18 @@ pub enum Step {
     },
     ClearAmbientCapabilities,
     ClearInheritableCapabilities,
+    RaiseAmbientCapabilities,
+    SetRlimit {
+        resource: String,
+    },
+    /// An OCI container's process, waiting for `mm oci start`.
+    WaitForStart,
+    /// A pidfd on a re-parented PID 1.
+    WatchPid1,
+    /// nosuid, nodev or noexec on a bind.
+    Restrict {
+        target: String,
+    },
     ReadMachineFile {
         path: String,
     },
@@ -274,6 +286,11 @@ impl std::fmt::Display for Step {
             Self::CapabilityBoundingSet => f.write_str("set the capability bounding set"),
             Self::ClearAmbientCapabilities => f.write_str("clear the ambient capabilities"),
             Self::ClearInheritableCapabilities => f.write_str("clear the inheritable capabilities"),
+            Self::RaiseAmbientCapabilities => f.write_str("raise the ambient capabilities"),
+            Self::SetRlimit { resource } => write!(f, "set {resource}"),
+            Self::WaitForStart => f.write_str("wait for `mm oci start`"),
+            Self::WatchPid1 => f.write_str("watch PID 1 (pidfd_open)"),
+            Self::Restrict { target } => write!(f, "restrict the mount on {target}"),
             Self::Exec { argv } if argv.is_empty() => f.write_str("exec"),
             Self::EnterCgroup => f.write_str("join the machine's cgroup"),
             Self::EnterRoot => f.write_str("enter the machine's root"),

@@ -35,7 +35,11 @@ use crate::systemd::notify::notify;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Request {
-    Stop { timeout_secs: Option<u32> },
+    Stop {
+        timeout_secs: Option<u32>,
+    },
+    /// `mm oci start`: let PID 1, waiting set up (`waits_for_start`), execute its command.
+    Start,
 }
 
 /// The supervisor's answer to a [`Request`], one JSON line.
@@ -44,6 +48,8 @@ pub enum Request {
 pub enum Reply {
     /// It sent the stop signal (or had already), and cleans up when PID 1 is gone.
     Stopping,
+    /// PID 1 was let go on to execute its command.
+    Started,
     /// A request it did not take, and why.
     Refused { why: String },
 }
@@ -51,13 +57,25 @@ pub enum Reply {
 /// How a supervisor that executes itself again on a reboot hands its (locked) machine
 /// lock to the new image: `--lock-fd=N`, so that no other mm command finds the machine
 /// unlocked meanwhile and cleans it up.
-pub const LOCK_FD_ARG: &str = "--lock-fd=";
+pub use super::launch::LOCK_FD_ARG;
 
-/// `mm __supervise [--detach] --launch-fd=N [--lock-fd=N]`: never returns.
+/// `--answer-fd=N`: a detached supervisor answers on descriptor N rather than on its
+/// standard output, which stays its PID 1's (`mm oci create`: the container's streams are
+/// the caller's).
+pub const ANSWER_FD_ARG: &str = "--answer-fd=";
+
+/// Where a detached supervisor tells its starter how the start went.
+pub enum Answer {
+    Stdout,
+    Fd(File),
+}
+
+/// `mm __supervise [--detach] --launch-fd=N [--lock-fd=N] [--answer-fd=N]`: never returns.
 pub fn main(
     detach: bool,
     launch_fd: Option<std::os::fd::RawFd>,
     lock_fd: Option<std::os::fd::RawFd>,
+    answer_fd: Option<std::os::fd::RawFd>,
 ) -> ! {
     sys::set_name("mm-supervise");
     let launch: Result<Launch, String> = match launch_fd {
@@ -77,6 +95,22 @@ pub fn main(
     // SAFETY: descriptor `lock_fd` is the machine's lock, handed over by this supervisor's
     // previous image (`reexec`), and nothing else in this process owns it.
     let lock = lock_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
+    let answer = match answer_fd {
+        // SAFETY: descriptor `fd` is the answer pipe `mm oci create` handed over, and
+        // nothing else in this process owns it.
+        Some(fd) => Answer::Fd(unsafe { File::from_raw_fd(fd) }),
+        None => Answer::Stdout,
+    };
+    // Close-on-exec again: PID 1 must not hold it.
+    if let Answer::Fd(file) = &answer
+        && let Err(e) = nix::fcntl::fcntl(
+            file,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+    {
+        eprintln!("error: the supervisor cannot keep its answer pipe to itself: {e}");
+        std::process::exit(crate::exit::ExitCode::System as i32);
+    }
     // Close-on-exec again: no child of this supervisor may hold it.
     if let Some(lock) = &lock
         && let Err(e) = nix::fcntl::fcntl(
@@ -88,12 +122,12 @@ pub fn main(
         std::process::exit(crate::exit::ExitCode::System as i32);
     }
     let code = match launch {
-        Ok(launch) => match supervise(&launch, detach, lock) {
+        Ok(launch) => match supervise(&launch, detach, lock, &answer) {
             Ok(code) => code,
             Err(e) => {
                 let started = e.to_started();
                 if detach {
-                    tell(&started);
+                    tell(&answer, &started);
                 } else {
                     eprintln!("error: {e}");
                 }
@@ -108,12 +142,21 @@ pub fn main(
     std::process::exit(code)
 }
 
-/// A detached supervisor answers `mm start` with one line on its standard output.
-fn tell(started: &Started) {
+/// A detached supervisor answers `mm start` with one line on its standard output (or
+/// the descriptor `--answer-fd` named).
+fn tell(answer: &Answer, started: &Started) {
     // The caller may be gone (killed, or its pipe closed): the machine goes on without it.
     if let Ok(line) = serde_json::to_string(started) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+        match answer {
+            Answer::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+            }
+            Answer::Fd(file) => {
+                let mut file: &File = file;
+                let _ = writeln!(file, "{line}");
+            }
+        }
     }
 }
 
@@ -127,9 +170,18 @@ struct Machine<'l> {
     registered: bool,
     /// Held while the machine runs (its forwarded host ports).
     _network: network::Holding,
+    /// Write end of PID 1's wait for `mm oci start` (`waits_for_start`), until it is let go.
+    barrier: std::cell::RefCell<Option<File>>,
+    /// A re-parented PID 1, readable once it has ended.
+    pidfd: Option<OwnedFd>,
 }
 
-fn supervise(launch: &Launch, detach: bool, held: Option<File>) -> Result<i32, RuntimeError> {
+fn supervise(
+    launch: &Launch,
+    detach: bool,
+    held: Option<File>,
+    answer: &Answer,
+) -> Result<i32, RuntimeError> {
     let plan = &launch.plan;
     let paths = Paths::new(&plan.machine.runtime_dir);
     let lock = take(&paths, plan, held)?;
@@ -161,6 +213,8 @@ fn supervise(launch: &Launch, detach: bool, held: Option<File>) -> Result<i32, R
         cgroup,
         registered,
         _network: begun.network,
+        barrier: std::cell::RefCell::new(begun.barrier),
+        pidfd: begun.pidfd,
     };
     // Without its signals and its socket nothing could stop the machine, and without its
     // log a started machine's output would be lost: either is a failed start.
@@ -171,19 +225,20 @@ fn supervise(launch: &Launch, detach: bool, held: Option<File>) -> Result<i32, R
         Err(e) => {
             let _ = kill(machine.leader, Signal::SIGKILL);
             let _ = waitpid(machine.leader, None);
-            finish(machine, 128 + Signal::SIGKILL as i32)?;
+            finish(machine, Some(128 + Signal::SIGKILL as i32))?;
             return Err(e);
         }
     };
     record_running(&machine)?;
-    announce(&machine, notice, detach);
+    announce(&machine, notice, detach, answer);
     match run_loop(
         &machine,
         &control,
         console.map(|master| (master, log)),
         detach,
     ) {
-        Ended::Exited(code) => finish(machine, code),
+        Ended::Exited(code) => finish(machine, Some(code)).map(|_| code),
+        Ended::Gone => finish(machine, None).map(|_| 0),
         Ended::Rebooted => restart(machine, control, detach, &lock),
     }
 }
@@ -196,6 +251,8 @@ enum Ended {
     /// A booted init rebooted (reboot(2) ended the PID namespace with SIGHUP), and no stop
     /// was asked for: the machine starts again.
     Rebooted,
+    /// A re-parented PID 1 ended; its parent has its exit status.
+    Gone,
 }
 
 /// A booted init rebooted: takes the machine down as at its end (its processes, cgroup,
@@ -226,7 +283,7 @@ fn restart(
     drop(control);
     let e = reexec(launch, detach, lock);
     let path = Path::new("mm __supervise");
-    record_stopped(&paths, launch, 0)?;
+    record_stopped(&paths, launch, Some(0))?;
     Err(RuntimeError::io(path, e))
 }
 
@@ -340,18 +397,21 @@ fn record_running(machine: &Machine<'_>) -> Result<(), RuntimeError> {
 }
 
 /// Tells systemd, and `mm start` or the user, that the machine runs.
-fn announce(machine: &Machine<'_>, notice: Option<String>, detach: bool) {
+fn announce(machine: &Machine<'_>, notice: Option<String>, detach: bool, answer: &Answer) {
     let leader = machine.leader;
     let _ = notify(&format!(
         "READY=1\nSTATUS=PID 1 of {} runs as {leader}",
         machine.launch.plan.machine.name
     ));
     if detach {
-        tell(&Started::Running {
-            leader: leader.as_raw(),
-            supervisor: std::process::id(),
-            notice,
-        });
+        tell(
+            answer,
+            &Started::Running {
+                leader: leader.as_raw(),
+                supervisor: std::process::id(),
+                notice,
+            },
+        );
         detach_stdio();
     } else if let Some(notice) = notice {
         eprintln!("mm: {notice}");
@@ -419,6 +479,9 @@ struct Begun {
     registrar: Option<Spawned>,
     network: network::Holding,
     interfaces: Vec<u32>,
+    barrier: Option<File>,
+    /// A re-parented PID 1, watched (it is not this supervisor's child).
+    pidfd: Option<OwnedFd>,
 }
 
 /// Starts PID 1 and, while it waits in its namespaces, sets up the machine's network.
@@ -437,16 +500,36 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
     let (console, master) = open_console(launch)?;
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
+    let (barrier_r, barrier_w) = if plan.process.waits_for_start {
+        let (r, w) = pipe()?;
+        (Some(r), Some(File::from(w)))
+    } else {
+        (None, None)
+    };
     let inherited = Inherited {
         go: go_r,
         report: File::from(report_w),
         userns,
         console,
+        barrier: barrier_r,
     };
-    // SAFETY: the supervisor is single-threaded.
-    let spawner = match unsafe { fork() }.step(|| Step::ForkSpawner)? {
+    // Re-parented: the spawner, and so PID 1 (its CLONE_PARENT clone), are the children
+    // of the supervisor's parent.
+    let forked = if plan.process.reparented {
+        // SAFETY: the supervisor is single-threaded.
+        unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }.map(|pid| match pid {
+            0 => ForkResult::Child,
+            pid => ForkResult::Parent {
+                child: Pid::from_raw(pid),
+            },
+        })
+    } else {
+        // SAFETY: the supervisor is single-threaded.
+        unsafe { fork() }.map_err(std::io::Error::from)
+    };
+    let spawner = match forked.step(|| Step::ForkSpawner)? {
         ForkResult::Child => {
-            drop((go_w, report_r, master));
+            drop((go_w, report_r, master, barrier_w));
             child::spawner(launch, inherited)
         }
         ForkResult::Parent { child } => child,
@@ -466,6 +549,16 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         Ok(()) => {
             reports.until_leader();
             let _ = waitpid(spawner, None);
+            // PID 1's limits, set with this supervisor's privilege while PID 1 cannot have
+            // executed yet (plans with limits wait for `mm oci start`).
+            if let (Some(leader), None) = (reports.leader, &reports.failure) {
+                for limit in &plan.process.rlimits {
+                    if let Err(failure) = super::security::set_rlimit(leader.as_raw(), limit) {
+                        reports.fail(failure);
+                        break;
+                    }
+                }
+            }
             if let (Some(leader), None) = (reports.leader, &reports.failure) {
                 let attached = network::attach(plan, leader, &mut holding).and_then(|attached| {
                     if network::pid1_waits(plan) {
@@ -483,12 +576,30 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         }
     }
     let leader = reports.rest()?;
+    let pidfd = if plan.process.reparented {
+        match rustix::process::Pid::from_raw(leader.as_raw())
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                    .map_err(std::io::Error::from)
+            }) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                let _ = kill(leader, Signal::SIGKILL);
+                return Err(StepFailure::io(Step::WatchPid1, &e));
+            }
+        }
+    } else {
+        None
+    };
     Ok(Begun {
+        pidfd,
         leader,
         console: master,
         registrar,
         network: holding,
         interfaces,
+        barrier: barrier_w,
     })
 }
 
@@ -591,6 +702,8 @@ impl Reports {
         };
         match serde_json::from_str::<Report>(&line) {
             Ok(Report::Leader { pid }) => self.leader = Some(Pid::from_raw(pid)),
+            // PID 1 waits for `mm oci start`: started, as far as the launch goes.
+            Ok(Report::Waiting) => return false,
             Ok(Report::Failed(f)) => self.fail(f),
             Err(e) => self.fail(StepFailure::other(Step::ReadReport, e.to_string())),
         }
@@ -659,7 +772,11 @@ impl Control {
     }
 
     /// Drains the signals and the socket's requests: the stop timeout asked for, if any.
-    fn stop_requests(&self, plan: &Plan) -> Option<u32> {
+    fn stop_requests(
+        &self,
+        plan: &Plan,
+        barrier: &std::cell::RefCell<Option<File>>,
+    ) -> Option<u32> {
         let mut stop_with: Option<u32> = None;
         while let Ok(Some(info)) = self.signals.read_signal() {
             if info.ssi_signo != Signal::SIGCHLD as u32 {
@@ -667,7 +784,7 @@ impl Control {
             }
         }
         while let Ok((stream, _)) = self.listener.accept() {
-            if let Some(timeout) = answer(&stream, plan) {
+            if let Some(timeout) = answer(&stream, plan, barrier) {
                 stop_with = Some(timeout);
             }
         }
@@ -676,7 +793,11 @@ impl Control {
 }
 
 /// Reads one request from `mm stop` and answers it; the stop timeout it asks for.
-fn answer(stream: &UnixStream, plan: &Plan) -> Option<u32> {
+fn answer(
+    stream: &UnixStream,
+    plan: &Plan,
+    barrier: &std::cell::RefCell<Option<File>>,
+) -> Option<u32> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut line = String::new();
@@ -686,6 +807,7 @@ fn answer(stream: &UnixStream, plan: &Plan) -> Option<u32> {
             Some(timeout_secs.unwrap_or(plan.stop.timeout_secs)),
             Reply::Stopping,
         ),
+        Ok(Request::Start) => (None, let_go(barrier)),
         Err(e) => (
             None,
             Reply::Refused {
@@ -699,6 +821,21 @@ fn answer(stream: &UnixStream, plan: &Plan) -> Option<u32> {
         let _ = (&*stream).write_all(json.as_bytes());
     }
     timeout
+}
+
+/// `mm oci start`: one byte on PID 1's barrier, which it reads before it executes.
+fn let_go(barrier: &std::cell::RefCell<Option<File>>) -> Reply {
+    let Some(mut barrier) = barrier.borrow_mut().take() else {
+        return Reply::Refused {
+            why: "its process does not wait to be started (it was, or never waited)".to_owned(),
+        };
+    };
+    match barrier.write_all(b"s") {
+        Ok(()) => Reply::Started,
+        Err(e) => Reply::Refused {
+            why: format!("its process no longer waits ({e})"),
+        },
+    }
 }
 
 /// Waits for PID 1 to end, stopping it when asked; returns how it ended (a reboot asked
@@ -721,7 +858,15 @@ fn run_loop(
     let mut escaped = false;
     sys::release_clean_file_pages();
     loop {
-        if let Some(ended) = reap(machine.leader, machine.launch.boot) {
+        let ended = match &machine.pidfd {
+            // Its exit status is its parent's; other children are still reaped here.
+            Some(pidfd) => {
+                let _ = reap(machine.leader, false);
+                ended(pidfd).then_some(Ended::Gone)
+            }
+            None => reap(machine.leader, machine.launch.boot),
+        };
+        if let Some(ended) = ended {
             // What the machine wrote last is still in the console.
             if let Some(r) = &mut relay {
                 r.pump();
@@ -735,12 +880,15 @@ fn run_loop(
             PollFd::new(control.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(control.listener.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(pidfd) = &machine.pidfd {
+            fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+        }
         if let Some(r) = &relay {
             r.poll_fds(&mut fds);
         }
         let _ = poll(&mut fds, poll_timeout(deadline));
         drop(fds);
-        let stop_with = control.stop_requests(&machine.launch.plan);
+        let stop_with = control.stop_requests(&machine.launch.plan, &machine.barrier);
         if let Some(r) = &mut relay {
             r.pump();
             if r.escaped() && !escaped {
@@ -786,6 +934,12 @@ fn stop(machine: &Machine<'_>, stop_with: Option<u32>, deadline: &mut Option<Ins
     }
 }
 
+/// Whether the process behind `pidfd` has ended.
+fn ended(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
 /// How PID 1 ended, if it has; reaps every other child too. A booted init that powers
 /// off, halts or reboots calls reboot(2), which in a PID namespace ends it with SIGINT
 /// (power-off, halt: a clean shutdown, status 0, as systemd-nspawn reports it) or SIGHUP
@@ -811,12 +965,11 @@ fn reap(leader: Pid, boot: bool) -> Option<Ended> {
 
 /// After PID 1 ended: kill stragglers, remove the cgroup and mounts, unregister, record
 /// the status.
-fn finish(machine: Machine<'_>, code: i32) -> Result<i32, RuntimeError> {
+fn finish(machine: Machine<'_>, code: Option<i32>) -> Result<(), RuntimeError> {
     let launch = machine.launch;
     let paths = machine.paths.clone();
     tear_down(machine)?;
-    record_stopped(&paths, launch, code)?;
-    Ok(code)
+    record_stopped(&paths, launch, code)
 }
 
 /// Kills what is left of the machine, removes its cgroup, mounts and control socket,
@@ -836,9 +989,9 @@ fn tear_down(machine: Machine<'_>) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn record_stopped(paths: &Paths, launch: &Launch, code: i32) -> Result<(), RuntimeError> {
+fn record_stopped(paths: &Paths, launch: &Launch, code: Option<i32>) -> Result<(), RuntimeError> {
     let stopped = Recorded::Stopped {
-        exit_status: Some(code),
+        exit_status: code,
         stopped: state::now(),
         unit: launch.unit.clone(),
     };

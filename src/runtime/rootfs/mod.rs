@@ -54,7 +54,7 @@ fn upper_and_work(plan: &Plan) -> (PathBuf, PathBuf, Option<PathBuf>) {
     match &plan.root.upper {
         Upper::Persistent { upper, work } => (upper.clone(), work.clone(), None),
         Upper::Volatile { tmpfs } => (tmpfs.join("upper"), tmpfs.join("work"), Some(tmpfs.clone())),
-        Upper::ReadOnly => {
+        Upper::ReadOnly | Upper::InPlace { .. } => {
             let tmpfs = runtime.join("volatile");
             (tmpfs.join("upper"), tmpfs.join("work"), Some(tmpfs))
         }
@@ -263,8 +263,28 @@ fn stage(m: &mut dyn Mounter, plan: &Plan, root_id: u32) -> Result<(), StepFailu
 /// The rootless side, in PID 1's user and mount namespaces: the layers as they are.
 pub fn mount_rootless(m: &mut dyn Mounter, plan: &Plan) -> Result<(), StepFailure> {
     let lowers = lower_dirs(plan)?;
+    if let (Upper::InPlace { .. }, [dir]) = (&plan.root.upper, lowers.as_slice()) {
+        return bind_in_place(m, plan, dir);
+    }
     let (upper, work) = prepare_upper(m, plan, None)?;
     mount_overlay(m, plan, &lowers, &upper, &work)
+}
+
+/// An OCI bundle's root: its directory bound (with what is mounted below it) on the
+/// plan's mount point, no overlay.
+fn bind_in_place(m: &mut dyn Mounter, plan: &Plan, dir: &Path) -> Result<(), StepFailure> {
+    let target = &plan.root.mount_point;
+    m.make_dir(target).step(|| Step::Create {
+        path: target.into(),
+    })?;
+    let tree = m
+        .clone_tree(At::Path(dir), true)
+        .step(|| Step::CloneMount { path: dir.into() })?;
+    m.attach(tree.as_fd(), At::Path(target))
+        .step(|| Step::Attach {
+            source: dir.into(),
+            target: target.clone(),
+        })
 }
 
 fn ms_flags(options: &[String]) -> (MsFlags, String) {
@@ -276,6 +296,13 @@ fn ms_flags(options: &[String]) -> (MsFlags, String) {
             "nosuid" => flags |= MsFlags::MS_NOSUID,
             "nodev" => flags |= MsFlags::MS_NODEV,
             "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "dirsync" => flags |= MsFlags::MS_DIRSYNC,
+            "rw" => {}
             other => data.push(other),
         }
     }
@@ -384,7 +411,29 @@ fn apply(
                 target: target.to_string(),
             })
         }
-        Mount::Mask { target, directory } => mask(m, root, target, *directory),
+        Mount::Mask { target, directory } => mask(m, root, target, Some(*directory)),
+        Mount::MaskPath { target } => mask(m, root, target, None),
+        Mount::Restrict {
+            target,
+            nosuid,
+            nodev,
+            noexec,
+        } => {
+            let step = || Step::Restrict {
+                target: target.clone(),
+            };
+            let at = m.open_in_root(root, target, None).step(step)?;
+            let at = at.ok_or_else(|| StepFailure::other(step(), "it is missing"))?;
+            let attributes = [
+                (*nosuid, super::sys::MOUNT_ATTR_NOSUID),
+                (*nodev, super::sys::MOUNT_ATTR_NODEV),
+                (*noexec, super::sys::MOUNT_ATTR_NOEXEC),
+            ]
+            .into_iter()
+            .filter_map(|(on, flag)| on.then_some(flag))
+            .fold(0, |all, flag| all | flag);
+            m.set_attributes(at.as_fd(), attributes).step(step)
+        }
         Mount::ReadOnly { target } => {
             let Some(at) = m.open_in_root(root, target, None).step(|| Step::Open {
                 path: target.into(),
@@ -425,18 +474,27 @@ fn apply(
 }
 
 /// Hides `target` (if the image has it) behind an empty read-only tmpfs (a directory) or
-/// `/dev/null` (a file).
+/// `/dev/null` (a file); `directory` `None`: whichever `target` is.
 fn mask(
     m: &mut dyn Mounter,
     root: BorrowedFd<'_>,
     target: &str,
-    directory: bool,
+    directory: Option<bool>,
 ) -> Result<(), StepFailure> {
     let Some(at) = m.open_in_root(root, target, None).step(|| Step::Open {
         path: target.into(),
     })?
     else {
         return Ok(());
+    };
+    let directory = match directory {
+        Some(directory) => directory,
+        None => rustix::fs::fstat(&at)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
+            .map_err(io::Error::from)
+            .step(|| Step::Open {
+                path: target.into(),
+            })?,
     };
     if directory {
         let flags =
@@ -507,7 +565,10 @@ pub fn enter(m: &mut dyn Mounter, plan: &Plan, console: Option<&Path>) -> Result
         let source = staged.then(|| staged_source(index));
         apply(m, root.as_fd(), mount, source, console)?;
     }
-    if matches!(plan.root.upper, Upper::ReadOnly) {
+    if matches!(
+        plan.root.upper,
+        Upper::ReadOnly | Upper::InPlace { readonly: true }
+    ) {
         m.mount(
             None,
             At::Fd(root.as_fd()),

@@ -57,6 +57,8 @@ pub trait Mounter {
     fn file_tree(&mut self, name: &str, content: &[u8]) -> io::Result<OwnedFd>;
     /// Makes a detached mount read-only.
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()>;
+    /// Sets `MOUNT_ATTR_*` attributes on a mount (and those below it).
+    fn set_attributes(&mut self, mount: BorrowedFd<'_>, attributes: u64) -> io::Result<()>;
     /// Shows a detached mount's owners through `userns`'s id map.
     fn idmap(&mut self, tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()>;
     /// Attaches a detached mount on `to`.
@@ -151,6 +153,10 @@ impl Mounter for Kernel {
 
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
         sys::set_attributes(tree, sys::MOUNT_ATTR_RDONLY, recursive)
+    }
+
+    fn set_attributes(&mut self, mount: BorrowedFd<'_>, attributes: u64) -> io::Result<()> {
+        sys::set_attributes(mount, attributes, true)
     }
 
     fn idmap(&mut self, tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {

@@ -73,6 +73,12 @@ fn flag_words(flags: MsFlags) -> String {
         (MsFlags::MS_NOEXEC, "noexec"),
         (MsFlags::MS_SLAVE, "slave"),
         (MsFlags::MS_PRIVATE, "private"),
+        (MsFlags::MS_RELATIME, "relatime"),
+        (MsFlags::MS_STRICTATIME, "strictatime"),
+        (MsFlags::MS_NOATIME, "noatime"),
+        (MsFlags::MS_NODIRATIME, "nodiratime"),
+        (MsFlags::MS_SYNCHRONOUS, "sync"),
+        (MsFlags::MS_DIRSYNC, "dirsync"),
     ]
     .into_iter()
     .filter(|(flag, _)| flags.contains(*flag))
@@ -148,6 +154,13 @@ impl Mounter for Recorder {
     fn file_tree(&mut self, name: &str, content: &[u8]) -> io::Result<OwnedFd> {
         self.say(format!("a tmpfs holding {name} ({} bytes)", content.len()))?;
         self.fd(format!("the file {name}"))
+    }
+
+    fn set_attributes(&mut self, mount: BorrowedFd<'_>, attributes: u64) -> io::Result<()> {
+        self.say(format!(
+            "attributes {attributes:#x} on {} (recursive)",
+            self.name(mount)
+        ))
     }
 
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {

@@ -1,0 +1,164 @@
+//! `mm oci` (and mm invoked as `mm-runc`): runc's command line, each verb a call into
+//! `mm::oci`. Errors also go to `--log` (text or runc's JSON lines), where conmon and
+//! containerd's shim look for them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use mm::error::{Error, ExitCode};
+use mm::oci::{Options, lifecycle, state::Container};
+
+use super::output::{print, print_json};
+use crate::cli::{OciArgs, OciCommand, OciLogFormat};
+
+pub fn run(args: OciArgs) -> Result<ExitCode, Error> {
+    let log = args.log.clone().map(|path| (path, args.log_format));
+    if args.debug
+        && let Some(log) = &log
+    {
+        write_log(log, "debug", &format!("{:?}", args.command));
+    }
+    let result = verb(args);
+    if let (Err(e), Some(log)) = (&result, &log) {
+        write_log(log, "error", &e.to_string());
+    }
+    result
+}
+
+fn verb(args: OciArgs) -> Result<ExitCode, Error> {
+    let root = args.root;
+    let systemd_cgroup = args.systemd_cgroup;
+    // Only the verbs that touch containers need a state directory.
+    let options = move || -> Result<Options, Error> {
+        Ok(Options {
+            state_root: state_root(root)?,
+            systemd_cgroup,
+        })
+    };
+    match args.command {
+        OciCommand::Create {
+            bundle,
+            pid_file,
+            console_socket,
+            no_pivot: _,
+            no_new_keyring: _,
+            id,
+        } => {
+            if console_socket.is_some() {
+                return Err(usage(
+                    "--console-socket: a terminal (process.terminal) is not supported by mm yet",
+                ));
+            }
+            lifecycle::create(&options()?, &id, &bundle, pid_file.as_deref())?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Start { id } => {
+            lifecycle::start(&options()?, &id)?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::State { id } => {
+            print_json(&Container::new(&options()?.state_root, &id)?.state()?)?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Kill { all, id, signal } => {
+            lifecycle::kill(&options()?, &id, &signal, all)?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Delete { force, id } => {
+            lifecycle::delete(&options()?, &id, force)?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Run {
+            bundle,
+            pid_file,
+            detach,
+            id,
+        } => {
+            let options = options()?;
+            lifecycle::create(&options, &id, &bundle, pid_file.as_deref())?;
+            lifecycle::start(&options, &id)?;
+            if detach {
+                return Ok(ExitCode::Ok);
+            }
+            let status = lifecycle::wait(&options, &id)?;
+            lifecycle::delete(&options, &id, false)?;
+            // The container's own status, as runc exits with it.
+            std::process::exit(status.unwrap_or(ExitCode::System as i32))
+        }
+        OciCommand::Features => {
+            print_json(&mm::oci::features())?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Spec { rootless, bundle } => {
+            let path = bundle.join("config.json");
+            let mut text = serde_json::to_string_pretty(&mm::oci::default_spec(rootless))
+                .map_err(|e| Error::Output(e.into()))?;
+            text.push('\n');
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| mm::oci::OciError::io(&path, e))?;
+            file.write_all(text.as_bytes())
+                .map_err(|e| mm::oci::OciError::io(&path, e))?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Plan {
+            bundle,
+            id,
+            json,
+            host_file,
+        } => {
+            let host = match host_file {
+                Some(path) => super::definitions::read_host(&path)?,
+                None => mm::host::Host::probe(),
+            };
+            let plan = mm::oci::plan(&bundle, &id, &host, &options()?)?;
+            if json {
+                print_json(&plan.hashed())?;
+            } else {
+                print(&plan.render())?;
+            }
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+fn usage(why: &str) -> Error {
+    Error::Oci(mm::oci::OciError::Usage(why.to_owned()))
+}
+
+/// `--root`, else /run/mm-oci as root and $XDG_RUNTIME_DIR/mm-oci for others.
+fn state_root(root: Option<PathBuf>) -> Result<PathBuf, Error> {
+    if let Some(root) = root {
+        return std::path::absolute(&root).map_err(|e| mm::oci::OciError::io(&root, e).into());
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/run/mm-oci"));
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if Path::new(&dir).is_absolute() => Ok(Path::new(&dir).join("mm-oci")),
+        _ => Err(usage(
+            "XDG_RUNTIME_DIR is not set: give the state directory with --root",
+        )),
+    }
+}
+
+/// One line in the log file: runc's JSON (`{"level","msg","time"}`) or plain text. A log
+/// that cannot be written must not hide the error itself, which goes to stderr anyway.
+fn write_log((path, format): &(PathBuf, OciLogFormat), level: &str, message: &str) {
+    let time = mm::oci::state::rfc3339_now();
+    let line = match format {
+        OciLogFormat::Json => {
+            serde_json::json!({"level": level, "msg": message, "time": time}).to_string()
+        }
+        OciLogFormat::Text => format!("{time} {level}: {message}"),
+    };
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}

@@ -1,0 +1,481 @@
+//! `mm oci`, runc's command line, on real bundles: a busybox bundle made by `umoci
+//! unpack` from images/busybox, created, started, signalled and deleted as root, with
+//! each state checked (`mm oci state`), the process's own view (its output, ids,
+//! capabilities, limits) and, after delete, nothing left: no state directory, no cgroup,
+//! no mount in any namespace. Also a refused field named by its JSON path, `delete
+//! --force` of a created container, and the same lifecycle as an ordinary user.
+
+mod support;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use support::*;
+
+/// A bundle of images/busybox in `dir/bundle`, its process `args`, `terminal` off.
+fn bundle(dir: &Path, args: &[&str]) -> PathBuf {
+    let bundle = dir.join("bundle");
+    let image = format!("{}:latest", busybox().display());
+    let (out, _, stderr) = run({
+        let mut c = Command::new("umoci");
+        c.args(["unpack", "--image", &image]).arg(&bundle);
+        c
+    });
+    assert!(out.status.success(), "umoci unpack: {stderr}");
+    edit_config(&bundle, |config| {
+        config["process"]["terminal"] = false.into();
+        config["process"]["args"] = args.into();
+    });
+    bundle
+}
+
+fn edit_config(bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+/// `mm oci --root ROOT ARGS` with the container's streams on files (they are the
+/// container's, which would keep a pipe open).
+fn oci(root: &Path, args: &[&str], out: &Path) -> (bool, String) {
+    let mut command = Command::new(MM);
+    command.arg("oci").arg("--root").arg(root).args(args);
+    oci_run(command, out)
+}
+
+fn oci_run(mut command: Command, out: &Path) -> (bool, String) {
+    let stdout = File::options().create(true).append(true).open(out).unwrap();
+    let err_path = out.with_extension("err");
+    let stderr = File::create(&err_path).unwrap();
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .status()
+        .unwrap();
+    (
+        status.success(),
+        std::fs::read_to_string(&err_path).unwrap_or_default(),
+    )
+}
+
+/// `mm oci state ID` as JSON (its standard output is ours here: it runs no container).
+fn state(root: &Path, id: &str) -> serde_json::Value {
+    let (out, stdout, stderr) = run(mm_bare(&[
+        "oci",
+        "--root",
+        root.to_str().unwrap(),
+        "state",
+        id,
+    ]));
+    assert!(out.status.success(), "state {id}: {stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// This test process as conmon and containerd's shim are: a subreaper, so that a
+/// container's process, re-parented when `mm oci create` exits, becomes its child.
+fn be_subreaper() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+}
+
+/// Waits for the container's process as its subreaper does: how it ended.
+fn reap(pid: i64) -> nix::sys::wait::WaitStatus {
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None)
+        .unwrap_or_else(|e| panic!("waitpid {pid}: {e} (the process is not ours)"));
+    assert!(!alive(pid));
+    status
+}
+
+fn killed(pid: i64) {
+    let status = reap(pid);
+    println!("the container's process, reaped by its subreaper: {status:?}");
+    assert!(
+        matches!(
+            status,
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+        ),
+        "{status:?}"
+    );
+}
+
+fn cmdline(pid: i64) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_bundle_goes_through_create_start_kill_delete_as_root() {
+    if !ready("a_bundle_goes_through_create_start_kill_delete_as_root") {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "echo ids $(id -u):$(id -g) in $(pwd) on $(hostname); grep CapEff /proc/self/status; ulimit -n; grep ' /shared ' /proc/self/mountinfo; exec sleep 1000",
+        ],
+    );
+    // A bind with runc's options: read-only, nosuid and noexec.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    edit_config(&bundle, |config| {
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/shared", "type": "bind", "source": shared,
+                "options": ["rbind", "ro", "nosuid", "noexec", "rprivate"]
+            }));
+    });
+    let root = dir.path().join("state");
+    let out = dir.path().join("container.out");
+    let pid_file = dir.path().join("pid");
+    let id = "mm-oci-test-1";
+    let _cleanup = OnDrop(|| {
+        let _ = run(mm_bare(&[
+            "oci",
+            "--root",
+            root.to_str().unwrap(),
+            "delete",
+            "--force",
+            id,
+        ]));
+    });
+
+    let (ok, err) = oci(
+        &root,
+        &[
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            id,
+        ],
+        &out,
+    );
+    assert!(ok, "create: {err}");
+    let created = state(&root, id);
+    println!("created: {created}");
+    assert_eq!(created["status"], "created");
+    assert_eq!(created["ociVersion"], "1.2.0");
+    assert_eq!(created["bundle"], bundle.to_str().unwrap());
+    assert_eq!(
+        created["annotations"]["org.opencontainers.image.os"], "linux",
+        "the bundle's annotations"
+    );
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(created["pid"], pid);
+    assert!(alive(pid));
+    // Not executed yet: it is mm, waiting.
+    assert!(cmdline(pid).contains("__supervise"), "{}", cmdline(pid));
+    let cgroups = cgroup_dirs(&format!("machine.slice/mm-oci-{id}.scope"));
+    assert!(
+        cgroups.iter().any(|d| d.exists()),
+        "its cgroup: {cgroups:?}"
+    );
+    let state_dir = root.join(id);
+    assert!(state_dir.is_dir());
+    // Starting twice: the second is refused, as it is not created any more.
+    let (ok, err) = oci(&root, &["start", id], &out);
+    assert!(ok, "start: {err}");
+    let (ok, err) = oci(&root, &["start", id], &out);
+    assert!(!ok && err.contains("is running"), "a second start: {err}");
+    assert_eq!(state(&root, id)["status"], "running");
+    eventually("the container wrote its line", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() >= 4)
+    });
+    let said = std::fs::read_to_string(&out).unwrap();
+    println!("the container said: {said}");
+    assert!(said.contains("ids 0:0 in / on umoci-default"), "{said}");
+    // runc's default set: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
+    assert!(said.contains("CapEff:\t0000000020000420"), "{said}");
+    assert!(said.lines().any(|l| l == "1024"), "RLIMIT_NOFILE: {said}");
+    let bind = said
+        .lines()
+        .find(|l| l.contains(" /shared "))
+        .unwrap_or_default();
+    for flag in ["ro", "nosuid", "noexec"] {
+        assert!(bind.split([' ', ',']).any(|w| w == flag), "{flag}: {bind}");
+    }
+    assert!(cmdline(pid).starts_with("sleep 1000"), "{}", cmdline(pid));
+
+    let (ok, err) = oci(&root, &["delete", id], &out);
+    assert!(
+        !ok && err.contains("is running"),
+        "delete of a running one: {err}"
+    );
+    let (ok, err) = oci(&root, &["kill", id, "KILL"], &out);
+    assert!(ok, "kill: {err}");
+    eventually("the container is stopped", || {
+        state(&root, id)["status"] == "stopped"
+    });
+    assert_eq!(state(&root, id)["pid"], 0);
+    let (ok, err) = oci(&root, &["delete", id], &out);
+    assert!(ok, "delete: {err}");
+    assert!(!state_dir.exists(), "its state directory is gone");
+    assert!(
+        cgroups.iter().all(|d| !d.exists()),
+        "its cgroup is gone: {cgroups:?}"
+    );
+    let left = mounts_anywhere(state_dir.to_str().unwrap());
+    assert!(left.is_empty(), "mounts left: {left:?}");
+    killed(pid);
+    // The bundle is as it was: delete never touches it.
+    assert!(bundle.join("rootfs/bin/busybox").exists());
+    let (out_, _, stderr) = run(mm_bare(&[
+        "oci",
+        "--root",
+        root.to_str().unwrap(),
+        "state",
+        id,
+    ]));
+    assert_eq!(
+        out_.status.code(),
+        Some(66),
+        "state of a deleted one: {stderr}"
+    );
+}
+
+#[test]
+fn a_refused_field_is_named_and_nothing_is_left() {
+    if !ready("a_refused_field_is_named_and_nothing_is_left") {
+        return;
+    }
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["true"]);
+    edit_config(&bundle, |config| {
+        config["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"});
+        config["process"]["cwdd"] = "/".into();
+    });
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let log = dir.path().join("log.json");
+    let mut command = Command::new(MM);
+    command
+        .arg("oci")
+        .args(["--root", root.to_str().unwrap()])
+        .args(["--log", log.to_str().unwrap(), "--log-format", "json"])
+        .args(["create", "--bundle", bundle.to_str().unwrap(), "refused"]);
+    let (ok, err) = oci_run(command, &out);
+    println!("{err}");
+    assert!(!ok);
+    assert!(
+        err.contains("linux.seccomp: is not supported by mm"),
+        "{err}"
+    );
+    assert!(
+        err.contains("process.cwdd: is not a runtime-spec field (did you mean `cwd`?)"),
+        "{err}"
+    );
+    assert!(!root.join("refused").exists(), "no state directory");
+    // conmon and containerd read the reason from the log, as runc's JSON lines.
+    let line = std::fs::read_to_string(&log).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["level"], "error");
+    assert!(entry["msg"].as_str().unwrap().contains("linux.seccomp"));
+}
+
+#[test]
+fn delete_force_removes_a_created_container() {
+    if !ready("delete_force_removes_a_created_container") {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["true"]);
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let id = "mm-oci-test-force";
+    let (ok, err) = oci(
+        &root,
+        &["create", "--bundle", bundle.to_str().unwrap(), id],
+        &out,
+    );
+    assert!(ok, "create: {err}");
+    let pid = state(&root, id)["pid"].as_i64().unwrap();
+    let (ok, err) = oci(&root, &["delete", "--force", id], &out);
+    assert!(ok, "delete --force: {err}");
+    killed(pid);
+    assert!(!root.join(id).exists());
+    let cgroups = cgroup_dirs(&format!("machine.slice/mm-oci-{id}.scope"));
+    assert!(cgroups.iter().all(|d| !d.exists()), "{cgroups:?}");
+    // `true` never ran: nothing was written.
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
+}
+
+#[test]
+fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
+    if !is_root() {
+        return skip(
+            "an_ordinary_user_runs_a_bundle_through_mm_runc",
+            "creating users needs root",
+        );
+    }
+    assert!(default_image_built(), "images/busybox is missing");
+    let user = test_user("mm-test", Some(300_000));
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &["sh", "-c", "echo inside as $(id -u); exec sleep 1000"],
+    );
+    let out = dir.path().join("out");
+    std::fs::write(&out, "").unwrap();
+    // mm's rootless map makes root inside the user: its files are the user's.
+    let (chowned, _, stderr) = run({
+        let mut c = Command::new("chown");
+        c.args(["-R", &format!("{}:users", user.name)])
+            .arg(dir.path());
+        c
+    });
+    assert!(chowned.status.success(), "{stderr}");
+    edit_config(&bundle, |config| {
+        let namespaces = config["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.push(serde_json::json!({"type": "user"}));
+        // devpts's gid=5 is not mapped for an ordinary user's map that starts at 0.
+        for mount in config["mounts"].as_array_mut().unwrap() {
+            if let Some(options) = mount.get_mut("options").and_then(|o| o.as_array_mut()) {
+                options.retain(|o| o != "gid=5");
+            }
+        }
+    });
+    // As runc is called by podman: global flags first, under the name mm-runc.
+    let runc = dir.path().join("mm-runc");
+    std::os::unix::fs::symlink(shared_binary(), &runc).unwrap();
+    let root = dir.path().join("state");
+    let as_user = |args: &[&str]| {
+        // As TestUser::mm runs mm, but through the symlink.
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--reuid",
+                user.name,
+                "--regid",
+                "users",
+                "--init-groups",
+                "--",
+            ])
+            .arg(&runc)
+            .args(["--root", root.to_str().unwrap()])
+            .args(args)
+            .env_clear()
+            .env("HOME", &user.home)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        command
+    };
+    let id = "mm-oci-rootless";
+    let (ok, err) = oci_run(
+        as_user(&["create", "--bundle", bundle.to_str().unwrap(), id]),
+        &out,
+    );
+    assert!(ok, "create: {err}");
+    let (o, stdout, stderr) = run(as_user(&["state", id]));
+    assert!(o.status.success(), "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(created["status"], "created");
+    let pid = created["pid"].as_i64().unwrap();
+    // On the host, the process is the user.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains(&user.uid.to_string()), "{uid_line}");
+    let (ok, err) = oci_run(as_user(&["start", id]), &out);
+    assert!(ok, "start: {err}");
+    eventually("the container wrote its line", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("inside as 0"))
+    });
+    let (ok, err) = oci_run(as_user(&["delete", "--force", id]), &out);
+    assert!(ok, "delete --force: {err}");
+    assert!(!root.join(id).exists());
+    killed(pid);
+    println!(
+        "rootless: created, started, said {:?}, deleted",
+        std::fs::read_to_string(&out).unwrap().trim()
+    );
+}
+
+/// podman drives mm as its runtime, through conmon: `podman --runtime DIR/mm-runc run
+/// --rm`, with a store of its own in a temporary directory. conmon is the subreaper that
+/// waits for the container's process, so the exit status it reports is the process's.
+/// podman's seccomp profile and network namespace (joined by path) are not supported by
+/// mm yet, and this VM's root lacks CAP_SYS_RESOURCE, so the run asks for neither and for
+/// limits within the host's (docs/oci.md).
+#[test]
+fn podman_runs_a_container_with_mm_as_its_runtime() {
+    if !is_root() {
+        return skip(
+            "podman_runs_a_container_with_mm_as_its_runtime",
+            "podman's root store and cgroups need root",
+        );
+    }
+    for tool in ["podman", "conmon"] {
+        let found = ["/usr/bin", "/usr/libexec/podman", "/usr/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).exists());
+        assert!(
+            found,
+            "{tool} is missing: scripts/setup installs podman (with conmon)"
+        );
+    }
+    assert!(default_image_built(), "images/busybox is missing");
+    let dir = shared_tempdir();
+    let runc = dir.path().join("mm-runc");
+    std::os::unix::fs::symlink(MM, &runc).unwrap();
+    let conf = dir.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+    )
+    .unwrap();
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(dir.path().join("storage"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["--storage-driver", "vfs", "--runtime"])
+            .arg(&runc)
+            .args(args);
+        c
+    };
+    let image = format!("oci:{}:latest", busybox().display());
+    let (out, _, stderr) = run(podman(&["pull", "-q", &image]));
+    assert!(out.status.success(), "podman pull: {stderr}");
+    let cid = dir.path().join("cid");
+    let (out, stdout, stderr) = run(podman(&[
+        "run",
+        "--rm",
+        "--cidfile",
+        cid.to_str().unwrap(),
+        "--security-opt",
+        "seccomp=unconfined",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        &image,
+        "sh",
+        "-c",
+        "echo hello from $(hostname) as $(id -u); exit 3",
+    ]));
+    println!("podman run: {:?}, said {stdout:?}", out.status.code());
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("hello from"), "{stdout}{stderr}");
+    assert!(stdout.contains("as 0"), "{stdout}");
+    // --rm deleted it: mm's state for the container is gone.
+    let id = std::fs::read_to_string(&cid).unwrap();
+    assert!(!Path::new("/run/mm-oci").join(id.trim()).exists());
+}

@@ -1,0 +1,102 @@
+//! OCI bundles' config.json compiled into mm's plan (`mm oci plan`), for a root host and
+//! a rootless one, recorded in tests/snapshots: `runc spec`'s and `crun spec --rootless`'s
+//! configs (with `terminal` off, which mm does not support yet), one full of fields mm
+//! does not support and one of values it refuses, each refusal with its JSON path. Also
+//! each plan's exact mount sequence.
+
+use std::path::{Path, PathBuf};
+
+use mm::host::Host;
+
+const HOSTS: &[&str] = &["root-hybrid", "rootless-v2-delegated"];
+const BUNDLES: &[&str] = &["runc", "crun-rootless", "unsupported", "refused"];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn host(name: &str) -> Host {
+    let path = repo()
+        .join("tests/fixtures/hosts")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    let repo = repo().to_str().unwrap().replace('.', "\\.");
+    settings.add_filter(&repo, "[REPO]");
+    settings.add_filter(r"sha256:[0-9a-f]{64}", "sha256:[HASH]");
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}
+
+fn options() -> mm::oci::Options {
+    mm::oci::Options {
+        state_root: PathBuf::from("/run/mm-oci"),
+        systemd_cgroup: false,
+    }
+}
+
+#[test]
+fn bundles_plan_as_recorded() {
+    let settings = settings();
+    let mut plans = 0;
+    let mut refusals = 0;
+    for bundle in BUNDLES {
+        let dir = repo().join("tests/fixtures/oci").join(bundle);
+        for host_name in HOSTS {
+            let name = format!("oci-{bundle}@{host_name}");
+            let text = match mm::oci::plan(&dir, "ctr1", &host(host_name), &options()) {
+                Ok(plan) => {
+                    plans += 1;
+                    let json = serde_json::to_string_pretty(&plan.hashed()).unwrap();
+                    settings.bind(|| insta::assert_snapshot!(format!("{name}.json"), json));
+                    let mounts = mm::runtime::rootfs::sequence(&plan)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                        .join("\n");
+                    settings.bind(|| insta::assert_snapshot!(format!("{name}.mounts"), mounts));
+                    plan.render()
+                }
+                Err(e) => {
+                    refusals += 1;
+                    format!("{e}\n")
+                }
+            };
+            settings.bind(|| insta::assert_snapshot!(name, text));
+        }
+    }
+    println!("{plans} plans and {refusals} refusals recorded");
+    // runc's spec has no user namespace: fine as root, refused rootless; crun's rootless
+    // one has a user namespace without maps: mm's own rootless, refused as root; the last
+    // two are refused everywhere.
+    assert_eq!((plans, refusals), (2, 6));
+}
+
+/// Every refusal names its field's JSON path, and none is left out for a later one.
+#[test]
+fn every_unsupported_field_is_named_with_its_path() {
+    let dir = repo().join("tests/fixtures/oci/unsupported");
+    let Err(mm::oci::OciError::Config { errors, .. }) = mm::oci::load(&dir) else {
+        panic!("the unsupported bundle loaded");
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    println!("{} fields refused: {paths:?}", paths.len());
+    assert_eq!(
+        paths,
+        [
+            "hooks",
+            "linux.maskedPath",
+            "linux.resources.cpu.shares",
+            "linux.seccomp",
+            "linux.sysctl",
+            "process.apparmorProfile",
+        ]
+    );
+    assert!(
+        errors[1].why.contains("did you mean `maskedPaths`"),
+        "{}",
+        errors[1]
+    );
+}
