@@ -9,18 +9,73 @@ use rustix::fs::FlockOperation;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// How the temporary files of [`write_atomically`] end: `.NAME.PID.RANDOM.tmp`, the pid
+/// being the writer's, so that [`remove_stale_temporaries`] can tell a killed writer's.
+const TEMPORARY_SUFFIX: &str = ".tmp";
+
 /// Writes `bytes` to `path` through a temporary file in the same directory, synced, then
-/// renamed over it: readers see the old content or the new, never a part.
+/// renamed over it: readers see the old content or the new, never a part. A writer killed
+/// before the rename leaves its temporary file (`.NAME.PID.RANDOM.tmp`), which
+/// [`remove_stale_temporaries`] removes once the writer is gone.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.{}.", std::process::id()))
+        .suffix(TEMPORARY_SUFFIX)
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The writer's pid in the name of a temporary file of [`write_atomically`].
+fn temporary_writer(name: &str) -> Option<i32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(TEMPORARY_SUFFIX)?;
+    let mut parts = inner.rsplit('.');
+    let _random = parts.next()?;
+    parts.next()?.parse().ok().filter(|pid| *pid > 0)
+}
+
+/// Whether a process `pid` exists (in this process's PID namespace).
+fn alive(pid: i32) -> bool {
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e != nix::errno::Errno::ESRCH,
+    }
+}
+
+/// Removes the temporary files that writers killed inside [`write_atomically`] left in
+/// `dir`: those whose writer (the pid in the name) no longer runs. A live writer's file
+/// is left to it. Returns how many went; a missing `dir` has none.
+pub fn remove_stale_temporaries(dir: &Path) -> io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = temporary_writer(&name.to_string_lossy()) else {
+            continue;
+        };
+        if alive(pid) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            // Another cleaner was first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 /// Makes `path` (and any missing parents) and leaves it mode 0700, also when it was
@@ -149,6 +204,7 @@ impl MachineRecords {
         let path = self.path(machine);
         let dir = path.parent().unwrap_or(&self.machines);
         std::fs::create_dir_all(dir).map_err(record_io(dir))?;
+        remove_stale_temporaries(dir).map_err(record_io(dir))?;
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| record_io(&path)(e.into()))?;
         write_atomically(&path, &bytes).map_err(record_io(&path))
     }
@@ -188,6 +244,30 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             2,
             "no temporary file is left"
+        );
+    }
+
+    #[test]
+    fn a_killed_writers_temporary_goes_and_a_live_ones_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: no process has this pid.
+        let dead = dir.path().join(".state.json.99999999.AbC123.tmp");
+        let live = dir
+            .path()
+            .join(format!(".state.json.{}.XyZ789.tmp", std::process::id()));
+        let other = dir.path().join(".tmpAbCdEf");
+        for path in [&dead, &live, &other] {
+            std::fs::write(path, "half").unwrap();
+        }
+        assert_eq!(temporary_writer(".state.json.42.AbC123.tmp"), Some(42));
+        assert_eq!(temporary_writer("state.json"), None);
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(live.exists(), "a live writer's file stays");
+        assert!(other.exists(), "a file of another kind stays");
+        assert_eq!(
+            remove_stale_temporaries(&dir.path().join("none")).unwrap(),
+            0
         );
     }
 }

@@ -17,7 +17,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use faults_kit::checks::{Scene, Verified, settled};
-use faults_kit::{Netns, Rng, Round, Tally, Target, failed, procs, round, run_bounded, timed};
+use faults_kit::{
+    Netns, Rng, Round, Tally, Target, Timing, failed, procs, round, run_bounded, timed,
+};
 use support::*;
 
 /// One test's definitions and state (its own MM_ROOT), and how it runs mm.
@@ -177,17 +179,28 @@ fn bucket(delay: Duration, typical: Duration) -> String {
     }
 }
 
-/// Records a round: a kill and the checker's findings, or a miss.
-fn tally(tally: &mut Tally, op: &str, target: Target, outcome: Round, found: Vec<String>) {
+/// Records a round: a kill and the checker's findings, or a miss (whose duration then
+/// joins `timing`).
+fn tally(
+    tally: &mut Tally,
+    timing: &mut Timing,
+    op: &str,
+    target: Target,
+    outcome: Round,
+    found: Vec<String>,
+) {
     match outcome {
         Round::Killed { phase, .. } => tally.record(op, target, &phase, found),
-        Round::Missed { output } => {
+        Round::Missed { output, took } => {
+            if output.status.success() {
+                timing.add(took);
+            }
             eprintln!(
                 "faults: {op}: {} gone before its delay; the operation ended {}",
                 target.name(),
                 output.status
             );
-            tally.miss(op, target, found)
+            tally.miss(op, target, found);
         }
     }
 }
@@ -226,16 +239,23 @@ fn start_of_a_veth_machine_killed_at_every_step() {
     // The first start imports the image; the second is the typical one.
     lab.ok(&["start", &name]);
     lab.ok(&["stop", &name]);
-    let (typical, out) = timed(lab.mm(&["start", &name]));
+    let (first, out) = timed(lab.mm(&["start", &name]));
     assert!(out.status.success(), "{out:?}");
     lab.ok(&["stop", &name]);
-    eprintln!("faults: mm start takes {typical:?} here");
+    eprintln!("faults: mm start takes {first:?} here");
+    let mut timing = Timing::default();
+    timing.add(first);
     let mut t = Tally::default();
     for _ in 0..kills {
+        let typical = timing.typical();
         let target = rng.pick(&targets);
         // The spawner and the registrar live for a fraction of a start.
         let brief = matches!(target, Target::Spawner | Target::Registrar);
-        let wait = delay(&mut rng, if brief { typical / 8 } else { typical });
+        let wait = if brief {
+            Duration::from_micros(rng.below(2000))
+        } else {
+            delay(&mut rng, typical)
+        };
         let outcome = round(
             lab.mm(&["start", &name]),
             wait,
@@ -246,7 +266,76 @@ fn start_of_a_veth_machine_killed_at_every_step() {
         let mut found = Vec::new();
         lab.restart(&name, &mut found);
         found.extend(lab.check(&mut verified));
-        tally(&mut t, "start", target, outcome, found);
+        tally(&mut t, &mut timing, "start", target, outcome, found);
+    }
+    t.finish(TEST);
+}
+
+/// The Debian rootfs with systemd of tests/boot.rs (tests/fixtures/debian/make-rootfs.sh
+/// builds it when missing, and keeps it between runs).
+fn debian_rootfs() -> PathBuf {
+    let dest = PathBuf::from("/var/tmp/mm-test-debian-bookworm");
+    let status = Command::new(repo().join("tests/fixtures/debian/make-rootfs.sh"))
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-rootfs.sh {}", dest.display());
+    dest
+}
+
+#[test]
+fn start_of_a_booted_machine_killed_at_every_step() {
+    const TEST: &str = "start_of_a_booted_machine_killed_at_every_step";
+    if !ready(TEST) {
+        return;
+    }
+    let mut targets = vec![Target::Cli, Target::Supervisor, Target::Pid1];
+    if system_bus_with_machined().is_ok() {
+        targets.push(Target::Registrar);
+    }
+    let mut rng = Rng::new(faults_kit::seed(TEST));
+    let kills = faults_kit::kills(4);
+    let name = names("b", 1).remove(0);
+    let rootfs = debian_rootfs();
+    let mut lab = Lab::new(&[], "", None);
+    let machines = lab.dir.path().join("machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    std::fs::write(
+        machines.join(format!("{name}.toml")),
+        format!(
+            "[image]\nsource = \"rootfs:{}\"\n[exec]\nboot = true\n[network]\nmode = \"private\"\n",
+            rootfs.display()
+        ),
+    )
+    .unwrap();
+    lab.names.push(name.clone());
+    let mut verified = Verified::default();
+    lab.ok(&["start", &name]);
+    lab.ok(&["stop", &name]);
+    let (first, out) = timed(lab.mm(&["start", &name]));
+    assert!(out.status.success(), "{out:?}");
+    lab.ok(&["stop", &name]);
+    eprintln!("faults: mm start of a booted machine takes {first:?} here");
+    let mut timing = Timing::default();
+    timing.add(first);
+    let mut t = Tally::default();
+    for _ in 0..kills {
+        let typical = timing.typical();
+        let target = rng.pick(&targets);
+        let brief = target == Target::Registrar;
+        // Past the start too: systemd is still booting then.
+        let wait = delay(&mut rng, if brief { typical / 8 } else { typical * 3 });
+        let outcome = round(
+            lab.mm(&["start", &name]),
+            wait,
+            target,
+            |cli| lab.find(target, &name, cli),
+            |cli| lab.machine_phase(&name, cli),
+        );
+        let mut found = Vec::new();
+        lab.restart(&name, &mut found);
+        found.extend(lab.check(&mut verified));
+        tally(&mut t, &mut timing, "start (boot)", target, outcome, found);
     }
     t.finish(TEST);
 }
@@ -264,11 +353,14 @@ fn stop_killed_at_every_step() {
     let lab = Lab::new(&[&name], veth_machine(), Some(Netns::new("stop")));
     let mut verified = Verified::with_sources(&[&busybox()]);
     lab.ok(&["start", &name]);
-    let (typical, out) = timed(lab.mm(&["stop", &name]));
+    let (first, out) = timed(lab.mm(&["stop", &name]));
     assert!(out.status.success(), "{out:?}");
-    eprintln!("faults: mm stop takes {typical:?} here");
+    eprintln!("faults: mm stop takes {first:?} here");
+    let mut timing = Timing::default();
+    timing.add(first);
     let mut t = Tally::default();
     for _ in 0..kills {
+        let typical = timing.typical();
         let target = rng.pick(&targets);
         // PID 1 ends as soon as it gets the stop signal; the rest is the cleanup.
         let wait = match target {
@@ -295,7 +387,7 @@ fn stop_killed_at_every_step() {
         let mut found = Vec::new();
         lab.restart(&name, &mut found);
         found.extend(lab.check(&mut verified));
-        tally(&mut t, "stop", target, outcome, found);
+        tally(&mut t, &mut timing, "stop", target, outcome, found);
     }
     t.finish(TEST);
 }
@@ -323,11 +415,14 @@ fn rm_killed_at_every_step() {
     let lab = Lab::new(&[&name], "[exec]\ncommand = [\"sleep\", \"1000\"]\n", None);
     let mut verified = Verified::with_sources(&[&busybox()]);
     fill(&lab, &name, 3000);
-    let (typical, out) = timed(lab.mm(&["rm", &name]));
+    let (first, out) = timed(lab.mm(&["rm", &name]));
     assert!(out.status.success(), "{out:?}");
-    eprintln!("faults: mm rm of 3000 files takes {typical:?} here");
+    eprintln!("faults: mm rm of 3000 files takes {first:?} here");
+    let mut timing = Timing::default();
+    timing.add(first);
     let mut t = Tally::default();
     for _ in 0..kills {
+        let typical = timing.typical();
         fill(&lab, &name, 3000);
         let wait = delay(&mut rng, typical);
         let outcome = round(
@@ -344,7 +439,7 @@ fn rm_killed_at_every_step() {
         }
         lab.restart(&name, &mut found);
         found.extend(lab.check(&mut verified));
-        tally(&mut t, "rm", Target::Cli, outcome, found);
+        tally(&mut t, &mut timing, "rm", Target::Cli, outcome, found);
     }
     t.finish(TEST);
 }
@@ -363,12 +458,15 @@ fn commit_killed_at_every_step() {
     let mut verified = Verified::with_sources(&[&busybox()]);
     fill(&lab, &name, 2000);
     let commit = ["commit", name.as_str(), "--tag", tag.as_str(), "--force"];
-    let (typical, out) = timed(lab.mm(&commit));
+    let (first, out) = timed(lab.mm(&commit));
     assert!(out.status.success(), "{out:?}");
-    eprintln!("faults: mm commit of 2000 files takes {typical:?} here");
+    eprintln!("faults: mm commit of 2000 files takes {first:?} here");
+    let mut timing = Timing::default();
+    timing.add(first);
     let store_tmp = lab.root().join("images/tmp");
     let mut t = Tally::default();
     for round_number in 0..kills {
+        let typical = timing.typical();
         // A new file each round, so each commit makes a new layer.
         lab.ok(&["start", &name]);
         lab.ok(&[
@@ -400,7 +498,7 @@ fn commit_killed_at_every_step() {
         lab.step(&["image", "gc"], &mut found);
         lab.restart(&name, &mut found);
         found.extend(lab.check(&mut verified));
-        tally(&mut t, "commit", Target::Cli, outcome, found);
+        tally(&mut t, &mut timing, "commit", Target::Cli, outcome, found);
     }
     t.finish(TEST);
 }
@@ -417,12 +515,15 @@ fn import_loop(test: &str, op: &str, lab: &Lab, targets: &[Target], default_kill
     lab.ok(&["image", "import", &source]);
     lab.ok(&["image", "rm", &source]);
     lab.ok(&["image", "gc"]);
-    let (typical, out) = timed(lab.mm(&["image", "import", &source]));
+    let (first, out) = timed(lab.mm(&["image", "import", &source]));
     assert!(out.status.success(), "{out:?}");
-    eprintln!("faults: {op} of a 64 MiB layer takes {typical:?} here");
+    eprintln!("faults: {op} of a 64 MiB layer takes {first:?} here");
+    let mut timing = Timing::default();
+    timing.add(first);
     let store = lab.root().join("images");
     let mut t = Tally::default();
     for _ in 0..kills {
+        let typical = timing.typical();
         lab.ok(&["image", "rm", &source]);
         lab.ok(&["image", "gc"]);
         let target = rng.pick(targets);
@@ -452,7 +553,7 @@ fn import_loop(test: &str, op: &str, lab: &Lab, targets: &[Target], default_kill
         let mut found = Vec::new();
         lab.step(&["image", "import", &source], &mut found);
         found.extend(lab.check(&mut verified));
-        tally(&mut t, op, target, outcome, found);
+        tally(&mut t, &mut timing, op, target, outcome, found);
     }
     t.finish(test);
 }
@@ -481,4 +582,93 @@ fn import_rootless_killed_at_every_step() {
         &[Target::Cli, Target::Worker],
         6,
     );
+}
+
+/// The checker itself: each kind of leftover a kill could make, planted by hand, is found.
+#[test]
+fn the_checker_finds_what_a_kill_could_leave() {
+    const TEST: &str = "the_checker_finds_what_a_kill_could_leave";
+    if !ready(TEST) {
+        return;
+    }
+    let name = names("k", 1).remove(0);
+    let lab = Lab::new(&[&name], veth_machine(), Some(Netns::new("check")));
+    lab.ok(&["start", &name]);
+    lab.ok(&["stop", &name]);
+    let clean = lab.check(&mut Verified::with_sources(&[&busybox()]));
+    assert!(clean.is_empty(), "a clean lab: {clean:?}");
+
+    let store = lab.root().join("images");
+    std::fs::create_dir(store.join("tmp/0123.77")).unwrap();
+    std::fs::write(store.join("images/.tmpAbCdE"), "half").unwrap();
+    let lock = std::fs::File::create(store.join("locks/planted.lock")).unwrap();
+    // SAFETY: flock on a file this test owns.
+    assert_eq!(
+        unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        },
+        0
+    );
+    // A layer whose file lost its last byte.
+    let layers = store.join("layers");
+    let layer = std::fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("busybox's layer");
+    let file = layer.join("bin/busybox");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let mut sleeper = Command::new("sleep");
+    sleeper.arg("60").env("MM_ROOT", lab.root());
+    let sleeper = KillOnDrop(sleeper.spawn().unwrap());
+    let mounted = lab.root().join("run/planted-mount");
+    std::fs::create_dir_all(&mounted).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "planted", mounted.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _unmount = OnDrop(|| {
+        let _ = Command::new("umount").arg(&mounted).status();
+    });
+    let ns = &lab.netns.as_ref().unwrap().name;
+    let status = Command::new("ip")
+        .args(["-n", ns, "link", "add", "ve-planted", "type", "veth"])
+        .args(["peer", "name", "ve-planted1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let scope = format!("machine.slice/mm-{name}.scope");
+    let cgroup = cgroup_dirs(&scope).remove(0);
+    std::fs::create_dir_all(&cgroup).unwrap();
+    let _rmdir = OnDrop(|| {
+        let _ = std::fs::remove_dir(&cgroup);
+    });
+
+    let found = lab.check(&mut Verified::with_sources(&[&busybox()]));
+    let text = found.join("\n");
+    eprintln!("faults: the checker found, as it should:\n{text}");
+    for expected in [
+        "a temporary entry is left in the store",
+        "a temporary file is left",
+        "a lock is held",
+        "is not its blob's: bin/busybox differs",
+        &format!("a process is left: {}", sleeper.0.id()),
+        "a mount is left",
+        "a network link is left: ve-planted",
+        "a cgroup directory is left",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+    drop(lock);
 }

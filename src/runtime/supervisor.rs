@@ -289,6 +289,8 @@ fn take(paths: &Paths, plan: &Plan, held: Option<File>) -> Result<std::fs::File,
         Err(e) => return Err(RuntimeError::io(&paths.lock(), e)),
     };
     clean_stale(paths, plan);
+    crate::state::remove_stale_temporaries(&paths.dir)
+        .map_err(|e| RuntimeError::io(&paths.dir, e))?;
     sys::child_subreaper().map_err(|e| RuntimeError::io(Path::new("prctl"), e))?;
     Ok(lock)
 }
@@ -866,6 +868,8 @@ pub fn reconcile(paths: &Paths) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
         Err(e) => return Err(e),
     };
+    // A supervisor killed while it replaced state.json left its temporary file.
+    crate::state::remove_stale_temporaries(&paths.dir)?;
     if let Some(Recorded::Running {
         launch,
         leader,

@@ -81,6 +81,8 @@ pub struct Tally {
     /// Every violation, with the round that found it.
     pub violations: Vec<String>,
     pub missed: usize,
+    /// Findings already counted: a leftover that stays is counted the round it appears.
+    seen: std::collections::HashSet<String>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -108,6 +110,10 @@ impl Tally {
             .entry((op.to_owned(), target.name().to_owned(), phase.to_owned()))
             .or_default();
         row.kills += usize::from(killed);
+        let found: Vec<String> = found
+            .into_iter()
+            .filter(|v| self.seen.insert(v.clone()))
+            .collect();
         row.violations += found.len();
         for v in found {
             let line = format!("{op}, {} killed ({phase}): {v}", target.name());
@@ -159,8 +165,8 @@ impl Tally {
 pub enum Round {
     /// The target was killed in this phase; the operation's own command ended so.
     Killed { phase: String, output: Output },
-    /// The operation ended before its target could be killed.
-    Missed { output: Output },
+    /// The operation ended before its target could be killed, after `took`.
+    Missed { output: Output, took: Duration },
 }
 
 /// Runs `command`, and SIGKILLs `target` as `find` sees it once it has existed for
@@ -224,7 +230,10 @@ pub fn round(
     let output = wait_bounded(child.take().expect("the child"), Duration::from_secs(60));
     match killed {
         Some(phase) => Round::Killed { phase, output },
-        None => Round::Missed { output },
+        None => Round::Missed {
+            output,
+            took: started.elapsed(),
+        },
     }
 }
 
@@ -265,6 +274,25 @@ pub fn failed(what: &str, output: &Output) -> Option<String> {
             String::from_utf8_lossy(&output.stderr).trim()
         )
     })
+}
+
+/// How long an operation takes here, from the runs that were not killed: the median,
+/// over which the delays are spread (one slow run on a loaded host moves it little).
+#[derive(Default)]
+pub struct Timing(Vec<Duration>);
+
+impl Timing {
+    pub fn add(&mut self, took: Duration) {
+        self.0.push(took);
+    }
+
+    pub fn typical(&self) -> Duration {
+        let mut all = self.0.clone();
+        all.sort();
+        all.get(all.len() / 2)
+            .copied()
+            .unwrap_or(Duration::from_millis(100))
+    }
 }
 
 /// How long `command` takes, for spreading the delays over an operation's steps.

@@ -15,7 +15,7 @@ pub enum Target {
     Registrar,
     /// The spawner (`mm-spawn`), which makes PID 1.
     Spawner,
-    /// The machine's PID 1 (mm's init).
+    /// The machine's PID 1 (mm's init, or a booted systemd).
     Pid1,
     /// The rootless image worker (`mm __worker`).
     Worker,
@@ -141,7 +141,7 @@ pub fn find(target: Target, root: &Path, name: &str, cli: u32) -> Option<u32> {
         return Some(cli);
     }
     let scope = format!("/mm-{name}.scope");
-    let procs: Vec<Proc> = named(&["mm-supervise", "mm-spawn", "mm-init", "mm"])
+    let procs: Vec<Proc> = named(&["mm-supervise", "mm-spawn", "mm-init", "systemd", "mm"])
         .into_iter()
         .filter(|p| p.has_root(root) || p.cgroup.contains(&scope))
         .collect();
@@ -168,7 +168,7 @@ pub fn find(target: Target, root: &Path, name: &str, cli: u32) -> Option<u32> {
             let sup = supervisor()?;
             procs
                 .iter()
-                .find(|p| p.ppid == sup.pid && p.comm == "mm-init")
+                .find(|p| p.ppid == sup.pid && matches!(p.comm.as_str(), "mm-init" | "systemd"))
                 .map(|p| p.pid)
         }
         Target::Worker => procs
