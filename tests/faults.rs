@@ -601,6 +601,10 @@ fn the_checker_finds_what_a_kill_could_leave() {
     let store = lab.root().join("images");
     std::fs::create_dir(store.join("tmp/0123.77")).unwrap();
     std::fs::write(store.join("images/.tmpAbCdE"), "half").unwrap();
+    let stale = lab
+        .root()
+        .join(format!("run/{name}/.state.json.99999999.AbC123.tmp"));
+    std::fs::write(&stale, "half").unwrap();
     let lock = std::fs::File::create(store.join("locks/planted.lock")).unwrap();
     // SAFETY: flock on a file this test owns.
     assert_eq!(
@@ -661,6 +665,7 @@ fn the_checker_finds_what_a_kill_could_leave() {
     for expected in [
         "a temporary entry is left in the store",
         "a temporary file is left",
+        ".state.json.99999999.AbC123.tmp",
         "a lock is held",
         "is not its blob's: bin/busybox differs",
         &format!("a process is left: {}", sleeper.0.id()),
@@ -671,4 +676,30 @@ fn the_checker_finds_what_a_kill_could_leave() {
         assert!(text.contains(expected), "{expected:?} in:\n{text}");
     }
     drop(lock);
+}
+
+/// What the start loop found: a supervisor killed while it replaced state.json left its
+/// temporary file in the machine's runtime directory, for good. The next start (or any
+/// command that reconciles) removes such files once their writer is gone; a live
+/// writer's stays.
+#[test]
+fn a_killed_writers_temporary_file_goes_at_the_next_start() {
+    const TEST: &str = "a_killed_writers_temporary_file_goes_at_the_next_start";
+    if !ready(TEST) {
+        return;
+    }
+    let name = names("w", 1).remove(0);
+    let lab = Lab::new(&[&name], "[exec]\ncommand = [\"sleep\", \"1000\"]\n", None);
+    lab.ok(&["start", &name]);
+    lab.ok(&["stop", &name]);
+    let dir = lab.root().join("run").join(&name);
+    let stale = dir.join(".state.json.99999999.AbC123.tmp");
+    let live = dir.join(format!(".state.json.{}.XyZ789.tmp", std::process::id()));
+    std::fs::write(&stale, "half").unwrap();
+    std::fs::write(&live, "half").unwrap();
+    lab.ok(&["start", &name]);
+    lab.ok(&["stop", &name]);
+    assert!(!stale.exists(), "{} is left", stale.display());
+    assert!(live.exists(), "a live writer's file stays");
+    std::fs::remove_file(&live).unwrap();
 }

@@ -191,7 +191,8 @@ fn locks_and_temporaries(scene: &Scene) -> Vec<String> {
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            if name.starts_with(".tmp") {
+            // tempfile's own names, and write_atomically's `.NAME.PID.RANDOM.tmp`.
+            if name.starts_with(".tmp") || (name.starts_with('.') && name.ends_with(".tmp")) {
                 found.push(format!("a temporary file is left: {}", path.display()));
             }
             if kind.is_dir() {
