@@ -182,12 +182,7 @@ pub fn round(
     phase: impl Fn(u32) -> String,
 ) -> Round {
     let started = Instant::now();
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the operation starts");
+    let (child, capture) = spawn_captured(&mut command);
     let cli = child.id();
     let mut child = Some(child);
     let mut seen: Option<Instant> = None;
@@ -227,7 +222,11 @@ pub fn round(
         }
         std::thread::sleep(Duration::from_micros(300));
     }
-    let output = wait_bounded(child.take().expect("the child"), Duration::from_secs(60));
+    let output = wait_bounded(
+        child.take().expect("the child"),
+        capture,
+        Duration::from_secs(60),
+    );
     match killed {
         Some(phase) => Round::Killed { phase, output },
         None => Round::Missed {
@@ -237,31 +236,58 @@ pub fn round(
     }
 }
 
+/// Where a child's standard output and error go: files, not pipes, so that reading them
+/// never waits for a process that inherited them (a detached supervisor keeps its
+/// CLI's, and one that hangs would hang the test).
+pub struct Capture {
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+}
+
+/// Spawns `command` with standard input empty and its output captured in files.
+pub fn spawn_captured(command: &mut Command) -> (Child, Capture) {
+    let stdout = tempfile::tempfile().expect("a temporary file");
+    let stderr = tempfile::tempfile().expect("a temporary file");
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().expect("a descriptor"))
+        .stderr(stderr.try_clone().expect("a descriptor"))
+        .spawn()
+        .expect("the command starts");
+    (child, Capture { stdout, stderr })
+}
+
 /// Waits for `child` at most `limit`, then kills it: a hang shows as a SIGKILL status.
-pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+pub fn wait_bounded(mut child: Child, capture: Capture, limit: Duration) -> Output {
+    use std::io::{Read, Seek};
     let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            break;
+            break child.wait().expect("the child is reaped");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let read = |mut file: std::fs::File| {
+        let mut bytes = Vec::new();
+        let _ = file.rewind();
+        let _ = file.read_to_end(&mut bytes);
+        bytes
+    };
+    Output {
+        status,
+        stdout: read(capture.stdout),
+        stderr: read(capture.stderr),
     }
-    child.wait_with_output().expect("the child is reaped")
 }
 
 /// Runs `command` to its end (at most a minute) with standard input empty.
 pub fn run_bounded(mut command: Command) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the command starts");
-    wait_bounded(child, Duration::from_secs(60))
+    let (child, capture) = spawn_captured(&mut command);
+    wait_bounded(child, capture, Duration::from_secs(60))
 }
 
 /// `what: STATUS: stderr` for a command that failed, `None` when it succeeded.
