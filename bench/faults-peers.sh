@@ -14,13 +14,17 @@
 # Root only. podman runs rootless, as a user this script makes (mmbench-faults) with
 # runc, cgroupfs and file events (bench/devenv.sh says why on this host; as root, runc
 # fails here: "error setting rlimits for ready process ... operation not permitted").
-# ROUNDS=N (default 10). Prints one line per round and the counts.
+# ROUNDS=N (default 10), PEERS="nspawn podman conmon" (which). Prints one line per round
+# and the counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/faults-peers.sh needs root" >&2; exit 1; }
 rounds=${ROUNDS:-10}
-cargo build -q
+peers=${PEERS:-nspawn podman conmon}
+want() { case " $peers " in *" $1 "*) return 0 ;; esac; return 1; }
+# The binary as built (bench/faults.sh may be running from it: no rebuild under it).
 mm=$PWD/target/debug/mm
+[ -x "$mm" ] || cargo build -q
 # Lower case: podman names an image pulled from oci:PATH after PATH.
 work=/var/tmp/mm-faults-peers-$$
 mkdir "$work"
@@ -48,7 +52,7 @@ cleanup() {
     # Processes of this run only: their command line or root names $work.
     for dir in /proc/[0-9]*; do
         if { tr '\0' ' ' <"$dir/cmdline" | grep -q "$work"; } 2>/dev/null ||
-            [ "$(readlink "$dir/root" 2>/dev/null)" = "$work/root" ]; then
+            grep -qs "$work/root" "$dir/mountinfo"; then
             kill -9 "${dir#/proc/}" 2>/dev/null || true
         fi
     done
@@ -60,19 +64,23 @@ cleanup() {
 trap cleanup EXIT
 rand_ms() { echo $((RANDOM % $1)); }
 sleep_ms() { sleep "$(printf '0.%03d' "$1")"; }
-# Processes whose root is DIR (a container's payload), and mounts naming DIR anywhere.
-payload() { for d in /proc/[0-9]*; do [ "$(readlink "$d/root" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"; done | wc -l; }
+# The processes of a container on DIR: those whose mount table names DIR (its root, from
+# the host's side; /proc/PID/root reads "/" for a process inside it).
+inside() { for d in /proc/[0-9]*; do grep -qs "$1" "$d/mountinfo" && echo "${d#/proc/}"; done || true; }
+payload() { inside "$1" | wc -l; }
 mounts() {
     local seen="" n=0 ns
     for d in /proc/[0-9]*; do
         ns=$(readlink "$d/ns/mnt" 2>/dev/null) || continue
         case " $seen " in *" $ns "*) continue ;; esac
         seen="$seen $ns"
-        n=$((n + $(grep -c "$1" "$d/mountinfo" 2>/dev/null || true)))
+        c=$(grep -c "$1" "$d/mountinfo" 2>/dev/null) || c=0
+        n=$((n + ${c:-0}))
     done
     echo "$n"
 }
 
+if want nspawn; then
 echo "==> systemd-nspawn (systemd $(systemd-nspawn --version | awk 'NR==1{print $2}')), $rounds rounds"
 MM_ROOT=$work/mm "$mm" image extract "oci:$PWD/images/busybox:latest" "$work/root" >/dev/null
 mkdir -p "$work/root/usr" # nspawn wants an OS tree
@@ -97,15 +105,20 @@ for i in $(seq "$rounds"); do
     [ "$mounted" = 0 ] || n_mounts=$((n_mounts + 1))
     echo "nspawn round $i: killed after ${ms} ms: payload processes left $left, mounts left $mounted, next start $next"
     [ "$mounted" = 0 ] || { grep -h "$work/root" /proc/[0-9]*/mountinfo 2>/dev/null | sort -u | sed 's/^/    /' | head -3; } || true
-    for d in /proc/[0-9]*; do [ "$(readlink "$d/root" 2>/dev/null)" = "$work/root" ] && kill -9 "${d#/proc/}" 2>/dev/null; done || true
+    for p in $(inside "$work/root"); do kill -9 "$p" 2>/dev/null || true; done
+    sleep 0.2
 done
 echo "nspawn: $rounds kills: payload left running $n_left, mounts left $n_mounts, next start failed $n_restart"
+fi
 
-echo "==> podman $(podman --version | awk '{print $3}') (rootless, runc, cgroupfs), $rounds rounds"
+if want podman || want conmon; then
 cp -r images/busybox "$work/busybox" && chmod -R a+rX "$work/busybox"
 cd /tmp
 "${P[@]}" pull -q "oci:$work/busybox:latest" >/dev/null
 image=$("${P[@]}" images -q | head -1)
+fi
+if want podman; then
+echo "==> podman $(podman --version | awk '{print $3}') (rootless, runc, cgroupfs), $rounds rounds"
 n_states="" n_conmon=0 n_rm=0
 for i in $(seq "$rounds"); do
     name=peer$i
@@ -124,8 +137,12 @@ for i in $(seq "$rounds"); do
     n_states="$n_states ${state:-none}"
     "${P[@]}" rm -a -f -t 0 >/dev/null 2>&1 || true
 done
+sleep 1
+echo "podman: conmon processes still running after every container was removed (rm -a -f): $(pgrep -u "$uid" -c conmon || true)"
 echo "podman: $rounds kills of podman run; states seen:$(echo "$n_states" | tr ' ' '\n' | sort | uniq -c | awk 'NF{printf " %s×%s", $1, $2}'); rm -f + run again failed $n_rm"
 
+fi
+if want conmon; then
 echo "==> conmon killed under a running container, $rounds rounds"
 n_alive=0 n_status=""
 for i in $(seq "$rounds"); do
@@ -144,3 +161,4 @@ for i in $(seq "$rounds"); do
     "${P[@]}" rm -f -t 0 "$name" >/dev/null 2>&1 || true
 done
 echo "conmon: $rounds kills: payload ran on $n_alive; podman said:$(echo "$n_status" | tr ' ' '\n' | sort | uniq -c | awk 'NF{printf " %s×%s", $1, $2}')"
+fi
