@@ -134,12 +134,12 @@ for i in $(seq "$rounds"); do
         "${P[@]}" run -d --network none --name "$name" "$image" true >/dev/null 2>&1 &&
         "${P[@]}" rm -f -t 0 "$name" >/dev/null 2>&1; then next=ok; else next=failed; n_rm=$((n_rm + 1)); fi
     echo "podman round $i: killed after ${ms} ms: ps says '${state:-nothing}', conmon processes $conmon, rm -f + run again $next"
-    n_states="$n_states ${state:-none}"
+    n_states="$n_states $(echo "${state:-none}" | cut -d" " -f1)"
     "${P[@]}" rm -a -f -t 0 >/dev/null 2>&1 || true
 done
 sleep 1
 echo "podman: conmon processes still running after every container was removed (rm -a -f): $(pgrep -u "$uid" -c conmon || true)"
-echo "podman: $rounds kills of podman run; states seen:$(echo "$n_states" | tr ' ' '\n' | sort | uniq -c | awk 'NF{printf " %s×%s", $1, $2}'); rm -f + run again failed $n_rm"
+echo "podman: $rounds kills of podman run; states seen:$(echo "$n_states" | tr ' ' '\n' | grep -v '^$' | sort | uniq -c | awk '{printf " %s×%s", $1, $2}'); rm -f + run again failed $n_rm"
 
 fi
 if want conmon; then
@@ -160,5 +160,5 @@ for i in $(seq "$rounds"); do
     n_status="$n_status $status"
     "${P[@]}" rm -f -t 0 "$name" >/dev/null 2>&1 || true
 done
-echo "conmon: $rounds kills: payload ran on $n_alive; podman said:$(echo "$n_status" | tr ' ' '\n' | sort | uniq -c | awk 'NF{printf " %s×%s", $1, $2}')"
+echo "conmon: $rounds kills: payload ran on $n_alive; podman said:$(echo "$n_status" | tr ' ' '\n' | grep -v '^$' | sort | uniq -c | awk '{printf " %s×%s", $1, $2}')"
 fi

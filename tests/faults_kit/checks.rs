@@ -222,11 +222,23 @@ fn held(path: &Path) -> Option<String> {
 
 /// Live processes of the test. A zombie is not one: it has released everything but its
 /// pid, and is its parent's to reap (a machine's PID 1 killed with its supervisor is
-/// reparented to the host's PID 1, which this VM's init reaps only now and then).
+/// reparented to the host's PID 1, which this VM's init reaps only now and then). A
+/// process still ending is not one either: a supervisor lets go of its lock (what `mm
+/// stop` waits for) just before it exits, so each is given 2 s to be gone.
 fn orphans(scene: &Scene) -> Vec<String> {
-    procs::ours(scene.root, scene.names)
-        .into_iter()
-        .filter(|p| p.state != 'Z')
+    let live = || -> Vec<procs::Proc> {
+        procs::ours(scene.root, scene.names)
+            .into_iter()
+            .filter(|p| p.state != 'Z')
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut left = live();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = live();
+    }
+    left.into_iter()
         .map(|p| {
             format!(
                 "a process is left: {} {} ({}), parent {}",
