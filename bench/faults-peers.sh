@@ -19,6 +19,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/faults-peers.sh needs root" >&2; exit 1; }
+for tool in podman:podman runc:runc systemd-nspawn:systemd-container; do
+    command -v "${tool%%:*}" >/dev/null ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${tool#*:}" >/dev/null
+done
 rounds=${ROUNDS:-10}
 peers=${PEERS:-nspawn podman conmon}
 want() { case " $peers " in *" $1 "*) return 0 ;; esac; return 1; }
