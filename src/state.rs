@@ -41,12 +41,24 @@ fn temporary_writer(name: &str) -> Option<i32> {
     parts.next()?.parse().ok().filter(|pid| *pid > 0)
 }
 
-/// Whether a process `pid` exists (in this process's PID namespace).
+/// Whether a process `pid` runs (in this process's PID namespace). A zombie does not: a
+/// writer killed with SIGKILL stays one until its parent reaps it, which may be never
+/// soon (a detached supervisor's parent is the host's PID 1).
 fn alive(pid: i32) -> bool {
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+    let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         Err(e) => e != nix::errno::Errno::ESRCH,
-    }
+    };
+    exists && !zombie(pid)
+}
+
+/// Whether /proc says `pid` is a zombie (or dead): the state after the command's `)`.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X"))
+    })
 }
 
 /// Removes the temporary files that writers killed inside [`write_atomically`] left in
@@ -269,5 +281,23 @@ mod tests {
             remove_stale_temporaries(&dir.path().join("none")).unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn a_zombie_writer_is_gone() {
+        // A child that exited and is not reaped yet: a zombie.
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !zombie(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(pid), "a zombie writer is gone");
+        assert!(alive(std::process::id() as i32));
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(format!(".state.json.{pid}.AbC123.tmp"));
+        std::fs::write(&stale, "half").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
+        drop(child);
     }
 }
