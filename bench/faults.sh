@@ -2,7 +2,7 @@
 # kill -9 at every step, long: the fault loops of tests/faults.rs (import as root and as a
 # user, start of a veth machine and of a booted one, stop, rm, commit; the CLI,
 # supervisor, registrar, spawner, PID 1 or image worker killed after a seeded delay,
-# then the checker) with KILLS rounds per loop (default 100: 700 rounds, about 640 of
+# then the checker) with KILLS rounds per loop (default 100: 700 rounds, 550 to 650 of
 # them kills; a round whose target ended before its delay kills nothing and says so).
 # Prints each loop's table (kills and violations per process killed and phase) and the
 # seeds; SEED=N replays a run.
