@@ -9,10 +9,16 @@ use rustix::fs::FlockOperation;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// How the temporary files of [`write_atomically`] end: `.NAME.PID.RANDOM.tmp`, the pid
+/// being the writer's, so that [`remove_stale_temporaries`] can tell a killed writer's.
+const TEMPORARY_SUFFIX: &str = ".tmp";
+
 /// Writes `bytes` to `path` through a temporary file in the same directory, synced, then
 /// renamed over it: readers see the old content or the new, never a part. On any error
 /// the temporary is removed and the old file is as it was; the error is the kernel's
-/// alone (the caller names `path`; the temporary's name would only confuse).
+/// alone (the caller names `path`; the temporary's name would only confuse). A writer
+/// killed before the rename leaves its temporary file (`.NAME.PID.N.tmp`), which
+/// [`remove_stale_temporaries`] removes once the writer is gone.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +30,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
-    // `.tmp-NAME-PID-N`: made with O_EXCL, never followed, private until renamed.
+    // `.NAME.PID.N.tmp`: made with O_EXCL, never followed, private until renamed.
     let (tmp, mut file) = loop {
         let tmp = dir.join(format!(
-            ".tmp-{}-{}-{}",
+            ".{}.{}.{}{TEMPORARY_SUFFIX}",
             name.to_string_lossy(),
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -52,6 +58,63 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// The writer's pid in the name of a temporary file of [`write_atomically`].
+fn temporary_writer(name: &str) -> Option<i32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(TEMPORARY_SUFFIX)?;
+    let mut parts = inner.rsplit('.');
+    let _random = parts.next()?;
+    parts.next()?.parse().ok().filter(|pid| *pid > 0)
+}
+
+/// Whether a process `pid` runs (in this process's PID namespace). A zombie does not: a
+/// writer killed with SIGKILL stays one until its parent reaps it, which may be never
+/// soon (a detached supervisor's parent is the host's PID 1).
+fn alive(pid: i32) -> bool {
+    let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e != nix::errno::Errno::ESRCH,
+    };
+    exists && !zombie(pid)
+}
+
+/// Whether /proc says `pid` is a zombie (or dead): the state after the command's `)`.
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X"))
+    })
+}
+
+/// Removes the temporary files that writers killed inside [`write_atomically`] left in
+/// `dir`: those whose writer (the pid in the name) no longer runs. A live writer's file
+/// is left to it. Returns how many went; a missing `dir` has none.
+pub fn remove_stale_temporaries(dir: &Path) -> io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = temporary_writer(&name.to_string_lossy()) else {
+            continue;
+        };
+        if alive(pid) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            // Another cleaner was first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 /// Makes `path` (and any missing parents) and leaves it mode 0700, also when it was
@@ -180,6 +243,7 @@ impl MachineRecords {
         let path = self.path(machine);
         let dir = path.parent().unwrap_or(&self.machines);
         std::fs::create_dir_all(dir).map_err(record_io(dir))?;
+        remove_stale_temporaries(dir).map_err(record_io(dir))?;
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| record_io(&path)(e.into()))?;
         write_atomically(&path, &bytes).map_err(record_io(&path))
     }
@@ -242,5 +306,47 @@ mod tests {
         let e = write_atomically(&dir.path().join("missing/state.json"), b"x").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e:?}");
         assert!(!e.to_string().contains(".tmp"), "{e}");
+    }
+
+    #[test]
+    fn a_killed_writers_temporary_goes_and_a_live_ones_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: no process has this pid.
+        let dead = dir.path().join(".state.json.99999999.AbC123.tmp");
+        let live = dir
+            .path()
+            .join(format!(".state.json.{}.XyZ789.tmp", std::process::id()));
+        let other = dir.path().join(".tmpAbCdEf");
+        for path in [&dead, &live, &other] {
+            std::fs::write(path, "half").unwrap();
+        }
+        assert_eq!(temporary_writer(".state.json.42.AbC123.tmp"), Some(42));
+        assert_eq!(temporary_writer("state.json"), None);
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(live.exists(), "a live writer's file stays");
+        assert!(other.exists(), "a file of another kind stays");
+        assert_eq!(
+            remove_stale_temporaries(&dir.path().join("none")).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_zombie_writer_is_gone() {
+        // A child that exited and is not reaped yet: a zombie.
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !zombie(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(pid), "a zombie writer is gone");
+        assert!(alive(std::process::id() as i32));
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(format!(".state.json.{pid}.AbC123.tmp"));
+        std::fs::write(&stale, "half").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
+        drop(child);
     }
 }

@@ -68,8 +68,8 @@ impl Drop for SmallFs {
     }
 }
 
-/// Every file under `dir` whose name says it is a temporary (`tempfile`'s `.tmp…`, the
-/// store's `tmp/` entries).
+/// Every file under `dir` whose name says it is a temporary (`write_atomically`'s
+/// `.NAME.PID.N.tmp`, `tempfile`'s `.tmp…`, the store's `tmp/` entries).
 fn temporaries(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -81,7 +81,8 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             let in_store_tmp = dir.ends_with("images/tmp");
-            if name.starts_with(".tmp") || in_store_tmp {
+            let atomic = name.starts_with('.') && name.ends_with(".tmp");
+            if atomic || name.starts_with(".tmp") || in_store_tmp {
                 found.push(path.clone());
             }
             // Not into machines' layers: what a machine writes is its own.

@@ -147,8 +147,17 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     }
     let stream = connect(&name, &paths)?;
     ask_to_stop(stream, &name, &paths, timeout)?;
-    // The supervisor lets go of the lock when it has cleaned up.
+    // The supervisor lets go of the lock when it has cleaned up; one that was killed
+    // meanwhile left its machine to be reconciled.
     drop(mm::state::lock(&paths.lock(), true).map_err(io)?);
+    // What it could not record (a full disk), reconciling cannot either: the machine
+    // stopped all the same, and the error says so.
+    let not_recorded = |source| RuntimeError::StopNotRecorded {
+        name: name.clone(),
+        path: paths.state(),
+        source,
+    };
+    mm::runtime::supervisor::reconcile(&paths).map_err(not_recorded)?;
     match state::read(&paths) {
         Ok(Some(Recorded::Stopped {
             exit_status: Some(exit_status),
@@ -166,11 +175,7 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
                 stopped: state::now(),
                 unit: running.unit().map(str::to_owned),
             };
-            state::write(&paths, &stopped).map_err(|source| RuntimeError::StopNotRecorded {
-                name: name.clone(),
-                path: paths.state(),
-                source,
-            })?;
+            state::write(&paths, &stopped).map_err(not_recorded)?;
             print(&format!("{name} stopped\n"))?;
         }
         _ => print(&format!("{name} stopped\n"))?,
@@ -203,6 +208,24 @@ fn connect(name: &str, paths: &Paths) -> Result<UnixStream, Error> {
     }
 }
 
+/// Whether the supervisor has ended (its lock is free), waiting up to `within` for it to:
+/// a killed supervisor's socket closes a moment before its lock is let go.
+fn ended(paths: &Paths, within: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + within;
+    loop {
+        if !state::supervised(paths)? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How long a supervisor that closed its connection without answering may take to end.
+const ENDING: Duration = Duration::from_secs(2);
+
 /// Sends the stop request; fine if the supervisor takes it, or ended meanwhile.
 fn ask_to_stop(
     mut stream: UnixStream,
@@ -215,31 +238,38 @@ fn ask_to_stop(
         timeout_secs: timeout,
     })
     .map_err(|e| io(e.into()))?;
-    // A supervisor that is ending (another stop reached it first) closes its socket
-    // under us: the machine stops all the same, and the caller waits for the lock.
-    let ending = |e: &std::io::Error| {
+    let closed = |e: &std::io::Error| {
         matches!(
             e.kind(),
-            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+            ErrorKind::BrokenPipe
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::UnexpectedEof
         )
     };
-    match writeln!(stream, "{request}") {
-        Ok(()) => {}
-        Err(e) if ending(&e) => return Ok(()),
-        Err(e) => return Err(io(e).into()),
+    if let Err(e) = writeln!(stream, "{request}") {
+        if closed(&e) && ended(paths, ENDING).map_err(io)? {
+            return Ok(());
+        }
+        return Err(io(e).into());
     }
     // A supervisor answers at once; one that does not within this is stuck.
     let patience = Duration::from_secs(5);
     stream.set_read_timeout(Some(patience)).map_err(io)?;
     let mut reply = String::new();
     let read = BufReader::new(&stream).read_line(&mut reply);
+    // Closed without an answer: the supervisor is ending (killed, say).
+    let closing = match &read {
+        Ok(_) => reply.is_empty(),
+        Err(e) => closed(e),
+    };
+    let wait = if closing { ENDING } else { Duration::ZERO };
     let why = match (read, serde_json::from_str::<Reply>(&reply)) {
         (_, Ok(Reply::Stopping)) => return Ok(()),
         (_, Ok(Reply::Refused { why })) => why,
         (_, Ok(Reply::Started)) => "it answered a start request".to_owned(),
         // A supervisor that ended meanwhile has stopped the machine all the same.
-        _ if !state::supervised(paths).map_err(io)? => return Ok(()),
-        (Err(e), _) if ending(&e) => return Ok(()),
+        _ if ended(paths, wait).map_err(io)? => return Ok(()),
         (Err(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
             format!(
                 "it did not answer within {} s (it may still stop the machine when it can)",

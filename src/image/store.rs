@@ -183,7 +183,8 @@ impl Store {
 
     /// Makes the store's directories, private to their owner (mode 0700, also for a
     /// store made before): layers hold the images' files as they are, setuid ones
-    /// included, which no other user may run from here.
+    /// included, which no other user may run from here. Removes the temporary files of
+    /// records and blobs whose writers were killed before they renamed them.
     pub fn create(&self) -> Result<(), ImageError> {
         crate::state::private_dir(&self.root).at(&self.root)?;
         for dir in [
@@ -196,6 +197,10 @@ impl Store {
         ] {
             let path = self.root.join(dir);
             crate::state::private_dir(&path).at(&path)?;
+        }
+        for dir in ["blobs/sha256", "layers", "images"] {
+            let path = self.root.join(dir);
+            crate::state::remove_stale_temporaries(&path).at(&path)?;
         }
         Ok(())
     }

@@ -346,6 +346,8 @@ fn take(paths: &Paths, plan: &Plan, held: Option<File>) -> Result<std::fs::File,
         Err(e) => return Err(RuntimeError::io(&paths.lock(), e)),
     };
     clean_stale(paths, plan);
+    crate::state::remove_stale_temporaries(&paths.dir)
+        .map_err(|e| RuntimeError::io(&paths.dir, e))?;
     sys::child_subreaper().map_err(|e| RuntimeError::io(Path::new("prctl"), e))?;
     Ok(lock)
 }
@@ -547,7 +549,7 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
             let _ = waitpid(spawner, None);
         }
         Ok(()) => {
-            reports.until_leader();
+            reports.until_leader_of(spawner);
             let _ = waitpid(spawner, None);
             // PID 1's limits, set with this supervisor's privilege while PID 1 cannot have
             // executed yet (plans with limits wait for `mm oci start`).
@@ -672,7 +674,7 @@ fn go(spawner: Pid, cgroup: Option<&MachineCgroup>, go_w: &mut File) -> Result<(
 /// The machine's reports: PID 1's pid (from the spawner), then nothing until PID 1 execs,
 /// or the first failure (the supervisor's own side's, if it failed first).
 struct Reports {
-    lines: std::io::Lines<BufReader<File>>,
+    reader: BufReader<File>,
     leader: Option<Pid>,
     failure: Option<StepFailure>,
 }
@@ -680,7 +682,7 @@ struct Reports {
 impl Reports {
     fn new(from: File, failure: Option<StepFailure>) -> Self {
         Self {
-            lines: BufReader::new(from).lines(),
+            reader: BufReader::new(from),
             leader: None,
             failure,
         }
@@ -690,17 +692,67 @@ impl Reports {
         self.failure.get_or_insert(failure);
     }
 
-    /// Reads until PID 1's pid is known, or to the end.
-    fn until_leader(&mut self) {
-        while self.leader.is_none() && self.next() {}
+    /// Reads until PID 1's pid is known, or to the end, or until `spawner` has ended
+    /// without reporting it. The pipe alone would not end then: PID 1, the spawner's
+    /// clone, holds it open while it waits for its go-ahead (a spawner killed between
+    /// its clone and its report left both waiting for ever).
+    fn until_leader_of(&mut self, spawner: Pid) {
+        let pidfd = rustix::process::Pid::from_raw(spawner.as_raw())
+            .ok_or(rustix::io::Errno::SRCH)
+            .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()));
+        let pidfd = match pidfd {
+            Ok(pidfd) => pidfd,
+            Err(e) => {
+                let step = Step::StartPid1;
+                return self.fail(StepFailure::errno(step, e.raw_os_error(), "pidfd_open"));
+            }
+        };
+        let mut spawner_ended = false;
+        while self.leader.is_none() {
+            if self.reader.buffer().is_empty() {
+                let report = self.reader.get_ref().as_fd();
+                let mut fds = [
+                    PollFd::new(report, PollFlags::POLLIN),
+                    PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+                ];
+                // Once the spawner has ended, what it wrote is in the pipe or never was.
+                let wait = if spawner_ended {
+                    PollTimeout::ZERO
+                } else {
+                    PollTimeout::NONE
+                };
+                match poll(&mut fds, wait) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        return self.fail(StepFailure::errno(Step::ReadReport, e as i32, "poll"));
+                    }
+                }
+                let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+                if !ready(&fds[0]) {
+                    if spawner_ended {
+                        return self.fail(StepFailure::other(
+                            Step::StartPid1,
+                            "the spawner ended before it reported PID 1 (was it killed?)",
+                        ));
+                    }
+                    spawner_ended = ready(&fds[1]);
+                    continue;
+                }
+            }
+            if !self.next() {
+                return;
+            }
+        }
     }
 
     /// Reads one report; false at the end.
     fn next(&mut self) -> bool {
-        let Some(Ok(line)) = self.lines.next() else {
-            return false;
-        };
-        match serde_json::from_str::<Report>(&line) {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        match serde_json::from_str::<Report>(line.trim_end()) {
             Ok(Report::Leader { pid }) => self.leader = Some(Pid::from_raw(pid)),
             // PID 1 waits for `mm oci start`: started, as far as the launch goes.
             Ok(Report::Waiting) => return false,
@@ -1019,6 +1071,8 @@ pub fn reconcile(paths: &Paths) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
         Err(e) => return Err(e),
     };
+    // A supervisor killed while it replaced state.json left its temporary file.
+    crate::state::remove_stale_temporaries(&paths.dir)?;
     if let Some(Recorded::Running {
         launch,
         leader,
