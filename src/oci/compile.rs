@@ -46,10 +46,6 @@ const RLIMITS: &[&str] = &[
     "RLIMIT_STACK",
 ];
 
-/// The host's device nodes every container gets on its /dev (as the runtime-spec lists
-/// them), bound from the host: a user namespace cannot make device nodes.
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
-
 struct Errors(Vec<FieldError>);
 
 impl Errors {
@@ -570,7 +566,8 @@ fn mounts(
         }
     }
     if dev_tmpfs {
-        for node in DEVICES {
+        // The runtime-spec's default devices are these nodes.
+        for node in crate::plan::DEV_NODES {
             let path = format!("/dev/{node}");
             all.push(Mount::Bind {
                 source: PathBuf::from(&path),
@@ -579,18 +576,7 @@ fn mounts(
                 recursive: false,
             });
         }
-        for (target, points_to) in [
-            ("/dev/ptmx", "pts/ptmx"),
-            ("/dev/fd", "/proc/self/fd"),
-            ("/dev/stdin", "/proc/self/fd/0"),
-            ("/dev/stdout", "/proc/self/fd/1"),
-            ("/dev/stderr", "/proc/self/fd/2"),
-        ] {
-            all.push(Mount::Symlink {
-                target: target.to_owned(),
-                points_to: points_to.to_owned(),
-            });
-        }
+        all.extend(crate::plan::dev_links());
     }
     for (field, paths, masked) in [
         ("linux.maskedPaths", &linux.masked_paths, true),

@@ -24,7 +24,7 @@ use sha2::{Digest as _, Sha256};
 pub use compile::{compile, hierarchy_dirs, limit_writes, placement};
 pub use desktop::INSIDE as DESKTOP_INSIDE;
 pub use known::{Known, Rejected};
-pub use mounts::host_cgroup_tree;
+pub use mounts::{DEV_NODES, dev_links, host_cgroup_tree};
 pub use network::{KnownAddresses, link_name, unallocated, wanted, zone_hosts};
 
 use crate::definition::{Digest, ImageSource, MachineName};

@@ -121,7 +121,7 @@ fn top_dir(path: &Path) -> Option<String> {
 /// usual links.
 fn dev() -> Vec<Mount> {
     let mut all = vec![fs("tmpfs", "/dev", "nosuid,mode=755,size=4m")];
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+    for node in DEV_NODES {
         let path = format!("/dev/{node}");
         all.push(host_bind(&path, &path, false, false));
     }
@@ -133,19 +133,29 @@ fn dev() -> Vec<Mount> {
         "/dev/pts",
         "nosuid,noexec,newinstance,ptmxmode=0666,mode=620,gid=5",
     ));
-    for (target, points_to) in [
+    all.extend(dev_links());
+    all
+}
+
+/// The host's device nodes a machine's (or an OCI container's) /dev gets, bound from the
+/// host: a user namespace cannot make device nodes.
+pub const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The usual links of a /dev: `ptmx` into its devpts, `fd` and the standard streams.
+pub fn dev_links() -> Vec<Mount> {
+    [
         ("/dev/ptmx", "pts/ptmx"),
         ("/dev/fd", "/proc/self/fd"),
         ("/dev/stdin", "/proc/self/fd/0"),
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
-    ] {
-        all.push(Mount::Symlink {
-            target: target.to_owned(),
-            points_to: points_to.to_owned(),
-        });
-    }
-    all
+    ]
+    .into_iter()
+    .map(|(target, points_to)| Mount::Symlink {
+        target: target.to_owned(),
+        points_to: points_to.to_owned(),
+    })
+    .collect()
 }
 
 /// The tmpfs and mqueue file systems a machine writes to. As root, the tmpfs are made by
