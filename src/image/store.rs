@@ -404,16 +404,7 @@ impl Store {
 
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {
         let path = self.image_path(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ImageError::Io {
-                    path,
-                    source: std::io::Error::other(e),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ImageError::Io { path, source }),
-        }
+        crate::state::read_json(&path).map_err(|source| ImageError::Io { path, source })
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>, ImageError> {

@@ -293,16 +293,7 @@ pub fn record_path(layer_dir: &Path) -> PathBuf {
 /// trees).
 pub fn read_record(layer_dir: &Path) -> Result<Option<Tree>, ImageError> {
     let path = record_path(layer_dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ImageError::Io {
-                path,
-                source: std::io::Error::other(e),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ImageError::Io { path, source }),
-    }
+    crate::state::read_json(&path).map_err(|source| ImageError::Io { path, source })
 }
 
 #[cfg(test)]
