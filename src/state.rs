@@ -71,7 +71,7 @@ fn temporary_writer(name: &str) -> Option<i32> {
 /// Whether a process `pid` runs (in this process's PID namespace). A zombie does not: a
 /// writer killed with SIGKILL stays one until its parent reaps it, which may be never
 /// soon (a detached supervisor's parent is the host's PID 1).
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         Err(e) => e != nix::errno::Errno::ESRCH,

@@ -146,10 +146,32 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
         return Ok(ExitCode::Ok);
     }
     let stream = connect(&name, &paths)?;
+    let asked = match state::read(&paths) {
+        Ok(Some(Recorded::Running { supervisor, .. })) => i32::try_from(supervisor).ok(),
+        _ => None,
+    };
     ask_to_stop(stream, &name, &paths, timeout)?;
     // The supervisor lets go of the lock when it has cleaned up; one that was killed
-    // meanwhile left its machine to be reconciled.
-    drop(mm::state::lock(&paths.lock(), true).map_err(io)?);
+    // meanwhile left its machine to be reconciled. The lock may be a new start's by then
+    // (a start takes it before it prepares): the one asked ended and recorded it.
+    loop {
+        match mm::state::lock(&paths.lock(), false) {
+            Ok(lock) => break drop(lock),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(io(e).into()),
+        }
+        if let Some(pid) = asked
+            && !mm::state::alive(pid)
+            && !matches!(
+                state::read(&paths),
+                Ok(Some(Recorded::Running { supervisor, .. })) if i32::try_from(supervisor) == Ok(pid)
+            )
+        {
+            print(&format!("{name} stopped\n"))?;
+            return Ok(ExitCode::Ok);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // What it could not record (a full disk), reconciling cannot either: the machine
     // stopped all the same, and the error says so.
     let not_recorded = |source| RuntimeError::StopNotRecorded {
