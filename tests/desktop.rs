@@ -90,14 +90,20 @@ fn wait_for_socket(path: &Path, child: &mut KillOnDrop) {
     }
 }
 
-/// A free X display number: no socket and no lock file for it.
+/// A free X display number: no socket and no lock file for it, and never one another
+/// test of this file was given (two tests at once had both found the same one free, and
+/// one's client then met the other's server).
 fn free_display() -> u32 {
-    (200..400)
-        .find(|n| {
-            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        })
-        .expect("a free X display")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(200);
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(n < 400, "a free X display");
+        if !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        {
+            return n;
+        }
+    }
 }
 
 /// An Xauthority file with one wildcard (FamilyWild) MIT-MAGIC-COOKIE-1 for `display`.
