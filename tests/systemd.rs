@@ -490,6 +490,10 @@ fn machinectl_reboot_restarts_a_booted_machine_and_copy_to_reaches_its_tmp() {
     let out = machinectl_output(&["reboot", "sd-reboot"]);
     assert!(out.status.success(), "machinectl reboot: {out:?}");
     until("the second boot", || boots() == "boot\nboot\n");
+    // The supervisor records the new PID 1 a moment after it started booting.
+    until("the status names the new PID 1", || {
+        machines.status("sd-reboot")["leader"].as_i64() != Some(first)
+    });
     let second = machines.status("sd-reboot")["leader"].as_i64().unwrap();
     assert_ne!(second, first);
     // Registered again, with the new leader.
