@@ -421,11 +421,17 @@ fn many_callers_at_once(test: &str, user: Option<TestUser>, name: &'static str) 
     } else {
         Vec::new()
     };
+    // The bad ones go into the panic message too: CI shows the end of a long output.
     assert!(
         bad.is_empty(),
-        "{} of {} commands failed badly (seed {seed}): see BAD above",
+        "{} of {} commands failed badly (seed {seed}):\n{}",
         bad.len(),
-        records.len()
+        records.len(),
+        bad.iter()
+            .take(5)
+            .map(|(operation, outcome, said)| format!("{operation} {outcome:?}: {said}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
     assert!(processes.is_empty(), "processes left: {processes:#?}");

@@ -479,3 +479,121 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     let id = std::fs::read_to_string(&cid).unwrap();
     assert!(!Path::new("/run/mm-oci").join(id.trim()).exists());
 }
+
+/// `linux.namespaces[].path`: a container joins a network namespace the test made (with a
+/// veth pair in it) and the UTS namespace of a process with a hostname of its own, as a
+/// pod's containers join its sandbox's. It sees that namespace's links, not the host's,
+/// and that hostname; its /sys is the host's, bound (sysfs may only be mounted by the
+/// network namespace's owner).
+#[test]
+fn a_container_joins_namespaces_by_path() {
+    let test = "a_container_joins_namespaces_by_path";
+    if !ready(test) {
+        return;
+    }
+    let netns = format!("mm-join-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let (out, _, stderr) = run({
+            let mut c = Command::new("ip");
+            c.args(args);
+            c
+        });
+        assert!(out.status.success(), "ip {args:?}: {stderr}");
+    };
+    ip(&["netns", "add", &netns]);
+    let _netns = OnDrop(|| {
+        let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+    });
+    ip(&[
+        "-n", &netns, "link", "add", "mmjoin0", "type", "veth", "peer", "name", "mmjoin1",
+    ]);
+    // A UTS namespace held by a sleeping process, with its own hostname.
+    let mut holder = Command::new("unshare")
+        .args([
+            "--uts",
+            "sh",
+            "-c",
+            "hostname mm-joined-uts && exec sleep 300",
+        ])
+        .spawn()
+        .unwrap();
+    let holder_pid = holder.id();
+    let _holder = OnDrop(move || {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    });
+    let uts = format!("/proc/{holder_pid}/ns/uts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_link(&uts).ok() == std::fs::read_link("/proc/self/ns/uts").ok()
+        || !cmdline(i64::from(holder_pid)).starts_with("sleep")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unshare --uts did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "cat /proc/net/dev; echo hostname $(hostname); echo netns $(stat -L -c %i /proc/self/ns/net); ls /sys/class/net",
+        ],
+    );
+    let netns_path = format!("/run/netns/{netns}");
+    edit_config(&bundle, |config| {
+        config.as_object_mut().unwrap().remove("hostname");
+        for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+            match ns["type"].as_str() {
+                Some("network") => ns["path"] = netns_path.clone().into(),
+                Some("uts") => ns["path"] = uts.clone().into(),
+                _ => {}
+            }
+        }
+    });
+    let root = dir.path().join("root");
+    let out = dir.path().join("out");
+    let (ok, err) = oci(
+        &root,
+        &["run", "--bundle", bundle.to_str().unwrap(), "joiner"],
+        &out,
+    );
+    let said = std::fs::read_to_string(&out).unwrap_or_default();
+    println!("the container said:\n{said}{err}");
+    assert!(ok, "mm oci run: {err}");
+    assert!(
+        said.contains("mmjoin0:") && said.contains("mmjoin1:"),
+        "{said}"
+    );
+    assert!(said.contains("hostname mm-joined-uts"), "{said}");
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&netns_path).unwrap());
+    assert!(said.contains(&format!("netns {inode}")), "{said}");
+    // The host's /sys, bound: the host's links, not the joined namespace's.
+    assert!(said.lines().any(|l| l == "lo"), "{said}");
+    assert!(!said.lines().any(|l| l == "mmjoin0"), "{said}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // A PID namespace cannot be joined: refused with its path.
+    edit_config(&bundle, |config| {
+        for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "pid" {
+                ns["path"] = "/proc/1/ns/pid".into();
+            }
+        }
+    });
+    let (ok, err) = oci(
+        &root,
+        &["create", "--bundle", bundle.to_str().unwrap(), "joiner2"],
+        &out,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("linux.namespaces[0].path: joining an existing pid namespace"),
+        "{err}"
+    );
+    assert!(!root.join("joiner2").exists());
+}

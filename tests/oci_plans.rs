@@ -1,7 +1,8 @@
 //! OCI bundles' config.json compiled into mm's plan (`mm oci plan`), for a root host and
 //! a rootless one, recorded in tests/snapshots: `runc spec`'s and `crun spec --rootless`'s
 //! configs (with `terminal` off, which mm does not support yet), one full of fields mm
-//! does not support and one of values it refuses, each refusal with its JSON path. Also
+//! does not support and one of values it refuses, each refusal with its JSON path, and one
+//! that joins network and IPC namespaces by path (a pod's). Also
 //! each plan's exact mount sequence.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use mm::host::Host;
 
 const HOSTS: &[&str] = &["root-hybrid", "rootless-v2-delegated"];
-const BUNDLES: &[&str] = &["runc", "crun-rootless", "unsupported", "refused"];
+const BUNDLES: &[&str] = &["runc", "crun-rootless", "unsupported", "refused", "joins"];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,8 +71,8 @@ fn bundles_plan_as_recorded() {
     println!("{plans} plans and {refusals} refusals recorded");
     // runc's spec has no user namespace: fine as root, refused rootless; crun's rootless
     // one has a user namespace without maps: mm's own rootless, refused as root; the last
-    // two are refused everywhere.
-    assert_eq!((plans, refusals), (2, 6));
+    // two are refused everywhere; the one that joins namespaces by path needs root.
+    assert_eq!((plans, refusals), (3, 7));
 }
 
 /// Every refusal names its field's JSON path, and none is left out for a later one.

@@ -140,7 +140,7 @@ fn running(paths: &mm::runtime::state::Paths) -> Option<Running> {
             Address::Allocate { .. } => vec![],
         },
         Network::UserMode(mode) => vec![mode.address.address],
-        Network::Host | Network::Private => vec![],
+        Network::Host | Network::Private | Network::Joined => vec![],
     };
     Some(Running {
         addresses,

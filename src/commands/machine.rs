@@ -145,12 +145,17 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
         print(&format!("{name} stopped ({unit})\n"))?;
         return Ok(ExitCode::Ok);
     }
-    let stream = connect(&name, &paths)?;
-    let asked = match state::read(&paths) {
-        Ok(Some(Recorded::Running { supervisor, .. })) => i32::try_from(supervisor).ok(),
-        _ => None,
+    let asked = match connect(&name, &paths)? {
+        Supervisor::Listening(stream) => {
+            let asked = match state::read(&paths) {
+                Ok(Some(Recorded::Running { supervisor, .. })) => i32::try_from(supervisor).ok(),
+                _ => None,
+            };
+            ask_to_stop(stream, &name, &paths, timeout)?;
+            asked
+        }
+        Supervisor::Ending(pid) => Some(pid),
     };
-    ask_to_stop(stream, &name, &paths, timeout)?;
     // The supervisor lets go of the lock when it has cleaned up; one that was killed
     // meanwhile left its machine to be reconciled. The lock may be a new start's by then
     // (a start takes it before it prepares): the one asked ended and recorded it.
@@ -205,28 +210,38 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     Ok(ExitCode::Ok)
 }
 
-/// The supervisor's control socket; one still starting has none yet.
-fn connect(name: &str, paths: &Paths) -> Result<UnixStream, Error> {
+/// What `mm stop` finds at the supervisor's control socket.
+enum Supervisor {
+    /// It listens: the stop request goes there.
+    Listening(UnixStream),
+    /// It was listening and no longer is: this supervisor (its pid) is already tearing
+    /// the machine down.
+    Ending(i32),
+}
+
+/// The supervisor's control socket. A supervisor binds it before it records the machine
+/// running and removes it when it begins to tear down; while the lock is held by a start
+/// that is still preparing, there is none yet, and the stop waits for it, however long
+/// preparing takes (a first unpack may take minutes), so that once `mm stop` returns the
+/// machine is not running. A lock let go means nothing runs.
+fn connect(name: &str, paths: &Paths) -> Result<Supervisor, Error> {
     let io = |e| RuntimeError::io(&paths.control(), e);
-    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match UnixStream::connect(paths.control()) {
-            Ok(stream) => return Ok(stream),
-            Err(_) if Instant::now() < deadline && state::supervised(paths).unwrap_or(false) => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(_) if !state::supervised(paths).map_err(io)? => {
-                return Err(not_running(name));
-            }
-            Err(e) => {
-                let why = format!(
-                    "its socket {} does not take connections after 10 s ({e})",
-                    paths.control().display()
-                );
-                let name = name.to_owned();
-                return Err(RuntimeError::StopRefused { name, why }.into());
-            }
+        // Read before connecting: a supervisor recorded running had bound its socket.
+        let recorded = state::read(paths);
+        if let Ok(stream) = UnixStream::connect(paths.control()) {
+            return Ok(Supervisor::Listening(stream));
         }
+        if !state::supervised(paths).map_err(io)? {
+            return Err(not_running(name));
+        }
+        if let Ok(Some(Recorded::Running { supervisor, .. })) = recorded
+            && let Ok(pid) = i32::try_from(supervisor)
+            && mm::state::alive(pid)
+        {
+            return Ok(Supervisor::Ending(pid));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -414,7 +429,7 @@ fn network_line(network: &mm::plan::Network) -> Option<String> {
             format!("{} ({})", mode.interface, mode.helper),
             &mode.forwards,
         ),
-        Network::Host | Network::Private => return None,
+        Network::Host | Network::Private | Network::Joined => return None,
     };
     let mut line = format!("  address {address} on {on}");
     if !forwards.is_empty() {

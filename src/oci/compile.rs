@@ -13,8 +13,8 @@ use crate::definition::{ImageSource, Resources, capability};
 use crate::host::Host;
 use crate::idmap::IdMapEntry;
 use crate::plan::{
-    Cgroup, Command, Exec, IdMapping, Ids, Image, Layers, MapWriter, Mount, NO_SECCOMP, Namespace,
-    Network, Pid1, Plan, Process, Registration, Rlimit, RootFs, Security, Stop, Upper,
+    Cgroup, Command, Exec, IdMapping, Ids, Image, Join, Layers, MapWriter, Mount, NO_SECCOMP,
+    Namespace, Network, Pid1, Plan, Process, Registration, Rlimit, RootFs, Security, Stop, Upper,
 };
 
 /// How the caller drives mm (runc's global flags that change the plan).
@@ -74,17 +74,18 @@ pub fn compile(
         );
     }
     let linux = config.linux.clone().unwrap_or_default();
-    let namespaces = namespaces(&linux, host, &mut errors);
+    let (namespaces, joins) = namespaces(&linux, host, &mut errors);
     let runtime_dir = options.state_root.join(id.as_str());
     let ids = ids(&linux, host, &mut errors);
     let cgroup = cgroup(&linux, id, host, options, &mut errors);
     let root = root(config, bundle, &mut errors);
-    let mounts = mounts(config, &linux, bundle, host, &mut errors);
+    let mounts = mounts(config, &linux, &namespaces, bundle, host, &mut errors);
     let (process, security) = process(config, id, &namespaces, &mut errors);
     if !errors.0.is_empty() {
         return Err(errors.0);
     }
     let private_net = namespaces.contains(&Namespace::Net);
+    let joined_net = joins.iter().any(|j| j.namespace == Namespace::Net);
     let Some((rootfs, upper)) = root else {
         return Err(errors.0);
     };
@@ -106,6 +107,7 @@ pub fn compile(
         },
         ids,
         namespaces,
+        joins,
         cgroup,
         root: RootFs {
             mount_point: runtime_dir.join("root"),
@@ -116,6 +118,8 @@ pub fn compile(
         mounts,
         network: if private_net {
             Network::Private
+        } else if joined_net {
+            Network::Joined
         } else {
             Network::Host
         },
@@ -133,18 +137,22 @@ pub fn compile(
     })
 }
 
-/// The plan's namespaces. mm always makes a user, mount, PID and UTS namespace (so that
-/// the container's hostname is its own); IPC, network and cgroup ones when asked.
-fn namespaces(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Vec<Namespace> {
+/// The plan's namespaces: the ones made new and the ones joined by path. mm always makes
+/// a user, mount and PID namespace, and a UTS one unless one is joined (so that the
+/// container's hostname is its own); IPC, network and cgroup ones when asked. Network, IPC
+/// and UTS namespaces may be joined (a pod's, or one an engine set up, as podman sets up
+/// its network namespaces).
+fn namespaces(
+    linux: &spec::Linux,
+    host: &Host,
+    errors: &mut Errors,
+) -> (Vec<Namespace>, Vec<Join>) {
     let mut asked = Vec::new();
+    let mut joins = Vec::new();
+    // Listed with a path that is refused: not also reported missing.
+    let mut refused = Vec::new();
     for (i, ns) in linux.namespaces.iter().enumerate() {
         let at = format!("linux.namespaces[{i}]");
-        if ns.path.is_some() {
-            errors.at(
-                format!("{at}.path"),
-                "joining an existing namespace is not supported by mm yet",
-            );
-        }
         let kind = match ns.kind.as_str() {
             "user" => Namespace::User,
             "mount" => Namespace::Mount,
@@ -168,20 +176,52 @@ fn namespaces(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Vec<Name
                 continue;
             }
         };
-        if asked.contains(&kind) {
+        if asked.contains(&kind) || joins.iter().any(|j: &Join| j.namespace == kind) {
             errors.at(
                 format!("{at}.type"),
                 format!("`{}` is listed twice", ns.kind),
             );
         }
-        asked.push(kind);
+        let why = match &ns.path {
+            None => {
+                asked.push(kind);
+                continue;
+            }
+            Some(_) if !host.is_root() => {
+                "joining an existing namespace needs root: setns(2) needs CAP_SYS_ADMIN over \
+                 the namespace and in the caller's own user namespace, which an ordinary \
+                 user's mm has in neither"
+                    .to_owned()
+            }
+            Some(path) => match kind {
+                Namespace::Net | Namespace::Ipc | Namespace::Uts if absolute(path) => {
+                    joins.push(Join {
+                        namespace: kind,
+                        path: PathBuf::from(path),
+                    });
+                    continue;
+                }
+                Namespace::Net | Namespace::Ipc | Namespace::Uts => {
+                    format!("`{path}` is not an absolute path without `..`")
+                }
+                _ => format!(
+                    "joining an existing {} namespace is not supported by mm (only network, \
+                     ipc and uts ones: mm's PID 1 makes its own user, mount and PID \
+                     namespaces, and a cgroup one when asked)",
+                    ns.kind
+                ),
+            },
+        };
+        errors.at(format!("{at}.path"), why);
+        refused.push(kind);
     }
+    let joined = |kind| joins.iter().any(|j: &Join| j.namespace == kind);
     for (kind, name) in [
         (Namespace::Mount, "mount"),
         (Namespace::Pid, "pid"),
         (Namespace::Uts, "uts"),
     ] {
-        if !asked.contains(&kind) {
+        if !asked.contains(&kind) && !joined(kind) && !refused.contains(&kind) {
             errors.at(
                 "linux.namespaces",
                 format!(
@@ -210,7 +250,7 @@ fn namespaces(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Vec<Name
         .into_iter()
         .filter(|n| asked.contains(n)),
     );
-    all
+    (all, joins)
 }
 
 /// The user namespace's maps: the config's; rootless without any, mm's (root inside is
@@ -457,6 +497,7 @@ const FS_FLAGS: &[&str] = &[
 fn mounts(
     config: &Spec,
     linux: &spec::Linux,
+    own: &[Namespace],
     bundle: &Path,
     host: &Host,
     errors: &mut Errors,
@@ -538,6 +579,32 @@ fn mounts(
                     ),
                 }
             }
+            // sysfs may only be mounted by the owner of the network namespace, and mm's
+            // user namespace owns only a network namespace it made: the host's /sys is
+            // bound instead, as runc binds it.
+            "sysfs" if !own.contains(&Namespace::Net) => {
+                let readonly = m.options.iter().any(|o| o == "ro");
+                all.push(Mount::Bind {
+                    source: PathBuf::from("/sys"),
+                    target: target.clone(),
+                    readonly,
+                    recursive: true,
+                });
+                let has = |flag: &str| m.options.iter().any(|o| o == flag);
+                if has("nosuid") || has("nodev") || has("noexec") {
+                    all.push(Mount::Restrict {
+                        target,
+                        nosuid: has("nosuid"),
+                        nodev: has("nodev"),
+                        noexec: has("noexec"),
+                    });
+                }
+            }
+            "mqueue" if !own.contains(&Namespace::Ipc) => errors.at(
+                format!("{at}.type"),
+                "an mqueue mount needs an ipc namespace of the container's own (mm's user \
+                 namespace may mount only the message queues of one it made)",
+            ),
             "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" => {
                 let mut options = Vec::new();
                 for (j, o) in m.options.iter().enumerate() {
@@ -669,7 +736,10 @@ fn process(
     }
     let hostname = match &config.hostname {
         Some(name) if !namespaces.contains(&Namespace::Uts) => {
-            errors.at("hostname", "a hostname needs a uts namespace");
+            errors.at(
+                "hostname",
+                "a hostname needs a uts namespace of the container's own",
+            );
             name.clone()
         }
         Some(name) => name.clone(),

@@ -42,7 +42,11 @@ pub struct Plan {
     pub machine: Machine,
     pub image: Image,
     pub ids: Ids,
+    /// The namespaces PID 1 gets new.
     pub namespaces: Vec<Namespace>,
+    /// Existing namespaces PID 1 joins instead (an OCI bundle's `linux.namespaces[].path`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<Join>,
     pub cgroup: Cgroup,
     pub root: RootFs,
     /// Inside the new root, in order, before `pivot_root`.
@@ -216,6 +220,23 @@ pub enum Namespace {
     Cgroup,
 }
 
+/// An existing namespace PID 1 joins, by the path of its file (`/run/netns/NAME`,
+/// `/proc/PID/ns/net`). The spawner joins it while it is still in the host's user namespace,
+/// before it enters the machine's, so the namespace stays owned by its creator: the machine
+/// uses it and cannot administer it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    pub namespace: Namespace,
+    pub path: PathBuf,
+}
+
+impl Plan {
+    /// Whether PID 1 joins an existing namespace of this kind.
+    pub fn joins(&self, namespace: Namespace) -> bool {
+        self.joins.iter().any(|j| j.namespace == namespace)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Cgroup {
@@ -368,6 +389,9 @@ pub enum Network {
     Host,
     /// A network namespace with only loopback, brought up.
     Private,
+    /// An existing network namespace, joined (see [`Plan::joins`]): set up by whoever made
+    /// it; mm configures nothing in it.
+    Joined,
     /// A network namespace with loopback and a veth pair to the host: alone, or with its
     /// host side in a zone's bridge; NAT to the world and the port forwards (root).
     Link(Link),
@@ -390,15 +414,16 @@ pub struct UserMode {
 }
 
 impl Network {
+    /// Whether the machine has a network namespace of mm's making (one it brings up).
     pub fn private(&self) -> bool {
-        !matches!(self, Self::Host)
+        !matches!(self, Self::Host | Self::Joined)
     }
 
     /// The ordinary user's zone the machine is in, if it is in one.
     pub fn rootless_zone(&self) -> Option<&RootlessZone> {
         match self {
             Self::Link(link) => link.rootless_zone(),
-            Self::Host | Self::Private | Self::UserMode(_) => None,
+            Self::Host | Self::Private | Self::Joined | Self::UserMode(_) => None,
         }
     }
 }

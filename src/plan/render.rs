@@ -229,7 +229,14 @@ fn namespaces(plan: &Plan) -> Step {
         .iter()
         .map(|n| format!("{n:?}").to_lowercase())
         .collect();
-    (format!("Namespaces: {}", names.join(", ")), vec![])
+    let joins = plan
+        .joins
+        .iter()
+        .map(|j| {
+            format!("join the {:?} namespace {}", j.namespace, j.path.display()).to_lowercase()
+        })
+        .collect();
+    (format!("Namespaces: {}", names.join(", ")), joins)
 }
 
 fn cgroup(cgroup: &Cgroup) -> Step {
@@ -265,6 +272,12 @@ fn network(network: &Network) -> Step {
         Network::Private => {
             return (
                 "Network: private namespace, loopback only, brought up".to_owned(),
+                vec![],
+            );
+        }
+        Network::Joined => {
+            return (
+                "Network: an existing namespace, joined (mm configures nothing in it)".to_owned(),
                 vec![],
             );
         }

@@ -16,7 +16,7 @@ use rustix::thread::LinkNameSpaceType;
 
 use super::launch::{Launch, Report, Step, StepFailure, WithStep};
 use super::{account, exec, init, rootfs, security, sys};
-use crate::plan::{Namespace, Pid1};
+use crate::plan::{Join, Namespace, Pid1};
 
 /// What the forked stages inherit from the supervisor.
 pub struct Inherited {
@@ -63,6 +63,11 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
             path: stage.clone(),
         })?;
     }
+    // Joined while host root, before the machine's user namespace: they stay their
+    // creator's, whose privilege joining them needs.
+    for join in &launch.plan.joins {
+        join_existing(join)?;
+    }
     sys::setns(inherited.userns.as_fd(), LinkNameSpaceType::User).step(|| Step::JoinNamespace {
         name: "user".to_owned(),
     })?;
@@ -91,6 +96,39 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
     })?;
     // SAFETY: this process is single-threaded (forked from the single-threaded supervisor).
     unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }.step(|| Step::ClonePid1)
+}
+
+/// Joins the existing namespace `join` names; it must be of the kind the plan says.
+fn join_existing(join: &Join) -> Result<(), StepFailure> {
+    let (kind, name) = match join.namespace {
+        Namespace::Net => (LinkNameSpaceType::Network, "network"),
+        Namespace::Ipc => (LinkNameSpaceType::InterProcessCommunication, "ipc"),
+        Namespace::Uts => (LinkNameSpaceType::HostNameAndNISDomainName, "uts"),
+        other => {
+            return Err(StepFailure::other(
+                Step::JoinExisting {
+                    namespace: format!("{other:?}").to_lowercase(),
+                    path: join.path.clone(),
+                },
+                "mm joins only network, ipc and uts namespaces",
+            ));
+        }
+    };
+    let step = || Step::JoinExisting {
+        namespace: name.to_owned(),
+        path: join.path.clone(),
+    };
+    // Not a terminal to take as the controlling one, whatever the path names.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        File::options()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&join.path)
+            .step(step)?
+    };
+    // setns with the type checks that the file is a namespace of that kind.
+    sys::setns(file.as_fd(), kind).step(step)
 }
 
 /// PID 1 of the machine: never returns.
@@ -134,9 +172,12 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     }
     let console = inherited.console.as_ref().map(|(_, path)| path.as_path());
     rootfs::enter(&mut rootfs::Kernel, plan, console)?;
-    nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {
-        name: plan.process.hostname.clone(),
-    })?;
+    // A joined UTS namespace keeps its creator's hostname (and is not the machine's to set).
+    if !plan.joins(Namespace::Uts) {
+        nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {
+            name: plan.process.hostname.clone(),
+        })?;
+    }
     // As the machine's root, inside its root: nothing of the host is reachable any more.
     if let Some(keep) = &plan.keep_id {
         account::write(keep)?;

@@ -40,7 +40,7 @@ pub struct Holding {
 fn link(plan: &Plan) -> Option<&Link> {
     match &plan.network {
         Network::Link(link) => Some(link),
-        Network::Host | Network::Private | Network::UserMode(_) => None,
+        Network::Host | Network::Private | Network::Joined | Network::UserMode(_) => None,
     }
 }
 
@@ -160,7 +160,7 @@ pub fn before(plan: &Plan) -> Result<Holding, StepFailure> {
 /// network (interface indexes), for machined.
 pub fn attach(plan: &Plan, leader: Pid, holding: &mut Holding) -> Result<Vec<u32>, StepFailure> {
     match &plan.network {
-        Network::Host | Network::Private => Ok(Vec::new()),
+        Network::Host | Network::Private | Network::Joined => Ok(Vec::new()),
         Network::Link(link) => {
             let interfaces = attach_link(plan, link, leader)?;
             if link.rootless_zone().is_none() {

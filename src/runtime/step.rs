@@ -137,6 +137,10 @@ pub enum Step {
     JoinNamespace {
         name: String,
     },
+    JoinExisting {
+        namespace: String,
+        path: PathBuf,
+    },
     DropGroups,
     BecomeRootGid,
     BecomeRootUid,
@@ -374,6 +378,9 @@ impl std::fmt::Display for Step {
             Self::EnterStage { path } => write!(f, "enter {}", path.display()),
             Self::JoinNamespace { name } => {
                 write!(f, "join the machine's {name} namespace")
+            }
+            Self::JoinExisting { namespace, path } => {
+                write!(f, "join the {namespace} namespace {}", path.display())
             }
             Self::Unshare { namespaces } => {
                 write!(f, "unshare the {} namespaces", namespaces.join(", "))
