@@ -179,6 +179,9 @@ fn rows() -> Vec<Row> {
         bad("cpus is a string", with_image!("[resources]\ncpus = \"2\"\n"))
             .key("resources.cpus").at(4, 8, "\"2\"")
             .message("invalid type: string \"2\""),
+        bad("cpu_weight is zero", with_image!("[resources]\ncpu_weight = 0\n"))
+            .key("resources.cpu_weight").at(4, 14, "0")
+            .message("from 1 to 10000"),
         bad("pids is negative", with_image!("[resources]\npids = -1\n"))
             .key("resources.pids").at(4, 8, "-1")
             .message("greater than 0"),

@@ -89,7 +89,7 @@ fn every_unsupported_field_is_named_with_its_path() {
         [
             "hooks",
             "linux.maskedPath",
-            "linux.resources.cpu.shares",
+            "linux.resources.cpu.realtimeRuntime",
             "linux.seccomp",
             "linux.sysctl",
             "process.apparmorProfile",

@@ -151,7 +151,8 @@ pids = 16"#,
 command = ["/bin/sleep", "1000"]
 [resources]
 memory = "48M"
-pids = 20"#,
+pids = 20
+cpu_weight = 50"#,
     );
     let (out, stdout, _) = m.mm(&["run", "hog"]);
     assert_eq!(
@@ -184,6 +185,14 @@ pids = 20"#,
         read(cgroup_limit_file(scope, "pids", "pids.max", "pids.max")),
         "20"
     );
+    // systemd's weight 50 is half of v1's default 1024 shares.
+    let cpu = cgroup_limit_file(scope, "cpu", "cpu.shares", "cpu.weight");
+    let expected = if cpu.ends_with("cpu.shares") {
+        "512"
+    } else {
+        "50"
+    };
+    assert_eq!(read(cpu), expected);
     let dirs = cgroup_dirs(scope);
     let missing: Vec<_> = dirs.iter().filter(|d| !d.is_dir()).collect();
     assert!(

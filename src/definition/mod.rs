@@ -202,11 +202,46 @@ pub struct Resources {
     /// Thousandths of a CPU.
     pub cpus_milli: Option<u32>,
     pub pids: Option<u64>,
+    /// The CPU time the machine gets beside others when the CPUs are busy.
+    pub cpu_weight: Option<CpuWeight>,
 }
 
 impl Resources {
     pub fn any(&self) -> bool {
-        self.memory.is_some() || self.cpus_milli.is_some() || self.pids.is_some()
+        self.memory.is_some()
+            || self.cpus_milli.is_some()
+            || self.pids.is_some()
+            || self.cpu_weight.is_some()
+    }
+}
+
+/// A relative CPU weight, in the scale it was given in; each cgroup version gets it in its
+/// own file, converted only when the scales differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuWeight {
+    /// systemd's `CPUWeight=` scale, cgroup v2's `cpu.weight`: 1 to 10000, 100 by default
+    /// (`[resources] cpu_weight`).
+    Weight(u16),
+    /// cgroup v1's `cpu.shares`: 2 to 262144, 1024 by default (OCI's
+    /// `linux.resources.cpu.shares`).
+    Shares(u64),
+}
+
+impl CpuWeight {
+    /// The value of cgroup v2's `cpu.weight`; shares convert as runc and crun convert them.
+    pub fn v2_weight(self) -> u64 {
+        match self {
+            Self::Weight(w) => u64::from(w),
+            Self::Shares(s) => 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142,
+        }
+    }
+
+    /// The value of cgroup v1's `cpu.shares`; a weight converts as systemd converts it.
+    pub fn v1_shares(self) -> u64 {
+        match self {
+            Self::Weight(w) => (u64::from(w) * 1024 / 100).clamp(2, 262_144),
+            Self::Shares(s) => s,
+        }
     }
 }
 

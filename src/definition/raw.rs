@@ -111,6 +111,7 @@ pub struct RawResources {
     pub memory: Option<Spanned<RawSize>>,
     pub cpus: Option<Spanned<f64>>,
     pub pids: Option<Spanned<i64>>,
+    pub cpu_weight: Option<Spanned<i64>>,
 }
 
 /// A size: `"512M"` or a plain number of bytes.
@@ -169,7 +170,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
     ("users", &["range", "keep_id", "home"]),
     ("users.range", &["base", "size"]),
     ("network", &["mode", "zone", "address", "ports", "mtu"]),
-    ("resources", &["memory", "cpus", "pids"]),
+    ("resources", &["memory", "cpus", "pids", "cpu_weight"]),
     (
         "security",
         &[

@@ -17,7 +17,7 @@ use super::raw::{
 use super::source::{Digest, ImageSource, SourceError, TRANSPORTS};
 use super::units::{parse_cpus, parse_size};
 use super::{
-    Bind, BindSource, CapabilityDrop, Definition, Home, Image, KeepId, KeepWho, Located,
+    Bind, BindSource, CapabilityDrop, CpuWeight, Definition, Home, Image, KeepId, KeepWho, Located,
     MachineName, Resources, Security, Storage, UserRange,
 };
 use desktop::desktop;
@@ -476,11 +476,25 @@ fn resources(c: &mut Checker<'_>, raw: Option<Spanned<RawResources>>) -> Located
                 None
             }
         });
+    let cpu_weight = raw
+        .cpu_weight
+        .and_then(|w| match u16::try_from(*w.get_ref()) {
+            Ok(n) if (1..=10_000).contains(&n) => Some(CpuWeight::Weight(n)),
+            _ => {
+                c.at(
+                    &w,
+                    "resources.cpu_weight",
+                    "the CPU weight must be from 1 to 10000 (100 is the default weight)",
+                );
+                None
+            }
+        });
     Located {
         value: Resources {
             memory,
             cpus_milli,
             pids,
+            cpu_weight,
         },
         span,
     }

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use super::fields::FieldError;
 use super::spec::{self, Spec};
-use crate::definition::{ImageSource, Resources, capability};
+use crate::definition::{CpuWeight, ImageSource, Resources, capability};
 use crate::host::Host;
 use crate::idmap::IdMapEntry;
 use crate::plan::{
-    Cgroup, Command, Exec, IdMapping, Ids, Image, Join, Layers, MapWriter, Mount, NO_SECCOMP,
-    Namespace, Network, Pid1, Plan, Process, Registration, Rlimit, RootFs, Security, Stop, Upper,
+    Cgroup, Command, DeviceKind, DeviceRule, Exec, IdMapping, Ids, Image, Join, Layers, LimitWrite,
+    MapWriter, Mount, NO_SECCOMP, Namespace, Network, Pid1, Plan, Process, Registration, Rlimit,
+    RootFs, Security, Stop, Upper,
 };
 
 /// How the caller drives mm (runc's global flags that change the plan).
@@ -323,6 +324,11 @@ fn cgroup(
     errors: &mut Errors,
 ) -> Cgroup {
     let limits = resources(linux, errors);
+    let rules = linux
+        .resources
+        .as_ref()
+        .map(|res| device_rules(res, errors))
+        .unwrap_or_default();
     let placed = match &linux.cgroups_path {
         None => crate::plan::placement(&format!("oci-{id}"), host),
         Some(_) if !host.is_root() => {
@@ -343,17 +349,28 @@ fn cgroup(
     match placed {
         Ok((path, dirs)) => {
             match crate::plan::limit_writes(&limits, host.cgroup.mode, &dirs, host) {
-                Ok(limits) => Cgroup::Create {
-                    mode: host.cgroup.mode,
-                    path,
-                    dirs,
-                    limits,
-                },
+                Ok(mut limits) => {
+                    limits.extend(device_writes(&rules, &dirs, host, errors));
+                    Cgroup::Create {
+                        mode: host.cgroup.mode,
+                        path,
+                        dirs,
+                        limits,
+                    }
+                }
                 Err(why) => {
                     errors.at("linux.resources", why);
                     Cgroup::Inherit { why: String::new() }
                 }
             }
+        }
+        Err(_) if !only_own_nodes(&rules) => {
+            errors.at(
+                "linux.resources.devices",
+                "device rules that allow more than the nodes mm binds into /dev need a device \
+                 controller, and the container has no cgroup of its own",
+            );
+            Cgroup::Inherit { why: String::new() }
         }
         Err(why) if limits.any() => {
             errors.at(
@@ -364,6 +381,58 @@ fn cgroup(
         }
         Err(why) => Cgroup::Inherit { why },
     }
+}
+
+/// The device rules as cgroup v1's `devices.deny` and `devices.allow` writes, in order.
+/// On cgroup v2 the device controller is an eBPF program, which mm does not load: rules
+/// that allow no more than mm's own nodes are what a container has anyway, others are
+/// refused.
+fn device_writes(
+    rules: &[DeviceRule],
+    dirs: &[PathBuf],
+    host: &Host,
+    errors: &mut Errors,
+) -> Vec<LimitWrite> {
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    let hierarchy = host
+        .cgroup
+        .v1_hierarchy("devices")
+        .filter(|_| host.cgroup.mode != crate::host::CgroupMode::V2)
+        .and_then(|h| dirs.iter().find(|d| d.starts_with(&h.path)));
+    let Some(dir) = hierarchy else {
+        if !only_own_nodes(rules) {
+            errors.at(
+                "linux.resources.devices",
+                "device rules that allow more than the nodes mm binds into /dev need cgroup \
+                 v1's device controller (on cgroup v2 it is an eBPF program, which mm does \
+                 not load)",
+            );
+        }
+        return Vec::new();
+    };
+    // The nodes mm binds into /dev work whatever the rules say, as runc allows its own.
+    let own = OWN_NODES.iter().map(|(major, minor)| DeviceRule {
+        allow: true,
+        kind: DeviceKind::Char,
+        major: Some(*major),
+        minor: *minor,
+        access: "rwm".to_owned(),
+    });
+    rules
+        .iter()
+        .cloned()
+        .chain(own)
+        .map(|rule| LimitWrite {
+            file: dir.join(if rule.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            }),
+            value: rule.to_string(),
+        })
+        .collect()
 }
 
 /// `linux.cgroupsPath` as a path below each hierarchy's root: `/a/b` (cgroupfs), or with
@@ -395,27 +464,93 @@ fn cgroups_path(path: &str, systemd: bool) -> Result<String, String> {
     Ok(relative)
 }
 
-/// `linux.resources` as mm's limits; the device rules mm can stand by.
+/// The device nodes mm binds into a container's /dev tmpfs (and its console and pty
+/// nodes), as `(major, minor)`; `None`: every minor. A rule that allows only these asks
+/// for nothing a container of mm's does not have anyway.
+const OWN_NODES: &[(u32, Option<u32>)] = &[
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(1)),
+    (5, Some(2)),
+    (136, None),
+];
+
+/// `linux.resources.devices`, checked: each rule in the device controller's own words.
+fn device_rules(res: &spec::Resources, errors: &mut Errors) -> Vec<DeviceRule> {
+    let mut rules = Vec::new();
+    for (i, rule) in res.devices.iter().enumerate() {
+        let at = format!("linux.resources.devices[{i}]");
+        let kind = match rule.kind.as_deref().unwrap_or("a") {
+            "a" => DeviceKind::All,
+            "c" => DeviceKind::Char,
+            "b" => DeviceKind::Block,
+            other => {
+                errors.at(
+                    format!("{at}.type"),
+                    format!("`{other}` is not a device type (a, c or b)"),
+                );
+                continue;
+            }
+        };
+        let number = |n: Option<i64>, key: &str, errors: &mut Errors| match n {
+            None | Some(-1) => None,
+            Some(n) => u32::try_from(n).ok().or_else(|| {
+                errors.at(format!("{at}.{key}"), format!("{n} is not a device number"));
+                None
+            }),
+        };
+        let major = number(rule.major, "major", errors);
+        let minor = number(rule.minor, "minor", errors);
+        let access = rule.access.clone().unwrap_or_else(|| "rwm".to_owned());
+        if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+            errors.at(
+                format!("{at}.access"),
+                format!("`{access}` is not an access of r, w and m"),
+            );
+            continue;
+        }
+        rules.push(DeviceRule {
+            allow: rule.allow,
+            kind,
+            major,
+            minor,
+            access,
+        });
+    }
+    rules
+}
+
+/// Whether `rules` deny every device but nodes mm gives a container anyway: what a
+/// container of mm's has without a device controller (a user namespace may not make
+/// device nodes, so it opens only nodes bound into it).
+fn only_own_nodes(rules: &[DeviceRule]) -> bool {
+    let Some((first, rest)) = rules.split_first() else {
+        return true;
+    };
+    let deny_all = !first.allow
+        && first.kind == DeviceKind::All
+        && first.major.is_none()
+        && first.minor.is_none();
+    deny_all
+        && rest.iter().all(|rule| {
+            !rule.allow
+                || (rule.kind == DeviceKind::Char
+                    && OWN_NODES.iter().any(|(major, minor)| {
+                        rule.major == Some(*major) && (minor.is_none() || rule.minor == *minor)
+                    }))
+        })
+}
+
+/// `linux.resources` as mm's limits.
 fn resources(linux: &spec::Linux, errors: &mut Errors) -> Resources {
     let mut limits = Resources::default();
     let Some(res) = &linux.resources else {
         return limits;
     };
-    for (i, rule) in res.devices.iter().enumerate() {
-        // mm's containers cannot make device nodes (a user namespace) and see only the
-        // nodes bound into them: "deny everything" is what they have.
-        let deny_all = !rule.allow
-            && rule.kind.as_deref().is_none_or(|t| t == "a")
-            && rule.major.is_none()
-            && rule.minor.is_none()
-            && rule.access.as_deref().is_none_or(|a| a == "rwm");
-        if !deny_all {
-            errors.at(
-                format!("linux.resources.devices[{i}]"),
-                "device rules other than \"deny all\" are not supported by mm yet",
-            );
-        }
-    }
     if let Some(memory) = res.memory.as_ref().and_then(|m| m.limit) {
         match u64::try_from(memory) {
             Ok(bytes) if bytes > 0 => limits.memory = Some(bytes),
@@ -432,6 +567,17 @@ fn resources(linux: &spec::Linux, errors: &mut Errors) -> Resources {
                 "linux.resources.cpu.period",
                 "mm's CFS period is 100000 (100 ms); other periods are not supported by mm yet",
             );
+        }
+        match cpu.shares {
+            // 0: not set, as runc reads it.
+            None | Some(0) => {}
+            Some(shares) if (2..=262_144).contains(&shares) => {
+                limits.cpu_weight = Some(CpuWeight::Shares(shares));
+            }
+            Some(shares) => errors.at(
+                "linux.resources.cpu.shares",
+                format!("{shares}: cpu.shares go from 2 to 262144"),
+            ),
         }
         match cpu.quota {
             None | Some(-1) => {}

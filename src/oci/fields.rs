@@ -85,6 +85,7 @@ const HANDLED: &[&str] = &[
     "linux.resources.memory.limit",
     "linux.resources.cpu",
     "linux.resources.cpu.quota",
+    "linux.resources.cpu.shares",
     "linux.resources.cpu.period",
     "linux.resources.pids",
     "linux.resources.pids.limit",
@@ -163,7 +164,6 @@ const REFUSED: &[(&str, &str)] = &[
         "linux.resources.memory.checkBeforeUpdate",
         "not supported by mm yet",
     ),
-    ("linux.resources.cpu.shares", "not supported by mm yet"),
     ("linux.resources.cpu.burst", "not supported by mm yet"),
     (
         "linux.resources.cpu.realtimeRuntime",
@@ -290,10 +290,10 @@ mod tests {
     #[test]
     fn a_refused_prefix_covers_what_is_below_it() {
         assert_eq!(
-            errors(r#"{"hooks":{"prestart":[]},"linux":{"resources":{"cpu":{"shares":2}}}}"#),
+            errors(r#"{"hooks":{"prestart":[]},"linux":{"resources":{"cpu":{"burst":2}}}}"#),
             [
                 "hooks: is not supported by mm (hooks are not supported by mm yet)",
-                "linux.resources.cpu.shares: is not supported by mm (not supported by mm yet)",
+                "linux.resources.cpu.burst: is not supported by mm (not supported by mm yet)",
             ]
         );
     }

@@ -252,6 +252,8 @@ pub fn delete(options: &Options, id: &str, force: bool) -> Result<(), OciError> 
         }
         kill_and_wait(&container)?;
     }
+    // Stopped, its supervisor may still be tearing down: what it removes is gone first.
+    wait_for_supervisor(&container)?;
     // A supervisor killed with SIGKILL left its cgroup and mounts: reconcile removes them.
     crate::runtime::supervisor::reconcile(&container.paths)
         .map_err(|e| OciError::io(&container.paths.lock(), e))?;
@@ -264,7 +266,12 @@ fn kill_and_wait(container: &Container) -> Result<(), OciError> {
         // SAFETY: kill with a pid and a valid signal number.
         unsafe { libc::kill(record.pid, libc::SIGKILL) };
     }
-    // The supervisor reaps it, removes the cgroup and mounts, and releases the lock.
+    wait_for_supervisor(container)
+}
+
+/// Waits for the supervisor to end: once the container's process has ended, it removes the
+/// cgroup and mounts and releases the lock.
+fn wait_for_supervisor(container: &Container) -> Result<(), OciError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while container.supervised()? {
         if Instant::now() > deadline {

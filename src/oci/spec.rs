@@ -144,6 +144,7 @@ pub struct Memory {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Cpu {
+    pub shares: Option<u64>,
     pub quota: Option<i64>,
     pub period: Option<u64>,
 }

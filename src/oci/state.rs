@@ -3,7 +3,7 @@
 //!
 //! The status follows from the record and the supervisor's lock: no record yet is
 //! `creating`; a supervisor holding the lock is `created` until `mm oci start` let the
-//! process go on, then `running`; a free lock is `stopped`.
+//! process go on, then `running`; a free lock, or a process that has ended, is `stopped`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -124,6 +124,9 @@ impl Container {
             (None, true) => Status::Creating,
             // A create that failed or was killed before it recorded anything.
             (None, false) => Status::Stopped,
+            // Ended (and reaped by its subreaper, or a zombie) while the supervisor tears
+            // down: stopped, as runc says as soon as the process is gone.
+            (Some(r), true) if !crate::state::alive(r.pid) => Status::Stopped,
             (Some(r), true) if r.started => Status::Running,
             (Some(_), true) => Status::Created,
             (Some(_), false) => Status::Stopped,

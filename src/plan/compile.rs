@@ -309,6 +309,13 @@ pub fn limit_writes(
     if let Some(pids) = limits.pids {
         write("pids", &[("pids.max", pids.to_string())])?;
     }
+    if let Some(weight) = limits.cpu_weight {
+        if v2 {
+            write("cpu", &[("cpu.weight", weight.v2_weight().to_string())])?;
+        } else {
+            write("cpu", &[("cpu.shares", weight.v1_shares().to_string())])?;
+        }
+    }
     Ok(writes)
 }
 

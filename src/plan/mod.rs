@@ -259,6 +259,55 @@ pub struct LimitWrite {
     pub value: String,
 }
 
+impl LimitWrite {
+    /// Whether the file reads back what was written (cgroup v1's `devices.allow` and
+    /// `devices.deny` are write-only: `devices.list` shows their sum).
+    pub fn reads_back(&self) -> bool {
+        !matches!(
+            self.file.file_name().and_then(|n| n.to_str()),
+            Some("devices.allow" | "devices.deny")
+        )
+    }
+}
+
+/// A rule of the device controller (an OCI bundle's `linux.resources.devices[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    pub kind: DeviceKind,
+    /// `None`: any.
+    pub major: Option<u32>,
+    pub minor: Option<u32>,
+    /// Of `r`, `w` and `m`.
+    pub access: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    All,
+    Char,
+    Block,
+}
+
+/// The rule as cgroup v1's device files take it: `c 1:3 rwm`, `a *:* rwm`.
+impl std::fmt::Display for DeviceRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            DeviceKind::All => "a",
+            DeviceKind::Char => "c",
+            DeviceKind::Block => "b",
+        };
+        let number = |n: Option<u32>| n.map_or_else(|| "*".to_owned(), |n| n.to_string());
+        write!(
+            f,
+            "{kind} {}:{} {}",
+            number(self.major),
+            number(self.minor),
+            self.access
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RootFs {
     /// Where the overlay is assembled on the host before `pivot_root`.
