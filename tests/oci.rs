@@ -481,10 +481,10 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
 }
 
 /// `linux.namespaces[].path`: a container joins a network namespace the test made (with a
-/// veth pair in it) and the UTS namespace of a process with a hostname of its own, as a
-/// pod's containers join its sandbox's. It sees that namespace's links, not the host's,
-/// and that hostname; its /sys is the host's, bound (sysfs may only be mounted by the
-/// network namespace's owner).
+/// veth pair in it) and the UTS and IPC namespaces of a process with a hostname of its
+/// own, as a pod's containers join its sandbox's. It sees that namespace's links, on
+/// /proc/net and on a sysfs of that namespace (made by host root, which owns it), that
+/// hostname, and an mqueue of the joined IPC namespace.
 #[test]
 fn a_container_joins_namespaces_by_path() {
     let test = "a_container_joins_namespaces_by_path";
@@ -507,10 +507,11 @@ fn a_container_joins_namespaces_by_path() {
     ip(&[
         "-n", &netns, "link", "add", "mmjoin0", "type", "veth", "peer", "name", "mmjoin1",
     ]);
-    // A UTS namespace held by a sleeping process, with its own hostname.
+    // UTS and IPC namespaces held by a sleeping process, with its own hostname.
     let mut holder = Command::new("unshare")
         .args([
             "--uts",
+            "--ipc",
             "sh",
             "-c",
             "hostname mm-joined-uts && exec sleep 300",
@@ -525,6 +526,7 @@ fn a_container_joins_namespaces_by_path() {
         );
     });
     let uts = format!("/proc/{holder_pid}/ns/uts");
+    let ipc = format!("/proc/{holder_pid}/ns/ipc");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::fs::read_link(&uts).ok() == std::fs::read_link("/proc/self/ns/uts").ok()
         || !cmdline(i64::from(holder_pid)).starts_with("sleep")
@@ -541,7 +543,7 @@ fn a_container_joins_namespaces_by_path() {
         &[
             "sh",
             "-c",
-            "cat /proc/net/dev; echo hostname $(hostname); echo netns $(stat -L -c %i /proc/self/ns/net); ls /sys/class/net",
+            "cat /proc/net/dev; echo hostname $(hostname); echo netns $(stat -L -c %i /proc/self/ns/net); echo ipcns $(stat -L -c %i /proc/self/ns/ipc); grep ' /dev/mqueue ' /proc/self/mountinfo; ls /sys/class/net",
         ],
     );
     let netns_path = format!("/run/netns/{netns}");
@@ -551,6 +553,7 @@ fn a_container_joins_namespaces_by_path() {
             match ns["type"].as_str() {
                 Some("network") => ns["path"] = netns_path.clone().into(),
                 Some("uts") => ns["path"] = uts.clone().into(),
+                Some("ipc") => ns["path"] = ipc.clone().into(),
                 _ => {}
             }
         }
@@ -572,9 +575,16 @@ fn a_container_joins_namespaces_by_path() {
     assert!(said.contains("hostname mm-joined-uts"), "{said}");
     let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&netns_path).unwrap());
     assert!(said.contains(&format!("netns {inode}")), "{said}");
-    // The host's /sys, bound: the host's links, not the joined namespace's.
-    assert!(said.lines().any(|l| l == "lo"), "{said}");
-    assert!(!said.lines().any(|l| l == "mmjoin0"), "{said}");
+    let ipc_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&ipc).unwrap());
+    assert!(said.contains(&format!("ipcns {ipc_inode}")), "{said}");
+    // The joined namespace's mqueue and sysfs (its links, not the host's).
+    assert!(said.contains(" - mqueue "), "{said}");
+    let links: Vec<&str> = said
+        .lines()
+        .skip_while(|l| !l.contains(" - mqueue "))
+        .skip(1)
+        .collect();
+    assert_eq!(links, ["lo", "mmjoin0", "mmjoin1"], "{said}");
     let _ = holder.kill();
     let _ = holder.wait();
     // A PID namespace cannot be joined: refused with its path.

@@ -80,7 +80,15 @@ pub fn compile(
     let ids = ids(&linux, host, &mut errors);
     let cgroup = cgroup(&linux, id, host, options, &mut errors);
     let root = root(config, bundle, &mut errors);
-    let mounts = mounts(config, &linux, &namespaces, bundle, host, &mut errors);
+    let mounts = mounts(
+        config,
+        &linux,
+        &namespaces,
+        &joins,
+        bundle,
+        host,
+        &mut errors,
+    );
     let (process, security) = process(config, id, &namespaces, &mut errors);
     if !errors.0.is_empty() {
         return Err(errors.0);
@@ -644,6 +652,7 @@ fn mounts(
     config: &Spec,
     linux: &spec::Linux,
     own: &[Namespace],
+    joins: &[Join],
     bundle: &Path,
     host: &Host,
     errors: &mut Errors,
@@ -725,9 +734,41 @@ fn mounts(
                     ),
                 }
             }
-            // sysfs may only be mounted by the owner of the network namespace, and mm's
-            // user namespace owns only a network namespace it made: the host's /sys is
-            // bound instead, as runc binds it.
+            // sysfs may only be mounted by the owner of the network namespace, and mqueue
+            // by the owner of the IPC one; mm's user namespace owns only those it made.
+            // Of a joined one, host root makes it in the spawner; of the host's own network
+            // namespace, the host's /sys is bound, as runc binds it.
+            "sysfs" | "mqueue"
+                if host.is_root()
+                    && joins.iter().any(|j| {
+                        j.namespace
+                            == if kind == "sysfs" {
+                                Namespace::Net
+                            } else {
+                                Namespace::Ipc
+                            }
+                    }) =>
+            {
+                let mut options = Vec::new();
+                for (j, o) in m.options.iter().enumerate() {
+                    match o.as_str() {
+                        "ro" | "nosuid" | "nodev" | "noexec" | "noatime" | "strictatime"
+                        | "nodiratime" => options.push(o.clone()),
+                        "rw" | "relatime" => {}
+                        other => errors.at(
+                            format!("{at}.options[{j}]"),
+                            format!(
+                                "`{other}` is not supported by mm on the {kind} of a joined namespace"
+                            ),
+                        ),
+                    }
+                }
+                all.push(Mount::HostFs {
+                    fstype: kind.to_owned(),
+                    target,
+                    options,
+                });
+            }
             "sysfs" if !own.contains(&Namespace::Net) => {
                 let readonly = m.options.iter().any(|o| o == "ro");
                 all.push(Mount::Bind {
@@ -748,8 +789,8 @@ fn mounts(
             }
             "mqueue" if !own.contains(&Namespace::Ipc) => errors.at(
                 format!("{at}.type"),
-                "an mqueue mount needs an ipc namespace of the container's own (mm's user \
-                 namespace may mount only the message queues of one it made)",
+                "an mqueue mount needs an ipc namespace that the container has of its own or \
+                 joins (mm's user namespace may mount only the message queues of one it made)",
             ),
             "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" => {
                 let mut options = Vec::new();

@@ -351,6 +351,17 @@ pub enum Mount {
         target: String,
         options: Vec<String>,
     },
+    /// A file system of a namespace the container did not make and its user namespace
+    /// does not own (the sysfs of a joined network namespace, the mqueue of a joined IPC
+    /// one), which only that namespace's owner may mount: the spawner makes it as host
+    /// root, inside those namespaces, as a detached mount, and PID 1 attaches it.
+    HostFs {
+        fstype: String,
+        target: String,
+        /// `ro`, `nosuid`, `nodev`, `noexec`, `relatime`, `noatime`, `strictatime`,
+        /// `nodiratime`.
+        options: Vec<String>,
+    },
     /// A host path made visible inside.
     Bind {
         source: PathBuf,

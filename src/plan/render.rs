@@ -587,6 +587,14 @@ fn mount_line(mount: &Mount) -> String {
             target,
             options,
         } => format!("Mount {fstype} on {target} ({})", options.join(",")),
+        Mount::HostFs {
+            fstype,
+            target,
+            options,
+        } => format!(
+            "Mount {fstype} on {target} ({}), made by host root in the namespaces joined",
+            options.join(",")
+        ),
         Mount::HostTmpfs { target, options } => format!(
             "Mount tmpfs on {target} ({}), made by host root and owned by the machine's root",
             options.join(",")

@@ -29,6 +29,9 @@ pub struct Inherited {
     pub console: Option<(OwnedFd, PathBuf)>,
     /// Read end, with `waits_for_start`: one byte when PID 1 may execute its command.
     pub barrier: Option<OwnedFd>,
+    /// The file systems the spawner made as host root for PID 1 to attach
+    /// ([`rootfs::make_host_fs`]), by their index in the plan's mounts.
+    pub host_fs: Vec<(usize, OwnedFd)>,
 }
 
 /// The spawner: never returns. In the clone it makes, it goes on as the machine's PID 1.
@@ -68,6 +71,8 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
     for join in &launch.plan.joins {
         join_existing(join)?;
     }
+    // Kept through the clone: PID 1 has the same descriptors.
+    inherited.host_fs = rootfs::make_host_fs(&mut rootfs::Kernel, &launch.plan)?;
     sys::setns(inherited.userns.as_fd(), LinkNameSpaceType::User).step(|| Step::JoinNamespace {
         name: "user".to_owned(),
     })?;
@@ -171,7 +176,8 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
         rootfs::mount_rootless(&mut rootfs::Kernel, plan)?;
     }
     let console = inherited.console.as_ref().map(|(_, path)| path.as_path());
-    rootfs::enter(&mut rootfs::Kernel, plan, console)?;
+    rootfs::enter(&mut rootfs::Kernel, plan, console, &inherited.host_fs)?;
+    inherited.host_fs.clear();
     // A joined UTS namespace keeps its creator's hostname (and is not the machine's to set).
     if !plan.joins(Namespace::Uts) {
         nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {

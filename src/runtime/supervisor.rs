@@ -514,6 +514,7 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         userns,
         console,
         barrier: barrier_r,
+        host_fs: Vec::new(),
     };
     // Re-parented: the spawner, and so PID 1 (its CLONE_PARENT clone), are the children
     // of the supervisor's parent.

@@ -16,6 +16,9 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub const MOUNT_ATTR_NOATIME: u64 = 0x10;
+pub const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 
@@ -103,6 +106,21 @@ pub fn file_tree(name: &str, content: &[u8]) -> io::Result<OwnedFd> {
     )?;
     std::io::Write::write_all(&mut std::fs::File::from(file), content)?;
     open_tree(Some(tmpfs.as_fd()), Path::new(name), false)
+}
+
+/// A new, detached mount of `fstype` (no source, no data) in the caller's namespaces, with
+/// the `MOUNT_ATTR_*` `attributes`.
+pub fn new_fs(fstype: &str, attributes: u64) -> io::Result<OwnedFd> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    use std::os::fd::AsFd as _;
+    let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    rustix::mount::fsconfig_create(fs.as_fd())?;
+    let attributes = MountAttrFlags::from_bits_retain(attributes as u32);
+    Ok(rustix::mount::fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        attributes,
+    )?)
 }
 
 fn mount_setattr(mount: BorrowedFd<'_>, attr: &MountAttr, recursive: bool) -> io::Result<()> {

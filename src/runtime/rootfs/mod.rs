@@ -354,8 +354,23 @@ fn apply(
     mount: &Mount,
     staged: Option<PathBuf>,
     console: Option<&Path>,
+    made: Option<BorrowedFd<'_>>,
 ) -> Result<(), StepFailure> {
     match mount {
+        Mount::HostFs { fstype, target, .. } => {
+            let step = || Step::Attach {
+                source: PathBuf::from(fstype),
+                target: PathBuf::from(target),
+            };
+            let Some(made) = made else {
+                return Err(StepFailure::other(
+                    step(),
+                    "the spawner made no such file system",
+                ));
+            };
+            let at = mount_point(m, root, target, Kind::Dir)?;
+            m.attach(made, At::Fd(at.as_fd())).step(step)
+        }
         Mount::Fs {
             fstype,
             target,
@@ -537,7 +552,54 @@ fn symlink(
 /// PID 1's part: the plan's mounts into the root, then `pivot_root` into it and a
 /// read-only root if asked. As root, the working directory is the stage (see the module's
 /// comment); rootless, the host's paths are the user's own and PID 1 uses them.
-pub fn enter(m: &mut dyn Mounter, plan: &Plan, console: Option<&Path>) -> Result<(), StepFailure> {
+/// The plan's [`Mount::HostFs`] file systems, made as host root in the namespaces the
+/// spawner joined, before it enters the machine's user namespace: each with its index in
+/// the plan's mounts, for [`enter`] to attach.
+pub fn make_host_fs(
+    m: &mut dyn Mounter,
+    plan: &Plan,
+) -> Result<Vec<(usize, OwnedFd)>, StepFailure> {
+    let mut made = Vec::new();
+    for (index, mount) in plan.mounts.iter().enumerate() {
+        let Mount::HostFs {
+            fstype,
+            target,
+            options,
+        } = mount
+        else {
+            continue;
+        };
+        let mut attributes = 0;
+        for option in options {
+            attributes |= match option.as_str() {
+                "ro" => super::sys::MOUNT_ATTR_RDONLY,
+                "nosuid" => super::sys::MOUNT_ATTR_NOSUID,
+                "nodev" => super::sys::MOUNT_ATTR_NODEV,
+                "noexec" => super::sys::MOUNT_ATTR_NOEXEC,
+                "noatime" => super::sys::MOUNT_ATTR_NOATIME,
+                "strictatime" => super::sys::MOUNT_ATTR_STRICTATIME,
+                "nodiratime" => super::sys::MOUNT_ATTR_NODIRATIME,
+                _ => 0,
+            };
+        }
+        let fd = m.new_fs(fstype, attributes).step(|| Step::Mount {
+            fstype: fstype.clone(),
+            target: target.clone(),
+            options: options.clone(),
+        })?;
+        made.push((index, fd));
+    }
+    Ok(made)
+}
+
+/// PID 1 enters its root: the plan's mounts inside it (`made`: what
+/// [`make_host_fs`] made), then `pivot_root`.
+pub fn enter(
+    m: &mut dyn Mounter,
+    plan: &Plan,
+    console: Option<&Path>,
+    made: &[(usize, OwnedFd)],
+) -> Result<(), StepFailure> {
     let staged = plan.root.idmapped_lowers;
     let at = if staged {
         Path::new(STAGED_ROOT)
@@ -563,7 +625,11 @@ pub fn enter(m: &mut dyn Mounter, plan: &Plan, console: Option<&Path>) -> Result
     })?;
     for (index, mount) in plan.mounts.iter().enumerate() {
         let source = staged.then(|| staged_source(index));
-        apply(m, root.as_fd(), mount, source, console)?;
+        let fd = made
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, fd)| fd.as_fd());
+        apply(m, root.as_fd(), mount, source, console, fd)?;
     }
     if matches!(
         plan.root.upper,
@@ -600,10 +666,21 @@ pub fn sequence(plan: &Plan) -> Result<Vec<String>, StepFailure> {
         recorder.say_section("the supervisor, real root, in its own mount namespace");
         mount_as_root(&mut recorder, plan, userns.as_fd(), 589_824)?;
         recorder.say_section("PID 1, in the stage, in the machine's namespaces");
+    }
+    let made = if plan
+        .mounts
+        .iter()
+        .any(|m| matches!(m, Mount::HostFs { .. }))
+    {
+        recorder.say_section("the spawner, host root, in the namespaces it joined");
+        make_host_fs(&mut recorder, plan)?
     } else {
+        Vec::new()
+    };
+    if !plan.root.idmapped_lowers {
         recorder.say_section("PID 1, in the machine's namespaces");
         mount_rootless(&mut recorder, plan)?;
     }
-    enter(&mut recorder, plan, Some(console))?;
+    enter(&mut recorder, plan, Some(console), &made)?;
     Ok(recorder.lines().to_vec())
 }

@@ -55,6 +55,9 @@ pub trait Mounter {
     fn clone_tree(&mut self, from: At<'_>, recursive: bool) -> io::Result<OwnedFd>;
     /// A detached mount of one file `name` holding `content`, on a tmpfs of its own.
     fn file_tree(&mut self, name: &str, content: &[u8]) -> io::Result<OwnedFd>;
+    /// A new, detached mount of `fstype` in the caller's namespaces, with `MOUNT_ATTR_*`
+    /// `attributes` (`fsopen`, `fsmount`).
+    fn new_fs(&mut self, fstype: &str, attributes: u64) -> io::Result<OwnedFd>;
     /// Makes a detached mount read-only.
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()>;
     /// Sets `MOUNT_ATTR_*` attributes on a mount (and those below it).
@@ -149,6 +152,10 @@ impl Mounter for Kernel {
 
     fn file_tree(&mut self, name: &str, content: &[u8]) -> io::Result<OwnedFd> {
         sys::file_tree(name, content)
+    }
+
+    fn new_fs(&mut self, fstype: &str, attributes: u64) -> io::Result<OwnedFd> {
+        sys::new_fs(fstype, attributes)
     }
 
     fn make_readonly(&mut self, tree: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {

@@ -151,6 +151,11 @@ impl Mounter for Recorder {
         self.fd(format!("the clone of {from}"))
     }
 
+    fn new_fs(&mut self, fstype: &str, attributes: u64) -> io::Result<OwnedFd> {
+        self.say(format!("a new {fstype}, attributes {attributes:#x}"))?;
+        self.fd(format!("the new {fstype}"))
+    }
+
     fn file_tree(&mut self, name: &str, content: &[u8]) -> io::Result<OwnedFd> {
         self.say(format!("a tmpfs holding {name} ({} bytes)", content.len()))?;
         self.fd(format!("the file {name}"))
