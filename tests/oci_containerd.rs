@@ -3,8 +3,10 @@
 //! `ctr run --runc-binary mm-runc` runs a container through containerd's runc shim
 //! (`containerd-shim-runc-v2`), which calls mm-runc as it calls runc: `--root`, `--log`,
 //! `--log-format json`, `create --bundle --pid-file`, `start`, `state`, `kill`, `delete`.
-//! Checked: the container's output and exit status reach ctr, a detached container runs,
-//! is killed and deleted, and nothing is left (mm's state, cgroups, mounts).
+//! Checked: the container's output and exit status reach ctr; a pod (a member container
+//! joining a sandbox container's network, IPC and UTS namespaces by path, as the CRI
+//! plugin makes pods); a detached container runs, is killed and deleted, and nothing is
+//! left (mm's state, cgroups, mounts).
 //! Needs root (containerd's snapshots and cgroups); skips with the reason otherwise.
 
 mod support;
@@ -94,11 +96,34 @@ impl Containerd {
         said
     }
 
-    fn task_status(&self, id: &str) -> Option<String> {
+    /// `ctr task ls`'s columns for the task `id`: its pid and status.
+    fn task(&self, id: &str) -> Option<(String, String)> {
         let list = self.ok(&["task", "ls"]);
-        list.lines()
-            .find(|l| l.split_whitespace().next() == Some(id))
-            .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        let line = list
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))?;
+        let mut columns = line.split_whitespace().skip(1);
+        Some((columns.next()?.to_owned(), columns.next()?.to_owned()))
+    }
+
+    fn task_status(&self, id: &str) -> Option<String> {
+        self.task(id).map(|(_, status)| status)
+    }
+
+    fn task_pid(&self, id: &str) -> Option<u32> {
+        self.task(id).and_then(|(pid, _)| pid.parse().ok())
+    }
+
+    /// Waits (up to 30 s) until the task `id` is stopped.
+    fn stopped(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.task_status(id).as_deref() != Some("STOPPED") {
+            assert!(
+                Instant::now() < deadline,
+                "the killed task {id} did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -170,6 +195,57 @@ fn containerd_runs_containers_with_mm_as_its_runc() {
     let cgroup_path = format!("{}/fg", containerd.namespace);
     assert!(said.contains(&format!(":/{cgroup_path}")), "{said}");
 
+    // A pod: a sandbox container, and a member that joins its network, IPC and UTS
+    // namespaces by path (`ctr run --with-ns`, as the CRI plugin has its pods' containers).
+    containerd.ok(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        runc,
+        image,
+        "sandbox",
+        "sleep",
+        "300",
+    ]);
+    let sandbox = containerd
+        .task_pid("sandbox")
+        .expect("ctr task ls shows the sandbox's pid");
+    let member = containerd.ok(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        runc,
+        "--with-ns",
+        &format!("network:/proc/{sandbox}/ns/net"),
+        "--with-ns",
+        &format!("ipc:/proc/{sandbox}/ns/ipc"),
+        "--with-ns",
+        &format!("uts:/proc/{sandbox}/ns/uts"),
+        image,
+        "member",
+        "sh",
+        "-c",
+        "echo on $(hostname) net $(stat -L -c %i /proc/self/ns/net) ipc $(stat -L -c %i /proc/self/ns/ipc)",
+    ]);
+    println!("the pod's member said: {member}");
+    let inode = |ns: &str| {
+        std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(format!("/proc/{sandbox}/ns/{ns}")).unwrap(),
+        )
+    };
+    assert!(
+        member.contains(&format!(
+            "on sandbox net {} ipc {}",
+            inode("net"),
+            inode("ipc")
+        )),
+        "{member}"
+    );
+    containerd.ok(&["task", "kill", "-s", "KILL", "sandbox"]);
+    containerd.stopped("sandbox");
+    containerd.ok(&["task", "rm", "sandbox"]);
+    containerd.ok(&["container", "rm", "sandbox"]);
+
     // Detached: it runs, is killed, and deleted with nothing left.
     containerd.ok(&[
         "run",
@@ -191,11 +267,7 @@ fn containerd_runs_containers_with_mm_as_its_runc() {
         state_dir.display()
     );
     containerd.ok(&["task", "kill", "-s", "KILL", "bg"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while containerd.task_status("bg").as_deref() != Some("STOPPED") {
-        assert!(Instant::now() < deadline, "the killed task did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    containerd.stopped("bg");
     containerd.ok(&["task", "rm", "bg"]);
     containerd.ok(&["container", "rm", "bg"]);
     assert!(!state_dir.exists(), "{} is left", state_dir.display());
