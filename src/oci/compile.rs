@@ -13,8 +13,8 @@ use crate::definition::{ImageSource, Resources, capability};
 use crate::host::Host;
 use crate::idmap::IdMapEntry;
 use crate::plan::{
-    Cgroup, Command, Exec, IdMapping, Ids, Image, Layers, MapWriter, Mount, NO_SECCOMP, Namespace,
-    Network, Pid1, Plan, Process, Registration, Rlimit, RootFs, Security, Stop, Upper,
+    Cgroup, Command, Exec, IdMapping, Ids, Image, Layers, MapWriter, Mount, Namespace, Network,
+    Pid1, Plan, Process, Registration, Rlimit, RootFs, Security, Stop, Upper,
 };
 
 /// How the caller drives mm (runc's global flags that change the plan).
@@ -80,7 +80,13 @@ pub fn compile(
     let cgroup = cgroup(&linux, id, host, options, &mut errors);
     let root = root(config, bundle, &mut errors);
     let mounts = mounts(config, &linux, bundle, host, &mut errors);
-    let (process, security) = process(config, id, &namespaces, &mut errors);
+    let (process, mut security) = process(config, id, &namespaces, &mut errors);
+    if let Some(seccomp) = &linux.seccomp {
+        security.seccomp = match super::seccomp::profile(seccomp, &mut errors.0) {
+            Some(profile) => crate::plan::Seccomp::Profile(Box::new(profile)),
+            None => crate::plan::Seccomp::None,
+        };
+    }
     if !errors.0.is_empty() {
         return Err(errors.0);
     }
@@ -750,7 +756,7 @@ fn security(p: &spec::Process, errors: &mut Errors) -> Security {
     let inheritable = sets.pop().unwrap_or_default();
     Security {
         capabilities: bounding,
-        seccomp: NO_SECCOMP.to_owned(),
+        seccomp: crate::plan::Seccomp::None,
         no_new_privileges: p.no_new_privileges,
         inheritable,
         ambient,
