@@ -56,7 +56,7 @@ PY
 export MM_ROOT="$work/mm"
 cache="$MM_ROOT/cache/seccomp"
 # name: runtime command, bundle, whether the cache is emptied first
-declare -A cmd=([mm-cold]="$mm oci" [mm-warm]="$mm oci" [mm-none]="$mm oci" [runc]="runc" [runc-none]="runc" [crun]="crun")
+declare -A cmd=([mm-cold]="$mm oci --debug --log $work/mm-cold.log" [mm-warm]="$mm oci --debug --log $work/mm-warm.log" [mm-none]="$mm oci" [runc]="runc" [runc-none]="runc" [crun]="crun")
 declare -A dir=([mm-cold]=profile [mm-warm]=profile [mm-none]=none [runc]=profile [runc-none]=none [crun]=profile)
 runs=()
 for name in mm-cold mm-warm mm-none runc runc-none crun; do
@@ -80,4 +80,11 @@ echo "run        median ms  min ms  (${rounds} rounds, interleaved; load: $(cut 
 for name in "${runs[@]}"; do
     awk -v n="$name" '$1 == n { print $2 }' "$work/times" | sort -n | awk -v n="$name" '
         { v[NR] = $1 } END { printf "%-10s %9.1f %7.1f\n", n, v[int((NR + 1) / 2)] / 1000, v[1] / 1000 }'
+done
+# What mm's own log says the profile took: compiling it (cold) or reading it back (warm).
+for name in mm-cold mm-warm; do
+    [ -f "$work/$name.log" ] || continue
+    grep -oE 'seccomp: (compiled|cached) [^ ]+ \([0-9]+ instructions, [0-9.]+ ms' "$work/$name.log" |
+        sed -E 's/.*\(([0-9]+) instructions, ([0-9.]+) ms/\1 \2/' | sort -k2 -n |
+        awk -v n="$name" '{ i = $1; v[NR] = $2 } END { if (NR) printf "%s: the profile (%d instructions) %s in %.2f ms (median of %d)\n", n, i, n == "mm-cold" ? "compiled" : "read from the cache", v[int((NR + 1) / 2)], NR }'
 done

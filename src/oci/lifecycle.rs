@@ -101,32 +101,30 @@ fn seccomp_program(
         );
     }
     let dir = crate::host::Dirs::current().cache.join("seccomp");
+    let began = Instant::now();
     let (program, outcome) = profile::load_or_compile(p, &dir).map_err(|e| OciError::Seccomp {
         digest: p.digest.clone(),
         why: e.to_string(),
     })?;
-    let n = program.instructions();
+    let n = format!(
+        "{} instructions, {:.1} ms",
+        program.instructions(),
+        began.elapsed().as_secs_f64() * 1000.0
+    );
     let stored = |stored: &Result<(), String>| match stored {
         Ok(()) => String::new(),
         Err(e) => format!("; not cached: {e}"),
     };
     let (level, message) = match &outcome {
-        Outcome::Cached => (
-            "debug",
-            format!("seccomp: cached {} ({n} instructions)", p.digest),
-        ),
+        Outcome::Cached => ("debug", format!("seccomp: cached {} ({n})", p.digest)),
         Outcome::Compiled { stored: s } => (
             if s.is_ok() { "debug" } else { "warning" },
-            format!(
-                "seccomp: compiled {} ({n} instructions){}",
-                p.digest,
-                stored(s)
-            ),
+            format!("seccomp: compiled {} ({n}){}", p.digest, stored(s)),
         ),
         Outcome::Recompiled { damage, stored: s } => (
             "warning",
             format!(
-                "seccomp: compiled {} again ({n} instructions): its cache entry was damaged ({damage}){}",
+                "seccomp: compiled {} again ({n}): its cache entry was damaged ({damage}){}",
                 p.digest,
                 stored(s)
             ),

@@ -195,8 +195,12 @@ fn direct(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
                 ));
             }
         }
-        // With no_new_privileges, the profile: the last step before the command.
-        security::load_late(&launch.plan.security, launch.seccomp.as_ref())
+        // With no_new_privileges, the profile: the last step before the command. Past the
+        // barrier the supervisor reads no reports: a failure is said on the process's
+        // standard error (the caller's), too.
+        security::load_late(&launch.plan.security, launch.seccomp.as_ref()).inspect_err(|f| {
+            eprintln!("mm: {}: {}", f.step, f.message);
+        })
     })();
     match ready {
         Ok(()) => exec::exec(&launch.argv, &launch.env),

@@ -231,4 +231,29 @@ mod tests {
         );
         assert!(Filter::Default.instructions() > 40);
     }
+
+    /// A compiled program crosses to PID 1 (and into the supervisor's state, for `mm exec`)
+    /// in the launch's JSON: it comes back the same, and bytes that are not a program are
+    /// refused there too.
+    #[test]
+    fn a_program_survives_the_launch_json_and_bad_ones_are_refused() {
+        let bytes: Vec<u8> = (0..64).collect();
+        let program = Program::new(bytes.clone(), vec![Flag::Log]).unwrap();
+        let json = serde_json::to_string(&program).unwrap();
+        let back: Program = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, program);
+        assert_eq!(back.flag_bits(), libc::SECCOMP_FILTER_FLAG_LOG);
+        assert_eq!(back.instructions(), 8);
+        for bad in [
+            r#"{"bpf":"AAAA"}"#,
+            r#"{"bpf":""}"#,
+            r#"{"bpf":"not base64!"}"#,
+        ] {
+            assert!(serde_json::from_str::<Program>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Program::new(vec![0; 8 * (MAX_INSTRUCTIONS + 1)], vec![]),
+            Err(BadProgram::TooLong(MAX_INSTRUCTIONS + 1))
+        );
+    }
 }
