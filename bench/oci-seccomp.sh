@@ -86,5 +86,5 @@ for name in mm-cold mm-warm; do
     [ -f "$work/$name.log" ] || continue
     grep -oE 'seccomp: (compiled|cached) [^ ]+ \([0-9]+ instructions, [0-9.]+ ms' "$work/$name.log" |
         sed -E 's/.*\(([0-9]+) instructions, ([0-9.]+) ms/\1 \2/' | sort -k2 -n |
-        awk -v n="$name" '{ i = $1; v[NR] = $2 } END { if (NR) printf "%s: the profile (%d instructions) %s in %.2f ms (median of %d)\n", n, i, n == "mm-cold" ? "compiled" : "read from the cache", v[int((NR + 1) / 2)], NR }'
+        awk -v n="$name" '{ i = $1; v[NR] = $2 } END { if (NR) printf "%s: the profile (%d instructions) %s in %.1f ms (median of %d)\n", n, i, n == "mm-cold" ? "compiled" : "read from the cache", v[int((NR + 1) / 2)], NR }'
 done
