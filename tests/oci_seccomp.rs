@@ -190,13 +190,15 @@ fn seccomp_profiles_filter_a_containers_calls_as_root() {
     assert!(said.contains("Function not implemented"), "{said}");
     assert!(said.contains("refused"), "{said}");
 
-    // A rule on an argument: personality(PER_LINUX32 = 8) fails, personality(0) works.
+    // A rule on an argument: personality(PER_LINUX32 = 8) fails, personality(0) works;
+    // loaded with flags of seccomp(2).
     let b = bundle(
         d,
         "personality",
         "linux64 true && echo linux64 works; linux32 true && echo linux32 works || echo linux32 refused",
         serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
+            "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"],
             "syscalls": [{"names": ["personality"], "action": "SCMP_ACT_ERRNO",
                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}]
         }),

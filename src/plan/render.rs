@@ -432,7 +432,7 @@ fn seccomp_lines(profile: &crate::plan::seccomp::Profile, nnp: bool) -> Vec<Stri
         },
     ];
     if !filter.flags.is_empty() {
-        let flags: Vec<String> = filter.flags.iter().map(|f| format!("{f:?}")).collect();
+        let flags: Vec<String> = filter.flags.iter().map(ToString::to_string).collect();
         lines.push(format!("seccomp flags: {}", flags.join(", ")));
     }
     if !profile.skipped.is_empty() {

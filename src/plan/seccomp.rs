@@ -87,6 +87,16 @@ pub enum Flag {
     SpecAllow,
 }
 
+impl std::fmt::Display for Flag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tsync => "SECCOMP_FILTER_FLAG_TSYNC",
+            Self::Log => "SECCOMP_FILTER_FLAG_LOG",
+            Self::SpecAllow => "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+        })
+    }
+}
+
 /// What one syscall gets, on condition of its arguments (all must hold).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
