@@ -231,6 +231,14 @@ fn seccomp_profiles_filter_a_containers_calls_as_root() {
         .unwrap_or_else(|| panic!("{plan}"));
     println!("podman's profile ({rules} entries): {}", line.trim());
     assert!(line.contains("default SCMP_ACT_ERRNO(38)"), "{line}");
+    // podman's profile allows setns, then denies it without CAP_SYS_ADMIN: libseccomp
+    // keeps the first, and the plan says so.
+    let kept = plan
+        .lines()
+        .find(|l| l.contains("seccomp kept the first action"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    println!("{}", kept.trim());
+    assert!(kept.contains("setns SCMP_ACT_ERRNO(1)"), "{kept}");
     let skipped = plan.lines().find(|l| l.contains("seccomp skipped"));
     println!("skipped: {skipped:?}");
     let log = std::fs::read_to_string(d.join("log")).unwrap();

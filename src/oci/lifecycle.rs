@@ -100,6 +100,17 @@ fn seccomp_program(
             ),
         );
     }
+    if !p.overridden.is_empty() {
+        let each: Vec<String> = p.overridden.iter().map(ToString::to_string).collect();
+        log(
+            "debug",
+            &format!(
+                "seccomp: kept the first action of {} calls given another later: {}",
+                p.overridden.len(),
+                each.join("; ")
+            ),
+        );
+    }
     let dir = crate::host::Dirs::current().cache.join("seccomp");
     let began = Instant::now();
     let (program, outcome) = profile::load_or_compile(p, &dir).map_err(|e| OciError::Seccomp {

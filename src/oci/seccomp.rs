@@ -11,7 +11,7 @@ use libseccomp::{ScmpArch, ScmpSyscall};
 
 use super::fields::FieldError;
 use super::spec;
-use crate::plan::seccomp::{Action, ArgCondition, CmpOp, Filter, Flag, Profile, Rule};
+use crate::plan::seccomp::{Action, ArgCondition, CmpOp, Filter, Flag, Overridden, Profile, Rule};
 
 const AT: &str = "linux.seccomp";
 
@@ -68,6 +68,13 @@ pub fn profile(seccomp: &spec::Seccomp, errors: &mut Vec<FieldError>) -> Option<
     }
     let mut rules = Vec::new();
     let mut skipped = Vec::new();
+    // Each call's unconditional action, and where it was given: libseccomp keeps the first
+    // and drops a later, different one without a word (podman's own profile has such
+    // pairs: `setns` allowed, then denied without CAP_SYS_ADMIN). mm keeps the first too,
+    // as runc and crun do through libseccomp, and lists the others in the plan.
+    let mut overridden = Vec::new();
+    let mut unconditional: std::collections::HashMap<&str, (Action, String)> =
+        std::collections::HashMap::new();
     for (i, call) in seccomp.syscalls.iter().enumerate() {
         let at = format!("{AT}.syscalls[{i}]");
         let act = action(
@@ -142,8 +149,27 @@ pub fn profile(seccomp: &spec::Seccomp, errors: &mut Vec<FieldError>) -> Option<
                 }
                 continue;
             }
+            // runc and crun skip these too: libseccomp refuses them.
             if Some(act) == default_action {
                 continue;
+            }
+            if call.args.is_empty() {
+                match unconditional.get(name.as_str()) {
+                    Some((earlier, _)) if *earlier == act => continue,
+                    Some((earlier, place)) => {
+                        overridden.push(Overridden {
+                            syscall: name.clone(),
+                            action: act,
+                            at: at.clone(),
+                            kept: *earlier,
+                            kept_at: place.clone(),
+                        });
+                        continue;
+                    }
+                    None => {
+                        unconditional.insert(name, (act, at.clone()));
+                    }
+                }
             }
             rules.push(Rule {
                 syscall: name.clone(),
@@ -166,6 +192,7 @@ pub fn profile(seccomp: &spec::Seccomp, errors: &mut Vec<FieldError>) -> Option<
         digest: filter.digest(),
         filter,
         skipped,
+        overridden,
     })
 }
 
@@ -310,6 +337,41 @@ mod tests {
                 "linux.seccomp.syscalls[3].args[2].valueTwo",
             ],
             "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_later_action_of_a_call_is_overridden_by_its_first_and_listed() {
+        let p = check(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                  {"names":["mkdir","rmdir"],"action":"SCMP_ACT_ERRNO"},
+                  {"names":["rmdir"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
+                  {"names":["getpid","mkdir"],"action":"SCMP_ACT_KILL"}]}"#,
+        )
+        .unwrap();
+        let rules: Vec<(&str, Action)> = p
+            .filter
+            .rules
+            .iter()
+            .map(|r| (r.syscall.as_str(), r.action))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("mkdir", Action::Errno(1)),
+                ("rmdir", Action::Errno(1)),
+                ("getpid", Action::KillThread)
+            ]
+        );
+        assert_eq!(
+            p.overridden,
+            [Overridden {
+                syscall: "mkdir".into(),
+                action: Action::KillThread,
+                at: "linux.seccomp.syscalls[2]".into(),
+                kept: Action::Errno(1),
+                kept_at: "linux.seccomp.syscalls[0]".into(),
+            }]
         );
     }
 }

@@ -435,6 +435,14 @@ fn seccomp_lines(profile: &crate::plan::seccomp::Profile, nnp: bool) -> Vec<Stri
         let flags: Vec<String> = filter.flags.iter().map(ToString::to_string).collect();
         lines.push(format!("seccomp flags: {}", flags.join(", ")));
     }
+    if !profile.overridden.is_empty() {
+        let each: Vec<String> = profile.overridden.iter().map(ToString::to_string).collect();
+        lines.push(format!(
+            "seccomp kept the first action of {} calls given another later (as libseccomp does): {}",
+            profile.overridden.len(),
+            each.join("; ")
+        ));
+    }
     if !profile.skipped.is_empty() {
         lines.push(format!(
             "seccomp skipped {} syscall names this libseccomp does not know: {}",

@@ -26,6 +26,32 @@ pub struct Profile {
     /// and crun skip them (a profile may name calls newer than the library).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Later actions the profile gives a call it gave another action already, without
+    /// conditions: libseccomp keeps the first (as runc and crun get it), and so does mm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overridden: Vec<Overridden>,
+}
+
+/// A call's later action, dropped for its first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overridden {
+    pub syscall: String,
+    pub action: Action,
+    /// Where it was given (`linux.seccomp.syscalls[15]`).
+    pub at: String,
+    /// The action kept, and where it was given.
+    pub kept: Action,
+    pub kept_at: String,
+}
+
+impl std::fmt::Display for Overridden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({}), after {} ({})",
+            self.syscall, self.action, self.at, self.kept, self.kept_at
+        )
+    }
 }
 
 /// What the compiled program does: the canonical form the digest is taken of.

@@ -237,6 +237,7 @@ mod tests {
             digest: filter.digest(),
             filter,
             skipped: vec![],
+            overridden: vec![],
         }
     }
 
