@@ -81,7 +81,15 @@ pub fn load_or_compile(profile: &Profile, dir: &Path) -> Result<(Program, Outcom
             Ok(program) => return Ok((Program::new(program.to_vec(), flags)?, Outcome::Cached)),
             Err(why) => Some(why),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // No entry, or no cache directory (a path through a file: then storing fails too).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            None
+        }
         Err(e) => Some(format!("unreadable: {e}")),
     };
     let program = compile(&profile.filter)?;
@@ -270,6 +278,22 @@ mod tests {
             first.instructions(),
             path.display()
         );
+    }
+
+    /// A cache that cannot be written is said (a warning at create), and the program is
+    /// still given.
+    #[test]
+    fn an_unwritable_cache_still_gives_the_program_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let (program, outcome) = load_or_compile(&profile(), &file.join("seccomp")).unwrap();
+        assert!(program.instructions() > 4);
+        let Outcome::Compiled { stored: Err(why) } = outcome else {
+            panic!("{outcome:?}");
+        };
+        println!("not cached: {why}");
+        assert!(why.contains("a-file/seccomp"), "{why}");
     }
 
     #[test]
