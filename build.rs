@@ -1,6 +1,7 @@
 //! Compiles mm's default seccomp filter to BPF once, at build time, with libseccomp (which
 //! handles every ABI of the architecture: i386 and x32 on x86_64). mm loads the result as
-//! it is: nothing is compiled when a machine starts, and mm does not link libseccomp.
+//! it is: nothing is compiled when a machine starts. (mm links libseccomp too, for OCI
+//! bundles' own profiles: src/runtime/profile.rs.)
 
 use std::io::{Read, Seek};
 use std::path::PathBuf;

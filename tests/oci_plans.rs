@@ -90,7 +90,7 @@ fn every_unsupported_field_is_named_with_its_path() {
             "hooks",
             "linux.maskedPath",
             "linux.resources.cpu.realtimeRuntime",
-            "linux.seccomp",
+            "linux.seccomp.listenerPath",
             "linux.sysctl",
             "process.apparmorProfile",
         ]
@@ -100,4 +100,59 @@ fn every_unsupported_field_is_named_with_its_path() {
         "{}",
         errors[1]
     );
+}
+
+/// A bundle's seccomp profile in the plan (typed, with its digest, the names this
+/// libseccomp does not know listed), and one with a bad value in each part, each refused
+/// at its JSON path.
+#[test]
+fn seccomp_profiles_plan_and_refuse_with_their_paths() {
+    let settings = settings();
+    let host = host("root-hybrid");
+    let dir = repo().join("tests/fixtures/oci/seccomp");
+    let plan = mm::oci::plan(&dir, "ctr1", &host, &options()).unwrap();
+    let mm::plan::Seccomp::Profile(profile) = &plan.security.seccomp else {
+        panic!("no profile in the plan: {:?}", plan.security.seccomp);
+    };
+    println!(
+        "{} rules, skipped {:?}, {}",
+        profile.filter.rules.len(),
+        profile.skipped,
+        profile.digest
+    );
+    assert_eq!(profile.skipped, ["no_such_call_yet"]);
+    // The mkdir rule is the default action: left out.
+    assert_eq!(profile.filter.rules.len(), 7);
+    let json = serde_json::to_string_pretty(&plan.security).unwrap();
+    settings.bind(|| insta::assert_snapshot!("oci-seccomp@root-hybrid.security.json", json));
+    settings.bind(|| insta::assert_snapshot!("oci-seccomp@root-hybrid", plan.render()));
+    let again = mm::oci::plan(&dir, "ctr2", &host, &options()).unwrap();
+    assert_eq!(
+        again.security.seccomp, plan.security.seccomp,
+        "same profile, same digest"
+    );
+
+    let dir = repo().join("tests/fixtures/oci/seccomp-refused");
+    let Err(mm::oci::OciError::Config { errors, .. }) =
+        mm::oci::plan(&dir, "ctr1", &host, &options())
+    else {
+        panic!("the bad profile was taken");
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    println!("{} seccomp values refused: {paths:?}", paths.len());
+    assert_eq!(
+        paths,
+        [
+            "linux.seccomp.defaultAction",
+            "linux.seccomp.architectures[1]",
+            "linux.seccomp.flags[0]",
+            "linux.seccomp.syscalls[0].errnoRet",
+            "linux.seccomp.syscalls[1].action",
+            "linux.seccomp.syscalls[2].errnoRet",
+            "linux.seccomp.syscalls[3].args[0].index",
+            "linux.seccomp.syscalls[3].args[1].op",
+        ]
+    );
+    let text = errors.iter().map(|e| format!("{e}\n")).collect::<String>();
+    settings.bind(|| insta::assert_snapshot!("oci-seccomp-refused@root-hybrid", text));
 }

@@ -28,6 +28,15 @@ pub fn run(args: OciArgs) -> Result<ExitCode, Error> {
 fn verb(args: OciArgs) -> Result<ExitCode, Error> {
     let root = args.root;
     let systemd_cgroup = args.systemd_cgroup;
+    // What `create` has to say: warnings to --log, debug lines with --debug too.
+    let (log_to, debug) = (args.log.clone().map(|p| (p, args.log_format)), args.debug);
+    let note = move |level: &str, message: &str| {
+        if let Some(log) = &log_to
+            && (debug || level != "debug")
+        {
+            write_log(log, level, message);
+        }
+    };
     // Only the verbs that touch containers need a state directory.
     let options = move || -> Result<Options, Error> {
         Ok(Options {
@@ -49,7 +58,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
                     "--console-socket: a terminal (process.terminal) is not supported by mm yet",
                 ));
             }
-            lifecycle::create(&options()?, &id, &bundle, pid_file.as_deref())?;
+            lifecycle::create(&options()?, &id, &bundle, pid_file.as_deref(), &note)?;
             Ok(ExitCode::Ok)
         }
         OciCommand::Start { id } => {
@@ -75,7 +84,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             id,
         } => {
             let options = options()?;
-            lifecycle::create(&options, &id, &bundle, pid_file.as_deref())?;
+            lifecycle::create(&options, &id, &bundle, pid_file.as_deref(), &note)?;
             lifecycle::start(&options, &id)?;
             if detach {
                 return Ok(ExitCode::Ok);

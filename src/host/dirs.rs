@@ -18,6 +18,10 @@ pub struct Dirs {
     pub machines: PathBuf,
     /// Locks, sockets and the state of running machines.
     pub runtime: PathBuf,
+    /// What mm can make again and keeps to be fast: compiled seccomp profiles
+    /// (`CACHE/seccomp`). `/var/cache/mm`, `$XDG_CACHE_HOME/mm`, or `$MM_ROOT/cache`.
+    #[serde(default)]
+    pub cache: PathBuf,
 }
 
 /// Environment variables that move mm's directories.
@@ -69,10 +73,14 @@ impl Dirs {
         let root = env(ENV_ROOT)
             .filter(|v| !v.is_empty())
             .map(|v| absolute(cwd, Path::new(&v)));
-        let (data, runtime) = if let Some(root) = root {
-            (root.clone(), root.join("run"))
+        let (data, runtime, cache) = if let Some(root) = root {
+            (root.clone(), root.join("run"), root.join("cache"))
         } else if uid == 0 {
-            (PathBuf::from("/var/lib/mm"), PathBuf::from("/run/mm"))
+            (
+                PathBuf::from("/var/lib/mm"),
+                PathBuf::from("/run/mm"),
+                PathBuf::from("/var/cache/mm"),
+            )
         } else {
             let data = var("XDG_DATA_HOME")
                 .unwrap_or_else(|| home.join(".local/share"))
@@ -80,13 +88,17 @@ impl Dirs {
             let runtime = var("XDG_RUNTIME_DIR")
                 .map(|dir| dir.join("mm"))
                 .unwrap_or_else(|| std::env::temp_dir().join(format!("mm-run-{uid}")));
-            (data, runtime)
+            let cache = var("XDG_CACHE_HOME")
+                .unwrap_or_else(|| home.join(".cache"))
+                .join("mm");
+            (data, runtime, cache)
         };
         Self {
             search,
             store: data.join("images"),
             machines: data.join("machines"),
             runtime,
+            cache,
         }
     }
 }
@@ -132,6 +144,7 @@ mod tests {
         assert_eq!(d.search[1], Path::new("/etc/mm/machines"));
         assert_eq!(d.store, Path::new("/var/lib/mm/images"));
         assert_eq!(d.runtime, Path::new("/run/mm"));
+        assert_eq!(d.cache, Path::new("/var/cache/mm"));
     }
 
     #[test]
@@ -144,6 +157,7 @@ mod tests {
         assert_eq!(d.search[1], Path::new("/cfg/mm/machines"));
         assert_eq!(d.store, Path::new("/home/a/.local/share/mm/images"));
         assert_eq!(d.runtime, Path::new("/run/user/1000/mm"));
+        assert_eq!(d.cache, Path::new("/home/a/.cache/mm"));
     }
 
     #[test]
@@ -163,5 +177,6 @@ mod tests {
         assert_eq!(relative.store, Path::new("/w/state/images"));
         assert_eq!(d.machines, Path::new("/tmp/t/machines"));
         assert_eq!(d.runtime, Path::new("/tmp/t/run"));
+        assert_eq!(d.cache, Path::new("/tmp/t/cache"));
     }
 }

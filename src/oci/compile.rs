@@ -14,8 +14,8 @@ use crate::host::Host;
 use crate::idmap::IdMapEntry;
 use crate::plan::{
     Cgroup, Command, DeviceKind, DeviceRule, Exec, IdMapping, Ids, Image, Join, Layers, LimitWrite,
-    MapWriter, Mount, NO_SECCOMP, Namespace, Network, Pid1, Plan, Process, Registration, Rlimit,
-    RootFs, Security, Stop, Upper,
+    MapWriter, Mount, Namespace, Network, Pid1, Plan, Process, Registration, Rlimit, RootFs,
+    Security, Stop, Upper,
 };
 
 /// How the caller drives mm (runc's global flags that change the plan).
@@ -89,7 +89,13 @@ pub fn compile(
         host,
         &mut errors,
     );
-    let (process, security) = process(config, id, &namespaces, &mut errors);
+    let (process, mut security) = process(config, id, &namespaces, &mut errors);
+    if let Some(seccomp) = &linux.seccomp {
+        security.seccomp = match super::seccomp::profile(seccomp, &mut errors.0) {
+            Some(profile) => crate::plan::Seccomp::Profile(Box::new(profile)),
+            None => crate::plan::Seccomp::None,
+        };
+    }
     if !errors.0.is_empty() {
         return Err(errors.0);
     }
@@ -1007,7 +1013,7 @@ fn security(p: &spec::Process, errors: &mut Errors) -> Security {
     let inheritable = sets.pop().unwrap_or_default();
     Security {
         capabilities: bounding,
-        seccomp: NO_SECCOMP.to_owned(),
+        seccomp: crate::plan::Seccomp::None,
         no_new_privileges: p.no_new_privileges,
         inheritable,
         ambient,

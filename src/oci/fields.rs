@@ -2,7 +2,7 @@
 //! the walk that finds every field of a document in neither (each with its JSON path).
 //!
 //! mm refuses rather than ignores: a field it does not honour is an error naming it
-//! (`linux.seccomp is not supported by mm`), and so is a field the runtime-spec does not
+//! (`linux.sysctl is not supported by mm`), and so is a field the runtime-spec does not
 //! have (a misspelling), with the closest field mm knows.
 
 use serde_json::Value;
@@ -92,6 +92,22 @@ const HANDLED: &[&str] = &[
     "linux.cgroupsPath",
     "linux.maskedPaths",
     "linux.readonlyPaths",
+    "linux.seccomp",
+    "linux.seccomp.defaultAction",
+    "linux.seccomp.defaultErrnoRet",
+    "linux.seccomp.architectures",
+    "linux.seccomp.flags",
+    "linux.seccomp.syscalls",
+    "linux.seccomp.syscalls[]",
+    "linux.seccomp.syscalls[].names",
+    "linux.seccomp.syscalls[].action",
+    "linux.seccomp.syscalls[].errnoRet",
+    "linux.seccomp.syscalls[].args",
+    "linux.seccomp.syscalls[].args[]",
+    "linux.seccomp.syscalls[].args[].index",
+    "linux.seccomp.syscalls[].args[].value",
+    "linux.seccomp.syscalls[].args[].valueTwo",
+    "linux.seccomp.syscalls[].args[].op",
 ];
 
 /// Fields of the runtime-spec (1.0 to 1.2) that mm does not honour (yet), each with why.
@@ -129,8 +145,12 @@ const REFUSED: &[(&str, &str)] = &[
         "device nodes in the container are not supported by mm yet",
     ),
     (
-        "linux.seccomp",
-        "a bundle's seccomp profile is not supported by mm yet",
+        "linux.seccomp.listenerPath",
+        "mm has no seccomp notify agent (SCMP_ACT_NOTIFY)",
+    ),
+    (
+        "linux.seccomp.listenerMetadata",
+        "mm has no seccomp notify agent (SCMP_ACT_NOTIFY)",
     ),
     ("linux.rootfsPropagation", "not supported by mm yet"),
     ("linux.mountLabel", "mm has no SELinux support"),
@@ -273,15 +293,15 @@ mod tests {
     #[test]
     fn refused_and_unknown_fields_are_named_with_their_paths() {
         let found = errors(
-            r#"{"ociVersion":"1.0.0","linux":{"seccomp":{"architectures":["x86"]},
+            r#"{"ociVersion":"1.0.0","linux":{"intelRdt":{"closID":"x"},
                "namespaces":[{"type":"pid"},{"type":"net","pth":"/x"}]},
                "annotations":{"anything":"goes"},"proces":{}}"#,
         );
         assert_eq!(
             found,
             [
+                "linux.intelRdt: is not supported by mm (not supported by mm)",
                 "linux.namespaces[1].pth: is not a runtime-spec field (did you mean `path`?)",
-                "linux.seccomp: is not supported by mm (a bundle's seccomp profile is not supported by mm yet)",
                 "proces: is not a runtime-spec field (did you mean `process`?)",
             ]
         );

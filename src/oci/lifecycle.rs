@@ -22,11 +22,14 @@ use crate::runtime::launch::{Console, Launch, Started};
 use crate::runtime::supervisor::{ANSWER_FD_ARG, Reply, Request};
 
 /// `create`: the container's process exists and waits for `start`. Returns its pid.
+/// `log(level, message)` hears what the user may want to know (`debug`: whether the
+/// seccomp profile was compiled or cached; `warning`: names it skipped).
 pub fn create(
     options: &Options,
     id: &str,
     bundle: &Path,
     pid_file: Option<&Path>,
+    log: &dyn Fn(&str, &str),
 ) -> Result<i32, OciError> {
     let container = Container::new(&options.state_root, id)?;
     let host =
@@ -52,7 +55,8 @@ pub fn create(
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let launched = (|| {
-        let launch = Launch::new(plan, Console::Pipe)?;
+        let mut launch = Launch::new(plan, Console::Pipe)?;
+        launch.seccomp = seccomp_program(&launch.plan, log)?;
         let pid = spawn(&launch, id)?;
         container.write(&Record {
             id: id.to_owned(),
@@ -74,6 +78,71 @@ pub fn create(
         let _ = remove(&container);
     }
     launched
+}
+
+/// The compiled program of the plan's seccomp profile, from the cache when it has it
+/// (runtime/profile.rs); says which, and the names the profile had to skip.
+fn seccomp_program(
+    plan: &crate::plan::Plan,
+    log: &dyn Fn(&str, &str),
+) -> Result<Option<crate::runtime::seccomp::Program>, OciError> {
+    use crate::runtime::profile::{self, Outcome};
+    let crate::plan::Seccomp::Profile(p) = &plan.security.seccomp else {
+        return Ok(None);
+    };
+    if !p.skipped.is_empty() {
+        log(
+            "warning",
+            &format!(
+                "seccomp: skipped {} syscall names this libseccomp does not know: {}",
+                p.skipped.len(),
+                p.skipped.join(", ")
+            ),
+        );
+    }
+    if !p.overridden.is_empty() {
+        let each: Vec<String> = p.overridden.iter().map(ToString::to_string).collect();
+        log(
+            "debug",
+            &format!(
+                "seccomp: kept the first action of {} calls given another later: {}",
+                p.overridden.len(),
+                each.join("; ")
+            ),
+        );
+    }
+    let dir = crate::host::Dirs::current().cache.join("seccomp");
+    let began = Instant::now();
+    let (program, outcome) = profile::load_or_compile(p, &dir).map_err(|e| OciError::Seccomp {
+        digest: p.digest.clone(),
+        why: e.to_string(),
+    })?;
+    let n = format!(
+        "{} instructions, {:.1} ms",
+        program.instructions(),
+        began.elapsed().as_secs_f64() * 1000.0
+    );
+    let stored = |stored: &Result<(), String>| match stored {
+        Ok(()) => String::new(),
+        Err(e) => format!("; not cached: {e}"),
+    };
+    let (level, message) = match &outcome {
+        Outcome::Cached => ("debug", format!("seccomp: cached {} ({n})", p.digest)),
+        Outcome::Compiled { stored: s } => (
+            if s.is_ok() { "debug" } else { "warning" },
+            format!("seccomp: compiled {} ({n}){}", p.digest, stored(s)),
+        ),
+        Outcome::Recompiled { damage, stored: s } => (
+            "warning",
+            format!(
+                "seccomp: compiled {} again ({n}): its cache entry was damaged ({damage}){}",
+                p.digest,
+                stored(s)
+            ),
+        ),
+    };
+    log(level, &message);
+    Ok(Some(program))
 }
 
 /// Starts the supervisor for `launch` and reads its answer: the container's pid.

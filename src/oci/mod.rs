@@ -7,6 +7,7 @@ mod compile;
 mod defaults;
 mod fields;
 pub mod lifecycle;
+mod seccomp;
 mod spec;
 pub mod state;
 
@@ -58,6 +59,9 @@ pub enum OciError {
     Usage(String),
     #[error("`{0}` is not a signal name or number (such as TERM, SIGKILL or 9)")]
     BadSignal(String),
+    /// The bundle's seccomp profile could not be compiled.
+    #[error("the seccomp profile {digest}: {why}")]
+    Seccomp { digest: String, why: String },
     /// The container's supervisor did not do what it was asked.
     #[error("the supervisor of container {id}: {why}")]
     Supervisor { id: String, why: String },
@@ -83,7 +87,7 @@ impl OciError {
             Self::BadId { .. } | Self::BadSignal(_) | Self::Usage(_) => ExitCode::Usage,
             Self::Exists { .. } | Self::WrongState { .. } => ExitCode::Busy,
             Self::NotFound { .. } => ExitCode::NotFound,
-            Self::Supervisor { .. } => ExitCode::System,
+            Self::Supervisor { .. } | Self::Seccomp { .. } => ExitCode::System,
             Self::Runtime(e) => e.exit_code(),
         }
     }

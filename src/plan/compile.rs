@@ -384,7 +384,7 @@ fn security(def: &Definition, private_net: bool) -> Security {
     caps.extend(sec.add_capabilities.iter().copied());
     Security {
         capabilities: caps.into_iter().map(str::to_owned).collect(),
-        seccomp: "mm-default".to_owned(),
+        seccomp: super::Seccomp::MmDefault,
         no_new_privileges: sec.no_new_privileges,
         inheritable: Vec::new(),
         ambient: Vec::new(),

@@ -13,6 +13,7 @@ mod mounts;
 mod network;
 mod process;
 mod render;
+pub mod seccomp;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -26,6 +27,7 @@ pub use desktop::INSIDE as DESKTOP_INSIDE;
 pub use known::{Known, Rejected};
 pub use mounts::{DEV_NODES, dev_links, host_cgroup_tree};
 pub use network::{KnownAddresses, link_name, unallocated, wanted, zone_hosts};
+pub use seccomp::Seccomp;
 
 use crate::definition::{Digest, ImageSource, MachineName};
 use crate::host::{CgroupMode, HostGroup};
@@ -570,8 +572,8 @@ pub struct Machined {
 pub struct Security {
     /// The capability bounding set of PID 1.
     pub capabilities: Vec<String>,
-    /// The seccomp filter, by name (see docs/security.md).
-    pub seccomp: String,
+    /// The seccomp filter: `none`, `mm-default` (see docs/security.md) or a bundle's profile.
+    pub seccomp: Seccomp,
     pub no_new_privileges: bool,
     /// The inheritable set PID 1 keeps (empty: cleared), by name; OCI's
     /// `process.capabilities.inheritable`.
@@ -582,10 +584,6 @@ pub struct Security {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ambient: Vec<String>,
 }
-
-/// The seccomp name of a plan with no filter at all (an OCI bundle without
-/// `linux.seccomp`, as the runtime-spec asks).
-pub const NO_SECCOMP: &str = "none";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Process {

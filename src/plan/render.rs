@@ -419,9 +419,51 @@ fn security(plan: &Plan) -> Step {
                     lines.push(format!("{set} set ({}): {}", caps.len(), short_caps(caps)));
                 }
             }
+            if let crate::plan::Seccomp::Profile(profile) = &sec.seccomp {
+                lines.extend(seccomp_lines(profile, sec.no_new_privileges));
+            }
             lines
         },
     )
+}
+
+/// A bundle's profile: what it covers, when it is loaded, and what was skipped.
+fn seccomp_lines(profile: &crate::plan::seccomp::Profile, nnp: bool) -> Vec<String> {
+    let filter = &profile.filter;
+    let arches = if filter.architectures.is_empty() {
+        "the native one".to_owned()
+    } else {
+        filter.architectures.join(", ")
+    };
+    let mut lines = vec![
+        format!("seccomp profile {}", profile.digest),
+        format!("seccomp architectures: {arches}"),
+        if nnp {
+            "seccomp loaded just before the command executes (no_new_privileges)".to_owned()
+        } else {
+            "seccomp loaded before the capabilities are dropped".to_owned()
+        },
+    ];
+    if !filter.flags.is_empty() {
+        let flags: Vec<String> = filter.flags.iter().map(ToString::to_string).collect();
+        lines.push(format!("seccomp flags: {}", flags.join(", ")));
+    }
+    if !profile.overridden.is_empty() {
+        let each: Vec<String> = profile.overridden.iter().map(ToString::to_string).collect();
+        lines.push(format!(
+            "seccomp kept the first action of {} calls given another later (as libseccomp does): {}",
+            profile.overridden.len(),
+            each.join("; ")
+        ));
+    }
+    if !profile.skipped.is_empty() {
+        lines.push(format!(
+            "seccomp skipped {} syscall names this libseccomp does not know: {}",
+            profile.skipped.len(),
+            profile.skipped.join(", ")
+        ));
+    }
+    lines
 }
 
 fn registration(registration: &Registration) -> Step {

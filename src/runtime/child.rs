@@ -207,7 +207,7 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     // What the supervisor had open (its lock, pipes, the user namespace) must not reach
     // the machine's programs: everything above the standard streams closes on exec.
     sys::close_on_exec_from(3).step(|| Step::CloseOnExec)?;
-    security::lock_down(&plan.security)
+    security::lock_down(&plan.security, launch.seccomp.as_ref())
 }
 
 /// An OCI container's process: its limits, its user, its ambient capabilities and its
@@ -242,7 +242,12 @@ fn direct(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
                 ));
             }
         }
-        Ok(())
+        // With no_new_privileges, the profile: the last step before the command. Past the
+        // barrier the supervisor reads no reports: a failure is said on the process's
+        // standard error (the caller's), too.
+        security::load_late(&launch.plan.security, launch.seccomp.as_ref()).inspect_err(|f| {
+            eprintln!("mm: {}: {}", f.step, f.message);
+        })
     })();
     match ready {
         Ok(()) => exec::exec(&launch.argv, &launch.env),

@@ -193,7 +193,7 @@ fn in_machine(
         Ok(user) => user,
         Err(failure) => return failure,
     };
-    if let Err(failure) = security::lock_down(&launch.plan.security) {
+    if let Err(failure) = security::lock_down(&launch.plan.security, launch.seccomp.as_ref()) {
         return failure;
     }
     if let Err(failure) = security::become_user(&user) {
@@ -241,7 +241,7 @@ fn in_machine(
     }
     if let Some(dir) = start_in {
         match std::env::set_current_dir(&dir) {
-            Ok(()) => return exec::exec(&argv, &env),
+            Ok(()) => return exec_late(launch, &argv, &env),
             Err(e) => {
                 eprintln!("mm: cannot start in {dir}, where you are ({e}); starting in {workdir}")
             }
@@ -259,5 +259,14 @@ fn in_machine(
         }
         eprintln!("mm: the home directory {workdir} is not there ({e}); starting in /");
     }
-    exec::exec(&argv, &env)
+    exec_late(launch, &argv, &env)
+}
+
+/// Executes the command, with the machine's profile loaded first when it is loaded late
+/// (`no_new_privileges`), as PID 1 loads it.
+fn exec_late(launch: &Launch, argv: &[String], env: &[String]) -> StepFailure {
+    match security::load_late(&launch.plan.security, launch.seccomp.as_ref()) {
+        Ok(()) => exec::exec(argv, env),
+        Err(failure) => failure,
+    }
 }

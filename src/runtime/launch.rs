@@ -34,6 +34,11 @@ pub struct Launch {
     /// The systemd unit the supervisor runs as (`mm run --keep-unit` in `mm@NAME.service`).
     #[serde(default)]
     pub unit: Option<String>,
+    /// The compiled program of the plan's seccomp profile (`Seccomp::Profile`), made at
+    /// `mm oci create` before the supervisor starts (runtime/profile.rs): PID 1 loads it
+    /// from memory, and so does each `mm exec` into the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<super::seccomp::Program>,
 }
 
 /// Where the machine's standard input and output go.
@@ -71,6 +76,7 @@ impl Launch {
             workdir,
             console,
             unit: None,
+            seccomp: None,
         })
     }
 }

@@ -14,6 +14,7 @@ mod init;
 pub mod launch;
 mod network;
 pub mod procs;
+pub mod profile;
 pub mod pty;
 mod registrar;
 pub mod rootfs;

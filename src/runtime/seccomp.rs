@@ -10,9 +10,16 @@
 
 use std::io;
 
+use serde::{Deserialize, Serialize};
+
+use crate::plan::seccomp::Flag;
+
 mod compiled {
     include!(concat!(env!("OUT_DIR"), "/seccomp_default.rs"));
 }
+
+/// The most instructions the kernel takes in one program (`BPF_MAXINSNS`).
+pub const MAX_INSTRUCTIONS: usize = 4096;
 
 /// The filters a plan may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,20 +43,126 @@ impl Filter {
     }
 }
 
+/// A compiled BPF program (a bundle's profile, from runtime/profile.rs), checked to be
+/// whole instructions and within the kernel's bound. It travels to PID 1 in the
+/// [`Launch`](super::launch::Launch), as base64 of its bytes (native-endian
+/// `struct sock_filter`s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    bytes: Vec<u8>,
+    /// The flags of `seccomp(2)` it is loaded with.
+    flags: Vec<Flag>,
+}
+
+/// Why bytes are not a program.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadProgram {
+    #[error("{0} bytes are not whole BPF instructions (8 bytes each)")]
+    Partial(usize),
+    #[error("an empty BPF program")]
+    Empty,
+    #[error("{0} BPF instructions, more than the kernel's {MAX_INSTRUCTIONS}")]
+    TooLong(usize),
+}
+
+impl Program {
+    /// Checks `bytes` (an exported program, or a cache file's content).
+    pub fn new(bytes: Vec<u8>, flags: Vec<Flag>) -> Result<Self, BadProgram> {
+        if bytes.is_empty() {
+            return Err(BadProgram::Empty);
+        }
+        if !bytes.len().is_multiple_of(8) {
+            return Err(BadProgram::Partial(bytes.len()));
+        }
+        if bytes.len() / 8 > MAX_INSTRUCTIONS {
+            return Err(BadProgram::TooLong(bytes.len() / 8));
+        }
+        Ok(Self { bytes, flags })
+    }
+
+    pub fn instructions(&self) -> usize {
+        self.bytes.len() / 8
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn sock_filters(&self) -> Vec<libc::sock_filter> {
+        self.bytes
+            .chunks_exact(8)
+            .map(|i| libc::sock_filter {
+                code: u16::from_ne_bytes([i[0], i[1]]),
+                jt: i[2],
+                jf: i[3],
+                k: u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
+            })
+            .collect()
+    }
+
+    fn flag_bits(&self) -> libc::c_ulong {
+        self.flags
+            .iter()
+            .map(|f| match f {
+                Flag::Tsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+                Flag::Log => libc::SECCOMP_FILTER_FLAG_LOG,
+                Flag::SpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            })
+            .fold(0, |a, b| a | b)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProgramForm {
+    bpf: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    flags: Vec<Flag>,
+}
+
+impl Serialize for Program {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        ProgramForm {
+            bpf: base64::engine::general_purpose::STANDARD.encode(&self.bytes),
+            flags: self.flags.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Program {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let form = ProgramForm::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&form.bpf)
+            .map_err(serde::de::Error::custom)?;
+        Program::new(bytes, form.flags).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Loads `filter` for this process and its future children. Needs `no_new_privs` or
 /// `CAP_SYS_ADMIN` in the current user namespace. Allocates nothing.
 pub fn install(filter: Filter) -> io::Result<()> {
-    let program = filter.program();
+    load(filter.program(), 0)
+}
+
+/// Loads a compiled profile, as [`install`] does.
+pub fn install_program(program: &Program) -> io::Result<()> {
+    load(&program.sock_filters(), program.flag_bits())
+}
+
+fn load(program: &[libc::sock_filter], flags: libc::c_ulong) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: program.len() as u16,
         filter: program.as_ptr().cast_mut(),
     };
-    // SAFETY: `fprog` points at a static, well-formed BPF program the kernel copies.
+    // SAFETY: `fprog` points at a well-formed BPF program the kernel copies.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            0,
+            flags,
             &fprog as *const libc::sock_fprog,
         )
     };
@@ -117,5 +230,30 @@ mod tests {
             libc::WEXITSTATUS(status)
         );
         assert!(Filter::Default.instructions() > 40);
+    }
+
+    /// A compiled program crosses to PID 1 (and into the supervisor's state, for `mm exec`)
+    /// in the launch's JSON: it comes back the same, and bytes that are not a program are
+    /// refused there too.
+    #[test]
+    fn a_program_survives_the_launch_json_and_bad_ones_are_refused() {
+        let bytes: Vec<u8> = (0..64).collect();
+        let program = Program::new(bytes.clone(), vec![Flag::Log]).unwrap();
+        let json = serde_json::to_string(&program).unwrap();
+        let back: Program = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, program);
+        assert_eq!(back.flag_bits(), libc::SECCOMP_FILTER_FLAG_LOG);
+        assert_eq!(back.instructions(), 8);
+        for bad in [
+            r#"{"bpf":"AAAA"}"#,
+            r#"{"bpf":""}"#,
+            r#"{"bpf":"not base64!"}"#,
+        ] {
+            assert!(serde_json::from_str::<Program>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Program::new(vec![0; 8 * (MAX_INSTRUCTIONS + 1)], vec![]),
+            Err(BadProgram::TooLong(MAX_INSTRUCTIONS + 1))
+        );
     }
 }

@@ -11,23 +11,26 @@ use std::collections::HashSet;
 use caps::{CapSet, Capability};
 
 use super::launch::{Step, StepFailure, WithStep};
-use super::{seccomp, sys};
-use crate::plan::Security;
+use super::seccomp::{self, Program};
+use super::sys;
+use crate::plan::{Seccomp, Security};
 
-pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
+/// `no_new_privs`, the seccomp filter (mm's own; a profile when `no_new_privileges` is
+/// off, while PID 1 still holds `CAP_SYS_ADMIN` in its user namespace, as runc loads it),
+/// and the capability sets. `program` is the launch's compiled profile.
+pub fn lock_down(security: &Security, program: Option<&Program>) -> Result<(), StepFailure> {
     if security.no_new_privileges {
         sys::no_new_privs().step(|| Step::NoNewPrivs)?;
     }
-    if security.seccomp != crate::plan::NO_SECCOMP {
-        let filter = seccomp::Filter::by_name(&security.seccomp).ok_or_else(|| {
-            StepFailure::other(
-                Step::LoadSeccomp { filter: None },
-                format!("no filter named {}", security.seccomp),
-            )
-        })?;
-        seccomp::install(filter).step(|| Step::LoadSeccomp {
-            filter: Some(security.seccomp.to_string()),
-        })?;
+    match &security.seccomp {
+        Seccomp::None => {}
+        Seccomp::MmDefault => {
+            seccomp::install(seccomp::Filter::Default).step(|| Step::LoadSeccomp {
+                filter: Some("mm-default".to_owned()),
+            })?;
+        }
+        Seccomp::Profile(_) if security.no_new_privileges => {}
+        Seccomp::Profile(_) => load_profile(security, program)?,
     }
     let keep = capability_set(&security.capabilities)?;
     let caps_err =
@@ -46,6 +49,32 @@ pub fn lock_down(security: &Security) -> Result<(), StepFailure> {
         &capability_set(&security.inheritable)?,
     )
     .map_err(caps_err(Step::ClearInheritableCapabilities))
+}
+
+/// With `no_new_privileges`, a profile is loaded as late as it can be: just before the
+/// command executes (after the `mm oci start` barrier), so that it filters the command
+/// and nothing of mm's set-up. Without, [`lock_down`] loaded it already.
+pub fn load_late(security: &Security, program: Option<&Program>) -> Result<(), StepFailure> {
+    match &security.seccomp {
+        Seccomp::Profile(_) if security.no_new_privileges => load_profile(security, program),
+        _ => Ok(()),
+    }
+}
+
+fn load_profile(security: &Security, program: Option<&Program>) -> Result<(), StepFailure> {
+    let step = || Step::LoadSeccomp {
+        filter: match &security.seccomp {
+            Seccomp::Profile(p) => Some(format!("profile {}", p.digest)),
+            _ => None,
+        },
+    };
+    let Some(program) = program else {
+        return Err(StepFailure::other(
+            step(),
+            "the launch carries no compiled program (only `mm oci create` compiles profiles)",
+        ));
+    };
+    seccomp::install_program(program).step(step)
 }
 
 /// Raises the plan's ambient set (it needs each capability permitted and inheritable): the
