@@ -91,7 +91,6 @@ fn every_unsupported_field_is_named_with_its_path() {
             "linux.maskedPath",
             "linux.resources.cpu.realtimeRuntime",
             "linux.seccomp.listenerPath",
-            "linux.sysctl",
             "process.apparmorProfile",
         ]
     );

@@ -15,7 +15,7 @@ use crate::idmap::IdMapEntry;
 use crate::plan::{
     Cgroup, Command, DeviceKind, DeviceRule, Exec, IdMapping, Ids, Image, Join, Layers, LimitWrite,
     MapWriter, Mount, Namespace, Network, Pid1, Plan, Process, Registration, Rlimit, RootFs,
-    Security, Stop, Upper,
+    Security, Stop, Sysctl, Upper,
 };
 
 /// How the caller drives mm (runc's global flags that change the plan).
@@ -90,6 +90,7 @@ pub fn compile(
         &mut errors,
     );
     let (process, mut security) = process(config, id, &namespaces, &mut errors);
+    let sysctls = sysctls(&linux, &namespaces, &mut errors);
     if let Some(seccomp) = &linux.seccomp {
         security.seccomp = match super::seccomp::profile(seccomp, &mut errors.0) {
             Some(profile) => crate::plan::Seccomp::Profile(Box::new(profile)),
@@ -123,6 +124,7 @@ pub fn compile(
         ids,
         namespaces,
         joins,
+        sysctls,
         cgroup,
         root: RootFs {
             mount_point: runtime_dir.join("root"),
@@ -476,6 +478,66 @@ fn cgroups_path(path: &str, systemd: bool) -> Result<String, String> {
         return Err(format!("`{path}` is not a cgroup path mm can use"));
     }
     Ok(relative)
+}
+
+/// `linux.sysctl`: only the parameters of a namespace the container has of its own (runc's
+/// list), which PID 1 may write as its user namespace's root; any other would change the
+/// host's kernel, or a joined namespace's, which the container does not own.
+fn sysctls(linux: &spec::Linux, own: &[Namespace], errors: &mut Errors) -> Vec<Sysctl> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let mut all = Vec::new();
+    for (key, value) in &linux.sysctl {
+        let at = format!("linux.sysctl.{key}");
+        let well_formed = !key.is_empty()
+            && key.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !well_formed {
+            errors.at(at, format!("`{key}` is not the name of a kernel parameter"));
+            continue;
+        }
+        let namespace = if IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            Some((Namespace::Ipc, "ipc"))
+        } else if key.starts_with("net.") {
+            Some((Namespace::Net, "network"))
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            Some((Namespace::Uts, "uts"))
+        } else {
+            None
+        };
+        match namespace {
+            None => errors.at(
+                at,
+                "is not a parameter of a namespace the container can have of its own: it \
+                 would change the host's kernel",
+            ),
+            Some((kind, name)) if !own.contains(&kind) => errors.at(
+                at,
+                format!(
+                    "needs a {name} namespace of the container's own (the host's or a joined \
+                     one is not the container's to change)"
+                ),
+            ),
+            Some(_) if value.contains('\n') => errors.at(at, "the value holds a newline"),
+            Some(_) => all.push(Sysctl {
+                key: key.clone(),
+                value: value.clone(),
+            }),
+        }
+    }
+    all
 }
 
 /// The device nodes mm binds into a container's /dev tmpfs (and its console and pty

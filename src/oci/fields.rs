@@ -58,6 +58,8 @@ const HANDLED: &[&str] = &[
     "mounts[].options",
     "annotations",
     "annotations.*",
+    "linux.sysctl",
+    "linux.sysctl.*",
     "linux",
     "linux.uidMappings",
     "linux.uidMappings[]",
@@ -139,7 +141,6 @@ const REFUSED: &[(&str, &str)] = &[
         "linux.timeOffsets",
         "a time namespace is not supported by mm yet",
     ),
-    ("linux.sysctl", "not supported by mm yet"),
     (
         "linux.devices",
         "device nodes in the container are not supported by mm yet",

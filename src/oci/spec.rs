@@ -100,6 +100,8 @@ pub struct Linux {
     #[serde(default)]
     pub readonly_paths: Vec<String>,
     pub seccomp: Option<Seccomp>,
+    #[serde(default)]
+    pub sysctl: std::collections::BTreeMap<String, String>,
 }
 
 /// `linux.seccomp`, as written: oci/seccomp.rs validates it.

@@ -49,6 +49,10 @@ pub struct Plan {
     /// Existing namespaces PID 1 joins instead (an OCI bundle's `linux.namespaces[].path`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub joins: Vec<Join>,
+    /// Kernel parameters of the machine's own namespaces, written by PID 1 (an OCI
+    /// bundle's `linux.sysctl`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sysctls: Vec<Sysctl>,
     pub cgroup: Cgroup,
     pub root: RootFs,
     /// Inside the new root, in order, before `pivot_root`.
@@ -230,6 +234,21 @@ pub enum Namespace {
 pub struct Join {
     pub namespace: Namespace,
     pub path: PathBuf,
+}
+
+/// One kernel parameter, by its dotted name (`net.ipv4.ip_forward`): PID 1 writes `value`
+/// to `/proc/sys/net/ipv4/ip_forward` of its own proc.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sysctl {
+    pub key: String,
+    pub value: String,
+}
+
+impl Sysctl {
+    /// The file under /proc/sys.
+    pub fn file(&self) -> String {
+        format!("/proc/sys/{}", self.key.replace('.', "/"))
+    }
 }
 
 impl Plan {

@@ -229,14 +229,19 @@ fn namespaces(plan: &Plan) -> Step {
         .iter()
         .map(|n| format!("{n:?}").to_lowercase())
         .collect();
-    let joins = plan
+    let lines = plan
         .joins
         .iter()
         .map(|j| {
             format!("join the {:?} namespace {}", j.namespace, j.path.display()).to_lowercase()
         })
+        .chain(
+            plan.sysctls
+                .iter()
+                .map(|s| format!("write {} = {}", s.file(), s.value)),
+        )
         .collect();
-    (format!("Namespaces: {}", names.join(", ")), joins)
+    (format!("Namespaces: {}", names.join(", ")), lines)
 }
 
 fn cgroup(cgroup: &Cgroup) -> Step {

@@ -136,6 +136,31 @@ fn join_existing(join: &Join) -> Result<(), StepFailure> {
     sys::setns(file.as_fd(), kind).step(step)
 }
 
+/// Writes a kernel parameter of the machine's own namespaces, in its own /proc (which must
+/// be a proc file system: an image's /proc directory would take the write as a file).
+fn write_sysctl(sysctl: &crate::plan::Sysctl) -> Result<(), StepFailure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = sysctl.file();
+    let step = || Step::Sysctl {
+        key: sysctl.key.clone(),
+        value: sysctl.value.clone(),
+    };
+    let proc = nix::sys::statfs::statfs("/proc/sys").step(step)?;
+    if proc.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(StepFailure::other(
+            step(),
+            "/proc/sys is not a proc file system (mount proc on /proc)",
+        ));
+    }
+    File::options()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&file)
+        .and_then(|mut f| f.write_all(sysctl.value.as_bytes()))
+        .step(step)
+}
+
 /// PID 1 of the machine: never returns.
 fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
     let failure = match setup(launch, &mut inherited) {
@@ -183,6 +208,9 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
         nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {
             name: plan.process.hostname.clone(),
         })?;
+    }
+    for sysctl in &plan.sysctls {
+        write_sysctl(sysctl)?;
     }
     // As the machine's root, inside its root: nothing of the host is reachable any more.
     if let Some(keep) = &plan.keep_id {

@@ -141,6 +141,10 @@ pub enum Step {
         namespace: String,
         path: PathBuf,
     },
+    Sysctl {
+        key: String,
+        value: String,
+    },
     DropGroups,
     BecomeRootGid,
     BecomeRootUid,
@@ -382,6 +386,7 @@ impl std::fmt::Display for Step {
             Self::JoinExisting { namespace, path } => {
                 write!(f, "join the {namespace} namespace {}", path.display())
             }
+            Self::Sysctl { key, value } => write!(f, "set the kernel parameter {key} to {value}"),
             Self::Unshare { namespaces } => {
                 write!(f, "unshare the {} namespaces", namespaces.join(", "))
             }
