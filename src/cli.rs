@@ -463,7 +463,7 @@ pub enum OciCommand {
         /// Write the container's pid here
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
-        /// Where to send the terminal's master side (not supported yet: refused)
+        /// The unix socket that gets the terminal's master side (with process.terminal)
         #[arg(long, value_name = "SOCKET")]
         console_socket: Option<PathBuf>,
         /// Accepted as runc does: mm always pivots

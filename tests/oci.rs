@@ -479,3 +479,113 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     let id = std::fs::read_to_string(&cid).unwrap();
     assert!(!Path::new("/run/mm-oci").join(id.trim()).exists());
 }
+
+/// The device of the file behind a descriptor of `pid` (`/proc/PID/fd/N`), or of a path.
+fn device(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().dev()
+}
+
+/// Reads the terminal's master until a line `want` shows (or the terminal ends); all read.
+fn read_until_line(master: &mut File, want: &str) -> String {
+    use std::io::Read;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.split("\r\n").any(|l| l == want) {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    seen
+}
+
+/// `process.terminal` with `--console-socket`, as conmon drives it: the test's own socket
+/// gets the terminal's master (one descriptor, its name `/dev/pts/N`); `echo hi` typed
+/// into it is answered `hi`; the process's descriptors are all of the container's own
+/// devpts (none of the host's); `exit 7` through the terminal is its exit status. And
+/// runc's two refusals: a terminal without a socket, a socket without a terminal.
+#[test]
+fn a_terminal_goes_to_the_console_socket() {
+    if !ready("a_terminal_goes_to_the_console_socket") {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sh"]);
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let socket_path = dir.path().join("console.sock");
+    let id = "mm-oci-terminal";
+    let _cleanup = OnDrop(|| {
+        let _ = run(mm_bare(&[
+            "oci",
+            "--root",
+            root.to_str().unwrap(),
+            "delete",
+            "--force",
+            id,
+        ]));
+    });
+    let create = |args: &[&str]| {
+        let mut all = vec!["create", "--bundle", bundle.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.push(id);
+        oci(&root, &all, &out)
+    };
+    // A socket without a terminal.
+    let (ok, err) = create(&["--console-socket", socket_path.to_str().unwrap()]);
+    assert!(!ok && err.contains("process.terminal is false"), "{err}");
+    edit_config(&bundle, |config| {
+        config["process"]["terminal"] = true.into();
+        config["process"]["consoleSize"] = serde_json::json!({"height": 33, "width": 99});
+    });
+    // A terminal without a socket.
+    let (ok, err) = create(&[]);
+    assert!(!ok && err.contains("--console-socket"), "{err}");
+    assert!(!root.join(id).exists());
+
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let (ok, err) = create(&["--console-socket", socket_path.to_str().unwrap()]);
+    assert!(ok, "create: {err}");
+    let (stream, _) = listener.accept().unwrap();
+    let (master, name) = mm::runtime::terminal::receive(std::os::fd::AsFd::as_fd(&stream)).unwrap();
+    println!("the console socket got a descriptor named {name:?}");
+    assert!(name.starts_with("/dev/pts/"), "{name}");
+    let pid = state(&root, id)["pid"].as_i64().unwrap();
+    // The process's descriptors: its standard streams on the container's devpts, and
+    // nothing of the host's devpts at all.
+    let theirs = device(&format!("/proc/{pid}/root/dev/pts/ptmx"));
+    let hosts = device("/dev/pts/ptmx");
+    assert_ne!(theirs, hosts, "the container has a devpts of its own");
+    let mut fds = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let path = entry.unwrap().path();
+        let dev = device(path.to_str().unwrap());
+        assert_ne!(dev, hosts, "{} is on the host's devpts", path.display());
+        fds += 1;
+    }
+    for fd in 0..3 {
+        assert_eq!(device(&format!("/proc/{pid}/fd/{fd}")), theirs, "fd {fd}");
+    }
+    println!("{fds} descriptors, none of the host's devpts; 0-2 on the container's");
+    let (ok, err) = oci(&root, &["start", id], &out);
+    assert!(ok, "start: {err}");
+    let mut master = File::from(master);
+    use std::io::Write;
+    master.write_all(b"stty size; echo hi\n").unwrap();
+    let seen = read_until_line(&mut master, "hi");
+    println!("through the terminal: {seen:?}");
+    assert!(seen.split("\r\n").any(|l| l == "hi"), "{seen:?}");
+    assert!(
+        seen.split("\r\n").any(|l| l == "33 99"),
+        "consoleSize: {seen:?}"
+    );
+    master.write_all(b"exit 7\n").unwrap();
+    let status = reap(pid);
+    println!("after `exit 7`: {status:?}");
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 7)),
+        "{status:?}"
+    );
+}

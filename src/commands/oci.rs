@@ -44,12 +44,13 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             no_new_keyring: _,
             id,
         } => {
-            if console_socket.is_some() {
-                return Err(usage(
-                    "--console-socket: a terminal (process.terminal) is not supported by mm yet",
-                ));
-            }
-            lifecycle::create(&options()?, &id, &bundle, pid_file.as_deref())?;
+            lifecycle::create(
+                &options()?,
+                &id,
+                &bundle,
+                pid_file.as_deref(),
+                console_socket.as_deref(),
+            )?;
             Ok(ExitCode::Ok)
         }
         OciCommand::Start { id } => {
@@ -75,7 +76,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             id,
         } => {
             let options = options()?;
-            lifecycle::create(&options, &id, &bundle, pid_file.as_deref())?;
+            lifecycle::create(&options, &id, &bundle, pid_file.as_deref(), None)?;
             lifecycle::start(&options, &id)?;
             if detach {
                 return Ok(ExitCode::Ok);

@@ -14,7 +14,7 @@ use crate::host::Host;
 use crate::idmap::IdMapEntry;
 use crate::plan::{
     Cgroup, Command, Exec, IdMapping, Ids, Image, Layers, MapWriter, Mount, NO_SECCOMP, Namespace,
-    Network, Pid1, Plan, Process, Registration, Rlimit, RootFs, Security, Stop, Upper,
+    Network, Pid1, Plan, Process, Registration, Rlimit, RootFs, Security, Stop, Terminal, Upper,
 };
 
 /// How the caller drives mm (runc's global flags that change the plan).
@@ -81,6 +81,13 @@ pub fn compile(
     let root = root(config, bundle, &mut errors);
     let mounts = mounts(config, &linux, bundle, host, &mut errors);
     let (process, security) = process(config, id, &namespaces, &mut errors);
+    if process.terminal.is_some() && !has_devpts(&mounts) {
+        errors.at(
+            "process.terminal",
+            "mm opens a terminal in the container's own devpts: the config needs a `devpts` \
+             mount on /dev/pts",
+        );
+    }
     if !errors.0.is_empty() {
         return Err(errors.0);
     }
@@ -610,6 +617,7 @@ fn process(
 ) -> (Process, Security) {
     let empty = spec::Process {
         terminal: false,
+        console_size: None,
         user: spec::User {
             uid: 0,
             gid: 0,
@@ -630,12 +638,7 @@ fn process(
             &empty
         }
     };
-    if p.terminal {
-        errors.at(
-            "process.terminal",
-            "a terminal (--console-socket) is not supported by mm yet",
-        );
-    }
+    let terminal = terminal(p, errors);
     if config.process.is_some() && p.args.is_empty() {
         errors.at("process.args", "the process needs at least its program");
     }
@@ -690,8 +693,44 @@ fn process(
         groups: p.user.additional_gids.clone(),
         umask: p.user.umask,
         reparented: true,
+        terminal,
     };
     (process, security)
+}
+
+/// `process.terminal` and `consoleSize`: the terminal PID 1 opens in the container's own
+/// devpts (whether the config mounts one is checked with the mounts).
+fn terminal(p: &spec::Process, errors: &mut Errors) -> Option<Terminal> {
+    let size = p.console_size.map(|size| {
+        let fit = |n: u32, field: &str, errors: &mut Errors| {
+            u16::try_from(n).unwrap_or_else(|_| {
+                errors.at(
+                    format!("process.consoleSize.{field}"),
+                    format!("{n} is more than a terminal has (at most 65535)"),
+                );
+                u16::MAX
+            })
+        };
+        (
+            fit(size.height, "height", errors),
+            fit(size.width, "width", errors),
+        )
+    });
+    if !p.terminal && size.is_some() {
+        errors.at(
+            "process.consoleSize",
+            "a console size needs a terminal (`process.terminal: true`)",
+        );
+    }
+    p.terminal.then_some(Terminal { size })
+}
+
+/// A terminal is opened in the container's own devpts: the config must mount one on
+/// `/dev/pts` (a pseudo-terminal of the host's devpts is not given to a container).
+fn has_devpts(mounts: &[Mount]) -> bool {
+    mounts.iter().any(|m| {
+        matches!(m, Mount::Fs { fstype, target, .. } if fstype == "devpts" && target == "/dev/pts")
+    })
 }
 
 /// The capability sets. PID 1 executes as root with exactly its bounding set effective

@@ -27,11 +27,32 @@ pub fn create(
     id: &str,
     bundle: &Path,
     pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
 ) -> Result<i32, OciError> {
     let container = Container::new(&options.state_root, id)?;
     let host =
         crate::host::Host::probe_without_buses("not asked: mm does not register OCI containers");
     let plan = super::plan(bundle, id, &host, options)?;
+    let console_socket = console_socket
+        .map(|p| std::path::absolute(p).map_err(|e| OciError::io(p, e)))
+        .transpose()?;
+    match (&plan.process.terminal, &console_socket) {
+        (Some(_), None) => {
+            return Err(OciError::Usage(
+                "process.terminal is true: the terminal's master goes to --console-socket, \
+                 which is missing"
+                    .to_owned(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(OciError::Usage(
+                "--console-socket is given but process.terminal is false: there is no \
+                 terminal to send"
+                    .to_owned(),
+            ));
+        }
+        _ => {}
+    }
     let annotations = super::load(bundle)?.annotations;
     let root = &options.state_root;
     crate::state::private_dir(root).map_err(|e| OciError::io(root, e))?;
@@ -52,7 +73,8 @@ pub fn create(
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let launched = (|| {
-        let launch = Launch::new(plan, Console::Pipe)?;
+        let mut launch = Launch::new(plan, Console::Pipe)?;
+        launch.console_socket = console_socket;
         let pid = spawn(&launch, id)?;
         container.write(&Record {
             id: id.to_owned(),

@@ -34,6 +34,10 @@ pub struct Launch {
     /// The systemd unit the supervisor runs as (`mm run --keep-unit` in `mm@NAME.service`).
     #[serde(default)]
     pub unit: Option<String>,
+    /// The caller's console socket (`mm oci create --console-socket`), for a plan whose
+    /// PID 1 has a terminal (`process.terminal`): it receives the terminal's master side.
+    #[serde(default)]
+    pub console_socket: Option<std::path::PathBuf>,
 }
 
 /// Where the machine's standard input and output go.
@@ -71,6 +75,7 @@ impl Launch {
             workdir,
             console,
             unit: None,
+            console_socket: None,
         })
     }
 }

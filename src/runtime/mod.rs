@@ -24,6 +24,7 @@ pub mod stdio;
 pub mod step;
 pub mod supervisor;
 mod sys;
+pub mod terminal;
 mod userns;
 pub mod zone;
 

@@ -508,12 +508,28 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
     } else {
         (None, None)
     };
+    let console_socket = match (&plan.process.terminal, &launch.console_socket) {
+        (Some(_), Some(path)) => Some(
+            super::terminal::connect(path)
+                .step(|| Step::ConnectConsoleSocket { path: path.clone() })?,
+        ),
+        (Some(_), None) => {
+            return Err(StepFailure::other(
+                Step::ConnectConsoleSocket {
+                    path: std::path::PathBuf::new(),
+                },
+                "the process has a terminal, and no console socket was given",
+            ));
+        }
+        (None, _) => None,
+    };
     let inherited = Inherited {
         go: go_r,
         report: File::from(report_w),
         userns,
         console,
         barrier: barrier_r,
+        console_socket,
     };
     // Re-parented: the spawner, and so PID 1 (its CLONE_PARENT clone), are the children
     // of the supervisor's parent.
