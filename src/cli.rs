@@ -506,6 +506,46 @@ pub enum OciCommand {
         detach: bool,
         id: String,
     },
+    /// Run another process in a created or running container
+    Exec {
+        /// A runtime-spec `process` JSON: what runs, and how
+        #[arg(short, long, value_name = "FILE")]
+        process: Option<PathBuf>,
+        /// On a terminal (with --console-socket: its master goes there)
+        #[arg(short, long)]
+        tty: bool,
+        /// Return once it runs (it is re-parented to the caller's subreaper)
+        #[arg(short, long)]
+        detach: bool,
+        /// Write its pid here
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// The unix socket that gets the terminal's master side (with --tty)
+        #[arg(long, value_name = "SOCKET")]
+        console_socket: Option<PathBuf>,
+        /// Its working directory in the container
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<String>,
+        /// KEY=VALUE in its environment, over the container's (repeatable)
+        #[arg(short, long, value_name = "K=V")]
+        env: Vec<String>,
+        /// UID[:GID] to run as
+        #[arg(short, long, value_name = "UID[:GID]")]
+        user: Option<String>,
+        /// A capability to add (repeatable)
+        #[arg(short, long, value_name = "CAP")]
+        cap: Vec<String>,
+        /// Set no_new_privs
+        #[arg(long)]
+        no_new_privs: bool,
+        /// Pass descriptors 3 to 3+N-1 on to the process
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        /// The command and its arguments (without --process)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Print what this runtime supports (runtime-spec features JSON)
     Features,
     /// Write a config.json that mm takes, for a rootfs/ beside it

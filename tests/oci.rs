@@ -589,3 +589,226 @@ fn a_terminal_goes_to_the_console_socket() {
         "{status:?}"
     );
 }
+
+/// `mm oci --root ROOT exec ARGS`: its status and what it printed (its streams are
+/// pipes, which the process gets as they are).
+fn exec(root: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["oci", "--root", root.to_str().unwrap(), "exec"];
+    all.extend_from_slice(args);
+    let (out, stdout, stderr) = run(mm_bare(&all));
+    (out.status.code(), stdout, stderr)
+}
+
+/// The parent pid of `pid` (field 4 of /proc/PID/stat, after the command's parentheses).
+fn parent_of(pid: i64) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// `mm oci exec` as conmon and containerd's shim call it: in a created container and in a
+/// running one; its exit status and output; runc's `--env`, `--cwd`, `--user`, `--cap`;
+/// `--process` with a runtime-spec process (and a refused field named by its JSON path);
+/// `--detach --pid-file`: the process is left running, the caller's (its subreaper's)
+/// child, in the container's cgroup; `--tty --console-socket`: the master goes to the
+/// socket, and the process's terminal is of the container's devpts.
+#[test]
+fn exec_runs_a_process_in_the_container() {
+    if !ready("exec_runs_a_process_in_the_container") {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sleep", "1000"]);
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let id = "mm-oci-exec";
+    let _cleanup = OnDrop(|| {
+        let _ = run(mm_bare(&[
+            "oci",
+            "--root",
+            root.to_str().unwrap(),
+            "delete",
+            "--force",
+            id,
+        ]));
+    });
+    let (ok, err) = oci(
+        &root,
+        &["create", "--bundle", bundle.to_str().unwrap(), id],
+        &out,
+    );
+    assert!(ok, "create: {err}");
+    let pid1 = state(&root, id)["pid"].as_i64().unwrap();
+    let (code, stdout, stderr) = exec(
+        &root,
+        &[id, "sh", "-c", "echo created on $(hostname); exit 3"],
+    );
+    println!("exec in a created container: {code:?} {stdout:?}");
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(stdout, "created on umoci-default\n");
+    let (ok, err) = oci(&root, &["start", id], &out);
+    assert!(ok, "start: {err}");
+
+    let (code, stdout, stderr) = exec(
+        &root,
+        &[
+            "--env",
+            "FOO=bar",
+            "--cwd",
+            "/tmp",
+            "--user",
+            "1000:1000",
+            id,
+            "sh",
+            "-c",
+            "echo $FOO in $(pwd) as $(id -u):$(id -g); grep CapEff /proc/self/status",
+        ],
+    );
+    println!("exec with runc's options: {code:?} {stdout:?}");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("bar in /tmp as 1000:1000"), "{stdout}");
+    assert!(stdout.contains("CapEff:\t0000000000000000"), "{stdout}");
+    // As root, the container's set, and --cap NET_RAW (bit 13) on top.
+    let (code, stdout, stderr) = exec(
+        &root,
+        &[
+            "--cap",
+            "CAP_NET_RAW",
+            id,
+            "grep",
+            "CapEff",
+            "/proc/self/status",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "CapEff:\t0000000020002420\n", "--cap");
+
+    let process = dir.path().join("process.json");
+    std::fs::write(
+        &process,
+        serde_json::to_vec(&serde_json::json!({
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh", "-c", "echo from the process file, $X; exit 4"],
+            "env": ["PATH=/bin:/usr/bin", "X=y"],
+            "cwd": "/",
+            "noNewPrivileges": true
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = exec(&root, &["--process", process.to_str().unwrap(), id]);
+    println!("exec --process: {code:?} {stdout:?}");
+    assert_eq!(code, Some(4), "{stderr}");
+    assert_eq!(stdout, "from the process file, y\n");
+    // A field mm does not take, by its path; a value it cannot honour, by its path.
+    std::fs::write(
+        &process,
+        r#"{"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/", "oomScoreAdj": 5}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = exec(&root, &["--process", process.to_str().unwrap(), id]);
+    println!("a refused field: {stderr}");
+    assert_eq!(code, Some(65));
+    assert!(
+        stderr.contains("process.oomScoreAdj: is not supported by mm"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &process,
+        r#"{"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "tmp"}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = exec(&root, &["--process", process.to_str().unwrap(), id]);
+    assert_eq!(code, Some(65));
+    assert!(
+        stderr.contains("process.cwd: `tmp` is not an absolute path"),
+        "{stderr}"
+    );
+
+    // Detached: left running as our child (we are the subreaper), in the container.
+    let pid_file = dir.path().join("exec.pid");
+    let (ok, err) = oci(
+        &root,
+        &[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            id,
+            "sleep",
+            "999",
+        ],
+        &out,
+    );
+    assert!(ok, "exec --detach: {err}");
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // mm's fork executes it a moment after its pid is written.
+    eventually("the detached process executes", || {
+        cmdline(pid).starts_with("sleep 999")
+    });
+    assert_eq!(
+        parent_of(pid),
+        std::process::id() as i64,
+        "re-parented to its subreaper"
+    );
+    let ns = |pid: i64| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_eq!(ns(pid), ns(pid1), "in the container's PID namespace");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroup.contains(&format!("mm-oci-{id}.scope")), "{cgroup}");
+    println!("detached: pid {pid}, parent us, in the container's namespaces and cgroup");
+    // SAFETY: a signal to the process we are the parent of.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    killed(pid);
+
+    // A terminal, whose master goes to the console socket.
+    let socket_path = dir.path().join("exec.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let pid_file = dir.path().join("tty.pid");
+    let (ok, err) = oci(
+        &root,
+        &[
+            "exec",
+            "--tty",
+            "--detach",
+            "--console-socket",
+            socket_path.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            id,
+            "sh",
+        ],
+        &out,
+    );
+    assert!(ok, "exec --tty: {err}");
+    let (stream, _) = listener.accept().unwrap();
+    let (master, name) = mm::runtime::terminal::receive(std::os::fd::AsFd::as_fd(&stream)).unwrap();
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let theirs = device(&format!("/proc/{pid1}/root/dev/pts/ptmx"));
+    for fd in 0..3 {
+        assert_eq!(device(&format!("/proc/{pid}/fd/{fd}")), theirs, "fd {fd}");
+    }
+    let mut master = File::from(master);
+    use std::io::Write;
+    master.write_all(b"tty; echo hi; exit 6\n").unwrap();
+    let seen = read_until_line(&mut master, "hi");
+    println!("exec --tty, {name}: {seen:?}");
+    assert!(
+        seen.split("\r\n").any(|l| l == name),
+        "its tty is {name}: {seen:?}"
+    );
+    let status = reap(pid);
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 6)),
+        "{status:?}"
+    );
+}

@@ -86,6 +86,39 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             // The container's own status, as runc exits with it.
             std::process::exit(status.unwrap_or(ExitCode::System as i32))
         }
+        OciCommand::Exec {
+            process,
+            tty,
+            detach,
+            pid_file,
+            console_socket,
+            cwd,
+            env,
+            user,
+            cap,
+            no_new_privs,
+            preserve_fds,
+            id,
+            args,
+        } => {
+            let request = mm::oci::exec::Request {
+                process,
+                tty,
+                detach,
+                pid_file,
+                console_socket,
+                cwd,
+                env,
+                user,
+                caps: cap,
+                no_new_privs,
+                preserve_fds,
+                args,
+            };
+            let code = mm::oci::exec::exec(&options()?, &id, &request)?;
+            let _ = std::io::stdout().flush();
+            std::process::exit(code)
+        }
         OciCommand::Features => {
             print_json(&mm::oci::features())?;
             Ok(ExitCode::Ok)

@@ -733,6 +733,31 @@ fn has_devpts(mounts: &[Mount]) -> bool {
     })
 }
 
+/// A process to run in a running container (`mm oci exec`), from its runtime-spec
+/// `process` object: checked as config.json's process is (the same errors at the same
+/// JSON paths), compiled into the plan's process and lock-down.
+pub fn exec_process(
+    p: &spec::Process,
+    id: &super::ContainerId,
+) -> Result<(Process, Security), Vec<FieldError>> {
+    let config = Spec {
+        oci_version: "1.0.0".to_owned(),
+        process: Some(p.clone()),
+        root: None,
+        hostname: None,
+        mounts: Vec::new(),
+        annotations: Default::default(),
+        linux: None,
+    };
+    let mut errors = Errors(Vec::new());
+    let compiled = process(&config, id, &[Namespace::Uts], &mut errors);
+    if errors.0.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(errors.0)
+    }
+}
+
 /// The capability sets. PID 1 executes as root with exactly its bounding set effective
 /// and permitted (no file capabilities), or as another user with none: a config that
 /// asks otherwise is refused.

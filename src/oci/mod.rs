@@ -5,6 +5,7 @@
 
 mod compile;
 mod defaults;
+pub mod exec;
 mod fields;
 pub mod lifecycle;
 mod spec;

@@ -36,6 +36,10 @@ pub enum Step {
     },
     /// PID 1's terminal, in the container's devpts, its master sent to the caller.
     OpenTerminal,
+    /// `mm oci exec --pid-file`, in its directory.
+    WritePidFile {
+        name: String,
+    },
     ChownConsole {
         path: PathBuf,
     },
@@ -256,6 +260,7 @@ impl std::fmt::Display for Step {
             Self::ConnectConsoleSocket { path } => {
                 write!(f, "connect to the console socket {}", path.display())
             }
+            Self::WritePidFile { name } => write!(f, "write the pid file {name}"),
             Self::OpenTerminal => f.write_str(
                 "open a terminal in the container's /dev/pts and send its master to the \
                  console socket",
