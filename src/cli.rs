@@ -448,6 +448,12 @@ pub struct OciArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OciPsFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OciLogFormat {
     Text,
     Json,
@@ -545,6 +551,39 @@ pub enum OciCommand {
         /// The command and its arguments (without --process)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// List a container's processes (its cgroup's)
+    Ps {
+        /// `table` (ps(1)'s lines for them) or `json` (an array of host pids)
+        #[arg(short, long, default_value = "table", value_name = "FORMAT")]
+        format: OciPsFormat,
+        id: String,
+        /// ps(1)'s options for the table (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process of a container (status `paused`)
+    Pause { id: String },
+    /// Thaw a paused container
+    Resume { id: String },
+    /// Change a container's limits (memory, CPU quota, pids)
+    Update {
+        /// A runtime-spec linux.resources JSON
+        #[arg(short, long, value_name = "FILE")]
+        resources: Option<PathBuf>,
+        /// Memory limit in bytes (-1: none)
+        #[arg(short, long, value_name = "BYTES", allow_negative_numbers = true)]
+        memory: Option<i64>,
+        /// Most processes (0 or -1: no limit)
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        pids_limit: Option<i64>,
+        /// CPU time per period in µs (-1: none)
+        #[arg(long, value_name = "US", allow_negative_numbers = true)]
+        cpu_quota: Option<i64>,
+        /// CFS period in µs (mm's is 100000)
+        #[arg(long, value_name = "US")]
+        cpu_period: Option<u64>,
+        id: String,
     },
     /// Print what this runtime supports (runtime-spec features JSON)
     Features,

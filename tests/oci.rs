@@ -394,6 +394,14 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
     eventually("the container wrote its line", || {
         std::fs::read_to_string(&out).is_ok_and(|t| t.contains("inside as 0"))
     });
+    // exec as the user, into the user's container.
+    let (o, stdout, stderr) = run(as_user(&["exec", id, "sh", "-c", "echo exec as $(id -u)"]));
+    assert!(o.status.success(), "exec: {stderr}");
+    assert_eq!(stdout, "exec as 0\n");
+    // Without a cgroup of its own, no freezer: said so.
+    let (ok, err) = oci_run(as_user(&["pause", id]), &out);
+    println!("rootless pause: {err}");
+    assert!(!ok && err.contains("cgroup"), "{err}");
     let (ok, err) = oci_run(as_user(&["delete", "--force", id]), &out);
     assert!(ok, "delete --force: {err}");
     assert!(!root.join(id).exists());
@@ -811,4 +819,145 @@ fn exec_runs_a_process_in_the_container() {
         matches!(status, nix::sys::wait::WaitStatus::Exited(_, 6)),
         "{status:?}"
     );
+}
+
+/// `ps`, `pause`, `resume` and `update` on a running container whose process counts in a
+/// loop into /tmp/n (the bundle's rootfs/tmp/n on the host): `ps --format json` lists
+/// its pids (the process and one `exec --detach`ed); `pause` freezes the cgroup (the
+/// freezer says so, the state is `paused`, /tmp/n does not grow between two reads
+/// with other commands run in between, and exec is refused); `resume` thaws it (the
+/// file grows again); `update` changes the memory and pids limits, and refuses what
+/// mm's cgroup layer does not set, by its JSON path.
+#[test]
+fn ps_pause_resume_and_update() {
+    if !ready("ps_pause_resume_and_update") {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i >> /tmp/n; done",
+        ],
+    );
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let id = "mm-oci-freeze";
+    let _cleanup = OnDrop(|| {
+        let _ = run(mm_bare(&[
+            "oci",
+            "--root",
+            root.to_str().unwrap(),
+            "delete",
+            "--force",
+            id,
+        ]));
+    });
+    let oci_ok = |args: &[&str]| {
+        let (ok, err) = oci(&root, args, &out);
+        assert!(ok, "{args:?}: {err}");
+    };
+    oci_ok(&["create", "--bundle", bundle.to_str().unwrap(), id]);
+    oci_ok(&["start", id]);
+    let pid1 = state(&root, id)["pid"].as_i64().unwrap();
+    let pid_file = dir.path().join("exec.pid");
+    oci_ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+        "sleep",
+        "999",
+    ]);
+    let exec_pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mm_root = root.to_str().unwrap();
+    let (o, stdout, stderr) = run(mm_bare(&[
+        "oci", "--root", mm_root, "ps", "--format", "json", id,
+    ]));
+    assert!(o.status.success(), "{stderr}");
+    let pids: Vec<i64> = serde_json::from_str(&stdout).unwrap();
+    println!("ps --format json: {pids:?}");
+    assert!(pids.contains(&pid1) && pids.contains(&exec_pid), "{pids:?}");
+    let (o, table, stderr) = run(mm_bare(&["oci", "--root", mm_root, "ps", id]));
+    assert!(o.status.success(), "{stderr}");
+    println!("ps:\n{table}");
+    assert!(table.starts_with("UID"), "{table}");
+    assert!(table.contains("sleep 999"), "{table}");
+    assert_eq!(table.lines().count(), 3, "a header and two processes");
+
+    let count = bundle.join("rootfs/tmp/n");
+    let size = || std::fs::metadata(&count).map_or(0, |m| m.len());
+    eventually("the loop counts", || size() > 0);
+    oci_ok(&["pause", id]);
+    assert_eq!(state(&root, id)["status"], "paused");
+    let scope = format!("machine.slice/mm-oci-{id}.scope");
+    let freezer = cgroup_limit_file(&scope, "freezer", "freezer.state", "cgroup.freeze");
+    let frozen = std::fs::read_to_string(&freezer).unwrap();
+    assert!(
+        matches!(frozen.trim(), "FROZEN" | "1"),
+        "{}: {frozen}",
+        freezer.display()
+    );
+    let before = size();
+    let (code, _, stderr) = exec(&root, &[id, "true"]);
+    assert_eq!(code, Some(75), "exec in a paused container: {stderr}");
+    let (ok, err) = oci(&root, &["pause", id], &out);
+    assert!(!ok && err.contains("is paused"), "{err}");
+    let after = size();
+    println!("paused: /tmp/n has {before} bytes, then {after}");
+    assert_eq!(before, after, "a frozen loop does not count");
+    oci_ok(&["resume", id]);
+    assert_eq!(state(&root, id)["status"], "running");
+    eventually("the loop counts again", || size() > after);
+    let (ok, err) = oci(&root, &["resume", id], &out);
+    assert!(!ok && err.contains("is running"), "{err}");
+
+    oci_ok(&["update", "--memory", "104857600", "--pids-limit", "64", id]);
+    let memory = cgroup_limit_file(&scope, "memory", "memory.limit_in_bytes", "memory.max");
+    let pids_max = cgroup_limit_file(&scope, "pids", "pids.max", "pids.max");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_owned();
+    println!(
+        "updated: memory {}, pids {}",
+        read(&memory),
+        read(&pids_max)
+    );
+    assert_eq!(read(&memory), "104857600");
+    assert_eq!(read(&pids_max), "64");
+    let resources = dir.path().join("resources.json");
+    std::fs::write(
+        &resources,
+        r#"{"pids": {"limit": 32}, "blockIO": {"weight": 10}}"#,
+    )
+    .unwrap();
+    let (ok, err) = oci(
+        &root,
+        &["update", "--resources", resources.to_str().unwrap(), id],
+        &out,
+    );
+    assert!(!ok && err.contains("linux.resources.blockIO"), "{err}");
+    assert_eq!(
+        read(&pids_max),
+        "64",
+        "nothing of a refused update is written"
+    );
+    std::fs::write(&resources, r#"{"pids": {"limit": 32}}"#).unwrap();
+    oci_ok(&["update", "--resources", resources.to_str().unwrap(), id]);
+    assert_eq!(read(&pids_max), "32");
+
+    // The exec'd process ends, and its subreaper reaps it (a zombie holds the cgroup).
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(exec_pid as i32, libc::SIGKILL) };
+    killed(exec_pid);
+    // A paused container is deleted too: thawed, then killed.
+    oci_ok(&["pause", id]);
+    oci_ok(&["delete", "--force", id]);
+    killed(pid1);
 }

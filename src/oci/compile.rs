@@ -362,6 +362,22 @@ fn cgroups_path(path: &str, systemd: bool) -> Result<String, String> {
     Ok(relative)
 }
 
+/// `mm oci update --resources`: a runtime-spec `linux.resources` object as mm's limits,
+/// checked as config.json's is.
+pub fn update_resources(resources: &spec::Resources) -> Result<Resources, Vec<FieldError>> {
+    let linux = spec::Linux {
+        resources: Some(resources.clone()),
+        ..Default::default()
+    };
+    let mut errors = Errors(Vec::new());
+    let limits = self::resources(&linux, &mut errors);
+    if errors.0.is_empty() {
+        Ok(limits)
+    } else {
+        Err(errors.0)
+    }
+}
+
 /// `linux.resources` as mm's limits; the device rules mm can stand by.
 fn resources(linux: &spec::Linux, errors: &mut Errors) -> Resources {
     let mut limits = Resources::default();

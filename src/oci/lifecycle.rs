@@ -83,6 +83,7 @@ pub fn create(
             annotations,
             created: crate::runtime::state::now(),
             started: false,
+            paused: false,
         })?;
         if let Some(file) = pid_file {
             crate::state::write_atomically(file, pid.to_string().as_bytes())
@@ -218,7 +219,8 @@ pub fn kill(options: &Options, id: &str, signal: &str, all: bool) -> Result<(), 
         .parse()
         .map_err(|_| OciError::BadSignal(signal.to_owned()))?;
     let (record, status) = container.status()?;
-    let (Some(record), Status::Created | Status::Running) = (record, status) else {
+    let (Some(record), Status::Created | Status::Running | Status::Paused) = (record, status)
+    else {
         return Err(OciError::WrongState {
             id: id.to_owned(),
             status,
@@ -271,6 +273,10 @@ pub fn delete(options: &Options, id: &str, force: bool) -> Result<(), OciError> 
                 status,
                 what: "stop it first, or delete --force".to_owned(),
             });
+        }
+        if status == Status::Paused {
+            // A frozen process does not die of SIGKILL until it is thawed.
+            super::control::freeze(&container, false)?;
         }
         kill_and_wait(&container)?;
     }

@@ -4,6 +4,7 @@
 //! under the runtime's `--root`. docs/oci.md says what works and what is refused.
 
 mod compile;
+pub mod control;
 mod defaults;
 pub mod exec;
 mod fields;
@@ -62,6 +63,20 @@ pub enum OciError {
     /// The container's supervisor did not do what it was asked.
     #[error("the supervisor of container {id}: {why}")]
     Supervisor { id: String, why: String },
+    /// The container has no cgroup of its own (an ordinary user's, without a delegated
+    /// cgroup): what needs one cannot be done.
+    #[error("container {id} has no cgroup of its own, so mm cannot {what}{}",
+        if why.is_empty() { String::new() } else { format!(" ({why})") })]
+    NoCgroup {
+        id: String,
+        what: String,
+        why: String,
+    },
+    #[error("container {id}: {source}")]
+    Cgroup {
+        id: String,
+        source: crate::runtime::cgroup::CgroupError,
+    },
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
 }
@@ -84,7 +99,8 @@ impl OciError {
             Self::BadId { .. } | Self::BadSignal(_) | Self::Usage(_) => ExitCode::Usage,
             Self::Exists { .. } | Self::WrongState { .. } => ExitCode::Busy,
             Self::NotFound { .. } => ExitCode::NotFound,
-            Self::Supervisor { .. } => ExitCode::System,
+            Self::Supervisor { .. } | Self::Cgroup { .. } => ExitCode::System,
+            Self::NoCgroup { .. } => ExitCode::Busy,
             Self::Runtime(e) => e.exit_code(),
         }
     }

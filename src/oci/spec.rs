@@ -150,7 +150,7 @@ pub struct Memory {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Cpu {
     pub quota: Option<i64>,
     pub period: Option<u64>,

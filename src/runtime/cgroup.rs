@@ -34,6 +34,9 @@ pub enum CgroupError {
     Remove { dir: PathBuf, source: io::Error },
     #[error("processes of the cgroup {} survived SIGKILL: {}", dir.display(), list(pids))]
     Unkillable { dir: PathBuf, pids: Vec<i32> },
+    /// Neither a v1 `freezer` hierarchy nor a v2 tree holds the cgroup.
+    #[error("the cgroup {} has no freezer (no v1 freezer hierarchy, no cgroup.freeze)", dir.display())]
+    NoFreezer { dir: PathBuf },
 }
 
 impl CgroupError {
@@ -43,7 +46,8 @@ impl CgroupError {
             Self::Create { dir, .. }
             | Self::Busy { dir, .. }
             | Self::Remove { dir, .. }
-            | Self::Unkillable { dir, .. } => dir,
+            | Self::Unkillable { dir, .. }
+            | Self::NoFreezer { dir } => dir,
             Self::Write { file, .. } | Self::NotApplied { file, .. } | Self::Read { file, .. } => {
                 file
             }
@@ -57,7 +61,10 @@ impl CgroupError {
             | Self::Write { source, .. }
             | Self::Read { source, .. }
             | Self::Remove { source, .. } => source.raw_os_error(),
-            Self::NotApplied { .. } | Self::Busy { .. } | Self::Unkillable { .. } => None,
+            Self::NotApplied { .. }
+            | Self::Busy { .. }
+            | Self::Unkillable { .. }
+            | Self::NoFreezer { .. } => None,
         }
     }
 }
@@ -387,6 +394,76 @@ impl MachineCgroup {
         Ok(())
     }
 
+    /// Writes `limits` (files of this cgroup's directories) and reads each back, as
+    /// [`MachineCgroup::create`] does: `mm oci update`.
+    pub fn apply(&self, limits: &[LimitWrite]) -> Result<(), CgroupError> {
+        for dir in self.dirs.iter().filter(|d| is_v2(d)) {
+            enable_controllers(dir, limits, &v2_root(dir))?;
+        }
+        for limit in limits {
+            write(&limit.file, &limit.value)?;
+            let got = read(&limit.file)?;
+            if !applied(&limit.value, &got) {
+                return Err(CgroupError::NotApplied {
+                    file: limit.file.clone(),
+                    wanted: limit.value.clone(),
+                    got,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The freezer of the cgroup: v1's `freezer.state` where a freezer hierarchy holds it
+    /// (hybrid and v1 hosts), else v2's `cgroup.freeze`.
+    fn freezer(&self) -> Result<Freezer, CgroupError> {
+        if let Some(dir) = self.dirs.iter().find(|d| d.join("freezer.state").exists()) {
+            return Ok(Freezer::V1(dir.join("freezer.state")));
+        }
+        if let Some(dir) = self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()) {
+            return Ok(Freezer::V2(dir.clone()));
+        }
+        Err(CgroupError::NoFreezer {
+            dir: self.dirs.first().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Freezes (`true`) or thaws every process of the cgroup, and waits (up to 5 s) until
+    /// the kernel says it is done: v1's `FROZEN` (past `FREEZING`), v2's `frozen 1`.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let freezer = self.freezer()?;
+        match &freezer {
+            Freezer::V1(file) => write(file, if frozen { "FROZEN" } else { "THAWED" })?,
+            Freezer::V2(dir) => write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?,
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.frozen_by(&freezer)? != frozen {
+            if Instant::now() > deadline {
+                return Err(CgroupError::NotApplied {
+                    file: freezer.file(),
+                    wanted: if frozen { "frozen" } else { "thawed" }.to_owned(),
+                    got: read(&freezer.file())?,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Whether the cgroup is frozen (all its processes stopped by the freezer).
+    pub fn frozen(&self) -> Result<bool, CgroupError> {
+        self.frozen_by(&self.freezer()?)
+    }
+
+    fn frozen_by(&self, freezer: &Freezer) -> Result<bool, CgroupError> {
+        Ok(match freezer {
+            Freezer::V1(file) => read(file)? == "FROZEN",
+            Freezer::V2(dir) => read(&dir.join("cgroup.events"))?
+                .lines()
+                .any(|l| l == "frozen 1"),
+        })
+    }
+
     /// Memory in use and the number of processes, where the host's files say.
     pub fn usage(&self) -> Usage {
         let number = |file: PathBuf| read(&file).ok().and_then(|s| s.parse().ok());
@@ -399,6 +476,23 @@ impl MachineCgroup {
             usage.pids = usage.pids.or_else(|| number(dir.join("pids.current")));
         }
         usage
+    }
+}
+
+/// Where a cgroup's freezer is.
+enum Freezer {
+    /// v1: the cgroup's `freezer.state`.
+    V1(PathBuf),
+    /// v2: the cgroup's directory (`cgroup.freeze`, `cgroup.events`).
+    V2(PathBuf),
+}
+
+impl Freezer {
+    fn file(&self) -> PathBuf {
+        match self {
+            Self::V1(file) => file.clone(),
+            Self::V2(dir) => dir.join("cgroup.events"),
+        }
     }
 }
 

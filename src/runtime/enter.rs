@@ -233,6 +233,14 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<Outcome,
         }
     };
     let keep = command.oci.as_ref().map_or(0, |oci| oci.preserve_fds);
+    let detach = command.oci.as_ref().is_some_and(|oci| oci.detach);
+    // Detached, the command's failure comes back on a pipe that its exec closes: mm
+    // returns once the command runs (in the container's cgroup) or with why it does not.
+    let executed = if detach {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| Step::MakePipe)?)
+    } else {
+        None
+    };
     // SAFETY: single-threaded (see the module comment); the child sets itself up and execs.
     match unsafe { fork() }.step(|| Step::Fork { argv: vec![] })? {
         ForkResult::Child => {
@@ -246,11 +254,30 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<Outcome,
                     Err(e) => StepFailure::io(Step::AttachStreams, &e),
                 },
             };
-            eprintln!("mm: {}: {}", failure.step, failure.message);
+            match executed {
+                Some((_, w)) => {
+                    if let Ok(line) = serde_json::to_vec(&failure) {
+                        let _ = std::io::Write::write_all(&mut File::from(w), &line);
+                    }
+                }
+                None => eprintln!("mm: {}: {}", failure.step, failure.message),
+            }
             // SAFETY: leaving a forked child without running exit handlers.
             unsafe { libc::_exit(127) }
         }
         ForkResult::Parent { child } => {
+            if let Some((r, w)) = executed {
+                drop(w);
+                let mut said = Vec::new();
+                std::io::Read::read_to_end(&mut File::from(r), &mut said)
+                    .step(|| Step::WaitCommand)?;
+                if !said.is_empty() {
+                    let _ = waitpid(child, None);
+                    return Err(serde_json::from_slice(&said).unwrap_or_else(|_| {
+                        StepFailure::other(Step::WaitCommand, String::from_utf8_lossy(&said))
+                    }));
+                }
+            }
             if let Some((dir, name)) = command.oci.as_ref().and_then(|o| o.pid_file.as_ref())
                 && let Err(e) = write_pid(dir.as_fd(), name, child.as_raw())
             {
@@ -260,7 +287,7 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<Outcome,
                     &e,
                 ));
             }
-            if command.oci.as_ref().is_some_and(|oci| oci.detach) {
+            if detach {
                 return Ok(Outcome::Detached(child.as_raw()));
             }
             if let Io::Relay(streams) = io {
