@@ -486,6 +486,62 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     // --rm deleted it: mm's state for the container is gone.
     let id = std::fs::read_to_string(&cid).unwrap();
     assert!(!Path::new("/run/mm-oci").join(id.trim()).exists());
+
+    let opts = [
+        "--security-opt",
+        "seccomp=unconfined",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    let ok = |args: &[&str]| {
+        let (out, stdout, stderr) = run(podman(args));
+        assert!(out.status.success(), "podman {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    // -t without a terminal of ours: conmon makes the console socket, mm sends the master.
+    let mut args = vec!["run", "--rm", "-t"];
+    args.extend_from_slice(&opts);
+    args.extend_from_slice(&[&image, "sh", "-c", "tty; exit 5"]);
+    let (out, stdout, stderr) = run(podman(&args));
+    println!("podman run -t: {:?}, said {stdout:?}", out.status.code());
+    assert_eq!(out.status.code(), Some(5), "{stdout}{stderr}");
+    assert!(stdout.contains("/dev/pts/0"), "{stdout}");
+
+    let name = "mm-podman-exec";
+    let _cleanup = OnDrop(|| {
+        let _ = run(podman(&["rm", "-f", name]));
+    });
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(&opts);
+    args.extend_from_slice(&[&image, "sh", "-c", "echo started; exec sleep 1000"]);
+    ok(&args);
+    let said = ok(&["exec", name, "echo", "hi"]);
+    assert_eq!(said, "hi\n", "podman exec");
+    let (out, _, stderr) = run(podman(&["exec", name, "sh", "-c", "exit 4"]));
+    assert_eq!(out.status.code(), Some(4), "podman exec's status: {stderr}");
+    let said = ok(&["exec", "-t", name, "tty"]);
+    assert!(said.starts_with("/dev/pts/"), "podman exec -t: {said:?}");
+    ok(&["pause", name]);
+    let status = ok(&["inspect", "--format", "{{.State.Status}}", name]);
+    assert_eq!(status.trim(), "paused");
+    ok(&["unpause", name]);
+    let ps = ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.contains(&format!("{name} Up")), "podman ps: {ps}");
+    let top = ok(&["top", name]);
+    println!("podman top:\n{top}");
+    assert!(top.contains("sleep 1000"), "{top}");
+    let logs = ok(&["logs", name]);
+    assert!(logs.contains("started"), "podman logs: {logs}");
+    // PID 1 has no handler for SIGTERM, which the kernel drops: podman kills it after 1 s.
+    ok(&["stop", "-t", "1", name]);
+    let status = ok(&["inspect", "--format", "{{.State.Status}}", name]);
+    assert_eq!(status.trim(), "exited");
+    ok(&["rm", name]);
+    println!("podman: run -t, exec (output, status, -t), pause, unpause, ps, top, logs, stop, rm");
 }
 
 /// The device of the file behind a descriptor of `pid` (`/proc/PID/fd/N`), or of a path.
