@@ -1017,3 +1017,46 @@ fn ps_pause_resume_and_update() {
     oci_ok(&["delete", "--force", id]);
     killed(pid1);
 }
+
+/// `mm oci run` of a bundle with `process.terminal`: from a terminal (script(1)'s), mm
+/// relays it (the process's terminal is of the container's devpts, at the caller's window
+/// size) and exits with the process's status; from no terminal, it refuses, saying why.
+#[test]
+fn run_relays_a_terminal_from_a_terminal() {
+    if !ready("run_relays_a_terminal_from_a_terminal") {
+        return;
+    }
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sh", "-c", "tty; stty size; exit 3"]);
+    edit_config(&bundle, |config| {
+        config["process"]["terminal"] = true.into();
+    });
+    let root = dir.path().join("state");
+    let mm_root = root.to_str().unwrap();
+    let mut command = mm_bare(&["oci", "--root", mm_root, "run", "--bundle"]);
+    command.arg(&bundle).arg("mm-oci-run-tty");
+    let (out, _, stderr) = run(command);
+    println!("without a terminal: {stderr}");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("not a terminal"), "{stderr}");
+    let line = format!(
+        "stty rows 21 cols 77; {MM} oci --root {mm_root} run --bundle {} mm-oci-run-tty",
+        bundle.display()
+    );
+    let (out, stdout, stderr) = run({
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        c
+    });
+    println!(
+        "from script(1)'s terminal: {:?} {stdout:?}",
+        out.status.code()
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("/dev/pts/0"), "{stdout}");
+    assert!(
+        stdout.contains("21 77"),
+        "the caller's window size: {stdout}"
+    );
+    assert!(!root.join("mm-oci-run-tty").exists(), "deleted");
+}

@@ -76,12 +76,23 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             id,
         } => {
             let options = options()?;
-            lifecycle::create(&options, &id, &bundle, pid_file.as_deref(), None)?;
-            lifecycle::start(&options, &id)?;
-            if detach {
-                return Ok(ExitCode::Ok);
-            }
-            let status = lifecycle::wait(&options, &id)?;
+            let terminal = mm::oci::load(&bundle)?.process.is_some_and(|p| p.terminal);
+            let status = if terminal {
+                if detach {
+                    return Err(usage(
+                        "process.terminal is true: a detached container's terminal needs \
+                         `create --console-socket`",
+                    ));
+                }
+                mm::oci::attach::run(&options, &id, &bundle, pid_file.as_deref())?
+            } else {
+                lifecycle::create(&options, &id, &bundle, pid_file.as_deref(), None)?;
+                lifecycle::start(&options, &id)?;
+                if detach {
+                    return Ok(ExitCode::Ok);
+                }
+                lifecycle::wait(&options, &id)?
+            };
             lifecycle::delete(&options, &id, false)?;
             // The container's own status, as runc exits with it.
             std::process::exit(status.unwrap_or(ExitCode::System as i32))

@@ -3,6 +3,7 @@
 //! around it (`create`, `start`, `state`, `kill`, `delete`), with each container's state
 //! under the runtime's `--root`. docs/oci.md says what works and what is refused.
 
+pub mod attach;
 mod compile;
 pub mod control;
 mod defaults;
