@@ -1,7 +1,8 @@
 //! mm as an OCI runtime: a bundle's `config.json` compiled into mm's own plan (the same
 //! `Plan` a TOML definition gives, run by the same runtime), and the runc-style lifecycle
-//! around it (`create`, `start`, `state`, `kill`, `delete`), with each container's state
-//! under the runtime's `--root`. docs/oci.md says what works and what is refused.
+//! around it (`create`, `start`, `state`, `kill`, `delete`; `exec`; `ps`, `pause`,
+//! `resume`, `update`), with each container's state under the runtime's `--root`.
+//! docs/oci.md says what works and what is refused.
 
 pub mod attach;
 mod compile;
