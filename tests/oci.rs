@@ -1060,3 +1060,58 @@ fn run_relays_a_terminal_from_a_terminal() {
     );
     assert!(!root.join("mm-oci-run-tty").exists(), "deleted");
 }
+
+/// What `process.terminal` and `consoleSize` compile into (`mm oci plan`), and what is
+/// refused by its JSON path: a terminal without a devpts of the container's own, a size
+/// without a terminal, a size no terminal has.
+#[test]
+fn a_terminal_is_planned_or_refused_by_its_path() {
+    if !ready("a_terminal_is_planned_or_refused_by_its_path") {
+        return;
+    }
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sh"]);
+    let plan = |bundle: &Path| {
+        let mut command = mm_bare(&["oci", "plan", "--bundle"]);
+        command.arg(bundle);
+        let (out, stdout, stderr) = run(command);
+        (out.status.code(), stdout, stderr)
+    };
+    edit_config(&bundle, |config| {
+        config["process"]["consoleSize"] = serde_json::json!({"height": 70000, "width": 80});
+    });
+    let (code, _, stderr) = plan(&bundle);
+    println!("{stderr}");
+    assert_eq!(code, Some(65));
+    assert!(
+        stderr.contains("process.consoleSize.height: 70000 is more than a terminal has"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("process.consoleSize: a console size needs a terminal"),
+        "{stderr}"
+    );
+    edit_config(&bundle, |config| {
+        config["process"]["terminal"] = true.into();
+        config["process"]["consoleSize"] = serde_json::json!({"height": 33, "width": 99});
+    });
+    let (code, stdout, stderr) = plan(&bundle);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("on a new terminal of the machine's devpts (33 rows, 99 columns)"),
+        "{stdout}"
+    );
+    edit_config(&bundle, |config| {
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "devpts");
+    });
+    let (code, _, stderr) = plan(&bundle);
+    println!("{stderr}");
+    assert_eq!(code, Some(65));
+    assert!(
+        stderr.contains("process.terminal: mm opens a terminal in the container's own devpts"),
+        "{stderr}"
+    );
+}
