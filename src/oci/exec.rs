@@ -208,7 +208,12 @@ fn from_container(plan: &crate::plan::Plan, request: &Request) -> Result<spec::P
         let gid = g.map(str::parse).transpose().ok()?;
         Some((u.parse().ok()?, gid))
     };
-    let (uid, gid) = ids(&exec.user).unwrap_or((0, Some(0)));
+    let (uid, gid) = ids(&exec.user).ok_or_else(|| {
+        OciError::Usage(format!(
+            "the container's user `{}` is not UID:GID",
+            exec.user
+        ))
+    })?;
     let (uid, gid) = match &request.user {
         Some(user) => {
             let (u, g) = ids(user).ok_or_else(|| {
