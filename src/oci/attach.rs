@@ -2,6 +2,7 @@
 //! terminal: mm is its own console socket's other end, as conmon would be, and relays
 //! between the caller's terminal (in raw mode meanwhile) and the terminal's master, which
 //! is of the container's own devpts; the caller's terminal never reaches the container.
+//! Window size changes follow the caller's terminal (SIGWINCH).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -34,7 +35,7 @@ pub fn run(
         .map_err(|e| OciError::io(Path::new("a temporary directory"), e))?;
     let socket = dir.path().join("console.sock");
     let listener = UnixListener::bind(&socket).map_err(|e| OciError::io(&socket, e))?;
-    lifecycle::create(options, id, bundle, pid_file, Some(&socket))?;
+    let pid = lifecycle::create(options, id, bundle, pid_file, Some(&socket))?;
     // The container's PID 1 connected and sent the master before create returned.
     let (stream, _) = listener.accept().map_err(|e| OciError::io(&socket, e))?;
     let (master, _) =
@@ -42,11 +43,20 @@ pub fn run(
     drop((stream, listener, dir));
     let stdin = std::io::stdin();
     copy_window_size(stdin.as_fd(), master.as_fd());
+    // Window size changes follow ours; an interrupt or termination request to mm goes to
+    // the process, as a shell's job would get it.
+    let signals = crate::runtime::pty::Signals::new()
+        .map_err(|e| OciError::io(Path::new("a signalfd"), e))?;
     lifecycle::start(options, id)?;
     {
         let _raw = crate::runtime::pty::RawMode::enter(stdin.as_fd());
-        relay(File::from(master));
+        relay(
+            File::from(master),
+            &signals,
+            nix::unistd::Pid::from_raw(pid),
+        );
     }
+    drop(signals);
     lifecycle::wait(options, id)
 }
 
@@ -62,7 +72,7 @@ fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
 
 /// Our standard input to the master, the master to our standard output, until the
 /// terminal hangs up (every holder of its slave side has gone: the process has ended).
-fn relay(mut master: File) {
+fn relay(mut master: File, signals: &crate::runtime::pty::Signals, pid: nix::unistd::Pid) {
     let mut stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     let mut buf = [0u8; 8192];
@@ -70,7 +80,10 @@ fn relay(mut master: File) {
     loop {
         let stdin_fd = stdin.as_fd();
         let master_fd = master.as_fd();
-        let mut fds = vec![PollFd::new(master_fd, PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(master_fd, PollFlags::POLLIN),
+            PollFd::new(signals.fd(), PollFlags::POLLIN),
+        ];
         if input_open {
             fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
         }
@@ -80,8 +93,15 @@ fn relay(mut master: File) {
             Err(_) => return,
         }
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let (from_master, from_stdin) = (ready(&fds[0]), fds.get(1).is_some_and(ready));
+        let (from_master, signalled, from_stdin) = (
+            ready(&fds[0]),
+            ready(&fds[1]),
+            fds.get(2).is_some_and(ready),
+        );
         drop(fds);
+        if signalled {
+            signals.follow(stdin.as_fd(), Some(master.as_fd()), pid);
+        }
         if from_master {
             match master.read(&mut buf) {
                 // EIO: the slave's last holder is gone.
