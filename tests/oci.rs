@@ -324,6 +324,9 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
         );
     }
     assert!(default_image_built(), "images/busybox is missing");
+    // Its `killed(pid)` reaps the container's process: only a subreaper can (this test
+    // passed only when another one in the same process had made it one first).
+    be_subreaper();
     let user = test_user("mm-test", Some(300_000));
     let dir = shared_tempdir();
     let bundle = bundle(
@@ -402,6 +405,46 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
     let (ok, err) = oci_run(as_user(&["pause", id]), &out);
     println!("rootless pause: {err}");
     assert!(!ok && err.contains("cgroup"), "{err}");
+    // A terminal as the user: the master of a pty of the container's devpts, on the
+    // user's socket.
+    let socket_path = dir.path().join("exec.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    std::os::unix::fs::chown(&socket_path, Some(user.uid), None).unwrap();
+    let tty_pid = dir.path().join("tty.pid");
+    let (ok, err) = oci_run(
+        as_user(&[
+            "exec",
+            "--tty",
+            "--detach",
+            "--console-socket",
+            socket_path.to_str().unwrap(),
+            "--pid-file",
+            tty_pid.to_str().unwrap(),
+            id,
+            "sh",
+            "-c",
+            "tty; echo as $(id -u)",
+        ]),
+        &out,
+    );
+    assert!(ok, "exec --tty as the user: {err}");
+    let (stream, _) = listener.accept().unwrap();
+    let (master, _) = mm::runtime::terminal::receive(std::os::fd::AsFd::as_fd(&stream)).unwrap();
+    let seen = read_until_line(&mut File::from(master), "as 0");
+    println!("rootless exec --tty: {seen:?}");
+    assert!(seen.contains("/dev/pts/0\r\nas 0"), "{seen:?}");
+    // Re-parented to us, its subreaper, which reaps it: a zombie of the container's PID
+    // namespace that nobody reaps would keep its PID 1 from ending.
+    let exec_pid: i64 = std::fs::read_to_string(&tty_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = reap(exec_pid);
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "{status:?}"
+    );
     let (ok, err) = oci_run(as_user(&["delete", "--force", id]), &out);
     assert!(ok, "delete --force: {err}");
     assert!(!root.join(id).exists());
@@ -1008,7 +1051,8 @@ fn ps_pause_resume_and_update() {
     oci_ok(&["update", "--resources", resources.to_str().unwrap(), id]);
     assert_eq!(read(&pids_max), "32");
 
-    // The exec'd process ends, and its subreaper reaps it (a zombie holds the cgroup).
+    // The exec'd process ends, and its subreaper reaps it (an unreaped zombie of the PID
+    // namespace would keep PID 1 from ending).
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(exec_pid as i32, libc::SIGKILL) };
     killed(exec_pid);
