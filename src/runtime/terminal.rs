@@ -137,3 +137,41 @@ pub fn attach(socket: OwnedFd, size: Option<(u16, u16)>) -> io::Result<()> {
     sys::dup_onto_standard_streams(terminal.slave.as_fd())?;
     send(socket.as_fd(), terminal.master.as_fd(), &terminal.name)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsFd, AsRawFd};
+
+    /// A terminal of this host's devpts (the test's root), its master sent over a socket
+    /// pair and received: the name, the window size, and bytes both ways.
+    #[test]
+    fn a_master_travels_over_a_socket_with_its_name() {
+        let terminal = match super::open(Some((12, 34))) {
+            Ok(t) => t,
+            // /dev/pts/ptmx is mode 0 unless ptmxmode says otherwise: root opens it.
+            Err(e) => return eprintln!("SKIP a_master_travels_over_a_socket_with_its_name: {e}"),
+        };
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        super::send(ours.as_fd(), terminal.master.as_fd(), &terminal.name).unwrap();
+        drop(terminal.master);
+        let (master, name) = super::receive(theirs.as_fd()).unwrap();
+        assert_eq!(name, terminal.name);
+        assert!(name.starts_with("/dev/pts/"), "{name}");
+        // SAFETY: winsize is plain data; TIOCGWINSZ fills it.
+        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: as above, on a descriptor we own.
+        assert_eq!(
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGWINSZ, &mut size) },
+            0
+        );
+        assert_eq!((size.ws_row, size.ws_col), (12, 34));
+        let mut master = std::fs::File::from(master);
+        let mut slave = std::fs::File::from(terminal.slave);
+        slave.write_all(b"out\n").unwrap();
+        let mut buf = [0u8; 16];
+        let n = master.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"out\r\n");
+        eprintln!("{name}: received, 12x34, bytes through it");
+    }
+}
