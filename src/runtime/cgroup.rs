@@ -98,7 +98,7 @@ pub fn join(procs: &[std::fs::File]) -> io::Result<()> {
     Ok(())
 }
 
-fn write(file: &Path, value: &str) -> Result<(), CgroupError> {
+pub(super) fn write(file: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(file, value).map_err(|source| CgroupError::Write {
         file: file.to_owned(),
         value: value.to_owned(),
@@ -106,7 +106,7 @@ fn write(file: &Path, value: &str) -> Result<(), CgroupError> {
     })
 }
 
-fn read(file: &Path) -> Result<String, CgroupError> {
+pub(super) fn read(file: &Path) -> Result<String, CgroupError> {
     std::fs::read_to_string(file)
         .map(|s| s.trim().to_owned())
         .map_err(|source| CgroupError::Read {
@@ -414,54 +414,9 @@ impl MachineCgroup {
         Ok(())
     }
 
-    /// The freezer of the cgroup: v1's `freezer.state` where a freezer hierarchy holds it
-    /// (hybrid and v1 hosts), else v2's `cgroup.freeze`.
-    fn freezer(&self) -> Result<Freezer, CgroupError> {
-        if let Some(dir) = self.dirs.iter().find(|d| d.join("freezer.state").exists()) {
-            return Ok(Freezer::V1(dir.join("freezer.state")));
-        }
-        if let Some(dir) = self.dirs.iter().find(|d| d.join("cgroup.freeze").exists()) {
-            return Ok(Freezer::V2(dir.clone()));
-        }
-        Err(CgroupError::NoFreezer {
-            dir: self.dirs.first().cloned().unwrap_or_default(),
-        })
-    }
-
-    /// Freezes (`true`) or thaws every process of the cgroup, and waits (up to 5 s) until
-    /// the kernel says it is done: v1's `FROZEN` (past `FREEZING`), v2's `frozen 1`.
-    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
-        let freezer = self.freezer()?;
-        match &freezer {
-            Freezer::V1(file) => write(file, if frozen { "FROZEN" } else { "THAWED" })?,
-            Freezer::V2(dir) => write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?,
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.frozen_by(&freezer)? != frozen {
-            if Instant::now() > deadline {
-                return Err(CgroupError::NotApplied {
-                    file: freezer.file(),
-                    wanted: if frozen { "frozen" } else { "thawed" }.to_owned(),
-                    got: read(&freezer.file())?,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(())
-    }
-
-    /// Whether the cgroup is frozen (all its processes stopped by the freezer).
-    pub fn frozen(&self) -> Result<bool, CgroupError> {
-        self.frozen_by(&self.freezer()?)
-    }
-
-    fn frozen_by(&self, freezer: &Freezer) -> Result<bool, CgroupError> {
-        Ok(match freezer {
-            Freezer::V1(file) => read(file)? == "FROZEN",
-            Freezer::V2(dir) => read(&dir.join("cgroup.events"))?
-                .lines()
-                .any(|l| l == "frozen 1"),
-        })
+    /// The cgroup's directory in each hierarchy.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// Memory in use and the number of processes, where the host's files say.
@@ -476,23 +431,6 @@ impl MachineCgroup {
             usage.pids = usage.pids.or_else(|| number(dir.join("pids.current")));
         }
         usage
-    }
-}
-
-/// Where a cgroup's freezer is.
-enum Freezer {
-    /// v1: the cgroup's `freezer.state`.
-    V1(PathBuf),
-    /// v2: the cgroup's directory (`cgroup.freeze`, `cgroup.events`).
-    V2(PathBuf),
-}
-
-impl Freezer {
-    fn file(&self) -> PathBuf {
-        match self {
-            Self::V1(file) => file.clone(),
-            Self::V2(dir) => dir.join("cgroup.events"),
-        }
     }
 }
 

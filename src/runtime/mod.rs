@@ -10,6 +10,7 @@ mod child;
 mod console;
 pub mod enter;
 mod exec;
+mod freezer;
 mod init;
 pub mod launch;
 mod network;
