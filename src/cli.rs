@@ -448,6 +448,12 @@ pub struct OciArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OciPsFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OciLogFormat {
     Text,
     Json,
@@ -463,7 +469,7 @@ pub enum OciCommand {
         /// Write the container's pid here
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
-        /// Where to send the terminal's master side (not supported yet: refused)
+        /// The unix socket that gets the terminal's master side (with process.terminal)
         #[arg(long, value_name = "SOCKET")]
         console_socket: Option<PathBuf>,
         /// Accepted as runc does: mm always pivots
@@ -504,6 +510,79 @@ pub enum OciCommand {
         /// Return once it runs
         #[arg(short, long)]
         detach: bool,
+        id: String,
+    },
+    /// Run another process in a created or running container
+    Exec {
+        /// A runtime-spec `process` JSON: what runs, and how
+        #[arg(short, long, value_name = "FILE")]
+        process: Option<PathBuf>,
+        /// On a terminal (with --console-socket: its master goes there)
+        #[arg(short, long)]
+        tty: bool,
+        /// Return once it runs (it is re-parented to the caller's subreaper)
+        #[arg(short, long)]
+        detach: bool,
+        /// Write its pid here
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// The unix socket that gets the terminal's master side (with --tty)
+        #[arg(long, value_name = "SOCKET")]
+        console_socket: Option<PathBuf>,
+        /// Its working directory in the container
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<String>,
+        /// KEY=VALUE in its environment, over the container's (repeatable)
+        #[arg(short, long, value_name = "K=V")]
+        env: Vec<String>,
+        /// UID[:GID] to run as
+        #[arg(short, long, value_name = "UID[:GID]")]
+        user: Option<String>,
+        /// A capability to add (repeatable)
+        #[arg(short, long, value_name = "CAP")]
+        cap: Vec<String>,
+        /// Set no_new_privs
+        #[arg(long)]
+        no_new_privs: bool,
+        /// Pass descriptors 3 to 3+N-1 on to the process
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        preserve_fds: u32,
+        id: String,
+        /// The command and its arguments (without --process)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List a container's processes (its cgroup's)
+    Ps {
+        /// `table` (ps(1)'s lines for them) or `json` (an array of host pids)
+        #[arg(short, long, default_value = "table", value_name = "FORMAT")]
+        format: OciPsFormat,
+        id: String,
+        /// ps(1)'s options for the table (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process of a container (status `paused`)
+    Pause { id: String },
+    /// Thaw a paused container
+    Resume { id: String },
+    /// Change a container's limits (memory, CPU quota, pids)
+    Update {
+        /// A runtime-spec linux.resources JSON
+        #[arg(short, long, value_name = "FILE")]
+        resources: Option<PathBuf>,
+        /// Memory limit in bytes (-1: none)
+        #[arg(short, long, value_name = "BYTES", allow_negative_numbers = true)]
+        memory: Option<i64>,
+        /// Most processes (0 or -1: no limit)
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        pids_limit: Option<i64>,
+        /// CPU time per period in µs (-1: none)
+        #[arg(long, value_name = "US", allow_negative_numbers = true)]
+        cpu_quota: Option<i64>,
+        /// CFS period in µs (mm's is 100000)
+        #[arg(long, value_name = "US")]
+        cpu_period: Option<u64>,
         id: String,
     },
     /// Print what this runtime supports (runtime-spec features JSON)

@@ -325,8 +325,8 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
         );
     }
     assert!(default_image_built(), "images/busybox is missing");
-    // It reaps the container's process: without this it relied on another test of this
-    // binary having made the process a subreaper first (alone, waitpid said ECHILD).
+    // Its `killed(pid)` reaps the container's process: only a subreaper can (this test
+    // passed only when another one in the same process had made it one first).
     be_subreaper();
     let user = test_user("mm-test", Some(300_000));
     let dir = shared_tempdir();
@@ -398,6 +398,54 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
     eventually("the container wrote its line", || {
         std::fs::read_to_string(&out).is_ok_and(|t| t.contains("inside as 0"))
     });
+    // exec as the user, into the user's container.
+    let (o, stdout, stderr) = run(as_user(&["exec", id, "sh", "-c", "echo exec as $(id -u)"]));
+    assert!(o.status.success(), "exec: {stderr}");
+    assert_eq!(stdout, "exec as 0\n");
+    // Without a cgroup of its own, no freezer: said so.
+    let (ok, err) = oci_run(as_user(&["pause", id]), &out);
+    println!("rootless pause: {err}");
+    assert!(!ok && err.contains("cgroup"), "{err}");
+    // A terminal as the user: the master of a pty of the container's devpts, on the
+    // user's socket.
+    let socket_path = dir.path().join("exec.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    std::os::unix::fs::chown(&socket_path, Some(user.uid), None).unwrap();
+    let tty_pid = dir.path().join("tty.pid");
+    let (ok, err) = oci_run(
+        as_user(&[
+            "exec",
+            "--tty",
+            "--detach",
+            "--console-socket",
+            socket_path.to_str().unwrap(),
+            "--pid-file",
+            tty_pid.to_str().unwrap(),
+            id,
+            "sh",
+            "-c",
+            "tty; echo as $(id -u)",
+        ]),
+        &out,
+    );
+    assert!(ok, "exec --tty as the user: {err}");
+    let (stream, _) = listener.accept().unwrap();
+    let (master, _) = mm::runtime::terminal::receive(std::os::fd::AsFd::as_fd(&stream)).unwrap();
+    let seen = read_until_line(&mut File::from(master), "as 0");
+    println!("rootless exec --tty: {seen:?}");
+    assert!(seen.contains("/dev/pts/0\r\nas 0"), "{seen:?}");
+    // Re-parented to us, its subreaper, which reaps it: a zombie of the container's PID
+    // namespace that nobody reaps would keep its PID 1 from ending.
+    let exec_pid: i64 = std::fs::read_to_string(&tty_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = reap(exec_pid);
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "{status:?}"
+    );
     let (ok, err) = oci_run(as_user(&["delete", "--force", id]), &out);
     assert!(ok, "delete --force: {err}");
     assert!(!root.join(id).exists());
@@ -412,9 +460,10 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
 /// --rm`, with a store of its own in a temporary directory. conmon is the subreaper that
 /// waits for the container's process, so the exit status it reports is the process's.
 /// podman's default seccomp profile is taken (compiled by mm into the cache under the
-/// run's MM_ROOT); a network namespace joined by path is not supported by mm yet, and
-/// this VM's root lacks CAP_SYS_RESOURCE, so the run asks for no network and for limits
-/// within the host's (docs/oci.md).
+/// run's MM_ROOT); the network is a namespace the test made, which podman has mm join by
+/// path (`--network ns:PATH`: podman's default bridge would change the host's network);
+/// this VM's root lacks CAP_SYS_RESOURCE, so the run asks for limits within the host's
+/// (docs/oci.md).
 #[test]
 fn podman_runs_a_container_with_mm_as_its_runtime() {
     if !is_root() {
@@ -434,9 +483,9 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     }
     assert!(default_image_built(), "images/busybox is missing");
     let dir = shared_tempdir();
+    let runc = dir.path().join("mm-runc");
     // conmon does not pass podman's environment on: the runtime is a script that gives
     // mm an MM_ROOT of the test's, where its seccomp cache goes.
-    let runc = dir.path().join("mm-runc");
     std::fs::write(
         &runc,
         format!(
@@ -446,6 +495,17 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     )
     .unwrap();
     set_mode(&runc, 0o755);
+    let netns = format!("mm-podman-{}", std::process::id());
+    let (out, _, stderr) = run({
+        let mut c = Command::new("ip");
+        c.args(["netns", "add", &netns]);
+        c
+    });
+    assert!(out.status.success(), "ip netns add: {stderr}");
+    let _netns = OnDrop(|| {
+        let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+    });
+    let network = format!("ns:/run/netns/{netns}");
     let conf = dir.path().join("containers.conf");
     std::fs::write(
         &conf,
@@ -474,7 +534,7 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
         "--cidfile",
         cid.to_str().unwrap(),
         "--network",
-        "none",
+        &network,
         "--ulimit",
         "nofile=1024:1024",
         "--ulimit",
@@ -491,7 +551,61 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     // --rm deleted it: mm's state for the container is gone.
     let id = std::fs::read_to_string(&cid).unwrap();
     assert!(!Path::new("/run/mm-oci").join(id.trim()).exists());
-    // podman's default profile was compiled (and cached) by mm.
+
+    let opts = [
+        "--network",
+        &network,
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    let ok = |args: &[&str]| {
+        let (out, stdout, stderr) = run(podman(args));
+        assert!(out.status.success(), "podman {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    // -t without a terminal of ours: conmon makes the console socket, mm sends the master.
+    let mut args = vec!["run", "--rm", "-t"];
+    args.extend_from_slice(&opts);
+    args.extend_from_slice(&[&image, "sh", "-c", "tty; exit 5"]);
+    let (out, stdout, stderr) = run(podman(&args));
+    println!("podman run -t: {:?}, said {stdout:?}", out.status.code());
+    assert_eq!(out.status.code(), Some(5), "{stdout}{stderr}");
+    assert!(stdout.contains("/dev/pts/0"), "{stdout}");
+
+    let name = "mm-podman-exec";
+    let _cleanup = OnDrop(|| {
+        let _ = run(podman(&["rm", "-f", name]));
+    });
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(&opts);
+    args.extend_from_slice(&[&image, "sh", "-c", "echo started; exec sleep 1000"]);
+    ok(&args);
+    let said = ok(&["exec", name, "echo", "hi"]);
+    assert_eq!(said, "hi\n", "podman exec");
+    let (out, _, stderr) = run(podman(&["exec", name, "sh", "-c", "exit 4"]));
+    assert_eq!(out.status.code(), Some(4), "podman exec's status: {stderr}");
+    let said = ok(&["exec", "-t", name, "tty"]);
+    assert!(said.starts_with("/dev/pts/"), "podman exec -t: {said:?}");
+    ok(&["pause", name]);
+    let status = ok(&["inspect", "--format", "{{.State.Status}}", name]);
+    assert_eq!(status.trim(), "paused");
+    ok(&["unpause", name]);
+    let ps = ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.contains(&format!("{name} Up")), "podman ps: {ps}");
+    let top = ok(&["top", name]);
+    println!("podman top:\n{top}");
+    assert!(top.contains("sleep 1000"), "{top}");
+    let logs = ok(&["logs", name]);
+    assert!(logs.contains("started"), "podman logs: {logs}");
+    // PID 1 has no handler for SIGTERM, which the kernel drops: podman kills it after 1 s.
+    ok(&["stop", "-t", "1", name]);
+    let status = ok(&["inspect", "--format", "{{.State.Status}}", name]);
+    assert_eq!(status.trim(), "exited");
+    ok(&["rm", name]);
+    println!("podman: run -t, exec (output, status, -t), pause, unpause, ps, top, logs, stop, rm");
+    // podman's default profile was compiled (and cached) by mm, once.
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("mm/cache/seccomp"))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
@@ -500,6 +614,579 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
         cached.len(),
         1,
         "podman's profile, compiled once: {cached:?}"
+    );
+}
+
+/// The device of the file behind a descriptor of `pid` (`/proc/PID/fd/N`), or of a path.
+fn device(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().dev()
+}
+
+/// Reads the terminal's master until a line `want` shows (or the terminal ends); all read.
+fn read_until_line(master: &mut File, want: &str) -> String {
+    use std::io::Read;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.split("\r\n").any(|l| l == want) {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    seen
+}
+
+/// `process.terminal` with `--console-socket`, as conmon drives it: the test's own socket
+/// gets the terminal's master (one descriptor, its name `/dev/pts/N`); `echo hi` typed
+/// into it is answered `hi`; the process's descriptors are all of the container's own
+/// devpts (none of the host's); `exit 7` through the terminal is its exit status. And
+/// runc's two refusals: a terminal without a socket, a socket without a terminal.
+#[test]
+fn a_terminal_goes_to_the_console_socket() {
+    if !ready("a_terminal_goes_to_the_console_socket") {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sh"]);
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let socket_path = dir.path().join("console.sock");
+    let id = "mm-oci-terminal";
+    let _cleanup = OnDrop(|| {
+        let _ = run(mm_bare(&[
+            "oci",
+            "--root",
+            root.to_str().unwrap(),
+            "delete",
+            "--force",
+            id,
+        ]));
+    });
+    let create = |args: &[&str]| {
+        let mut all = vec!["create", "--bundle", bundle.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.push(id);
+        oci(&root, &all, &out)
+    };
+    // A socket without a terminal.
+    let (ok, err) = create(&["--console-socket", socket_path.to_str().unwrap()]);
+    assert!(!ok && err.contains("process.terminal is false"), "{err}");
+    edit_config(&bundle, |config| {
+        config["process"]["terminal"] = true.into();
+        config["process"]["consoleSize"] = serde_json::json!({"height": 33, "width": 99});
+    });
+    // A terminal without a socket.
+    let (ok, err) = create(&[]);
+    assert!(!ok && err.contains("--console-socket"), "{err}");
+    assert!(!root.join(id).exists());
+
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let (ok, err) = create(&["--console-socket", socket_path.to_str().unwrap()]);
+    assert!(ok, "create: {err}");
+    let (stream, _) = listener.accept().unwrap();
+    let (master, name) = mm::runtime::terminal::receive(std::os::fd::AsFd::as_fd(&stream)).unwrap();
+    println!("the console socket got a descriptor named {name:?}");
+    assert!(name.starts_with("/dev/pts/"), "{name}");
+    let pid = state(&root, id)["pid"].as_i64().unwrap();
+    // The process's descriptors: its standard streams on the container's devpts, and
+    // nothing of the host's devpts at all.
+    let theirs = device(&format!("/proc/{pid}/root/dev/pts/ptmx"));
+    let hosts = device("/dev/pts/ptmx");
+    assert_ne!(theirs, hosts, "the container has a devpts of its own");
+    let mut fds = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let path = entry.unwrap().path();
+        let dev = device(path.to_str().unwrap());
+        assert_ne!(dev, hosts, "{} is on the host's devpts", path.display());
+        fds += 1;
+    }
+    for fd in 0..3 {
+        assert_eq!(device(&format!("/proc/{pid}/fd/{fd}")), theirs, "fd {fd}");
+    }
+    println!("{fds} descriptors, none of the host's devpts; 0-2 on the container's");
+    let (ok, err) = oci(&root, &["start", id], &out);
+    assert!(ok, "start: {err}");
+    let mut master = File::from(master);
+    use std::io::Write;
+    master.write_all(b"stty size; echo hi\n").unwrap();
+    let seen = read_until_line(&mut master, "hi");
+    println!("through the terminal: {seen:?}");
+    assert!(seen.split("\r\n").any(|l| l == "hi"), "{seen:?}");
+    assert!(
+        seen.split("\r\n").any(|l| l == "33 99"),
+        "consoleSize: {seen:?}"
+    );
+    master.write_all(b"exit 7\n").unwrap();
+    let status = reap(pid);
+    println!("after `exit 7`: {status:?}");
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 7)),
+        "{status:?}"
+    );
+}
+
+/// `mm oci --root ROOT exec ARGS`: its status and what it printed (its streams are
+/// pipes, which the process gets as they are).
+fn exec(root: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["oci", "--root", root.to_str().unwrap(), "exec"];
+    all.extend_from_slice(args);
+    let (out, stdout, stderr) = run(mm_bare(&all));
+    (out.status.code(), stdout, stderr)
+}
+
+/// The parent pid of `pid` (field 4 of /proc/PID/stat, after the command's parentheses).
+fn parent_of(pid: i64) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// `mm oci exec` as conmon and containerd's shim call it: in a created container and in a
+/// running one; its exit status and output; runc's `--env`, `--cwd`, `--user`, `--cap`;
+/// `--process` with a runtime-spec process (and a refused field named by its JSON path);
+/// `--detach --pid-file`: the process is left running, the caller's (its subreaper's)
+/// child, in the container's cgroup; `--tty --console-socket`: the master goes to the
+/// socket, and the process's terminal is of the container's devpts.
+#[test]
+fn exec_runs_a_process_in_the_container() {
+    if !ready("exec_runs_a_process_in_the_container") {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sleep", "1000"]);
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let id = "mm-oci-exec";
+    let _cleanup = OnDrop(|| {
+        let _ = run(mm_bare(&[
+            "oci",
+            "--root",
+            root.to_str().unwrap(),
+            "delete",
+            "--force",
+            id,
+        ]));
+    });
+    let (ok, err) = oci(
+        &root,
+        &["create", "--bundle", bundle.to_str().unwrap(), id],
+        &out,
+    );
+    assert!(ok, "create: {err}");
+    let pid1 = state(&root, id)["pid"].as_i64().unwrap();
+    let (code, stdout, stderr) = exec(
+        &root,
+        &[id, "sh", "-c", "echo created on $(hostname); exit 3"],
+    );
+    println!("exec in a created container: {code:?} {stdout:?}");
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(stdout, "created on umoci-default\n");
+    let (ok, err) = oci(&root, &["start", id], &out);
+    assert!(ok, "start: {err}");
+
+    let (code, stdout, stderr) = exec(
+        &root,
+        &[
+            "--env",
+            "FOO=bar",
+            "--cwd",
+            "/tmp",
+            "--user",
+            "1000:1000",
+            id,
+            "sh",
+            "-c",
+            "echo $FOO in $(pwd) as $(id -u):$(id -g); grep CapEff /proc/self/status",
+        ],
+    );
+    println!("exec with runc's options: {code:?} {stdout:?}");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("bar in /tmp as 1000:1000"), "{stdout}");
+    assert!(stdout.contains("CapEff:\t0000000000000000"), "{stdout}");
+    // As root, the container's set, and --cap NET_RAW (bit 13) on top.
+    let (code, stdout, stderr) = exec(
+        &root,
+        &[
+            "--cap",
+            "CAP_NET_RAW",
+            id,
+            "grep",
+            "CapEff",
+            "/proc/self/status",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "CapEff:\t0000000020002420\n", "--cap");
+
+    let process = dir.path().join("process.json");
+    std::fs::write(
+        &process,
+        serde_json::to_vec(&serde_json::json!({
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh", "-c", "echo from the process file, $X; exit 4"],
+            "env": ["PATH=/bin:/usr/bin", "X=y"],
+            "cwd": "/",
+            "noNewPrivileges": true
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = exec(&root, &["--process", process.to_str().unwrap(), id]);
+    println!("exec --process: {code:?} {stdout:?}");
+    assert_eq!(code, Some(4), "{stderr}");
+    assert_eq!(stdout, "from the process file, y\n");
+    // A field mm does not take, by its path; a value it cannot honour, by its path.
+    std::fs::write(
+        &process,
+        r#"{"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/", "oomScoreAdj": 5}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = exec(&root, &["--process", process.to_str().unwrap(), id]);
+    println!("a refused field: {stderr}");
+    assert_eq!(code, Some(65));
+    assert!(
+        stderr.contains("process.oomScoreAdj: is not supported by mm"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &process,
+        r#"{"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "tmp"}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = exec(&root, &["--process", process.to_str().unwrap(), id]);
+    assert_eq!(code, Some(65));
+    assert!(
+        stderr.contains("process.cwd: `tmp` is not an absolute path"),
+        "{stderr}"
+    );
+
+    // Detached: left running as our child (we are the subreaper), in the container.
+    let pid_file = dir.path().join("exec.pid");
+    let (ok, err) = oci(
+        &root,
+        &[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            id,
+            "sleep",
+            "999",
+        ],
+        &out,
+    );
+    assert!(ok, "exec --detach: {err}");
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // mm's fork executes it a moment after its pid is written.
+    eventually("the detached process executes", || {
+        cmdline(pid).starts_with("sleep 999")
+    });
+    assert_eq!(
+        parent_of(pid),
+        std::process::id() as i64,
+        "re-parented to its subreaper"
+    );
+    let ns = |pid: i64| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_eq!(ns(pid), ns(pid1), "in the container's PID namespace");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroup.contains(&format!("mm-oci-{id}.scope")), "{cgroup}");
+    println!("detached: pid {pid}, parent us, in the container's namespaces and cgroup");
+    // SAFETY: a signal to the process we are the parent of.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    killed(pid);
+
+    // A terminal, whose master goes to the console socket.
+    let socket_path = dir.path().join("exec.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let pid_file = dir.path().join("tty.pid");
+    let (ok, err) = oci(
+        &root,
+        &[
+            "exec",
+            "--tty",
+            "--detach",
+            "--console-socket",
+            socket_path.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            id,
+            "sh",
+        ],
+        &out,
+    );
+    assert!(ok, "exec --tty: {err}");
+    let (stream, _) = listener.accept().unwrap();
+    let (master, name) = mm::runtime::terminal::receive(std::os::fd::AsFd::as_fd(&stream)).unwrap();
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let theirs = device(&format!("/proc/{pid1}/root/dev/pts/ptmx"));
+    for fd in 0..3 {
+        assert_eq!(device(&format!("/proc/{pid}/fd/{fd}")), theirs, "fd {fd}");
+    }
+    let mut master = File::from(master);
+    use std::io::Write;
+    master.write_all(b"tty; echo hi; exit 6\n").unwrap();
+    let seen = read_until_line(&mut master, "hi");
+    println!("exec --tty, {name}: {seen:?}");
+    assert!(
+        seen.split("\r\n").any(|l| l == name),
+        "its tty is {name}: {seen:?}"
+    );
+    let status = reap(pid);
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 6)),
+        "{status:?}"
+    );
+}
+
+/// `ps`, `pause`, `resume` and `update` on a running container whose process counts in a
+/// loop into /tmp/n (the bundle's rootfs/tmp/n on the host): `ps --format json` lists
+/// its pids (the process and one `exec --detach`ed); `pause` freezes the cgroup (the
+/// freezer says so, the state is `paused`, /tmp/n does not grow between two reads
+/// with other commands run in between, and exec is refused); `resume` thaws it (the
+/// file grows again); `update` changes the memory and pids limits, and refuses what
+/// mm's cgroup layer does not set, by its JSON path.
+#[test]
+fn ps_pause_resume_and_update() {
+    if !ready("ps_pause_resume_and_update") {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i >> /tmp/n; done",
+        ],
+    );
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let id = "mm-oci-freeze";
+    let _cleanup = OnDrop(|| {
+        let _ = run(mm_bare(&[
+            "oci",
+            "--root",
+            root.to_str().unwrap(),
+            "delete",
+            "--force",
+            id,
+        ]));
+    });
+    let oci_ok = |args: &[&str]| {
+        let (ok, err) = oci(&root, args, &out);
+        assert!(ok, "{args:?}: {err}");
+    };
+    oci_ok(&["create", "--bundle", bundle.to_str().unwrap(), id]);
+    oci_ok(&["start", id]);
+    let pid1 = state(&root, id)["pid"].as_i64().unwrap();
+    let pid_file = dir.path().join("exec.pid");
+    oci_ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+        "sleep",
+        "999",
+    ]);
+    let exec_pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mm_root = root.to_str().unwrap();
+    let (o, stdout, stderr) = run(mm_bare(&[
+        "oci", "--root", mm_root, "ps", "--format", "json", id,
+    ]));
+    assert!(o.status.success(), "{stderr}");
+    let pids: Vec<i64> = serde_json::from_str(&stdout).unwrap();
+    println!("ps --format json: {pids:?}");
+    assert!(pids.contains(&pid1) && pids.contains(&exec_pid), "{pids:?}");
+    let (o, table, stderr) = run(mm_bare(&["oci", "--root", mm_root, "ps", id]));
+    assert!(o.status.success(), "{stderr}");
+    println!("ps:\n{table}");
+    assert!(table.starts_with("UID"), "{table}");
+    assert!(table.contains("sleep 999"), "{table}");
+    assert_eq!(table.lines().count(), 3, "a header and two processes");
+
+    let count = bundle.join("rootfs/tmp/n");
+    let size = || std::fs::metadata(&count).map_or(0, |m| m.len());
+    eventually("the loop counts", || size() > 0);
+    oci_ok(&["pause", id]);
+    assert_eq!(state(&root, id)["status"], "paused");
+    let scope = format!("machine.slice/mm-oci-{id}.scope");
+    let freezer = cgroup_limit_file(&scope, "freezer", "freezer.state", "cgroup.freeze");
+    let frozen = std::fs::read_to_string(&freezer).unwrap();
+    assert!(
+        matches!(frozen.trim(), "FROZEN" | "1"),
+        "{}: {frozen}",
+        freezer.display()
+    );
+    let before = size();
+    let (code, _, stderr) = exec(&root, &[id, "true"]);
+    assert_eq!(code, Some(75), "exec in a paused container: {stderr}");
+    let (ok, err) = oci(&root, &["pause", id], &out);
+    assert!(!ok && err.contains("is paused"), "{err}");
+    let after = size();
+    println!("paused: /tmp/n has {before} bytes, then {after}");
+    assert_eq!(before, after, "a frozen loop does not count");
+    oci_ok(&["resume", id]);
+    assert_eq!(state(&root, id)["status"], "running");
+    eventually("the loop counts again", || size() > after);
+    let (ok, err) = oci(&root, &["resume", id], &out);
+    assert!(!ok && err.contains("is running"), "{err}");
+
+    oci_ok(&["update", "--memory", "104857600", "--pids-limit", "64", id]);
+    let memory = cgroup_limit_file(&scope, "memory", "memory.limit_in_bytes", "memory.max");
+    let pids_max = cgroup_limit_file(&scope, "pids", "pids.max", "pids.max");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_owned();
+    println!(
+        "updated: memory {}, pids {}",
+        read(&memory),
+        read(&pids_max)
+    );
+    assert_eq!(read(&memory), "104857600");
+    assert_eq!(read(&pids_max), "64");
+    let resources = dir.path().join("resources.json");
+    std::fs::write(
+        &resources,
+        r#"{"pids": {"limit": 32}, "blockIO": {"weight": 10}}"#,
+    )
+    .unwrap();
+    let (ok, err) = oci(
+        &root,
+        &["update", "--resources", resources.to_str().unwrap(), id],
+        &out,
+    );
+    assert!(!ok && err.contains("linux.resources.blockIO"), "{err}");
+    assert_eq!(
+        read(&pids_max),
+        "64",
+        "nothing of a refused update is written"
+    );
+    std::fs::write(&resources, r#"{"pids": {"limit": 32}}"#).unwrap();
+    oci_ok(&["update", "--resources", resources.to_str().unwrap(), id]);
+    assert_eq!(read(&pids_max), "32");
+
+    // The exec'd process ends, and its subreaper reaps it (an unreaped zombie of the PID
+    // namespace would keep PID 1 from ending).
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(exec_pid as i32, libc::SIGKILL) };
+    killed(exec_pid);
+    // A paused container is deleted too: thawed, then killed.
+    oci_ok(&["pause", id]);
+    oci_ok(&["delete", "--force", id]);
+    killed(pid1);
+}
+
+/// `mm oci run` of a bundle with `process.terminal`: from a terminal (script(1)'s), mm
+/// relays it (the process's terminal is of the container's devpts, at the caller's window
+/// size) and exits with the process's status; from no terminal, it refuses, saying why.
+#[test]
+fn run_relays_a_terminal_from_a_terminal() {
+    if !ready("run_relays_a_terminal_from_a_terminal") {
+        return;
+    }
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sh", "-c", "tty; stty size; exit 3"]);
+    edit_config(&bundle, |config| {
+        config["process"]["terminal"] = true.into();
+    });
+    let root = dir.path().join("state");
+    let mm_root = root.to_str().unwrap();
+    let mut command = mm_bare(&["oci", "--root", mm_root, "run", "--bundle"]);
+    command.arg(&bundle).arg("mm-oci-run-tty");
+    let (out, _, stderr) = run(command);
+    println!("without a terminal: {stderr}");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("not a terminal"), "{stderr}");
+    let line = format!(
+        "stty rows 21 cols 77; {MM} oci --root {mm_root} run --bundle {} mm-oci-run-tty",
+        bundle.display()
+    );
+    let (out, stdout, stderr) = run({
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        c
+    });
+    println!(
+        "from script(1)'s terminal: {:?} {stdout:?}",
+        out.status.code()
+    );
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("/dev/pts/0"), "{stdout}");
+    assert!(
+        stdout.contains("21 77"),
+        "the caller's window size: {stdout}"
+    );
+    assert!(!root.join("mm-oci-run-tty").exists(), "deleted");
+}
+
+/// What `process.terminal` and `consoleSize` compile into (`mm oci plan`), and what is
+/// refused by its JSON path: a terminal without a devpts of the container's own, a size
+/// without a terminal, a size no terminal has.
+#[test]
+fn a_terminal_is_planned_or_refused_by_its_path() {
+    if !ready("a_terminal_is_planned_or_refused_by_its_path") {
+        return;
+    }
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sh"]);
+    let plan = |bundle: &Path| {
+        let mut command = mm_bare(&["oci", "plan", "--bundle"]);
+        command.arg(bundle);
+        let (out, stdout, stderr) = run(command);
+        (out.status.code(), stdout, stderr)
+    };
+    edit_config(&bundle, |config| {
+        config["process"]["consoleSize"] = serde_json::json!({"height": 70000, "width": 80});
+    });
+    let (code, _, stderr) = plan(&bundle);
+    println!("{stderr}");
+    assert_eq!(code, Some(65));
+    assert!(
+        stderr.contains("process.consoleSize.height: 70000 is more than a terminal has"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("process.consoleSize: a console size needs a terminal"),
+        "{stderr}"
+    );
+    edit_config(&bundle, |config| {
+        config["process"]["terminal"] = true.into();
+        config["process"]["consoleSize"] = serde_json::json!({"height": 33, "width": 99});
+    });
+    let (code, stdout, stderr) = plan(&bundle);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("on a new terminal of the machine's devpts (33 rows, 99 columns)"),
+        "{stdout}"
+    );
+    edit_config(&bundle, |config| {
+        config["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "devpts");
+    });
+    let (code, _, stderr) = plan(&bundle);
+    println!("{stderr}");
+    assert_eq!(code, Some(65));
+    assert!(
+        stderr.contains("process.terminal: mm opens a terminal in the container's own devpts"),
+        "{stderr}"
     );
 }
 

@@ -1,8 +1,8 @@
 //! OCI bundles' config.json compiled into mm's plan (`mm oci plan`), for a root host and
 //! a rootless one, recorded in tests/snapshots: `runc spec`'s and `crun spec --rootless`'s
-//! configs (with `terminal` off, which mm does not support yet), one full of fields mm
-//! does not support and one of values it refuses, each refusal with its JSON path, and one
-//! that joins network and IPC namespaces by path (a pod's). Also
+//! configs (with `terminal` off), one full of fields mm does not support and one of values
+//! it refuses, each refusal with its JSON path, and one that joins network and IPC
+//! namespaces by path (a pod's). Also
 //! each plan's exact mount sequence.
 
 use std::path::{Path, PathBuf};

@@ -471,8 +471,9 @@ pub fn exec(machine: &str, user: Option<&str>, argv: Vec<String>) -> Result<Exit
         user,
         login: false,
         caller: Caller::current(),
+        oci: None,
     };
-    let code = enter::run(&name, &paths, &command)?;
+    let code = enter::run(&name, &paths, &command)?.code();
     let _ = std::io::stdout().flush();
     std::process::exit(code)
 }
@@ -484,8 +485,9 @@ pub fn shell(machine: &str, user: Option<&str>, line: Option<String>) -> Result<
         user,
         login: true,
         caller: Caller::current(),
+        oci: None,
     };
-    let code = enter::run(&name, &paths, &command)?;
+    let code = enter::run(&name, &paths, &command)?.code();
     std::process::exit(code)
 }
 

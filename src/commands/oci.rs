@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use mm::error::{Error, ExitCode};
-use mm::oci::{Options, lifecycle, state::Container};
+use mm::oci::{Options, control, lifecycle, state::Container};
 
 use super::output::{print, print_json};
-use crate::cli::{OciArgs, OciCommand, OciLogFormat};
+use crate::cli::{OciArgs, OciCommand, OciLogFormat, OciPsFormat};
 
 pub fn run(args: OciArgs) -> Result<ExitCode, Error> {
     let log = args.log.clone().map(|path| (path, args.log_format));
@@ -53,12 +53,14 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             no_new_keyring: _,
             id,
         } => {
-            if console_socket.is_some() {
-                return Err(usage(
-                    "--console-socket: a terminal (process.terminal) is not supported by mm yet",
-                ));
-            }
-            lifecycle::create(&options()?, &id, &bundle, pid_file.as_deref(), &note)?;
+            lifecycle::create(
+                &options()?,
+                &id,
+                &bundle,
+                pid_file.as_deref(),
+                console_socket.as_deref(),
+                &note,
+            )?;
             Ok(ExitCode::Ok)
         }
         OciCommand::Start { id } => {
@@ -84,15 +86,97 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             id,
         } => {
             let options = options()?;
-            lifecycle::create(&options, &id, &bundle, pid_file.as_deref(), &note)?;
-            lifecycle::start(&options, &id)?;
-            if detach {
-                return Ok(ExitCode::Ok);
-            }
-            let status = lifecycle::wait(&options, &id)?;
+            let terminal = mm::oci::load(&bundle)?.process.is_some_and(|p| p.terminal);
+            let status = if terminal {
+                if detach {
+                    return Err(usage(
+                        "process.terminal is true: a detached container's terminal needs \
+                         `create --console-socket`",
+                    ));
+                }
+                mm::oci::attach::run(&options, &id, &bundle, pid_file.as_deref(), &note)?
+            } else {
+                lifecycle::create(&options, &id, &bundle, pid_file.as_deref(), None, &note)?;
+                lifecycle::start(&options, &id)?;
+                if detach {
+                    return Ok(ExitCode::Ok);
+                }
+                lifecycle::wait(&options, &id)?
+            };
             lifecycle::delete(&options, &id, false)?;
             // The container's own status, as runc exits with it.
             std::process::exit(status.unwrap_or(ExitCode::System as i32))
+        }
+        OciCommand::Exec {
+            process,
+            tty,
+            detach,
+            pid_file,
+            console_socket,
+            cwd,
+            env,
+            user,
+            cap,
+            no_new_privs,
+            preserve_fds,
+            id,
+            args,
+        } => {
+            let request = mm::oci::exec::Request {
+                process,
+                tty,
+                detach,
+                pid_file,
+                console_socket,
+                cwd,
+                env,
+                user,
+                caps: cap,
+                no_new_privs,
+                preserve_fds,
+                args,
+            };
+            let code = mm::oci::exec::exec(&options()?, &id, &request)?;
+            let _ = std::io::stdout().flush();
+            std::process::exit(code)
+        }
+        OciCommand::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let pids = control::pids(&options()?, &id)?;
+            match format {
+                OciPsFormat::Json => print_json(&pids)?,
+                OciPsFormat::Table => ps_table(&pids, &ps_args)?,
+            }
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Pause { id } => {
+            control::pause(&options()?, &id)?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Resume { id } => {
+            control::resume(&options()?, &id)?;
+            Ok(ExitCode::Ok)
+        }
+        OciCommand::Update {
+            resources,
+            memory,
+            pids_limit,
+            cpu_quota,
+            cpu_period,
+            id,
+        } => {
+            let update = control::Update {
+                resources,
+                memory,
+                pids_limit,
+                cpu_quota,
+                cpu_period,
+            };
+            control::update(&options()?, &id, &update)?;
+            Ok(ExitCode::Ok)
         }
         OciCommand::Features => {
             print_json(&mm::oci::features())?;
@@ -131,6 +215,45 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             Ok(ExitCode::Ok)
         }
     }
+}
+
+/// runc's `ps` table: ps(1)'s header and the lines of the container's processes (ps
+/// run with `args`, default `-ef`, its lines kept by their PID column).
+fn ps_table(pids: &[i32], args: &[String]) -> Result<(), Error> {
+    let args: Vec<&str> = if args.is_empty() {
+        vec!["-ef"]
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    let output = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .map_err(|e| mm::oci::OciError::io(Path::new("ps"), e))?;
+    if !output.status.success() {
+        return Err(usage(&format!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let Some(column) = header.split_whitespace().position(|c| c == "PID") else {
+        return Err(usage("ps printed no PID column"));
+    };
+    let mut table = format!("{header}\n");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(column)
+            .and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            table.push_str(line);
+            table.push('\n');
+        }
+    }
+    print(&table)
 }
 
 fn usage(why: &str) -> Error {

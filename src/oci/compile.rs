@@ -15,7 +15,7 @@ use crate::idmap::IdMapEntry;
 use crate::plan::{
     Cgroup, Command, DeviceKind, DeviceRule, Exec, IdMapping, Ids, Image, Join, Layers, LimitWrite,
     MapWriter, Mount, Namespace, Network, Pid1, Plan, Process, Registration, Rlimit, RootFs,
-    Security, Stop, Sysctl, Upper,
+    Security, Stop, Sysctl, Terminal, Upper,
 };
 
 /// How the caller drives mm (runc's global flags that change the plan).
@@ -91,6 +91,13 @@ pub fn compile(
     );
     let (process, mut security) = process(config, id, &namespaces, &mut errors);
     let sysctls = sysctls(&linux, &namespaces, &mut errors);
+    if process.terminal.is_some() && !has_devpts(&mounts) {
+        errors.at(
+            "process.terminal",
+            "mm opens a terminal in the container's own devpts: the config needs a `devpts` \
+             mount on /dev/pts",
+        );
+    }
     if let Some(seccomp) = &linux.seccomp {
         security.seccomp = match super::seccomp::profile(seccomp, &mut errors.0) {
             Some(profile) => crate::plan::Seccomp::Profile(Box::new(profile)),
@@ -621,7 +628,29 @@ fn only_own_nodes(rules: &[DeviceRule]) -> bool {
         })
 }
 
-/// `linux.resources` as mm's limits.
+/// `mm oci update --resources`: a runtime-spec `linux.resources` object as mm's limits,
+/// checked as config.json's is.
+pub fn update_resources(resources: &spec::Resources) -> Result<Resources, Vec<FieldError>> {
+    let linux = spec::Linux {
+        resources: Some(resources.clone()),
+        ..Default::default()
+    };
+    let mut errors = Errors(Vec::new());
+    if !resources.devices.is_empty() {
+        errors.at(
+            "devices",
+            "mm oci update does not change device rules (they are set at create)",
+        );
+    }
+    let limits = self::resources(&linux, &mut errors);
+    if errors.0.is_empty() {
+        Ok(limits)
+    } else {
+        Err(errors.0)
+    }
+}
+
+/// `linux.resources` as mm's limits (the device rules are `device_rules`').
 fn resources(linux: &spec::Linux, errors: &mut Errors) -> Resources {
     let mut limits = Resources::default();
     let Some(res) = &linux.resources else {
@@ -932,6 +961,7 @@ fn process(
 ) -> (Process, Security) {
     let empty = spec::Process {
         terminal: false,
+        console_size: None,
         user: spec::User {
             uid: 0,
             gid: 0,
@@ -952,12 +982,7 @@ fn process(
             &empty
         }
     };
-    if p.terminal {
-        errors.at(
-            "process.terminal",
-            "a terminal (--console-socket) is not supported by mm yet",
-        );
-    }
+    let terminal = terminal(p, errors);
     if config.process.is_some() && p.args.is_empty() {
         errors.at("process.args", "the process needs at least its program");
     }
@@ -1015,8 +1040,69 @@ fn process(
         groups: p.user.additional_gids.clone(),
         umask: p.user.umask,
         reparented: true,
+        terminal,
     };
     (process, security)
+}
+
+/// `process.terminal` and `consoleSize`: the terminal PID 1 opens in the container's own
+/// devpts (whether the config mounts one is checked with the mounts).
+fn terminal(p: &spec::Process, errors: &mut Errors) -> Option<Terminal> {
+    let size = p.console_size.map(|size| {
+        let fit = |n: u32, field: &str, errors: &mut Errors| {
+            u16::try_from(n).unwrap_or_else(|_| {
+                errors.at(
+                    format!("process.consoleSize.{field}"),
+                    format!("{n} is more than a terminal has (at most 65535)"),
+                );
+                u16::MAX
+            })
+        };
+        (
+            fit(size.height, "height", errors),
+            fit(size.width, "width", errors),
+        )
+    });
+    if !p.terminal && size.is_some() {
+        errors.at(
+            "process.consoleSize",
+            "a console size needs a terminal (`process.terminal: true`)",
+        );
+    }
+    p.terminal.then_some(Terminal { size })
+}
+
+/// A terminal is opened in the container's own devpts: the config must mount one on
+/// `/dev/pts` (a pseudo-terminal of the host's devpts is not given to a container).
+fn has_devpts(mounts: &[Mount]) -> bool {
+    mounts.iter().any(|m| {
+        matches!(m, Mount::Fs { fstype, target, .. } if fstype == "devpts" && target == "/dev/pts")
+    })
+}
+
+/// A process to run in a running container (`mm oci exec`), from its runtime-spec
+/// `process` object: checked as config.json's process is (the same errors at the same
+/// JSON paths), compiled into the plan's process and lock-down.
+pub fn exec_process(
+    p: &spec::Process,
+    id: &super::ContainerId,
+) -> Result<(Process, Security), Vec<FieldError>> {
+    let config = Spec {
+        oci_version: "1.0.0".to_owned(),
+        process: Some(p.clone()),
+        root: None,
+        hostname: None,
+        mounts: Vec::new(),
+        annotations: Default::default(),
+        linux: None,
+    };
+    let mut errors = Errors(Vec::new());
+    let compiled = process(&config, id, &[Namespace::Uts], &mut errors);
+    if errors.0.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(errors.0)
+    }
 }
 
 /// The capability sets. PID 1 executes as root with exactly its bounding set effective

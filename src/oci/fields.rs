@@ -26,6 +26,9 @@ const HANDLED: &[&str] = &[
     "ociVersion",
     "process",
     "process.terminal",
+    "process.consoleSize",
+    "process.consoleSize.height",
+    "process.consoleSize.width",
     "process.user",
     "process.user.uid",
     "process.user.gid",
@@ -115,10 +118,6 @@ const HANDLED: &[&str] = &[
 /// Fields of the runtime-spec (1.0 to 1.2) that mm does not honour (yet), each with why.
 /// A prefix covers what is below it.
 const REFUSED: &[(&str, &str)] = &[
-    (
-        "process.consoleSize",
-        "a terminal is not supported by mm yet",
-    ),
     ("process.apparmorProfile", "mm has no AppArmor support"),
     ("process.selinuxLabel", "mm has no SELinux support"),
     ("process.oomScoreAdj", "not supported by mm yet"),

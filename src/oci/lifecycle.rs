@@ -29,12 +29,33 @@ pub fn create(
     id: &str,
     bundle: &Path,
     pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
     log: &dyn Fn(&str, &str),
 ) -> Result<i32, OciError> {
     let container = Container::new(&options.state_root, id)?;
     let host =
         crate::host::Host::probe_without_buses("not asked: mm does not register OCI containers");
     let plan = super::plan(bundle, id, &host, options)?;
+    let console_socket = console_socket
+        .map(|p| std::path::absolute(p).map_err(|e| OciError::io(p, e)))
+        .transpose()?;
+    match (&plan.process.terminal, &console_socket) {
+        (Some(_), None) => {
+            return Err(OciError::Usage(
+                "process.terminal is true: the terminal's master goes to --console-socket, \
+                 which is missing"
+                    .to_owned(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(OciError::Usage(
+                "--console-socket is given but process.terminal is false: there is no \
+                 terminal to send"
+                    .to_owned(),
+            ));
+        }
+        _ => {}
+    }
     let annotations = super::load(bundle)?.annotations;
     let root = &options.state_root;
     crate::state::private_dir(root).map_err(|e| OciError::io(root, e))?;
@@ -57,6 +78,7 @@ pub fn create(
     let launched = (|| {
         let mut launch = Launch::new(plan, Console::Pipe)?;
         launch.seccomp = seccomp_program(&launch.plan, log)?;
+        launch.console_socket = console_socket;
         let pid = spawn(&launch, id)?;
         container.write(&Record {
             id: id.to_owned(),
@@ -65,6 +87,7 @@ pub fn create(
             annotations,
             created: crate::runtime::state::now(),
             started: false,
+            paused: false,
         })?;
         if let Some(file) = pid_file {
             crate::state::write_atomically(file, pid.to_string().as_bytes())
@@ -265,7 +288,8 @@ pub fn kill(options: &Options, id: &str, signal: &str, all: bool) -> Result<(), 
         .parse()
         .map_err(|_| OciError::BadSignal(signal.to_owned()))?;
     let (record, status) = container.status()?;
-    let (Some(record), Status::Created | Status::Running) = (record, status) else {
+    let (Some(record), Status::Created | Status::Running | Status::Paused) = (record, status)
+    else {
         return Err(OciError::WrongState {
             id: id.to_owned(),
             status,
@@ -318,6 +342,10 @@ pub fn delete(options: &Options, id: &str, force: bool) -> Result<(), OciError> 
                 status,
                 what: "stop it first, or delete --force".to_owned(),
             });
+        }
+        if status == Status::Paused {
+            // A frozen process does not die of SIGKILL until it is thawed.
+            super::control::freeze(&container, false)?;
         }
         kill_and_wait(&container)?;
     }

@@ -1,10 +1,14 @@
 //! mm as an OCI runtime: a bundle's `config.json` compiled into mm's own plan (the same
 //! `Plan` a TOML definition gives, run by the same runtime), and the runc-style lifecycle
-//! around it (`create`, `start`, `state`, `kill`, `delete`), with each container's state
-//! under the runtime's `--root`. docs/oci.md says what works and what is refused.
+//! around it (`create`, `start`, `state`, `kill`, `delete`; `exec`; `ps`, `pause`,
+//! `resume`, `update`), with each container's state under the runtime's `--root`.
+//! docs/oci.md says what works and what is refused.
 
+pub mod attach;
 mod compile;
+pub mod control;
 mod defaults;
+pub mod exec;
 mod fields;
 pub mod lifecycle;
 mod seccomp;
@@ -65,6 +69,20 @@ pub enum OciError {
     /// The container's supervisor did not do what it was asked.
     #[error("the supervisor of container {id}: {why}")]
     Supervisor { id: String, why: String },
+    /// The container has no cgroup of its own (an ordinary user's, without a delegated
+    /// cgroup): what needs one cannot be done.
+    #[error("container {id} has no cgroup of its own, so mm cannot {what}{}",
+        if why.is_empty() { String::new() } else { format!(" ({why})") })]
+    NoCgroup {
+        id: String,
+        what: String,
+        why: String,
+    },
+    #[error("container {id}: {source}")]
+    Cgroup {
+        id: String,
+        source: crate::runtime::cgroup::CgroupError,
+    },
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
 }
@@ -87,7 +105,10 @@ impl OciError {
             Self::BadId { .. } | Self::BadSignal(_) | Self::Usage(_) => ExitCode::Usage,
             Self::Exists { .. } | Self::WrongState { .. } => ExitCode::Busy,
             Self::NotFound { .. } => ExitCode::NotFound,
-            Self::Supervisor { .. } | Self::Seccomp { .. } => ExitCode::System,
+            Self::Supervisor { .. } | Self::Seccomp { .. } | Self::Cgroup { .. } => {
+                ExitCode::System
+            }
+            Self::NoCgroup { .. } => ExitCode::Busy,
             Self::Runtime(e) => e.exit_code(),
         }
     }

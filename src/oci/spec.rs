@@ -26,6 +26,7 @@ pub struct Spec {
 pub struct Process {
     #[serde(default)]
     pub terminal: bool,
+    pub console_size: Option<ConsoleSize>,
     pub user: User,
     #[serde(default)]
     pub args: Vec<String>,
@@ -37,6 +38,13 @@ pub struct Process {
     pub rlimits: Vec<Rlimit>,
     #[serde(default)]
     pub no_new_privileges: bool,
+}
+
+/// `process.consoleSize`: the terminal's window size in characters.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct ConsoleSize {
+    pub height: u32,
+    pub width: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,7 +187,7 @@ pub struct Memory {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Cpu {
     pub shares: Option<u64>,
     pub quota: Option<i64>,

@@ -3,7 +3,8 @@
 //!
 //! The status follows from the record and the supervisor's lock: no record yet is
 //! `creating`; a supervisor holding the lock is `created` until `mm oci start` let the
-//! process go on, then `running`; a free lock, or a process that has ended, is `stopped`.
+//! process go on, then `running` (`paused` while `mm oci pause` has frozen it); a free
+//! lock, or a process that has ended, is `stopped`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ pub struct Record {
     /// Seconds since the epoch.
     pub created: u64,
     pub started: bool,
+    /// Frozen by `mm oci pause` (its cgroup's freezer), until `mm oci resume`.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// The runtime-spec's statuses.
@@ -37,6 +41,8 @@ pub enum Status {
     Creating,
     Created,
     Running,
+    /// Frozen (`mm oci pause`), as runc reports it.
+    Paused,
     Stopped,
 }
 
@@ -46,6 +52,7 @@ impl std::fmt::Display for Status {
             Self::Creating => "creating",
             Self::Created => "created",
             Self::Running => "running",
+            Self::Paused => "paused",
             Self::Stopped => "stopped",
         })
     }
@@ -127,6 +134,7 @@ impl Container {
             // Ended (and reaped by its subreaper, or a zombie) while the supervisor tears
             // down: stopped, as runc says as soon as the process is gone.
             (Some(r), true) if !crate::state::alive(r.pid) => Status::Stopped,
+            (Some(r), true) if r.paused => Status::Paused,
             (Some(r), true) if r.started => Status::Running,
             (Some(_), true) => Status::Created,
             (Some(_), false) => Status::Stopped,
@@ -143,6 +151,7 @@ impl Container {
             annotations: BTreeMap::new(),
             created: 0,
             started: false,
+            paused: false,
         });
         Ok(State {
             oci_version: OCI_VERSION.to_owned(),

@@ -630,6 +630,20 @@ pub struct Process {
     /// The file mode creation mask PID 1 sets before it executes (else the inherited one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umask: Option<u32>,
+    /// [`Pid1::Direct`]: its standard streams and controlling terminal are a new
+    /// pseudo-terminal of the machine's own devpts, whose master side goes to the caller
+    /// (`mm oci create --console-socket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<Terminal>,
+}
+
+/// A pseudo-terminal PID 1 opens in the machine's `/dev/ptmx` (its own devpts instance,
+/// so that no descriptor of a host terminal enters the machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminal {
+    /// Its window size, rows and columns (OCI's `process.consoleSize`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<(u16, u16)>,
 }
 
 /// One `setrlimit(2)`, by the resource's name (`RLIMIT_NOFILE`).

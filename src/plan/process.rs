@@ -56,6 +56,7 @@ pub(super) fn process(
         groups: Vec::new(),
         umask: None,
         reparented: false,
+        terminal: None,
         hostname: def.name.to_string(),
         command,
     }

@@ -69,6 +69,17 @@ pub fn render(plan: &Plan) -> String {
     if let Some(umask) = plan.process.umask {
         details.push(format!("umask {umask:04o}"));
     }
+    if let Some(terminal) = &plan.process.terminal {
+        details.push(match terminal.size {
+            Some((rows, cols)) => format!(
+                "on a new terminal of the machine's devpts ({rows} rows, {cols} columns), its \
+                 master sent to the caller's console socket"
+            ),
+            None => "on a new terminal of the machine's devpts, its master sent to the caller's \
+                     console socket"
+                .to_owned(),
+        });
+    }
     if plan.process.reparented {
         details.push(
             "the child of the caller (its subreaper gets it and its exit status), watched by \

@@ -34,6 +34,9 @@ pub enum CgroupError {
     Remove { dir: PathBuf, source: io::Error },
     #[error("processes of the cgroup {} survived SIGKILL: {}", dir.display(), list(pids))]
     Unkillable { dir: PathBuf, pids: Vec<i32> },
+    /// Neither a v1 `freezer` hierarchy nor a v2 tree holds the cgroup.
+    #[error("the cgroup {} has no freezer (no v1 freezer hierarchy, no cgroup.freeze)", dir.display())]
+    NoFreezer { dir: PathBuf },
 }
 
 impl CgroupError {
@@ -43,7 +46,8 @@ impl CgroupError {
             Self::Create { dir, .. }
             | Self::Busy { dir, .. }
             | Self::Remove { dir, .. }
-            | Self::Unkillable { dir, .. } => dir,
+            | Self::Unkillable { dir, .. }
+            | Self::NoFreezer { dir } => dir,
             Self::Write { file, .. } | Self::NotApplied { file, .. } | Self::Read { file, .. } => {
                 file
             }
@@ -57,7 +61,10 @@ impl CgroupError {
             | Self::Write { source, .. }
             | Self::Read { source, .. }
             | Self::Remove { source, .. } => source.raw_os_error(),
-            Self::NotApplied { .. } | Self::Busy { .. } | Self::Unkillable { .. } => None,
+            Self::NotApplied { .. }
+            | Self::Busy { .. }
+            | Self::Unkillable { .. }
+            | Self::NoFreezer { .. } => None,
         }
     }
 }
@@ -91,7 +98,7 @@ pub fn join(procs: &[std::fs::File]) -> io::Result<()> {
     Ok(())
 }
 
-fn write(file: &Path, value: &str) -> Result<(), CgroupError> {
+pub(super) fn write(file: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(file, value).map_err(|source| CgroupError::Write {
         file: file.to_owned(),
         value: value.to_owned(),
@@ -99,7 +106,7 @@ fn write(file: &Path, value: &str) -> Result<(), CgroupError> {
     })
 }
 
-fn read(file: &Path) -> Result<String, CgroupError> {
+pub(super) fn read(file: &Path) -> Result<String, CgroupError> {
     std::fs::read_to_string(file)
         .map(|s| s.trim().to_owned())
         .map_err(|source| CgroupError::Read {
@@ -388,6 +395,31 @@ impl MachineCgroup {
             }
         }
         Ok(())
+    }
+
+    /// Writes `limits` (files of this cgroup's directories) and reads each back, as
+    /// [`MachineCgroup::create`] does: `mm oci update`.
+    pub fn apply(&self, limits: &[LimitWrite]) -> Result<(), CgroupError> {
+        for dir in self.dirs.iter().filter(|d| is_v2(d)) {
+            enable_controllers(dir, limits, &v2_root(dir))?;
+        }
+        for limit in limits {
+            write(&limit.file, &limit.value)?;
+            let got = read(&limit.file)?;
+            if !applied(&limit.value, &got) {
+                return Err(CgroupError::NotApplied {
+                    file: limit.file.clone(),
+                    wanted: limit.value.clone(),
+                    got,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup's directory in each hierarchy.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// Memory in use and the number of processes, where the host's files say.

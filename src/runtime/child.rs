@@ -32,6 +32,8 @@ pub struct Inherited {
     /// The file systems the spawner made as host root for PID 1 to attach
     /// ([`rootfs::make_host_fs`]), by their index in the plan's mounts.
     pub host_fs: Vec<(usize, OwnedFd)>,
+    /// Connected to the caller's console socket, when PID 1 has a terminal.
+    pub console_socket: Option<OwnedFd>,
 }
 
 /// The spawner: never returns. In the clone it makes, it goes on as the machine's PID 1.
@@ -232,6 +234,14 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     if let Some((slave, _)) = &inherited.console {
         sys::dup_onto_standard_streams(slave.as_fd()).step(|| Step::AttachConsole)?;
     }
+    // Inside the root, still with its capabilities and without its seccomp filter: the
+    // terminal from the container's own devpts, its master to the caller.
+    if let Some(terminal) = &plan.process.terminal {
+        let Some(socket) = inherited.console_socket.take() else {
+            return Err(StepFailure::other(Step::OpenTerminal, "no console socket"));
+        };
+        super::terminal::attach(socket, terminal.size).step(|| Step::OpenTerminal)?;
+    }
     // What the supervisor had open (its lock, pipes, the user namespace) must not reach
     // the machine's programs: everything above the standard streams closes on exec.
     sys::close_on_exec_from(3).step(|| Step::CloseOnExec)?;
@@ -244,8 +254,11 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
 fn direct(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
     let ready = (|| {
         let user = security::numeric_user(&launch.user, &launch.plan.process.groups)?;
-        // Its own session, as runc gives its container's process.
-        nix::unistd::setsid().step(|| Step::StartSession)?;
+        // Its own session, as runc gives its container's process (with a terminal, it
+        // has one already, whose controlling terminal that is).
+        if launch.plan.process.terminal.is_none() {
+            nix::unistd::setsid().step(|| Step::StartSession)?;
+        }
         if let Some(mask) = launch.plan.process.umask {
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
         }

@@ -39,6 +39,10 @@ pub struct Launch {
     /// from memory, and so does each `mm exec` into the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp: Option<super::seccomp::Program>,
+    /// The caller's console socket (`mm oci create --console-socket`), for a plan whose
+    /// PID 1 has a terminal (`process.terminal`): it receives the terminal's master side.
+    #[serde(default)]
+    pub console_socket: Option<std::path::PathBuf>,
 }
 
 /// Where the machine's standard input and output go.
@@ -77,6 +81,7 @@ impl Launch {
             console,
             unit: None,
             seccomp: None,
+            console_socket: None,
         })
     }
 }

@@ -10,6 +10,7 @@ mod child;
 mod console;
 pub mod enter;
 mod exec;
+mod freezer;
 mod init;
 pub mod launch;
 mod network;
@@ -25,6 +26,7 @@ pub mod stdio;
 pub mod step;
 pub mod supervisor;
 mod sys;
+pub mod terminal;
 mod userns;
 pub mod zone;
 

@@ -30,6 +30,16 @@ pub enum Step {
     },
     OpenConsole,
     NameConsole,
+    /// Connecting to `mm oci create --console-socket`'s socket.
+    ConnectConsoleSocket {
+        path: PathBuf,
+    },
+    /// PID 1's terminal, in the container's devpts, its master sent to the caller.
+    OpenTerminal,
+    /// `mm oci exec --pid-file`, in its directory.
+    WritePidFile {
+        name: String,
+    },
     ChownConsole {
         path: PathBuf,
     },
@@ -255,6 +265,14 @@ impl std::fmt::Display for Step {
             }
             Self::OpenConsole => f.write_str("open the console's pseudo-terminal"),
             Self::NameConsole => f.write_str("name the console"),
+            Self::ConnectConsoleSocket { path } => {
+                write!(f, "connect to the console socket {}", path.display())
+            }
+            Self::WritePidFile { name } => write!(f, "write the pid file {name}"),
+            Self::OpenTerminal => f.write_str(
+                "open a terminal in the container's /dev/pts and send its master to the \
+                 console socket",
+            ),
             Self::ForkSpawner => f.write_str("fork the spawner"),
             Self::JoinCgroup => f.write_str("put the machine in its cgroup"),
             Self::StartSpawner => f.write_str("start the spawner"),

@@ -508,6 +508,21 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
     } else {
         (None, None)
     };
+    let console_socket = match (&plan.process.terminal, &launch.console_socket) {
+        (Some(_), Some(path)) => Some(
+            super::terminal::connect(path)
+                .step(|| Step::ConnectConsoleSocket { path: path.clone() })?,
+        ),
+        (Some(_), None) => {
+            return Err(StepFailure::other(
+                Step::ConnectConsoleSocket {
+                    path: std::path::PathBuf::new(),
+                },
+                "the process has a terminal, and no console socket was given",
+            ));
+        }
+        (None, _) => None,
+    };
     let inherited = Inherited {
         go: go_r,
         report: File::from(report_w),
@@ -515,6 +530,7 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         console,
         barrier: barrier_r,
         host_fs: Vec::new(),
+        console_socket,
     };
     // Re-parented: the spawner, and so PID 1 (its CLONE_PARENT clone), are the children
     // of the supervisor's parent.
