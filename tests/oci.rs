@@ -1317,3 +1317,140 @@ fn a_container_joins_namespaces_by_path() {
     );
     assert!(!root.join("joiner2").exists());
 }
+
+/// `linux.sysctl`: parameters of the container's own network and IPC namespaces are
+/// written by its PID 1 in its own /proc, and the host's stay as they were; one that is
+/// not namespaced is refused by its path, with nothing created.
+#[test]
+fn sysctls_of_the_containers_own_namespaces_are_set() {
+    let test = "sysctls_of_the_containers_own_namespaces_are_set";
+    if !ready(test) {
+        return;
+    }
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "echo forward $(cat /proc/sys/net/ipv4/ip_forward) shmmax $(cat /proc/sys/kernel/shmmax)",
+        ],
+    );
+    let host_shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
+    assert_ne!(host_shmmax.trim(), "123456789");
+    edit_config(&bundle, |config| {
+        config["linux"]["sysctl"] =
+            serde_json::json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "123456789"});
+    });
+    let root = dir.path().join("root");
+    let out = dir.path().join("out");
+    let (ok, err) = oci(
+        &root,
+        &["run", "--bundle", bundle.to_str().unwrap(), "sysctl1"],
+        &out,
+    );
+    let said = std::fs::read_to_string(&out).unwrap_or_default();
+    println!("the container said: {said}{err}");
+    assert!(ok, "mm oci run: {err}");
+    assert!(said.contains("forward 1 shmmax 123456789"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(),
+        host_shmmax,
+        "the host's shmmax changed"
+    );
+    edit_config(&bundle, |config| {
+        config["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"});
+    });
+    let (ok, err) = oci(
+        &root,
+        &["create", "--bundle", bundle.to_str().unwrap(), "sysctl2"],
+        &out,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("linux.sysctl.kernel.panic: is not a parameter of a namespace"),
+        "{err}"
+    );
+    assert!(!root.join("sysctl2").exists());
+}
+
+/// `hooks`: createRuntime (and prestart) run from `create` once the process waits,
+/// poststart from `start`, poststop from `delete`, each with the container's state on its
+/// standard input; a createRuntime hook that fails fails the create with nothing left; the
+/// hooks inside the container's namespaces are refused by their path.
+#[test]
+fn hooks_run_at_their_points_of_the_lifecycle() {
+    let test = "hooks_run_at_their_points_of_the_lifecycle";
+    if !ready(test) {
+        return;
+    }
+    be_subreaper();
+    let dir = shared_tempdir();
+    let bundle = bundle(dir.path(), &["sleep", "1000"]);
+    let record = |name: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}/{name}.json", dir.path().display())],
+            "env": ["PATH=/usr/bin:/bin"],
+            "timeout": 10
+        })
+    };
+    edit_config(&bundle, |config| {
+        config["hooks"] = serde_json::json!({
+            "prestart": [record("prestart")],
+            "createRuntime": [record("createRuntime")],
+            "poststart": [record("poststart")],
+            "poststop": [record("poststop")],
+        });
+    });
+    let root = dir.path().join("root");
+    let out = dir.path().join("out");
+    let bundle_arg = bundle.to_str().unwrap();
+    let (ok, err) = oci(&root, &["create", "--bundle", bundle_arg, "hooked"], &out);
+    assert!(ok, "create: {err}");
+    let seen = |name: &str| -> serde_json::Value {
+        let path = dir.path().join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("the {name} hook wrote nothing: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
+    };
+    let created = seen("createRuntime");
+    println!("createRuntime got {created}");
+    assert_eq!(created["id"], "hooked");
+    assert_eq!(created["status"], "created");
+    let pid = created["pid"].as_i64().unwrap();
+    assert!(pid > 0 && alive(pid));
+    assert_eq!(seen("prestart")["status"], "created");
+    assert!(!dir.path().join("poststart.json").exists());
+    let (ok, err) = oci(&root, &["start", "hooked"], &out);
+    assert!(ok, "start: {err}");
+    assert_eq!(seen("poststart")["status"], "running");
+    let (ok, err) = oci(&root, &["kill", "hooked", "KILL"], &out);
+    assert!(ok, "kill: {err}");
+    killed(pid);
+    assert!(!dir.path().join("poststop.json").exists());
+    let (ok, err) = oci(&root, &["delete", "hooked"], &out);
+    assert!(ok, "delete: {err}");
+    let stopped = seen("poststop");
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped["id"], "hooked");
+
+    // A createRuntime hook that fails: the create fails, saying which, and leaves nothing.
+    edit_config(&bundle, |config| {
+        config["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/false"}]});
+    });
+    let (ok, err) = oci(&root, &["create", "--bundle", bundle_arg, "hooked2"], &out);
+    assert!(!ok);
+    assert!(err.contains("the createRuntime hook /bin/false"), "{err}");
+    assert!(!root.join("hooked2").exists());
+    // Hooks inside the container's namespaces are refused by their path.
+    edit_config(&bundle, |config| {
+        config["hooks"] = serde_json::json!({"startContainer": [{"path": "/bin/true"}]});
+    });
+    let (ok, err) = oci(&root, &["create", "--bundle", bundle_arg, "hooked3"], &out);
+    assert!(!ok);
+    assert!(
+        err.contains("hooks.startContainer: is not supported by mm"),
+        "{err}"
+    );
+}

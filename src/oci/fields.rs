@@ -61,6 +61,33 @@ const HANDLED: &[&str] = &[
     "mounts[].options",
     "annotations",
     "annotations.*",
+    "hooks",
+    "hooks.prestart",
+    "hooks.prestart[]",
+    "hooks.prestart[].path",
+    "hooks.prestart[].args",
+    "hooks.prestart[].env",
+    "hooks.prestart[].timeout",
+    "hooks.createRuntime",
+    "hooks.createRuntime[]",
+    "hooks.createRuntime[].path",
+    "hooks.createRuntime[].args",
+    "hooks.createRuntime[].env",
+    "hooks.createRuntime[].timeout",
+    "hooks.createContainer",
+    "hooks.startContainer",
+    "hooks.poststart",
+    "hooks.poststart[]",
+    "hooks.poststart[].path",
+    "hooks.poststart[].args",
+    "hooks.poststart[].env",
+    "hooks.poststart[].timeout",
+    "hooks.poststop",
+    "hooks.poststop[]",
+    "hooks.poststop[].path",
+    "hooks.poststop[].args",
+    "hooks.poststop[].env",
+    "hooks.poststop[].timeout",
     "linux.sysctl",
     "linux.sysctl.*",
     "linux",
@@ -127,7 +154,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("process.user.username", "a Windows field"),
     ("process.commandLine", "a Windows field"),
     ("domainname", "not supported by mm yet"),
-    ("hooks", "hooks are not supported by mm yet"),
     (
         "mounts[].uidMappings",
         "id-mapped mounts of a bundle are not supported by mm yet",
@@ -310,9 +336,9 @@ mod tests {
     #[test]
     fn a_refused_prefix_covers_what_is_below_it() {
         assert_eq!(
-            errors(r#"{"hooks":{"prestart":[]},"linux":{"resources":{"cpu":{"burst":2}}}}"#),
+            errors(r#"{"linux":{"intelRdt":{"closID":"x"},"resources":{"cpu":{"burst":2}}}}"#),
             [
-                "hooks: is not supported by mm (hooks are not supported by mm yet)",
+                "linux.intelRdt: is not supported by mm (not supported by mm)",
                 "linux.resources.cpu.burst: is not supported by mm (not supported by mm yet)",
             ]
         );

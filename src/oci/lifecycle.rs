@@ -56,7 +56,10 @@ pub fn create(
         }
         _ => {}
     }
-    let annotations = super::load(bundle)?.annotations;
+    let spec = super::load(bundle)?;
+    let annotations = spec.annotations;
+    // Checked with the plan already.
+    let hooks = super::hooks::hooks(spec.hooks.as_ref(), &mut Vec::new());
     let root = &options.state_root;
     crate::state::private_dir(root).map_err(|e| OciError::io(root, e))?;
     match std::fs::create_dir(&container.dir) {
@@ -88,11 +91,13 @@ pub fn create(
             created: crate::runtime::state::now(),
             started: false,
             paused: false,
+            hooks: hooks.clone(),
         })?;
         if let Some(file) = pid_file {
             crate::state::write_atomically(file, pid.to_string().as_bytes())
                 .map_err(|e| OciError::io(file, e))?;
         }
+        super::hooks::run(&hooks.create, &container.state()?, "createRuntime")?;
         Ok(pid)
     })();
     if launched.is_err() {
@@ -259,7 +264,12 @@ pub fn start(options: &Options, id: &str) -> Result<(), OciError> {
         }
     }
     record.started = true;
-    container.write(&record)
+    container.write(&record)?;
+    // A poststart hook that fails is a warning; the container runs on (runtime-spec).
+    if let Err(e) = super::hooks::run(&record.hooks.poststart, &container.state()?, "poststart") {
+        eprintln!("mm: warning: {e}");
+    }
+    Ok(())
 }
 
 /// One request to the container's supervisor, over its control socket, and its reply.
@@ -354,7 +364,14 @@ pub fn delete(options: &Options, id: &str, force: bool) -> Result<(), OciError> 
     // A supervisor killed with SIGKILL left its cgroup and mounts: reconcile removes them.
     crate::runtime::supervisor::reconcile(&container.paths)
         .map_err(|e| OciError::io(&container.paths.lock(), e))?;
-    remove(&container)
+    let last = container.state()?;
+    let hooks = container.read()?.map(|r| r.hooks).unwrap_or_default();
+    remove(&container)?;
+    // As for poststart, a failure is a warning: the container is gone all the same.
+    if let Err(e) = super::hooks::run(&hooks.poststop, &last, "poststop") {
+        eprintln!("mm: warning: {e}");
+    }
+    Ok(())
 }
 
 /// SIGKILLs the container's process (and its cgroup) and waits for the supervisor to end.

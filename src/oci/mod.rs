@@ -10,6 +10,7 @@ pub mod control;
 mod defaults;
 pub mod exec;
 mod fields;
+pub mod hooks;
 pub mod lifecycle;
 mod seccomp;
 mod spec;
@@ -66,6 +67,13 @@ pub enum OciError {
     /// The bundle's seccomp profile could not be compiled.
     #[error("the seccomp profile {digest}: {why}")]
     Seccomp { digest: String, why: String },
+    /// A hook failed.
+    #[error("the {point} hook {}: {why}", path.display())]
+    Hook {
+        point: String,
+        path: PathBuf,
+        why: String,
+    },
     /// The container's supervisor did not do what it was asked.
     #[error("the supervisor of container {id}: {why}")]
     Supervisor { id: String, why: String },
@@ -105,9 +113,10 @@ impl OciError {
             Self::BadId { .. } | Self::BadSignal(_) | Self::Usage(_) => ExitCode::Usage,
             Self::Exists { .. } | Self::WrongState { .. } => ExitCode::Busy,
             Self::NotFound { .. } => ExitCode::NotFound,
-            Self::Supervisor { .. } | Self::Seccomp { .. } | Self::Cgroup { .. } => {
-                ExitCode::System
-            }
+            Self::Supervisor { .. }
+            | Self::Seccomp { .. }
+            | Self::Cgroup { .. }
+            | Self::Hook { .. } => ExitCode::System,
             Self::NoCgroup { .. } => ExitCode::Busy,
             Self::Runtime(e) => e.exit_code(),
         }

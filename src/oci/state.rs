@@ -32,6 +32,13 @@ pub struct Record {
     /// Frozen by `mm oci pause` (its cgroup's freezer), until `mm oci resume`.
     #[serde(default)]
     pub paused: bool,
+    /// The hooks the lifecycle's commands run after `create`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub hooks: super::hooks::Hooks,
+}
+
+fn is_default(hooks: &super::hooks::Hooks) -> bool {
+    *hooks == super::hooks::Hooks::default()
 }
 
 /// The runtime-spec's statuses.
@@ -152,6 +159,7 @@ impl Container {
             created: 0,
             started: false,
             paused: false,
+            hooks: Default::default(),
         });
         Ok(State {
             oci_version: OCI_VERSION.to_owned(),
