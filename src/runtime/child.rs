@@ -138,8 +138,10 @@ fn join_existing(join: &Join) -> Result<(), StepFailure> {
     sys::setns(file.as_fd(), kind).step(step)
 }
 
-/// Writes a kernel parameter of the machine's own namespaces, in its own /proc (which must
-/// be a proc file system: an image's /proc directory would take the write as a file).
+/// Writes a kernel parameter of the machine's own namespaces through /proc/sys, before PID 1
+/// enters its root (so not through an image's /proc, and before /proc/sys is made
+/// read-only in it): the parameters of the network, IPC and UTS namespaces are those of
+/// the writer's, whichever proc file system shows them.
 fn write_sysctl(sysctl: &crate::plan::Sysctl) -> Result<(), StepFailure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -202,6 +204,11 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     if !plan.root.idmapped_lowers {
         rootfs::mount_rootless(&mut rootfs::Kernel, plan)?;
     }
+    // Through the /proc PID 1 still sees, before its root's read-only paths: a kernel
+    // parameter of a namespace is the writer's namespace's, whichever proc shows it.
+    for sysctl in &plan.sysctls {
+        write_sysctl(sysctl)?;
+    }
     let console = inherited.console.as_ref().map(|(_, path)| path.as_path());
     rootfs::enter(&mut rootfs::Kernel, plan, console, &inherited.host_fs)?;
     inherited.host_fs.clear();
@@ -210,9 +217,6 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
         nix::unistd::sethostname(&plan.process.hostname).step(|| Step::Hostname {
             name: plan.process.hostname.clone(),
         })?;
-    }
-    for sysctl in &plan.sysctls {
-        write_sysctl(sysctl)?;
     }
     // As the machine's root, inside its root: nothing of the host is reachable any more.
     if let Some(keep) = &plan.keep_id {
