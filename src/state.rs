@@ -79,6 +79,33 @@ pub fn alive(pid: i32) -> bool {
     exists && !zombie(pid)
 }
 
+/// Whether `pid` runs and is a process that started no later than `since` (seconds since
+/// the epoch): a process recorded then, not one that got its pid afterwards (pids wrap
+/// around quickly on a busy host: 32768 of them by default). A second of slack, as both
+/// times are whole seconds.
+pub fn alive_since(pid: i32, since: u64) -> bool {
+    alive(pid) && started_at(pid).is_some_and(|started| started <= since + 1)
+}
+
+/// When `pid` started, in seconds since the epoch: the boot time of /proc/stat plus its
+/// start in clock ticks (/proc/PID/stat's 22nd field).
+fn started_at(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields from the 3rd (state) on: the start time is the 22nd, the 20th of these.
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf with a valid name.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    Some(boot + ticks / hz.max(1))
+}
+
 /// Whether /proc says `pid` is a zombie (or dead): the state after the command's `)`.
 fn zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -275,6 +302,19 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process alive now started no later than now, and later than a time before it.
+    #[test]
+    fn alive_since_tells_a_process_from_a_later_one_with_its_pid() {
+        let me = std::process::id() as i32;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(alive_since(me, now));
+        assert!(!alive_since(me, 1_000_000));
+        assert!(!alive_since(i32::MAX, now));
+    }
 
     #[test]
     fn locks_exclude_and_writes_replace() {

@@ -147,14 +147,11 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     }
     let asked = match connect(&name, &paths)? {
         Supervisor::Listening(stream) => {
-            let asked = match state::read(&paths) {
-                Ok(Some(Recorded::Running { supervisor, .. })) => i32::try_from(supervisor).ok(),
-                _ => None,
-            };
+            let asked = Asked::recorded(&paths);
             ask_to_stop(stream, &name, &paths, timeout)?;
             asked
         }
-        Supervisor::Ending(pid) => Some(pid),
+        Supervisor::Ending(asked) => Some(asked),
     };
     // The supervisor lets go of the lock when it has cleaned up; one that was killed
     // meanwhile left its machine to be reconciled. The lock may be a new start's by then
@@ -165,11 +162,12 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => return Err(io(e).into()),
         }
-        if let Some(pid) = asked
-            && !mm::state::alive(pid)
+        if let Some(asked) = asked
+            && !asked.alive()
             && !matches!(
                 state::read(&paths),
-                Ok(Some(Recorded::Running { supervisor, .. })) if i32::try_from(supervisor) == Ok(pid)
+                Ok(Some(Recorded::Running { supervisor, started, .. }))
+                    if i32::try_from(supervisor) == Ok(asked.pid) && started == asked.started
             )
         {
             print(&format!("{name} stopped\n"))?;
@@ -214,9 +212,37 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
 enum Supervisor {
     /// It listens: the stop request goes there.
     Listening(UnixStream),
-    /// It was listening and no longer is: this supervisor (its pid) is already tearing
-    /// the machine down.
-    Ending(i32),
+    /// It was listening and no longer is: this supervisor is already tearing the
+    /// machine down.
+    Ending(Asked),
+}
+
+/// The supervisor a stop waits for: its pid, and when it recorded the machine running (a
+/// later process with the same pid is not it).
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    pid: i32,
+    started: u64,
+}
+
+impl Asked {
+    fn recorded(paths: &Paths) -> Option<Asked> {
+        match state::read(paths) {
+            Ok(Some(Recorded::Running {
+                supervisor,
+                started,
+                ..
+            })) => Some(Asked {
+                pid: i32::try_from(supervisor).ok()?,
+                started,
+            }),
+            _ => None,
+        }
+    }
+
+    fn alive(self) -> bool {
+        mm::state::alive_since(self.pid, self.started)
+    }
 }
 
 /// The supervisor's control socket. A supervisor binds it before it records the machine
@@ -228,18 +254,17 @@ fn connect(name: &str, paths: &Paths) -> Result<Supervisor, Error> {
     let io = |e| RuntimeError::io(&paths.control(), e);
     loop {
         // Read before connecting: a supervisor recorded running had bound its socket.
-        let recorded = state::read(paths);
+        let recorded = Asked::recorded(paths);
         if let Ok(stream) = UnixStream::connect(paths.control()) {
             return Ok(Supervisor::Listening(stream));
         }
         if !state::supervised(paths).map_err(io)? {
             return Err(not_running(name));
         }
-        if let Ok(Some(Recorded::Running { supervisor, .. })) = recorded
-            && let Ok(pid) = i32::try_from(supervisor)
-            && mm::state::alive(pid)
+        if let Some(asked) = recorded
+            && asked.alive()
         {
-            return Ok(Supervisor::Ending(pid));
+            return Ok(Supervisor::Ending(asked));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -140,7 +140,7 @@ impl Container {
             (None, false) => Status::Stopped,
             // Ended (and reaped by its subreaper, or a zombie) while the supervisor tears
             // down: stopped, as runc says as soon as the process is gone.
-            (Some(r), true) if !crate::state::alive(r.pid) => Status::Stopped,
+            (Some(r), true) if !crate::state::alive_since(r.pid, r.created) => Status::Stopped,
             (Some(r), true) if r.paused => Status::Paused,
             (Some(r), true) if r.started => Status::Running,
             (Some(_), true) => Status::Created,
