@@ -62,6 +62,18 @@ fn oci_run(mut command: Command, out: &Path) -> (bool, String) {
     )
 }
 
+/// `mm oci create` of `bundle` as `id` is refused, saying `why`, and leaves nothing.
+fn refused(root: &Path, bundle: &Path, id: &str, out: &Path, why: &str) {
+    let (ok, err) = oci(
+        root,
+        &["create", "--bundle", bundle.to_str().unwrap(), id],
+        out,
+    );
+    assert!(!ok, "create {id} was taken");
+    assert!(err.contains(why), "{err}");
+    assert!(!root.join(id).exists(), "create {id} left its state");
+}
+
 /// `mm oci state ID` as JSON (its standard output is ours here: it runs no container).
 fn state(root: &Path, id: &str) -> serde_json::Value {
     let (out, stdout, stderr) = run(mm_bare(&[
@@ -1305,17 +1317,13 @@ fn a_container_joins_namespaces_by_path() {
             }
         }
     });
-    let (ok, err) = oci(
+    refused(
         &root,
-        &["create", "--bundle", bundle.to_str().unwrap(), "joiner2"],
+        &bundle,
+        "joiner2",
         &out,
+        "linux.namespaces[0].path: joining an existing pid namespace",
     );
-    assert!(!ok);
-    assert!(
-        err.contains("linux.namespaces[0].path: joining an existing pid namespace"),
-        "{err}"
-    );
-    assert!(!root.join("joiner2").exists());
 }
 
 /// `linux.sysctl`: parameters of the container's own network and IPC namespaces are
@@ -1361,17 +1369,13 @@ fn sysctls_of_the_containers_own_namespaces_are_set() {
     edit_config(&bundle, |config| {
         config["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"});
     });
-    let (ok, err) = oci(
+    refused(
         &root,
-        &["create", "--bundle", bundle.to_str().unwrap(), "sysctl2"],
+        &bundle,
+        "sysctl2",
         &out,
+        "linux.sysctl.kernel.panic: is not a parameter of a namespace",
     );
-    assert!(!ok);
-    assert!(
-        err.contains("linux.sysctl.kernel.panic: is not a parameter of a namespace"),
-        "{err}"
-    );
-    assert!(!root.join("sysctl2").exists());
 }
 
 /// `hooks`: createRuntime (and prestart) run from `create` once the process waits,
@@ -1439,18 +1443,22 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
     edit_config(&bundle, |config| {
         config["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/false"}]});
     });
-    let (ok, err) = oci(&root, &["create", "--bundle", bundle_arg, "hooked2"], &out);
-    assert!(!ok);
-    assert!(err.contains("the createRuntime hook /bin/false"), "{err}");
-    assert!(!root.join("hooked2").exists());
+    refused(
+        &root,
+        &bundle,
+        "hooked2",
+        &out,
+        "the createRuntime hook /bin/false",
+    );
     // Hooks inside the container's namespaces are refused by their path.
     edit_config(&bundle, |config| {
         config["hooks"] = serde_json::json!({"startContainer": [{"path": "/bin/true"}]});
     });
-    let (ok, err) = oci(&root, &["create", "--bundle", bundle_arg, "hooked3"], &out);
-    assert!(!ok);
-    assert!(
-        err.contains("hooks.startContainer: is not supported by mm"),
-        "{err}"
+    refused(
+        &root,
+        &bundle,
+        "hooked3",
+        &out,
+        "hooks.startContainer: is not supported by mm",
     );
 }

@@ -137,6 +137,26 @@ fn applied(wanted: &str, got: &str) -> bool {
     }
 }
 
+/// Writes each limit and reads it back (where the file reads back what was written), so
+/// that a limit the kernel did not take is an error, not a silent difference.
+fn write_limits(limits: &[LimitWrite]) -> Result<(), CgroupError> {
+    for limit in limits {
+        write(&limit.file, &limit.value)?;
+        if !limit.reads_back() {
+            continue;
+        }
+        let got = read(&limit.file)?;
+        if !applied(&limit.value, &got) {
+            return Err(CgroupError::NotApplied {
+                file: limit.file.clone(),
+                wanted: limit.value.clone(),
+                got,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// cgroup v1's cpuset needs cpus and mems before a task may join: copy the parent's.
 fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
     let Some(parent) = dir.parent() else {
@@ -218,21 +238,7 @@ impl MachineCgroup {
                 let root = v2_root(dir);
                 enable_controllers(dir, limits, &root)?;
             }
-            for limit in limits {
-                write(&limit.file, &limit.value)?;
-                if !limit.reads_back() {
-                    continue;
-                }
-                let got = read(&limit.file)?;
-                if !applied(&limit.value, &got) {
-                    return Err(CgroupError::NotApplied {
-                        file: limit.file.clone(),
-                        wanted: limit.value.clone(),
-                        got,
-                    });
-                }
-            }
-            Ok(())
+            write_limits(limits)
         })();
         match result {
             Ok(()) => Ok(Some(made)),
@@ -403,18 +409,7 @@ impl MachineCgroup {
         for dir in self.dirs.iter().filter(|d| is_v2(d)) {
             enable_controllers(dir, limits, &v2_root(dir))?;
         }
-        for limit in limits {
-            write(&limit.file, &limit.value)?;
-            let got = read(&limit.file)?;
-            if !applied(&limit.value, &got) {
-                return Err(CgroupError::NotApplied {
-                    file: limit.file.clone(),
-                    wanted: limit.value.clone(),
-                    got,
-                });
-            }
-        }
-        Ok(())
+        write_limits(limits)
     }
 
     /// The cgroup's directory in each hierarchy.

@@ -116,17 +116,7 @@ pub(super) fn mounts(
             // by the owner of the IPC one; mm's user namespace owns only those it made.
             // Of a joined one, host root makes it in the spawner; of the host's own network
             // namespace, the host's /sys is bound, as runc binds it.
-            "sysfs" | "mqueue"
-                if host.is_root()
-                    && joins.iter().any(|j| {
-                        j.namespace
-                            == if kind == "sysfs" {
-                                Namespace::Net
-                            } else {
-                                Namespace::Ipc
-                            }
-                    }) =>
-            {
+            "sysfs" | "mqueue" if of_joined(kind, joins) => {
                 let mut options = Vec::new();
                 for (j, o) in m.options.iter().enumerate() {
                     match o.as_str() {
@@ -231,4 +221,14 @@ pub(super) fn mounts(
         }
     }
     all
+}
+
+/// Whether `fstype` is sysfs or mqueue of a namespace the container joins (network, IPC).
+fn of_joined(fstype: &str, joins: &[Join]) -> bool {
+    let owner = match fstype {
+        "sysfs" => Namespace::Net,
+        "mqueue" => Namespace::Ipc,
+        _ => return false,
+    };
+    joins.iter().any(|j| j.namespace == owner)
 }
