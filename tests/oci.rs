@@ -9,33 +9,15 @@ mod support;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::*;
 
 /// A bundle of images/busybox in `dir/bundle`, its process `args`, `terminal` off.
 fn bundle(dir: &Path, args: &[&str]) -> PathBuf {
     let bundle = dir.join("bundle");
-    let image = format!("{}:latest", busybox().display());
-    let (out, _, stderr) = run({
-        let mut c = Command::new("umoci");
-        c.args(["unpack", "--image", &image]).arg(&bundle);
-        c
-    });
-    assert!(out.status.success(), "umoci unpack: {stderr}");
-    edit_config(&bundle, |config| {
-        config["process"]["terminal"] = false.into();
-        config["process"]["args"] = args.into();
-    });
+    busybox_bundle(&bundle, args.into());
     bundle
-}
-
-fn edit_config(bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let path = bundle.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    edit(&mut config);
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 }
 
 /// `mm oci --root ROOT ARGS` with the container's streams on files (they are the
@@ -46,20 +28,9 @@ fn oci(root: &Path, args: &[&str], out: &Path) -> (bool, String) {
     oci_run(command, out)
 }
 
-fn oci_run(mut command: Command, out: &Path) -> (bool, String) {
-    let stdout = File::options().create(true).append(true).open(out).unwrap();
-    let err_path = out.with_extension("err");
-    let stderr = File::create(&err_path).unwrap();
-    let status = command
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .status()
-        .unwrap();
-    (
-        status.success(),
-        std::fs::read_to_string(&err_path).unwrap_or_default(),
-    )
+fn oci_run(command: Command, out: &Path) -> (bool, String) {
+    let (status, err) = oci_on_files(command, out);
+    (status.success(), err)
 }
 
 /// `mm oci create` of `bundle` as `id` is refused, saying `why`, and leaves nothing.

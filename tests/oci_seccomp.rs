@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,45 +17,16 @@ use support::*;
 /// A bundle of images/busybox in `dir/NAME`, its process `sh -c SCRIPT`, `terminal` off.
 fn bundle(dir: &Path, name: &str, script: &str, seccomp: serde_json::Value) -> PathBuf {
     let bundle = dir.join(name);
-    let image = format!("{}:latest", busybox().display());
-    let (out, _, stderr) = run({
-        let mut c = Command::new("umoci");
-        c.args(["unpack", "--image", &image]).arg(&bundle);
-        c
-    });
-    assert!(out.status.success(), "umoci unpack: {stderr}");
-    edit_config(&bundle, |config| {
-        config["process"]["terminal"] = false.into();
-        config["process"]["args"] = serde_json::json!(["sh", "-c", script]);
-        config["linux"]["seccomp"] = seccomp;
-    });
+    busybox_bundle(&bundle, serde_json::json!(["sh", "-c", script]));
+    edit_config(&bundle, |config| config["linux"]["seccomp"] = seccomp);
     bundle
 }
 
-fn edit_config(bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let path = bundle.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    edit(&mut config);
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-}
-
 /// Runs `command` (an `mm oci …`) with its streams, the container's, on `out` and
-/// `out.err`: whether it succeeded, and what it said on its standard error.
-fn oci_run(mut command: Command, out: &Path) -> (Option<i32>, String) {
-    let stdout = File::options().create(true).append(true).open(out).unwrap();
-    let err_path = out.with_extension("err");
-    let stderr = File::create(&err_path).unwrap();
-    let status = command
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .status()
-        .unwrap();
-    (
-        status.code(),
-        std::fs::read_to_string(&err_path).unwrap_or_default(),
-    )
+/// `out.err`: its exit code, and what it said on its standard error.
+fn oci_run(command: Command, out: &Path) -> (Option<i32>, String) {
+    let (status, err) = oci_on_files(command, out);
+    (status.code(), err)
 }
 
 /// `mm oci --root DIR/state --log DIR/log --debug ARGS`, its cache under `DIR/mm` (MM_ROOT).

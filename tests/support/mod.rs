@@ -4,10 +4,13 @@
 
 mod host;
 mod machines;
+mod oci;
 #[allow(unused_imports)]
 pub use host::*;
 #[allow(unused_imports)]
 pub use machines::*;
+#[allow(unused_imports)]
+pub use oci::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
