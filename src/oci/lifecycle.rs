@@ -35,7 +35,7 @@ pub fn create(
     let container = Container::new(&options.state_root, id)?;
     let host =
         crate::host::Host::probe_without_buses("not asked: mm does not register OCI containers");
-    let plan = super::plan(bundle, id, &host, options)?;
+    let (plan, spec) = super::plan_and_spec(bundle, id, &host, options)?;
     let console_socket = console_socket
         .map(|p| std::path::absolute(p).map_err(|e| OciError::io(p, e)))
         .transpose()?;
@@ -56,7 +56,6 @@ pub fn create(
         }
         _ => {}
     }
-    let spec = super::load(bundle)?;
     let annotations = spec.annotations;
     // Checked with the plan already.
     let hooks = super::hooks::hooks(spec.hooks.as_ref(), &mut Vec::new());

@@ -147,13 +147,26 @@ pub fn plan(
     host: &crate::host::Host,
     options: &Options,
 ) -> Result<crate::plan::Plan, OciError> {
+    plan_and_spec(bundle, id, host, options).map(|(plan, _)| plan)
+}
+
+/// [`plan`], with the config it was compiled from (what `create` keeps beside the plan:
+/// annotations, hooks), read once.
+pub fn plan_and_spec(
+    bundle: &Path,
+    id: &str,
+    host: &crate::host::Host,
+    options: &Options,
+) -> Result<(crate::plan::Plan, Spec), OciError> {
     let name = ContainerId::new(id)?;
     let bundle = std::path::absolute(bundle).map_err(|e| OciError::io(bundle, e))?;
     let spec = load(&bundle)?;
-    compile(&spec, &bundle, &name, host, options).map_err(|errors| OciError::Config {
-        path: bundle.join("config.json"),
-        errors,
-    })
+    let plan =
+        compile(&spec, &bundle, &name, host, options).map_err(|errors| OciError::Config {
+            path: bundle.join("config.json"),
+            errors,
+        })?;
+    Ok((plan, spec))
 }
 
 /// A container id as mm takes it: 1 to 200 letters, digits and `_ + - .`, not starting
