@@ -191,6 +191,33 @@ pub fn outside_of(entries: &[IdMapEntry], inside: u32) -> Option<u32> {
     })
 }
 
+/// A `/proc/PID/uid_map` or `gid_map` as the kernel prints it (`inside outside count` per
+/// line); lines that are not three numbers are left out.
+pub fn parse_map(text: &str) -> Vec<IdMapEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let mut n = line.split_whitespace().map(|w| w.parse::<u32>().ok());
+            Some(IdMapEntry {
+                inside: n.next()??,
+                outside: n.next()??,
+                count: n.next()??,
+            })
+        })
+        .collect()
+}
+
+/// The identity map of the ids a map gives (each extent's inside ids onto themselves): in a
+/// user namespace whose parent has those ids, every id keeps its number.
+pub fn identity_of(map: &[IdMapEntry]) -> Vec<IdMapEntry> {
+    map.iter()
+        .map(|e| IdMapEntry {
+            inside: e.inside,
+            outside: e.inside,
+            count: e.count,
+        })
+        .collect()
+}
+
 /// The ranges `/etc/subuid` or `/etc/subgid` grants a user (by name or by uid), in file
 /// order. Lines that do not parse are reported, as shadow's tools would skip them.
 pub fn parse_subid(text: &str, user: &str, uid: u32) -> (Vec<IdRange>, Vec<String>) {
@@ -459,6 +486,42 @@ pub fn write_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proc_map_is_read_and_its_identity_keeps_each_id() {
+        let map = parse_map("         0       1001          1\n         1     100000      65536\n");
+        assert_eq!(
+            map,
+            [
+                IdMapEntry {
+                    inside: 0,
+                    outside: 1001,
+                    count: 1
+                },
+                IdMapEntry {
+                    inside: 1,
+                    outside: 100000,
+                    count: 65536
+                },
+            ]
+        );
+        assert_eq!(
+            identity_of(&map),
+            [
+                IdMapEntry {
+                    inside: 0,
+                    outside: 0,
+                    count: 1
+                },
+                IdMapEntry {
+                    inside: 1,
+                    outside: 1,
+                    count: 65536
+                },
+            ]
+        );
+        assert!(parse_map("garbage\n0 0\n").is_empty());
+    }
 
     /// Malformed /etc/subuid lines (hostile or broken files): each is reported by its line
     /// number and skipped, the good lines still count, and nothing panics.

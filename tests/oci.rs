@@ -600,6 +600,159 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     );
 }
 
+/// An ordinary user's podman drives mm (`podman --runtime DIR/mm-runc`), as podman does
+/// rootless: conmon and mm run as uid 0 of podman's own user namespace, which mm must take
+/// for an ordinary user's (state under `$XDG_RUNTIME_DIR/mm-oci`, the seccomp cache in the
+/// user's home, no cgroup of the host's) while it still makes and joins namespaces as that
+/// namespace's root. The container is in podman's network namespace (slirp4netns's
+/// `tap0`; nothing is sent), with podman's `net.ipv4.ping_group_range` written there;
+/// `--userns keep-id` makes the user the user inside; run -d, exec (output, status, -t),
+/// ps, logs, stop and rm work, and nothing of mm's is left.
+#[test]
+fn an_ordinary_users_podman_runs_containers_with_mm_runc() {
+    let test = "an_ordinary_users_podman_runs_containers_with_mm_runc";
+    if !is_root() {
+        return skip(test, "creating users needs root");
+    }
+    for tool in ["podman", "conmon", "slirp4netns"] {
+        let found = ["/usr/bin", "/usr/libexec/podman"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).exists());
+        assert!(found, "{tool} is missing: scripts/setup installs podman");
+    }
+    assert!(default_image_built(), "images/busybox is missing");
+    let user = test_user("mm-podman", Some(500_000));
+    let dir = shared_tempdir();
+    // Everything podman and mm write is under the user's own 0700 directories here.
+    let own = dir.path().join("own");
+    let xdg = own.join("xdg");
+    for d in [&own, &xdg] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let runc = own.join("mm-runc");
+    std::os::unix::fs::symlink(shared_binary(), &runc).unwrap();
+    // CONTAINERS_CONF replaces podman's own file, whose default_sysctls this repeats.
+    let conf = own.join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_sysctls = [\"net.ipv4.ping_group_range=0 0\"]\n\
+         [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+    )
+    .unwrap();
+    let (out, _, stderr) = run({
+        let mut c = Command::new("chown");
+        c.args(["-R", &format!("{}:users", user.name)]).arg(&own);
+        c
+    });
+    assert!(out.status.success(), "{stderr}");
+    set_mode(&own, 0o755);
+    set_mode(&xdg, 0o700);
+    // podman's pause process holds its user namespace after the last container: ended here.
+    let _pause = OnDrop(|| {
+        if let Ok(pid) = std::fs::read_to_string(xdg.join("libpod/tmp/pause.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    });
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", user.name, "--regid", "users", "--init-groups"])
+            .args(["--", "podman", "--root"])
+            .arg(own.join("storage"))
+            .arg("--runroot")
+            .arg(own.join("run"))
+            .args(["--storage-driver", "vfs", "--runtime"])
+            .arg(&runc)
+            .args(args)
+            .current_dir(&own)
+            .env_clear()
+            .env("HOME", &user.home)
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .env("CONTAINERS_CONF", &conf)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        c
+    };
+    let ok = |args: &[&str]| {
+        let (out, stdout, stderr) = run(podman(args));
+        assert!(out.status.success(), "podman {args:?}: {stdout}{stderr}");
+        stdout
+    };
+    let image = format!("oci:{}:latest", busybox().display());
+    ok(&["pull", "-q", &image]);
+    let (out, stdout, stderr) = run(podman(&[
+        "run",
+        "--rm",
+        &image,
+        "sh",
+        "-c",
+        "echo as $(id -u); cat /proc/self/uid_map /proc/sys/net/ipv4/ping_group_range; \
+         ls /sys/class/net; exit 3",
+    ]));
+    println!("podman run: {:?}, said {stdout:?}", out.status.code());
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("as 0\n"), "{stdout}");
+    // The identity of podman's namespace's ids: 0 (the user) and its 65536 subordinate ids.
+    let map: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|w: &Vec<&str>| w.len() == 3)
+        .collect();
+    assert_eq!(
+        map,
+        [vec!["0", "0", "1"], vec!["1", "1", "65536"]],
+        "{stdout}"
+    );
+    assert!(stdout.contains("0\t0\n"), "ping_group_range: {stdout}");
+    assert!(stdout.contains("tap0\n"), "podman's network: {stdout}");
+
+    let said = ok(&["run", "--rm", "--userns", "keep-id", &image, "id", "-u"]);
+    assert_eq!(said.trim(), user.uid.to_string(), "--userns keep-id");
+
+    let name = "mm-podman-rootless";
+    let _cleanup = OnDrop(|| {
+        let _ = run(podman(&["rm", "-f", name]));
+    });
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        &image,
+        "sh",
+        "-c",
+        "echo started; exec sleep 1000",
+    ]);
+    let state = xdg.join("mm-oci");
+    let kept: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "mm's state for the container under {state:?}"
+    );
+    assert_eq!(ok(&["exec", name, "echo", "hi"]), "hi\n", "podman exec");
+    let (out, _, stderr) = run(podman(&["exec", name, "sh", "-c", "exit 4"]));
+    assert_eq!(out.status.code(), Some(4), "podman exec's status: {stderr}");
+    let said = ok(&["exec", "-t", name, "tty"]);
+    assert!(said.starts_with("/dev/pts/"), "podman exec -t: {said:?}");
+    let ps = ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.contains(&format!("{name} Up")), "podman ps: {ps}");
+    assert!(ok(&["logs", name]).contains("started"), "podman logs");
+    ok(&["stop", "-t", "1", name]);
+    ok(&["rm", name]);
+    let left: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
+    assert!(left.is_empty(), "mm's state left: {left:?}");
+    let cache = user.home.join(".cache/mm/seccomp");
+    let cached = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert!(cached >= 1, "podman's profile cached under {cache:?}");
+    println!(
+        "rootless podman: run, keep-id, run -d, exec (output, status, -t), ps, logs, stop, rm"
+    );
+}
+
 /// The device of the file behind a descriptor of `pid` (`/proc/PID/fd/N`), or of a path.
 fn device(path: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -1236,12 +1389,16 @@ fn a_container_joins_namespaces_by_path() {
         &[
             "sh",
             "-c",
-            "cat /proc/net/dev; echo hostname $(hostname); echo netns $(stat -L -c %i /proc/self/ns/net); echo ipcns $(stat -L -c %i /proc/self/ns/ipc); grep ' /dev/mqueue ' /proc/self/mountinfo; ls /sys/class/net",
+            "cat /proc/net/dev; echo hostname $(hostname); echo netns $(stat -L -c %i /proc/self/ns/net); echo ipcns $(stat -L -c %i /proc/self/ns/ipc); echo forward $(cat /proc/sys/net/ipv4/ip_forward) shmmax $(cat /proc/sys/kernel/shmmax); grep ' /dev/mqueue ' /proc/self/mountinfo; ls /sys/class/net",
         ],
     );
     let netns_path = format!("/run/netns/{netns}");
+    let host_shmmax = std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap();
     edit_config(&bundle, |config| {
         config.as_object_mut().unwrap().remove("hostname");
+        // Written by the spawner in the namespaces joined, not by PID 1.
+        config["linux"]["sysctl"] =
+            serde_json::json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "123456789"});
         for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
             match ns["type"].as_str() {
                 Some("network") => ns["path"] = netns_path.clone().into(),
@@ -1270,6 +1427,24 @@ fn a_container_joins_namespaces_by_path() {
     assert!(said.contains(&format!("netns {inode}")), "{said}");
     let ipc_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&ipc).unwrap());
     assert!(said.contains(&format!("ipcns {ipc_inode}")), "{said}");
+    assert!(said.contains("forward 1 shmmax 123456789"), "{said}");
+    let (_, forward, _) = run({
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &netns,
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward",
+        ]);
+        c
+    });
+    assert_eq!(forward.trim(), "1", "the joined namespace's ip_forward");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(),
+        host_shmmax,
+        "the host's shmmax changed"
+    );
     // The joined namespace's mqueue and sysfs (its links, not the host's).
     assert!(said.contains(" - mqueue "), "{said}");
     let links: Vec<&str> = said
@@ -1280,8 +1455,44 @@ fn a_container_joins_namespaces_by_path() {
     assert_eq!(links, ["lo", "mmjoin0", "mmjoin1"], "{said}");
     let _ = holder.kill();
     let _ = holder.wait();
+    // A parameter of a joined namespace that is mm's own (the host's) is not written.
+    let range = "/proc/sys/net/ipv4/ping_group_range";
+    let host_range = std::fs::read_to_string(range).unwrap();
+    let _range = OnDrop(|| {
+        let _ = std::fs::write(range, &host_range);
+    });
+    let other = if host_range.trim() == "0\t0" {
+        "1 0"
+    } else {
+        "0 0"
+    };
+    edit_config(&bundle, |config| {
+        for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+            match ns["type"].as_str() {
+                Some("network") => ns["path"] = "/proc/self/ns/net".into(),
+                Some("uts") | Some("ipc") => {
+                    ns.as_object_mut().unwrap().remove("path");
+                }
+                _ => {}
+            }
+        }
+        config["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ping_group_range": other});
+    });
+    let (ok, err) = oci(
+        &root,
+        &["run", "--bundle", bundle.to_str().unwrap(), "joiner-host"],
+        &out,
+    );
+    println!("joining the host's own network namespace with a parameter: {err}");
+    assert!(!ok, "mm oci run wrote a parameter of the host's namespace");
+    assert!(
+        err.contains("mm's own network namespace, the host's"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(range).unwrap(), host_range);
     // A PID namespace cannot be joined: refused with its path.
     edit_config(&bundle, |config| {
+        config["linux"].as_object_mut().unwrap().remove("sysctl");
         for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
             if ns["type"] == "pid" {
                 ns["path"] = "/proc/1/ns/pid".into();

@@ -75,6 +75,39 @@ fn bundles_plan_as_recorded() {
     assert_eq!((plans, refusals), (3, 7));
 }
 
+/// Rootless podman's config.json (its default network: a namespace podman made, joined by
+/// path; no user namespace; `net.ipv4.ping_group_range` for that network namespace), as mm
+/// takes it running as uid 0 of podman's user namespace (the `podman-rootless` host): the
+/// container's user namespace maps that namespace's ids onto themselves, written by mm
+/// itself; the network namespace is joined and its parameter written there; no cgroup of
+/// its own. An ordinary user outside podman's namespace is refused the same config.
+#[test]
+fn rootless_podmans_bundle_plans_in_podmans_user_namespace() {
+    let settings = settings();
+    let dir = repo().join("tests/fixtures/oci/podman-rootless");
+    let plan = mm::oci::plan(&dir, "ctr1", &host("podman-rootless"), &options()).unwrap();
+    assert_eq!(plan.ids.writer, mm::plan::MapWriter::Direct);
+    let name = "oci-podman-rootless@podman-rootless";
+    settings.bind(|| insta::assert_snapshot!(name, plan.render()));
+    let mounts = mm::runtime::rootfs::sequence(&plan).unwrap().join("\n");
+    settings.bind(|| insta::assert_snapshot!(format!("{name}.mounts"), mounts));
+    let Err(mm::oci::OciError::Config { errors, .. }) =
+        mm::oci::plan(&dir, "ctr1", &host("rootless-v2-delegated"), &options())
+    else {
+        panic!("an ordinary user took a join and no user namespace");
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "linux.namespaces[1].path",
+            "linux.namespaces",
+            "linux.sysctl.net.ipv4.ping_group_range"
+        ],
+        "{errors:?}"
+    );
+}
+
 /// Every refusal names its field's JSON path, and none is left out for a later one.
 #[test]
 fn every_unsupported_field_is_named_with_its_path() {

@@ -260,12 +260,13 @@ fn usage(why: &str) -> Error {
     Error::Oci(mm::oci::OciError::Usage(why.to_owned()))
 }
 
-/// `--root`, else /run/mm-oci as root and $XDG_RUNTIME_DIR/mm-oci for others.
+/// `--root`, else /run/mm-oci as the host's root and $XDG_RUNTIME_DIR/mm-oci for others
+/// (uid 0 of rootless podman's user namespace too, as runc does).
 fn state_root(root: Option<PathBuf>) -> Result<PathBuf, Error> {
     if let Some(root) = root {
         return std::path::absolute(&root).map_err(|e| mm::oci::OciError::io(&root, e).into());
     }
-    if nix::unistd::geteuid().is_root() {
+    if mm::host::host_root() {
         return Ok(PathBuf::from("/run/mm-oci"));
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {

@@ -172,16 +172,17 @@ fn delegated_subtree(unified: &Path, own: &str, uid: u32) -> Option<PathBuf> {
 }
 
 impl CgroupFacts {
-    /// Reads the layout from /proc/self/mountinfo and /proc/self/cgroup.
-    pub fn probe(uid: u32) -> Self {
+    /// Reads the layout from /proc/self/mountinfo and /proc/self/cgroup, for `uid` (as
+    /// this process's user namespace shows owners) that is the host's root or not.
+    pub fn probe(uid: u32, host_root: bool) -> Self {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .ok()
             .and_then(|t| own_v2_cgroup(&t));
-        Self::from_mounts(&cgroup_mounts(&mountinfo), own, uid)
+        Self::from_mounts(&cgroup_mounts(&mountinfo), own, uid, host_root)
     }
 
-    fn from_mounts(mounts: &[CgroupMount], own: Option<String>, uid: u32) -> Self {
+    fn from_mounts(mounts: &[CgroupMount], own: Option<String>, uid: u32, host_root: bool) -> Self {
         let v1: Vec<V1Hierarchy> = mounts
             .iter()
             .filter(|m| !m.version2)
@@ -204,15 +205,15 @@ impl CgroupFacts {
             (None, true) => CgroupMode::None,
         };
         let delegated = match (&unified, &own) {
-            (Some(tree), Some(own)) if uid != 0 && mode == CgroupMode::V2 => {
+            (Some(tree), Some(own)) if !host_root && mode == CgroupMode::V2 => {
                 delegated_subtree(tree, own, uid)
             }
             _ => None,
         };
         let controllers = match (mode, &delegated, &unified) {
             (CgroupMode::V2, Some(dir), _) => read_controllers(dir),
-            (CgroupMode::V2, None, Some(tree)) if uid == 0 => read_controllers(tree),
-            (CgroupMode::V1 | CgroupMode::Hybrid, _, _) if uid == 0 => {
+            (CgroupMode::V2, None, Some(tree)) if host_root => read_controllers(tree),
+            (CgroupMode::V1 | CgroupMode::Hybrid, _, _) if host_root => {
                 let mut all: Vec<String> = v1.iter().flat_map(|h| h.controllers.clone()).collect();
                 all.sort();
                 all.dedup();
@@ -252,7 +253,7 @@ mod tests {
 
     #[test]
     fn hybrid_hosts_have_both_trees() {
-        let facts = CgroupFacts::from_mounts(&cgroup_mounts(HYBRID), Some("/".into()), 0);
+        let facts = CgroupFacts::from_mounts(&cgroup_mounts(HYBRID), Some("/".into()), 0, true);
         assert_eq!(facts.mode, CgroupMode::Hybrid);
         assert_eq!(
             facts.unified.as_deref(),
@@ -278,8 +279,8 @@ mod tests {
             "{HYBRID}99 24 0:40 / /tmp/harness/cgroup/memory rw - cgroup cgroup rw,memory\n\
              98 24 0:41 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
         );
-        let once = CgroupFacts::from_mounts(&cgroup_mounts(HYBRID), Some("/".into()), 0);
-        let facts = CgroupFacts::from_mounts(&cgroup_mounts(&twice), Some("/".into()), 0);
+        let once = CgroupFacts::from_mounts(&cgroup_mounts(HYBRID), Some("/".into()), 0, true);
+        let facts = CgroupFacts::from_mounts(&cgroup_mounts(&twice), Some("/".into()), 0, true);
         assert_eq!(facts.v1, once.v1);
         assert_eq!(facts.unified, once.unified);
     }
@@ -287,7 +288,7 @@ mod tests {
     #[test]
     fn unified_hosts_are_v2() {
         let text = "30 24 0:26 / /sys/fs/cgroup rw shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
-        let facts = CgroupFacts::from_mounts(&cgroup_mounts(text), None, 1000);
+        let facts = CgroupFacts::from_mounts(&cgroup_mounts(text), None, 1000, false);
         assert_eq!(facts.mode, CgroupMode::V2);
         assert_eq!(facts.delegated, None);
         assert_eq!(

@@ -29,10 +29,11 @@ pub const ENV_ROOT: &str = "MM_ROOT";
 pub const ENV_PATH: &str = "MM_PATH";
 
 impl Dirs {
-    /// This process's directories, from its uid, `HOME` and environment (no other probing,
-    /// so commands that must stay single-threaded can use it).
+    /// This process's directories, from its uid (as the host knows it), `HOME` and
+    /// environment (no other probing, so commands that must stay single-threaded can use it).
     pub fn current() -> Self {
-        let uid = nix::unistd::geteuid().as_raw();
+        let ns = super::UserNamespace::probe().ok().flatten();
+        let uid = super::owner_uid(nix::unistd::geteuid().as_raw(), ns.as_ref());
         let home = home(uid);
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Self::from_env(uid, &home, &cwd, |k| std::env::var_os(k))

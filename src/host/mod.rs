@@ -21,7 +21,7 @@ pub use desktop::{DesktopFacts, DeviceNode, Gpu, Nvidia, Places, Probed, X11, lo
 pub use dirs::{Dirs, ENV_PATH, ENV_ROOT, home, root_not_a_dir};
 pub use network::{NetworkFacts, Pools, Resolvers, Route, Uplink, uplink};
 
-use crate::idmap::{IdRange, parse_subid};
+use crate::idmap::{IdMapEntry, IdRange, parse_map, parse_subid};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Host {
@@ -48,14 +48,66 @@ pub struct Host {
     /// The caller's desktop sockets and the host's GPU devices, for `[desktop]`.
     #[serde(default)]
     pub desktop: DesktopFacts,
+    /// The user namespace mm runs in, when it is not the host's own (rootless podman runs
+    /// its OCI runtime as uid 0 of such a namespace). `uid` is then that namespace's, and
+    /// uid 0 there is not the host's root: see [`Host::is_root`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<UserNamespace>,
     /// The OCI name of this machine's architecture (`amd64`, `arm64`, …), to pick images.
     pub arch: String,
     /// Things noticed while probing that the user may want to know.
     pub notes: Vec<String>,
 }
 
+/// The maps of the user namespace mm runs in, as its parent sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespace {
+    pub uid_map: Vec<IdMapEntry>,
+    pub gid_map: Vec<IdMapEntry>,
+}
+
+impl UserNamespace {
+    /// The namespace of this process, or `None` in the host's initial one (whose maps are
+    /// every id onto itself).
+    pub fn probe() -> std::io::Result<Option<Self>> {
+        let read = |file: &str| std::fs::read_to_string(file).map(|t| parse_map(&t));
+        let uid_map = read("/proc/self/uid_map")?;
+        let initial = uid_map
+            == [IdMapEntry {
+                inside: 0,
+                outside: 0,
+                count: u32::MAX,
+            }];
+        Ok((!initial).then_some(Self {
+            uid_map,
+            gid_map: read("/proc/self/gid_map")?,
+        }))
+    }
+}
+
+/// Whether this process is the host's root (uid 0 in the host's own user namespace), as
+/// [`Host::is_root`] says of a probed host.
+pub fn host_root() -> bool {
+    nix::unistd::geteuid().is_root() && matches!(UserNamespace::probe(), Ok(None))
+}
+
+/// The uid as the host's initial user namespace knows it, which chooses mm's directories:
+/// in rootless podman's namespace, uid 0 is the user.
+pub fn owner_uid(uid: u32, ns: Option<&UserNamespace>) -> u32 {
+    ns.and_then(|ns| crate::idmap::outside_of(&ns.uid_map, uid))
+        .unwrap_or(uid)
+}
+
 impl Host {
+    /// The host's root: uid 0 in the host's own user namespace. Not uid 0 of another user
+    /// namespace, which has no rights over the host's cgroups, `/run` or system bus.
     pub fn is_root(&self) -> bool {
+        self.uid == 0 && self.user_namespace.is_none()
+    }
+
+    /// uid 0 of the user namespace mm runs in, the host's or another: the one that may
+    /// join namespaces that namespace owns and write its children's id maps.
+    pub fn has_namespace_root(&self) -> bool {
         self.uid == 0
     }
 
@@ -73,6 +125,12 @@ impl Host {
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();
         let mut notes = Vec::new();
+        let user_namespace = UserNamespace::probe().unwrap_or_else(|e| {
+            notes.push(format!("cannot read /proc/self/uid_map: {e}"));
+            None
+        });
+        // Directories are chosen for the user mm is on the host.
+        let owner = owner_uid(uid, user_namespace.as_ref());
         let account = nix::unistd::User::from_uid(uid.into()).ok().flatten();
         let user = account
             .as_ref()
@@ -99,7 +157,7 @@ impl Host {
         let subuid = subids("/etc/subuid");
         let subgid = subids("/etc/subgid");
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let dirs = Dirs::from_env(uid, &home, &cwd, |k| std::env::var_os(k));
+        let dirs = Dirs::from_env(owner, &home, &cwd, |k| std::env::var_os(k));
         let desktop = DesktopFacts::probe(&|k| std::env::var_os(k), &home, &Places::system());
         Self {
             uid,
@@ -108,13 +166,14 @@ impl Host {
             home,
             subuid,
             subgid,
-            cgroup: CgroupFacts::probe(uid),
+            cgroup: CgroupFacts::probe(uid, uid == 0 && user_namespace.is_none()),
             dirs,
             bus: bus(),
             systemd_pid1: std::path::Path::new("/run/systemd/system").is_dir(),
             unit_cgroup: None,
             network: NetworkFacts::probe(),
             desktop,
+            user_namespace,
             arch: oci_arch(std::env::consts::ARCH).to_owned(),
             notes,
         }

@@ -236,12 +236,18 @@ pub struct Join {
     pub path: PathBuf,
 }
 
-/// One kernel parameter, by its dotted name (`net.ipv4.ip_forward`): PID 1 writes `value`
-/// to `/proc/sys/net/ipv4/ip_forward` of its own proc.
+/// One kernel parameter, by its dotted name (`net.ipv4.ip_forward`): `value` written to
+/// `/proc/sys/net/ipv4/ip_forward` by a process in the namespace it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sysctl {
     pub key: String,
     pub value: String,
+    /// `None`: a parameter of a namespace of the machine's own, which PID 1 writes as that
+    /// namespace's root. `Some(kind)`: of the namespace of that kind the plan joins, which
+    /// the machine's user namespace does not own: the spawner writes it once it has joined
+    /// it, with the privilege of the namespace's owner, and never in the spawner's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<Namespace>,
 }
 
 impl Sysctl {

@@ -246,11 +246,15 @@ fn namespaces(plan: &Plan) -> Step {
         .map(|j| {
             format!("join the {:?} namespace {}", j.namespace, j.path.display()).to_lowercase()
         })
-        .chain(
-            plan.sysctls
-                .iter()
-                .map(|s| format!("write {} = {}", s.file(), s.value)),
-        )
+        .chain(plan.sysctls.iter().map(|s| match s.joined {
+            None => format!("write {} = {}", s.file(), s.value),
+            Some(kind) => format!(
+                "write {} = {} in the joined {} namespace",
+                s.file(),
+                s.value,
+                format!("{kind:?}").to_lowercase()
+            ),
+        }))
         .collect();
     (format!("Namespaces: {}", names.join(", ")), lines)
 }
@@ -650,7 +654,7 @@ fn mount_line(mount: &Mount) -> String {
             target,
             options,
         } => format!(
-            "Mount {fstype} on {target} ({}), made by host root in the namespaces joined",
+            "Mount {fstype} on {target} ({}), made by mm in the namespaces joined, as their owner",
             options.join(",")
         ),
         Mount::HostTmpfs { target, options } => format!(

@@ -71,7 +71,7 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
     // Joined while host root, before the machine's user namespace: they stay their
     // creator's, whose privilege joining them needs.
     for join in &launch.plan.joins {
-        join_existing(join)?;
+        join_existing(join, &launch.plan.sysctls)?;
     }
     // Kept through the clone: PID 1 has the same descriptors.
     inherited.host_fs = rootfs::make_host_fs(&mut rootfs::Kernel, &launch.plan)?;
@@ -105,12 +105,14 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
     unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }.step(|| Step::ClonePid1)
 }
 
-/// Joins the existing namespace `join` names; it must be of the kind the plan says.
-fn join_existing(join: &Join) -> Result<(), StepFailure> {
-    let (kind, name) = match join.namespace {
-        Namespace::Net => (LinkNameSpaceType::Network, "network"),
-        Namespace::Ipc => (LinkNameSpaceType::InterProcessCommunication, "ipc"),
-        Namespace::Uts => (LinkNameSpaceType::HostNameAndNISDomainName, "uts"),
+/// Joins the existing namespace `join` names, which must be of the kind the plan says, and
+/// writes the kernel parameters the plan has for it there (never in the spawner's own
+/// namespace, the host's).
+fn join_existing(join: &Join, sysctls: &[crate::plan::Sysctl]) -> Result<(), StepFailure> {
+    let (kind, name, proc_name) = match join.namespace {
+        Namespace::Net => (LinkNameSpaceType::Network, "network", "net"),
+        Namespace::Ipc => (LinkNameSpaceType::InterProcessCommunication, "ipc", "ipc"),
+        Namespace::Uts => (LinkNameSpaceType::HostNameAndNISDomainName, "uts", "uts"),
         other => {
             return Err(StepFailure::other(
                 Step::JoinExisting {
@@ -134,13 +136,37 @@ fn join_existing(join: &Join) -> Result<(), StepFailure> {
             .open(&join.path)
             .step(step)?
     };
+    let own = format!("/proc/thread-self/ns/{proc_name}");
+    let identity = |path: &str| {
+        nix::sys::stat::stat(path)
+            .map(|st| (st.st_dev, st.st_ino))
+            .step(step)
+    };
+    let before = identity(&own)?;
     // setns with the type checks that the file is a namespace of that kind.
-    sys::setns(file.as_fd(), kind).step(step)
+    sys::setns(file.as_fd(), kind).step(step)?;
+    let theirs: Vec<_> = sysctls
+        .iter()
+        .filter(|s| s.joined == Some(join.namespace))
+        .collect();
+    if theirs.is_empty() {
+        return Ok(());
+    }
+    if identity(&own)? == before {
+        return Err(StepFailure::other(
+            step(),
+            format!(
+                "it is mm's own {name} namespace, the host's, whose kernel parameters are not \
+                 the container's to change"
+            ),
+        ));
+    }
+    theirs.into_iter().try_for_each(write_sysctl)
 }
 
-/// Writes a kernel parameter of the machine's own namespaces through /proc/sys, before PID 1
-/// enters its root (so not through an image's /proc, and before /proc/sys is made
-/// read-only in it): the parameters of the network, IPC and UTS namespaces are those of
+/// Writes a kernel parameter through /proc/sys: PID 1 before it enters its root (so not
+/// through an image's /proc, and before /proc/sys is made read-only in it), the spawner for
+/// a joined namespace. The parameters of the network, IPC and UTS namespaces are those of
 /// the writer's, whichever proc file system shows them.
 fn write_sysctl(sysctl: &crate::plan::Sysctl) -> Result<(), StepFailure> {
     use std::io::Write;
@@ -206,7 +232,7 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
     }
     // Through the /proc PID 1 still sees, before its root's read-only paths: a kernel
     // parameter of a namespace is the writer's namespace's, whichever proc shows it.
-    for sysctl in &plan.sysctls {
+    for sysctl in plan.sysctls.iter().filter(|s| s.joined.is_none()) {
         write_sysctl(sysctl)?;
     }
     let console = inherited.console.as_ref().map(|(_, path)| path.as_path());

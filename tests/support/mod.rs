@@ -128,6 +128,7 @@ pub const TEST_USERS: &[(&str, Option<u32>)] = &[
     ("mm-test", Some(300_000)),
     ("mm-nosubid", None),
     ("mm-unit", Some(400_000)),
+    ("mm-podman", Some(500_000)),
 ];
 
 /// Creates every user of [`TEST_USERS`], once per test binary, before any test uses one.

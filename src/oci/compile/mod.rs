@@ -75,7 +75,7 @@ pub fn compile(
         &mut errors,
     );
     let (process, mut security) = process::process(config, id, &namespaces, &mut errors);
-    let sysctls = sysctls(&linux, &namespaces, &mut errors);
+    let sysctls = sysctls(&linux, &namespaces, &joins, &mut errors);
     // Run by the lifecycle's commands, not by the plan: checked here with the rest.
     super::hooks::hooks(config.hooks.as_ref(), &mut errors.0);
     if process.terminal.is_some() && !process::has_devpts(&mounts) {
@@ -198,7 +198,7 @@ fn namespaces(
                 asked.push(kind);
                 continue;
             }
-            Some(_) if !host.is_root() => {
+            Some(_) if !host.has_namespace_root() => {
                 "joining an existing namespace needs root: setns(2) needs CAP_SYS_ADMIN over \
                  the namespace and in the caller's own user namespace, which an ordinary \
                  user's mm has in neither"
@@ -241,7 +241,7 @@ fn namespaces(
             );
         }
     }
-    if !host.is_root() && !asked.contains(&Namespace::User) {
+    if !host.has_namespace_root() && !asked.contains(&Namespace::User) {
         errors.at(
             "linux.namespaces",
             "an ordinary user's container needs a user namespace: add {\"type\": \"user\"}",
@@ -266,7 +266,8 @@ fn namespaces(
 
 /// The user namespace's maps: the config's; rootless without any, mm's (root inside is
 /// the user, the rest from the subordinate ranges); root without a user namespace, the
-/// identity of every id, so that the container's ids are the host's.
+/// identity of every id, so that the container's ids are the host's (in another user
+/// namespace, of every id that one has).
 fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
     let entries = |maps: &[spec::IdMapping]| -> Vec<IdMapEntry> {
         maps.iter()
@@ -278,7 +279,7 @@ fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
             .collect()
     };
     let asked_user = linux.namespaces.iter().any(|n| n.kind == "user");
-    let writer = if host.is_root() {
+    let writer = if host.has_namespace_root() {
         MapWriter::Direct
     } else {
         MapWriter::Newidmap
@@ -290,7 +291,7 @@ fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
             }
             (entries(&linux.uid_mappings), entries(&linux.gid_mappings))
         }
-        (true, true) if host.is_root() => {
+        (true, true) if host.has_namespace_root() => {
             errors.at(
                 "linux.uidMappings",
                 "a user namespace needs its maps when mm runs as root",
@@ -310,12 +311,21 @@ fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
                     errors.at(field, "maps without a user namespace in linux.namespaces");
                 }
             }
-            let all = vec![IdMapEntry {
-                inside: 0,
-                outside: 0,
-                count: u32::MAX,
-            }];
-            (all.clone(), all)
+            // In another user namespace (rootless podman's), only the ids it has.
+            match &host.user_namespace {
+                None => {
+                    let all = vec![IdMapEntry {
+                        inside: 0,
+                        outside: 0,
+                        count: u32::MAX,
+                    }];
+                    (all.clone(), all)
+                }
+                Some(ns) => (
+                    crate::idmap::identity_of(&ns.uid_map),
+                    crate::idmap::identity_of(&ns.gid_map),
+                ),
+            }
         }
     };
     Ids {
@@ -327,9 +337,15 @@ fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
 }
 
 /// `linux.sysctl`: only the parameters of a namespace the container has of its own (runc's
-/// list), which PID 1 may write as its user namespace's root; any other would change the
-/// host's kernel, or a joined namespace's, which the container does not own.
-fn sysctls(linux: &spec::Linux, own: &[Namespace], errors: &mut Errors) -> Vec<Sysctl> {
+/// list), which PID 1 may write as its user namespace's root, or of one it joins (rootless
+/// podman sets `net.ipv4.ping_group_range` in the network namespace it made), which the
+/// spawner writes there; any other would change the host's kernel.
+fn sysctls(
+    linux: &spec::Linux,
+    own: &[Namespace],
+    joins: &[Join],
+    errors: &mut Errors,
+) -> Vec<Sysctl> {
     const IPC: &[&str] = &[
         "kernel.msgmax",
         "kernel.msgmnb",
@@ -369,18 +385,24 @@ fn sysctls(linux: &spec::Linux, own: &[Namespace], errors: &mut Errors) -> Vec<S
                 "is not a parameter of a namespace the container can have of its own: it \
                  would change the host's kernel",
             ),
-            Some((kind, name)) if !own.contains(&kind) => errors.at(
-                at,
-                format!(
-                    "needs a {name} namespace of the container's own (the host's or a joined \
-                     one is not the container's to change)"
-                ),
-            ),
             Some(_) if value.contains('\n') => errors.at(at, "the value holds a newline"),
-            Some(_) => all.push(Sysctl {
+            Some((kind, _)) if own.contains(&kind) => all.push(Sysctl {
                 key: key.clone(),
                 value: value.clone(),
+                joined: None,
             }),
+            Some((kind, _)) if joins.iter().any(|j| j.namespace == kind) => all.push(Sysctl {
+                key: key.clone(),
+                value: value.clone(),
+                joined: Some(kind),
+            }),
+            Some((_, name)) => errors.at(
+                at,
+                format!(
+                    "needs the container's own {name} namespace or a joined one (the host's \
+                     is not the container's to change)"
+                ),
+            ),
         }
     }
     all
