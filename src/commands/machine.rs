@@ -255,7 +255,7 @@ fn connect(name: &str, paths: &Paths) -> Result<Supervisor, Error> {
     loop {
         // Read before connecting: a supervisor recorded running had bound its socket.
         let recorded = Asked::recorded(paths);
-        if let Ok(stream) = UnixStream::connect(paths.control()) {
+        if let Ok(stream) = mm::runtime::socket::connect(&paths.control()) {
             return Ok(Supervisor::Listening(stream));
         }
         if !state::supervised(paths).map_err(io)? {

@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -35,7 +34,7 @@ pub fn run(
         .tempdir()
         .map_err(|e| OciError::io(Path::new("a temporary directory"), e))?;
     let socket = dir.path().join("console.sock");
-    let listener = UnixListener::bind(&socket).map_err(|e| OciError::io(&socket, e))?;
+    let listener = crate::runtime::socket::bind(&socket).map_err(|e| OciError::io(&socket, e))?;
     let pid = lifecycle::create(options, id, bundle, pid_file, Some(&socket), log)?;
     // The container's PID 1 connected and sent the master before create returned.
     let (stream, _) = listener.accept().map_err(|e| OciError::io(&socket, e))?;

@@ -10,7 +10,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -275,7 +274,7 @@ pub fn start(options: &Options, id: &str) -> Result<(), OciError> {
 fn ask(container: &Container, request: &Request) -> Result<Reply, OciError> {
     let path = container.paths.control();
     let io = |e| OciError::io(&path, e);
-    let mut stream = UnixStream::connect(&path).map_err(io)?;
+    let mut stream = crate::runtime::socket::connect(&path).map_err(io)?;
     let line = serde_json::to_string(request).map_err(|e| io(e.into()))?;
     writeln!(stream, "{line}").map_err(io)?;
     stream

@@ -21,6 +21,7 @@ mod registrar;
 pub mod rootfs;
 pub mod seccomp;
 mod security;
+pub mod socket;
 pub mod state;
 pub mod stdio;
 pub mod step;

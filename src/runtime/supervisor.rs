@@ -835,7 +835,7 @@ impl Control {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(control(e)),
             _ => {}
         }
-        let listener = UnixListener::bind(&path).map_err(control)?;
+        let listener = super::socket::bind(&path).map_err(control)?;
         listener.set_nonblocking(true).map_err(control)?;
         Ok(Self { signals, listener })
     }

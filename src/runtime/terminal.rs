@@ -11,7 +11,6 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use super::sys;
@@ -83,7 +82,7 @@ pub fn open(size: Option<(u16, u16)>) -> io::Result<Terminal> {
 /// Connects to the caller's console socket (before the container's root is entered: the
 /// path is the host's).
 pub fn connect(path: &Path) -> io::Result<OwnedFd> {
-    Ok(UnixStream::connect(path)?.into())
+    Ok(super::socket::connect(path)?.into())
 }
 
 /// Sends `master` over `socket` with the message `name`, as runc does.
