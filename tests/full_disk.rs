@@ -133,13 +133,13 @@ impl Caller<'_> {
     }
 }
 
-/// A machine `web` on busybox, running `sleep`, in `dir/machines`; and a rootfs tarball
+/// A machine `filler` on busybox, running `sleep`, in `dir/machines`; and a rootfs tarball
 /// that is larger than the small file system.
 fn setup(dir: &Path) -> PathBuf {
     let machines = dir.join("machines");
     std::fs::create_dir_all(&machines).unwrap();
     std::fs::write(
-        machines.join("web.toml"),
+        machines.join("filler.toml"),
         format!(
             "[image]\nsource = \"oci:{}:latest\"\n[exec]\ncommand = [\"/bin/sleep\", \"1000\"]\n",
             busybox().display()
@@ -202,10 +202,10 @@ fn story(test: &str, as_user: Option<TestUser>) {
     );
 
     // 2. The machine fills its writable layer: its own command fails; mm's commands work.
-    caller.ok(&["start", "web"]);
+    caller.ok(&["start", "filler"]);
     let (code, _, stderr) = caller.run(&[
         "exec",
-        "web",
+        "filler",
         "/bin/dd",
         "if=/dev/zero",
         "of=/fill",
@@ -213,14 +213,14 @@ fn story(test: &str, as_user: Option<TestUser>) {
     ]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
-    let status = caller.ok(&["status", "web"]);
-    assert!(status.starts_with("web: running"), "{status}");
+    let status = caller.ok(&["status", "filler"]);
+    assert!(status.starts_with("filler: running"), "{status}");
     let list = caller.ok(&["list"]);
     assert!(list.contains("running"), "{list}");
     caller.store_verifies(1);
     // The machine frees its space; everything works again.
-    caller.ok(&["exec", "web", "/bin/rm", "/fill"]);
-    caller.ok(&["exec", "web", "/bin/true"]);
+    caller.ok(&["exec", "filler", "/bin/rm", "/fill"]);
+    caller.ok(&["exec", "filler", "/bin/true"]);
     eprintln!(
         "{test}: a machine filled its writable layer: dd failed alone; status, list, check worked"
     );
@@ -228,12 +228,12 @@ fn story(test: &str, as_user: Option<TestUser>) {
     // 3. State files on a full disk: stop cannot record, says which file, leaves no
     //    temporary and the old record whole.
     let filled = fs.fill();
-    let state = caller.root.join("run/web/state.json");
-    let (code, _, stderr) = caller.run(&["stop", "web"]);
+    let state = caller.root.join("run/filler/state.json");
+    let (code, _, stderr) = caller.run(&["stop", "filler"]);
     assert_eq!(code, Some(74), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "web stopped, but that could not be recorded in {}: No space left on device",
+            "filler stopped, but that could not be recorded in {}: No space left on device",
             state.display()
         )),
         "{stderr}"
@@ -246,15 +246,15 @@ fn story(test: &str, as_user: Option<TestUser>) {
     );
     assert_eq!(temporaries(&caller.root), Vec::<PathBuf>::new());
     // `mm status` still tells: stopped, with why its record is behind.
-    let (code, stdout, stderr) = caller.run(&["status", "web"]);
+    let (code, stdout, stderr) = caller.run(&["status", "filler"]);
     assert_eq!(code, Some(3), "{stdout}{stderr}");
-    assert!(stdout.starts_with("web: stopped"), "{stdout}");
+    assert!(stdout.starts_with("filler: stopped"), "{stdout}");
     assert!(
         stderr.contains(&format!("{}: No space left on device", state.display())),
         "{stderr}"
     );
     // A start on the full disk: refused, naming the file.
-    let (code, _, stderr) = caller.run(&["start", "web"]);
+    let (code, _, stderr) = caller.run(&["start", "filler"]);
     assert_eq!(code, Some(74), "{stderr}");
     assert!(
         stderr.contains(caller.root.to_str().unwrap())
@@ -270,11 +270,11 @@ fn story(test: &str, as_user: Option<TestUser>) {
 
     // Space again: the machine is stopped, and starts and stops.
     fs.unfill();
-    let (code, stdout, _) = caller.run(&["status", "web"]);
+    let (code, stdout, _) = caller.run(&["status", "filler"]);
     assert_eq!(code, Some(3), "{stdout}");
-    caller.ok(&["start", "web"]);
-    caller.ok(&["stop", "web"]);
-    caller.ok(&["rm", "web"]);
+    caller.ok(&["start", "filler"]);
+    caller.ok(&["stop", "filler"]);
+    caller.ok(&["rm", "filler"]);
     caller.store_verifies(1);
     eprintln!("{test}: with space again: status, start, stop, rm and check worked");
 }

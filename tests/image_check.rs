@@ -198,8 +198,8 @@ fn repair_leaves_a_running_machines_layer_until_it_stops() {
         return;
     }
     let mut machines = Machines::new();
-    machines.define("web", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]\n");
-    machines.ok(&["start", "web"]);
+    machines.define("ic-web", "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]\n");
+    machines.ok(&["start", "ic-web"]);
     let (diff_id, dir) = layer_dir(&machines.state_dir().join("images/layers"));
     std::fs::remove_file(dir.join("srv/index.html")).unwrap();
 
@@ -214,18 +214,18 @@ fn repair_leaves_a_running_machines_layer_until_it_stops() {
         "{stdout}"
     );
     assert!(dir.exists(), "--repair removed a running machine's layer");
-    assert_eq!(machines.status("web")["state"], "running");
+    assert_eq!(machines.status("ic-web")["state"], "running");
 
-    machines.ok(&["stop", "web"]);
+    machines.ok(&["stop", "ic-web"]);
     let (out, stdout, _) = machines.mm(&["image", "check", "--repair", "--json"]);
     assert_eq!(out.status.code(), Some(65), "{stdout}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["damaged"][0]["removed"], true, "{stdout}");
     assert!(!dir.exists());
     // The next start imports it again.
-    machines.ok(&["start", "web"]);
+    machines.ok(&["start", "ic-web"]);
     assert!(dir.join("srv/index.html").exists());
-    machines.ok(&["stop", "web"]);
+    machines.ok(&["stop", "ic-web"]);
     let out = machines.ok(&["image", "check"]);
     assert!(out.contains("OK: 1 layers"), "{out}");
     eprintln!(

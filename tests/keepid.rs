@@ -129,7 +129,11 @@ fn as_root_keep_id_maps_a_named_user_and_its_homes() {
         user.give(d);
     }
     std::fs::write(elsewhere.join("from-path"), "").unwrap();
-    write(dir, "dev", &debian(&tar, &proj, "keep_id = \"mm-test\""));
+    write(
+        dir,
+        "kid-dev",
+        &debian(&tar, &proj, "keep_id = \"mm-test\""),
+    );
     write(
         dir,
         "onhost",
@@ -146,14 +150,14 @@ fn as_root_keep_id_maps_a_named_user_and_its_homes() {
     );
     let mm = |args: &[&str]| support::mm(dir, args);
     let _stop = OnDrop(|| {
-        for name in ["dev", "onhost", "onpath"] {
+        for name in ["kid-dev", "onhost", "onpath"] {
             let _ = mm(&["stop", name, "--timeout", "1"]).output();
         }
     });
-    let plan = ok(mm(&["plan", "dev"]));
+    let plan = ok(mm(&["plan", "kid-dev"]));
     assert!(plan.contains("User `mm-test` inside"), "{plan}");
-    ok(mm(&["start", "dev"]));
-    the_user_is_the_host_user(&mm, "dev", &proj);
+    ok(mm(&["start", "kid-dev"]));
+    the_user_is_the_host_user(&mm, "kid-dev", &proj);
 
     // home = "host": the user's own home on the host, bound.
     let marker = format!("mm-keepid-test-{}", std::process::id());
@@ -170,10 +174,10 @@ fn as_root_keep_id_maps_a_named_user_and_its_homes() {
     let listed = ok(mm(&["exec", "onpath", "--", "sh", "-c", "ls $HOME"]));
     assert_eq!(listed, "from-path\n");
     // `mm rm` takes the machine home with it.
-    ok(mm(&["stop", "dev"]));
-    let home = dir.join("state/machines/dev/home");
+    ok(mm(&["stop", "kid-dev"]));
+    let home = dir.join("state/machines/kid-dev/home");
     assert!(home.join("note").exists(), "{}", home.display());
-    ok(mm(&["rm", "dev"]));
+    ok(mm(&["rm", "kid-dev"]));
     assert!(!home.exists());
 }
 
@@ -190,7 +194,11 @@ fn rootless_keep_id_is_you_without_a_chown_copy() {
     let dir = shared_tempdir();
     let proj = dir.path().join("proj");
     user.give(&proj);
-    write(dir.path(), "dev", &debian(&tar, &proj, "keep_id = true"));
+    write(
+        dir.path(),
+        "kid-dev",
+        &debian(&tar, &proj, "keep_id = true"),
+    );
     user.give(dir.path());
     let state = dir.path().join("state");
     let mm = |args: &[&str]| {
@@ -199,14 +207,14 @@ fn rootless_keep_id_is_you_without_a_chown_copy() {
         command
     };
     let _stop = OnDrop(|| {
-        let _ = mm(&["stop", "dev", "--timeout", "1"]).output();
+        let _ = mm(&["stop", "kid-dev", "--timeout", "1"]).output();
     });
-    let plan = ok(mm(&["plan", "dev"]));
+    let plan = ok(mm(&["plan", "kid-dev"]));
     assert!(
         plan.contains(&format!("store layout keep-id-{}-", user.uid)),
         "{plan}"
     );
-    ok(mm(&["start", "dev"]));
+    ok(mm(&["start", "kid-dev"]));
     // The layers are in the keep-id layout only: one unpack, straight from the blob.
     let store = state.join("images");
     let layouts: Vec<String> = std::fs::read_dir(store.join("layouts"))
@@ -219,7 +227,7 @@ fn rootless_keep_id_is_you_without_a_chown_copy() {
         0,
         "no default layout was unpacked"
     );
-    the_user_is_the_host_user(&mm, "dev", &proj);
+    the_user_is_the_host_user(&mm, "kid-dev", &proj);
 }
 
 #[test]

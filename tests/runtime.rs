@@ -346,6 +346,37 @@ fn two_starts_at_once_give_one_machine() {
 }
 
 #[test]
+fn a_machine_of_the_same_name_under_another_state_root_is_left_alone() {
+    if !ready("a_machine_of_the_same_name_under_another_state_root_is_left_alone") {
+        return;
+    }
+    // Root's cgroups and links are named host-wide after the machine: two state roots
+    // (MM_ROOT) share them. The second start must refuse, not take the first's down.
+    let body = "[exec]\ncommand = [\"/bin/sleep\", \"1000\"]\n[resources]\npids = 32";
+    let mut first = Machines::new();
+    first.define("twin", body);
+    let mut second = Machines::new();
+    second.define("twin", body);
+    first.ok(&["start", "twin"]);
+    let leader = first.status("twin")["leader"].as_i64().unwrap();
+    let (out, _, stderr) = second.mm(&["start", "twin"]);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("machine.slice/mm-twin.scope")
+            && stderr.contains(&format!("still has processes ({leader}"))
+            && stderr.contains("another supervisor or state root"),
+        "{stderr}"
+    );
+    assert!(alive(leader), "the first machine's PID 1 was killed");
+    assert_eq!(first.status("twin")["state"], "running");
+    assert_eq!(second.status("twin")["state"], "stopped");
+    // Once the first has stopped, the name is free.
+    first.ok(&["stop", "twin"]);
+    second.ok(&["start", "twin"]);
+    assert_eq!(second.status("twin")["state"], "running");
+}
+
+#[test]
 fn stop_and_kill_end_machines_even_those_that_ignore_sigterm() {
     if !ready("stop_and_kill_end_machines") {
         return;

@@ -28,7 +28,7 @@ pub enum CgroupError {
     },
     #[error("cannot read {}: {source}", file.display())]
     Read { file: PathBuf, source: io::Error },
-    #[error("the cgroup {} still has processes ({}): is the machine running under another supervisor?", dir.display(), list(pids))]
+    #[error("the cgroup {} still has processes ({}): is a machine of this name running under another supervisor or state root (MM_ROOT)?", dir.display(), list(pids))]
     Busy { dir: PathBuf, pids: Vec<i32> },
     #[error("cannot remove the cgroup {}: {source}", dir.display())]
     Remove { dir: PathBuf, source: io::Error },
@@ -214,18 +214,20 @@ impl MachineCgroup {
         let Cgroup::Create { dirs, limits, .. } = plan else {
             return Ok(None);
         };
+        // Processes in it, or in a cgroup below it, are another supervisor's: leave them be.
+        let pids = MachineCgroup { dirs: dirs.clone() }.all_pids()?;
+        if !pids.is_empty() {
+            let dir = dirs
+                .iter()
+                .find(|d| d.exists())
+                .cloned()
+                .unwrap_or_default();
+            return Err(CgroupError::Busy { dir, pids });
+        }
         let mut made = MachineCgroup { dirs: Vec::new() };
         let result = (|| {
             for dir in dirs {
-                if dir.exists() {
-                    let pids = procs(dir)?;
-                    if !pids.is_empty() {
-                        return Err(CgroupError::Busy {
-                            dir: dir.clone(),
-                            pids,
-                        });
-                    }
-                } else {
+                if !dir.exists() {
                     std::fs::create_dir_all(dir).map_err(|source| CgroupError::Create {
                         dir: dir.clone(),
                         source,
@@ -316,6 +318,19 @@ impl MachineCgroup {
         all.sort_unstable();
         all.dedup();
         Ok(all)
+    }
+
+    /// Whether the cgroup (and those below it) holds no process, or none after waiting up to
+    /// `within` for those that are ending. One that cannot be read counts as held.
+    pub fn empties_within(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.all_pids() {
+                Ok(pids) if pids.is_empty() => return true,
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                _ => return false,
+            }
+        }
     }
 
     /// SIGKILLs every process in the cgroup and waits (up to 5 s) until none is left.
@@ -472,7 +487,7 @@ mod tests {
         assert_eq!(
             busy.to_string(),
             "the cgroup /sys/fs/cgroup/machine.slice/mm-web.scope still has processes (12, 13): \
-             is the machine running under another supervisor?"
+             is a machine of this name running under another supervisor or state root (MM_ROOT)?"
         );
         let left = CgroupError::Unkillable {
             dir: PathBuf::from("/c"),

@@ -1134,9 +1134,20 @@ fn unmount_and_remove(plan: &Plan) {
 
 /// A supervisor that was killed left its cgroup and mount points behind: remove them
 /// (both the recorded plan's and this one's, which may differ).
+///
+/// This plan's cgroup and links are named host-wide after the machine alone, so a
+/// machine of the same name under another state root (`MM_ROOT`) may hold them: what a
+/// killed supervisor of this machine left has no process that lives on (PID 1 died with
+/// it, and its PID namespace with PID 1), so a cgroup whose processes outlast a moment is
+/// another's, and is left whole for [`MachineCgroup::create`] to refuse.
 fn clean_stale(paths: &Paths, plan: &Plan) {
     if let Ok(Some(Recorded::Running { launch, .. })) = state::read(paths) {
         release(&launch.plan);
+    }
+    if MachineCgroup::from_plan(&plan.cgroup)
+        .is_some_and(|cgroup| !cgroup.empties_within(Duration::from_secs(2)))
+    {
+        return;
     }
     release(plan);
 }
