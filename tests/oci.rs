@@ -1560,6 +1560,91 @@ fn sysctls_of_the_containers_own_namespaces_are_set() {
     );
 }
 
+#[test]
+fn devices_are_the_hosts_nodes_bound_and_checked() {
+    let test = "devices_are_the_hosts_nodes_bound_and_checked";
+    if !ready(test) {
+        return;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return skip(test, "the host has no /dev/fuse (no fuse module)");
+    }
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "stat -c '%F %t:%T' /dev/fuse; (: < /dev/fuse) 2>/dev/null && echo opened || echo refused",
+        ],
+    );
+    let fuse = serde_json::json!({"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+        "fileMode": 0o600, "uid": 0, "gid": 0});
+    let allow = serde_json::json!({"allow": true, "type": "c", "major": 10, "minor": 229,
+        "access": "rwm"});
+    let root = dir.path().join("root");
+    let out = dir.path().join("out");
+    let run_with = |id: &str, rules: serde_json::Value| {
+        edit_config(&bundle, |config| {
+            config["linux"]["devices"] = serde_json::json!([fuse]);
+            config["linux"]["resources"]["devices"] = rules;
+        });
+        let _ = std::fs::remove_file(&out);
+        let (ok, err) = oci(
+            &root,
+            &["run", "--bundle", bundle.to_str().unwrap(), id],
+            &out,
+        );
+        let said = std::fs::read_to_string(&out).unwrap_or_default();
+        println!("{id}: the container said: {said}{err}");
+        assert!(ok, "mm oci run: {err}");
+        said
+    };
+    // Podman's shape: deny all, then allow the device. A device node, usable. (mm
+    // applies device rules through cgroup v1's devices controller only: on a v2 host a
+    // rule allowing more than mm's own nodes is refused, so there are none.)
+    let v1_devices = Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
+    let deny = serde_json::json!({"allow": false, "access": "rwm"});
+    let rules = if v1_devices {
+        serde_json::json!([deny, allow])
+    } else {
+        serde_json::json!([])
+    };
+    let said = run_with("dev1", rules);
+    assert!(said.contains("character special file a:e5"), "{said}");
+    assert!(said.contains("opened"), "{said}");
+    // Without the allow rule the device controller refuses it.
+    if v1_devices {
+        let said = run_with("dev2", serde_json::json!([deny]));
+        assert!(said.contains("character special file a:e5"), "{said}");
+        assert!(said.contains("refused"), "{said}");
+    }
+
+    // A node the host does not have at that path, or a FIFO: refused by their paths.
+    edit_config(&bundle, |config| {
+        config["linux"]["devices"] = serde_json::json!([{"path": "/dev/fuse", "type": "c",
+            "major": 10, "minor": 1}]);
+    });
+    refused(
+        &root,
+        &bundle,
+        "dev3",
+        &out,
+        "linux.devices[0]: /dev/fuse: the host's node there is the character device 10:229, \
+         not the character device 10:1 asked for",
+    );
+    edit_config(&bundle, |config| {
+        config["linux"]["devices"] = serde_json::json!([{"path": "/dev/p", "type": "p"}]);
+    });
+    refused(
+        &root,
+        &bundle,
+        "dev4",
+        &out,
+        "linux.devices[0].type: a FIFO in linux.devices is not supported by mm yet",
+    );
+}
+
 /// `hooks`: createRuntime (and prestart) run from `create` once the process waits,
 /// poststart from `start`, poststop from `delete`, each with the container's state on its
 /// standard input; a createRuntime hook that fails fails the create with nothing left; the
@@ -1581,10 +1666,23 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
             "timeout": 10
         })
     };
+    // The hooks of the container's namespaces also say which mount namespace they ran in;
+    // createContainer's path is the host's, startContainer's the container's (its rootfs
+    // is written in place: /started.json is the bundle's rootfs/started.json).
+    let in_container = |to: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {to}.json; readlink /proc/self/ns/mnt > {to}.mnt")],
+            "env": ["PATH=/usr/bin:/bin"],
+        })
+    };
+    let made = format!("{}/createContainer", dir.path().display());
     edit_config(&bundle, |config| {
         config["hooks"] = serde_json::json!({
             "prestart": [record("prestart")],
             "createRuntime": [record("createRuntime")],
+            "createContainer": [in_container(&made)],
+            "startContainer": [in_container("/started")],
             "poststart": [record("poststart")],
             "poststop": [record("poststop")],
         });
@@ -1607,10 +1705,31 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
     let pid = created["pid"].as_i64().unwrap();
     assert!(pid > 0 && alive(pid));
     assert_eq!(seen("prestart")["status"], "created");
+    let mnt = |path: PathBuf| std::fs::read_to_string(path).unwrap().trim().to_owned();
+    let container_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let container_mnt = container_mnt.to_str().unwrap();
+    let made = seen("createContainer");
+    assert_eq!(
+        (&made["status"], &made["pid"]),
+        (&"creating".into(), &pid.into())
+    );
+    assert_eq!(made["bundle"], bundle_arg);
+    assert_eq!(mnt(dir.path().join("createContainer.mnt")), container_mnt);
     assert!(!dir.path().join("poststart.json").exists());
+    let started = bundle.join("rootfs/started.json");
+    assert!(!started.exists(), "startContainer ran before start");
     let (ok, err) = oci(&root, &["start", "hooked"], &out);
     assert!(ok, "start: {err}");
     assert_eq!(seen("poststart")["status"], "running");
+    // PID 1 ran it before its command: it is there once the command runs.
+    assert!(cmdline(pid).starts_with("sleep 1000"), "{}", cmdline(pid));
+    let text = std::fs::read_to_string(&started).unwrap();
+    let given: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&given["id"], &given["pid"]),
+        (&"hooked".into(), &pid.into())
+    );
+    assert_eq!(mnt(bundle.join("rootfs/started.mnt")), container_mnt);
     let (ok, err) = oci(&root, &["kill", "hooked", "KILL"], &out);
     assert!(ok, "kill: {err}");
     killed(pid);
@@ -1632,15 +1751,37 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
         &out,
         "the createRuntime hook /bin/false",
     );
-    // Hooks inside the container's namespaces are refused by their path.
+    // So does a createContainer hook that fails.
     edit_config(&bundle, |config| {
-        config["hooks"] = serde_json::json!({"startContainer": [{"path": "/bin/true"}]});
+        config["hooks"] = serde_json::json!({"createContainer": [{"path": "/bin/false"}]});
     });
     refused(
         &root,
         &bundle,
         "hooked3",
         &out,
-        "hooks.startContainer: is not supported by mm",
+        "run the createContainer hook /bin/false",
     );
+    // A startContainer hook that fails ends the process before its command, saying why.
+    edit_config(&bundle, |config| {
+        config["hooks"] = serde_json::json!({"startContainer": [{"path": "/bin/false"}]});
+    });
+    let (ok, err) = oci(&root, &["create", "--bundle", bundle_arg, "hooked4"], &out);
+    assert!(ok, "create: {err}");
+    let pid = state(&root, "hooked4")["pid"].as_i64().unwrap();
+    let (ok, err) = oci(&root, &["start", "hooked4"], &out);
+    assert!(ok, "start: {err}");
+    let status = reap(pid);
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 127)),
+        "{status:?}"
+    );
+    let said = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+    assert!(
+        said.contains("run the startContainer hook /bin/false"),
+        "{said}"
+    );
+    assert_eq!(state(&root, "hooked4")["status"], "stopped");
+    let (ok, err) = oci(&root, &["delete", "hooked4"], &out);
+    assert!(ok, "delete: {err}");
 }

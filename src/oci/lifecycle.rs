@@ -35,6 +35,18 @@ pub fn create(
     let host =
         crate::host::Host::probe_without_buses("not asked: mm does not register OCI containers");
     let (plan, spec) = super::plan_and_spec(bundle, id, &host, options)?;
+    // Checked with the plan already; now that the host's nodes are the devices asked for.
+    let devices = spec
+        .linux
+        .as_ref()
+        .map(|l| l.devices.as_slice())
+        .unwrap_or_default();
+    super::devices::check_host(&super::devices::nodes(devices, &mut Vec::new())).map_err(
+        |errors| OciError::Config {
+            path: plan.machine.definition.clone(),
+            errors,
+        },
+    )?;
     let console_socket = console_socket
         .map(|p| std::path::absolute(p).map_err(|e| OciError::io(p, e)))
         .transpose()?;

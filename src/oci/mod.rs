@@ -8,6 +8,7 @@ pub mod attach;
 mod compile;
 pub mod control;
 mod defaults;
+pub mod devices;
 pub mod exec;
 mod fields;
 pub mod hooks;

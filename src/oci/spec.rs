@@ -138,6 +138,22 @@ pub struct Linux {
     pub seccomp: Option<Seccomp>,
     #[serde(default)]
     pub sysctl: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+/// `linux.devices[]`: a device node the container gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    pub file_mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// `linux.seccomp`, as written: oci/seccomp.rs validates it.

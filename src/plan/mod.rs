@@ -641,6 +641,52 @@ pub struct Process {
     /// (`mm oci create --console-socket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal: Option<Terminal>,
+    /// [`Pid1::Direct`]: an OCI bundle's hooks that PID 1 runs in the container's
+    /// namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<ContainerHooks>,
+}
+
+/// An OCI bundle's hooks that run inside the container's namespaces, from PID 1, one after
+/// another, each with the container's state (runtime-spec JSON) on its standard input:
+/// `createContainer` once the container's mounts are made, before pivot_root (its path is
+/// in the runtime's file system); `startContainer` once `mm oci start` lets the process go
+/// on, before its command, as its user (its path is in the container's). One that fails
+/// ends the process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerHooks {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create_container: Vec<Hook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start_container: Vec<Hook>,
+    pub state: HookState,
+}
+
+/// A program an OCI bundle's hooks run (`hooks.*[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    pub path: PathBuf,
+    /// Its whole argv, `args[0]` included (empty: the path alone).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its whole environment (`KEY=VALUE`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Killed after this many seconds.
+    #[serde(default)]
+    pub timeout: Option<u32>,
+}
+
+/// The runtime-spec state a hook is given, but for what PID 1 adds when it runs it: the
+/// status and its pid on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookState {
+    pub oci_version: String,
+    pub id: String,
+    pub bundle: PathBuf,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A pseudo-terminal PID 1 opens in the machine's `/dev/ptmx` (its own devpts instance,

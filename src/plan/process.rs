@@ -53,6 +53,7 @@ pub(super) fn process(
         pid1: if exec.boot { Pid1::Boot } else { Pid1::MmInit },
         rlimits: Vec::new(),
         waits_for_start: false,
+        hooks: None,
         groups: Vec::new(),
         umask: None,
         reparented: false,

@@ -193,9 +193,12 @@ fn write_sysctl(sysctl: &crate::plan::Sysctl) -> Result<(), StepFailure> {
 
 /// PID 1 of the machine: never returns.
 fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
-    let failure = match setup(launch, &mut inherited) {
+    let host_pid = pid_on_host();
+    let failure = match setup(launch, &mut inherited, host_pid) {
         Ok(()) if launch.boot => exec_init(launch, &inherited),
-        Ok(()) if launch.plan.process.pid1 == Pid1::Direct => direct(launch, &mut inherited),
+        Ok(()) if launch.plan.process.pid1 == Pid1::Direct => {
+            direct(launch, &mut inherited, host_pid)
+        }
         Ok(()) => init::run(launch, inherited.report),
         Err(failure) => failure,
     };
@@ -204,7 +207,29 @@ fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> {
+/// Runs an OCI bundle's hooks of the container's namespaces (`point`), each with `state`.
+fn run_hooks(hooks: &[crate::plan::Hook], state: &[u8], point: &str) -> Result<(), StepFailure> {
+    super::hooks::run(hooks, state).map_err(|failed| {
+        StepFailure::other(
+            Step::Hook {
+                point: point.to_owned(),
+                path: failed.path,
+            },
+            failed.why,
+        )
+    })
+}
+
+/// PID 1's pid on the host, from the host's /proc it still sees before it enters its
+/// root (the pid an OCI hook's state gives).
+fn pid_on_host() -> i32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn setup(launch: &Launch, inherited: &mut Inherited, host_pid: i32) -> Result<(), StepFailure> {
     // A re-parented PID 1's parent is the caller, which exits after `create`.
     if !launch.plan.process.reparented {
         sys::parent_death_signal(rustix::process::Signal::KILL).step(|| Step::DeathSignal)?;
@@ -236,7 +261,22 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
         write_sysctl(sysctl)?;
     }
     let console = inherited.console.as_ref().map(|(_, path)| path.as_path());
-    rootfs::enter(&mut rootfs::Kernel, plan, console, &inherited.host_fs)?;
+    let mut create_container = || match &plan.process.hooks {
+        Some(hooks) if !hooks.create_container.is_empty() => {
+            // Nothing PID 1 holds reaches a hook.
+            sys::close_on_exec_from(3).step(|| Step::CloseOnExec)?;
+            let state = super::hooks::container_state(&hooks.state, "creating", host_pid);
+            run_hooks(&hooks.create_container, &state, "createContainer")
+        }
+        _ => Ok(()),
+    };
+    rootfs::enter(
+        &mut rootfs::Kernel,
+        plan,
+        console,
+        &inherited.host_fs,
+        &mut create_container,
+    )?;
     inherited.host_fs.clear();
     // A joined UTS namespace keeps its creator's hostname (and is not the machine's to set).
     if !plan.joins(Namespace::Uts) {
@@ -281,7 +321,7 @@ fn setup(launch: &Launch, inherited: &mut Inherited) -> Result<(), StepFailure> 
 /// An OCI container's process: its limits, its user, its ambient capabilities and its
 /// working directory; then, when the plan says so, the wait for `mm oci start`; then its
 /// command. Returns only what failed.
-fn direct(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
+fn direct(launch: &Launch, inherited: &mut Inherited, host_pid: i32) -> StepFailure {
     let ready = (|| {
         let user = security::numeric_user(&launch.user, &launch.plan.process.groups)?;
         // Its own session, as runc gives its container's process (with a terminal, it
@@ -313,12 +353,15 @@ fn direct(launch: &Launch, inherited: &mut Inherited) -> StepFailure {
                 ));
             }
         }
-        // With no_new_privileges, the profile: the last step before the command. Past the
-        // barrier the supervisor reads no reports: a failure is said on the process's
-        // standard error (the caller's), too.
-        security::load_late(&launch.plan.security, launch.seccomp.as_ref()).inspect_err(|f| {
-            eprintln!("mm: {}: {}", f.step, f.message);
-        })
+        // Past the barrier the supervisor reads no reports: a failure is said on the
+        // process's standard error (the caller's), too.
+        let said = |f: &StepFailure| eprintln!("mm: {}: {}", f.step, f.message);
+        if let Some(hooks) = &launch.plan.process.hooks {
+            let state = super::hooks::container_state(&hooks.state, "created", host_pid);
+            run_hooks(&hooks.start_container, &state, "startContainer").inspect_err(said)?;
+        }
+        // With no_new_privileges, the profile: the last step before the command.
+        security::load_late(&launch.plan.security, launch.seccomp.as_ref()).inspect_err(said)
     })();
     match ready {
         Ok(()) => exec::exec(&launch.argv, &launch.env),

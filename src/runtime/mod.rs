@@ -11,6 +11,7 @@ mod console;
 pub mod enter;
 mod exec;
 mod freezer;
+pub mod hooks;
 mod init;
 pub mod launch;
 mod network;

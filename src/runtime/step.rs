@@ -210,6 +210,11 @@ pub enum Step {
     },
     /// An OCI container's process, waiting for `mm oci start`.
     WaitForStart,
+    /// A hook of an OCI bundle, run in the container's namespaces.
+    Hook {
+        point: String,
+        path: PathBuf,
+    },
     /// A pidfd on a re-parented PID 1.
     WatchPid1,
     /// nosuid, nodev or noexec on a bind.
@@ -315,6 +320,7 @@ impl std::fmt::Display for Step {
             Self::RaiseAmbientCapabilities => f.write_str("raise the ambient capabilities"),
             Self::SetRlimit { resource } => write!(f, "set {resource}"),
             Self::WaitForStart => f.write_str("wait for `mm oci start`"),
+            Self::Hook { point, path } => write!(f, "run the {point} hook {}", path.display()),
             Self::WatchPid1 => f.write_str("watch PID 1 (pidfd_open)"),
             Self::Restrict { target } => write!(f, "restrict the mount on {target}"),
             Self::Exec { argv } if argv.is_empty() => f.write_str("exec"),

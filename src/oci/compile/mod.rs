@@ -74,10 +74,23 @@ pub fn compile(
         host,
         &mut errors,
     );
-    let (process, mut security) = process::process(config, id, &namespaces, &mut errors);
+    let (mut process, mut security) = process::process(config, id, &namespaces, &mut errors);
     let sysctls = sysctls(&linux, &namespaces, &joins, &mut errors);
-    // Run by the lifecycle's commands, not by the plan: checked here with the rest.
-    super::hooks::hooks(config.hooks.as_ref(), &mut errors.0);
+    // Those of the runtime's namespaces are run by the lifecycle's commands, those of the
+    // container's by PID 1: all checked here with the rest.
+    let hooks = super::hooks::hooks(config.hooks.as_ref(), &mut errors.0);
+    if !hooks.create_container.is_empty() || !hooks.start_container.is_empty() {
+        process.hooks = Some(crate::plan::ContainerHooks {
+            create_container: hooks.create_container,
+            start_container: hooks.start_container,
+            state: crate::plan::HookState {
+                oci_version: super::state::OCI_VERSION.to_owned(),
+                id: id.as_str().to_owned(),
+                bundle: bundle.to_path_buf(),
+                annotations: config.annotations.clone(),
+            },
+        });
+    }
     if process.terminal.is_some() && !process::has_devpts(&mounts) {
         errors.at(
             "process.terminal",

@@ -200,6 +200,22 @@ pub(super) fn mounts(
         }
         all.extend(crate::plan::dev_links());
     }
+    // After /dev: the host's nodes, bound (oci/devices.rs); one of the default nodes
+    // above only once.
+    for node in crate::oci::devices::nodes(&linux.devices, &mut errors.0) {
+        let default = crate::plan::DEV_NODES
+            .iter()
+            .any(|n| node.path == format!("/dev/{n}"));
+        if dev_tmpfs && default {
+            continue;
+        }
+        all.push(Mount::Bind {
+            source: PathBuf::from(&node.path),
+            target: node.path,
+            readonly: false,
+            recursive: false,
+        });
+    }
     for (field, paths, masked) in [
         ("linux.maskedPaths", &linux.masked_paths, true),
         ("linux.readonlyPaths", &linux.readonly_paths, false),

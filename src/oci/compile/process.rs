@@ -114,6 +114,7 @@ pub(super) fn process(
         }),
         rlimits,
         waits_for_start: true,
+        hooks: None,
         groups: p.user.additional_gids.clone(),
         umask: p.user.umask,
         reparented: true,

@@ -593,12 +593,14 @@ pub fn make_host_fs(
 }
 
 /// PID 1 enters its root: the plan's mounts inside it (`made`: what
-/// [`make_host_fs`] made), then `pivot_root`.
+/// [`make_host_fs`] made), then `before_pivot` (an OCI bundle's createContainer hooks),
+/// then `pivot_root`.
 pub fn enter(
     m: &mut dyn Mounter,
     plan: &Plan,
     console: Option<&Path>,
     made: &[(usize, OwnedFd)],
+    before_pivot: &mut dyn FnMut() -> Result<(), StepFailure>,
 ) -> Result<(), StepFailure> {
     let staged = plan.root.idmapped_lowers;
     let at = if staged {
@@ -646,6 +648,7 @@ pub fn enter(
             path: shown.clone(),
         })?;
     }
+    before_pivot()?;
     m.pivot(root.as_fd()).step(|| Step::PivotRoot {
         root: shown.clone(),
     })
@@ -681,6 +684,6 @@ pub fn sequence(plan: &Plan) -> Result<Vec<String>, StepFailure> {
         recorder.say_section("PID 1, in the machine's namespaces");
         mount_rootless(&mut recorder, plan)?;
     }
-    enter(&mut recorder, plan, Some(console), &made)?;
+    enter(&mut recorder, plan, Some(console), &made, &mut || Ok(()))?;
     Ok(recorder.lines().to_vec())
 }
