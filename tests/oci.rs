@@ -414,7 +414,10 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
     assert!(ok, "exec --tty as the user: {err}");
     let (stream, _) = listener.accept().unwrap();
     let (master, _) = mm::runtime::terminal::receive(std::os::fd::AsFd::as_fd(&stream)).unwrap();
-    let seen = read_until_line(&mut File::from(master), "as 0");
+    // Kept open until the process is reaped: closing the master hangs its terminal up,
+    // and a shell that has printed but not yet exited would die of SIGHUP.
+    let mut master = File::from(master);
+    let seen = read_until_line(&mut master, "as 0");
     println!("rootless exec --tty: {seen:?}");
     assert!(seen.contains("/dev/pts/0\r\nas 0"), "{seen:?}");
     // Re-parented to us, its subreaper, which reaps it: a zombie of the container's PID
@@ -425,6 +428,7 @@ fn an_ordinary_user_runs_a_bundle_through_mm_runc() {
         .parse()
         .unwrap();
     let status = reap(exec_pid);
+    drop(master);
     assert!(
         matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
         "{status:?}"
