@@ -28,10 +28,11 @@ pub struct Hooks {
     pub poststart: Vec<Hook>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststop: Vec<Hook>,
-    /// Run by PID 1 (`plan::ContainerHooks`), not by the lifecycle's commands.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Run by PID 1 (`plan::ContainerHooks`), not by the lifecycle's commands: the plan
+    /// carries them, `oci.json` does not.
+    #[serde(skip)]
     pub create_container: Vec<Hook>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip)]
     pub start_container: Vec<Hook>,
 }
 

@@ -193,7 +193,12 @@ fn write_sysctl(sysctl: &crate::plan::Sysctl) -> Result<(), StepFailure> {
 
 /// PID 1 of the machine: never returns.
 fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
-    let host_pid = pid_on_host();
+    // Only an OCI bundle's hooks are told it.
+    let host_pid = if launch.plan.process.hooks.is_some() {
+        pid_on_host()
+    } else {
+        0
+    };
     let failure = match setup(launch, &mut inherited, host_pid) {
         Ok(()) if launch.boot => exec_init(launch, &inherited),
         Ok(()) if launch.plan.process.pid1 == Pid1::Direct => {
