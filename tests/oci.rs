@@ -1681,10 +1681,32 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
         })
     };
     let made = format!("{}/createContainer", dir.path().display());
+    // createRuntime binds a directory into the container's root through its mount
+    // namespace, at the root's path in the runtime's file system, as GPU hooks do: only
+    // before pivot_root is that path the container's root. It also says whether
+    // createContainer had run yet.
+    let given = dir.path().join("given");
+    std::fs::create_dir(&given).unwrap();
+    std::fs::write(given.join("marker"), "from createRuntime").unwrap();
+    std::fs::create_dir(bundle.join("rootfs/hooked-in")).unwrap();
+    let d = dir.path().display();
+    let create_runtime = serde_json::json!({
+        "path": "/bin/sh",
+        "args": ["sh", "-c", format!(
+            "s=$(cat); printf %s \"$s\" > {d}/createRuntime.json; \
+             if test -e {d}/createContainer.json; then echo after; else echo before; fi \
+               > {d}/createRuntime.order; \
+             pid=$(printf %s \"$s\" | sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); \
+             nsenter -t \"$pid\" -m mount --bind {d}/given {}/rootfs/hooked-in",
+            bundle.display()
+        )],
+        "env": ["PATH=/usr/bin:/bin:/usr/sbin:/sbin"],
+        "timeout": 10
+    });
     edit_config(&bundle, |config| {
         config["hooks"] = serde_json::json!({
             "prestart": [record("prestart")],
-            "createRuntime": [record("createRuntime")],
+            "createRuntime": [create_runtime],
             "createContainer": [in_container(&made)],
             "startContainer": [in_container("/started")],
             "poststart": [record("poststart")],
@@ -1705,10 +1727,21 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
     let created = seen("createRuntime");
     println!("createRuntime got {created}");
     assert_eq!(created["id"], "hooked");
-    assert_eq!(created["status"], "created");
+    assert_eq!(created["status"], "creating");
     let pid = created["pid"].as_i64().unwrap();
     assert!(pid > 0 && alive(pid));
-    assert_eq!(seen("prestart")["status"], "created");
+    assert_eq!(seen("prestart")["status"], "creating");
+    let order = std::fs::read_to_string(dir.path().join("createRuntime.order")).unwrap();
+    assert_eq!(
+        order.trim(),
+        "before",
+        "createRuntime ran after createContainer"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/root/hooked-in/marker")).unwrap(),
+        "from createRuntime",
+        "createRuntime's bind is not in the container's root"
+    );
     let mnt = |path: PathBuf| std::fs::read_to_string(path).unwrap().trim().to_owned();
     let container_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
     let container_mnt = container_mnt.to_str().unwrap();

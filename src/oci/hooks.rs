@@ -1,11 +1,11 @@
 //! A bundle's hooks (`hooks` in config.json): programs the runtime runs at points of the
 //! lifecycle, each given the container's state (runtime-spec JSON) on its standard input.
-//! mm runs those of the runtime namespace, from the command that reaches each point:
-//! `prestart` and `createRuntime` from `mm oci create` once the container's process waits
-//! (so after pivot_root, where runc runs them before it: see docs/oci.md), `poststart`
-//! from `mm oci start` once the process goes on, `poststop` from `mm oci delete` once the
-//! container is gone. `createContainer` and `startContainer`, which run inside the
-//! container's namespaces, are the plan's (`plan::ContainerHooks`), which PID 1 runs.
+//! Those of the launch are the plan's (`plan::ContainerHooks`): `prestart` and
+//! `createRuntime`, which the supervisor runs while PID 1 waits before pivot_root, and
+//! `createContainer` and `startContainer`, which PID 1 runs in the container's namespaces.
+//! The others are run by the command that reaches their point: `poststart` by `mm oci
+//! start` once the process goes on, `poststop` by `mm oci delete` once the container is
+//! gone.
 
 use std::path::PathBuf;
 
@@ -20,16 +20,16 @@ pub use crate::plan::Hook;
 /// The hooks mm runs, by the point they run at.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hooks {
-    /// `prestart` then `createRuntime`: their failure fails the create.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub create: Vec<Hook>,
     /// A failure is a warning, as the runtime-spec says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststart: Vec<Hook>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststop: Vec<Hook>,
-    /// Run by PID 1 (`plan::ContainerHooks`), not by the lifecycle's commands: the plan
-    /// carries them, `oci.json` does not.
+    /// `prestart` then `createRuntime`, and the rest below, are the launch's
+    /// (`plan::ContainerHooks`), not the lifecycle's commands': the plan carries them,
+    /// `oci.json` does not.
+    #[serde(skip)]
+    pub create_runtime: Vec<Hook>,
     #[serde(skip)]
     pub create_container: Vec<Hook>,
     #[serde(skip)]
@@ -48,14 +48,14 @@ pub fn hooks(hooks: Option<&spec::Hooks>, errors: &mut Vec<FieldError>) -> Hooks
             .filter_map(|(i, hook)| checked(&format!("hooks.{name}[{i}]"), hook, errors))
             .collect()
     };
-    let mut create = list("prestart", &h.prestart);
-    create.extend(list("createRuntime", &h.create_runtime));
+    let mut create_runtime = list("prestart", &h.prestart);
+    create_runtime.extend(list("createRuntime", &h.create_runtime));
     let poststart = list("poststart", &h.poststart);
     let poststop = list("poststop", &h.poststop);
     let create_container = list("createContainer", &h.create_container);
     let start_container = list("startContainer", &h.start_container);
     Hooks {
-        create,
+        create_runtime,
         poststart,
         poststop,
         create_container,

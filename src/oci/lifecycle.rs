@@ -101,13 +101,12 @@ pub fn create(
             created: crate::runtime::state::now(),
             started: false,
             paused: false,
-            hooks: hooks.clone(),
+            hooks,
         })?;
         if let Some(file) = pid_file {
             crate::state::write_atomically(file, pid.to_string().as_bytes())
                 .map_err(|e| OciError::io(file, e))?;
         }
-        super::hooks::run(&hooks.create, &container.state()?, "createRuntime")?;
         Ok(pid)
     })();
     if launched.is_err() {

@@ -337,7 +337,9 @@ impl std::fmt::Display for DeviceRule {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RootFs {
-    /// Where the overlay is assembled on the host before `pivot_root`.
+    /// Where the root is assembled before `pivot_root`: the overlay's mount point under
+    /// the runtime directory, or an OCI bundle's root path itself (bound onto itself in
+    /// PID 1's mount namespace, [`Upper::InPlace`]).
     pub mount_point: PathBuf,
     pub upper: Upper,
     /// Root: store layers are shared unshifted and seen through id-mapped mounts.
@@ -641,20 +643,24 @@ pub struct Process {
     /// (`mm oci create --console-socket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal: Option<Terminal>,
-    /// [`Pid1::Direct`]: an OCI bundle's hooks that PID 1 runs in the container's
-    /// namespaces.
+    /// [`Pid1::Direct`]: an OCI bundle's hooks of the launch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<ContainerHooks>,
 }
 
-/// An OCI bundle's hooks that run inside the container's namespaces, from PID 1, one after
-/// another, each with the container's state (runtime-spec JSON) on its standard input:
-/// `createContainer` once the container's mounts are made, before pivot_root (its path is
-/// in the runtime's file system); `startContainer` once `mm oci start` lets the process go
-/// on, before its command, as its user (its path is in the container's). One that fails
-/// ends the process.
+/// An OCI bundle's hooks that run during the launch, one after another, each with the
+/// container's state (runtime-spec JSON) on its standard input, once PID 1 has made the
+/// container's mounts and before it pivots into its root: `prestart` and `createRuntime`
+/// by the supervisor, in the runtime's namespaces (an OCI plan's supervisor never leaves
+/// its caller's: its root is not staged, its network not a rootless zone's), while PID 1
+/// waits for them; then `createContainer` by PID 1, in the container's namespaces (its
+/// path is in the runtime's file system). `startContainer` runs once `mm oci start` lets
+/// the process go on, before its command, as its user (its path is in the container's).
+/// One that fails ends the process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerHooks {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create_runtime: Vec<Hook>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub create_container: Vec<Hook>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

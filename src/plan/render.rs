@@ -31,7 +31,7 @@ pub fn render(plan: &Plan) -> String {
         format!(
             "Root file system: {} at {}",
             if matches!(plan.root.upper, Upper::InPlace { .. }) {
-                "bound"
+                "bound onto itself"
             } else {
                 "overlay"
             },
@@ -42,12 +42,29 @@ pub fn render(plan: &Plan) -> String {
     for mount in &plan.mounts {
         steps.push(mount_line(mount), mount_details(mount));
     }
+    let hooks = plan.process.hooks.as_ref();
+    let hook_lines = |point: &str, by: &str, list: Option<&Vec<crate::plan::Hook>>| {
+        list.into_iter()
+            .flatten()
+            .map(|hook| format!("{by} the {point} hook {}", hook.path.display()))
+            .collect::<Vec<_>>()
+    };
+    let mut before_pivot = hook_lines(
+        "prestart/createRuntime",
+        "first, the supervisor runs (in the runtime's namespaces)",
+        hooks.map(|h| &h.create_runtime),
+    );
+    before_pivot.extend(hook_lines(
+        "createContainer",
+        "first, PID 1 runs",
+        hooks.map(|h| &h.create_container),
+    ));
     steps.push(
         format!(
             "pivot_root into {}; detach the old root",
             plan.root.mount_point.display()
         ),
-        vec![],
+        before_pivot,
     );
     steps.push_step(network(&plan.network));
     steps.push(format!("Hostname: {}", plan.process.hostname), vec![]);
@@ -91,6 +108,11 @@ pub fn render(plan: &Plan) -> String {
         details
             .push("waits, set up and locked down, until `mm oci start` lets it execute".to_owned());
     }
+    details.extend(hook_lines(
+        "startContainer",
+        "then runs",
+        hooks.map(|h| &h.start_container),
+    ));
     steps.push_step((title, details));
     steps.push(
         format!(

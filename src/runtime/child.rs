@@ -56,11 +56,7 @@ pub fn spawner(launch: &Launch, mut inherited: Inherited) -> ! {
 
 /// Clones PID 1 into the machine's new namespaces: its pid in the spawner, 0 in PID 1.
 fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t, StepFailure> {
-    let mut byte = [0u8];
-    let mut go = File::from(inherited.go.try_clone().step(|| Step::DupGoPipe)?);
-    if go.read(&mut byte).step(|| Step::WaitSupervisor)? != 1 {
-        return Err(StepFailure::other(Step::WaitSupervisor, "it went away"));
-    }
+    wait_for_supervisor(&inherited.go, Step::WaitSupervisor)?;
     // While still host root: PID 1 reaches the staged overlay and binds from here.
     if launch.plan.root.idmapped_lowers {
         let stage = rootfs::stage_dir(&launch.plan);
@@ -212,19 +208,6 @@ fn pid1(launch: &Launch, mut inherited: Inherited) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-/// Runs an OCI bundle's hooks of the container's namespaces (`point`), each with `state`.
-fn run_hooks(hooks: &[crate::plan::Hook], state: &[u8], point: &str) -> Result<(), StepFailure> {
-    super::hooks::run(hooks, state).map_err(|failed| {
-        StepFailure::other(
-            Step::Hook {
-                point: point.to_owned(),
-                path: failed.path,
-            },
-            failed.why,
-        )
-    })
-}
-
 /// PID 1's pid on the host, from the host's /proc it still sees before it enters its
 /// root (the pid an OCI hook's state gives).
 fn pid_on_host() -> i32 {
@@ -266,21 +249,28 @@ fn setup(launch: &Launch, inherited: &mut Inherited, host_pid: i32) -> Result<()
         write_sysctl(sysctl)?;
     }
     let console = inherited.console.as_ref().map(|(_, path)| path.as_path());
-    let mut create_container = || match &plan.process.hooks {
-        Some(hooks) if !hooks.create_container.is_empty() => {
-            // Nothing PID 1 holds reaches a hook.
-            sys::close_on_exec_from(3).step(|| Step::CloseOnExec)?;
-            let state = super::hooks::container_state(&hooks.state, "creating", host_pid);
-            run_hooks(&hooks.create_container, &state, "createContainer")
+    let mut hooks = || {
+        let Some(hooks) = &plan.process.hooks else {
+            return Ok(());
+        };
+        if !hooks.create_runtime.is_empty() {
+            Report::RootReady.send(&mut inherited.report);
+            wait_for_supervisor(&inherited.go, Step::WaitRuntimeHooks)?;
         }
-        _ => Ok(()),
+        if hooks.create_container.is_empty() {
+            return Ok(());
+        }
+        // Nothing PID 1 holds reaches a hook.
+        sys::close_on_exec_from(3).step(|| Step::CloseOnExec)?;
+        let state = super::hooks::container_state(&hooks.state, "creating", host_pid);
+        super::hooks::run_as_step(&hooks.create_container, &state, "createContainer")
     };
     rootfs::enter(
         &mut rootfs::Kernel,
         plan,
         console,
         &inherited.host_fs,
-        &mut create_container,
+        &mut hooks,
     )?;
     inherited.host_fs.clear();
     // A joined UTS namespace keeps its creator's hostname (and is not the machine's to set).
@@ -295,14 +285,7 @@ fn setup(launch: &Launch, inherited: &mut Inherited, host_pid: i32) -> Result<()
     }
     if super::network::pid1_waits(plan) {
         // The supervisor sets up the links, addresses and routes meanwhile.
-        let mut byte = [0u8];
-        let mut go = File::from(inherited.go.try_clone().step(|| Step::DupGoPipe)?);
-        if go.read(&mut byte).step(|| Step::WaitNetwork)? != 1 {
-            return Err(StepFailure::other(
-                Step::WaitNetwork,
-                "the supervisor gave up",
-            ));
-        }
+        wait_for_supervisor(&inherited.go, Step::WaitNetwork)?;
     } else if plan.network.private() {
         sys::loopback_up().step(|| Step::Loopback)?;
     }
@@ -321,6 +304,16 @@ fn setup(launch: &Launch, inherited: &mut Inherited, host_pid: i32) -> Result<()
     // the machine's programs: everything above the standard streams closes on exec.
     sys::close_on_exec_from(3).step(|| Step::CloseOnExec)?;
     security::lock_down(&plan.security, launch.seccomp.as_ref())
+}
+
+/// Waits for the supervisor's byte on the go-ahead pipe, `step` meanwhile.
+fn wait_for_supervisor(go: &OwnedFd, step: Step) -> Result<(), StepFailure> {
+    let mut byte = [0u8];
+    let mut go = File::from(go.try_clone().step(|| Step::DupGoPipe)?);
+    if go.read(&mut byte).step(|| step.clone())? != 1 {
+        return Err(StepFailure::other(step, "the supervisor gave up"));
+    }
+    Ok(())
 }
 
 /// An OCI container's process: its limits, its user, its ambient capabilities and its
@@ -363,7 +356,8 @@ fn direct(launch: &Launch, inherited: &mut Inherited, host_pid: i32) -> StepFail
         let said = |f: &StepFailure| eprintln!("mm: {}: {}", f.step, f.message);
         if let Some(hooks) = &launch.plan.process.hooks {
             let state = super::hooks::container_state(&hooks.state, "created", host_pid);
-            run_hooks(&hooks.start_container, &state, "startContainer").inspect_err(said)?;
+            super::hooks::run_as_step(&hooks.start_container, &state, "startContainer")
+                .inspect_err(said)?;
         }
         // With no_new_privileges, the profile: the last step before the command.
         security::load_late(&launch.plan.security, launch.seccomp.as_ref()).inspect_err(said)

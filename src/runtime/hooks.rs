@@ -1,13 +1,15 @@
 //! Running an OCI bundle's hooks (`plan::Hook`): each program with its whole argv and
 //! environment, the container's state on its standard input, killed at its timeout. The
-//! lifecycle's commands run those of the runtime's namespaces (oci/hooks.rs), PID 1 those
-//! of the container's ([`crate::plan::ContainerHooks`]).
+//! lifecycle's commands run those of their points (oci/hooks.rs); those of the launch
+//! ([`crate::plan::ContainerHooks`]) are run by the supervisor (`createRuntime`) and PID 1
+//! (the container's).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::launch::{Step, StepFailure};
 use crate::plan::Hook;
 
 /// A hook that failed, and how.
@@ -67,6 +69,19 @@ pub fn run(hooks: &[Hook], input: &[u8]) -> Result<(), Failed> {
         }
     }
     Ok(())
+}
+
+/// [`run`] as a step of the launch: the first that fails, at `point`.
+pub fn run_as_step(hooks: &[Hook], input: &[u8], point: &str) -> Result<(), StepFailure> {
+    run(hooks, input).map_err(|failed| {
+        StepFailure::other(
+            Step::Hook {
+                point: point.to_owned(),
+                path: failed.path,
+            },
+            failed.why,
+        )
+    })
 }
 
 /// The state document a hook of the container's namespaces is given: the plan's, with

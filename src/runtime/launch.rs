@@ -94,6 +94,9 @@ pub enum Report {
     Leader {
         pid: i32,
     },
+    /// PID 1 has made the container's mounts and waits before pivot_root for the plan's
+    /// `createRuntime` hooks (`ContainerHooks::create_runtime`), which the supervisor runs.
+    RootReady,
     /// PID 1 is set up and waits for `mm oci start` (`waits_for_start`): the launch is
     /// done, and later reports are not read.
     Waiting,

@@ -210,7 +210,9 @@ pub enum Step {
     },
     /// An OCI container's process, waiting for `mm oci start`.
     WaitForStart,
-    /// A hook of an OCI bundle, run in the container's namespaces.
+    /// PID 1, waiting before pivot_root for the supervisor's `createRuntime` hooks.
+    WaitRuntimeHooks,
+    /// A hook of an OCI bundle, run during the launch.
     Hook {
         point: String,
         path: PathBuf,
@@ -320,6 +322,7 @@ impl std::fmt::Display for Step {
             Self::RaiseAmbientCapabilities => f.write_str("raise the ambient capabilities"),
             Self::SetRlimit { resource } => write!(f, "set {resource}"),
             Self::WaitForStart => f.write_str("wait for `mm oci start`"),
+            Self::WaitRuntimeHooks => f.write_str("wait for the createRuntime hooks"),
             Self::Hook { point, path } => write!(f, "run the {point} hook {}", path.display()),
             Self::WatchPid1 => f.write_str("watch PID 1 (pidfd_open)"),
             Self::Restrict { target } => write!(f, "restrict the mount on {target}"),

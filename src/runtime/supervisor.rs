@@ -578,6 +578,18 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
                     }
                 }
             }
+            if let (Some(leader), None) = (reports.leader, &reports.failure)
+                && let Some(hooks) = &plan.process.hooks
+                && !hooks.create_runtime.is_empty()
+            {
+                match reports.until_root_ready().and_then(|()| {
+                    create_runtime_hooks(hooks, leader)?;
+                    go_w.write_all(b"h").step(|| Step::WaitRuntimeHooks)
+                }) {
+                    Ok(()) => {}
+                    Err(failure) => reports.fail(failure),
+                }
+            }
             if let (Some(leader), None) = (reports.leader, &reports.failure) {
                 let attached = network::attach(plan, leader, &mut holding).and_then(|attached| {
                     if network::pid1_waits(plan) {
@@ -620,6 +632,17 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
         interfaces,
         barrier: barrier_w,
     })
+}
+
+/// An OCI bundle's `prestart` and `createRuntime` hooks, in the runtime's namespaces (the
+/// supervisor's, its caller's), while PID 1 (`leader`) waits before pivot_root: the
+/// container's mounts are made under the bundle's root path, seen through `/proc/PID/`.
+fn create_runtime_hooks(
+    hooks: &crate::plan::ContainerHooks,
+    leader: Pid,
+) -> Result<(), StepFailure> {
+    let state = super::hooks::container_state(&hooks.state, "creating", leader.as_raw());
+    super::hooks::run_as_step(&hooks.create_runtime, &state, "createRuntime")
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), StepFailure> {
@@ -693,6 +716,8 @@ fn go(spawner: Pid, cgroup: Option<&MachineCgroup>, go_w: &mut File) -> Result<(
 struct Reports {
     reader: BufReader<File>,
     leader: Option<Pid>,
+    /// PID 1 waits before pivot_root ([`Report::RootReady`]).
+    root_ready: bool,
     failure: Option<StepFailure>,
 }
 
@@ -701,6 +726,7 @@ impl Reports {
         Self {
             reader: BufReader::new(from),
             leader: None,
+            root_ready: false,
             failure,
         }
     }
@@ -762,6 +788,20 @@ impl Reports {
         }
     }
 
+    /// Reads until PID 1 says it waits before pivot_root for the `createRuntime` hooks;
+    /// its failure, or the end, is a failure.
+    fn until_root_ready(&mut self) -> Result<(), StepFailure> {
+        while !self.root_ready && self.failure.is_none() && self.next() {}
+        match (&self.failure, self.root_ready) {
+            (Some(failure), _) => Err(failure.clone()),
+            (None, true) => Ok(()),
+            (None, false) => Err(StepFailure::other(
+                Step::WaitRuntimeHooks,
+                "PID 1 ended before its mounts were made",
+            )),
+        }
+    }
+
     /// Reads one report; false at the end.
     fn next(&mut self) -> bool {
         let mut line = String::new();
@@ -773,6 +813,7 @@ impl Reports {
             Ok(Report::Leader { pid }) => self.leader = Some(Pid::from_raw(pid)),
             // PID 1 waits for `mm oci start`: started, as far as the launch goes.
             Ok(Report::Waiting) => return false,
+            Ok(Report::RootReady) => self.root_ready = true,
             Ok(Report::Failed(f)) => self.fail(f),
             Err(e) => self.fail(StepFailure::other(Step::ReadReport, e.to_string())),
         }
@@ -1116,7 +1157,11 @@ pub fn reconcile(paths: &Paths) -> std::io::Result<()> {
 fn unmount_and_remove(plan: &Plan) {
     let runtime = &plan.machine.runtime_dir;
     let detach = nix::mount::MntFlags::MNT_DETACH;
-    let _ = nix::mount::umount2(&plan.root.mount_point, detach);
+    // An OCI bundle's root is bound onto itself in PID 1's namespace, never here: what is
+    // mounted on its path here (an engine's rootfs) is not the supervisor's.
+    if !matches!(plan.root.upper, Upper::InPlace { .. }) {
+        let _ = nix::mount::umount2(&plan.root.mount_point, detach);
+    }
     let _ = nix::mount::umount2(&runtime.join("layers"), detach);
     let _ = nix::mount::umount2(&runtime.join("volatile"), detach);
     let _ = nix::mount::umount2(&rootfs::stage_dir(plan), detach);

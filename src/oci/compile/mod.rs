@@ -76,11 +76,15 @@ pub fn compile(
     );
     let (mut process, mut security) = process::process(config, id, &namespaces, &mut errors);
     let sysctls = sysctls(&linux, &namespaces, &joins, &mut errors);
-    // Those of the runtime's namespaces are run by the lifecycle's commands, those of the
-    // container's by PID 1: all checked here with the rest.
+    // Those of the launch are the plan's, the others the lifecycle's commands': all
+    // checked here with the rest.
     let hooks = super::hooks::hooks(config.hooks.as_ref(), &mut errors.0);
-    if !hooks.create_container.is_empty() || !hooks.start_container.is_empty() {
+    if !hooks.create_runtime.is_empty()
+        || !hooks.create_container.is_empty()
+        || !hooks.start_container.is_empty()
+    {
         process.hooks = Some(crate::plan::ContainerHooks {
+            create_runtime: hooks.create_runtime,
             create_container: hooks.create_container,
             start_container: hooks.start_container,
             state: crate::plan::HookState {
@@ -125,7 +129,9 @@ pub fn compile(
                 path: rootfs.clone(),
             },
             pinned: None,
-            layers: Layers::Directory { path: rootfs },
+            layers: Layers::Directory {
+                path: rootfs.clone(),
+            },
             layout: crate::image::Layout::Default,
         },
         ids,
@@ -134,7 +140,10 @@ pub fn compile(
         sysctls,
         cgroup,
         root: RootFs {
-            mount_point: runtime_dir.join("root"),
+            // Bound onto itself in PID 1's mount namespace, as runc binds it: until
+            // pivot_root the bundle's root path is the container's root, where the
+            // createRuntime and createContainer hooks find it.
+            mount_point: rootfs,
             upper,
             idmapped_lowers: false,
             options: Vec::new(),
