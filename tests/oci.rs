@@ -575,6 +575,16 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     assert_eq!(out.status.code(), Some(4), "podman exec's status: {stderr}");
     let said = ok(&["exec", "-t", name, "tty"]);
     assert!(said.starts_with("/dev/pts/"), "podman exec -t: {said:?}");
+    // Another container in its PID namespace (`--pid container:`, a pod's shared one).
+    let pid_of = format!("container:{name}");
+    let mut args = vec!["run", "--rm", "--pid", &pid_of];
+    args.extend_from_slice(&opts);
+    args.extend_from_slice(&[&image, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"]);
+    let said = ok(&args);
+    assert!(
+        said.starts_with("sleep 1000"),
+        "podman run --pid container: {said:?}"
+    );
     ok(&["pause", name]);
     let status = ok(&["inspect", "--format", "{{.State.Status}}", name]);
     assert_eq!(status.trim(), "paused");
@@ -591,7 +601,9 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     let status = ok(&["inspect", "--format", "{{.State.Status}}", name]);
     assert_eq!(status.trim(), "exited");
     ok(&["rm", name]);
-    println!("podman: run -t, exec (output, status, -t), pause, unpause, ps, top, logs, stop, rm");
+    println!(
+        "podman: run -t, exec (output, status, -t), run --pid container:, pause, unpause, ps, top, logs, stop, rm"
+    );
     // podman's default profile was compiled (and cached) by mm, once.
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("mm/cache/seccomp"))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
@@ -742,6 +754,22 @@ fn an_ordinary_users_podman_runs_containers_with_mm_runc() {
     assert_eq!(out.status.code(), Some(4), "podman exec's status: {stderr}");
     let said = ok(&["exec", "-t", name, "tty"]);
     assert!(said.starts_with("/dev/pts/"), "podman exec -t: {said:?}");
+    // Another container in its PID namespace (`--pid container:`, a pod's shared one).
+    let pid_of = format!("container:{name}");
+    let said = ok(&[
+        "run",
+        "--rm",
+        "--pid",
+        &pid_of,
+        &image,
+        "sh",
+        "-c",
+        "tr '\\0' ' ' < /proc/1/cmdline",
+    ]);
+    assert!(
+        said.starts_with("sleep 1000"),
+        "podman run --pid container: {said:?}"
+    );
     let ps = ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
     assert!(ps.contains(&format!("{name} Up")), "podman ps: {ps}");
     assert!(ok(&["logs", name]).contains("started"), "podman logs");
@@ -753,7 +781,7 @@ fn an_ordinary_users_podman_runs_containers_with_mm_runc() {
     let cached = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
     assert!(cached >= 1, "podman's profile cached under {cache:?}");
     println!(
-        "rootless podman: run, keep-id, run -d, exec (output, status, -t), ps, logs, stop, rm"
+        "rootless podman: run, keep-id, run -d, exec (output, status, -t), run --pid container:, ps, logs, stop, rm"
     );
 }
 
@@ -1494,12 +1522,12 @@ fn a_container_joins_namespaces_by_path() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(range).unwrap(), host_range);
-    // A PID namespace cannot be joined: refused with its path.
+    // A mount namespace cannot be joined: refused with its path.
     edit_config(&bundle, |config| {
         config["linux"].as_object_mut().unwrap().remove("sysctl");
         for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
-            if ns["type"] == "pid" {
-                ns["path"] = "/proc/1/ns/pid".into();
+            if ns["type"] == "mount" {
+                ns["path"] = "/proc/1/ns/mnt".into();
             }
         }
     });
@@ -1508,8 +1536,141 @@ fn a_container_joins_namespaces_by_path() {
         &bundle,
         "joiner2",
         &out,
-        "linux.namespaces[0].path: joining an existing pid namespace",
+        "path: joining an existing mount namespace",
     );
+}
+
+/// A pod's `shareProcessNamespace`: a member joins its sandbox's PID namespace by path.
+/// It sees the sandbox's processes (its PID 1 is the sandbox's), has a proc of that
+/// namespace (which its own user namespace could not mount), `exec` joins it too, and
+/// what the member leaves behind when its process ends is killed with its cgroup, not
+/// handed to the sandbox's PID 1.
+#[test]
+fn a_member_shares_its_sandboxs_pid_namespace() {
+    let test = "a_member_shares_its_sandboxs_pid_namespace";
+    if !ready(test) {
+        return;
+    }
+    be_subreaper();
+    let sandbox_dir = shared_tempdir();
+    let sandbox = bundle(sandbox_dir.path(), &["sleep", "1000"]);
+    let root = sandbox_dir.path().join("root");
+    let out = sandbox_dir.path().join("out");
+    let (ok, err) = oci(
+        &root,
+        &[
+            "run",
+            "--detach",
+            "--bundle",
+            sandbox.to_str().unwrap(),
+            "pod-sandbox",
+        ],
+        &out,
+    );
+    assert!(ok, "the sandbox: {err}");
+    let sandbox_pid = state(&root, "pod-sandbox")["pid"].as_i64().unwrap();
+    let _sandbox = OnDrop(|| {
+        let _ = oci(&root, &["delete", "--force", "pod-sandbox"], &out);
+    });
+    let pidns = format!("/proc/{sandbox_pid}/ns/pid");
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&pidns).unwrap());
+    let member_dir = shared_tempdir();
+    let member = bundle(
+        member_dir.path(),
+        &[
+            "sh",
+            "-c",
+            "sleep 777 & echo pidns $(stat -L -c %i /proc/self/ns/pid); \
+             echo one $(tr '\\0' ' ' < /proc/1/cmdline); echo self $$; \
+             grep ' /proc ' /proc/self/mountinfo; sleep 1000",
+        ],
+    );
+    edit_config(&member, |config| {
+        for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "pid" {
+                ns["path"] = pidns.clone().into();
+            }
+        }
+    });
+    let member_out = member_dir.path().join("out");
+    let (ok, err) = oci(
+        &root,
+        &[
+            "run",
+            "--detach",
+            "--bundle",
+            member.to_str().unwrap(),
+            "pod-member",
+        ],
+        &member_out,
+    );
+    assert!(ok, "the member: {err}");
+    let member_pid = state(&root, "pod-member")["pid"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let said = loop {
+        let said = std::fs::read_to_string(&member_out).unwrap_or_default();
+        if said.contains(" /proc ") || std::time::Instant::now() > deadline {
+            break said;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    println!("the member said:\n{said}");
+    assert!(said.contains(&format!("pidns {inode}")), "{said}");
+    assert!(said.contains("one sleep 1000"), "{said}");
+    assert!(!said.contains("self 1\n"), "{said}");
+    assert!(said.contains(" - proc "), "{said}");
+    // exec joins the shared namespace: the sandbox's PID 1 is its PID 1 too.
+    let exec_out = member_dir.path().join("exec-out");
+    let (ok, _) = oci(
+        &root,
+        &[
+            "exec",
+            "pod-member",
+            "sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/cmdline",
+        ],
+        &exec_out,
+    );
+    assert!(
+        ok,
+        "exec: {}",
+        std::fs::read_to_string(exec_out.with_extension("err")).unwrap_or_default()
+    );
+    let execd = std::fs::read_to_string(&exec_out).unwrap_or_default();
+    assert!(execd.starts_with("sleep 1000"), "exec saw {execd}");
+    // The member's process ends: its `sleep 777` goes with its cgroup.
+    let left = |pid: i64| {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+            .filter(|p| cmdline(*p).starts_with("sleep 777"))
+            .filter(|p| {
+                std::fs::read_link(format!("/proc/{p}/ns/pid")).ok()
+                    == std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+            })
+            .count()
+    };
+    assert_eq!(
+        left(sandbox_pid),
+        1,
+        "the member's child is not in the sandbox's namespace"
+    );
+    let (ok, err) = oci(&root, &["kill", "pod-member", "KILL"], &member_out);
+    assert!(ok, "kill: {err}");
+    killed(member_pid);
+    let (ok, err) = oci(&root, &["delete", "pod-member"], &member_out);
+    assert!(ok, "delete: {err}");
+    assert_eq!(
+        left(sandbox_pid),
+        0,
+        "the member's child outlived it in the sandbox's namespace"
+    );
+    assert!(alive(sandbox_pid), "the sandbox went with its member");
+    let (ok, err) = oci(&root, &["kill", "pod-sandbox", "KILL"], &out);
+    assert!(ok, "kill: {err}");
+    killed(sandbox_pid);
 }
 
 /// `linux.sysctl`: parameters of the container's own network and IPC namespaces are

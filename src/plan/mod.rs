@@ -382,8 +382,10 @@ pub enum Mount {
     },
     /// A file system of a namespace the container did not make and its user namespace
     /// does not own (the sysfs of a joined network namespace, the mqueue of a joined IPC
-    /// one), which only that namespace's owner may mount: the spawner makes it as host
-    /// root, inside those namespaces, as a detached mount, and PID 1 attaches it.
+    /// one, the proc of a joined PID one), which only that namespace's owner may mount:
+    /// made as host root, inside those namespaces, as a detached mount (by the spawner, or
+    /// with a joined PID namespace by PID 1 before it enters its user namespace, the
+    /// namespace being only a child's), and attached by PID 1.
     HostFs {
         fstype: String,
         target: String,

@@ -1,7 +1,8 @@
 //! The machine's side of the launch, in two forked stages of the supervisor.
 //!
 //! The *spawner* waits until the supervisor has put it in the machine's cgroup, joins the
-//! machine's user namespace, unshares the others and clones PID 1 as the supervisor's
+//! machine's user namespace, unshares the others and clones PID 1 (into a joined PID
+//! namespace, PID 1 is cloned first and does those itself) as the supervisor's
 //! own child (`CLONE_PARENT`), reports its pid and exits. *PID 1* dies with the
 //! supervisor (`PR_SET_PDEATHSIG`), mounts the root, pivots into it, sets the hostname,
 //! locks itself down and becomes the machine's init. Any failure is sent to the supervisor
@@ -69,6 +70,31 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
     for join in &launch.plan.joins {
         join_existing(join, &launch.plan.sysctls)?;
     }
+    if launch.plan.joins(Namespace::Pid) {
+        // A joined PID namespace is its children's only: PID 1, cloned into it now while
+        // host root, makes its proc there and then enters the machine's other namespaces.
+        // SAFETY: this process is single-threaded (forked from the single-threaded
+        // supervisor).
+        let pid = unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }
+            .step(|| Step::ClonePid1)?;
+        if pid == 0 {
+            enter_own_namespaces(launch, inherited, false)?;
+        }
+        return Ok(pid);
+    }
+    enter_own_namespaces(launch, inherited, true)?;
+    // SAFETY: this process is single-threaded (forked from the single-threaded supervisor).
+    unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }.step(|| Step::ClonePid1)
+}
+
+/// Makes the plan's file systems of joined namespaces, enters the machine's user namespace
+/// as its root and unshares the machine's own namespaces (its PID namespace with
+/// `new_pid`, which PID 1 then enters as it is cloned).
+fn enter_own_namespaces(
+    launch: &Launch,
+    inherited: &mut Inherited,
+    new_pid: bool,
+) -> Result<(), StepFailure> {
     // Kept through the clone: PID 1 has the same descriptors.
     inherited.host_fs = rootfs::make_host_fs(&mut rootfs::Kernel, &launch.plan)?;
     sys::setns(inherited.userns.as_fd(), LinkNameSpaceType::User).step(|| Step::JoinNamespace {
@@ -79,8 +105,11 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
     let zero_uid = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresgid(zero_gid, zero_gid, zero_gid).step(|| Step::BecomeRootGid)?;
     nix::unistd::setresuid(zero_uid, zero_uid, zero_uid).step(|| Step::BecomeRootUid)?;
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
-    let mut names = vec!["mount", "pid"];
+    let (mut flags, mut names) = if new_pid {
+        (libc::CLONE_NEWNS | libc::CLONE_NEWPID, vec!["mount", "pid"])
+    } else {
+        (libc::CLONE_NEWNS, vec!["mount"])
+    };
     for ns in &launch.plan.namespaces {
         let (flag, name) = match ns {
             Namespace::Uts => (libc::CLONE_NEWUTS, "uts"),
@@ -92,13 +121,9 @@ fn spawn_pid1(launch: &Launch, inherited: &mut Inherited) -> Result<libc::pid_t,
         flags |= flag;
         names.push(name);
     }
-    nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags)).step(|| {
-        Step::Unshare {
-            namespaces: names.iter().map(|n| (*n).to_owned()).collect(),
-        }
-    })?;
-    // SAFETY: this process is single-threaded (forked from the single-threaded supervisor).
-    unsafe { sys::clone_fork(libc::CLONE_PARENT as libc::c_ulong) }.step(|| Step::ClonePid1)
+    nix::sched::unshare(nix::sched::CloneFlags::from_bits_retain(flags)).step(|| Step::Unshare {
+        namespaces: names.iter().map(|n| (*n).to_owned()).collect(),
+    })
 }
 
 /// Joins the existing namespace `join` names, which must be of the kind the plan says, and
@@ -109,13 +134,14 @@ fn join_existing(join: &Join, sysctls: &[crate::plan::Sysctl]) -> Result<(), Ste
         Namespace::Net => (LinkNameSpaceType::Network, "network", "net"),
         Namespace::Ipc => (LinkNameSpaceType::InterProcessCommunication, "ipc", "ipc"),
         Namespace::Uts => (LinkNameSpaceType::HostNameAndNISDomainName, "uts", "uts"),
+        Namespace::Pid => (LinkNameSpaceType::ProcessID, "pid", "pid_for_children"),
         other => {
             return Err(StepFailure::other(
                 Step::JoinExisting {
                     namespace: format!("{other:?}").to_lowercase(),
                     path: join.path.clone(),
                 },
-                "mm joins only network, ipc and uts namespaces",
+                "mm joins only network, ipc, uts and pid namespaces",
             ));
         }
     };

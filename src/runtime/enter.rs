@@ -199,6 +199,7 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<Outcome,
             "net" => crate::plan::Namespace::Net,
             "ipc" => crate::plan::Namespace::Ipc,
             "uts" => crate::plan::Namespace::Uts,
+            "pid" => crate::plan::Namespace::Pid,
             _ => return false,
         };
         launch.plan.joins(kind)

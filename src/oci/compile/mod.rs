@@ -227,19 +227,21 @@ fn namespaces(
                     .to_owned()
             }
             Some(path) => match kind {
-                Namespace::Net | Namespace::Ipc | Namespace::Uts if absolute(path) => {
+                Namespace::Net | Namespace::Ipc | Namespace::Uts | Namespace::Pid
+                    if absolute(path) =>
+                {
                     joins.push(Join {
                         namespace: kind,
                         path: PathBuf::from(path),
                     });
                     continue;
                 }
-                Namespace::Net | Namespace::Ipc | Namespace::Uts => {
+                Namespace::Net | Namespace::Ipc | Namespace::Uts | Namespace::Pid => {
                     format!("`{path}` is not an absolute path without `..`")
                 }
                 _ => format!(
                     "joining an existing {} namespace is not supported by mm (only network, \
-                     ipc and uts ones: mm's PID 1 makes its own user, mount and PID \
+                     ipc, uts and pid ones: mm's PID 1 makes its own user and mount \
                      namespaces, and a cgroup one when asked)",
                     ns.kind
                 ),

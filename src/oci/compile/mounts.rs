@@ -112,11 +112,12 @@ pub(super) fn mounts(
                     ),
                 }
             }
-            // sysfs may only be mounted by the owner of the network namespace, and mqueue
-            // by the owner of the IPC one; mm's user namespace owns only those it made.
-            // Of a joined one, host root makes it in the spawner; of the host's own network
-            // namespace, the host's /sys is bound, as runc binds it.
-            "sysfs" | "mqueue" if of_joined(kind, joins) => {
+            // sysfs may only be mounted by the owner of the network namespace, mqueue by
+            // the owner of the IPC one and proc by the owner of the PID one; mm's user
+            // namespace owns only those it made. Of a joined one, host root makes it inside
+            // it; of the host's own network namespace, the host's /sys is bound, as runc
+            // binds it.
+            "sysfs" | "mqueue" | "proc" if of_joined(kind, joins) => {
                 let mut options = Vec::new();
                 for (j, o) in m.options.iter().enumerate() {
                     match o.as_str() {
@@ -244,6 +245,7 @@ fn of_joined(fstype: &str, joins: &[Join]) -> bool {
     let owner = match fstype {
         "sysfs" => Namespace::Net,
         "mqueue" => Namespace::Ipc,
+        "proc" => Namespace::Pid,
         _ => return false,
     };
     joins.iter().any(|j| j.namespace == owner)

@@ -675,7 +675,11 @@ pub fn sequence(plan: &Plan) -> Result<Vec<String>, StepFailure> {
         .iter()
         .any(|m| matches!(m, Mount::HostFs { .. }))
     {
-        recorder.say_section("the spawner, host root, in the namespaces it joined");
+        recorder.say_section(if plan.joins(crate::plan::Namespace::Pid) {
+            "PID 1, cloned into the joined PID namespace, still host root in the joined namespaces"
+        } else {
+            "the spawner, host root, in the namespaces it joined"
+        });
         make_host_fs(&mut recorder, plan)?
     } else {
         Vec::new()
