@@ -585,6 +585,29 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
         said.starts_with("sleep 1000"),
         "podman run --pid container: {said:?}"
     );
+    // And in another's user namespace (`--userns container:`): podman gives its path and
+    // its maps, which mm checks.
+    let mapped = "mm-podman-userns";
+    let _mapped = OnDrop(|| {
+        let _ = run(podman(&["rm", "-f", mapped]));
+    });
+    let mut args = vec!["run", "-d", "--name", mapped];
+    args.extend_from_slice(&["--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536"]);
+    args.extend_from_slice(&opts);
+    args.extend_from_slice(&[&image, "sleep", "1000"]);
+    ok(&args);
+    let userns_of = format!("container:{mapped}");
+    let mut args = vec!["run", "--rm", "--userns", &userns_of];
+    args.extend_from_slice(&opts);
+    args.extend_from_slice(&[&image, "cat", "/proc/self/uid_map"]);
+    let said = ok(&args);
+    let map: Vec<&str> = said.split_whitespace().collect();
+    assert_eq!(
+        map,
+        ["0", "200000", "65536"],
+        "podman run --userns container:"
+    );
+    ok(&["rm", "-f", "-t", "0", mapped]);
     ok(&["pause", name]);
     let status = ok(&["inspect", "--format", "{{.State.Status}}", name]);
     assert_eq!(status.trim(), "paused");
@@ -1540,20 +1563,37 @@ fn a_container_joins_namespaces_by_path() {
     );
 }
 
-/// A pod's `shareProcessNamespace`: a member joins its sandbox's PID namespace by path.
-/// It sees the sandbox's processes (its PID 1 is the sandbox's), has a proc of that
-/// namespace (which its own user namespace could not mount), `exec` joins it too, and
-/// what the member leaves behind when its process ends is killed with its cgroup, not
-/// handed to the sandbox's PID 1.
+/// A pod's `shareProcessNamespace`, in a pod with a user namespace (`hostUsers: false`): a
+/// member joins its sandbox's PID and user namespaces by path. It sees the sandbox's
+/// processes (its PID 1 is the sandbox's), has a proc of that namespace (which its own user
+/// namespace could not mount), is in the sandbox's user namespace with its maps, `exec`
+/// joins both, and what the member leaves behind when its process ends is killed with its
+/// cgroup, not handed to the sandbox's PID 1. A user namespace whose maps are not the
+/// config's, or mm's own, is refused.
 #[test]
-fn a_member_shares_its_sandboxs_pid_namespace() {
-    let test = "a_member_shares_its_sandboxs_pid_namespace";
+fn a_member_joins_its_sandboxs_pid_and_user_namespaces() {
+    let test = "a_member_joins_its_sandboxs_pid_and_user_namespaces";
     if !ready(test) {
         return;
     }
     be_subreaper();
+    let maps =
+        |host_id: u32| serde_json::json!([{"containerID": 0, "hostID": host_id, "size": 65536}]);
+    let with_user = |config: &mut serde_json::Value, path: Option<&str>, host_id: u32| {
+        let namespaces = config["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.retain(|ns| ns["type"] != "user");
+        namespaces.push(match path {
+            Some(path) => serde_json::json!({"type": "user", "path": path}),
+            None => serde_json::json!({"type": "user"}),
+        });
+        config["linux"]["uidMappings"] = maps(host_id);
+        config["linux"]["gidMappings"] = maps(host_id);
+    };
     let sandbox_dir = shared_tempdir();
     let sandbox = bundle(sandbox_dir.path(), &["sleep", "1000"]);
+    // The container's root (uid 300000 on the host) reaches its rootfs through it.
+    set_mode(&sandbox, 0o755);
+    edit_config(&sandbox, |config| with_user(config, None, 300_000));
     let root = sandbox_dir.path().join("root");
     let out = sandbox_dir.path().join("out");
     let (ok, err) = oci(
@@ -1573,7 +1613,8 @@ fn a_member_shares_its_sandboxs_pid_namespace() {
         let _ = oci(&root, &["delete", "--force", "pod-sandbox"], &out);
     });
     let pidns = format!("/proc/{sandbox_pid}/ns/pid");
-    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&pidns).unwrap());
+    let userns = format!("/proc/{sandbox_pid}/ns/user");
+    let inode = |path: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
     let member_dir = shared_tempdir();
     let member = bundle(
         member_dir.path(),
@@ -1581,16 +1622,19 @@ fn a_member_shares_its_sandboxs_pid_namespace() {
             "sh",
             "-c",
             "sleep 777 & echo pidns $(stat -L -c %i /proc/self/ns/pid); \
+             echo userns $(stat -L -c %i /proc/self/ns/user) $(cat /proc/self/uid_map); \
              echo one $(tr '\\0' ' ' < /proc/1/cmdline); echo self $$; \
              grep ' /proc ' /proc/self/mountinfo; sleep 1000",
         ],
     );
+    set_mode(&member, 0o755);
     edit_config(&member, |config| {
         for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
             if ns["type"] == "pid" {
                 ns["path"] = pidns.clone().into();
             }
         }
+        with_user(config, Some(&userns), 300_000);
     });
     let member_out = member_dir.path().join("out");
     let (ok, err) = oci(
@@ -1615,7 +1659,11 @@ fn a_member_shares_its_sandboxs_pid_namespace() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     println!("the member said:\n{said}");
-    assert!(said.contains(&format!("pidns {inode}")), "{said}");
+    assert!(said.contains(&format!("pidns {}", inode(&pidns))), "{said}");
+    assert!(
+        said.contains(&format!("userns {} 0 300000 65536", inode(&userns))),
+        "{said}"
+    );
     assert!(said.contains("one sleep 1000"), "{said}");
     assert!(!said.contains("self 1\n"), "{said}");
     assert!(said.contains(" - proc "), "{said}");
@@ -1668,6 +1716,29 @@ fn a_member_shares_its_sandboxs_pid_namespace() {
         "the member's child outlived it in the sandbox's namespace"
     );
     assert!(alive(sandbox_pid), "the sandbox went with its member");
+    // A user namespace whose maps are not the config's is refused, naming both.
+    edit_config(&member, |config| with_user(config, Some(&userns), 400_000));
+    refused(
+        &root,
+        &member,
+        "pod-member2",
+        &member_out,
+        "its uid map is 0:300000:65536, not the config's 0:400000:65536",
+    );
+    // So is mm's own (the host's): a container's user namespace is never its runtime's.
+    edit_config(&member, |config| {
+        with_user(config, Some("/proc/self/ns/user"), 0);
+        config["linux"]["uidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": 0, "size": 4294967295u32}]);
+        config["linux"]["gidMappings"] = config["linux"]["uidMappings"].clone();
+    });
+    refused(
+        &root,
+        &member,
+        "pod-member3",
+        &member_out,
+        "it is mm's own user namespace",
+    );
     let (ok, err) = oci(&root, &["kill", "pod-sandbox", "KILL"], &out);
     assert!(ok, "kill: {err}");
     killed(sandbox_pid);
@@ -1879,6 +1950,10 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
     let bundle_arg = bundle.to_str().unwrap();
     let (ok, err) = oci(&root, &["create", "--bundle", bundle_arg, "hooked"], &out);
     assert!(ok, "create: {err}");
+    // A failed check must not leave the container running for the next run.
+    let _hooked = OnDrop(|| {
+        let _ = oci(&root, &["delete", "--force", "hooked"], &out);
+    });
     let seen = |name: &str| -> serde_json::Value {
         let path = dir.path().join(format!("{name}.json"));
         let text = std::fs::read_to_string(&path)
@@ -1919,8 +1994,13 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
     let (ok, err) = oci(&root, &["start", "hooked"], &out);
     assert!(ok, "start: {err}");
     assert_eq!(seen("poststart")["status"], "running");
-    // PID 1 ran it before its command: it is there once the command runs.
-    assert!(cmdline(pid).starts_with("sleep 1000"), "{}", cmdline(pid));
+    // PID 1 ran it before its command: it is there once the command runs (`start`
+    // returns once the process may go on, not once it has executed its command).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cmdline(pid).starts_with("sleep 1000") {
+        assert!(std::time::Instant::now() < deadline, "{}", cmdline(pid));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let text = std::fs::read_to_string(&started).unwrap();
     let given: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(

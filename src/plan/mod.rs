@@ -190,7 +190,7 @@ pub struct Ids {
     pub block: Option<IdRange>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MapWriter {
     Direct,
@@ -199,6 +199,13 @@ pub enum MapWriter {
     /// newuidmap mapped as `uid`/`gid` say); mm writes it as the identity of the zone's ids
     /// from inside the zone's namespace.
     Zone,
+    /// An OCI bundle's existing user namespace at `path` (`linux.namespaces[].path`, a
+    /// pod's or another container's): nobody writes its maps; the supervisor joins it and
+    /// checks that its maps are `uid` and `gid`, which the config must give with the path
+    /// (podman and containerd do).
+    Joined {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -266,7 +266,11 @@ fn namespaces(plan: &Plan) -> Step {
         .joins
         .iter()
         .map(|j| {
-            format!("join the {:?} namespace {}", j.namespace, j.path.display()).to_lowercase()
+            format!(
+                "join the {} namespace {}",
+                format!("{:?}", j.namespace).to_lowercase(),
+                j.path.display()
+            )
         })
         .chain(plan.sysctls.iter().map(|s| match s.joined {
             None => format!("write {} = {}", s.file(), s.value),
@@ -595,7 +599,11 @@ impl Steps {
 }
 
 fn ids_title(ids: &Ids) -> String {
-    match ids.writer {
+    match &ids.writer {
+        MapWriter::Joined { path } => format!(
+            "User ids: the user namespace {} joined, its maps checked to be these",
+            path.display()
+        ),
         MapWriter::Direct => "User ids: maps written by mm".to_owned(),
         MapWriter::Newidmap => "User ids: maps written by newuidmap and newgidmap".to_owned(),
         MapWriter::Zone => "User ids: a child of the zone's user namespace (mapped by \

@@ -691,7 +691,10 @@ fn open_console(launch: &Launch) -> Result<Consoles, StepFailure> {
     // The machine's root must be able to open its console.
     if let IdMapping::Map { entries } = &launch.plan.ids.uid
         && let Some(root) = entries.first()
-        && launch.plan.ids.writer == crate::plan::MapWriter::Direct
+        && matches!(
+            launch.plan.ids.writer,
+            crate::plan::MapWriter::Direct | crate::plan::MapWriter::Joined { .. }
+        )
         && nix::unistd::geteuid().is_root()
     {
         let id = Some(root.outside);

@@ -37,6 +37,9 @@ pub fn create(ids: &Ids) -> Result<OwnedFd, StepFailure> {
         )),
     };
     let (uids, gids) = (entries(&ids.uid)?, entries(&ids.gid)?);
+    if let MapWriter::Joined { path } = &ids.writer {
+        return join(path, &uids, &gids);
+    }
     let (ready_r, ready_w) = nix::unistd::pipe().step(|| Step::MakePipe)?;
     let (done_r, done_w) = nix::unistd::pipe().step(|| Step::MakePipe)?;
     // SAFETY: the supervisor is single-threaded; the child only unshares and waits.
@@ -56,7 +59,9 @@ pub fn create(ids: &Ids) -> Result<OwnedFd, StepFailure> {
             // In a zone, the supervisor is in the zone's user namespace, whose ids are these.
             let entries = match ids.writer {
                 MapWriter::Zone => identity(entries),
-                MapWriter::Direct | MapWriter::Newidmap => entries.clone(),
+                MapWriter::Direct | MapWriter::Newidmap | MapWriter::Joined { .. } => {
+                    entries.clone()
+                }
             };
             write_map(pid, kind, &entries, tool).map_err(|e| map_failed(kind, &e))?;
         }
@@ -68,6 +73,91 @@ pub fn create(ids: &Ids) -> Result<OwnedFd, StepFailure> {
     drop(done_w);
     let _ = waitpid(holder, None);
     result
+}
+
+/// The existing user namespace at `path`, once a child that joined it has read its maps
+/// and they are `uids` and `gids`: never the supervisor's own (the host's, as root).
+fn join(
+    path: &std::path::Path,
+    uids: &[IdMapEntry],
+    gids: &[IdMapEntry],
+) -> Result<OwnedFd, StepFailure> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let step = || Step::JoinExisting {
+        namespace: "user".to_owned(),
+        path: path.to_path_buf(),
+    };
+    // Not a terminal to take as the controlling one, whatever the path names.
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .step(step)?;
+    let theirs = file.metadata().step(step)?;
+    let ours = std::fs::metadata("/proc/self/ns/user").step(step)?;
+    if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+        return Err(StepFailure::other(
+            step(),
+            "it is mm's own user namespace: a container's is never its runtime's",
+        ));
+    }
+    let (maps_r, maps_w) = nix::unistd::pipe().step(|| Step::MakePipe)?;
+    // SAFETY: the supervisor is single-threaded; the child only joins, reads and writes.
+    let reader = match unsafe { fork() }.step(|| Step::ForkHolder)? {
+        ForkResult::Child => {
+            drop(maps_r);
+            let said = super::sys::setns(file.as_fd(), rustix::thread::LinkNameSpaceType::User)
+                .map_err(|e| format!("setns: {e}"))
+                .and_then(|()| {
+                    let read = |name: &str| {
+                        std::fs::read_to_string(format!("/proc/self/{name}"))
+                            .map_err(|e| format!("/proc/self/{name}: {e}"))
+                    };
+                    Ok((read("uid_map")?, read("gid_map")?))
+                });
+            let _ = File::from(maps_w)
+                .write_all(serde_json::to_string(&said).unwrap_or_default().as_bytes());
+            // SAFETY: leaving a forked child without running exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(maps_w);
+    let mut text = String::new();
+    let read = File::from(maps_r).read_to_string(&mut text);
+    let _ = waitpid(reader, None);
+    read.step(step)?;
+    let (uid_map, gid_map) = serde_json::from_str::<Result<(String, String), String>>(&text)
+        .map_err(|e| StepFailure::other(step(), format!("its maps were not read: {e}")))?
+        .map_err(|why| StepFailure::other(step(), why))?;
+    for (kind, given, text) in [("uid", uids, uid_map), ("gid", gids, gid_map)] {
+        let found = crate::idmap::parse_map(&text);
+        if found != given {
+            return Err(StepFailure::other(
+                step(),
+                format!(
+                    "its {kind} map is {}, not the config's {}",
+                    shown(&found),
+                    shown(given)
+                ),
+            ));
+        }
+    }
+    Ok(OwnedFd::from(file))
+}
+
+/// A map as `inside:outside:count` entries.
+fn shown(entries: &[IdMapEntry]) -> String {
+    let each: Vec<String> = entries
+        .iter()
+        .map(|e| format!("{}:{}:{}", e.inside, e.outside, e.count))
+        .collect();
+    if each.is_empty() {
+        "empty".to_owned()
+    } else {
+        each.join(",")
+    }
 }
 
 /// The same ids inside as in the namespace above.

@@ -60,9 +60,14 @@ pub fn compile(
         );
     }
     let linux = config.linux.clone().unwrap_or_default();
-    let (namespaces, joins) = namespaces(&linux, host, &mut errors);
+    let (namespaces, mut joins) = namespaces(&linux, host, &mut errors);
+    // A joined user namespace is the supervisor's to join, not the spawner's: the ids'.
+    let user = joins
+        .iter()
+        .position(|j| j.namespace == Namespace::User)
+        .map(|i| joins.remove(i).path);
     let runtime_dir = options.state_root.join(id.as_str());
-    let ids = ids(&linux, host, &mut errors);
+    let ids = ids(&linux, host, user, &mut errors);
     let cgroup = cgroup::cgroup(&linux, id, host, options, &mut errors);
     let root = root(config, bundle, &mut errors);
     let mounts = mounts::mounts(
@@ -227,7 +232,11 @@ fn namespaces(
                     .to_owned()
             }
             Some(path) => match kind {
-                Namespace::Net | Namespace::Ipc | Namespace::Uts | Namespace::Pid
+                Namespace::Net
+                | Namespace::Ipc
+                | Namespace::Uts
+                | Namespace::Pid
+                | Namespace::User
                     if absolute(path) =>
                 {
                     joins.push(Join {
@@ -236,13 +245,17 @@ fn namespaces(
                     });
                     continue;
                 }
-                Namespace::Net | Namespace::Ipc | Namespace::Uts | Namespace::Pid => {
+                Namespace::Net
+                | Namespace::Ipc
+                | Namespace::Uts
+                | Namespace::Pid
+                | Namespace::User => {
                     format!("`{path}` is not an absolute path without `..`")
                 }
                 _ => format!(
                     "joining an existing {} namespace is not supported by mm (only network, \
-                     ipc, uts and pid ones: mm's PID 1 makes its own user and mount \
-                     namespaces, and a cgroup one when asked)",
+                     ipc, uts, pid and user ones: mm's PID 1 makes its own mount namespace, \
+                     and a cgroup one when asked)",
                     ns.kind
                 ),
             },
@@ -292,7 +305,7 @@ fn namespaces(
 /// the user, the rest from the subordinate ranges); root without a user namespace, the
 /// identity of every id, so that the container's ids are the host's (in another user
 /// namespace, of every id that one has).
-fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
+fn ids(linux: &spec::Linux, host: &Host, joined: Option<PathBuf>, errors: &mut Errors) -> Ids {
     let entries = |maps: &[spec::IdMapping]| -> Vec<IdMapEntry> {
         maps.iter()
             .map(|m| IdMapEntry {
@@ -303,10 +316,10 @@ fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
             .collect()
     };
     let asked_user = linux.namespaces.iter().any(|n| n.kind == "user");
-    let writer = if host.has_namespace_root() {
-        MapWriter::Direct
-    } else {
-        MapWriter::Newidmap
+    let writer = match joined {
+        Some(path) => MapWriter::Joined { path },
+        None if host.has_namespace_root() => MapWriter::Direct,
+        None => MapWriter::Newidmap,
     };
     let (uid, gid) = match (asked_user, linux.uid_mappings.is_empty()) {
         (true, false) => {
@@ -318,7 +331,12 @@ fn ids(linux: &spec::Linux, host: &Host, errors: &mut Errors) -> Ids {
         (true, true) if host.has_namespace_root() => {
             errors.at(
                 "linux.uidMappings",
-                "a user namespace needs its maps when mm runs as root",
+                if matches!(writer, MapWriter::Joined { .. }) {
+                    "a user namespace joined by path needs its maps too: mm checks them \
+                     against the namespace's (podman and containerd give them)"
+                } else {
+                    "a user namespace needs its maps when mm runs as root"
+                },
             );
             (Vec::new(), Vec::new())
         }
