@@ -102,7 +102,7 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
         &[
             "sh",
             "-c",
-            "echo ids $(id -u):$(id -g) in $(pwd) on $(hostname); grep CapEff /proc/self/status; ulimit -n; grep ' /shared ' /proc/self/mountinfo; exec sleep 1000",
+            "echo ids $(id -u):$(id -g) in $(pwd) on $(hostname); grep CapEff /proc/self/status; ulimit -n; grep ' /shared ' /proc/self/mountinfo; echo oom $(cat /proc/self/oom_score_adj); exec sleep 1000",
         ],
     );
     // A bind with runc's options: read-only, nosuid and noexec.
@@ -116,6 +116,8 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
                 "destination": "/shared", "type": "bind", "source": shared,
                 "options": ["rbind", "ro", "nosuid", "noexec", "rprivate"]
             }));
+        // Kubelet gives each container one.
+        config["process"]["oomScoreAdj"] = 321.into();
     });
     let root = dir.path().join("state");
     let out = dir.path().join("container.out");
@@ -177,7 +179,7 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
     assert!(!ok && err.contains("is running"), "a second start: {err}");
     assert_eq!(state(&root, id)["status"], "running");
     eventually("the container wrote its line", || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() >= 4)
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("oom "))
     });
     let said = std::fs::read_to_string(&out).unwrap();
     println!("the container said: {said}");
@@ -185,6 +187,7 @@ fn a_bundle_goes_through_create_start_kill_delete_as_root() {
     // runc's default set: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
     assert!(said.contains("CapEff:\t0000000020000420"), "{said}");
     assert!(said.lines().any(|l| l == "1024"), "RLIMIT_NOFILE: {said}");
+    assert!(said.contains("oom 321"), "oomScoreAdj: {said}");
     let bind = said
         .lines()
         .find(|l| l.contains(" /shared "))
@@ -269,6 +272,44 @@ fn a_refused_field_is_named_and_nothing_is_left() {
     let entry: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(entry["level"], "error");
     assert!(entry["msg"].as_str().unwrap().contains("linux.seccomp"));
+    // An oomScoreAdj below the caller's takes CAP_SYS_RESOURCE, which root lacks on some
+    // hosts (this VM's): then the create fails saying so, and leaves nothing.
+    edit_config(&bundle, |config| {
+        config["linux"].as_object_mut().unwrap().remove("seccomp");
+        let process = config["process"].as_object_mut().unwrap();
+        process.remove("cwdd");
+        process.insert("oomScoreAdj".to_owned(), (-321).into());
+        process.insert("args".to_owned(), serde_json::json!(["true"]));
+    });
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap();
+    // CAP_SYS_RESOURCE is capability 24.
+    let has_sys_resource = effective & (1 << 24) != 0;
+    let (ok, err) = oci(
+        &root,
+        &["create", "--bundle", bundle.to_str().unwrap(), "lowered"],
+        &out,
+    );
+    println!("oomScoreAdj -321, CAP_SYS_RESOURCE {has_sys_resource}: {err}");
+    if has_sys_resource {
+        assert!(ok, "{err}");
+        let pid = state(&root, "lowered")["pid"].as_i64().unwrap();
+        let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+        assert_eq!(adj.trim(), "-321");
+        let (ok, err) = oci(&root, &["delete", "--force", "lowered"], &out);
+        assert!(ok, "{err}");
+    } else {
+        assert!(!ok);
+        assert!(
+            err.contains("set oom_score_adj to -321") && err.contains("CAP_SYS_RESOURCE"),
+            "{err}"
+        );
+        assert!(!root.join("lowered").exists(), "no state directory");
+    }
 }
 
 #[test]
@@ -948,6 +989,10 @@ fn exec_runs_a_process_in_the_container() {
     be_subreaper();
     let dir = shared_tempdir();
     let bundle = bundle(dir.path(), &["sleep", "1000"]);
+    // The container's oomScoreAdj is also its exec'd processes', as runc gives it.
+    edit_config(&bundle, |config| {
+        config["process"]["oomScoreAdj"] = 222.into();
+    });
     let root = dir.path().join("state");
     let out = dir.path().join("out");
     let id = "mm-oci-exec";
@@ -970,11 +1015,16 @@ fn exec_runs_a_process_in_the_container() {
     let pid1 = state(&root, id)["pid"].as_i64().unwrap();
     let (code, stdout, stderr) = exec(
         &root,
-        &[id, "sh", "-c", "echo created on $(hostname); exit 3"],
+        &[
+            id,
+            "sh",
+            "-c",
+            "echo created on $(hostname) oom $(cat /proc/self/oom_score_adj); exit 3",
+        ],
     );
     println!("exec in a created container: {code:?} {stdout:?}");
     assert_eq!(code, Some(3), "{stderr}");
-    assert_eq!(stdout, "created on umoci-default\n");
+    assert_eq!(stdout, "created on umoci-default oom 222\n");
     let (ok, err) = oci(&root, &["start", id], &out);
     assert!(ok, "start: {err}");
 
@@ -1033,25 +1083,30 @@ fn exec_runs_a_process_in_the_container() {
     // A field mm does not take, by its path; a value it cannot honour, by its path.
     std::fs::write(
         &process,
-        r#"{"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/", "oomScoreAdj": 5}"#,
+        r#"{"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/", "scheduler": {"policy": "SCHED_BATCH"}}"#,
     )
     .unwrap();
     let (code, _, stderr) = exec(&root, &["--process", process.to_str().unwrap(), id]);
     println!("a refused field: {stderr}");
     assert_eq!(code, Some(65));
     assert!(
-        stderr.contains("process.oomScoreAdj: is not supported by mm"),
+        stderr.contains("process.scheduler: is not supported by mm"),
         "{stderr}"
     );
+
     std::fs::write(
         &process,
-        r#"{"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "tmp"}"#,
+        r#"{"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "tmp", "oomScoreAdj": 1001}"#,
     )
     .unwrap();
     let (code, _, stderr) = exec(&root, &["--process", process.to_str().unwrap(), id]);
     assert_eq!(code, Some(65));
     assert!(
         stderr.contains("process.cwd: `tmp` is not an absolute path"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("process.oomScoreAdj: an oom_score_adj goes from -1000 to 1000"),
         "{stderr}"
     );
 

@@ -79,6 +79,7 @@ pub fn exec(options: &Options, id: &str, request: &Request) -> Result<i32, OciEr
             groups: compiled.groups,
             umask: compiled.umask,
             rlimits: compiled.rlimits,
+            oom_score_adj: compiled.oom_score_adj,
             security,
             seccomp: launch.seccomp.clone(),
             streams,
@@ -260,6 +261,7 @@ fn from_container(plan: &crate::plan::Plan, request: &Request) -> Result<spec::P
         }),
         rlimits: Vec::new(),
         no_new_privileges: security.no_new_privileges || request.no_new_privs,
+        oom_score_adj: plan.process.oom_score_adj,
     };
     add_caps(&mut process, &request.caps);
     Ok(process)

@@ -43,6 +43,7 @@ const HANDLED: &[&str] = &[
     "process.capabilities.inheritable",
     "process.capabilities.permitted",
     "process.capabilities.ambient",
+    "process.oomScoreAdj",
     "process.rlimits",
     "process.rlimits[]",
     "process.rlimits[].type",
@@ -166,7 +167,6 @@ const HANDLED: &[&str] = &[
 const REFUSED: &[(&str, &str)] = &[
     ("process.apparmorProfile", "mm has no AppArmor support"),
     ("process.selinuxLabel", "mm has no SELinux support"),
-    ("process.oomScoreAdj", "not supported by mm yet"),
     ("process.scheduler", "not supported by mm yet"),
     ("process.ioPriority", "not supported by mm yet"),
     ("process.execCPUAffinity", "not supported by mm yet"),

@@ -66,6 +66,7 @@ pub struct Process {
     pub rlimits: Vec<Rlimit>,
     #[serde(default)]
     pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
 }
 
 /// `process.consoleSize`: the terminal's window size in characters.

@@ -647,6 +647,10 @@ pub struct Process {
     /// The file mode creation mask PID 1 sets before it executes (else the inherited one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umask: Option<u32>,
+    /// PID 1's `/proc/PID/oom_score_adj` (-1000 to 1000), written by the supervisor while
+    /// PID 1 waits (OCI's `process.oomScoreAdj`); else the inherited one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
     /// [`Pid1::Direct`]: its standard streams and controlling terminal are a new
     /// pseudo-terminal of the machine's own devpts, whose master side goes to the caller
     /// (`mm oci create --console-socket`).

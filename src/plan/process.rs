@@ -56,6 +56,7 @@ pub(super) fn process(
         hooks: None,
         groups: Vec::new(),
         umask: None,
+        oom_score_adj: None,
         reparented: false,
         terminal: None,
         hostname: def.name.to_string(),

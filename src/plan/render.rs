@@ -86,6 +86,9 @@ pub fn render(plan: &Plan) -> String {
     if let Some(umask) = plan.process.umask {
         details.push(format!("umask {umask:04o}"));
     }
+    if let Some(adj) = plan.process.oom_score_adj {
+        details.push(format!("oom_score_adj {adj}"));
+    }
     if let Some(terminal) = &plan.process.terminal {
         details.push(match terminal.size {
             Some((rows, cols)) => format!(

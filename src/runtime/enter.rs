@@ -50,6 +50,8 @@ pub struct OciProcess {
     /// Set on mm itself before it joins the container (with its privilege, as the
     /// supervisor sets PID 1's): the command inherits them.
     pub rlimits: Vec<crate::plan::Rlimit>,
+    /// Set on mm itself as the rlimits are.
+    pub oom_score_adj: Option<i32>,
     pub security: crate::plan::Security,
     /// The container's compiled seccomp program (its launch's), for `security.seccomp`.
     pub seccomp: Option<super::seccomp::Program>,
@@ -178,6 +180,9 @@ fn enter(leader: i32, launch: &Launch, command: &Command<'_>) -> Result<Outcome,
     let pid = std::process::id() as i32;
     for limit in command.oci.iter().flat_map(|oci| &oci.rlimits) {
         security::set_rlimit(pid, limit)?;
+    }
+    if let Some(adj) = command.oci.as_ref().and_then(|oci| oci.oom_score_adj) {
+        security::set_oom_score_adj(pid, adj)?;
     }
     let mut joins: Vec<(OwnedFd, LinkNameSpaceType, &str)> = Vec::new();
     for (name, flag) in NAMESPACES {

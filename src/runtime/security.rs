@@ -124,6 +124,22 @@ pub fn numeric_user(spec: &str, groups: &[u32]) -> Result<User, StepFailure> {
 /// `prlimit(2)` of one of the plan's limits on process `pid`: the supervisor sets them on
 /// PID 1 while it waits for `mm oci start`, with the supervisor's privilege (host root may
 /// raise a hard limit, which no process inside a user namespace may).
+/// Writes process `pid`'s `oom_score_adj`: lowering it below what it was needs
+/// `CAP_SYS_RESOURCE` (root's), raising it does not.
+pub fn set_oom_score_adj(pid: i32, value: i32) -> Result<(), StepFailure> {
+    let file = format!("/proc/{pid}/oom_score_adj");
+    std::fs::write(&file, value.to_string()).map_err(|e| {
+        let mut failure = StepFailure::io(Step::OomScoreAdj { value }, &e);
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            failure.message.push_str(
+                " (lowering an oom_score_adj below the caller's needs CAP_SYS_RESOURCE, which \
+                 mm does not have here: without it, only values at or above it)",
+            );
+        }
+        failure
+    })
+}
+
 pub fn set_rlimit(pid: i32, limit: &crate::plan::Rlimit) -> Result<(), StepFailure> {
     use rustix::process::Resource;
     let step = || Step::SetRlimit {

@@ -210,6 +210,10 @@ pub enum Step {
     },
     /// An OCI container's process, waiting for `mm oci start`.
     WaitForStart,
+    /// `/proc/PID/oom_score_adj` of an OCI container's process.
+    OomScoreAdj {
+        value: i32,
+    },
     /// PID 1, waiting before pivot_root for the supervisor's `createRuntime` hooks.
     WaitRuntimeHooks,
     /// A hook of an OCI bundle, run during the launch.
@@ -323,6 +327,7 @@ impl std::fmt::Display for Step {
             Self::SetRlimit { resource } => write!(f, "set {resource}"),
             Self::WaitForStart => f.write_str("wait for `mm oci start`"),
             Self::WaitRuntimeHooks => f.write_str("wait for the createRuntime hooks"),
+            Self::OomScoreAdj { value } => write!(f, "set oom_score_adj to {value}"),
             Self::Hook { point, path } => write!(f, "run the {point} hook {}", path.display()),
             Self::WatchPid1 => f.write_str("watch PID 1 (pidfd_open)"),
             Self::Restrict { target } => write!(f, "restrict the mount on {target}"),

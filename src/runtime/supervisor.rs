@@ -577,6 +577,11 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
                         break;
                     }
                 }
+                if let Some(adj) = plan.process.oom_score_adj
+                    && let Err(failure) = super::security::set_oom_score_adj(leader.as_raw(), adj)
+                {
+                    reports.fail(failure);
+                }
             }
             if let (Some(leader), None) = (reports.leader, &reports.failure)
                 && let Some(hooks) = &plan.process.hooks

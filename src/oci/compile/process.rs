@@ -51,6 +51,7 @@ pub(super) fn process(
         capabilities: None,
         rlimits: Vec::new(),
         no_new_privileges: false,
+        oom_score_adj: None,
     };
     let p = match &config.process {
         Some(p) => p,
@@ -71,6 +72,14 @@ pub(super) fn process(
     }
     if p.user.umask.is_some_and(|m| m > 0o777) {
         errors.at("process.user.umask", "a umask is at most 0777 (511)");
+    }
+    if p.oom_score_adj
+        .is_some_and(|n| !(-1000..=1000).contains(&n))
+    {
+        errors.at(
+            "process.oomScoreAdj",
+            "an oom_score_adj goes from -1000 to 1000",
+        );
     }
     let mut rlimits = Vec::new();
     for (i, limit) in p.rlimits.iter().enumerate() {
@@ -117,6 +126,7 @@ pub(super) fn process(
         hooks: None,
         groups: p.user.additional_gids.clone(),
         umask: p.user.umask,
+        oom_score_adj: p.oom_score_adj,
         reparented: true,
         terminal,
     };
