@@ -574,6 +574,9 @@ pub enum OciCommand {
         /// Memory limit in bytes (-1: none)
         #[arg(short, long, value_name = "BYTES", allow_negative_numbers = true)]
         memory: Option<i64>,
+        /// Memory and swap together in bytes, with --memory (-1: no limit)
+        #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+        memory_swap: Option<i64>,
         /// Most processes (0 or -1: no limit)
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         pids_limit: Option<i64>,

@@ -1306,6 +1306,42 @@ fn ps_pause_resume_and_update() {
     );
     assert_eq!(read(&memory), "104857600");
     assert_eq!(read(&pids_max), "64");
+    // Memory and swap together (podman's --memory gives twice the memory): v1 limits the
+    // sum, v2 the swap alone.
+    oci_ok(&[
+        "update",
+        "--memory",
+        "104857600",
+        "--memory-swap",
+        "209715200",
+        id,
+    ]);
+    let swap = cgroup_limit_file(
+        &scope,
+        "memory",
+        "memory.memsw.limit_in_bytes",
+        "memory.swap.max",
+    );
+    println!("updated: {} {}", swap.display(), read(&swap));
+    let expected = if swap.ends_with("memory.swap.max") {
+        "104857600"
+    } else {
+        "209715200"
+    };
+    assert_eq!(read(&swap), expected);
+    let (ok, err) = oci(
+        &root,
+        &[
+            "update",
+            "--memory",
+            "104857600",
+            "--memory-swap",
+            "1000",
+            id,
+        ],
+        &out,
+    );
+    assert!(!ok && err.contains("linux.resources.memory.swap: 1000 is memory and swap together, and below the memory limit (104857600)"), "{err}");
     let resources = dir.path().join("resources.json");
     std::fs::write(
         &resources,

@@ -163,6 +163,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
         OciCommand::Update {
             resources,
             memory,
+            memory_swap,
             pids_limit,
             cpu_quota,
             cpu_period,
@@ -171,6 +172,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             let update = control::Update {
                 resources,
                 memory,
+                memory_swap,
                 pids_limit,
                 cpu_quota,
                 cpu_period,

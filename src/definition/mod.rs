@@ -204,6 +204,17 @@ pub struct Resources {
     pub pids: Option<u64>,
     /// The CPU time the machine gets beside others when the CPUs are busy.
     pub cpu_weight: Option<CpuWeight>,
+    /// Memory and swap together (OCI's `linux.resources.memory.swap`, cgroup v1's
+    /// `memory.memsw.limit_in_bytes`), with `memory` set.
+    pub memory_and_swap: Option<MemoryAndSwap>,
+}
+
+/// A limit of memory and swap together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryAndSwap {
+    Unlimited,
+    /// At least the memory limit; what is above it is the swap the machine may use.
+    Bytes(u64),
 }
 
 impl Resources {
@@ -212,6 +223,7 @@ impl Resources {
             || self.cpus_milli.is_some()
             || self.pids.is_some()
             || self.cpu_weight.is_some()
+            || self.memory_and_swap.is_some()
     }
 }
 

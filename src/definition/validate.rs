@@ -495,6 +495,7 @@ fn resources(c: &mut Checker<'_>, raw: Option<Spanned<RawResources>>) -> Located
             cpus_milli,
             pids,
             cpu_weight,
+            memory_and_swap: None,
         },
         span,
     }

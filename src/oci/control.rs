@@ -105,6 +105,7 @@ pub struct Update {
     /// `--resources FILE`: a runtime-spec `linux.resources` object.
     pub resources: Option<std::path::PathBuf>,
     pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
     pub pids_limit: Option<i64>,
     pub cpu_quota: Option<i64>,
     pub cpu_period: Option<u64>,
@@ -134,8 +135,10 @@ pub fn update(options: &Options, id: &str, update: &Update) -> Result<(), OciErr
         }
         None => super::spec::Resources::default(),
     };
-    if let Some(limit) = update.memory {
-        resources.memory = Some(super::spec::Memory { limit: Some(limit) });
+    if update.memory.is_some() || update.memory_swap.is_some() {
+        let memory = resources.memory.get_or_insert_with(Default::default);
+        memory.limit = update.memory.or(memory.limit);
+        memory.swap = update.memory_swap.or(memory.swap);
     }
     if let Some(limit) = update.pids_limit {
         resources.pids = Some(super::spec::Pids { limit: Some(limit) });
@@ -155,7 +158,7 @@ pub fn update(options: &Options, id: &str, update: &Update) -> Result<(), OciErr
         })?;
     if !limits.any() {
         return Err(OciError::Usage(
-            "nothing to update: give --memory, --pids-limit, --cpu-quota or --resources".to_owned(),
+            "nothing to update: give --memory, --memory-swap, --pids-limit, --cpu-quota or --resources".to_owned(),
         ));
     }
     let (_, launch) = crate::runtime::state::running(&container.paths)

@@ -135,6 +135,7 @@ const HANDLED: &[&str] = &[
     "linux.resources.devices[].access",
     "linux.resources.memory",
     "linux.resources.memory.limit",
+    "linux.resources.memory.swap",
     "linux.resources.cpu",
     "linux.resources.cpu.quota",
     "linux.resources.cpu.shares",
@@ -203,7 +204,6 @@ const REFUSED: &[(&str, &str)] = &[
         "linux.resources.memory.reservation",
         "not supported by mm yet",
     ),
-    ("linux.resources.memory.swap", "not supported by mm yet"),
     ("linux.resources.memory.kernel", "not supported by mm yet"),
     (
         "linux.resources.memory.kernelTCP",

@@ -227,9 +227,10 @@ pub struct DeviceRule {
     pub access: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Memory {
     pub limit: Option<i64>,
+    pub swap: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

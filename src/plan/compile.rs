@@ -8,7 +8,8 @@ use super::{
     Network, Plan, Registration, RootFs, Security, StoredLayer, Upper, machine_id,
 };
 use crate::definition::{
-    CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, Resources, capability,
+    CapabilityDrop, Definition, Diagnostic, Diagnostics, ImageSource, MemoryAndSwap, Resources,
+    capability,
 };
 use crate::host::{CgroupMode, Host};
 use crate::image::{ImageRecord, Store};
@@ -292,6 +293,22 @@ pub fn limit_writes(
                 bytes.to_string(),
             )],
         )?;
+    }
+    // After the memory limit: cgroup v1 keeps memory and swap at or above it.
+    if let Some(total) = limits.memory_and_swap {
+        let (file, value) = match (total, v2) {
+            (MemoryAndSwap::Unlimited, true) => ("memory.swap.max", "max".to_owned()),
+            (MemoryAndSwap::Unlimited, false) => ("memory.memsw.limit_in_bytes", "-1".to_owned()),
+            // v2 limits the swap alone.
+            (MemoryAndSwap::Bytes(total), true) => (
+                "memory.swap.max",
+                total.saturating_sub(limits.memory.unwrap_or(0)).to_string(),
+            ),
+            (MemoryAndSwap::Bytes(total), false) => {
+                ("memory.memsw.limit_in_bytes", total.to_string())
+            }
+        };
+        write("memory", &[(file, value)])?;
     }
     if let Some(milli) = limits.cpus_milli {
         let quota = u64::from(milli) * CPU_PERIOD_US / 1000;

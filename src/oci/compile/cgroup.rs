@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{Errors, Options};
-use crate::definition::{CpuWeight, Resources};
+use crate::definition::{CpuWeight, MemoryAndSwap, Resources};
 use crate::host::Host;
 use crate::oci::fields::FieldError;
 use crate::oci::spec;
@@ -276,6 +276,28 @@ pub(super) fn resources(linux: &spec::Linux, errors: &mut Errors) -> Resources {
                 format!("{memory} is not a number of bytes"),
             ),
         }
+    }
+    // 0: not set; -1: no limit, as runc reads them.
+    match res.memory.as_ref().and_then(|m| m.swap) {
+        None | Some(0) => {}
+        Some(-1) => limits.memory_and_swap = Some(MemoryAndSwap::Unlimited),
+        Some(total) => match (u64::try_from(total), limits.memory) {
+            (Err(_), _) => errors.at(
+                "linux.resources.memory.swap",
+                format!("{total} is not a number of bytes"),
+            ),
+            (Ok(_), None) => errors.at(
+                "linux.resources.memory.swap",
+                "a limit of memory and swap needs linux.resources.memory.limit",
+            ),
+            (Ok(total), Some(memory)) if total < memory => errors.at(
+                "linux.resources.memory.swap",
+                format!(
+                    "{total} is memory and swap together, and below the memory limit ({memory})"
+                ),
+            ),
+            (Ok(total), Some(_)) => limits.memory_and_swap = Some(MemoryAndSwap::Bytes(total)),
+        },
     }
     if let Some(cpu) = &res.cpu {
         if cpu.period.is_some_and(|p| p != 100_000) {
