@@ -606,10 +606,35 @@ fn podman_runs_a_container_with_mm_as_its_runtime() {
     let _cleanup = OnDrop(|| {
         let _ = run(podman(&["rm", "-f", name]));
     });
-    let mut args = vec!["run", "-d", "--name", name];
+    // --memory: podman asks for twice as much memory and swap together.
+    let mut args = vec!["run", "-d", "--name", name, "--memory", "64m"];
     args.extend_from_slice(&opts);
     args.extend_from_slice(&[&image, "sh", "-c", "echo started; exec sleep 1000"]);
     ok(&args);
+    let full_id = ok(&["inspect", "--format", "{{.Id}}", name]);
+    let memory_dir = std::fs::read_dir("/sys/fs/cgroup/memory")
+        .unwrap()
+        .flatten()
+        .map(|parent| parent.path().join(format!("libpod-{}", full_id.trim())))
+        .find(|dir| dir.is_dir());
+    if let Some(dir) = memory_dir {
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(read("memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("memory.memsw.limit_in_bytes"), "134217728");
+    } else {
+        // Only a v2 host, whose memory controller is in the unified hierarchy, has none.
+        assert!(
+            !Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists(),
+            "the container's v1 memory cgroup (libpod-{}) is missing",
+            full_id.trim()
+        );
+        println!("a v2 host: the container's memory limits not read back");
+    }
     let said = ok(&["exec", name, "echo", "hi"]);
     assert_eq!(said, "hi\n", "podman exec");
     let (out, _, stderr) = run(podman(&["exec", name, "sh", "-c", "exit 4"]));
