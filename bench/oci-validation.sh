@@ -4,6 +4,8 @@
 #
 #   RUNTIME_TOOLS=/path/to/runtime-tools RUNTIMES="runc crun mm-runc" bench/oci-validation.sh
 #
+# LOGS_DIR=DIR keeps each test's TAP output there (RUNTIME.TEST.tap).
+#
 # RUNTIME_TOOLS is a runtime-tools source tree built with `make runtimetest
 # validation-executables` (Go; `GOFLAGS=-mod=vendor` builds it offline from its vendor/
 # directory). Debian packages only its Go library (golang-github-opencontainers-runtime-tools-dev,
@@ -33,6 +35,7 @@ for runtime in $RUNTIMES; do
             # line ("1..N") means it did not finish.
             :
         fi
+        [ -z "${LOGS_DIR:-}" ] || { mkdir -p "$LOGS_DIR" && cp "$log" "$LOGS_DIR/"; }
         grep -q '^1\.\.[0-9]' "$log" || { unfinished=$((unfinished + 1)); echo "$t: unfinished" >>"$out/$runtime.failed"; }
         p=$(grep -E '^ok [0-9]+' "$log" | grep -vc '# SKIP' || true)
         s=$(grep -cE '^ok [0-9]+.*# SKIP' "$log" || true)

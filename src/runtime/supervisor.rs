@@ -587,12 +587,12 @@ fn start(launch: &Launch, cgroup: Option<&MachineCgroup>) -> Result<Begun, StepF
                 && let Some(hooks) = &plan.process.hooks
                 && !hooks.create_runtime.is_empty()
             {
-                match reports.until_root_ready().and_then(|()| {
+                let ran = reports.until_root_ready().and_then(|()| {
                     create_runtime_hooks(hooks, leader)?;
                     go_w.write_all(b"h").step(|| Step::WaitRuntimeHooks)
-                }) {
-                    Ok(()) => {}
-                    Err(failure) => reports.fail(failure),
+                });
+                if let Err(failure) = ran {
+                    reports.fail(failure);
                 }
             }
             if let (Some(leader), None) = (reports.leader, &reports.failure) {
