@@ -207,6 +207,9 @@ pub struct Resources {
     /// Memory and swap together (OCI's `linux.resources.memory.swap`, cgroup v1's
     /// `memory.memsw.limit_in_bytes`), with `memory` set.
     pub memory_and_swap: Option<MemoryAndSwap>,
+    /// Bytes of huge pages the machine may use, by page size as the kernel names it in
+    /// the hugetlb controller's files (`2MB`, `1GB`; OCI's `linux.resources.hugepageLimits`).
+    pub hugepages: Vec<(String, u64)>,
 }
 
 /// A limit of memory and swap together.
@@ -224,6 +227,7 @@ impl Resources {
             || self.pids.is_some()
             || self.cpu_weight.is_some()
             || self.memory_and_swap.is_some()
+            || !self.hugepages.is_empty()
     }
 }
 

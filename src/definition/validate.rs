@@ -496,6 +496,7 @@ fn resources(c: &mut Checker<'_>, raw: Option<Spanned<RawResources>>) -> Located
             pids,
             cpu_weight,
             memory_and_swap: None,
+            hugepages: Vec::new(),
         },
         span,
     }

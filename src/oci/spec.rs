@@ -215,6 +215,15 @@ pub struct Resources {
     pub memory: Option<Memory>,
     pub cpu: Option<Cpu>,
     pub pids: Option<Pids>,
+    #[serde(default, rename = "hugepageLimits")]
+    pub hugepage_limits: Vec<HugepageLimit>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HugepageLimit {
+    pub page_size: String,
+    pub limit: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -327,6 +327,14 @@ pub fn limit_writes(
     if let Some(pids) = limits.pids {
         write("pids", &[("pids.max", pids.to_string())])?;
     }
+    for (size, bytes) in &limits.hugepages {
+        let file = if v2 {
+            format!("hugetlb.{size}.max")
+        } else {
+            format!("hugetlb.{size}.limit_in_bytes")
+        };
+        write("hugetlb", &[(&file, bytes.to_string())])?;
+    }
     if let Some(weight) = limits.cpu_weight {
         if v2 {
             write("cpu", &[("cpu.weight", weight.v2_weight().to_string())])?;

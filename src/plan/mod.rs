@@ -377,6 +377,10 @@ pub enum Mount {
         fstype: String,
         target: String,
         options: Vec<String>,
+        /// What `/proc/self/mountinfo` shows as its source (an OCI mount's `source`, `shm`
+        /// for /dev/shm); else its type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     /// A tmpfs the supervisor mounts as host root, owned by the machine's root (`uid=`,
     /// `gid=` of its first mapped id), then bound into the machine: its super block

@@ -39,6 +39,7 @@ fn fs(fstype: &str, target: &str, options: &str) -> Mount {
         fstype: fstype.to_owned(),
         target: target.to_owned(),
         options: options.split(',').map(str::to_owned).collect(),
+        source: None,
     }
 }
 

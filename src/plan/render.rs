@@ -681,7 +681,14 @@ fn mount_line(mount: &Mount) -> String {
             fstype,
             target,
             options,
-        } => format!("Mount {fstype} on {target} ({})", options.join(",")),
+            source,
+        } => match source {
+            Some(source) => format!(
+                "Mount {fstype} from {source} on {target} ({})",
+                options.join(",")
+            ),
+            None => format!("Mount {fstype} on {target} ({})", options.join(",")),
+        },
         Mount::HostFs {
             fstype,
             target,

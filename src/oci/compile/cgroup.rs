@@ -328,9 +328,120 @@ pub(super) fn resources(linux: &spec::Linux, errors: &mut Errors) -> Resources {
             ),
         }
     }
+    for (i, huge) in res.hugepage_limits.iter().enumerate() {
+        let size = huge.page_size.as_str();
+        let digits = size.trim_end_matches(['K', 'M', 'G', 'B']);
+        let well_formed = ["KB", "MB", "GB"].iter().any(|unit| size.ends_with(unit))
+            && digits.len() + 2 == size.len()
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit());
+        if !well_formed {
+            errors.at(
+                format!("linux.resources.hugepageLimits[{i}].pageSize"),
+                format!("`{size}` is not a page size as the kernel names them (2MB, 1GB)"),
+            );
+        } else if limits.hugepages.iter().any(|(s, _)| s == size) {
+            errors.at(
+                format!("linux.resources.hugepageLimits[{i}].pageSize"),
+                format!("`{size}` is limited twice"),
+            );
+        } else {
+            limits.hugepages.push((size.to_owned(), huge.limit));
+        }
+    }
     // 0 and -1: no limit, as runc reads them.
     if let Some(pids) = res.pids.as_ref().and_then(|p| p.limit) {
         limits.pids = u64::try_from(pids).ok().filter(|n| *n > 0);
     }
     limits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{CgroupMode, V1Hierarchy};
+
+    fn hybrid_host(with_hugetlb: bool) -> Host {
+        let mut host: Host = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/hosts/root-hybrid.json"
+        ))
+        .unwrap();
+        if with_hugetlb {
+            host.cgroup.controllers.push("hugetlb".to_owned());
+            host.cgroup.v1.push(V1Hierarchy {
+                path: PathBuf::from("/sys/fs/cgroup/hugetlb"),
+                controllers: vec!["hugetlb".to_owned()],
+                options: vec!["hugetlb".to_owned()],
+            });
+        }
+        host
+    }
+
+    fn limits(json: serde_json::Value) -> Result<Resources, Vec<FieldError>> {
+        let linux: spec::Linux =
+            serde_json::from_value(serde_json::json!({ "resources": json })).unwrap();
+        let mut errors = Errors(Vec::new());
+        let limits = resources(&linux, &mut errors);
+        if errors.0.is_empty() {
+            Ok(limits)
+        } else {
+            Err(errors.0)
+        }
+    }
+
+    /// kubelet gives every container a limit for each huge page size of the node, 0 for
+    /// those it did not ask for.
+    #[test]
+    fn hugepage_limits_are_written_to_the_hugetlb_controller_or_refused_without_one() {
+        let limits = limits(serde_json::json!({"hugepageLimits": [
+            {"pageSize": "2MB", "limit": 0},
+            {"pageSize": "1GB", "limit": 1073741824u64},
+        ]}))
+        .unwrap();
+        let dirs: Vec<PathBuf> = ["cpu", "memory", "hugetlb"]
+            .iter()
+            .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}/machine.slice/x.scope")))
+            .collect();
+        let writes =
+            crate::plan::limit_writes(&limits, CgroupMode::Hybrid, &dirs, &hybrid_host(true))
+                .unwrap();
+        let shown: Vec<String> = writes
+            .iter()
+            .map(|w| format!("{} = {}", w.file.display(), w.value))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "/sys/fs/cgroup/hugetlb/machine.slice/x.scope/hugetlb.2MB.limit_in_bytes = 0",
+                "/sys/fs/cgroup/hugetlb/machine.slice/x.scope/hugetlb.1GB.limit_in_bytes = 1073741824",
+            ]
+        );
+        let refused =
+            crate::plan::limit_writes(&limits, CgroupMode::Hybrid, &dirs, &hybrid_host(false))
+                .unwrap_err();
+        assert_eq!(
+            refused,
+            "the `hugetlb` cgroup controller is not available here"
+        );
+        let errors = limits_errors(serde_json::json!({"hugepageLimits": [
+            {"pageSize": "2M", "limit": 0},
+            {"pageSize": "1GB", "limit": 0},
+            {"pageSize": "1GB", "limit": 0},
+        ]}));
+        assert_eq!(
+            errors,
+            [
+                "linux.resources.hugepageLimits[0].pageSize: `2M` is not a page size as the kernel names them (2MB, 1GB)",
+                "linux.resources.hugepageLimits[2].pageSize: `1GB` is limited twice",
+            ]
+        );
+    }
+
+    fn limits_errors(json: serde_json::Value) -> Vec<String> {
+        limits(json)
+            .unwrap_err()
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.why))
+            .collect()
+    }
 }

@@ -180,6 +180,7 @@ pub(super) fn mounts(
                     fstype: kind.to_owned(),
                     target,
                     options,
+                    source: m.source.clone().filter(|s| s != kind),
                 });
             }
             other => errors.at(

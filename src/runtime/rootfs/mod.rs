@@ -375,11 +375,12 @@ fn apply(
             fstype,
             target,
             options,
+            source,
         } => {
             let at = mount_point(m, root, target, Kind::Dir)?;
             let (flags, data) = ms_flags(options);
             m.mount(
-                os(fstype),
+                os(source.as_deref().unwrap_or(fstype)),
                 At::Fd(at.as_fd()),
                 Some(fstype.as_str()),
                 flags,
