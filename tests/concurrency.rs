@@ -226,6 +226,17 @@ fn run_bounded(mut command: Command) -> (Option<i32>, String, String, bool) {
             break (status, false);
         }
         if start.elapsed() > HANG {
+            // What every process was doing, for the report: the hung one and its machine's.
+            let table = Command::new("ps")
+                .args(["-eo", "pid,ppid,stat,wchan:32,args"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let mine: Vec<&str> = table
+                .lines()
+                .filter(|l| l.contains("mm") || l.contains("PID"))
+                .collect();
+            eprintln!("a command hung; the processes then:\n{}", mine.join("\n"));
             let _ = child.kill();
             break (child.wait().expect("reaping mm"), true);
         }
