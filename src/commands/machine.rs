@@ -147,7 +147,7 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
     }
     let asked = match connect(&name, &paths)? {
         Supervisor::Listening(stream) => {
-            let asked = Asked::recorded(&paths);
+            let asked = Asked::listening(&stream, &paths);
             ask_to_stop(stream, &name, &paths, timeout)?;
             asked
         }
@@ -162,12 +162,14 @@ pub fn stop(machine: &str, timeout: Option<u32>) -> Result<ExitCode, Error> {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => return Err(io(e).into()),
         }
+        // Once the one asked has ended, whatever holds the lock is another start's; only a
+        // record of it still running (it was killed) is left to reconcile.
         if let Some(asked) = asked
             && !asked.alive()
             && !matches!(
                 state::read(&paths),
-                Ok(Some(Recorded::Running { supervisor, started, .. }))
-                    if i32::try_from(supervisor) == Ok(asked.pid) && started == asked.started
+                Ok(Some(Recorded::Running { supervisor, .. }))
+                    if i32::try_from(supervisor) == Ok(asked.pid)
             )
         {
             print(&format!("{name} stopped\n"))?;
@@ -237,6 +239,26 @@ impl Asked {
                 started,
             }),
             _ => None,
+        }
+    }
+
+    /// The supervisor behind the control socket, from the socket itself: it binds the
+    /// socket before it records the machine running, so the record may not name it yet (a
+    /// stop that waited for the lock alone then waited for ever when another start took the
+    /// lock as this supervisor let it go).
+    fn listening(stream: &std::os::unix::net::UnixStream, paths: &Paths) -> Option<Asked> {
+        let recorded = Asked::recorded(paths);
+        let Ok(peer) = rustix::net::sockopt::socket_peercred(stream) else {
+            return recorded;
+        };
+        let pid = peer.pid.as_raw_nonzero().get();
+        match recorded {
+            Some(asked) if asked.pid == pid => Some(asked),
+            // It started before now; a later process given its pid did not.
+            _ => Some(Asked {
+                pid,
+                started: state::now(),
+            }),
         }
     }
 
