@@ -1387,6 +1387,22 @@ fn ps_pause_resume_and_update() {
     std::fs::write(&resources, r#"{"pids": {"limit": 32}}"#).unwrap();
     oci_ok(&["update", "--resources", resources.to_str().unwrap(), id]);
     assert_eq!(read(&pids_max), "32");
+    // The CPUs and memory nodes it may use (podman's --cpuset-cpus and --cpuset-mems).
+    std::fs::write(&resources, r#"{"cpu": {"cpus": "0", "mems": "0"}}"#).unwrap();
+    oci_ok(&["update", "--resources", resources.to_str().unwrap(), id]);
+    let cpus = cgroup_limit_file(&scope, "cpuset", "cpuset.cpus", "cpuset.cpus");
+    let mems = cgroup_limit_file(&scope, "cpuset", "cpuset.mems", "cpuset.mems");
+    assert_eq!((read(&cpus), read(&mems)), ("0".to_owned(), "0".to_owned()));
+    std::fs::write(&resources, r#"{"cpu": {"cpus": "0-x"}}"#).unwrap();
+    let (ok, err) = oci(
+        &root,
+        &["update", "--resources", resources.to_str().unwrap(), id],
+        &out,
+    );
+    assert!(
+        !ok && err.contains("linux.resources.cpu.cpus: `0-x` is not a list of numbers and ranges"),
+        "{err}"
+    );
 
     // The exec'd process ends, and its subreaper reaps it (an unreaped zombie of the PID
     // namespace would keep PID 1 from ending).

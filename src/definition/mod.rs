@@ -210,6 +210,10 @@ pub struct Resources {
     /// Bytes of huge pages the machine may use, by page size as the kernel names it in
     /// the hugetlb controller's files (`2MB`, `1GB`; OCI's `linux.resources.hugepageLimits`).
     pub hugepages: Vec<(String, u64)>,
+    /// The CPUs and memory nodes the machine may use, as cpuset lists (`0-3,6`; OCI's
+    /// `linux.resources.cpu.cpus` and `mems`).
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
 }
 
 /// A limit of memory and swap together.
@@ -228,6 +232,8 @@ impl Resources {
             || self.cpu_weight.is_some()
             || self.memory_and_swap.is_some()
             || !self.hugepages.is_empty()
+            || self.cpuset_cpus.is_some()
+            || self.cpuset_mems.is_some()
     }
 }
 

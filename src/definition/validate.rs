@@ -497,6 +497,8 @@ fn resources(c: &mut Checker<'_>, raw: Option<Spanned<RawResources>>) -> Located
             cpu_weight,
             memory_and_swap: None,
             hugepages: Vec::new(),
+            cpuset_cpus: None,
+            cpuset_mems: None,
         },
         span,
     }

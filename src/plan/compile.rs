@@ -327,6 +327,14 @@ pub fn limit_writes(
     if let Some(pids) = limits.pids {
         write("pids", &[("pids.max", pids.to_string())])?;
     }
+    for (file, list) in [
+        ("cpuset.cpus", &limits.cpuset_cpus),
+        ("cpuset.mems", &limits.cpuset_mems),
+    ] {
+        if let Some(list) = list {
+            write("cpuset", &[(file, list.clone())])?;
+        }
+    }
     for (size, bytes) in &limits.hugepages {
         let file = if v2 {
             format!("hugetlb.{size}.max")

@@ -317,6 +317,26 @@ pub(super) fn resources(linux: &spec::Linux, errors: &mut Errors) -> Resources {
                 format!("{shares}: cpu.shares go from 2 to 262144"),
             ),
         }
+        // A list of numbers and ranges, as the kernel's cpuset files take them.
+        let list = |field: &str, given: &Option<String>, errors: &mut Errors| {
+            let given = given.as_deref().filter(|g| !g.is_empty())?;
+            let number = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+            let well_formed = given.split(',').all(|part| match part.split_once('-') {
+                Some((a, b)) => number(a) && number(b),
+                None => number(part),
+            });
+            if well_formed {
+                Some(given.to_owned())
+            } else {
+                errors.at(
+                    format!("linux.resources.cpu.{field}"),
+                    format!("`{given}` is not a list of numbers and ranges (`0-3,6`)"),
+                );
+                None
+            }
+        };
+        limits.cpuset_cpus = list("cpus", &cpu.cpus, errors);
+        limits.cpuset_mems = list("mems", &cpu.mems, errors);
         match cpu.quota {
             None | Some(-1) => {}
             Some(quota) if quota > 0 && quota % 100 == 0 => {
