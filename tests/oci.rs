@@ -2195,3 +2195,118 @@ fn hooks_run_at_their_points_of_the_lifecycle() {
     let (ok, err) = oci(&root, &["delete", "hooked4"], &out);
     assert!(ok, "delete: {err}");
 }
+
+/// A bind's propagation and `linux.rootfsPropagation`, as root and as an ordinary user.
+/// Kubernetes' `mountPropagation: HostToContainer` is an `rslave` bind; podman gives
+/// every volume `rprivate`. A file system the host mounts below a bind's source after
+/// `create` reaches the container through the `rslave` bind, not through the `rprivate`
+/// one, and the root is what `rootfsPropagation` asks.
+#[test]
+fn mount_propagation_follows_the_config() {
+    let test = "mount_propagation_follows_the_config";
+    if !ready(test) {
+        return;
+    }
+    propagation_story(None);
+    propagation_story(Some(test_user("mm-test", Some(300_000))));
+}
+
+fn propagation_story(user: Option<TestUser>) {
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "echo follows $(ls /follows/sub); echo kept $(ls /kept/sub); \
+             echo root $(awk '$5 == \"/\"' /proc/self/mountinfo)",
+        ],
+    );
+    // The host's side: a shared mount of this test's own.
+    let source = dir.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    let sh = |script: &str| {
+        let (o, _, stderr) = run({
+            let mut c = Command::new("sh");
+            c.args(["-ec", script]);
+            c
+        });
+        assert!(o.status.success(), "{script}: {stderr}");
+    };
+    let at = source.to_str().unwrap().to_owned();
+    sh(&format!(
+        "mount -t tmpfs -o mode=0755 mm-test {at}; mount --make-shared {at}; mkdir {at}/sub"
+    ));
+    let _unmount = OnDrop(|| {
+        let _ = Command::new("umount").args(["-R", &at]).status();
+    });
+    edit_config(&bundle, |config| {
+        let mounts = config["mounts"].as_array_mut().unwrap();
+        for (destination, propagation) in [("/follows", "rslave"), ("/kept", "rprivate")] {
+            mounts.push(serde_json::json!({
+                "destination": destination, "type": "bind", "source": source,
+                "options": ["rbind", propagation]
+            }));
+        }
+        config["linux"]["rootfsPropagation"] = "shared".into();
+        if user.is_some() {
+            rootless_config(config);
+        }
+    });
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    std::fs::write(&out, "").unwrap();
+    if let Some(user) = &user {
+        user.give(dir.path());
+    }
+    let mode = if user.is_some() { "rootless" } else { "root" };
+    let id = format!("mm-oci-propagation-{mode}");
+    let oci_as = |args: &[&str]| {
+        let mut command = match &user {
+            Some(user) => {
+                let mut c = user.mm(dir.path(), &["oci"]);
+                c.env("MM_PATH", dir.path());
+                c
+            }
+            None => {
+                let mut c = Command::new(MM);
+                c.arg("oci");
+                c
+            }
+        };
+        command.arg("--root").arg(&root).args(args);
+        oci_run(command, &out)
+    };
+    let _cleanup = OnDrop(|| {
+        let _ = oci_as(&["delete", "--force", &id]);
+    });
+    let (ok, err) = oci_as(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+    assert!(ok, "{mode}: create: {err}");
+    // After the container's mounts are made.
+    sh(&format!(
+        "mount -t tmpfs mm-test-sub {at}/sub; touch {at}/sub/flag"
+    ));
+    let (ok, err) = oci_as(&["start", &id]);
+    assert!(ok, "{mode}: start: {err}");
+    eventually("the container wrote its lines", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("root "))
+    });
+    let said = std::fs::read_to_string(&out).unwrap();
+    println!("{mode}: the container said: {said}");
+    assert!(said.lines().any(|l| l == "follows flag"), "{mode}: {said}");
+    assert!(said.lines().any(|l| l == "kept"), "{mode}: {said}");
+    let root_line = said.lines().find(|l| l.starts_with("root ")).unwrap();
+    assert!(root_line.contains(" shared:"), "{mode}: {root_line}");
+}
+
+/// What an ordinary user's bundle needs beside a root one: a user namespace, and no
+/// `gid=5` on devpts (not mapped when the user's map starts at 0).
+fn rootless_config(config: &mut serde_json::Value) {
+    let namespaces = config["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.push(serde_json::json!({"type": "user"}));
+    for mount in config["mounts"].as_array_mut().unwrap() {
+        if let Some(options) = mount.get_mut("options").and_then(|o| o.as_array_mut()) {
+            options.retain(|o| o != "gid=5");
+        }
+    }
+}

@@ -141,6 +141,7 @@ pub struct Linux {
     pub sysctl: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub devices: Vec<Device>,
+    pub rootfs_propagation: Option<String>,
 }
 
 /// `linux.devices[]`: a device node the container gets.

@@ -380,6 +380,7 @@ fn root_fs(
         } else {
             vec!["userxattr".to_owned()]
         },
+        propagation: None,
     }
 }
 

@@ -353,6 +353,58 @@ pub struct RootFs {
     pub idmapped_lowers: bool,
     /// Extra overlay options (`userxattr` when rootless).
     pub options: Vec<String>,
+    /// The root's propagation, set after `pivot_root` (OCI's `linux.rootfsPropagation`);
+    /// without it the root stays a slave of the host's mounts, as every mount does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
+}
+
+/// A mount's propagation type (mount_namespaces(7)): of that mount alone, or with
+/// `recursive` of every mount below it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Propagation {
+    pub kind: PropagationKind,
+    pub recursive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PropagationKind {
+    Shared,
+    Slave,
+    Private,
+    Unbindable,
+}
+
+impl Propagation {
+    /// `shared`, `rshared`, `slave`, `rslave`, `private`, `rprivate`, `unbindable`,
+    /// `runbindable`: mount(8)'s and the runtime-spec's names.
+    pub fn parse(name: &str) -> Option<Self> {
+        let (recursive, kind) = match name.strip_prefix('r') {
+            Some(rest) => (true, rest),
+            None => (false, name),
+        };
+        let kind = match kind {
+            "shared" => PropagationKind::Shared,
+            "slave" => PropagationKind::Slave,
+            "private" => PropagationKind::Private,
+            "unbindable" => PropagationKind::Unbindable,
+            _ => return None,
+        };
+        Some(Self { kind, recursive })
+    }
+}
+
+impl std::fmt::Display for Propagation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            PropagationKind::Shared => "shared",
+            PropagationKind::Slave => "slave",
+            PropagationKind::Private => "private",
+            PropagationKind::Unbindable => "unbindable",
+        };
+        write!(f, "{}{kind}", if self.recursive { "r" } else { "" })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,6 +485,12 @@ pub enum Mount {
         nosuid: bool,
         nodev: bool,
         noexec: bool,
+    },
+    /// The mount on `target` (made just before), or with a recursive propagation it and
+    /// those below it, given that propagation type (an OCI mount's `rslave`, `private`...).
+    Propagate {
+        target: String,
+        propagation: Propagation,
     },
     /// The machine's console: a pseudo-terminal allocated at start.
     Console {

@@ -61,8 +61,12 @@ pub fn render(plan: &Plan) -> String {
     ));
     steps.push(
         format!(
-            "pivot_root into {}; detach the old root",
-            plan.root.mount_point.display()
+            "pivot_root into {}; detach the old root{}",
+            plan.root.mount_point.display(),
+            match plan.root.propagation {
+                Some(p) => format!("; make the root {p}"),
+                None => String::new(),
+            }
         ),
         before_pivot,
     );
@@ -736,6 +740,10 @@ fn mount_line(mount: &Mount) -> String {
                 .collect();
             format!("Make {target} {}", flags.join(","))
         }
+        Mount::Propagate {
+            target,
+            propagation,
+        } => format!("Make {target} {propagation}"),
         Mount::Console { target } => format!("Bind a new pseudo-terminal on {target}"),
         Mount::CgroupTree { mode, hierarchies } => format!(
             "Mount the cgroup tree on /sys/fs/cgroup ({mode} layout){}",

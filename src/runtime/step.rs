@@ -227,6 +227,11 @@ pub enum Step {
     Restrict {
         target: String,
     },
+    /// A mount's propagation type (an OCI mount's, or the root's after pivot_root).
+    Propagate {
+        target: String,
+        propagation: crate::plan::Propagation,
+    },
     ReadMachineFile {
         path: String,
     },
@@ -331,6 +336,10 @@ impl std::fmt::Display for Step {
             Self::Hook { point, path } => write!(f, "run the {point} hook {}", path.display()),
             Self::WatchPid1 => f.write_str("watch PID 1 (pidfd_open)"),
             Self::Restrict { target } => write!(f, "restrict the mount on {target}"),
+            Self::Propagate {
+                target,
+                propagation,
+            } => write!(f, "make the mount on {target} {propagation}"),
             Self::Exec { argv } if argv.is_empty() => f.write_str("exec"),
             Self::EnterCgroup => f.write_str("join the machine's cgroup"),
             Self::EnterRoot => f.write_str("enter the machine's root"),

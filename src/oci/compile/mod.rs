@@ -16,8 +16,8 @@ use crate::idmap::IdMapEntry;
 use crate::oci::fields::FieldError;
 use crate::oci::spec::{self, Spec};
 use crate::plan::{
-    IdMapping, Ids, Image, Join, Layers, MapWriter, Namespace, Network, Plan, Registration, RootFs,
-    Stop, Sysctl, Upper,
+    IdMapping, Ids, Image, Join, Layers, MapWriter, Namespace, Network, Plan, Propagation,
+    Registration, RootFs, Stop, Sysctl, Upper,
 };
 
 pub use cgroup::update_resources;
@@ -70,6 +70,19 @@ pub fn compile(
     let ids = ids(&linux, host, user, &mut errors);
     let cgroup = cgroup::cgroup(&linux, id, host, options, &mut errors);
     let root = root(config, bundle, &mut errors);
+    let root_propagation = linux.rootfs_propagation.as_deref().and_then(|name| {
+        let propagation = Propagation::parse(name);
+        if propagation.is_none() {
+            errors.at(
+                "linux.rootfsPropagation",
+                format!(
+                    "`{name}` is none of shared, slave, private, unbindable and their \
+                     recursive forms (rshared...)"
+                ),
+            );
+        }
+        propagation
+    });
     let mounts = mounts::mounts(
         config,
         &linux,
@@ -152,6 +165,7 @@ pub fn compile(
             upper,
             idmapped_lowers: false,
             options: Vec::new(),
+            propagation: root_propagation,
         },
         mounts,
         network: if private_net {

@@ -7,7 +7,7 @@ use super::Errors;
 use super::absolute;
 use crate::host::Host;
 use crate::oci::spec::{self, Spec};
-use crate::plan::{Join, Mount, Namespace};
+use crate::plan::{Join, Mount, Namespace, Propagation};
 
 /// The options mm passes to `mount(2)` of a file system (the flags `ms_flags` knows, and
 /// the file system's own `key=value` data).
@@ -57,17 +57,21 @@ pub(super) fn mounts(
                 };
                 let mut readonly = false;
                 let (mut nosuid, mut nodev, mut noexec) = (false, false, false);
+                let mut propagations = Vec::new();
                 for (j, o) in m.options.iter().enumerate() {
                     match o.as_str() {
                         "ro" => readonly = true,
                         "nosuid" => nosuid = true,
                         "nodev" => nodev = true,
                         "noexec" => noexec = true,
-                        "rw" | "bind" | "rbind" | "private" | "rprivate" => {}
-                        other => errors.at(
-                            format!("{at}.options[{j}]"),
-                            format!("`{other}` on a bind mount is not supported by mm yet"),
-                        ),
+                        "rw" | "bind" | "rbind" => {}
+                        other => match Propagation::parse(other) {
+                            Some(p) => propagations.push(p),
+                            None => errors.at(
+                                format!("{at}.options[{j}]"),
+                                format!("`{other}` on a bind mount is not supported by mm yet"),
+                            ),
+                        },
                     }
                 }
                 all.push(Mount::Bind {
@@ -78,12 +82,13 @@ pub(super) fn mounts(
                 });
                 if nosuid || nodev || noexec {
                     all.push(Mount::Restrict {
-                        target,
+                        target: target.clone(),
                         nosuid,
                         nodev,
                         noexec,
                     });
                 }
+                all.extend(propagate(&target, propagations));
             }
             "cgroup" | "cgroup2" => {
                 if target != "/sys/fs/cgroup" {
@@ -163,11 +168,14 @@ pub(super) fn mounts(
             ),
             "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" => {
                 let mut options = Vec::new();
+                let mut propagations = Vec::new();
                 for (j, o) in m.options.iter().enumerate() {
                     if FS_FLAGS.contains(&o.as_str()) || o.contains('=') {
                         if o != "rw" {
                             options.push(o.clone());
                         }
+                    } else if let Some(p) = Propagation::parse(o) {
+                        propagations.push(p);
                     } else {
                         errors.at(
                             format!("{at}.options[{j}]"),
@@ -178,10 +186,11 @@ pub(super) fn mounts(
                 dev_tmpfs |= kind == "tmpfs" && target == "/dev";
                 all.push(Mount::Fs {
                     fstype: kind.to_owned(),
-                    target,
+                    target: target.clone(),
                     options,
                     source: m.source.clone().filter(|s| s != kind),
                 });
+                all.extend(propagate(&target, propagations));
             }
             other => errors.at(
                 format!("{at}.type"),
@@ -239,6 +248,17 @@ pub(super) fn mounts(
         }
     }
     all
+}
+
+/// The mounts that give the mount on `target` each propagation asked, in order (as runc
+/// applies them).
+fn propagate(target: &str, propagations: Vec<Propagation>) -> impl Iterator<Item = Mount> + '_ {
+    propagations
+        .into_iter()
+        .map(|propagation| Mount::Propagate {
+            target: target.to_owned(),
+            propagation,
+        })
 }
 
 /// Whether `fstype` is sysfs or mqueue of a namespace the container joins (network, IPC).

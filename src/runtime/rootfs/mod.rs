@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 
 use super::launch::{Step, StepFailure, WithStep};
-use crate::plan::{Layers, Mount, Plan, Upper};
+use crate::plan::{Layers, Mount, Plan, Propagation, PropagationKind, Upper};
 
 mod mounter;
 mod record;
@@ -450,6 +450,25 @@ fn apply(
             .fold(0, |all, flag| all | flag);
             m.set_attributes(at.as_fd(), attributes).step(step)
         }
+        Mount::Propagate {
+            target,
+            propagation,
+        } => {
+            let step = || Step::Propagate {
+                target: target.clone(),
+                propagation: *propagation,
+            };
+            let at = m.open_in_root(root, target, None).step(step)?;
+            let at = at.ok_or_else(|| StepFailure::other(step(), "it is missing"))?;
+            m.mount(
+                None,
+                At::Fd(at.as_fd()),
+                None,
+                propagation_flags(*propagation),
+                None,
+            )
+            .step(step)
+        }
         Mount::ReadOnly { target } => {
             let Some(at) = m.open_in_root(root, target, None).step(|| Step::Open {
                 path: target.into(),
@@ -652,7 +671,38 @@ pub fn enter(
     before_pivot()?;
     m.pivot(root.as_fd()).step(|| Step::PivotRoot {
         root: shown.clone(),
-    })
+    })?;
+    // Not before: pivot_root refuses a shared root.
+    if let Some(propagation) = plan.root.propagation {
+        let root = Path::new("/");
+        m.mount(
+            None,
+            At::Path(root),
+            None,
+            propagation_flags(propagation),
+            None,
+        )
+        .step(|| Step::Propagate {
+            target: "/".to_owned(),
+            propagation,
+        })?;
+    }
+    Ok(())
+}
+
+/// The mount(2) flags that give a mount `propagation`.
+fn propagation_flags(propagation: Propagation) -> MsFlags {
+    let kind = match propagation.kind {
+        PropagationKind::Shared => MsFlags::MS_SHARED,
+        PropagationKind::Slave => MsFlags::MS_SLAVE,
+        PropagationKind::Private => MsFlags::MS_PRIVATE,
+        PropagationKind::Unbindable => MsFlags::MS_UNBINDABLE,
+    };
+    if propagation.recursive {
+        kind | MsFlags::MS_REC
+    } else {
+        kind
+    }
 }
 
 /// The exact sequence of calls that set up `plan`'s root, as the recorder writes them:

@@ -73,6 +73,8 @@ fn flag_words(flags: MsFlags) -> String {
         (MsFlags::MS_NOEXEC, "noexec"),
         (MsFlags::MS_SLAVE, "slave"),
         (MsFlags::MS_PRIVATE, "private"),
+        (MsFlags::MS_SHARED, "shared"),
+        (MsFlags::MS_UNBINDABLE, "unbindable"),
         (MsFlags::MS_RELATIME, "relatime"),
         (MsFlags::MS_STRICTATIME, "strictatime"),
         (MsFlags::MS_NOATIME, "noatime"),
