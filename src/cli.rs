@@ -544,6 +544,9 @@ pub enum OciCommand {
         /// Set no_new_privs
         #[arg(long)]
         no_new_privs: bool,
+        /// The AppArmor profile it runs under (default: the container's)
+        #[arg(long, value_name = "PROFILE")]
+        apparmor: Option<String>,
         /// Pass descriptors 3 to 3+N-1 on to the process
         #[arg(long, value_name = "N", default_value_t = 0)]
         preserve_fds: u32,

@@ -2310,3 +2310,107 @@ fn rootless_config(config: &mut serde_json::Value) {
         }
     }
 }
+
+/// `process.apparmorProfile`, which podman and containerd write into every config on a
+/// host that enforces AppArmor. There, the container's process and what `exec` runs in it
+/// are confined by it; on a host without AppArmor (this VM's kernel has none), the create
+/// is refused by its path and leaves nothing, and so is an `exec --apparmor`.
+#[test]
+fn an_apparmor_profile_confines_the_process_or_is_refused() {
+    let test = "an_apparmor_profile_confines_the_process_or_is_refused";
+    if !ready(test) {
+        return;
+    }
+    let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.starts_with('Y'));
+    let dir = shared_tempdir();
+    let bundle = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "echo confined $(cat /proc/self/attr/current); exec sleep 1000",
+        ],
+    );
+    let root = dir.path().join("state");
+    let out = dir.path().join("out");
+    let _cleanup = OnDrop(|| {
+        for id in ["aa1", "aa2"] {
+            let _ = oci(&root, &["delete", "--force", id], &dir.path().join("gone"));
+        }
+    });
+    if !enabled {
+        println!("{test}: this host's kernel does not enforce AppArmor: checking the refusals");
+        edit_config(&bundle, |config| {
+            config["process"]["apparmorProfile"] = "containers-default-0.50.1".into();
+        });
+        refused(
+            &root,
+            &bundle,
+            "aa1",
+            &out,
+            "process.apparmorProfile: `containers-default-0.50.1`: AppArmor is not enabled on this host",
+        );
+        edit_config(&bundle, |config| {
+            config["process"]
+                .as_object_mut()
+                .unwrap()
+                .remove("apparmorProfile");
+        });
+        let (ok, err) = oci(
+            &root,
+            &[
+                "run",
+                "--detach",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "aa2",
+            ],
+            &out,
+        );
+        assert!(ok, "run: {err}");
+        let (code, _, stderr) = exec(
+            &root,
+            &["--apparmor", "containers-default-0.50.1", "aa2", "true"],
+        );
+        assert_ne!(code, Some(0), "exec --apparmor was taken");
+        assert!(
+            stderr.contains("process.apparmorProfile")
+                && stderr.contains("AppArmor is not enabled"),
+            "{stderr}"
+        );
+        return;
+    }
+    // A profile the host has loaded.
+    let loaded =
+        std::fs::read_to_string("/sys/kernel/security/apparmor/profiles").unwrap_or_default();
+    let Some(profile) = loaded.lines().find_map(|l| l.strip_suffix(" (enforce)")) else {
+        return skip(
+            test,
+            "AppArmor is enabled but no profile is loaded in enforce mode",
+        );
+    };
+    edit_config(&bundle, |config| {
+        config["process"]["apparmorProfile"] = profile.into();
+    });
+    let (ok, err) = oci(
+        &root,
+        &[
+            "run",
+            "--detach",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "aa2",
+        ],
+        &out,
+    );
+    assert!(ok, "run: {err}");
+    eventually("the container wrote its line", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("confined "))
+    });
+    let said = std::fs::read_to_string(&out).unwrap();
+    assert!(said.contains(&format!("confined {profile} ")), "{said}");
+    let (code, stdout, stderr) = exec(&root, &["aa2", "cat", "/proc/self/attr/current"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with(profile), "exec: {stdout}");
+}

@@ -123,7 +123,7 @@ fn every_unsupported_field_is_named_with_its_path() {
             "linux.maskedPath",
             "linux.resources.cpu.realtimeRuntime",
             "linux.seccomp.listenerPath",
-            "process.apparmorProfile",
+            "process.selinuxLabel",
         ]
     );
     assert!(

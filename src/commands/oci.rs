@@ -118,6 +118,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
             user,
             cap,
             no_new_privs,
+            apparmor,
             preserve_fds,
             id,
             args,
@@ -133,6 +134,7 @@ fn verb(args: OciArgs) -> Result<ExitCode, Error> {
                 user,
                 caps: cap,
                 no_new_privs,
+                apparmor,
                 preserve_fds,
                 args,
             };

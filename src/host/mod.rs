@@ -38,6 +38,10 @@ pub struct Host {
     pub bus: BusFacts,
     /// Whether systemd runs as PID 1 (it has /run/systemd/system, as sd_booted(3) checks).
     pub systemd_pid1: bool,
+    /// Whether the kernel enforces AppArmor (`/sys/module/apparmor/parameters/enabled` is
+    /// `Y`), so that an OCI process's `apparmorProfile` can be honoured.
+    #[serde(default)]
+    pub apparmor: bool,
     /// The cgroup of the systemd unit mm runs as, when told to stay in it
     /// (`mm run --keep-unit`, as `mm@.service` does): the machine's cgroup goes below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +174,7 @@ impl Host {
             dirs,
             bus: bus(),
             systemd_pid1: std::path::Path::new("/run/systemd/system").is_dir(),
+            apparmor: apparmor_enabled(),
             unit_cgroup: None,
             network: NetworkFacts::probe(),
             desktop,
@@ -193,4 +198,10 @@ pub fn oci_arch(rust_arch: &str) -> &str {
         "loongarch64" => "loong64",
         other => other,
     }
+}
+
+/// Whether the kernel enforces AppArmor, as runc and youki ask it.
+pub fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.starts_with('Y'))
 }

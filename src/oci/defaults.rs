@@ -99,7 +99,7 @@ pub fn features() -> Value {
                 "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
                     "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]
             },
-            "apparmor": {"enabled": false},
+            "apparmor": {"enabled": true},
             "selinux": {"enabled": false}
         },
         "annotations": {"org.opencontainers.runtime.mm": "1"}

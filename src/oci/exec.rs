@@ -31,6 +31,8 @@ pub struct Request {
     /// Added to the process's bounding set (and so, as root, to its effective set).
     pub caps: Vec<String>,
     pub no_new_privs: bool,
+    /// `--apparmor PROFILE`, over the container's.
+    pub apparmor: Option<String>,
     pub preserve_fds: u32,
     pub args: Vec<String>,
 }
@@ -58,12 +60,18 @@ pub fn exec(options: &Options, id: &str, request: &Request) -> Result<i32, OciEr
         ),
     };
     let (compiled, mut security) =
-        super::compile::exec_process(&process, &name).map_err(|errors| OciError::Config {
-            path: origin,
-            errors,
-        })?;
-    // The container's own filter: exec'd processes are confined as its PID 1 is.
+        super::compile::exec_process(&process, &name, crate::host::apparmor_enabled()).map_err(
+            |errors| OciError::Config {
+                path: origin,
+                errors,
+            },
+        )?;
+    // The container's own filter and (unless the process names another) AppArmor profile:
+    // exec'd processes are confined as its PID 1 is, as runc confines them.
     security.seccomp = launch.plan.security.seccomp.clone();
+    if security.apparmor_profile.is_none() {
+        security.apparmor_profile = launch.plan.security.apparmor_profile.clone();
+    }
     let crate::plan::Command::Resolved(exec) = compiled.command else {
         return Err(OciError::Usage("the process has no command".to_owned()));
     };
@@ -164,6 +172,7 @@ fn from_file(file: &Path, request: &Request) -> Result<spec::Process, OciError> 
         ("--env", !request.env.is_empty()),
         ("--user", request.user.is_some()),
         ("--no-new-privs", request.no_new_privs),
+        ("--apparmor", request.apparmor.is_some()),
         ("ARGS", !request.args.is_empty()),
     ];
     if let Some((flag, _)) = overrides.iter().find(|(_, given)| *given) {
@@ -262,6 +271,8 @@ fn from_container(plan: &crate::plan::Plan, request: &Request) -> Result<spec::P
         rlimits: Vec::new(),
         no_new_privileges: security.no_new_privileges || request.no_new_privs,
         oom_score_adj: plan.process.oom_score_adj,
+        // Else the container's, given to the compiled process.
+        apparmor_profile: request.apparmor.clone(),
     };
     add_caps(&mut process, &request.caps);
     Ok(process)

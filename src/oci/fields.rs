@@ -44,6 +44,7 @@ const HANDLED: &[&str] = &[
     "process.capabilities.permitted",
     "process.capabilities.ambient",
     "process.oomScoreAdj",
+    "process.apparmorProfile",
     "process.rlimits",
     "process.rlimits[]",
     "process.rlimits[].type",
@@ -173,7 +174,6 @@ const HANDLED: &[&str] = &[
 /// Fields of the runtime-spec (1.0 to 1.2) that mm does not honour (yet), each with why.
 /// A prefix covers what is below it.
 const REFUSED: &[(&str, &str)] = &[
-    ("process.apparmorProfile", "mm has no AppArmor support"),
     ("process.selinuxLabel", "mm has no SELinux support"),
     ("process.scheduler", "not supported by mm yet"),
     ("process.ioPriority", "not supported by mm yet"),

@@ -67,6 +67,7 @@ pub struct Process {
     #[serde(default)]
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
+    pub apparmor_profile: Option<String>,
 }
 
 /// `process.consoleSize`: the terminal's window size in characters.

@@ -423,5 +423,6 @@ fn security(def: &Definition, private_net: bool) -> Security {
         no_new_privileges: sec.no_new_privileges,
         inheritable: Vec::new(),
         ambient: Vec::new(),
+        apparmor_profile: None,
     }
 }

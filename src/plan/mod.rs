@@ -681,6 +681,10 @@ pub struct Security {
     /// OCI's `process.capabilities.ambient`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ambient: Vec<String>,
+    /// The AppArmor profile the command executes under (OCI's `process.apparmorProfile`),
+    /// set for its exec (`/proc/self/attr/apparmor/exec`) as the lock-down begins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apparmor_profile: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -472,6 +472,11 @@ fn security(plan: &Plan) -> Step {
                     lines.push(format!("{set} set ({}): {}", caps.len(), short_caps(caps)));
                 }
             }
+            if let Some(profile) = &sec.apparmor_profile {
+                lines.push(format!(
+                    "the command executes under the AppArmor profile {profile}"
+                ));
+            }
             if let crate::plan::Seccomp::Profile(profile) = &sec.seccomp {
                 lines.extend(seccomp_lines(profile, sec.no_new_privileges));
             }

@@ -1,5 +1,5 @@
-//! Locking PID 1 down before it runs anything of the image's: `no_new_privs` when asked,
-//! the seccomp filter, and the capability bounding set.
+//! Locking PID 1 down before it runs anything of the image's: the AppArmor profile of its
+//! exec, `no_new_privs` when asked, the seccomp filter, and the capability bounding set.
 //!
 //! The bounding set limits what any program PID 1 executes can hold; mm's own init keeps
 //! its capabilities only to switch the command to its user. Seccomp goes first, while
@@ -19,6 +19,14 @@ use crate::plan::{Seccomp, Security};
 /// off, while PID 1 still holds `CAP_SYS_ADMIN` in its user namespace, as runc loads it),
 /// and the capability sets. `program` is the launch's compiled profile.
 pub fn lock_down(security: &Security, program: Option<&Program>) -> Result<(), StepFailure> {
+    // First, as runc sets it: before no_new_privs, the user's switch and the filter, so
+    // nothing of those stands in its way; what executes next (a startContainer hook, the
+    // command) runs confined.
+    if let Some(profile) = &security.apparmor_profile {
+        sys::apparmor_exec_profile(profile).step(|| Step::AppArmor {
+            profile: profile.clone(),
+        })?;
+    }
     if security.no_new_privileges {
         sys::no_new_privs().step(|| Step::NoNewPrivs)?;
     }

@@ -194,6 +194,10 @@ pub enum Step {
     },
     RestoreSignalMask,
     NoNewPrivs,
+    /// The AppArmor profile of the next exec.
+    AppArmor {
+        profile: String,
+    },
     /// `filter` is `None` when there is no filter of the plan's name.
     LoadSeccomp {
         filter: Option<String>,
@@ -324,6 +328,12 @@ impl std::fmt::Display for Step {
             Self::ControllingTerminal => f.write_str("take the console as controlling terminal"),
             Self::RestoreSignalMask => f.write_str("restore the signal mask"),
             Self::NoNewPrivs => f.write_str("set no_new_privs"),
+            Self::AppArmor { profile } => {
+                write!(
+                    f,
+                    "set the AppArmor profile `{profile}` for the command's exec"
+                )
+            }
             Self::LoadSeccomp { filter: None } => f.write_str("load the seccomp filter"),
             Self::CapabilityBoundingSet => f.write_str("set the capability bounding set"),
             Self::ClearAmbientCapabilities => f.write_str("clear the ambient capabilities"),

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -222,6 +223,35 @@ pub fn set_name(name: &str) {
         // Only cosmetic: a process that cannot be named still works.
         let _ = rustix::thread::set_name(&name);
     }
+}
+
+/// Makes this process's next exec run under the AppArmor profile `name`, writing its
+/// `exec` attribute (`/proc/self/attr/apparmor/exec`; before Linux 5.8 only the shared
+/// `/proc/self/attr/exec` exists). The file must be proc's: the root may be an image's
+/// without a proc of its own.
+pub fn apparmor_exec_profile(name: &str) -> io::Result<()> {
+    let dir = Path::new("/proc/self/attr");
+    let path = if dir.join("apparmor").is_dir() {
+        dir.join("apparmor/exec")
+    } else {
+        dir.join("exec")
+    };
+    let file = rustix::fs::open(
+        &path,
+        OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    let on = rustix::fs::fstatfs(&file)?;
+    if on.f_type != libc::PROC_SUPER_MAGIC {
+        return Err(io::Error::other(format!(
+            "{} is not on proc (the container has no proc of its own on /proc)",
+            path.display()
+        )));
+    }
+    rustix::io::write(&file, format!("exec {name}").as_bytes())
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    Ok(())
 }
 
 pub fn no_new_privs() -> io::Result<()> {

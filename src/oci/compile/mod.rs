@@ -92,7 +92,8 @@ pub fn compile(
         host,
         &mut errors,
     );
-    let (mut process, mut security) = process::process(config, id, &namespaces, &mut errors);
+    let (mut process, mut security) =
+        process::process(config, id, &namespaces, host.apparmor, &mut errors);
     let sysctls = sysctls(&linux, &namespaces, &joins, &mut errors);
     // Those of the launch are the plan's, the others the lifecycle's commands': all
     // checked here with the rest.

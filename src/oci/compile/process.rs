@@ -30,10 +30,12 @@ const RLIMITS: &[&str] = &[
 ];
 
 /// The container's process and how it is locked down.
+/// `apparmor`: whether the host enforces AppArmor ([`crate::host::Host::apparmor`]).
 pub(super) fn process(
     config: &Spec,
     id: &crate::oci::ContainerId,
     namespaces: &[Namespace],
+    apparmor: bool,
     errors: &mut Errors,
 ) -> (Process, Security) {
     let empty = spec::Process {
@@ -52,6 +54,7 @@ pub(super) fn process(
         rlimits: Vec::new(),
         no_new_privileges: false,
         oom_score_adj: None,
+        apparmor_profile: None,
     };
     let p = match &config.process {
         Some(p) => p,
@@ -111,7 +114,8 @@ pub(super) fn process(
         Some(name) => name.clone(),
         None => id.name().to_string(),
     };
-    let security = security(p, errors);
+    let mut security = security(p, errors);
+    security.apparmor_profile = apparmor_profile(p, apparmor, errors);
     let process = Process {
         pid1: Pid1::Direct,
         hostname,
@@ -174,6 +178,7 @@ pub(super) fn has_devpts(mounts: &[Mount]) -> bool {
 pub fn exec_process(
     p: &spec::Process,
     id: &crate::oci::ContainerId,
+    apparmor: bool,
 ) -> Result<(Process, Security), Vec<FieldError>> {
     let config = Spec {
         oci_version: "1.0.0".to_owned(),
@@ -186,7 +191,7 @@ pub fn exec_process(
         hooks: None,
     };
     let mut errors = Errors(Vec::new());
-    let compiled = process(&config, id, &[Namespace::Uts], &mut errors);
+    let compiled = process(&config, id, &[Namespace::Uts], apparmor, &mut errors);
     if errors.0.is_empty() {
         Ok(compiled)
     } else {
@@ -254,5 +259,69 @@ pub(super) fn security(p: &spec::Process, errors: &mut Errors) -> Security {
         no_new_privileges: p.no_new_privileges,
         inheritable,
         ambient,
+        apparmor_profile: None,
+    }
+}
+
+/// `process.apparmorProfile`: a profile's name, on a host that enforces AppArmor. Where
+/// the kernel has none, the process would run unconfined, which its config did not ask
+/// for: refused, as youki refuses it (crun and runc ignore it there).
+fn apparmor_profile(p: &spec::Process, enabled: bool, errors: &mut Errors) -> Option<String> {
+    let name = p.apparmor_profile.as_deref().filter(|n| !n.is_empty())?;
+    let field = "process.apparmorProfile";
+    if name.contains(['\n', '\0']) || name.trim() != name {
+        errors.at(
+            field,
+            format!("{name:?} is not the name of a profile (no spaces around it, no newline)"),
+        );
+    } else if !enabled {
+        errors.at(
+            field,
+            format!(
+                "`{name}`: AppArmor is not enabled on this host \
+                 (/sys/module/apparmor/parameters/enabled is not Y), and mm does not run a \
+                 process unconfined when its config names a profile"
+            ),
+        );
+    }
+    Some(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_profile(profile: &str, apparmor: bool) -> Result<Security, Vec<FieldError>> {
+        let p: spec::Process = serde_json::from_value(serde_json::json!({
+            "user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/",
+            "apparmorProfile": profile,
+        }))
+        .unwrap();
+        let id = crate::oci::ContainerId::new("c1").unwrap();
+        exec_process(&p, &id, apparmor).map(|(_, security)| security)
+    }
+
+    /// podman and containerd name a profile in every config on a host with AppArmor
+    /// (`containers-default-0.50.1`, `cri-containerd.apparmor.d`).
+    #[test]
+    fn an_apparmor_profile_is_taken_where_the_host_enforces_apparmor_and_refused_elsewhere() {
+        let security = with_profile("containers-default-0.50.1", true).unwrap();
+        assert_eq!(
+            security.apparmor_profile.as_deref(),
+            Some("containers-default-0.50.1")
+        );
+        let refused = with_profile("containers-default-0.50.1", false).unwrap_err();
+        assert_eq!(refused[0].path, "process.apparmorProfile");
+        assert!(
+            refused[0]
+                .why
+                .contains("AppArmor is not enabled on this host"),
+            "{}",
+            refused[0].why
+        );
+        let bad = with_profile("a\nchange_profile b", true).unwrap_err();
+        assert_eq!(bad[0].path, "process.apparmorProfile");
+        // An empty name is no profile, as runc takes it.
+        assert_eq!(with_profile("", false).unwrap().apparmor_profile, None);
     }
 }
