@@ -569,7 +569,7 @@ pub enum OciCommand {
     Pause { id: String },
     /// Thaw a paused container
     Resume { id: String },
-    /// Change a container's limits (memory, CPU quota, pids)
+    /// Change a container's limits (memory and swap, CPU quota and shares, cpuset, pids)
     Update {
         /// A runtime-spec linux.resources JSON
         #[arg(short, long, value_name = "FILE")]
