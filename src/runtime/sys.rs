@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -227,30 +227,38 @@ pub fn set_name(name: &str) {
 
 /// Makes this process's next exec run under the AppArmor profile `name`, writing its
 /// `exec` attribute (`/proc/self/attr/apparmor/exec`; before Linux 5.8 only the shared
-/// `/proc/self/attr/exec` exists). The file must be proc's: the root may be an image's
-/// without a proc of its own.
+/// `/proc/self/attr/exec` exists). Only through the proc file system on /proc, and
+/// nothing below it may lead off it (`RESOLVE_NO_XDEV`): the root may be an image's
+/// without a proc of its own, and in `exec` the container's processes may have mounted
+/// over its proc. Non-blocking, so that a FIFO in its place fails rather than hangs.
 pub fn apparmor_exec_profile(name: &str) -> io::Result<()> {
-    let dir = Path::new("/proc/self/attr");
-    let path = if dir.join("apparmor").is_dir() {
-        dir.join("apparmor/exec")
-    } else {
-        dir.join("exec")
-    };
-    let file = rustix::fs::open(
-        &path,
-        OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+    let proc = rustix::fs::open(
+        "/proc",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
-    )
-    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-    let on = rustix::fs::fstatfs(&file)?;
-    if on.f_type != libc::PROC_SUPER_MAGIC {
-        return Err(io::Error::other(format!(
-            "{} is not on proc (the container has no proc of its own on /proc)",
-            path.display()
-        )));
+    )?;
+    if rustix::fs::fstatfs(&proc)?.f_type != libc::PROC_SUPER_MAGIC {
+        return Err(io::Error::other(
+            "/proc is not a proc file system (the container has no proc of its own there)",
+        ));
     }
+    let open = |below: &'static str| {
+        rustix::fs::openat2(
+            &proc,
+            below,
+            OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::NO_XDEV | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map(|file| (file, below))
+    };
+    let (file, below) = match open("self/attr/apparmor/exec") {
+        Err(rustix::io::Errno::NOENT) => open("self/attr/exec"),
+        other => other,
+    }
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("/proc/self/attr: {e}")))?;
     rustix::io::write(&file, format!("exec {name}").as_bytes())
-        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("/proc/{below}: {e}")))?;
     Ok(())
 }
 
