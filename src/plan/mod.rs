@@ -376,6 +376,20 @@ pub enum PropagationKind {
     Unbindable,
 }
 
+impl PropagationKind {
+    const ALL: [Self; 4] = [Self::Shared, Self::Slave, Self::Private, Self::Unbindable];
+
+    /// mount(8)'s and the runtime-spec's name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Slave => "slave",
+            Self::Private => "private",
+            Self::Unbindable => "unbindable",
+        }
+    }
+}
+
 impl Propagation {
     /// `shared`, `rshared`, `slave`, `rslave`, `private`, `rprivate`, `unbindable`,
     /// `runbindable`: mount(8)'s and the runtime-spec's names.
@@ -384,26 +398,17 @@ impl Propagation {
             Some(rest) => (true, rest),
             None => (false, name),
         };
-        let kind = match kind {
-            "shared" => PropagationKind::Shared,
-            "slave" => PropagationKind::Slave,
-            "private" => PropagationKind::Private,
-            "unbindable" => PropagationKind::Unbindable,
-            _ => return None,
-        };
+        let kind = PropagationKind::ALL
+            .into_iter()
+            .find(|k| k.name() == kind)?;
         Some(Self { kind, recursive })
     }
 }
 
 impl std::fmt::Display for Propagation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            PropagationKind::Shared => "shared",
-            PropagationKind::Slave => "slave",
-            PropagationKind::Private => "private",
-            PropagationKind::Unbindable => "unbindable",
-        };
-        write!(f, "{}{kind}", if self.recursive { "r" } else { "" })
+        let r = if self.recursive { "r" } else { "" };
+        write!(f, "{r}{}", self.kind.name())
     }
 }
 

@@ -114,8 +114,7 @@ pub(super) fn process(
         Some(name) => name.clone(),
         None => id.name().to_string(),
     };
-    let mut security = security(p, errors);
-    security.apparmor_profile = apparmor_profile(p, apparmor, errors);
+    let security = security(p, apparmor, errors);
     let process = Process {
         pid1: Pid1::Direct,
         hostname,
@@ -201,8 +200,9 @@ pub fn exec_process(
 
 /// The capability sets. PID 1 executes as root with exactly its bounding set effective
 /// and permitted (no file capabilities), or as another user with none: a config that
-/// asks otherwise is refused.
-pub(super) fn security(p: &spec::Process, errors: &mut Errors) -> Security {
+/// asks otherwise is refused. And the AppArmor profile (`apparmor`: whether the host
+/// enforces AppArmor).
+pub(super) fn security(p: &spec::Process, apparmor: bool, errors: &mut Errors) -> Security {
     let caps = p.capabilities.clone().unwrap_or_default();
     let names = |field: &str, list: &[String], errors: &mut Errors| -> Vec<String> {
         let mut set = BTreeSet::new();
@@ -259,7 +259,7 @@ pub(super) fn security(p: &spec::Process, errors: &mut Errors) -> Security {
         no_new_privileges: p.no_new_privileges,
         inheritable,
         ambient,
-        apparmor_profile: None,
+        apparmor_profile: apparmor_profile(p, apparmor, errors),
     }
 }
 
